@@ -1,0 +1,12 @@
+"""The op-yielding runtime: ops, tasks, and the direct driver."""
+
+from specfault.runtime.ops import (
+    AtomicAdd, Cmpxchg, KObject, Load, LoadItem, Op, Store, StoreItem, WaitUntil, Work, Yield,
+)
+from specfault.runtime.state import STATE, Deadlock, ModelBug, UseAfterFree, current, switch
+from specfault.runtime.task import Task
+
+__all__ = [
+    "STATE", "AtomicAdd", "Cmpxchg", "Deadlock", "KObject", "Load", "LoadItem", "ModelBug", "Op",
+    "Store", "StoreItem", "Task", "UseAfterFree", "WaitUntil", "Work", "Yield", "current", "switch",
+]

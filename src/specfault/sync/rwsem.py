@@ -1,0 +1,232 @@
+"""struct rw_semaphore with Linux's fairness: a waiting writer blocks new
+readers (so a stream of faults cannot starve mmap writers), and a release
+hands the lock to the head of the wait queue — a writer alone, or every
+queued reader at once (rwsem_mark_wake).
+
+Used for ``mmap_lock``.  Lock order: mmap_lock is outermost in mm/.
+
+Fields
+------
+# protected by the op atomicity (the rwsem's internal wait_lock)
+    readers   number of read holders
+    writer    task holding it for write, or None
+    waiters   FIFO of _Waiter records (task, mode, granted)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from specfault.runtime import STATE, ModelBug, Op
+
+
+class _Waiter:
+    __slots__ = ("task", "write", "granted")
+
+    def __init__(self, task: Any, write: bool) -> None:
+        self.task = task
+        self.write = write
+        self.granted = False
+
+
+class _DownRead(Op):
+    """Fast path of down_read: take it, or queue and return the waiter."""
+
+    __slots__ = ("sem",)
+    kind = "down_read"
+
+    def __init__(self, sem: RwSemaphore) -> None:
+        self.sem = sem
+
+    def perform(self) -> _Waiter | None:
+        sem = self.sem
+        task = STATE.task
+        if sem.writer is None and not sem.waiters:
+            sem.readers += 1
+            if task is not None:
+                task.held.append(sem)
+            return None
+        w = _Waiter(task, False)
+        sem.waiters.append(w)
+        return w
+
+    def footprint(self) -> tuple[tuple[object, str, str], ...]:
+        return ((self.sem, "count", "w"),)
+
+    def describe(self) -> str:
+        return f"down_read {self.sem.name}"
+
+
+class _DownWrite(_DownRead):
+    __slots__ = ()
+    kind = "down_write"
+
+    def perform(self) -> _Waiter | None:
+        sem = self.sem
+        task = STATE.task
+        if sem.writer is None and sem.readers == 0 and not sem.waiters:
+            sem.writer = task
+            if task is not None:
+                task.held.append(sem)
+            return None
+        w = _Waiter(task, True)
+        sem.waiters.append(w)
+        return w
+
+    def describe(self) -> str:
+        return f"down_write {self.sem.name}"
+
+
+class _Trylock(_DownRead):
+    __slots__ = ("write",)
+    kind = "down_trylock"
+
+    def __init__(self, sem: RwSemaphore, write: bool) -> None:
+        super().__init__(sem)
+        self.write = write
+
+    def perform(self) -> bool:  # type: ignore[override]
+        sem = self.sem
+        task = STATE.task
+        if sem.writer is not None or sem.waiters or (self.write and sem.readers):
+            return False
+        if self.write:
+            sem.writer = task
+        else:
+            sem.readers += 1
+        if task is not None:
+            task.held.append(sem)
+        return True
+
+    def describe(self) -> str:
+        return f"down_{'write' if self.write else 'read'}_trylock {self.sem.name}"
+
+
+class _WaitGranted(Op):
+    """Sleep until the releaser handed us the lock."""
+
+    __slots__ = ("sem", "waiter")
+    kind = "rwsem_wait"
+    blocking = True
+
+    def __init__(self, sem: RwSemaphore, waiter: _Waiter) -> None:
+        self.sem = sem
+        self.waiter = waiter
+
+    def enabled(self) -> bool:
+        return self.waiter.granted
+
+    def perform(self) -> None:
+        task = STATE.task
+        if task is not None:
+            task.held.append(self.sem)
+
+    def footprint(self) -> tuple[tuple[object, str, str], ...]:
+        return ((self.sem, "count", "r"),)
+
+    def describe(self) -> str:
+        return f"wait {'write' if self.waiter.write else 'read'} {self.sem.name}"
+
+
+class _Up(Op):
+    __slots__ = ("sem", "write")
+    kind = "up"
+
+    def __init__(self, sem: RwSemaphore, write: bool) -> None:
+        self.sem = sem
+        self.write = write
+
+    def perform(self) -> None:
+        sem = self.sem
+        task = STATE.task
+        if self.write:
+            if sem.writer is not task:
+                raise ModelBug(f"up_write({sem.name}): not held for write by {task}")
+            sem.writer = None
+        else:
+            if sem.readers <= 0 or (task is not None and sem not in task.held):
+                raise ModelBug(f"up_read({sem.name}): not held for read by {task}")
+            sem.readers -= 1
+        if task is not None:
+            task.held.remove(sem)
+        if sem.readers == 0 and sem.writer is None:
+            sem.wake()
+
+    def footprint(self) -> tuple[tuple[object, str, str], ...]:
+        return ((self.sem, "count", "w"),)
+
+    def describe(self) -> str:
+        return f"up_{'write' if self.write else 'read'} {self.sem.name}"
+
+
+class RwSemaphore:
+    """``await sem.down_read()`` etc.; the methods are coroutines only on the
+    slow path, so the uncontended case costs one op."""
+
+    __slots__ = ("name", "readers", "writer", "waiters", "_dr", "_dw", "_ur", "_uw",
+                 "_trr", "_trw")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.readers = 0
+        self.writer: Any = None
+        self.waiters: list[_Waiter] = []
+        self._dr = _DownRead(self)
+        self._dw = _DownWrite(self)
+        self._ur = _Up(self, False)
+        self._uw = _Up(self, True)
+        self._trr = _Trylock(self, False)
+        self._trw = _Trylock(self, True)
+
+    def wake(self) -> None:
+        """Hand the free lock to the head of the queue (rwsem_mark_wake)."""
+        if not self.waiters:
+            return
+        head = self.waiters[0]
+        if head.write:
+            self.waiters.pop(0)
+            head.granted = True
+            self.writer = head.task
+            return
+        keep = []
+        for w in self.waiters:
+            if w.write:
+                keep.append(w)
+            else:
+                w.granted = True
+                self.readers += 1
+        self.waiters = keep
+
+    async def down_read(self) -> None:
+        w = await self._dr
+        if w is not None:
+            await _WaitGranted(self, w)
+
+    async def down_write(self) -> None:
+        w = await self._dw
+        if w is not None:
+            await _WaitGranted(self, w)
+
+    def down_read_trylock(self) -> _Trylock:
+        return self._trr
+
+    def down_write_trylock(self) -> _Trylock:
+        return self._trw
+
+    def up_read(self) -> _Up:
+        return self._ur
+
+    def up_write(self) -> _Up:
+        return self._uw
+
+    def is_locked(self) -> bool:
+        return self.writer is not None or self.readers > 0
+
+    def is_write_locked(self) -> bool:
+        return self.writer is not None
+
+    def label(self) -> str:
+        return self.name
+
+    def __repr__(self) -> str:
+        return f"<RwSemaphore {self.name} r={self.readers} w={self.writer} q={len(self.waiters)}>"

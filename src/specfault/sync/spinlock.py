@@ -1,0 +1,110 @@
+"""spinlock_t: mutual exclusion with an owner (the page-table lock, PTL).
+
+Lock order (mm): mmap_lock -> vma lock -> PTL.  A task never holds two PTLs
+except in copy_page_range / move_ptes (dst then src), which Linux nests with
+SINGLE_DEPTH_NESTING.
+
+The acquire/release ops are built once per lock and shared: they carry no
+per-call state (the owner is the running task, ``STATE.task``).
+"""
+
+from __future__ import annotations
+
+from specfault.runtime import STATE, ModelBug, Op
+
+
+class SpinAcquire(Op):
+    __slots__ = ("lock",)
+    kind = "spin_lock"
+    blocking = True
+
+    def __init__(self, lock: SpinLock) -> None:
+        self.lock = lock
+
+    def enabled(self) -> bool:
+        return self.lock.owner is None
+
+    def perform(self) -> None:
+        lock = self.lock
+        task = STATE.task
+        if lock.owner is not None:
+            raise ModelBug(f"spin_lock({lock.name}): already held by {lock.owner}")
+        lock.owner = task
+        if task is not None:
+            task.held.append(lock)
+
+    def footprint(self) -> tuple[tuple[object, str, str], ...]:
+        return ((self.lock, "owner", "w"),)
+
+    def describe(self) -> str:
+        return f"spin_lock {self.lock.name}"
+
+
+class SpinTrylock(SpinAcquire):
+    __slots__ = ()
+    kind = "spin_trylock"
+    blocking = False
+
+    def perform(self) -> bool:  # type: ignore[override]
+        if self.lock.owner is not None:
+            return False
+        SpinAcquire.perform(self)
+        return True
+
+    def describe(self) -> str:
+        return f"spin_trylock {self.lock.name}"
+
+
+class SpinRelease(Op):
+    __slots__ = ("lock",)
+    kind = "spin_unlock"
+
+    def __init__(self, lock: SpinLock) -> None:
+        self.lock = lock
+
+    def perform(self) -> None:
+        lock = self.lock
+        task = STATE.task
+        if lock.owner is not task:
+            raise ModelBug(f"spin_unlock({lock.name}): not held by {task} (owner {lock.owner})")
+        lock.owner = None
+        if task is not None:
+            task.held.remove(lock)
+
+    def footprint(self) -> tuple[tuple[object, str, str], ...]:
+        return ((self.lock, "owner", "w"),)
+
+    def describe(self) -> str:
+        return f"spin_unlock {self.lock.name}"
+
+
+class SpinLock:
+    """A spinlock.  ``await lock.lock()``, ``await lock.unlock()``,
+    ``ok = await lock.trylock()``."""
+
+    __slots__ = ("name", "owner", "_acq", "_try", "_rel")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.owner: object | None = None  # the task holding it
+        self._acq = SpinAcquire(self)
+        self._try = SpinTrylock(self)
+        self._rel = SpinRelease(self)
+
+    def lock(self) -> SpinAcquire:
+        return self._acq
+
+    def trylock(self) -> SpinTrylock:
+        return self._try
+
+    def unlock(self) -> SpinRelease:
+        return self._rel
+
+    def is_locked(self) -> bool:
+        return self.owner is not None
+
+    def label(self) -> str:
+        return self.name
+
+    def __repr__(self) -> str:
+        return f"<SpinLock {self.name} owner={self.owner}>"
