@@ -201,6 +201,7 @@ class Coordinator:
                     raw, _ = wire.recv(sock)
             except (wire.WorkerGone, OSError, RuntimeError) as exc:
                 record["error"] = f"step {i}: host worker failed: {exc!r}"
+                record["error_step"] = i
                 return record
             result = normalise_result(geo, step, raw)
             state = observe(fresh_positions(geo, step, result))
