@@ -1,0 +1,209 @@
+"""check_mm(): the structural invariants of an address space and of the
+machine's page accounting, checkable after any operation.
+
+Every check is an executable statement of a rule from the kernel:
+
+* the VMA tree is ordered, non-overlapping, balanced, and agrees with the
+  VMAs' own vm_start/vm_end; map_count matches; no VMA in it is freed;
+* every present PTE lies inside a VMA and is no more permissive than it:
+  writable only if VM_WRITE, executable only if VM_EXEC, user-accessible
+  only if the VMA is accessible; in a private (COW) mapping a writable PTE
+  maps an exclusive anonymous page — anything else lets a write reach a
+  page another mm can see;
+* page tables count their entries correctly and none reachable is freed;
+* each page's mapcount equals the PTEs that map it (over every live mm),
+  its refcount equals mapcount + the page cache's reference, and no frame
+  is allocated without an owner (no leaks) — these hold whenever no fault
+  or syscall is in flight (quiescent=True);
+* the mm's RSS counters equal the pages its PTEs map.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from specfault.mm.mmu_gather import rss_kind
+from specfault.mm.pgtable import (
+    _PAGE_NX,
+    _PAGE_PRESENT,
+    PageTable,
+    pte_pfn,
+    pte_present,
+    pte_special,
+    pte_write,
+)
+from specfault.mm.vma import VM_EXEC, VM_READ, VM_SHARED, VM_WRITE
+from specfault.runtime import ModelBug
+
+
+class InvariantViolation(ModelBug):
+    """check_mm() found the structure broken; ``problems`` lists how."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        shown = "\n  ".join(problems[:12])
+        more = f"\n  ... and {len(problems) - 12} more" if len(problems) > 12 else ""
+        super().__init__(f"check_mm: {len(problems)} invariant(s) violated:\n  {shown}{more}")
+
+
+def _tables(t: PageTable, out: list[PageTable]) -> None:
+    out.append(t)
+    if t.level > 1:
+        for c in t.entries:
+            if c is not None:
+                _tables(c, out)
+
+
+def mm_problems(mm: Any, quiescent: bool = True) -> list[str]:
+    problems: list[str] = []
+    if mm.dead:
+        return problems
+    tree = mm.mm_mt
+    problems += [f"vma tree: {p}" for p in tree.check()]
+    items = list(tree.items())
+    if len(items) != mm.map_count:
+        problems.append(f"map_count {mm.map_count} != {len(items)} VMAs in the tree")
+    last = 0
+    for start, end, vma in items:
+        if vma.freed_at is not None:
+            problems.append(f"tree holds freed {vma.label()} ({vma.freed_at})")
+        if (vma.vm_start, vma.vm_end) != (start, end):
+            problems.append(f"{vma.label()} but the tree says {start:#x}-{end:#x}")
+        if vma.vm_start & 0xFFF or vma.vm_end & 0xFFF or vma.vm_start >= vma.vm_end:
+            problems.append(f"{vma.label()}: bad range")
+        if vma.vm_start < last:
+            problems.append(f"{vma.label()} overlaps the previous VMA")
+        if vma.vm_mm is not mm:
+            problems.append(f"{vma.label()} belongs to another mm")
+        if vma.detached:
+            problems.append(f"{vma.label()} is in the tree but marked detached")
+        last = vma.vm_end
+    # page tables
+    tables: list[PageTable] = []
+    _tables(mm.pgd, tables)
+    rss: Counter[str] = Counter()
+    for t in tables:
+        if t.freed_at is not None:
+            problems.append(f"{t.label()} reachable but freed ({t.freed_at})")
+        nr = sum(1 for e in t.entries if e) if t.level == 1 else \
+            sum(1 for e in t.entries if e is not None)
+        if nr != t.nr:
+            problems.append(f"{t.label()}: nr {t.nr} but {nr} entries")
+        if t.level != 1:
+            for i, c in enumerate(t.entries):
+                if c is not None and (c.level != t.level - 1 or c.base != t.base + i * c.span()):
+                    problems.append(f"{t.label()}[{i}] holds misplaced {c.label()}")
+            continue
+        for i, pte in enumerate(t.entries):
+            if not pte:
+                continue
+            addr = t.base + (i << 12)
+            vma = tree.find(addr)
+            if vma is None or vma.vm_start > addr:
+                problems.append(f"PTE {pte:#x} at {addr:#x} outside every VMA")
+                continue
+            if not pte_present(pte):
+                problems.append(f"non-present non-none PTE {pte:#x} at {addr:#x} (no swap)")
+                continue
+            flags = vma.vm_flags
+            if pte_write(pte) and not flags & VM_WRITE:
+                problems.append(f"writable PTE at {addr:#x} in {vma.label()} without VM_WRITE")
+            if pte & _PAGE_PRESENT and not flags & (VM_READ | VM_WRITE | VM_EXEC):
+                problems.append(f"accessible PTE at {addr:#x} in an inaccessible VMA")
+            if pte & _PAGE_PRESENT and not pte & _PAGE_NX and not flags & VM_EXEC:
+                problems.append(f"executable PTE at {addr:#x} in {vma.label()} without VM_EXEC")
+            if pte_special(pte):
+                if pte_pfn(pte) != mm.kernel.mem.zero_page.pfn:
+                    problems.append(f"special PTE at {addr:#x} is not the zero page")
+                if pte_write(pte):
+                    problems.append(f"writable zero-page PTE at {addr:#x}")
+                continue
+            page = mm.kernel.mem.pages.get(pte_pfn(pte))
+            if page is None:
+                problems.append(f"PTE at {addr:#x} maps free pfn {pte_pfn(pte):#x}")
+                continue
+            rss[rss_kind(page)] += 1
+            if pte_write(pte) and not flags & VM_SHARED:
+                if not page.anon or not page.anon_exclusive:
+                    problems.append(f"writable PTE at {addr:#x} in a private mapping maps a "
+                                    f"non-exclusive page {page!r} (COW broken)")
+    if quiescent:
+        for kind in ("anon", "file", "shmem"):
+            if mm.rss[kind] != rss[kind]:
+                problems.append(f"rss[{kind}] is {mm.rss[kind]} but PTEs map {rss[kind]}")
+    return problems
+
+
+def kernel_problems(kernel: Any, quiescent: bool = True) -> list[str]:
+    """Page accounting over every live mm and the page caches."""
+    problems: list[str] = []
+    mem = kernel.mem
+    mapped: Counter[int] = Counter()
+    for mm in kernel.mms:
+        if mm.dead:
+            continue
+        tables: list[PageTable] = []
+        _tables(mm.pgd, tables)
+        for t in tables:
+            if t.level == 1:
+                for pte in t.entries:
+                    if pte and pte_present(pte) and not pte_special(pte):
+                        mapped[pte_pfn(pte)] += 1
+    cached: Counter[int] = Counter()
+    for inode in _inodes(kernel):
+        for idx, page in inode.pages.items():
+            cached[page.pfn] += 1
+            if page.mapping is not inode or page.index != idx:
+                problems.append(f"page cache of {inode.path}[{idx}] holds {page!r} "
+                                f"indexed {page.index}")
+    for pfn, page in mem.pages.items():
+        if page.zero:
+            continue
+        if page.freed:
+            problems.append(f"freed {page!r} still in the pfn map")
+        if page.mapcount != mapped[pfn]:
+            problems.append(f"{page!r}: mapcount {page.mapcount} but {mapped[pfn]} PTEs map it")
+        if quiescent:
+            want = mapped[pfn] + cached[pfn]
+            if page.refcount != want:
+                what = "leaked (no mapping, not cached)" if want == 0 else f"expected {want}"
+                problems.append(f"{page!r}: refcount {page.refcount}, {what}")
+        if page.anon_exclusive and page.mapcount > 1:
+            problems.append(f"{page!r} is AnonExclusive but mapped {page.mapcount} times")
+    for pfn in mapped:
+        if pfn not in mem.pages:
+            problems.append(f"a PTE maps free pfn {pfn:#x}")
+    if len(mem.pages) - 1 + len(mem.free_pfns) != mem.nr_frames:
+        problems.append(f"frames lost: {len(mem.pages) - 1} allocated + {len(mem.free_pfns)} "
+                        f"free != {mem.nr_frames}")
+    return problems
+
+
+def _inodes(kernel: Any) -> list[Any]:
+    seen = {id(i): i for i in kernel.fs.inodes.values()}
+    for mm in kernel.mms:
+        if mm.dead:
+            continue
+        for vma in mm.vmas():
+            if vma.vm_file is not None:
+                seen[id(vma.vm_file.inode)] = vma.vm_file.inode
+    seen.update({id(i): i for i in kernel.fs.shmem_inodes})
+    return list(seen.values())
+
+
+def check_mm(mm: Any, quiescent: bool = True) -> None:
+    """Raise InvariantViolation if ``mm`` (or the machine's page accounting)
+    is broken.  ``quiescent``: no operation is in flight, so temporary page
+    references and RSS updates have settled."""
+    problems = mm_problems(mm, quiescent) + kernel_problems(mm.kernel, quiescent)
+    if problems:
+        raise InvariantViolation(problems)
+
+
+def check_kernel(kernel: Any, quiescent: bool = True) -> None:
+    problems = kernel_problems(kernel, quiescent)
+    for mm in kernel.mms:
+        problems += mm_problems(mm, quiescent)
+    if problems:
+        raise InvariantViolation(problems)

@@ -1,0 +1,208 @@
+"""A small in-model filesystem and its page cache (mm/filemap.c, mm/shmem.c).
+
+Files live in memory: an :class:`Inode` has a size and a page cache
+(``pages``: index -> Page).  Pages the cache lacks are read from the
+inode's backing bytes on a fault (a major fault).  ``create_file`` leaves
+every page cached, as on a host right after the file was written.
+Shared anonymous mappings are backed by an unnamed shmem inode
+(``/dev/zero (deleted)``), whose holes are filled with zeroed pages.
+
+Fields
+------
+Inode
+# protected by the inode lock (op atomicity in the model)
+    size, data (backing bytes of pages not cached)
+# protected by the page-cache lock (xa_lock): insertions and removals
+    pages
+# immutable
+    ino, path, shmem, wants_writenotify
+OpenFile (struct file)
+    inode, f_mode (FMODE_READ | FMODE_WRITE)
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from specfault.constants import PAGE_SIZE
+from specfault.mm.page import AllocPage, GetPage, Page
+from specfault.runtime import Work
+
+FMODE_READ = 0x1
+FMODE_WRITE = 0x2
+
+
+class Inode:
+    __slots__ = ("ino", "path", "size", "data", "pages", "shmem", "wants_writenotify", "dev")
+
+    def __init__(self, ino: int, path: str, shmem: bool = False) -> None:
+        self.ino = ino
+        self.path = path
+        self.size = 0
+        self.data: dict[int, bytes] = {}     # backing store of uncached pages
+        self.pages: dict[int, Page] = {}     # the page cache
+        self.shmem = shmem
+        # regular files track dirty pages: shared writable PTEs start read-only
+        self.wants_writenotify = not shmem
+        self.dev = (0, 1) if shmem else (0, 0x2a)
+
+    def nr_pages(self) -> int:
+        return (self.size + PAGE_SIZE - 1) // PAGE_SIZE
+
+    def label(self) -> str:
+        return f"inode {self.ino} {self.path}"
+
+    def __repr__(self) -> str:
+        return f"<Inode {self.ino} {self.path} size={self.size}>"
+
+
+class OpenFile:
+    """struct file: what an fd refers to.  ``f_count`` counts the fds and
+    VMAs holding it; when the last one of a shmem file goes, its pages go."""
+
+    __slots__ = ("inode", "f_mode", "f_count")
+
+    def __init__(self, inode: Inode, f_mode: int) -> None:
+        self.inode = inode
+        self.f_mode = f_mode
+        self.f_count = 1
+
+    @property
+    def wants_writenotify(self) -> bool:
+        return self.inode.wants_writenotify
+
+    def __repr__(self) -> str:
+        return f"<file {self.inode.path}>"
+
+
+class Filesystem:
+    def __init__(self, kernel: Any) -> None:
+        self.kernel = kernel
+        self.inodes: dict[str, Inode] = {}
+        self.shmem_inodes: set[Inode] = set()
+        self._ino = itertools.count(1000)
+
+    def create(self, path: str, data: bytes = b"") -> Inode:
+        """Create (or replace) a file with ``data``, every page cached."""
+        old = self.inodes.get(path)
+        if old is not None:
+            self.truncate(old, 0)
+        inode = old or Inode(next(self._ino), path)
+        self.inodes[path] = inode
+        self.write(inode, 0, data)
+        return inode
+
+    def shmem_file(self, size: int) -> Inode:
+        """shmem_zero_setup(): the unnamed inode behind MAP_SHARED|MAP_ANONYMOUS."""
+        inode = Inode(next(self._ino), "/dev/zero (deleted)", shmem=True)
+        inode.size = size
+        self.shmem_inodes.add(inode)
+        return inode
+
+    def fput(self, file: OpenFile) -> None:
+        """Drop a reference to ``file``; an unnamed shmem inode dies with its
+        last user, and its pages are freed."""
+        file.f_count -= 1
+        if file.f_count == 0 and file.inode.shmem:
+            self.truncate(file.inode, 0)
+            self.shmem_inodes.discard(file.inode)
+
+    # -- the read()/write() paths, through the page cache --
+    def cached_page(self, inode: Inode, index: int, create: bool) -> Page | None:
+        """Find or read in the page-cache page (sequential, not an op)."""
+        page = inode.pages.get(index)
+        if page is not None or not create:
+            return page
+        page = self.kernel.mem.alloc()
+        if page is None:
+            return None
+        _fill(inode, index, page)
+        return page
+
+    def read(self, inode: Inode, off: int, n: int) -> bytes:
+        out = bytearray()
+        end = min(off + n, inode.size)
+        while off < end:
+            idx, po = divmod(off, PAGE_SIZE)
+            take = min(PAGE_SIZE - po, end - off)
+            page = inode.pages.get(idx)
+            if page is not None:
+                out += page.read(po, take)
+            else:
+                out += inode.data.get(idx, bytes(PAGE_SIZE))[po:po + take]
+            off += take
+        return bytes(out)
+
+    def write(self, inode: Inode, off: int, data: bytes) -> int:
+        """generic_perform_write(): into cached pages (allocating them).
+        Returns bytes written, or -ENOMEM if no page could be allocated."""
+        done = 0
+        while done < len(data):
+            idx, po = divmod(off + done, PAGE_SIZE)
+            take = min(PAGE_SIZE - po, len(data) - done)
+            page = self.cached_page(inode, idx, create=True)
+            if page is None:
+                if done:
+                    break
+                return -12
+            page.write(po, data[done:done + take])
+            page.dirty = True
+            done += take
+        inode.size = max(inode.size, off + done)
+        return done
+
+    def truncate(self, inode: Inode, size: int) -> None:
+        """Drop cached pages wholly beyond ``size`` (they must be unmapped:
+        the model's truncate is only used on unmapped files)."""
+        keep = (size + PAGE_SIZE - 1) // PAGE_SIZE
+        for idx in [i for i in inode.pages if i >= keep]:
+            page = inode.pages.pop(idx)
+            self.kernel.mem.put_page(page)
+        for idx in [i for i in inode.data if i >= keep]:
+            del inode.data[idx]
+        if size % PAGE_SIZE and (size // PAGE_SIZE) in inode.pages:
+            page = inode.pages[size // PAGE_SIZE]
+            po = size % PAGE_SIZE
+            page.write(po, bytes(PAGE_SIZE - po))
+        inode.size = size
+
+
+def _fill(inode: Inode, index: int, page: Page) -> None:
+    """Insert a freshly allocated page into the cache, contents from disk."""
+    data = inode.data.pop(index, None)
+    if data is not None:
+        page.data = bytearray(data)
+    page.mapping = inode
+    page.index = index
+    inode.pages[index] = page   # the cache holds the allocation's reference
+
+
+async def filemap_fault(kernel: Any, inode: Inode, index: int) -> tuple[int, Page | None]:
+    """->fault (filemap_fault / shmem_fault): the page-cache page at
+    ``index`` with a reference taken for the caller, reading it in (or, for
+    shmem, allocating a zeroed page) if it is not cached.  Returns
+    (VM_FAULT_* bits, page)."""
+    from specfault.mm.fault_flags import VM_FAULT_MAJOR, VM_FAULT_OOM, VM_FAULT_SIGBUS
+
+    if index >= inode.nr_pages():
+        return VM_FAULT_SIGBUS, None
+    ret = 0
+    page = inode.pages.get(index)
+    if page is None:
+        page = await AllocPage(kernel.mem)
+        if page is None:
+            return VM_FAULT_OOM, None
+        if index in inode.pages:  # raced with another filler while allocating
+            kernel.mem.put_page(page)
+            page = inode.pages[index]
+            await GetPage(page)
+            return ret, page
+        else:
+            if not inode.shmem:
+                await Work("read_page")
+                ret |= VM_FAULT_MAJOR
+                kernel.count("pgmajfault")
+            _fill(inode, index, page)
+    await GetPage(page)
+    return ret, page

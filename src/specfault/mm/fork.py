@@ -1,0 +1,148 @@
+"""fork's copy of the address space (kernel/fork.c dup_mmap, mm/memory.c
+copy_page_range) and the teardown at exit (exit_mmap).
+
+dup_mmap write-locks every parent VMA it copies (Linux 6.4.x fix for
+bugzilla 217624: a write fault under the VMA lock must not run while the
+parent's PTEs are being write-protected for COW).  Private anonymous pages
+become shared COW pages: both PTEs write-protected, PageAnonExclusive
+cleared, mapcount and refcount raised.  VMAs marked VM_DONTCOPY are not
+copied; shared mappings stay shared; VMAs without anon pages are not
+copied at the PTE level at all (the child faults them in).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from specfault.mm.anon import anon_vma_fork
+from specfault.mm.memory import table_alloc
+from specfault.mm.mm_struct import MmStruct
+from specfault.mm.mmap_lock import mmap_write_lock, mmap_write_unlock, vma_start_write
+from specfault.mm.mmu_gather import MmuGather, free_pgtables, rss_kind, unmap_page_range
+from specfault.mm.pgtable import (
+    _PAGE_ACCESSED,
+    _PAGE_DIRTY,
+    LEVEL_SHIFT,
+    PageTable,
+    iter_pte_tables,
+    pte_pfn,
+    pte_present,
+    pte_special,
+    pte_write,
+    pte_wrprotect,
+)
+from specfault.mm.tlb import flush_tlb_range
+from specfault.mm.vma import (
+    VM_DONTCOPY,
+    VM_MIXEDMAP,
+    VM_PFNMAP,
+    VM_SHARED,
+    VM_UFFD_WP,
+    VM_WIPEONFORK,
+    VmArea,
+)
+from specfault.mm.vma_ops import vma_link
+from specfault.runtime import LoadItem, StoreItem
+
+TASK_END = 1 << 48
+
+
+def vma_needs_copy(vma: VmArea) -> bool:
+    if vma.vm_flags & (VM_PFNMAP | VM_MIXEDMAP | VM_UFFD_WP):
+        return True
+    return vma.anon_vma is not None and not vma.vm_flags & VM_WIPEONFORK
+
+
+async def dup_mmap(oldmm: Any) -> MmStruct:
+    """Return a copy of ``oldmm`` for a child.  Takes oldmm's mmap_lock."""
+    mm = MmStruct(oldmm.kernel)
+    await mmap_write_lock(oldmm)
+    mm.start_brk, mm.brk, mm.mmap_base = oldmm.start_brk, oldmm.brk, oldmm.mmap_base
+    for mpnt in oldmm.vmas():
+        # knob pervma_fork_no_vma_lock: without this, a write fault under
+        # the parent's VMA lock races with the COW write-protect below
+        if not oldmm.config.knob("pervma_fork_no_vma_lock", False):
+            await vma_start_write(mpnt)
+        if mpnt.vm_flags & VM_DONTCOPY:
+            continue
+        tmp = mpnt.dup()
+        tmp.vm_mm = mm
+        tmp.vm_lock_seq = -1
+        anon_vma_fork(tmp, mpnt)
+        if tmp.vm_flags & VM_WIPEONFORK:
+            tmp.anon_vma, tmp.anon_vma_chain = None, []
+        await vma_link(mm, tmp)
+        mm.total_vm += tmp.pages()
+        if vma_needs_copy(mpnt):
+            await copy_page_range(tmp, mpnt)
+    await flush_tlb_range(oldmm, 0, TASK_END)    # flush_tlb_mm(oldmm)
+    await mmap_write_unlock(oldmm)
+    oldmm.kernel.mms.append(mm)
+    return mm
+
+
+async def copy_page_range(dst_vma: VmArea, src_vma: VmArea) -> None:
+    src_mm, dst_mm = src_vma.vm_mm, dst_vma.vm_mm
+    cow = src_vma.is_cow_mapping()
+    for spt in list(iter_pte_tables(src_mm.pgd, src_vma.vm_start, src_vma.vm_end)):
+        lo = max(src_vma.vm_start, spt.base)
+        hi = min(src_vma.vm_end, spt.base + (1 << 21))
+        if not spt.nr:
+            continue
+        dpt = await _pte_table(dst_mm, lo)
+        await dpt.ptl.lock()
+        await spt.ptl.lock()
+        for i in range((lo - spt.base) >> 12, (hi - spt.base) >> 12):
+            pte = await LoadItem(spt, spt.entries, i)
+            if not pte_present(pte):
+                continue
+            if not pte_special(pte):
+                page = src_mm.kernel.mem.pages[pte_pfn(pte)]
+                page.refcount += 1
+                page.mapcount += 1
+                if page.anon:
+                    page.anon_exclusive = False     # folio_try_dup_anon_rmap_pte()
+                dst_mm.rss[rss_kind(page)] += 1
+            if cow and pte_write(pte):
+                pte = pte_wrprotect(pte)
+                await StoreItem(spt, spt.entries, i, pte)   # ptep_set_wrprotect()
+            child = pte & ~_PAGE_ACCESSED                  # pte_mkold()
+            if src_vma.vm_flags & VM_SHARED:
+                child &= ~_PAGE_DIRTY                      # pte_mkclean()
+            await StoreItem(dpt, dpt.entries, i, child)
+            dpt.nr += 1
+        await spt.ptl.unlock()
+        await dpt.ptl.unlock()
+
+
+async def _pte_table(mm: Any, addr: int) -> PageTable:
+    table: PageTable = mm.pgd
+    for level in (4, 3, 2):
+        idx = (addr >> LEVEL_SHIFT[level]) & 511
+        nxt = table.entries[idx]
+        if nxt is None:
+            nxt = await table_alloc(mm, table, idx)
+        table = nxt
+    return table
+
+
+async def exit_mmap(mm: Any) -> None:
+    """Tear the address space down: zap everything, free page tables and
+    VMAs.  Frames are freed when their last mapping goes."""
+    await mmap_write_lock(mm)
+    tlb = MmuGather(mm)
+    vmas = mm.vmas()
+    for vma in vmas:
+        await vma_start_write(vma)
+        await unmap_page_range(tlb, vma, vma.vm_start, vma.vm_end)
+    await free_pgtables(tlb, 0, TASK_END, 0, TASK_END)
+    await tlb.finish()
+    from specfault.mm.vma_ops import remove_from_tree, vm_area_free
+    for vma in vmas:
+        await remove_from_tree(mm, vma)
+        await vm_area_free(mm, vma)
+    mm.total_vm = 0
+    mm.dead = True
+    await mmap_write_unlock(mm)
+    if mm in mm.kernel.mms:
+        mm.kernel.mms.remove(mm)

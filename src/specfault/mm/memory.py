@@ -1,0 +1,520 @@
+"""Page-fault handling (mm/memory.c), under Linux's names.
+
+``handle_mm_fault`` walks (allocating) to the PMD, and ``handle_pte_fault``
+dispatches on the VMA, the original PTE and the access:
+
+====================================  =====================================
+PTE none, anonymous VMA               do_anonymous_page (zero page on read)
+PTE none, file/shmem VMA, read        do_read_fault (with fault-around)
+PTE none, private file VMA, write     do_cow_fault
+PTE none, shared file VMA, write      do_shared_fault
+PTE present read-only, write          do_wp_page (reuse, or wp_page_copy;
+                                      wp_page_shared for shared mappings)
+PTE present and allowed               spurious: mark young/dirty, done
+====================================  =====================================
+
+Entry: the caller holds what keeps ``vmf.vma`` stable — mmap_lock (read),
+the VMA lock, or (FAULT_FLAG_SPECULATIVE) nothing but RCU and a sequence
+snapshot, in which case every commit goes through ``pte_map_lock``.
+Returns VM_FAULT_* bits; 0 is success.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from specfault.mm.fault_flags import (
+    FAULT_FLAG_WRITE,
+    VM_FAULT_NOPAGE,
+    VM_FAULT_OOM,
+    VM_FAULT_SIGBUS,
+)
+from specfault.mm.filemap import filemap_fault
+from specfault.mm.mmu_gather import rss_kind
+from specfault.mm.page import AllocPage, GetPage, Page, PutPage
+from specfault.mm.pgtable import (
+    LEVEL_SHIFT,
+    PageTable,
+    mk_pte,
+    pte_mkdirty,
+    pte_mkspecial,
+    pte_mkwrite,
+    pte_mkyoung,
+    pte_none,
+    pte_pfn,
+    pte_present,
+    pte_special,
+    pte_write,
+)
+from specfault.mm.tlb import flush_tlb_range
+from specfault.mm.vma import VM_SHARED, VM_WRITE, AnonVma, VmArea, reusable_anon_vma
+from specfault.runtime import LoadItem, StoreItem, Work
+
+
+class Vmf:
+    """struct vm_fault: the state of one fault, passed to every helper."""
+
+    __slots__ = ("vma", "mm", "address", "flags", "pgoff", "pmd", "pmd_idx", "orig_pmd",
+                 "pte_idx", "orig_pte", "ptl", "page", "cow_page", "seq")
+
+    def __init__(self, vma: VmArea, address: int, flags: int) -> None:
+        self.vma = vma
+        self.mm = vma.vm_mm
+        self.address = address & ~0xFFF
+        self.flags = flags
+        self.pgoff = ((self.address - vma.vm_start) >> 12) + vma.vm_pgoff
+        self.pmd: PageTable | None = None     # the PMD-level table
+        self.pmd_idx = 0
+        self.orig_pmd: PageTable | None = None   # the PTE table the PMD pointed to
+        self.pte_idx = (self.address >> 12) & 511
+        self.orig_pte = 0
+        self.ptl: Any = None
+        self.page: Page | None = None
+        self.cow_page: Page | None = None
+        self.seq = 0     # mm_lock_seq snapshot (speculative faults)
+
+
+def vm_normal_page(mm: Any, pte: int) -> Page | None:
+    """The struct page a present PTE maps, or None for the zero page."""
+    if pte_special(pte):
+        return None
+    return mm.kernel.mem.pages[pte_pfn(pte)]  # type: ignore[no-any-return]
+
+
+# --------------------------------------------------------------- page tables
+async def table_alloc(mm: Any, parent: PageTable, idx: int) -> PageTable | None:
+    """__pud_alloc / __pmd_alloc / __pte_alloc: allocate the missing table
+    below ``parent[idx]`` and install it under mm.page_table_lock unless a
+    racing fault installed one first.  Returns the table now there."""
+    level = parent.level - 1
+    span = 1 << (LEVEL_SHIFT[parent.level])
+    new = PageTable(level, parent.base + idx * span)
+    await Work("pgtable_alloc")
+    await mm.page_table_lock.lock()
+    cur = await LoadItem(parent, parent.entries, idx)
+    if cur is None:
+        await StoreItem(parent, parent.entries, idx, new)   # pmd_populate()
+        parent.nr += 1
+        mm.kernel.count("nr_page_table_pages")
+        cur = new
+    await mm.page_table_lock.unlock()
+    return cur  # type: ignore[no-any-return]
+
+
+async def pte_alloc(vmf: Vmf) -> bool:
+    """Make sure the PMD points to a PTE table; True on success."""
+    assert vmf.pmd is not None
+    pt = await table_alloc(vmf.mm, vmf.pmd, vmf.pmd_idx)
+    vmf.orig_pmd = pt
+    return pt is not None
+
+
+async def pte_map_lock(vmf: Vmf) -> bool:
+    """Lock the PTL of the PTE table and re-read nothing: the caller checks
+    the PTE.  Classic/VMA-locked faults always succeed."""
+    pt = vmf.orig_pmd
+    assert pt is not None and pt.ptl is not None
+    vmf.ptl = pt.ptl
+    await pt.ptl.lock()
+    return True
+
+
+async def pte_unmap_unlock(vmf: Vmf) -> None:
+    await vmf.ptl.unlock()
+    vmf.ptl = None
+
+
+async def ptep_get(vmf: Vmf) -> int:
+    pt = vmf.orig_pmd
+    assert pt is not None
+    return await LoadItem(pt, pt.entries, vmf.pte_idx)  # type: ignore[no-any-return]
+
+
+async def set_pte_at(vmf: Vmf, pte: int) -> None:
+    pt = vmf.orig_pmd
+    assert pt is not None
+    if pt.entries[vmf.pte_idx] == 0 and pte != 0:
+        pt.nr += 1
+    await StoreItem(pt, pt.entries, vmf.pte_idx, pte)
+
+
+# --------------------------------------------------------------------- entry
+async def handle_mm_fault(vma: VmArea, address: int, flags: int) -> int:
+    """Resolve a fault at ``address`` in ``vma``.  Caller has checked access
+    rights against vma->vm_flags and holds what keeps the VMA alive."""
+    mm = vma.vm_mm
+    mm.kernel.count("pgfault")
+    vmf = Vmf(vma, address, flags)
+    table: PageTable = mm.pgd
+    for level in (4, 3):
+        idx = (vmf.address >> LEVEL_SHIFT[level]) & 511
+        nxt = await LoadItem(table, table.entries, idx)
+        if nxt is None:
+            nxt = await table_alloc(mm, table, idx)
+            if nxt is None:
+                return VM_FAULT_OOM
+        table = nxt
+    vmf.pmd = table
+    vmf.pmd_idx = (vmf.address >> 21) & 511
+    return await handle_pte_fault(vmf)
+
+
+async def handle_pte_fault(vmf: Vmf) -> int:
+    assert vmf.pmd is not None
+    pt = await LoadItem(vmf.pmd, vmf.pmd.entries, vmf.pmd_idx)
+    vmf.orig_pmd = pt
+    vmf.orig_pte = 0 if pt is None else await LoadItem(pt, pt.entries, vmf.pte_idx)
+    vma = vmf.vma
+    if pte_none(vmf.orig_pte):
+        if vma.vm_file is None:
+            return await do_anonymous_page(vmf)
+        return await do_fault(vmf)
+    assert pte_present(vmf.orig_pte), "handle_pte_fault: swap entries are not modelled"
+    if not await pte_map_lock(vmf):
+        return _retry()
+    entry = await ptep_get(vmf)
+    if entry != vmf.orig_pte:
+        await pte_unmap_unlock(vmf)
+        return 0
+    if vmf.flags & FAULT_FLAG_WRITE:
+        if not pte_write(entry):
+            return await do_wp_page(vmf)        # returns with the PTL released
+        entry = pte_mkdirty(entry)
+    entry = pte_mkyoung(entry)
+    if entry != vmf.orig_pte:
+        await set_pte_at(vmf, entry)            # ptep_set_access_flags()
+    await pte_unmap_unlock(vmf)
+    return 0
+
+
+def _retry() -> int:
+    from specfault.mm.fault_flags import VM_FAULT_RETRY
+    return VM_FAULT_RETRY
+
+
+# ------------------------------------------------------------ anonymous pages
+async def anon_vma_prepare(vma: VmArea) -> bool:
+    """Give ``vma`` an anon_vma before its first anonymous page, reusing a
+    compatible neighbour's (find_mergeable_anon_vma) so they may merge
+    later.  Returns False on allocation failure (never, in the model)."""
+    if vma.anon_vma is not None:
+        return True
+    mm = vma.vm_mm
+    av = None
+    nxt = mm.mm_mt.find(vma.vm_end)
+    if nxt is not None:
+        av = reusable_anon_vma(nxt, vma, nxt)
+    if av is None:
+        prev = mm.mm_mt.prev(vma.vm_start)
+        if prev is not None:
+            av = reusable_anon_vma(prev, prev, vma)
+    if av is None:
+        av = AnonVma()
+    await mm.page_table_lock.lock()
+    if vma.anon_vma is None:
+        vma.anon_vma = av
+        vma.anon_vma_chain = [av]
+    await mm.page_table_lock.unlock()
+    return True
+
+
+async def do_anonymous_page(vmf: Vmf) -> int:
+    """First touch of an anonymous page (the seed's flow):
+
+    1. read fault: use the zero page; write fault: allocate a data page;
+    2. lock the page table;
+    3. verify the PTE is still none (a concurrent fault may have won);
+    4. set the PTE to the new page;
+    5. unlock the page table.
+    """
+    vma, mm = vmf.vma, vmf.mm
+    if vma.vm_flags & VM_SHARED:
+        return VM_FAULT_SIGBUS
+    if vmf.orig_pmd is None and not await pte_alloc(vmf):
+        return VM_FAULT_OOM
+    if not vmf.flags & FAULT_FLAG_WRITE:
+        zero = mm.kernel.mem.zero_page
+        entry = pte_mkspecial(mk_pte(zero.pfn, vma.vm_page_prot))
+        if not await pte_map_lock(vmf):
+            return _retry()
+        if not pte_none(await ptep_get(vmf)):
+            await pte_unmap_unlock(vmf)
+            return 0
+        await set_pte_at(vmf, entry)
+        await pte_unmap_unlock(vmf)
+        mm.kernel.count("zero_page_fault")
+        return 0
+    if not await anon_vma_prepare(vma):
+        return VM_FAULT_OOM
+    page = await AllocPage(mm.kernel.mem)
+    if page is None:
+        mm.kernel.count("oom")
+        return VM_FAULT_OOM
+    await Work("clear_page")
+    entry = pte_mkdirty(mk_pte(page.pfn, vma.vm_page_prot))
+    if vma.vm_flags & VM_WRITE:
+        entry = pte_mkwrite(entry)
+    if not await pte_map_lock(vmf):
+        await PutPage(mm.kernel.mem, page)
+        return _retry()
+    if not pte_none(await ptep_get(vmf)):
+        await pte_unmap_unlock(vmf)
+        await PutPage(mm.kernel.mem, page)
+        return 0
+    page_add_new_anon_rmap(page, vma, vmf.address)
+    mm.rss["anon"] += 1
+    await set_pte_at(vmf, entry)
+    await pte_unmap_unlock(vmf)
+    return 0
+
+
+def page_add_new_anon_rmap(page: Page, vma: VmArea, address: int) -> None:
+    """folio_add_new_anon_rmap(): a new, exclusive anonymous page."""
+    page.anon = True
+    page.mapping = vma.anon_vma
+    page.index = vma.linear_page_index(address)
+    page.mapcount = 1
+    page.anon_exclusive = True
+
+
+# --------------------------------------------------------------- write-protect
+async def do_wp_page(vmf: Vmf) -> int:
+    """Write to a present, write-protected PTE.  Entered with the PTL held
+    (by handle_pte_fault); returns with it released."""
+    vma, mm = vmf.vma, vmf.mm
+    page = vm_normal_page(mm, vmf.orig_pte)
+    if vma.vm_flags & VM_SHARED:
+        return await wp_page_shared(vmf, page)
+    if page is not None and page.anon:
+        # wp_can_reuse_anon_folio(): exclusive, or we hold the only reference
+        if page.anon_exclusive or page.refcount == 1:
+            page.anon_exclusive = True
+            page.mapping = vma.anon_vma
+            entry = pte_mkyoung(pte_mkdirty(vmf.orig_pte))
+            if vma.vm_flags & VM_WRITE:
+                entry = pte_mkwrite(entry)
+            await set_pte_at(vmf, entry)        # wp_page_reuse()
+            await pte_unmap_unlock(vmf)
+            return 0
+    if page is not None:
+        await GetPage(page)
+    await pte_unmap_unlock(vmf)
+    vmf.page = page
+    mm.kernel.count("cow_fault")
+    return await wp_page_copy(vmf)
+
+
+async def wp_page_copy(vmf: Vmf) -> int:
+    """Break COW by copying (the seed's flow):
+
+    1. (do_wp_page) lock the PTL, verify the PTE is unchanged, see that we
+       must copy, take a reference on the old page, unlock;
+    2. allocate a new page (zeroed if the old one is the zero page);
+    3. copy the old page into it;
+    4. lock the PTL again and verify the PTE is still unchanged;
+    5. if so, point the PTE at the new page (clear + flush first, so no CPU
+       keeps the old translation), drop the old page's mapping;
+    6. unlock; drop the reference taken in 1 (and the unused new page if
+       the PTE changed under us).
+    """
+    vma, mm = vmf.vma, vmf.mm
+    mem = mm.kernel.mem
+    old = vmf.page
+    if not await anon_vma_prepare(vma):
+        return await _wp_copy_fail(vmf, VM_FAULT_OOM)
+    new = await AllocPage(mem)
+    if new is None:
+        mm.kernel.count("oom")
+        return await _wp_copy_fail(vmf, VM_FAULT_OOM)
+    if old is None:
+        await Work("clear_page")
+    else:
+        await Work("copy_page")
+        new.copy_from(old)
+    if not await pte_map_lock(vmf):
+        await PutPage(mem, new)
+        return await _wp_copy_fail(vmf, _retry())
+    if await ptep_get(vmf) == vmf.orig_pte:
+        entry = pte_mkdirty(mk_pte(new.pfn, vma.vm_page_prot))
+        if vma.vm_flags & VM_WRITE:
+            entry = pte_mkwrite(entry)
+        await set_pte_at(vmf, 0)                 # ptep_clear_flush()
+        await flush_tlb_range(mm, vmf.address, vmf.address + 4096)
+        page_add_new_anon_rmap(new, vma, vmf.address)
+        mm.rss["anon"] += 1
+        await set_pte_at(vmf, entry)
+        if old is not None:
+            mm.rss[rss_kind(old)] -= 1
+            old.mapcount -= 1
+            if old.mapcount == 0:
+                old.anon_exclusive = False
+            unused: Page | None = old            # drop the old mapping's reference
+        else:
+            unused = None
+    else:
+        unused = new
+    await pte_unmap_unlock(vmf)
+    if unused is not None:
+        await PutPage(mem, unused)
+    if old is not None:
+        await PutPage(mem, old)
+    return 0
+
+
+async def _wp_copy_fail(vmf: Vmf, ret: int) -> int:
+    if vmf.page is not None:
+        await PutPage(vmf.mm.kernel.mem, vmf.page)
+    return ret
+
+
+async def wp_page_shared(vmf: Vmf, page: Page | None) -> int:
+    """Write to a shared mapping's write-protected page: page_mkwrite, then
+    make the PTE writable and dirty (wp_page_shared + finish_mkwrite_fault).
+    Entered with the PTL held; returns with it released."""
+    await pte_unmap_unlock(vmf)
+    await Work("page_mkwrite")
+    if not await pte_map_lock(vmf):
+        return _retry()
+    if await ptep_get(vmf) != vmf.orig_pte:
+        await pte_unmap_unlock(vmf)
+        return 0
+    await set_pte_at(vmf, pte_mkyoung(pte_mkwrite(pte_mkdirty(vmf.orig_pte))))
+    if page is not None:
+        page.dirty = True
+    await pte_unmap_unlock(vmf)
+    return 0
+
+
+# ----------------------------------------------------------------- file pages
+async def do_fault(vmf: Vmf) -> int:
+    vma = vmf.vma
+    if not vmf.flags & FAULT_FLAG_WRITE:
+        return await do_read_fault(vmf)
+    if not vma.vm_flags & VM_SHARED:
+        return await do_cow_fault(vmf)
+    return await do_shared_fault(vmf)
+
+
+async def do_read_fault(vmf: Vmf) -> int:
+    """Read fault on a file page: map what is cached around it first
+    (fault-around), then fault in the page itself if still needed."""
+    mm = vmf.mm
+    if mm.config.fault_around_bytes >> 12 > 1:
+        ret = await do_fault_around(vmf)
+        if ret:
+            return ret
+    ret, page = await filemap_fault(mm.kernel, vmf.vma.vm_file.inode, vmf.pgoff)
+    if page is None:
+        return ret
+    return ret | await finish_fault(vmf, page)
+
+
+async def do_cow_fault(vmf: Vmf) -> int:
+    """Write fault on a private file mapping: copy the file page into a new
+    anonymous page."""
+    vma, mm = vmf.vma, vmf.mm
+    mem = mm.kernel.mem
+    if not await anon_vma_prepare(vma):
+        return VM_FAULT_OOM
+    cow = await AllocPage(mem)
+    if cow is None:
+        mm.kernel.count("oom")
+        return VM_FAULT_OOM
+    ret, page = await filemap_fault(mm.kernel, vma.vm_file.inode, vmf.pgoff)
+    if page is None:
+        await PutPage(mem, cow)
+        return ret
+    await Work("copy_page")
+    cow.copy_from(page)
+    await PutPage(mem, page)
+    cow.anon = True          # __do_fault + copy: finish_fault maps it as anon
+    return ret | await finish_fault(vmf, cow)
+
+
+async def do_shared_fault(vmf: Vmf) -> int:
+    mm = vmf.mm
+    ret, page = await filemap_fault(mm.kernel, vmf.vma.vm_file.inode, vmf.pgoff)
+    if page is None:
+        return ret
+    await Work("page_mkwrite")
+    ret |= await finish_fault(vmf, page)
+    if page.mapcount:
+        page.dirty = True
+    return ret
+
+
+async def finish_fault(vmf: Vmf, page: Page) -> int:
+    """Map ``page`` (whose reference we hold) at the faulting address unless
+    a racing fault already filled the PTE."""
+    vma, mm = vmf.vma, vmf.mm
+    mem = mm.kernel.mem
+    if vmf.orig_pmd is None and not await pte_alloc(vmf):
+        await PutPage(mem, page)
+        return VM_FAULT_OOM
+    if not await pte_map_lock(vmf):
+        await PutPage(mem, page)
+        return _retry()
+    if not pte_none(await ptep_get(vmf)):
+        await pte_unmap_unlock(vmf)
+        await PutPage(mem, page)
+        return VM_FAULT_NOPAGE
+    write = bool(vmf.flags & FAULT_FLAG_WRITE)
+    entry = mk_pte(page.pfn, vma.vm_page_prot)
+    if write:
+        entry = pte_mkdirty(entry)
+        if vma.vm_flags & VM_WRITE:
+            entry = pte_mkwrite(entry)
+    if page.anon:
+        page_add_new_anon_rmap(page, vma, vmf.address)
+    else:
+        page.mapcount += 1
+    mm.rss[rss_kind(page)] += 1
+    await set_pte_at(vmf, entry)
+    await pte_unmap_unlock(vmf)
+    return 0
+
+
+async def do_fault_around(vmf: Vmf) -> int:
+    """Map the cached pages in the fault_around_bytes-aligned window around
+    the fault (clamped to the VMA, the PTE table and EOF) with read-only
+    PTEs — filemap_map_pages().  Returns VM_FAULT_NOPAGE if the faulting
+    page itself got mapped."""
+    vma, mm = vmf.vma, vmf.mm
+    inode = vma.vm_file.inode
+    nr_pages = mm.config.fault_around_bytes >> 12
+    pte_off = vmf.pte_idx
+    vma_off = vmf.pgoff - vma.vm_pgoff
+    from_pte = max(pte_off & ~(nr_pages - 1), pte_off - min(pte_off, vma_off))
+    to_pte = min(from_pte + nr_pages, 512, pte_off + vma.pages() - vma_off) - 1
+    start_pgoff = vmf.pgoff - (pte_off - from_pte)
+    end_pgoff = min(start_pgoff + (to_pte - from_pte), inode.nr_pages() - 1)
+    if end_pgoff < start_pgoff or not any(
+            i in inode.pages for i in range(start_pgoff, end_pgoff + 1)):
+        return 0
+    if vmf.orig_pmd is None and not await pte_alloc(vmf):
+        return VM_FAULT_OOM
+    if not await pte_map_lock(vmf):
+        return _retry()
+    pt = vmf.orig_pmd
+    assert pt is not None
+    ret = 0
+    mapped = 0
+    for pgoff in range(start_pgoff, end_pgoff + 1):
+        page = inode.pages.get(pgoff)
+        if page is None:
+            continue
+        idx = from_pte + (pgoff - start_pgoff)
+        if not pte_none(await LoadItem(pt, pt.entries, idx)):
+            continue
+        page.refcount += 1
+        page.mapcount += 1
+        mm.rss[rss_kind(page)] += 1
+        pt.nr += 1
+        await StoreItem(pt, pt.entries, idx, mk_pte(page.pfn, vma.vm_page_prot))
+        mapped += 1
+        if idx == vmf.pte_idx:
+            ret = VM_FAULT_NOPAGE
+    await pte_unmap_unlock(vmf)
+    if mapped:
+        mm.kernel.count("fault_around")
+    return ret

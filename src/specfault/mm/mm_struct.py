@@ -1,0 +1,82 @@
+"""struct mm_struct: one address space.
+
+Fields
+------
+# protected by mmap_lock (write) to change; read under mmap_lock (read) or
+# locklessly under RCU (mm_mt, validated by mm_lock_seq)
+    mm_mt          the VMA tree (VmaTree; ``mm_mt.root`` is rcu_assign'ed)
+    map_count, total_vm, start_brk, brk, mmap_base
+# the locks
+    mmap_lock      rw_semaphore; outermost lock of the mm
+    mm_lock_seq    seqcount, odd while mmap_lock is write-held (WRITE_ONCE'd)
+    page_table_lock  protects installing upper page-table levels
+# protected by the PTLs of the PTEs they count (atomic counters in Linux)
+    rss            {"anon", "file", "shmem"} resident pages
+# atomic
+    mm_users       threads using the mm (SPF does not speculate when 1)
+# the CPUs that may cache translations of this mm (mm_cpumask)
+    cpumask
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from specfault.constants import MMAP_BASE
+from specfault.mm.pgtable import PageTable
+from specfault.mm.vma_tree import VmaTree
+from specfault.sync import RwSemaphore, SpinLock
+
+_mm_ids = itertools.count(1)
+
+# a fixed, non-randomised layout (setarch -R): the heap starts here
+START_BRK = 0x555555559000
+
+
+class MmStruct:
+    def __init__(self, kernel: Any) -> None:
+        self.id = next(_mm_ids)
+        self.kernel = kernel
+        self.config = kernel.config
+        self.mm_mt = VmaTree()
+        self.pgd = PageTable(4, 0)
+        self.mmap_lock = RwSemaphore(f"mmap_lock#{self.id}")
+        self.mm_lock_seq = 0
+        self.seq_mask = (1 << kernel.config.mm_lock_seq_bits) - 1
+        self.page_table_lock = SpinLock(f"page_table_lock#{self.id}")
+        self.map_count = 0
+        self.total_vm = 0
+        self.rss = {"anon": 0, "file": 0, "shmem": 0}
+        self.mm_users = 1
+        self.start_brk = START_BRK
+        self.brk = START_BRK
+        self.mmap_base = MMAP_BASE
+        self.cpumask: set[Any] = set()
+        self.dead = False
+
+    def find_vma(self, addr: int) -> Any:
+        """find_vma(): first VMA with vm_end > addr.  Caller holds mmap_lock."""
+        return self.mm_mt.find(addr)
+
+    def vma_lookup(self, addr: int) -> Any:
+        """The VMA containing addr, or None.  Caller holds mmap_lock."""
+        vma = self.mm_mt.find(addr)
+        if vma is None or vma.vm_start > addr:
+            return None
+        return vma
+
+    def find_vma_intersection(self, start: int, end: int) -> Any:
+        vma = self.mm_mt.find(start)
+        if vma is None or vma.vm_start >= end:
+            return None
+        return vma
+
+    def vmas(self, lo: int = 0) -> list[Any]:
+        return list(self.mm_mt.vmas(lo))
+
+    def label(self) -> str:
+        return f"mm#{self.id}"
+
+    def __repr__(self) -> str:
+        return f"<mm {self.id} vmas={self.map_count}>"

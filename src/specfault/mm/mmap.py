@@ -1,0 +1,375 @@
+"""mmap, munmap and brk (mm/mmap.c, mm/vma.c), returning -errno like the kernel.
+
+Layout: top-down from ``mm.mmap_base`` (0x7ffff7fff000, the x86-64 base
+without randomisation), anonymous private mappings whose length is a
+multiple of 2 MiB aligned to 2 MiB (THP alignment), as on Linux 6.18.
+"""
+
+from __future__ import annotations
+
+import errno
+from typing import Any
+
+from specfault.constants import (
+    MAP_ANONYMOUS,
+    MAP_FIXED,
+    MAP_FIXED_NOREPLACE,
+    MAP_GROWSDOWN,
+    MAP_LOCKED,
+    MAP_NONBLOCK,
+    MAP_NORESERVE,
+    MAP_POPULATE,
+    MAP_PRIVATE,
+    MAP_SHARED,
+    MAP_SHARED_VALIDATE,
+    MAP_TYPE,
+    MMAP_MIN_ADDR,
+    PAGE_MASK,
+    PAGE_SIZE,
+    PMD_SIZE,
+    PROT_EXEC,
+    PROT_READ,
+    PROT_SEM,
+    PROT_WRITE,
+    TASK_SIZE,
+)
+from specfault.mm.filemap import FMODE_READ, FMODE_WRITE
+from specfault.mm.mmap_lock import mmap_write_lock, mmap_write_unlock, vma_start_write
+from specfault.mm.mmu_gather import MmuGather, free_pgtables, unmap_page_range
+from specfault.mm.vma import (
+    VM_ACCOUNT,
+    VM_DATA_DEFAULT_FLAGS,
+    VM_EXEC,
+    VM_GROWSDOWN,
+    VM_LOCKED,
+    VM_MAYEXEC,
+    VM_MAYREAD,
+    VM_MAYSHARE,
+    VM_MAYWRITE,
+    VM_NORESERVE,
+    VM_READ,
+    VM_SHARED,
+    VM_SOFTDIRTY,
+    VM_WRITE,
+    VmArea,
+)
+from specfault.mm.vma_ops import (
+    remove_from_tree,
+    split_vma,
+    vm_area_free,
+    vma_link,
+    vma_merge_new_range,
+    vma_set_range,
+)
+
+LEGACY_MAP_MASK = 0x0F | MAP_FIXED | MAP_ANONYMOUS | 0x40 | MAP_GROWSDOWN | 0x0800 | 0x1000 \
+    | MAP_LOCKED | MAP_NORESERVE | MAP_POPULATE | MAP_NONBLOCK | 0x20000 | 0x40000
+
+
+def page_align(n: int) -> int:
+    return (n + PAGE_SIZE - 1) & PAGE_MASK
+
+
+def calc_vm_prot_bits(prot: int) -> int:
+    return (VM_READ if prot & PROT_READ else 0) | (VM_WRITE if prot & PROT_WRITE else 0) \
+        | (VM_EXEC if prot & PROT_EXEC else 0)
+
+
+def accountable_mapping(vm_flags: int) -> bool:
+    return (vm_flags & (VM_NORESERVE | VM_SHARED | VM_WRITE)) == VM_WRITE
+
+
+# ------------------------------------------------------------ address search
+def unmapped_area_topdown(mm: Any, length: int, low: int, high: int) -> int:
+    """vm_unmapped_area() top-down: the highest gap within [low, high) that
+    fits ``length``; returns its top minus length, or -ENOMEM."""
+    gap_end = high
+    for start, end, _ in mm.mm_mt.reverse_items():
+        if end >= gap_end:                 # VMA at or above the gap's top
+            gap_end = min(gap_end, start)
+            continue
+        if gap_end - max(end, low) >= length:
+            return gap_end - length
+        gap_end = start
+        if gap_end <= low:
+            return -errno.ENOMEM
+    if gap_end - low >= length:
+        return gap_end - length
+    return -errno.ENOMEM
+
+
+def unmapped_area_bottomup(mm: Any, length: int, low: int, high: int) -> int:
+    gap_start = low
+    for start, end, _ in mm.mm_mt.items(low):
+        if start - gap_start >= length and gap_start + length <= high:
+            return gap_start
+        gap_start = max(gap_start, end)
+    if high - gap_start >= length:
+        return gap_start
+    return -errno.ENOMEM
+
+
+def arch_get_unmapped_area_topdown(mm: Any, addr: int, length: int, flags: int) -> int:
+    if length > TASK_SIZE - MMAP_MIN_ADDR:
+        return -errno.ENOMEM
+    if flags & MAP_FIXED:
+        return addr
+    if addr:
+        addr &= PAGE_MASK
+        if not TASK_SIZE - length < addr:
+            vma = mm.find_vma(addr)
+            if vma is None or addr + length <= vma.vm_start:
+                return addr
+    got = unmapped_area_topdown(mm, length, PAGE_SIZE, mm.mmap_base)
+    if got >= 0:
+        return got
+    # fall back to a bottom-up search (e.g. the top of the space is full)
+    return unmapped_area_bottomup(mm, length, mm.mmap_base // 3 & PAGE_MASK, TASK_SIZE)
+
+
+def thp_get_unmapped_area(mm: Any, addr: int, length: int, flags: int) -> int:
+    """thp_get_unmapped_area_vmflags() for anonymous memory: pad the search
+    by PMD_SIZE and return a PMD-aligned address in the gap found."""
+    if length < PMD_SIZE:
+        return 0
+    ret = arch_get_unmapped_area_topdown(mm, addr, length + PMD_SIZE, flags)
+    if ret < 0:
+        return 0
+    off_sub = (0 - ret) & (PMD_SIZE - 1)
+    if not off_sub:
+        return ret + PMD_SIZE
+    return ret + off_sub
+
+
+def get_unmapped_area(mm: Any, file: Any, addr: int, length: int, pgoff: int, flags: int) -> int:
+    """__get_unmapped_area()."""
+    if length > TASK_SIZE:
+        return -errno.ENOMEM
+    if file is None and not flags & MAP_SHARED and not addr and length % PMD_SIZE == 0 \
+            and not flags & MAP_FIXED:
+        got = thp_get_unmapped_area(mm, addr, length, flags)
+        if got:
+            return got
+    got = arch_get_unmapped_area_topdown(mm, addr, length, flags)
+    if got < 0:
+        return got
+    if got > TASK_SIZE - length:
+        return -errno.ENOMEM
+    if got & ~PAGE_MASK:
+        return -errno.EINVAL
+    return got
+
+
+# ---------------------------------------------------------------------- mmap
+async def do_mmap(mm: Any, file: Any, addr: int, length: int, prot: int, flags: int,
+                  pgoff: int) -> tuple[int, int]:
+    """do_mmap(): caller holds mmap_lock for write.  Returns (address or
+    -errno, bytes to populate)."""
+    if not length:
+        return -errno.EINVAL, 0
+    if flags & MAP_FIXED_NOREPLACE:
+        flags |= MAP_FIXED
+    if not flags & MAP_FIXED and addr < MMAP_MIN_ADDR and addr:
+        addr = page_align(MMAP_MIN_ADDR)          # round_hint_to_min()
+    length = page_align(length)
+    if not length or length > TASK_SIZE:
+        return -errno.ENOMEM, 0
+    if pgoff + (length >> 12) >= 1 << 52:
+        return -errno.EOVERFLOW, 0
+    if mm.map_count > 65530:
+        return -errno.ENOMEM, 0
+
+    vm_flags = calc_vm_prot_bits(prot) | VM_MAYREAD | VM_MAYWRITE | VM_MAYEXEC
+    if flags & MAP_LOCKED:
+        vm_flags |= VM_LOCKED
+    map_type = flags & MAP_TYPE
+    if file is not None:
+        if map_type == MAP_SHARED:
+            flags &= LEGACY_MAP_MASK
+        if map_type in (MAP_SHARED, MAP_SHARED_VALIDATE):
+            if flags & ~LEGACY_MAP_MASK & ~MAP_FIXED_NOREPLACE & ~0x80000:
+                return -errno.EOPNOTSUPP, 0
+            if prot & PROT_WRITE and not file.f_mode & FMODE_WRITE:
+                return -errno.EACCES, 0
+            vm_flags |= VM_SHARED | VM_MAYSHARE
+            if not file.f_mode & FMODE_WRITE:
+                vm_flags &= ~(VM_MAYWRITE | VM_SHARED)
+        elif map_type != MAP_PRIVATE:
+            return -errno.EINVAL, 0
+        if not file.f_mode & FMODE_READ:
+            return -errno.EACCES, 0
+    else:
+        if map_type in (MAP_SHARED, MAP_SHARED_VALIDATE):
+            if flags & MAP_GROWSDOWN:
+                return -errno.EINVAL, 0
+            pgoff = 0
+            vm_flags |= VM_SHARED | VM_MAYSHARE
+        elif map_type != MAP_PRIVATE:
+            return -errno.EINVAL, 0
+    if flags & MAP_NORESERVE:
+        vm_flags |= VM_NORESERVE
+
+    addr = get_unmapped_area(mm, file, addr, length, pgoff, flags)
+    if addr < 0:
+        return addr, 0
+    if flags & MAP_FIXED_NOREPLACE and mm.find_vma_intersection(addr, addr + length):
+        return -errno.EEXIST, 0
+    if file is None and map_type == MAP_PRIVATE:
+        pgoff = addr >> 12
+
+    ret = await mmap_region(mm, file, addr, length, vm_flags, pgoff)
+    populate = 0
+    if ret >= 0 and (vm_flags & VM_LOCKED or (flags & (MAP_POPULATE | MAP_NONBLOCK)) == MAP_POPULATE):
+        populate = length
+    return ret, populate
+
+
+async def mmap_region(mm: Any, file: Any, addr: int, length: int, vm_flags: int,
+                      pgoff: int) -> int:
+    """__mmap_region(): unmap what is there, then merge or insert."""
+    end = addr + length
+    if mm.find_vma_intersection(addr, end) is not None:
+        err = await do_vmi_munmap(mm, addr, length)
+        if err:
+            return err
+    if accountable_mapping(vm_flags):
+        vm_flags |= VM_ACCOUNT
+    if file is None and vm_flags & VM_SHARED:
+        from specfault.mm.filemap import FMODE_READ as _R
+        from specfault.mm.filemap import FMODE_WRITE as _W
+        from specfault.mm.filemap import OpenFile
+        file = OpenFile(mm.kernel.fs.shmem_file(length), _R | _W)   # shmem_zero_setup()
+        pgoff = 0
+    else:
+        if file is not None:
+            file.f_count += 1                    # get_file() for the new VMA (undone below)
+        prev = mm.mm_mt.prev(addr)
+        nxt = mm.find_vma(end)
+        merged = await vma_merge_new_range(mm, prev, nxt, addr, end, vm_flags, file, pgoff)
+        if merged is not None:
+            if file is not None:
+                file.f_count -= 1                # merged: no new VMA holds it
+            merged.vm_flags |= VM_SOFTDIRTY
+            mm.total_vm += length >> 12
+            return addr
+    vma = VmArea(mm, addr, end, vm_flags | VM_SOFTDIRTY, pgoff, file)
+    vma.vm_lock_seq = mm.mm_lock_seq       # new VMAs are born write-locked
+    await vma_link(mm, vma)
+    mm.total_vm += length >> 12
+    return addr
+
+
+# -------------------------------------------------------------------- munmap
+async def do_vmi_munmap(mm: Any, start: int, length: int) -> int:
+    """do_vmi_munmap(): unmap [start, start+len).  Caller holds mmap_lock
+    for write.  Returns 0 or -errno."""
+    if start & ~PAGE_MASK or start > TASK_SIZE or length > TASK_SIZE - start:
+        return -errno.EINVAL
+    end = start + page_align(length)
+    if end == start:
+        return -errno.EINVAL
+    vma = mm.find_vma_intersection(start, end)
+    if vma is None:
+        return 0
+    # split the VMAs at both ends (vms_gather_munmap_vmas)
+    if vma.vm_start < start:
+        new = await split_vma(mm, vma, start, new_below=True)
+        if isinstance(new, int):
+            return new
+    last = mm.find_vma_intersection(end - 1, end)
+    if last is not None and last.vm_end > end:
+        new = await split_vma(mm, last, end, new_below=False)
+        if isinstance(new, int):
+            return new
+    victims = [v for v in mm.vmas(start) if v.vm_start < end]
+    for v in victims:
+        await vma_start_write(v)
+    for v in victims:
+        await remove_from_tree(mm, v)
+    # vms_complete_munmap_vmas(): zap, free page tables, free the VMAs
+    prev = mm.mm_mt.prev(start)
+    nxt = mm.find_vma(end)
+    tlb = MmuGather(mm)
+    for v in victims:
+        await unmap_page_range(tlb, v, v.vm_start, v.vm_end)
+        mm.total_vm -= v.pages()
+    floor = prev.vm_end if prev is not None else 0
+    ceiling = nxt.vm_start if nxt is not None else TASK_SIZE + PAGE_SIZE
+    await free_pgtables(tlb, floor, ceiling, victims[0].vm_start, victims[-1].vm_end)
+    await tlb.finish()
+    for v in victims:
+        await vm_area_free(mm, v)
+    return 0
+
+
+async def sys_munmap(mm: Any, addr: int, length: int) -> int:
+    await mmap_write_lock(mm)
+    ret = await do_vmi_munmap(mm, addr, length)
+    await mmap_write_unlock(mm)
+    return ret
+
+
+# ----------------------------------------------------------------------- brk
+async def sys_brk(mm: Any, brk: int) -> int:
+    """brk(): returns the new break, or the old one on failure."""
+    await mmap_write_lock(mm)
+    ret = await _do_brk(mm, brk)
+    await mmap_write_unlock(mm)
+    return ret
+
+
+async def _do_brk(mm: Any, brk: int) -> int:
+    origbrk = mm.brk
+    if brk < mm.start_brk:
+        return origbrk
+    newbrk = page_align(brk)
+    oldbrk = page_align(mm.brk)
+    if oldbrk == newbrk:
+        mm.brk = brk
+        return brk
+    if brk <= mm.brk:                     # shrink: unmap the tail
+        mm.brk = brk
+        if await do_vmi_munmap(mm, newbrk, oldbrk - newbrk):
+            mm.brk = origbrk
+            return origbrk
+        return brk
+    nxt = mm.find_vma(oldbrk)
+    if nxt is not None and newbrk + PAGE_SIZE > nxt.vm_start:   # stack_guard_gap: 1 page here
+        return origbrk
+    brkvma = mm.mm_mt.prev(oldbrk) if oldbrk > mm.start_brk else None
+    if brkvma is not None and brkvma.vm_end <= mm.start_brk:
+        brkvma = None
+    flags = VM_DATA_DEFAULT_FLAGS | VM_ACCOUNT
+    length = newbrk - oldbrk
+    if brkvma is not None and brkvma.vm_end == oldbrk and brkvma.vm_flags & ~VM_SOFTDIRTY == flags \
+            and brkvma.vm_file is None:
+        await vma_set_range(mm, brkvma, brkvma.vm_start, newbrk, brkvma.vm_pgoff)
+    else:
+        prev = mm.mm_mt.prev(oldbrk)
+        merged = await vma_merge_new_range(mm, prev, nxt, oldbrk, newbrk, flags, None,
+                                           oldbrk >> 12)
+        if merged is None:
+            vma = VmArea(mm, oldbrk, newbrk, flags | VM_SOFTDIRTY, oldbrk >> 12)
+            vma.vm_lock_seq = mm.mm_lock_seq
+            await vma_link(mm, vma)
+    mm.total_vm += length >> 12
+    mm.brk = brk
+    return brk
+
+
+# ------------------------------------------------------------------ mmap(2)
+def prot_valid(prot: int) -> bool:
+    return not prot & ~(PROT_READ | PROT_WRITE | PROT_EXEC | PROT_SEM)
+
+
+async def sys_mmap(mm: Any, addr: int, length: int, prot: int, flags: int, file: Any,
+                   pgoff: int) -> tuple[int, int]:
+    """vm_mmap_pgoff(): lock, do_mmap, unlock.  Returns (addr | -errno, populate)."""
+    await mmap_write_lock(mm)
+    ret, populate = await do_mmap(mm, file, addr, length, prot, flags, pgoff)
+    await mmap_write_unlock(mm)
+    return ret, populate
+
+
+__all__ = ["do_mmap", "do_vmi_munmap", "get_unmapped_area", "prot_valid", "sys_brk", "sys_mmap",
+           "sys_munmap", "VM_GROWSDOWN"]

@@ -1,0 +1,187 @@
+"""Tearing down mappings (mm/memory.c zap_*, mm/mmu_gather.c).
+
+Pages unmapped by a zap are not freed at once: other CPUs may still hold
+TLB entries for them.  The mmu_gather collects them, flushes the TLBs, and
+only then drops the references.  Page tables freed by ``free_pgtables`` go
+through the gather too and are freed after the flush in one of two ways
+(``Config.page_table_free``):
+
+* ``"rcu"``  (MMU_GATHER_RCU_TABLE_FREE) — after an RCU grace period, so
+  lockless walkers under ``rcu_read_lock()`` are safe;
+* ``"ipi"``  — after an IPI round that a CPU with interrupts disabled
+  cannot acknowledge, so walkers with interrupts off are safe (fast GUP);
+* ``"immediate"`` — a mutant: freed at once.
+
+Locks: the caller holds mmap_lock (write for munmap/mremap/exit, read for
+MADV_DONTNEED); zap_pte_range takes each table's PTL.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from specfault.mm.page import Page
+from specfault.mm.pgtable import (
+    LEVEL_SHIFT,
+    PageTable,
+    iter_pte_tables,
+    pte_dirty,
+    pte_pfn,
+    pte_present,
+    pte_special,
+)
+from specfault.mm.tlb import flush_tlb_range
+from specfault.runtime import LoadItem, StoreItem, Work
+
+
+class MmuGather:
+    """struct mmu_gather: pages and tables to free after the TLB flush."""
+
+    __slots__ = ("mm", "pages", "tables", "start", "end")
+
+    def __init__(self, mm: Any) -> None:
+        self.mm = mm
+        self.pages: list[Page] = []
+        self.tables: list[PageTable] = []
+        self.start = 1 << 64
+        self.end = 0
+
+    def track(self, start: int, end: int) -> None:
+        self.start = min(self.start, start)
+        self.end = max(self.end, end)
+
+    async def finish(self) -> None:
+        """tlb_finish_mmu(): flush, then free pages, then free tables."""
+        mm = self.mm
+        if self.end > self.start:
+            mm.kernel.count("tlb_flush")
+            await flush_tlb_range(mm, self.start, self.end)
+        mem = mm.kernel.mem
+        for page in self.pages:
+            mem.put_page(page)
+        self.pages = []
+        if self.tables:
+            await free_tables(mm, self.tables)
+            self.tables = []
+
+
+async def free_tables(mm: Any, tables: list[PageTable]) -> None:
+    site = f"page tables freed by {mm.label()}"
+    mm.kernel.count("nr_page_table_pages", -len(tables))
+
+    def free() -> None:
+        for t in tables:
+            t.poison(site)
+
+    mode = mm.config.page_table_free
+    if mode == "rcu":
+        await mm.kernel.rcu.call_rcu(free, "page tables")
+    elif mode == "ipi":
+        from specfault.mm import tlb as _tlb
+        sync = getattr(_tlb, "tlb_remove_table_sync_one", None)
+        if sync is not None:
+            await sync(mm)
+        free()
+    else:  # "immediate": a mutant
+        free()
+
+
+def rss_kind(page: Page) -> str:
+    if page.anon:
+        return "anon"
+    inode = page.mapping
+    return "shmem" if inode is not None and inode.shmem else "file"
+
+
+async def zap_pte_range(tlb: MmuGather, vma: Any, pt: PageTable, start: int, end: int) -> None:
+    """Clear the PTEs of [start, end) in table ``pt`` under its PTL."""
+    mm = tlb.mm
+    mem = mm.kernel.mem
+    lo = (start - pt.base) >> 12
+    hi = (end - pt.base) >> 12
+    if pt.nr == 0:
+        return
+    await pt.ptl.lock()
+    for i in range(lo, hi):
+        pte = await LoadItem(pt, pt.entries, i)
+        if pte == 0:
+            continue
+        await StoreItem(pt, pt.entries, i, 0)    # ptep_get_and_clear_full
+        pt.nr -= 1
+        if not pte_present(pte) or pte_special(pte):
+            continue
+        page = mem.pages[pte_pfn(pte)]
+        if pte_dirty(pte) and not page.anon:
+            page.dirty = True
+        page.mapcount -= 1
+        if page.mapcount == 0:
+            page.anon_exclusive = False
+        mm.rss[rss_kind(page)] -= 1
+        tlb.pages.append(page)
+    await pt.ptl.unlock()
+    tlb.track(start, end)
+
+
+async def unmap_page_range(tlb: MmuGather, vma: Any, start: int, end: int) -> None:
+    """zap every PTE of ``vma`` in [start, end)."""
+    start = max(start, vma.vm_start)
+    end = min(end, vma.vm_end)
+    if start >= end:
+        return
+    for pt in list(iter_pte_tables(tlb.mm.pgd, start, end)):
+        await zap_pte_range(tlb, vma, pt, max(start, pt.base), min(end, pt.base + (1 << 21)))
+    await Work("zap", (end - start) >> 12)
+
+
+async def free_pgtables(tlb: MmuGather, floor: int, ceiling: int, start: int, end: int) -> None:
+    """free_pgd_range(): detach the page tables that map only addresses in
+    [floor, ceiling) (no VMA remains there) and overlap [start, end); the
+    gather frees them after the flush.  Caller holds mmap_lock for write."""
+    if start >= end:
+        return
+    detach: list[tuple[PageTable, int, PageTable]] = []
+    _free_level(tlb, tlb.mm.pgd, floor, ceiling, start, end, detach)
+    for parent, i, child in detach:
+        await StoreItem(parent, parent.entries, i, None)     # pmd_clear() etc.
+
+
+def _free_level(tlb: MmuGather, table: PageTable, floor: int, ceiling: int, start: int,
+                end: int, detach: list[tuple[PageTable, int, PageTable]]) -> bool:
+    """Collect the tables to detach; returns True if ``table`` ends up empty."""
+    shift = LEVEL_SHIFT[table.level]
+    span = 1 << shift
+    first = max(0, (start - table.base) >> shift)
+    last = min(511, (end - 1 - table.base) >> shift)
+    for i in range(first, last + 1):
+        child = table.entries[i]
+        if child is None:
+            continue
+        lo = table.base + i * span
+        hi = lo + span
+        if floor <= lo and hi <= ceiling:
+            _detach(tlb, table, i, child, detach)
+        elif child.level > 1:
+            _free_level(tlb, child, floor, ceiling, max(start, lo), min(end, hi), detach)
+    return table.nr == 0
+
+
+def _detach(tlb: MmuGather, parent: PageTable, i: int, child: PageTable,
+            detach: list[tuple[PageTable, int, PageTable]]) -> None:
+    """pmd_clear() + pte_free_tlb(): the table leaves the tree now, is
+    freed after the flush.  Its entries must already be zapped."""
+    for t in _subtree(child):
+        if t.level == 1 and t.nr:
+            raise AssertionError(f"free_pgtables: {t.label()} still maps {t.nr} pages")
+        tlb.tables.append(t)
+    detach.append((parent, i, child))
+    parent.nr -= 1
+    tlb.track(child.base, child.base + child.span())
+
+
+def _subtree(t: PageTable) -> list[PageTable]:
+    out = [t]
+    if t.level > 1:
+        for c in t.entries:
+            if c is not None:
+                out.extend(_subtree(c))
+    return out

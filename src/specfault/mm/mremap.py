@@ -1,0 +1,259 @@
+"""mremap(2) (mm/mremap.c): shrink, grow in place, move (MREMAP_MAYMOVE,
+MREMAP_FIXED, MREMAP_DONTUNMAP), moving page tables rather than pages.
+
+A move copies the VMA to the new place (merging there if it can), moves
+the page-table entries — whole PTE tables when source and destination are
+PMD-aligned (move_normal_pmd), else PTE by PTE under both PTLs — flushes
+the old range, and unmaps the old VMA.
+"""
+
+from __future__ import annotations
+
+import errno
+from typing import Any
+
+from specfault.constants import (
+    MAP_FIXED,
+    MAP_SHARED,
+    MREMAP_DONTUNMAP,
+    MREMAP_FIXED,
+    MREMAP_MAYMOVE,
+    PAGE_MASK,
+    PMD_SIZE,
+    TASK_SIZE,
+)
+from specfault.mm.memory import table_alloc
+from specfault.mm.mmap import do_vmi_munmap, get_unmapped_area, page_align
+from specfault.mm.mmap_lock import mmap_write_lock, mmap_write_unlock, vma_start_write
+from specfault.mm.pgtable import LEVEL_SHIFT, PageTable, walk, walk_pmd
+from specfault.mm.tlb import flush_tlb_range
+from specfault.mm.vma import VM_DONTEXPAND, VM_LOCKED, VM_MAYSHARE, VM_PFNMAP, VmArea
+from specfault.mm.vma_ops import vma_link, vma_merge_new_range
+from specfault.runtime import LoadItem, StoreItem, Work
+
+
+async def sys_mremap(mm: Any, addr: int, old_len: int, new_len: int, flags: int,
+                     new_addr: int) -> int:
+    if flags & ~(MREMAP_FIXED | MREMAP_MAYMOVE | MREMAP_DONTUNMAP):
+        return -errno.EINVAL
+    if flags & MREMAP_FIXED and not flags & MREMAP_MAYMOVE:
+        return -errno.EINVAL
+    if flags & MREMAP_DONTUNMAP and (not flags & MREMAP_MAYMOVE or old_len != new_len):
+        return -errno.EINVAL
+    if addr & ~PAGE_MASK:
+        return -errno.EINVAL
+    old_len = page_align(old_len)
+    new_len = page_align(new_len)
+    if not new_len:
+        return -errno.EINVAL
+    await mmap_write_lock(mm)
+    try:
+        return await _do_mremap(mm, addr, old_len, new_len, flags, new_addr)
+    finally:
+        await mmap_write_unlock(mm)
+
+
+def vma_to_resize(mm: Any, addr: int, old_len: int, new_len: int) -> VmArea | int:
+    vma = mm.vma_lookup(addr)
+    if vma is None:
+        return -errno.EFAULT
+    if old_len > vma.vm_end - addr:
+        return -errno.EFAULT
+    if new_len == old_len:
+        return vma  # type: ignore[no-any-return]
+    if vma.vm_flags & (VM_DONTEXPAND | VM_PFNMAP):
+        return -errno.EFAULT
+    return vma  # type: ignore[no-any-return]
+
+
+async def _do_mremap(mm: Any, addr: int, old_len: int, new_len: int, flags: int,
+                     new_addr: int) -> int:
+    vma = mm.vma_lookup(addr)
+    if vma is None:
+        return -errno.EFAULT
+    if flags & (MREMAP_FIXED | MREMAP_DONTUNMAP):
+        return await mremap_to(mm, addr, old_len, new_len, flags, new_addr)
+    if old_len >= new_len:
+        ret = await do_vmi_munmap(mm, addr + new_len, old_len - new_len)
+        if ret and old_len != new_len:
+            return ret
+        return addr
+    got = vma_to_resize(mm, addr, old_len, new_len)
+    if isinstance(got, int):
+        return got
+    vma = got
+    delta = new_len - old_len
+    if old_len == vma.vm_end - addr and vma_expandable(mm, vma, delta):
+        await vma_start_write(vma)
+        merged = await vma_merge_new_range(
+            mm, vma, mm.find_vma(vma.vm_end + delta), vma.vm_end, vma.vm_end + delta,
+            vma.vm_flags, vma.vm_file, vma.vm_pgoff + vma.pages(), vma.anon_vma, None)
+        if merged is None:
+            return -errno.ENOMEM
+        mm.total_vm += delta >> 12
+        return addr
+    if not flags & MREMAP_MAYMOVE:
+        return -errno.ENOMEM
+    map_flags = MAP_SHARED if vma.vm_flags & VM_MAYSHARE else 0
+    target = get_unmapped_area(mm, vma.vm_file, 0, new_len,
+                               vma.vm_pgoff + ((addr - vma.vm_start) >> 12), map_flags)
+    if target < 0:
+        return target
+    return await move_vma(mm, vma, addr, old_len, new_len, target, flags)
+
+
+def vma_expandable(mm: Any, vma: VmArea, delta: int) -> bool:
+    end = vma.vm_end + delta
+    if end > TASK_SIZE:
+        return False
+    return mm.find_vma_intersection(vma.vm_end, end) is None
+
+
+async def mremap_to(mm: Any, addr: int, old_len: int, new_len: int, flags: int,
+                    new_addr: int) -> int:
+    if flags & MREMAP_FIXED:
+        if new_addr & ~PAGE_MASK:
+            return -errno.EINVAL
+        if new_len > TASK_SIZE or new_addr > TASK_SIZE - new_len:
+            return -errno.EINVAL
+        if addr + old_len > new_addr and new_addr + new_len > addr:
+            return -errno.EINVAL
+        ret = await do_vmi_munmap(mm, new_addr, new_len)
+        if ret:
+            return ret
+    if old_len > new_len:
+        ret = await do_vmi_munmap(mm, addr + new_len, old_len - new_len)
+        if ret:
+            return ret
+        old_len = new_len
+    got = vma_to_resize(mm, addr, old_len, new_len)
+    if isinstance(got, int):
+        return got
+    vma = got
+    if flags & MREMAP_DONTUNMAP and vma.vm_flags & (VM_DONTEXPAND | VM_PFNMAP):
+        return -errno.EINVAL
+    map_flags = MAP_FIXED if flags & MREMAP_FIXED else 0
+    if vma.vm_flags & VM_MAYSHARE:
+        map_flags |= MAP_SHARED
+    target = get_unmapped_area(mm, vma.vm_file, new_addr if flags & MREMAP_FIXED else 0,
+                               new_len, vma.vm_pgoff + ((addr - vma.vm_start) >> 12), map_flags)
+    if target < 0:
+        return target
+    return await move_vma(mm, vma, addr, old_len, new_len, target, flags)
+
+
+async def copy_vma(mm: Any, vma: VmArea, addr: int, length: int, pgoff: int) -> VmArea:
+    """The VMA at the destination: an existing neighbour extended over it
+    (merge), or a copy of ``vma``."""
+    if vma.vm_file is None and vma.anon_vma is None:
+        pgoff = addr >> 12     # unfaulted anon: give it the pgoff of its new home
+    prev = mm.mm_mt.prev(addr)
+    nxt = mm.find_vma(addr + length)
+    merged = await vma_merge_new_range(mm, prev, nxt, addr, addr + length, vma.vm_flags,
+                                       vma.vm_file, pgoff, vma.anon_vma, vma)
+    if merged is not None:
+        return merged
+    new = vma.dup()
+    new.vm_start, new.vm_end, new.vm_pgoff = addr, addr + length, pgoff
+    new.vm_lock_seq = mm.mm_lock_seq
+    await vma_link(mm, new)
+    return new
+
+
+async def move_vma(mm: Any, vma: VmArea, old_addr: int, old_len: int, new_len: int,
+                   new_addr: int, flags: int) -> int:
+    await vma_start_write(vma)
+    new_pgoff = vma.vm_pgoff + ((old_addr - vma.vm_start) >> 12)
+    new_vma = await copy_vma(mm, vma, new_addr, new_len, new_pgoff)
+    await vma_start_write(new_vma)
+    await move_page_tables(mm, old_addr, new_addr, old_len)
+    mm.total_vm += new_len >> 12
+    if flags & MREMAP_DONTUNMAP:
+        # the old VMA stays, empty, unlocked; its anon_vma links are dropped
+        vma.set_flags(vma.vm_flags & ~VM_LOCKED)
+        if new_vma is not vma and vma.vm_start == old_addr and vma.vm_end == old_addr + old_len:
+            vma.anon_vma = None                  # unlink_anon_vmas()
+            vma.anon_vma_chain = []
+        return new_addr
+    ret = await do_vmi_munmap(mm, old_addr, old_len)
+    if ret:
+        return ret
+    return new_addr
+
+
+async def move_page_tables(mm: Any, old_addr: int, new_addr: int, length: int) -> None:
+    """Move every PTE of [old_addr, old_addr+len) to new_addr.  Whole PTE
+    tables move when both sides are PMD-aligned over a full PMD and the
+    destination PMD is empty; the old range's TLB entries are flushed."""
+    old_end = old_addr + length
+    o, n = old_addr, new_addr
+    while o < old_end:
+        extent = min(PMD_SIZE - (o & (PMD_SIZE - 1)), PMD_SIZE - (n & (PMD_SIZE - 1)),
+                     old_end - o)
+        src_pmd = walk_pmd(mm.pgd, o)
+        if src_pmd is None or src_pmd.entries[(o >> 21) & 511] is None:
+            o += extent
+            n += extent
+            continue
+        dst_pmd = await _alloc_pmd(mm, n)
+        if extent == PMD_SIZE and dst_pmd.entries[(n >> 21) & 511] is None:
+            await move_normal_pmd(mm, src_pmd, o, dst_pmd, n)
+        else:
+            await move_ptes(mm, o, n, extent, dst_pmd)
+        o += extent
+        n += extent
+    await flush_tlb_range(mm, old_addr, old_end)
+
+
+async def _alloc_pmd(mm: Any, addr: int) -> PageTable:
+    table: PageTable = mm.pgd
+    for level in (4, 3):
+        idx = (addr >> LEVEL_SHIFT[level]) & 511
+        nxt = table.entries[idx]
+        if nxt is None:
+            nxt = await table_alloc(mm, table, idx)
+        table = nxt
+    return table
+
+
+async def move_normal_pmd(mm: Any, src_pmd: PageTable, old: int, dst_pmd: PageTable,
+                          new: int) -> None:
+    """Move a whole PTE table: clear the old PMD entry, point the new one at
+    the same table (whose PTL moves with it)."""
+    si, di = (old >> 21) & 511, (new >> 21) & 511
+    pt = src_pmd.entries[si]
+    await pt.ptl.lock()
+    await StoreItem(src_pmd, src_pmd.entries, si, None)
+    src_pmd.nr -= 1
+    pt.base = new & ~(PMD_SIZE - 1)
+    await StoreItem(dst_pmd, dst_pmd.entries, di, pt)
+    dst_pmd.nr += 1
+    await pt.ptl.unlock()
+    await flush_tlb_range(mm, old, old + PMD_SIZE)
+
+
+async def move_ptes(mm: Any, old: int, new: int, extent: int, dst_pmd: PageTable) -> None:
+    found = walk(mm.pgd, old)
+    assert found is not None
+    src, _ = found
+    di = (new >> 21) & 511
+    dst = dst_pmd.entries[di]
+    if dst is None:
+        dst = await table_alloc(mm, dst_pmd, di)
+    await dst.ptl.lock()
+    if src is not dst:
+        await src.ptl.lock()
+    for k in range(extent >> 12):
+        si = ((old >> 12) + k) & 511
+        dj = ((new >> 12) + k) & 511
+        pte = await LoadItem(src, src.entries, si)
+        if pte == 0:
+            continue
+        await StoreItem(src, src.entries, si, 0)
+        src.nr -= 1
+        await StoreItem(dst, dst.entries, dj, pte)
+        dst.nr += 1
+    if src is not dst:
+        await src.ptl.unlock()
+    await dst.ptl.unlock()
+    await Work("move_ptes", extent >> 12)

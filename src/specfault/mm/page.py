@@ -1,0 +1,202 @@
+"""Physical memory: struct page, the zero page, and the page allocator.
+
+Each allocation returns a fresh :class:`Page` object for a free PFN, so a
+stale reference to a freed page is detectable (``freed`` is set) even though
+its PFN is reused — as with the kernel's page poisoning.
+
+Page contents are real bytes, materialised lazily: ``data is None`` means
+all zeroes (a freshly zeroed page costs nothing until written).
+
+Fields
+------
+Page
+# atomic (get_page/put_page; updated through ops where racing CPUs matter)
+    refcount     references: one per mapping PTE, one for the page cache,
+                 temporary ones (wp_page_copy holds one while copying)
+    mapcount     number of PTEs mapping the page (rmap)
+# protected by the PTL of the PTE that maps it / the page lock
+    anon_exclusive  PageAnonExclusive: only one mm maps it, reuse is safe
+    dirty
+# set once at allocation (by the allocating path, before the page is visible)
+    pfn, anon, mapping (AnonVma or Inode), index (pgoff)
+# protected by the data access path (copy/zero/user access)
+    data
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from specfault.constants import PAGE_SIZE
+from specfault.runtime import ModelBug, Op
+
+
+class Page:
+    __slots__ = ("pfn", "refcount", "mapcount", "anon", "anon_exclusive", "mapping", "index",
+                 "data", "dirty", "freed", "zero")
+
+    def __init__(self, pfn: int) -> None:
+        self.pfn = pfn
+        self.refcount = 1
+        self.mapcount = 0
+        self.anon = False
+        self.anon_exclusive = False
+        self.mapping: Any = None
+        self.index = 0
+        self.data: bytearray | None = None
+        self.dirty = False
+        self.freed = False
+        self.zero = False
+
+    # -- contents --
+    def read(self, off: int, n: int) -> bytes:
+        if self.freed:
+            raise ModelBug(f"read of freed page pfn {self.pfn:#x}")
+        if self.data is None:
+            return bytes(n)
+        return bytes(self.data[off:off + n])
+
+    def write(self, off: int, data: bytes) -> None:
+        if self.freed:
+            raise ModelBug(f"write to freed page pfn {self.pfn:#x}")
+        if self.zero:
+            raise ModelBug("write to the zero page")
+        if self.data is None:
+            self.data = bytearray(PAGE_SIZE)
+        self.data[off:off + len(data)] = data
+
+    def copy_from(self, src: Page) -> None:
+        """copy_user_highpage(): contents of ``src`` into this page."""
+        if src.freed:
+            raise ModelBug(f"copy from freed page pfn {src.pfn:#x}")
+        self.data = None if src.data is None else bytearray(src.data)
+
+    def label(self) -> str:
+        return f"page {self.pfn:#x}"
+
+    def __repr__(self) -> str:
+        kind = "zero" if self.zero else "anon" if self.anon else "file" if self.mapping else "page"
+        return f"<Page {self.pfn:#x} {kind} ref={self.refcount} map={self.mapcount}>"
+
+
+class PhysMem:
+    """The page allocator: ``nr_frames`` frames, a free list, vmstat counts.
+
+    ``alloc()`` returns None when no frame is free: callers turn that into
+    VM_FAULT_OOM / ENOMEM, with nothing half-done.
+    """
+
+    FIRST_PFN = 0x1000  # PFNs below this are "reserved" (the zero page lives there)
+
+    def __init__(self, nr_frames: int, vmstat: dict[str, int]) -> None:
+        if nr_frames < 1:
+            raise ValueError("nr_frames must be at least 1")
+        self.nr_frames = nr_frames
+        self.free_pfns = list(range(self.FIRST_PFN + nr_frames - 1, self.FIRST_PFN - 1, -1))
+        self.pages: dict[int, Page] = {}
+        self.vmstat = vmstat
+        zero = Page(0x100)
+        zero.zero = True
+        zero.refcount = 1 << 30  # never freed
+        self.zero_page = zero
+        self.pages[zero.pfn] = zero
+
+    def nr_free(self) -> int:
+        return len(self.free_pfns)
+
+    def alloc(self) -> Page | None:
+        if not self.free_pfns:
+            self.vmstat["pgalloc_fail"] = self.vmstat.get("pgalloc_fail", 0) + 1
+            return None
+        page = Page(self.free_pfns.pop())
+        self.pages[page.pfn] = page
+        self.vmstat["pgalloc"] += 1
+        return page
+
+    def free(self, page: Page) -> None:
+        if page.freed or page.zero:
+            raise ModelBug(f"free_page: bad page {page!r}")
+        if page.mapcount:
+            raise ModelBug(f"free_page: {page!r} still mapped")
+        page.freed = True
+        page.data = None
+        del self.pages[page.pfn]
+        self.free_pfns.append(page.pfn)
+        self.vmstat["pgfree"] += 1
+
+    def put_page(self, page: Page) -> None:
+        """Drop one reference; the last one frees the page."""
+        if page.zero:
+            return
+        page.refcount -= 1
+        if page.refcount == 0:
+            self.free(page)
+        elif page.refcount < 0:
+            raise ModelBug(f"put_page: refcount underflow on {page!r}")
+
+    def pfn_to_page(self, pfn: int) -> Page:
+        return self.pages[pfn]
+
+
+class AllocPage(Op):
+    """alloc_page(GFP_HIGHUSER_MOVABLE): returns a Page or None.  The
+    simulator charges it by memory pressure (direct reclaim below the
+    watermark); the explorer may preempt here (allocation can sleep)."""
+
+    __slots__ = ("mem",)
+    kind = "alloc_page"
+
+    def __init__(self, mem: PhysMem) -> None:
+        self.mem = mem
+
+    def perform(self) -> Page | None:
+        return self.mem.alloc()
+
+    def footprint(self) -> tuple[tuple[object, str, str], ...]:
+        return ((self.mem, "free", "w"),)
+
+    def describe(self) -> str:
+        return "alloc_page"
+
+
+class GetPage(Op):
+    """get_page(): take a reference (atomic)."""
+
+    __slots__ = ("page",)
+    kind = "get_page"
+
+    def __init__(self, page: Page) -> None:
+        self.page = page
+
+    def perform(self) -> None:
+        page = self.page
+        if page.freed:
+            raise ModelBug(f"get_page on freed {page!r}")
+        if not page.zero:
+            page.refcount += 1
+
+    def footprint(self) -> tuple[tuple[object, str, str], ...]:
+        return ((self.page, "refcount", "w"),)
+
+    def describe(self) -> str:
+        return f"get_page {self.page.pfn:#x}"
+
+
+class PutPage(Op):
+    """put_page(): drop a reference; the last one frees the page."""
+
+    __slots__ = ("mem", "page")
+    kind = "put_page"
+
+    def __init__(self, mem: PhysMem, page: Page) -> None:
+        self.mem = mem
+        self.page = page
+
+    def perform(self) -> None:
+        self.mem.put_page(self.page)
+
+    def footprint(self) -> tuple[tuple[object, str, str], ...]:
+        return ((self.page, "refcount", "w"),)
+
+    def describe(self) -> str:
+        return f"put_page {self.page.pfn:#x}"

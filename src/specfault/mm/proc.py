@@ -1,0 +1,118 @@
+"""What /proc shows of an mm (fs/proc/task_mmu.c): maps, pagemap, smaps."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from specfault.mm.pgtable import get_pte, pte_pfn, pte_present, pte_soft_dirty, pte_special
+from specfault.mm.vma import VM_EXEC, VM_MAYSHARE, VM_READ, VM_SOFTDIRTY, VM_WRITE
+
+PM_PFRAME_MASK = (1 << 55) - 1
+PM_SOFT_DIRTY = 1 << 55
+PM_MMAP_EXCLUSIVE = 1 << 56
+PM_FILE = 1 << 61
+PM_SWAP = 1 << 62
+PM_PRESENT = 1 << 63
+
+
+def vma_name(mm: Any, vma: Any) -> str:
+    if vma.vm_file is not None:
+        return str(vma.vm_file.inode.path)
+    if vma.vm_start <= mm.brk and vma.vm_end >= mm.start_brk:
+        return "[heap]"
+    return ""
+
+
+def show_map_vma(mm: Any, vma: Any) -> str:
+    flags = vma.vm_flags
+    perms = ("r" if flags & VM_READ else "-") + ("w" if flags & VM_WRITE else "-") \
+        + ("x" if flags & VM_EXEC else "-") + ("s" if flags & VM_MAYSHARE else "p")
+    if vma.vm_file is not None:
+        inode = vma.vm_file.inode
+        pgoff = vma.vm_pgoff << 12
+        major, minor = inode.dev
+        ino = inode.ino
+    else:
+        pgoff, major, minor, ino = 0, 0, 0, 0
+    line = f"{vma.vm_start:08x}-{vma.vm_end:08x} {perms} {pgoff:08x} {major:02x}:{minor:02x} {ino} "
+    name = vma_name(mm, vma)
+    if name:
+        line = line.ljust(72) + " " + name
+    return line
+
+
+def maps(mm: Any) -> str:
+    """/proc/PID/maps, one line per VMA, each ending in a newline."""
+    return "".join(show_map_vma(mm, v) + "\n" for v in mm.vmas())
+
+
+@dataclass(frozen=True)
+class PagemapEntry:
+    """One 64-bit /proc/PID/pagemap entry, decoded."""
+
+    raw: int
+
+    @property
+    def present(self) -> bool:
+        return bool(self.raw & PM_PRESENT)
+
+    @property
+    def swapped(self) -> bool:
+        return bool(self.raw & PM_SWAP)
+
+    @property
+    def file_shared(self) -> bool:
+        """Bit 61: a file page or a shared anonymous page."""
+        return bool(self.raw & PM_FILE)
+
+    @property
+    def exclusive(self) -> bool:
+        """Bit 56: the page is mapped exactly once."""
+        return bool(self.raw & PM_MMAP_EXCLUSIVE)
+
+    @property
+    def soft_dirty(self) -> bool:
+        return bool(self.raw & PM_SOFT_DIRTY)
+
+    @property
+    def pfn(self) -> int:
+        return self.raw & PM_PFRAME_MASK if self.present else 0
+
+
+def pagemap_entry(mm: Any, addr: int) -> PagemapEntry:
+    """pagemap_pmd_range/pte_to_pagemap_entry for one address."""
+    vma = mm.vma_lookup(addr)
+    flags = 0
+    if vma is not None and vma.vm_flags & VM_SOFTDIRTY:
+        flags |= PM_SOFT_DIRTY
+    pte = get_pte(mm.pgd, addr)
+    if vma is None or not pte_present(pte):
+        return PagemapEntry(flags)
+    flags |= PM_PRESENT | pte_pfn(pte)
+    if pte_soft_dirty(pte):
+        flags |= PM_SOFT_DIRTY
+    if not pte_special(pte):
+        page = mm.kernel.mem.pages[pte_pfn(pte)]
+        if not page.anon:
+            flags |= PM_FILE
+        if page.mapcount == 1:
+            flags |= PM_MMAP_EXCLUSIVE
+    return PagemapEntry(flags)
+
+
+def smaps(mm: Any) -> list[dict[str, Any]]:
+    """Per VMA: start, end, Size, Rss and Anonymous (kB), as /proc/PID/smaps."""
+    out = []
+    for vma in mm.vmas():
+        rss = anon = 0
+        for addr in range(vma.vm_start, vma.vm_end, 4096):
+            pte = get_pte(mm.pgd, addr)
+            if not pte_present(pte) or pte_special(pte):
+                continue
+            rss += 4
+            if mm.kernel.mem.pages[pte_pfn(pte)].anon:
+                anon += 4
+        out.append({"start": vma.vm_start, "end": vma.vm_end,
+                    "Size": (vma.vm_end - vma.vm_start) >> 10, "Rss": rss, "Anonymous": anon})
+    return out

@@ -1,0 +1,215 @@
+"""Changing the VMA tree (mm/vma.c): link, remove, split, merge, modify.
+
+Every function here runs with ``mmap_lock`` held for write.  Each VMA a
+function changes or removes is ``vma_start_write()``-locked first, so a
+per-VMA-lock reader never sees it half-changed; each tree update is
+published with one store of the new root (``rcu_assign_pointer``) and the
+replaced nodes and removed VMAs are freed through RCU — so a speculative
+reader that looked them up under ``rcu_read_lock()`` can still read them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from specfault.mm.mmap_lock import vma_mark_detached, vma_start_write
+from specfault.mm.vma import (
+    VmArea,
+    anon_vmas_compatible,
+    can_merge_after,
+    can_merge_before,
+)
+from specfault.runtime import Store
+
+DEFAULT_MAX_MAP_COUNT = 65530
+ENOMEM = 12
+
+
+async def mt_store(mm: Any, start: int, end: int, entry: Any) -> None:
+    """vma_iter_store()/vma_iter_clear(): one tree update, published."""
+    root, retired = mm.mm_mt.store(start, end, entry)
+    await Store(mm.mm_mt, "root", root)          # rcu_assign_pointer()
+    if retired:
+        await retire(mm, retired, "maple tree nodes")
+
+
+async def retire(mm: Any, objs: list[Any], what: str) -> None:
+    """Free objects a lockless reader may still see: after a grace period,
+    or at once when ``vma_free="immediate"`` (a mutant: readers under RCU
+    then touch freed memory)."""
+    site = f"{what} freed by {mm.label()}"
+
+    def free() -> None:
+        for obj in objs:
+            obj.poison(site)
+
+    if mm.config.vma_free == "immediate":
+        free()
+    else:
+        await mm.kernel.rcu.call_rcu(free, what)
+
+
+async def vma_link(mm: Any, vma: VmArea) -> None:
+    await mt_store(mm, vma.vm_start, vma.vm_end, vma)
+    vma.detached = False
+    mm.map_count += 1
+
+
+async def vm_area_free(mm: Any, vma: VmArea) -> None:
+    """remove_vma(): the VMA is out of the tree; free it (through RCU)."""
+    if vma.vm_file is not None:
+        mm.kernel.fs.fput(vma.vm_file)
+    await retire(mm, [vma], f"vma {vma.vm_start:#x}-{vma.vm_end:#x}")
+
+
+async def remove_from_tree(mm: Any, vma: VmArea) -> None:
+    """Detach ``vma`` (its range must not have been given to another VMA)."""
+    await vma_start_write(vma)
+    await mt_store(mm, vma.vm_start, vma.vm_end, None)
+    await vma_mark_detached(vma)
+    mm.map_count -= 1
+
+
+async def split_vma(mm: Any, vma: VmArea, addr: int, new_below: bool) -> VmArea | int:
+    """__split_vma(): split at ``addr``; the new VMA takes the part below
+    (new_below) or above.  Returns the new VMA, or -ENOMEM."""
+    assert vma.vm_start < addr < vma.vm_end, "split_vma: address outside the vma"
+    if mm.map_count >= DEFAULT_MAX_MAP_COUNT:
+        return -ENOMEM
+    new = vma.dup()
+    if new_below:
+        new.vm_end = addr
+    else:
+        new.vm_start = addr
+        new.vm_pgoff += (addr - vma.vm_start) >> 12
+    await vma_start_write(vma)
+    await vma_start_write(new)
+    if new_below:
+        await Store(vma, "vm_start", addr)
+        await Store(vma, "vm_pgoff", vma.vm_pgoff + ((addr - new.vm_start) >> 12))
+    else:
+        await Store(vma, "vm_end", addr)
+    await vma_link(mm, new)
+    return new
+
+
+async def vma_set_range(mm: Any, vma: VmArea, start: int, end: int, pgoff: int) -> None:
+    """Change a linked VMA's range and update the tree over the union."""
+    await vma_start_write(vma)
+    old_start, old_end = vma.vm_start, vma.vm_end
+    await Store(vma, "vm_start", start)
+    await Store(vma, "vm_end", end)
+    await Store(vma, "vm_pgoff", pgoff)
+    if old_start < start:
+        await mt_store(mm, old_start, start, None)
+    if end < old_end:
+        await mt_store(mm, end, old_end, None)
+    await mt_store(mm, start, end, vma)
+
+
+def _take_anon_vma(target: VmArea, *sources: VmArea | None) -> None:
+    """dup_anon_vma(): a VMA growing over a range that had anon pages must
+    have their anon_vma."""
+    if target.anon_vma is not None:
+        return
+    for src in sources:
+        if src is not None and src.anon_vma is not None:
+            target.anon_vma = src.anon_vma
+            target.anon_vma_chain = list(src.anon_vma_chain)
+            return
+
+
+async def vma_merge_new_range(mm: Any, prev: VmArea | None, nxt: VmArea | None, start: int,
+                              end: int, flags: int, file: Any, pgoff: int,
+                              anon: Any = None, src: VmArea | None = None) -> VmArea | None:
+    """vma_merge_new_range(): can [start, end) (not in the tree yet) extend
+    ``prev`` and/or ``nxt``?  Returns the VMA now covering it, or None.
+    ``anon``/``src`` are set when the range brings anon pages (mremap)."""
+    npages = (end - start) >> 12
+    left = can_merge_after(prev, start, flags, file, pgoff, anon, src)
+    right = can_merge_before(nxt, end, flags, file, pgoff, npages, anon, src)
+    if left and right and prev is not None and nxt is not None \
+            and not anon_vmas_compatible(prev, nxt):
+        right = False
+    if left and right:
+        assert prev is not None and nxt is not None
+        await vma_start_write(nxt)
+        _take_anon_vma(prev, nxt, src)
+        await remove_from_tree(mm, nxt)
+        await vma_set_range(mm, prev, prev.vm_start, nxt.vm_end, prev.vm_pgoff)
+        await vm_area_free(mm, nxt)
+        return prev
+    if left:
+        assert prev is not None
+        _take_anon_vma(prev, src)
+        await vma_set_range(mm, prev, prev.vm_start, end, prev.vm_pgoff)
+        return prev
+    if right:
+        assert nxt is not None
+        _take_anon_vma(nxt, src)
+        await vma_set_range(mm, nxt, start, nxt.vm_end, pgoff)
+        return nxt
+    return None
+
+
+async def vma_modify(mm: Any, prev: VmArea | None, vma: VmArea, start: int, end: int,
+                     newflags: int) -> VmArea | int:
+    """vma_modify_flags(): give [start, end) of ``vma`` the flags
+    ``newflags``, merging with neighbours when the rules allow, splitting
+    otherwise.  ``prev`` is the VMA before ``vma`` (or ``vma`` itself when
+    start is inside it).  Returns the VMA that now covers [start, end) —
+    with its flags NOT yet changed — or -errno."""
+    nxt = mm.mm_mt.find(vma.vm_end)
+    left_side = start == vma.vm_start
+    right_side = end == vma.vm_end
+    pgoff = vma.vm_pgoff + ((start - vma.vm_start) >> 12)
+    npages = (end - start) >> 12
+    anon = vma.anon_vma
+    merge_left = left_side and prev is not vma and can_merge_after(
+        prev, start, newflags, vma.vm_file, pgoff, anon, vma)
+    merge_right = right_side and can_merge_before(
+        nxt, end, newflags, vma.vm_file, pgoff, npages, anon, vma)
+    if merge_left and merge_right and prev is not None and nxt is not None \
+            and not anon_vmas_compatible(prev, nxt):
+        merge_right = False
+    if merge_left and merge_right:
+        assert prev is not None and nxt is not None
+        _take_anon_vma(prev, vma, nxt)
+        await remove_from_tree(mm, vma)
+        await remove_from_tree(mm, nxt)
+        await vma_set_range(mm, prev, prev.vm_start, nxt.vm_end, prev.vm_pgoff)
+        await vm_area_free(mm, vma)
+        await vm_area_free(mm, nxt)
+        return prev
+    if merge_left:
+        assert prev is not None
+        _take_anon_vma(prev, vma)
+        if right_side:
+            await remove_from_tree(mm, vma)
+            await vma_set_range(mm, prev, prev.vm_start, end, prev.vm_pgoff)
+            await vm_area_free(mm, vma)
+        else:
+            await vma_set_range(mm, vma, end, vma.vm_end, vma.vm_pgoff + npages)
+            await vma_set_range(mm, prev, prev.vm_start, end, prev.vm_pgoff)
+        return prev
+    if merge_right:
+        assert nxt is not None
+        _take_anon_vma(nxt, vma)
+        if left_side:
+            await remove_from_tree(mm, vma)
+            await vma_set_range(mm, nxt, start, nxt.vm_end, pgoff)
+            await vm_area_free(mm, vma)
+        else:
+            await vma_set_range(mm, vma, vma.vm_start, start, vma.vm_pgoff)
+            await vma_set_range(mm, nxt, start, nxt.vm_end, pgoff)
+        return nxt
+    # no merge: split off what is outside [start, end); vma keeps the middle
+    if vma.vm_start < start:
+        new = await split_vma(mm, vma, start, new_below=True)
+        if isinstance(new, int):
+            return new
+    if vma.vm_end > end:
+        new = await split_vma(mm, vma, end, new_below=False)
+        if isinstance(new, int):
+            return new
+    return vma
