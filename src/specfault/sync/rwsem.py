@@ -17,7 +17,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from specfault.runtime import STATE, ModelBug, Op
+from specfault.runtime import STATE, Op
+from specfault.sync.lockdep import LOCKDEP, BadUnlock, might_sleep
 
 
 class _Waiter:
@@ -41,6 +42,10 @@ class _DownRead(Op):
     def perform(self) -> _Waiter | None:
         sem = self.sem
         task = STATE.task
+        if task is not None:
+            might_sleep(task, f"down_read({sem.name})")
+            if task.held:
+                LOCKDEP.acquire(task, sem)
         if sem.writer is None and not sem.waiters:
             sem.readers += 1
             if task is not None:
@@ -64,6 +69,10 @@ class _DownWrite(_DownRead):
     def perform(self) -> _Waiter | None:
         sem = self.sem
         task = STATE.task
+        if task is not None:
+            might_sleep(task, f"down_write({sem.name})")
+            if task.held:
+                LOCKDEP.acquire(task, sem)
         if sem.writer is None and sem.readers == 0 and not sem.waiters:
             sem.writer = task
             if task is not None:
@@ -141,11 +150,11 @@ class _Up(Op):
         task = STATE.task
         if self.write:
             if sem.writer is not task:
-                raise ModelBug(f"up_write({sem.name}): not held for write by {task}")
+                raise BadUnlock(f"up_write({sem.name}): not held for write by {task}")
             sem.writer = None
         else:
             if sem.readers <= 0 or (task is not None and sem not in task.held):
-                raise ModelBug(f"up_read({sem.name}): not held for read by {task}")
+                raise BadUnlock(f"up_read({sem.name}): not held for read by {task}")
             sem.readers -= 1
         if task is not None:
             task.held.remove(sem)
@@ -159,15 +168,44 @@ class _Up(Op):
         return f"up_{'write' if self.write else 'read'} {self.sem.name}"
 
 
+class _Downgrade(Op):
+    """downgrade_write: write hold -> read hold; queued readers may join."""
+
+    __slots__ = ("sem",)
+    kind = "downgrade_write"
+
+    def __init__(self, sem: RwSemaphore) -> None:
+        self.sem = sem
+
+    def perform(self) -> None:
+        sem = self.sem
+        task = STATE.task
+        if sem.writer is not task:
+            raise BadUnlock(f"downgrade_write({sem.name}): not held for write by {task}")
+        sem.writer = None
+        sem.readers = 1
+        if sem.waiters and not sem.waiters[0].write:
+            sem.wake()
+
+    def footprint(self) -> tuple[tuple[object, str, str], ...]:
+        return ((self.sem, "count", "w"),)
+
+    def describe(self) -> str:
+        return f"downgrade_write {self.sem.name}"
+
+
 class RwSemaphore:
     """``await sem.down_read()`` etc.; the methods are coroutines only on the
     slow path, so the uncontended case costs one op."""
 
-    __slots__ = ("name", "readers", "writer", "waiters", "_dr", "_dw", "_ur", "_uw",
+    __slots__ = ("name", "lock_class", "readers", "writer", "waiters", "_dr", "_dw", "_ur", "_uw",
                  "_trr", "_trw")
+    #: a sleeping lock: holding it does not make the task atomic
+    spinning = False
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, lock_class: str | None = None) -> None:
         self.name = name
+        self.lock_class = lock_class if lock_class is not None else name
         self.readers = 0
         self.writer: Any = None
         self.waiters: list[_Waiter] = []
@@ -218,6 +256,9 @@ class RwSemaphore:
 
     def up_write(self) -> _Up:
         return self._uw
+
+    def downgrade_write(self) -> _Downgrade:
+        return _Downgrade(self)
 
     def is_locked(self) -> bool:
         return self.writer is not None or self.readers > 0

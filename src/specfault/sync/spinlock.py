@@ -11,6 +11,7 @@ per-call state (the owner is the running task, ``STATE.task``).
 from __future__ import annotations
 
 from specfault.runtime import STATE, ModelBug, Op
+from specfault.sync.lockdep import LOCKDEP, BadUnlock
 
 
 class SpinAcquire(Op):
@@ -29,6 +30,8 @@ class SpinAcquire(Op):
         task = STATE.task
         if lock.owner is not None:
             raise ModelBug(f"spin_lock({lock.name}): already held by {lock.owner}")
+        if task is not None and task.held:
+            LOCKDEP.acquire(task, lock)
         lock.owner = task
         if task is not None:
             task.held.append(lock)
@@ -46,9 +49,14 @@ class SpinTrylock(SpinAcquire):
     blocking = False
 
     def perform(self) -> bool:  # type: ignore[override]
-        if self.lock.owner is not None:
+        lock = self.lock
+        if lock.owner is not None:
             return False
-        SpinAcquire.perform(self)
+        # a trylock cannot deadlock: lockdep records no dependency for it
+        task = STATE.task
+        lock.owner = task
+        if task is not None:
+            task.held.append(lock)
         return True
 
     def describe(self) -> str:
@@ -66,7 +74,7 @@ class SpinRelease(Op):
         lock = self.lock
         task = STATE.task
         if lock.owner is not task:
-            raise ModelBug(f"spin_unlock({lock.name}): not held by {task} (owner {lock.owner})")
+            raise BadUnlock(f"spin_unlock({lock.name}): not held by {task} (owner {lock.owner})")
         lock.owner = None
         if task is not None:
             task.held.remove(lock)
@@ -80,12 +88,19 @@ class SpinRelease(Op):
 
 class SpinLock:
     """A spinlock.  ``await lock.lock()``, ``await lock.unlock()``,
-    ``ok = await lock.trylock()``."""
+    ``ok = await lock.trylock()``.
 
-    __slots__ = ("name", "owner", "_acq", "_try", "_rel")
+    ``lock_class`` is the lockdep class (default: the name): give every PTL
+    the class ``"ptl"`` so lockdep reasons about the order of kinds of lock.
+    """
 
-    def __init__(self, name: str) -> None:
+    __slots__ = ("name", "owner", "lock_class", "_acq", "_try", "_rel")
+    #: holding it makes the task atomic (lockdep's might_sleep check)
+    spinning = True
+
+    def __init__(self, name: str, lock_class: str | None = None) -> None:
         self.name = name
+        self.lock_class = lock_class if lock_class is not None else name
         self.owner: object | None = None  # the task holding it
         self._acq = SpinAcquire(self)
         self._try = SpinTrylock(self)

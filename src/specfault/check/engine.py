@@ -1,0 +1,296 @@
+"""The controlled scheduler: run one execution of a scenario, step by step.
+
+Why it is shaped so
+-------------------
+Every task of the scenario runs its model coroutine with ``STATE.inline``
+off, so each op is yielded to us; the task's *pending* op is what it will do
+when chosen.  A step is: ask the strategy's *chooser* which runnable actor
+goes (a task whose pending op is enabled, or the RCU callback processor when
+a callback's grace period has ended), perform that op atomically, send the
+result back into the coroutine and run it to its next op.  Everything the
+model does between two ops is private to the task, so choosing at ops
+explores every interleaving that matters.
+
+State changes happen in :meth:`Execution.run` only; a strategy sees the
+execution (tasks, their pending ops, the step count) and returns a choice.
+Everything is deterministic: no hash-ordered iteration, no clocks.
+
+Failures (:class:`Failure`) are the first of: a ``ModelBug`` raised by an op
+(``UseAfterFree``, lockdep, ...), an exception escaping a task, a task that
+finishes holding a lock, a per-step invariant, deadlock (nobody runnable but
+someone unfinished), livelock (step limit), and the final property.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from specfault.check.scenario import Env, Scenario
+from specfault.runtime import STATE, ModelBug, Op, Task, UseAfterFree
+from specfault.runtime.site import task_site
+from specfault.sync.lockdep import LockdepBug, check_exit
+
+#: a chooser returns an actor from ``enabled``, or STOP to abandon the run
+STOP = -1
+Chooser = Callable[["Execution", list[int]], int]
+
+
+@dataclass
+class Failure:
+    """What went wrong, where.  ``kind`` is ``property``, ``invariant``,
+    ``deadlock``, ``livelock``, ``error``, or the ModelBug class name."""
+
+    kind: str
+    message: str
+    step: int
+    actor: int | None = None
+    site: str = ""
+
+    def headline(self) -> str:
+        return f"{self.kind}: {self.message}"
+
+    def same_as(self, other: Failure) -> bool:
+        """Same property violated (used by minimisation)."""
+        return self.kind == other.kind
+
+
+class _RcuOp:
+    """Trace entry for a step of the RCU callback processor."""
+
+    __slots__ = ("what",)
+
+    def __init__(self, what: str | None) -> None:
+        self.what = what
+
+    def describe(self) -> str:
+        return f"rcu callback: {self.what}"
+
+
+def _verdict(prop: Callable[[Any], Any], state: Any) -> str | None:
+    """None if the property holds, else a message."""
+    try:
+        ok = prop(state)
+    except AssertionError as exc:
+        return str(exc) or "assertion failed"
+    if ok is None or ok is True:
+        return None
+    if ok is False:
+        return getattr(prop, "__name__", "property") + " is false"
+    return str(ok)
+
+
+class Execution:
+    """One run of ``scenario``.  Build, then :meth:`run` with a chooser."""
+
+    def __init__(self, scenario: Scenario, step_limit: int = 10_000) -> None:
+        self.scenario = scenario
+        self.step_limit = step_limit
+        env = scenario.make_env()
+        self.state = scenario.setup(env)
+        self.env: Env = env
+        self.rcu = env.rcu if scenario.rcu else None
+        cpus = env.cpus
+        self.tasks: list[Task] = []
+        self.shared_cpus = len(cpus) < len(scenario.threads)
+        for i, th in enumerate(scenario.threads):
+            cpu = cpus[(th.cpu if th.cpu is not None else i) % len(cpus)]
+            task = Task(i, th.name, th.fn(self.state), th.mm(self.state) if th.mm else None, cpu)
+            if cpu.current is None:
+                cpu.current = task
+            self.tasks.append(task)
+        #: actor numbers: tasks 0..n-1, then the RCU processor
+        self.rcu_actor = len(self.tasks) if self.rcu is not None else -2
+        self.choices: list[int] = []
+        self.trace: list[tuple[int, Any]] = []
+        self.steps = 0
+        self.preemptions = 0
+        self.preempted_at: list[int] = []
+        self.prev = -1
+        self.failure: Failure | None = None
+        self.pruned = False      # abandoned by the strategy (sleep-set blocked)
+        self.finished = False    # ran to completion (or failed)
+
+    # -- helpers strategies use --
+    def actor_name(self, actor: int) -> str:
+        if actor == self.rcu_actor:
+            return "rcu"
+        return self.tasks[actor].name
+
+    def pending(self, actor: int) -> Any:
+        if actor == self.rcu_actor:
+            return None
+        return self.tasks[actor].pending
+
+    def n_actors(self) -> int:
+        return len(self.tasks) + (1 if self.rcu is not None else 0)
+
+    def trace_lines(self) -> list[str]:
+        return [f"{self.actor_name(a)}: {op.describe()}" for a, op in self.trace]
+
+    # -- the one place state changes --
+    def _fail(self, kind: str, message: str, actor: int | None, site: str = "") -> None:
+        self.failure = Failure(kind, message, self.steps, actor, site)
+
+    def _task_finished(self, task: Task) -> bool:
+        """Record the task's fate; True if that is a failure."""
+        err = task.error
+        if err is not None:
+            kind = type(err).__name__ if isinstance(err, ModelBug) else "error"
+            if isinstance(err, AssertionError):
+                kind = "property"
+            self._fail(kind, f"{task.name}: {err}" if not isinstance(err, ModelBug) else str(err),
+                       task.tid)
+            return True
+        if self.scenario.check_exit:
+            try:
+                check_exit(task)
+            except LockdepBug as exc:
+                self._fail(type(exc).__name__, str(exc), task.tid)
+                return True
+        return False
+
+    def _runnable(self) -> list[int]:
+        enabled: list[int] = []
+        st = STATE
+        for i, t in enumerate(self.tasks):
+            if t.done:
+                continue
+            op = t.pending
+            if op is not None and op.blocking:
+                st.task = t
+                if not op.enabled():
+                    continue
+            if self.shared_cpus:
+                cur = t.cpu.current
+                if cur is not t and cur is not None and not cur.done and (
+                        cur.irq_disabled or any(getattr(h, "spinning", False) for h in cur.held)):
+                    continue  # its CPU runs a task that cannot be preempted
+            enabled.append(i)
+        rcu = self.rcu
+        if rcu is not None and rcu.callbacks and rcu.ready():
+            enabled.append(self.rcu_actor)
+        return enabled
+
+    def run(self, choose: Chooser) -> Execution:
+        st = STATE
+        saved = (st.inline, st.task)
+        st.inline = False
+        tasks = self.tasks
+        invariant = self.scenario.invariant
+        state = self.state
+        trace = self.trace
+        choices = self.choices
+        try:
+            for t in tasks:
+                st.task = t
+                t.advance(None)
+                if t.done and self._task_finished(t):
+                    return self
+            while True:
+                enabled = self._runnable()
+                if not enabled:
+                    if any(not t.done for t in tasks):
+                        blocked = "; ".join(f"{t.name} waits in {t.pending.describe() if t.pending else '?'}"
+                                            for t in tasks if not t.done)
+                        self._fail("deadlock", f"no task can run: {blocked}", None)
+                    break
+                if self.steps >= self.step_limit:
+                    self._fail("livelock", f"step limit {self.step_limit} reached", None)
+                    break
+                c = choose(self, enabled)
+                if c == STOP:
+                    self.pruned = True
+                    return self
+                prev = self.prev
+                if prev != c and prev in enabled:
+                    self.preemptions += 1
+                    self.preempted_at.append(self.steps)
+                self.prev = c
+                choices.append(c)
+                if c == self.rcu_actor:
+                    st.task = None
+                    what = self.rcu.process_one()  # type: ignore[union-attr]
+                    trace.append((c, _RcuOp(what)))
+                else:
+                    t = tasks[c]
+                    op: Op = t.pending  # type: ignore[assignment]
+                    st.task = t
+                    if self.shared_cpus:
+                        t.cpu.current = t
+                    trace.append((c, op))
+                    try:
+                        result = op.perform()
+                    except Exception as exc:  # noqa: BLE001 - an op failing is a finding
+                        kind = type(exc).__name__ if isinstance(exc, ModelBug) else "error"
+                        site = task_site(t)
+                        msg = str(exc)
+                        if isinstance(exc, UseAfterFree):
+                            msg += f"; accessed at {site}"
+                        self.steps += 1
+                        self._fail(kind, msg, c, site)
+                        return self
+                    t.advance(result)
+                    if t.done and self._task_finished(t):
+                        self.steps += 1
+                        return self
+                self.steps += 1
+                if invariant is not None:
+                    bad = _verdict(invariant, state)
+                    if bad is not None:
+                        self._fail("invariant", bad, c)
+                        return self
+            if self.failure is None:
+                if self.rcu is not None:
+                    st.task = None
+                    self.rcu.process()
+                check = self.scenario.check
+                if check is not None:
+                    bad = _verdict(check, state)
+                    if bad is not None:
+                        self._fail("property", bad, None)
+        finally:
+            self.finished = not self.pruned
+            for t in tasks:  # free suspended coroutines without warnings
+                if not t.done and t.coro is not None:
+                    st.task = t
+                    try:
+                        t.coro.close()
+                    except BaseException:  # noqa: BLE001 - a finally clause awaited
+                        pass
+            st.inline, st.task = saved
+        return self
+
+
+def nonpreemptive(ex: Execution, enabled: list[int]) -> int:
+    """Keep running the last actor while it can run, else the lowest-numbered."""
+    prev = ex.prev
+    if prev in enabled:
+        return prev
+    return enabled[0]
+
+
+def replay_chooser(choices: list[int], strict: bool = True) -> Chooser:
+    """Follow ``choices``; then continue without preemption.  Strict: a
+    choice that cannot run raises :class:`ScheduleError`; lenient: it is
+    skipped (used by minimisation)."""
+    from specfault.check.schedule import ScheduleError
+
+    pos = [0]
+
+    def choose(ex: Execution, enabled: list[int]) -> int:
+        i = pos[0]
+        while i < len(choices):
+            c = choices[i]
+            i += 1
+            if c in enabled:
+                pos[0] = i
+                return c
+            if strict:
+                raise ScheduleError(
+                    f"schedule diverged at step {i - 1}: actor {c} cannot run (runnable: {enabled})")
+        pos[0] = i
+        return nonpreemptive(ex, enabled)
+
+    return choose

@@ -1,0 +1,224 @@
+"""The explorer's entry point: ``explore(scenario, config) -> Result``.
+
+Runs executions of ``scenario`` under the configured strategy until a
+failure (minimised, reported), the strategy is exhausted (exhaustive DFS),
+or a budget (seconds, schedules) runs out.  ``replay(scenario, schedule)``
+re-runs one schedule exactly.
+
+Every :class:`Config` field can be set from the environment as
+``SPECFAULT_CHECK_<FIELD>`` (see :meth:`Config.from_env`) and from the
+``specfault check`` command line.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Hashable
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+from specfault.check.dfs import Dfs
+from specfault.check.engine import Execution, Failure, replay_chooser
+from specfault.check.minimize import minimize
+from specfault.check.pct import Pct
+from specfault.check.random_walk import RandomWalk
+from specfault.check.replay import Replay
+from specfault.check.report import failure_report
+from specfault.check.scenario import Scenario
+from specfault.check.schedule import Schedule
+from specfault.check.strategy import Strategy
+from specfault.sync.lockdep import LOCKDEP
+
+STRATEGIES = ("random", "pct", "dfs", "replay")
+
+
+@dataclass
+class Config:
+    """How to explore.  Every field has a safe default."""
+
+    #: "random" (random walk), "pct" (Burckhardt et al.), "dfs" (CHESS-style
+    #: exhaustive, preemption-bounded), "replay" (run ``replay`` once)
+    strategy: str = "dfs"
+    #: wall-clock budget in seconds (None: no time limit)
+    budget_seconds: float | None = 10.0
+    #: stop after this many schedules (None: no count limit)
+    max_schedules: int | None = None
+    #: dfs: at most this many preemptions per schedule (None: unbounded)
+    max_preemptions: int | None = 2
+    #: dfs: "auto" (sleep sets when unbounded), "sleep", or "none"
+    reduction: str = "auto"
+    #: random/pct: seed of the first schedule (schedule i uses seed + i)
+    seed: int = 0
+    #: pct: bug depth d (d-1 priority change points per schedule)
+    pct_depth: int = 3
+    #: a schedule longer than this is reported as livelock
+    step_limit: int = 10_000
+    #: shrink a failing schedule before reporting it
+    minimize: bool = True
+    #: minimisation budget: replays and seconds
+    minimize_runs: int = 400
+    minimize_seconds: float = 5.0
+    #: stop at the first failure (else count failures and go on)
+    stop_on_failure: bool = True
+    #: collect ``scenario.observe(state)`` of every complete execution
+    observe: bool = False
+    #: strategy "replay": the schedule line to run
+    replay: str | None = None
+    #: run the lockdep validator (order, bad unlock, sleep in atomic)
+    lockdep: bool = True
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Config:
+        """Defaults, then ``SPECFAULT_CHECK_<FIELD>`` variables, then overrides."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(f"SPECFAULT_CHECK_{f.name.upper()}")
+            if raw is None:
+                continue
+            values[f.name] = _convert(f.type, raw)
+        values.update(overrides)
+        return cls(**values)
+
+
+def _convert(kind: Any, raw: str) -> Any:
+    kind = str(kind)
+    if raw.lower() in ("none", ""):
+        return None
+    if "bool" in kind:
+        return raw.lower() in ("1", "true", "yes", "on")
+    if "int" in kind:
+        return int(raw)
+    if "float" in kind:
+        return float(raw)
+    return raw
+
+
+@dataclass
+class Result:
+    """What an exploration found."""
+
+    scenario: str
+    strategy: str
+    ok: bool
+    #: executions run (complete + abandoned by reduction)
+    schedules: int
+    #: executions that ran to the end
+    complete: int
+    #: executions abandoned as equivalent to one already run (sleep sets)
+    pruned: int
+    steps: int
+    elapsed: float
+    #: the strategy covered its whole scope (exhaustive dfs finished)
+    exhausted: bool
+    failure: Failure | None = None
+    failures: int = 0
+    #: the (minimised) failing schedule, and the one first found
+    schedule: Schedule | None = None
+    original: Schedule | None = None
+    trace: list[str] = field(default_factory=list)
+    report: str = ""
+    observations: set[Hashable] = field(default_factory=set)
+    execution: Execution | None = None
+
+    def rate(self) -> float:
+        return self.schedules / self.elapsed if self.elapsed > 0 else float("inf")
+
+    def summary(self) -> str:
+        verdict = "OK" if self.ok else f"FAIL ({self.failure.kind if self.failure else '?'})"
+        scope = "exhaustive" if self.exhausted else "budget"
+        return (f"{self.scenario}: {verdict} — {self.strategy}, {self.schedules} schedules "
+                f"({self.complete} complete, {self.pruned} pruned), {self.steps} steps, "
+                f"{self.elapsed:.2f}s ({self.rate():.0f}/s), {scope}")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "scenario": self.scenario, "strategy": self.strategy, "ok": self.ok,
+            "schedules": self.schedules, "complete": self.complete, "pruned": self.pruned,
+            "steps": self.steps, "elapsed": round(self.elapsed, 4), "exhausted": self.exhausted,
+            "failures": self.failures,
+            "failure": None if self.failure is None else {
+                "kind": self.failure.kind, "message": self.failure.message,
+                "step": self.failure.step, "site": self.failure.site},
+            "schedule": None if self.schedule is None else str(self.schedule),
+            "replay": None if self.schedule is None else self.schedule.replay_command(),
+            "trace": self.trace,
+        }
+
+
+def make_strategy(cfg: Config) -> Strategy:
+    if cfg.strategy == "random":
+        return RandomWalk(cfg.seed)
+    if cfg.strategy == "pct":
+        return Pct(cfg.seed, cfg.pct_depth)
+    if cfg.strategy == "dfs":
+        return Dfs(cfg.max_preemptions, cfg.reduction)
+    if cfg.strategy == "replay":
+        if cfg.replay is None:
+            raise ValueError("strategy 'replay' needs config.replay (a schedule line)")
+        return Replay(Schedule.parse(cfg.replay))
+    raise ValueError(f"unknown strategy {cfg.strategy!r}; choose from {', '.join(STRATEGIES)}")
+
+
+def explore(scenario: Scenario, config: Config | None = None, **overrides: Any) -> Result:
+    """Explore ``scenario``; see :class:`Config` for the knobs (also
+    accepted as keyword arguments)."""
+    cfg = replace(config, **overrides) if config is not None else Config(**overrides)
+    strategy = make_strategy(cfg)
+    LOCKDEP.enabled = cfg.lockdep
+    start = time.perf_counter()
+    deadline = start + cfg.budget_seconds if cfg.budget_seconds is not None else None
+    schedules = steps = failures = 0
+    first: tuple[Execution, int] | None = None
+    observations: set[Hashable] = set()
+    observe = scenario.observe if cfg.observe else None
+    max_n = cfg.max_schedules
+    while True:
+        if max_n is not None and schedules >= max_n:
+            break
+        if deadline is not None and schedules and time.perf_counter() >= deadline:
+            break
+        nxt = strategy.next()
+        if nxt is None:
+            break
+        seed, chooser = nxt
+        LOCKDEP.reset()
+        ex = Execution(scenario, cfg.step_limit).run(chooser)
+        strategy.done_with(ex)
+        schedules += 1
+        steps += ex.steps
+        if ex.failure is not None:
+            failures += 1
+            if first is None:
+                first = (ex, seed)
+            if cfg.stop_on_failure:
+                break
+        elif observe is not None and not ex.pruned:
+            observations.add(observe(ex.state))
+    elapsed = time.perf_counter() - start
+    complete = getattr(strategy, "complete", schedules)
+    pruned = getattr(strategy, "pruned", 0)
+    res = Result(scenario.name, cfg.strategy, first is None, schedules, complete, pruned, steps,
+                 elapsed, strategy.exhausted(), failures=failures, observations=observations)
+    if first is not None:
+        ex, seed = first
+        original = Schedule(scenario.name, cfg.strategy, seed, list(ex.choices))
+        if cfg.minimize and cfg.strategy != "replay":
+            ex, _ = minimize(scenario, ex, cfg.step_limit, cfg.minimize_runs, cfg.minimize_seconds)
+        sched = Schedule(scenario.name, cfg.strategy, seed, list(ex.choices))
+        res.failure = ex.failure
+        res.schedule, res.original = sched, original
+        res.trace = ex.trace_lines()
+        res.report = failure_report(ex, sched, schedules, original)
+        res.execution = ex
+    return res
+
+
+def replay(scenario: Scenario, schedule: str | Schedule, step_limit: int = 10_000,
+           strict: bool = True) -> Execution:
+    """Run ``schedule`` (a line or a :class:`Schedule`) on ``scenario``
+    exactly; returns the execution (``failure``, ``trace_lines()``, ``state``)."""
+    sched = Schedule.parse(schedule) if isinstance(schedule, str) else schedule
+    LOCKDEP.reset()
+    return Execution(scenario, step_limit).run(replay_chooser(sched.choices, strict))

@@ -1,0 +1,83 @@
+"""Shrinking a failing schedule: fewer preemptions first, then fewer steps.
+
+A greedy search in the spirit of delta debugging (Zeller & Hildebrandt,
+"Simplifying and Isolating Failure-Inducing Input", TSE 2002) over the
+schedule seen as *segments* (maximal runs of one actor).  Candidates:
+truncating after a segment (the rest runs without preemption), deleting a
+segment, shortening a segment by one step, and swapping two adjacent
+segments.  Each candidate is replayed leniently (choices that cannot run
+are skipped); it is kept if it fails the same way (same failure kind) with
+a smaller (preemptions, steps).  The kept execution's *actual* choices are
+the new schedule, so the result replays exactly.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+from specfault.check.engine import Execution, replay_chooser
+from specfault.check.scenario import Scenario
+
+
+def _segments(choices: list[int]) -> list[tuple[int, int]]:
+    segs: list[tuple[int, int]] = []
+    for c in choices:
+        if segs and segs[-1][0] == c:
+            segs[-1] = (c, segs[-1][1] + 1)
+        else:
+            segs.append((c, 1))
+    return segs
+
+
+def _flat(segs: list[tuple[int, int]]) -> list[int]:
+    out: list[int] = []
+    for a, n in segs:
+        out.extend([a] * n)
+    return out
+
+
+def _candidates(choices: list[int]) -> Iterator[list[int]]:
+    segs = _segments(choices)
+    for j in range(len(segs)):            # truncate: shortest first
+        yield _flat(segs[:j])
+    for j in range(len(segs)):            # delete a segment
+        yield _flat(segs[:j] + segs[j + 1:])
+    for j in range(len(segs) - 1):        # swap neighbours
+        yield _flat(segs[:j] + [segs[j + 1], segs[j]] + segs[j + 2:])
+    for j in range(len(segs)):            # shorten a segment
+        a, n = segs[j]
+        if n > 1:
+            yield _flat(segs[:j] + [(a, n - 1)] + segs[j + 1:])
+
+
+def _key(ex: Execution) -> tuple[int, int]:
+    return (ex.preemptions, ex.steps)
+
+
+def minimize(scenario: Scenario, failing: Execution, step_limit: int,
+             max_runs: int = 400, max_seconds: float = 5.0) -> tuple[Execution, int]:
+    """Return the smallest failing execution found, and how many runs it took."""
+    target = failing.failure
+    assert target is not None, "minimize: execution did not fail"
+    best = failing
+    runs = 0
+    deadline = time.perf_counter() + max_seconds
+    improved = True
+    while improved and runs < max_runs and time.perf_counter() < deadline:
+        improved = False
+        seen: set[tuple[int, ...]] = set()
+        for cand in _candidates(best.choices):
+            key = tuple(cand)
+            if key in seen:
+                continue
+            seen.add(key)
+            ex = Execution(scenario, step_limit).run(replay_chooser(cand, strict=False))
+            runs += 1
+            if ex.failure is not None and ex.failure.same_as(target) and _key(ex) < _key(best):
+                best = ex
+                improved = True
+                break
+            if runs >= max_runs or time.perf_counter() >= deadline:
+                break
+    return best, runs
