@@ -105,7 +105,8 @@ class _Shadow:
 
     def add(self, start: int, end: int, kind: str, prot: list[str]) -> None:
         self.remove(start, end)
-        self.maps.append((start, end, kind, tuple(prot)))
+        if end > start:
+            self.maps.append((start, end, kind, tuple(prot)))
 
     def remove(self, start: int, end: int) -> None:
         out = []
