@@ -30,7 +30,7 @@ from typing import Any
 from specfault.check.scenario import Env, Scenario
 from specfault.runtime import STATE, ModelBug, Op, Task, UseAfterFree
 from specfault.runtime.site import task_site
-from specfault.sync.lockdep import LockdepBug, check_exit
+from specfault.sync.lockdep import LOCKDEP, LockdepBug, check_exit
 
 #: a chooser returns an actor from ``enabled``, or STOP to abandon the run
 STOP = -1
@@ -177,6 +177,7 @@ class Execution:
         st = STATE
         saved = (st.inline, st.task)
         st.inline = False
+        LOCKDEP.reset()   # each execution stands alone: replay must reproduce it
         tasks = self.tasks
         invariant = self.scenario.invariant
         state = self.state

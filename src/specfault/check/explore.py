@@ -183,7 +183,6 @@ def explore(scenario: Scenario, config: Config | None = None, **overrides: Any) 
         if nxt is None:
             break
         seed, chooser = nxt
-        LOCKDEP.reset()
         ex = Execution(scenario, cfg.step_limit).run(chooser)
         strategy.done_with(ex)
         schedules += 1
@@ -220,5 +219,4 @@ def replay(scenario: Scenario, schedule: str | Schedule, step_limit: int = 10_00
     """Run ``schedule`` (a line or a :class:`Schedule`) on ``scenario``
     exactly; returns the execution (``failure``, ``trace_lines()``, ``state``)."""
     sched = Schedule.parse(schedule) if isinstance(schedule, str) else schedule
-    LOCKDEP.reset()
     return Execution(scenario, step_limit).run(replay_chooser(sched.choices, strict))

@@ -9,6 +9,10 @@ segments.  Each candidate is replayed leniently (choices that cannot run
 are skipped); it is kept if it fails the same way (same failure kind) with
 a smaller (preemptions, steps).  The kept execution's *actual* choices are
 the new schedule, so the result replays exactly.
+
+Before the greedy pass, a failure with more than one preemption is looked
+for again with iterative context bounding (CHESS: bounds 0, 1, ...), which
+finds the fewest-preemption witness directly on small scenarios.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
+from specfault.check.dfs import Dfs
 from specfault.check.engine import Execution, replay_chooser
 from specfault.check.scenario import Scenario
 
@@ -55,14 +60,36 @@ def _key(ex: Execution) -> tuple[int, int]:
     return (ex.preemptions, ex.steps)
 
 
+def _fewer_preemptions(scenario: Scenario, best: Execution, step_limit: int, max_runs: int,
+                       deadline: float) -> tuple[Execution, int]:
+    """Iterative context bounding (CHESS): look for the same failure with
+    0, 1, ... preemptions, fewer than ``best`` has."""
+    target = best.failure
+    assert target is not None
+    runs = 0
+    for bound in range(best.preemptions):
+        dfs = Dfs(bound, "none")
+        while runs < max_runs and time.perf_counter() < deadline:
+            nxt = dfs.next()
+            if nxt is None:
+                break
+            ex = Execution(scenario, step_limit).run(nxt[1])
+            dfs.done_with(ex)
+            runs += 1
+            if ex.failure is not None and ex.failure.same_as(target) and _key(ex) < _key(best):
+                return ex, runs
+    return best, runs
+
+
 def minimize(scenario: Scenario, failing: Execution, step_limit: int,
              max_runs: int = 400, max_seconds: float = 5.0) -> tuple[Execution, int]:
     """Return the smallest failing execution found, and how many runs it took."""
     target = failing.failure
     assert target is not None, "minimize: execution did not fail"
-    best = failing
-    runs = 0
     deadline = time.perf_counter() + max_seconds
+    best, runs = failing, 0
+    if failing.preemptions > 1:
+        best, runs = _fewer_preemptions(scenario, failing, step_limit, max_runs // 2, deadline)
     improved = True
     while improved and runs < max_runs and time.perf_counter() < deadline:
         improved = False

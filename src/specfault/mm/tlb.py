@@ -163,14 +163,25 @@ def _sync_ipi(cpu: Cpu) -> None:
     return None
 
 
-async def tlb_remove_table_sync_one(cpus: Iterable[Cpu]) -> None:
-    """IPI every other CPU of ``cpus`` and wait until all acknowledged: on
-    return no CPU is still inside an interrupts-off page-table walk that
-    started before the call."""
-    await smp_call_function_many(cpus, _sync_ipi, "tlb_remove_table_sync_one")
+def _online_cpus(where: Any) -> Iterable[Cpu]:
+    """All CPUs: ``where`` is a CPU list, or an mm (its kernel's CPUs, else
+    its cpumask)."""
+    kernel = getattr(where, "kernel", None)
+    if kernel is not None and getattr(kernel, "cpus", None) is not None:
+        return list(kernel.cpus)
+    if hasattr(where, "cpumask"):
+        return list(where.cpumask)
+    return list(where)
 
 
-async def tlb_remove_table_ipi(cpus: Iterable[Cpu], free: Callable[[], None]) -> None:
+async def tlb_remove_table_sync_one(cpus: Any) -> None:
+    """IPI every other CPU and wait until all acknowledged: on return no CPU
+    is still inside an interrupts-off page-table walk that started before
+    the call.  ``cpus``: a CPU list, or an mm (all its kernel's CPUs)."""
+    await smp_call_function_many(_online_cpus(cpus), _sync_ipi, "tlb_remove_table_sync_one")
+
+
+async def tlb_remove_table_ipi(cpus: Any, free: Callable[[], None]) -> None:
     """Free a page table after an IPI round (no RCU table freeing):
     ``free()`` poisons the table once every CPU has acknowledged."""
     await tlb_remove_table_sync_one(cpus)
