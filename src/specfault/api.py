@@ -32,8 +32,11 @@ from specfault.constants import (
     O_TRUNC,
     O_WRONLY,
     PAGE_SIZE,
+    SEGV_MAPERR,
 )
-from specfault.mm.access import user_access
+from specfault.errors import SegmentationFault
+from specfault.mm.access import FAULT, hw_access
+from specfault.mm.fault import do_user_addr_fault
 from specfault.mm.fault import ACCESS_EXEC, ACCESS_READ, ACCESS_WRITE
 from specfault.mm.filemap import FMODE_READ, FMODE_WRITE, OpenFile
 from specfault.mm.fork import dup_mmap, exit_mmap
@@ -45,10 +48,14 @@ from specfault.mm.mmap import sys_brk, sys_mmap, sys_munmap
 from specfault.mm.mprotect import sys_mprotect
 from specfault.mm.mremap import sys_mremap
 from specfault.mm.proc import PagemapEntry, maps, pagemap_entry, smaps
-from specfault.runtime import Task, direct
+from specfault.runtime import STATE, Task, direct
 
 T = TypeVar("T")
 _ACCESS = {"read": ACCESS_READ, "write": ACCESS_WRITE, "exec": ACCESS_EXEC}
+
+
+def SegmentationFault_(addr: int) -> SegmentationFault:  # noqa: N802
+    return SegmentationFault(addr, SEGV_MAPERR)
 
 
 def _oserror(ret: int, what: str) -> OSError:
@@ -81,7 +88,8 @@ class Machine:
         try:
             return direct.run(coro, task)
         finally:
-            self.kernel.rcu.process()
+            if self.kernel.rcu.callbacks:
+                self.kernel.rcu.process()
 
     def _new_task(self, name: str, mm: MmStruct) -> Task:
         tid = next(self.kernel.tids)
@@ -184,37 +192,65 @@ class _Context:
         return self._run(sys_brk(self.mm, addr))
 
     # -- accesses --
+    def _access(self, addr: int, access: int, n: int = 0, data: bytes = b"") -> Any:
+        """One access within one page: the MMU inline (no coroutine), the
+        fault handler through the direct driver when the MMU faults."""
+        mm = self.mm
+        if mm.dead:
+            raise OSError(errno.ESRCH, f"process {self.process.pid} has exited")
+        task = self.task
+        cpu = task.cpu
+        while True:
+            saved = STATE.task
+            STATE.task = task
+            try:
+                got = hw_access(mm, cpu, addr, access, n, data)
+            finally:
+                STATE.task = saved
+            if got is not FAULT:
+                return got
+            self.machine.run(do_user_addr_fault(mm, addr, access), task)
+
     def read(self, addr: int, n: int) -> bytes:
         """Load ``n`` bytes at ``addr`` (faulting as needed)."""
-        _check_args("read", addr=addr, n=n)
+        _check_addr("read", addr)
+        if type(n) is not int or n < 0:
+            raise TypeError(f"read: n must be a non-negative int, not {n!r}")
         out = bytearray()
         while n > 0:
             take = min(n, PAGE_SIZE - (addr & (PAGE_SIZE - 1)))
-            out += self._run(user_access(self.mm, addr, ACCESS_READ, take))
+            out += self._access(addr, ACCESS_READ, take)
             addr += take
             n -= take
         return bytes(out)
 
     def write(self, addr: int, data: bytes) -> None:
         """Store ``data`` at ``addr`` (faulting as needed)."""
-        _check_args("write", addr=addr)
-        data = bytes(data)
+        _check_addr("write", addr)
+        if type(data) is not bytes:
+            data = bytes(data)
+        room = PAGE_SIZE - (addr & (PAGE_SIZE - 1))
+        if len(data) <= room:
+            self._access(addr, ACCESS_WRITE, 0, data)
+            return
         done = 0
         while done < len(data):
             take = min(len(data) - done, PAGE_SIZE - ((addr + done) & (PAGE_SIZE - 1)))
-            self._run(user_access(self.mm, addr + done, ACCESS_WRITE, 0, data[done:done + take]))
+            self._access(addr + done, ACCESS_WRITE, 0, data[done:done + take])
             done += take
 
     def access(self, addr: int, kind: str = "read") -> None:
-        """Touch one byte: ``kind`` is "read", "write" (writes a 0... no:
-        writes back the byte it reads) or "exec"."""
+        """Touch one byte at ``addr``: "read", "exec", or "write" (which
+        stores back the byte that is there, so contents do not change —
+        the load may fault first, then the store)."""
         if kind not in _ACCESS:
             raise ValueError(f"access: kind must be read, write or exec, not {kind!r}")
-        _check_args("access", addr=addr)
+        _check_addr("access", addr)
         if kind == "write":
-            self._run(_touch_write(self.mm, addr))
+            old = self._access(addr, ACCESS_READ, 1)
+            self._access(addr, ACCESS_WRITE, 0, old)
         else:
-            self._run(user_access(self.mm, addr, _ACCESS[kind], 1))
+            self._access(addr, _ACCESS[kind], 1)
 
     # -- observation --
     def maps(self) -> str:
@@ -229,11 +265,11 @@ class _Context:
         return smaps(self.mm)
 
 
-async def _touch_write(mm: MmStruct, addr: int) -> None:
-    """A write access that stores back the byte already there (so touching
-    does not change contents): the load and the store each fault as needed."""
-    old = await user_access(mm, addr, ACCESS_READ, 1)
-    await user_access(mm, addr, ACCESS_WRITE, 0, old)
+def _check_addr(what: str, addr: int) -> None:
+    if type(addr) is not int:
+        raise TypeError(f"{what}: addr must be an int, not {type(addr).__name__}")
+    if not 0 <= addr < 1 << 64:
+        raise SegmentationFault_(addr)
 
 
 def _check_args(what: str, **args: Any) -> None:

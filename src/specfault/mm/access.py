@@ -14,16 +14,17 @@ from __future__ import annotations
 from typing import Any
 
 from specfault.mm.fault import ACCESS_EXEC, ACCESS_WRITE, do_user_addr_fault
-from specfault.mm.pgtable import _PAGE_ACCESSED, _PAGE_DIRTY, hw_allows, pte_pfn, walk
-from specfault.runtime import STATE, Op
+from specfault.mm.pgtable import _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_NX, PTE_PFN_MASK, hw_allows, walk
+from specfault.runtime import STATE, ModelBug, Op, UseAfterFree
 
-_FAULT = object()
+FAULT = object()
+_FAULT = FAULT
 
 
 class UserAccess(Op):
     """Translate ``addr`` and read ``n`` bytes / write ``data`` at it (within
     one page).  Returns the bytes read (b"" for writes/execs), or the
-    ``_FAULT`` sentinel when the MMU raises a page fault."""
+    ``FAULT`` sentinel when the MMU raises a page fault."""
 
     __slots__ = ("mm", "addr", "access", "n", "data")
     kind = "user_access"
@@ -36,46 +37,9 @@ class UserAccess(Op):
         self.data = data
 
     def perform(self) -> Any:
-        mm = self.mm
-        addr = self.addr
-        write = self.access == ACCESS_WRITE
-        exec_ = self.access == ACCESS_EXEC
         task = STATE.task
-        cpu = task.cpu if task is not None else None
-        key = (id(mm), addr >> 12)
-        pte = cpu.tlb.get(key) if cpu is not None else None
-        if pte is None or not hw_allows(pte, write, exec_):
-            if pte is not None:
-                del cpu.tlb[key]
-                return _FAULT
-            found = walk(mm.pgd, addr)
-            if found is None:
-                return _FAULT
-            table, idx = found
-            if table.freed_at is not None:
-                from specfault.runtime import UseAfterFree
-                raise UseAfterFree(table, table.freed_at, "MMU page-table walk")
-            pte = table.entries[idx]
-            if not hw_allows(pte, write, exec_):
-                return _FAULT
-            new = pte | _PAGE_ACCESSED | (_PAGE_DIRTY if write else 0)
-            if new != pte:
-                table.entries[idx] = new
-            pte = new
-            if cpu is not None:
-                cpu.tlb[key] = pte
-                mm.cpumask.add(cpu)
-        page = mm.kernel.mem.pages.get(pte_pfn(pte))
-        if page is None:
-            from specfault.runtime import ModelBug
-            raise ModelBug(f"user access at {addr:#x} through a PTE to free pfn {pte_pfn(pte):#x}")
-        off = addr & 0xFFF
-        if write:
-            page.write(off, self.data)
-            return b""
-        if exec_:
-            return b""
-        return page.read(off, self.n)
+        return hw_access(self.mm, task.cpu if task is not None else None, self.addr,
+                         self.access, self.n, self.data)
 
     def footprint(self) -> tuple[tuple[object, str, str], ...]:
         return ((self.mm, f"page {self.addr >> 12:#x}", "w" if self.access == ACCESS_WRITE else "r"),)
@@ -83,6 +47,46 @@ class UserAccess(Op):
     def describe(self) -> str:
         kind = {0: "read", 1: "write", 2: "exec"}[self.access]
         return f"user {kind} {self.addr:#x}"
+
+
+def hw_access(mm: Any, cpu: Any, addr: int, access: int, n: int, data: bytes) -> Any:
+    """The MMU and the memory: see :class:`UserAccess`.  Returns the bytes
+    read (b"" for a write or exec), or ``FAULT``."""
+    key = (id(mm), addr >> 12)
+    tlb = cpu.tlb if cpu is not None else None
+    pte = tlb.get(key) if tlb is not None else None
+    # hw_allows(), inlined: present, RW for writes, not NX for execs
+    if pte is None or not pte & 1 or (access == 1 and not pte & 2) \
+            or (access == 2 and pte & _PAGE_NX):
+        if pte is not None:
+            del tlb[key]          # x86 drops the entry on the fault
+            return FAULT
+        found = walk(mm.pgd, addr)
+        if found is None:
+            return FAULT
+        table, idx = found
+        if table.freed_at is not None:
+            raise UseAfterFree(table, table.freed_at, "MMU page-table walk")
+        pte = table.entries[idx]
+        if not hw_allows(pte, access == 1, access == 2):
+            return FAULT
+        new = pte | _PAGE_ACCESSED | (_PAGE_DIRTY if access == 1 else 0)
+        if new != pte:
+            table.entries[idx] = new
+            pte = new
+        if tlb is not None:
+            tlb[key] = pte
+            mm.cpumask.add(cpu)
+    page = mm.kernel.mem.pages.get((pte & PTE_PFN_MASK) >> 12)
+    if page is None:
+        raise ModelBug(f"user access at {addr:#x} through a PTE to free pfn "
+                       f"{(pte & PTE_PFN_MASK) >> 12:#x}")
+    if access == 1:
+        page.write(addr & 0xFFF, data)
+        return b""
+    if access == 2:
+        return b""
+    return page.read(addr & 0xFFF, n)
 
 
 async def user_access(mm: Any, addr: int, access: int, n: int = 0, data: bytes = b"") -> bytes:

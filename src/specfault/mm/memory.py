@@ -31,7 +31,7 @@ from specfault.mm.fault_flags import (
 )
 from specfault.mm.filemap import filemap_fault
 from specfault.mm.mmu_gather import rss_kind
-from specfault.mm.page import AllocPage, GetPage, Page, PutPage
+from specfault.mm.page import GetPage, Page, alloc_page, put_page
 from specfault.mm.pgtable import (
     LEVEL_SHIFT,
     PageTable,
@@ -48,7 +48,7 @@ from specfault.mm.pgtable import (
 )
 from specfault.mm.tlb import flush_tlb_range
 from specfault.mm.vma import VM_SHARED, VM_WRITE, AnonVma, VmArea, reusable_anon_vma
-from specfault.runtime import LoadItem, StoreItem, Work
+from specfault.runtime import load_item, store_item, work
 
 
 class Vmf:
@@ -89,11 +89,11 @@ async def table_alloc(mm: Any, parent: PageTable, idx: int) -> PageTable | None:
     level = parent.level - 1
     span = 1 << (LEVEL_SHIFT[parent.level])
     new = PageTable(level, parent.base + idx * span)
-    await Work("pgtable_alloc")
+    await work("pgtable_alloc")
     await mm.page_table_lock.lock()
-    cur = await LoadItem(parent, parent.entries, idx)
+    cur = await load_item(parent, parent.entries, idx)
     if cur is None:
-        await StoreItem(parent, parent.entries, idx, new)   # pmd_populate()
+        await store_item(parent, parent.entries, idx, new)   # pmd_populate()
         parent.nr += 1
         mm.kernel.count("nr_page_table_pages")
         cur = new
@@ -109,33 +109,40 @@ async def pte_alloc(vmf: Vmf) -> bool:
     return pt is not None
 
 
-async def pte_map_lock(vmf: Vmf) -> bool:
-    """Lock the PTL of the PTE table and re-read nothing: the caller checks
-    the PTE.  Classic/VMA-locked faults always succeed."""
+def pte_map_lock(vmf: Vmf) -> Any:
+    """Lock the PTL of the faulting PTE's table: ``await pte_map_lock(vmf)``
+    is False when the fault must be retried (never, for classic or
+    VMA-locked faults).  The caller then re-reads the PTE."""
     pt = vmf.orig_pmd
     assert pt is not None and pt.ptl is not None
     vmf.ptl = pt.ptl
-    await pt.ptl.lock()
-    return True
+    return pt.ptl.lock()
 
 
-async def pte_unmap_unlock(vmf: Vmf) -> None:
-    await vmf.ptl.unlock()
+def pte_unmap_unlock(vmf: Vmf) -> Any:
+    ptl = vmf.ptl
     vmf.ptl = None
+    return ptl.unlock()
 
 
-async def ptep_get(vmf: Vmf) -> int:
+def ptep_get(vmf: Vmf) -> Any:
+    """``await ptep_get(vmf)``: READ_ONCE of the faulting PTE."""
     pt = vmf.orig_pmd
     assert pt is not None
-    return await LoadItem(pt, pt.entries, vmf.pte_idx)  # type: ignore[no-any-return]
+    return load_item(pt, pt.entries, vmf.pte_idx)
 
 
-async def set_pte_at(vmf: Vmf, pte: int) -> None:
+def set_pte_at(vmf: Vmf, pte: int) -> Any:
+    """``await set_pte_at(vmf, pte)``; caller holds the PTL (which also
+    protects the table's entry count)."""
     pt = vmf.orig_pmd
     assert pt is not None
-    if pt.entries[vmf.pte_idx] == 0 and pte != 0:
+    old = pt.entries[vmf.pte_idx]
+    if old == 0 and pte != 0:
         pt.nr += 1
-    await StoreItem(pt, pt.entries, vmf.pte_idx, pte)
+    elif old != 0 and pte == 0:
+        pt.nr -= 1
+    return store_item(pt, pt.entries, vmf.pte_idx, pte)
 
 
 # --------------------------------------------------------------------- entry
@@ -148,7 +155,7 @@ async def handle_mm_fault(vma: VmArea, address: int, flags: int) -> int:
     table: PageTable = mm.pgd
     for level in (4, 3):
         idx = (vmf.address >> LEVEL_SHIFT[level]) & 511
-        nxt = await LoadItem(table, table.entries, idx)
+        nxt = await load_item(table, table.entries, idx)
         if nxt is None:
             nxt = await table_alloc(mm, table, idx)
             if nxt is None:
@@ -161,16 +168,16 @@ async def handle_mm_fault(vma: VmArea, address: int, flags: int) -> int:
 
 async def handle_pte_fault(vmf: Vmf) -> int:
     assert vmf.pmd is not None
-    pt = await LoadItem(vmf.pmd, vmf.pmd.entries, vmf.pmd_idx)
+    pt = await load_item(vmf.pmd, vmf.pmd.entries, vmf.pmd_idx)
     vmf.orig_pmd = pt
-    vmf.orig_pte = 0 if pt is None else await LoadItem(pt, pt.entries, vmf.pte_idx)
+    vmf.orig_pte = 0 if pt is None else await load_item(pt, pt.entries, vmf.pte_idx)
     vma = vmf.vma
     if pte_none(vmf.orig_pte):
         if vma.vm_file is None:
             return await do_anonymous_page(vmf)
         return await do_fault(vmf)
     assert pte_present(vmf.orig_pte), "handle_pte_fault: swap entries are not modelled"
-    if not await pte_map_lock(vmf):
+    if await pte_map_lock(vmf) is False:
         return _retry()
     entry = await ptep_get(vmf)
     if entry != vmf.orig_pte:
@@ -235,7 +242,7 @@ async def do_anonymous_page(vmf: Vmf) -> int:
     if not vmf.flags & FAULT_FLAG_WRITE:
         zero = mm.kernel.mem.zero_page
         entry = pte_mkspecial(mk_pte(zero.pfn, vma.vm_page_prot))
-        if not await pte_map_lock(vmf):
+        if await pte_map_lock(vmf) is False:
             return _retry()
         if not pte_none(await ptep_get(vmf)):
             await pte_unmap_unlock(vmf)
@@ -244,22 +251,22 @@ async def do_anonymous_page(vmf: Vmf) -> int:
         await pte_unmap_unlock(vmf)
         mm.kernel.count("zero_page_fault")
         return 0
-    if not await anon_vma_prepare(vma):
+    if vma.anon_vma is None and not await anon_vma_prepare(vma):
         return VM_FAULT_OOM
-    page = await AllocPage(mm.kernel.mem)
+    page = await alloc_page(mm.kernel.mem)
     if page is None:
         mm.kernel.count("oom")
         return VM_FAULT_OOM
-    await Work("clear_page")
+    await work("clear_page")
     entry = pte_mkdirty(mk_pte(page.pfn, vma.vm_page_prot))
     if vma.vm_flags & VM_WRITE:
         entry = pte_mkwrite(entry)
-    if not await pte_map_lock(vmf):
-        await PutPage(mm.kernel.mem, page)
+    if await pte_map_lock(vmf) is False:
+        await put_page(mm.kernel.mem, page)
         return _retry()
     if not pte_none(await ptep_get(vmf)):
         await pte_unmap_unlock(vmf)
-        await PutPage(mm.kernel.mem, page)
+        await put_page(mm.kernel.mem, page)
         return 0
     page_add_new_anon_rmap(page, vma, vmf.address)
     mm.rss["anon"] += 1
@@ -322,17 +329,17 @@ async def wp_page_copy(vmf: Vmf) -> int:
     old = vmf.page
     if not await anon_vma_prepare(vma):
         return await _wp_copy_fail(vmf, VM_FAULT_OOM)
-    new = await AllocPage(mem)
+    new = await alloc_page(mem)
     if new is None:
         mm.kernel.count("oom")
         return await _wp_copy_fail(vmf, VM_FAULT_OOM)
     if old is None:
-        await Work("clear_page")
+        await work("clear_page")
     else:
-        await Work("copy_page")
+        await work("copy_page")
         new.copy_from(old)
-    if not await pte_map_lock(vmf):
-        await PutPage(mem, new)
+    if await pte_map_lock(vmf) is False:
+        await put_page(mem, new)
         return await _wp_copy_fail(vmf, _retry())
     if await ptep_get(vmf) == vmf.orig_pte:
         entry = pte_mkdirty(mk_pte(new.pfn, vma.vm_page_prot))
@@ -355,15 +362,15 @@ async def wp_page_copy(vmf: Vmf) -> int:
         unused = new
     await pte_unmap_unlock(vmf)
     if unused is not None:
-        await PutPage(mem, unused)
+        await put_page(mem, unused)
     if old is not None:
-        await PutPage(mem, old)
+        await put_page(mem, old)
     return 0
 
 
 async def _wp_copy_fail(vmf: Vmf, ret: int) -> int:
     if vmf.page is not None:
-        await PutPage(vmf.mm.kernel.mem, vmf.page)
+        await put_page(vmf.mm.kernel.mem, vmf.page)
     return ret
 
 
@@ -372,8 +379,8 @@ async def wp_page_shared(vmf: Vmf, page: Page | None) -> int:
     make the PTE writable and dirty (wp_page_shared + finish_mkwrite_fault).
     Entered with the PTL held; returns with it released."""
     await pte_unmap_unlock(vmf)
-    await Work("page_mkwrite")
-    if not await pte_map_lock(vmf):
+    await work("page_mkwrite")
+    if await pte_map_lock(vmf) is False:
         return _retry()
     if await ptep_get(vmf) != vmf.orig_pte:
         await pte_unmap_unlock(vmf)
@@ -416,17 +423,17 @@ async def do_cow_fault(vmf: Vmf) -> int:
     mem = mm.kernel.mem
     if not await anon_vma_prepare(vma):
         return VM_FAULT_OOM
-    cow = await AllocPage(mem)
+    cow = await alloc_page(mem)
     if cow is None:
         mm.kernel.count("oom")
         return VM_FAULT_OOM
     ret, page = await filemap_fault(mm.kernel, vma.vm_file.inode, vmf.pgoff)
     if page is None:
-        await PutPage(mem, cow)
+        await put_page(mem, cow)
         return ret
-    await Work("copy_page")
+    await work("copy_page")
     cow.copy_from(page)
-    await PutPage(mem, page)
+    await put_page(mem, page)
     cow.anon = True          # __do_fault + copy: finish_fault maps it as anon
     return ret | await finish_fault(vmf, cow)
 
@@ -436,7 +443,7 @@ async def do_shared_fault(vmf: Vmf) -> int:
     ret, page = await filemap_fault(mm.kernel, vmf.vma.vm_file.inode, vmf.pgoff)
     if page is None:
         return ret
-    await Work("page_mkwrite")
+    await work("page_mkwrite")
     ret |= await finish_fault(vmf, page)
     if page.mapcount:
         page.dirty = True
@@ -449,14 +456,14 @@ async def finish_fault(vmf: Vmf, page: Page) -> int:
     vma, mm = vmf.vma, vmf.mm
     mem = mm.kernel.mem
     if vmf.orig_pmd is None and not await pte_alloc(vmf):
-        await PutPage(mem, page)
+        await put_page(mem, page)
         return VM_FAULT_OOM
-    if not await pte_map_lock(vmf):
-        await PutPage(mem, page)
+    if await pte_map_lock(vmf) is False:
+        await put_page(mem, page)
         return _retry()
     if not pte_none(await ptep_get(vmf)):
         await pte_unmap_unlock(vmf)
-        await PutPage(mem, page)
+        await put_page(mem, page)
         return VM_FAULT_NOPAGE
     write = bool(vmf.flags & FAULT_FLAG_WRITE)
     entry = mk_pte(page.pfn, vma.vm_page_prot)
@@ -493,7 +500,7 @@ async def do_fault_around(vmf: Vmf) -> int:
         return 0
     if vmf.orig_pmd is None and not await pte_alloc(vmf):
         return VM_FAULT_OOM
-    if not await pte_map_lock(vmf):
+    if await pte_map_lock(vmf) is False:
         return _retry()
     pt = vmf.orig_pmd
     assert pt is not None
@@ -504,13 +511,13 @@ async def do_fault_around(vmf: Vmf) -> int:
         if page is None:
             continue
         idx = from_pte + (pgoff - start_pgoff)
-        if not pte_none(await LoadItem(pt, pt.entries, idx)):
+        if not pte_none(await load_item(pt, pt.entries, idx)):
             continue
         page.refcount += 1
         page.mapcount += 1
         mm.rss[rss_kind(page)] += 1
         pt.nr += 1
-        await StoreItem(pt, pt.entries, idx, mk_pte(page.pfn, vma.vm_page_prot))
+        await store_item(pt, pt.entries, idx, mk_pte(page.pfn, vma.vm_page_prot))
         mapped += 1
         if idx == vmf.pte_idx:
             ret = VM_FAULT_NOPAGE

@@ -17,12 +17,14 @@ from typing import Any
 from specfault.runtime import Load, Store, WaitUntil
 
 
-async def mmap_read_lock(mm: Any) -> None:
-    await mm.mmap_lock.down_read()
+def mmap_read_lock(mm: Any) -> Any:
+    """``await mmap_read_lock(mm)``."""
+    return mm.mmap_lock.down_read()
 
 
-async def mmap_read_unlock(mm: Any) -> None:
-    await mm.mmap_lock.up_read()
+def mmap_read_unlock(mm: Any) -> Any:
+    """``await mmap_read_unlock(mm)``."""
+    return mm.mmap_lock.up_read()
 
 
 async def mmap_write_lock(mm: Any) -> None:

@@ -28,7 +28,7 @@ from __future__ import annotations
 from typing import Any
 
 from specfault.constants import PAGE_SIZE
-from specfault.runtime import ModelBug, Op
+from specfault.runtime import STATE, ModelBug, Op
 
 
 class Page:
@@ -200,3 +200,18 @@ class PutPage(Op):
 
     def describe(self) -> str:
         return f"put_page {self.page.pfn:#x}"
+
+
+async def alloc_page(mem: PhysMem) -> Page | None:
+    """``await alloc_page(mem)``: :class:`AllocPage`, inline when direct."""
+    if STATE.inline:
+        return mem.alloc()
+    return await AllocPage(mem)  # type: ignore[no-any-return]
+
+
+async def put_page(mem: PhysMem, page: Page) -> None:
+    """``await put_page(mem, page)``: :class:`PutPage`, inline when direct."""
+    if STATE.inline:
+        mem.put_page(page)
+        return
+    await PutPage(mem, page)

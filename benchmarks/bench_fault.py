@@ -1,0 +1,94 @@
+"""Sequential anonymous write-fault rate: the model (through the public API)
+vs the host kernel's own minor fault, measured side by side in one run.
+
+    python benchmarks/bench_fault.py [--pages N] [--rounds R] [--json]
+
+Each round maps N fresh anonymous pages and writes one byte to each (one
+write fault per page), on the host through ctypes and in the model through
+``Process.write``; a second pass over the same pages (no faults) measures
+the cost of the access path itself on both sides.  Reports medians over
+the rounds and the model/kernel ratio.  No assertion: figures only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import statistics
+import time
+
+import specfault as sf
+
+PAGE = 4096
+
+
+def host_round(n: int) -> tuple[float, float]:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                          ctypes.c_int, ctypes.c_long]
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    addr = libc.mmap(None, n * PAGE, 3, 0x22, -1, 0)
+    buf = (ctypes.c_char * (n * PAGE)).from_address(addr)
+    t0 = time.perf_counter()
+    for off in range(0, n * PAGE, PAGE):
+        buf[off] = b"x"
+    t1 = time.perf_counter()
+    for off in range(0, n * PAGE, PAGE):
+        buf[off] = b"x"
+    t2 = time.perf_counter()
+    libc.munmap(addr, n * PAGE)
+    return (t1 - t0) / n, (t2 - t1) / n
+
+
+def model_round(n: int) -> tuple[float, float]:
+    m = sf.Machine(nr_frames=n + 64)
+    p = m.spawn()
+    addr = p.mmap(0, n * PAGE, sf.PROT_READ | sf.PROT_WRITE, sf.MAP_PRIVATE | sf.MAP_ANONYMOUS)
+    write = p.write
+    t0 = time.perf_counter()
+    for a in range(addr, addr + n * PAGE, PAGE):
+        write(a, b"x")
+    t1 = time.perf_counter()
+    for a in range(addr, addr + n * PAGE, PAGE):
+        write(a, b"x")
+    t2 = time.perf_counter()
+    assert m.vmstat()["pgfault"] == n
+    return (t1 - t0) / n, (t2 - t1) / n
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--pages", type=int, default=20000)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    host, model = [], []
+    for _ in range(args.rounds):       # interleaved, so noise hits both alike
+        host_round(args.pages // 4)    # warm-up: the model round just freed a lot of memory
+        host.append(host_round(args.pages))
+        model.append(model_round(args.pages))
+    h_fault = statistics.median(r[0] for r in host) * 1e6
+    h_touch = statistics.median(r[1] for r in host) * 1e6
+    m_fault = statistics.median(r[0] for r in model) * 1e6
+    m_touch = statistics.median(r[1] for r in model) * 1e6
+    res = {
+        "pages": args.pages, "rounds": args.rounds,
+        "host_fault_us": round(h_fault, 3), "host_touch_us": round(h_touch, 3),
+        "model_fault_us": round(m_fault, 3), "model_touch_us": round(m_touch, 3),
+        "model_faults_per_s": round(1e6 / m_fault), "host_faults_per_s": round(1e6 / h_fault),
+        "ratio_fault": round(m_fault / h_fault, 2),
+    }
+    if args.json:
+        print(json.dumps(res))
+        return
+    print(f"anonymous write fault, median of {args.rounds} rounds x {args.pages} pages")
+    print(f"  host kernel : {h_fault:7.2f} us/fault  ({h_touch:.2f} us/touch without fault)")
+    print(f"  model (API) : {m_fault:7.2f} us/fault  ({m_touch:.2f} us/touch without fault)")
+    print(f"  ratio model/kernel: {m_fault / h_fault:.1f}x   "
+          f"({res['model_faults_per_s']:,} vs {res['host_faults_per_s']:,} faults/s)")
+
+
+if __name__ == "__main__":
+    main()

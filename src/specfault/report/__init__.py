@@ -1,0 +1,1 @@
+"""Outer room: human-facing reports (the demo tour, tables, plots)."""

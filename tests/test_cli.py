@@ -1,0 +1,47 @@
+"""The command line: help, the demo tour, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from specfault.cli import main
+
+
+def test_help_lists_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "demo" in out
+
+
+def test_no_command_is_bad_input(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 2
+
+
+def test_unknown_command_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["no-such-command"])
+    assert exc.value.code == 2
+    assert "invalid choice" in capsys.readouterr().err
+
+
+def test_demo_json_summary(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    steps = {s["step"]: s for s in summary["steps"]}
+    # reads map the zero page: faults but no allocation
+    assert steps["read"]["zero_page_fault"] == 4 and steps["read"]["pgalloc"] == 0
+    # fork copies nothing; the two COW writes each copy one page
+    assert steps["fork"]["pgalloc"] == steps["write"]["pgalloc"]
+    assert steps["cow"]["cow_fault"] - steps["fork"]["cow_fault"] == 2
+    # the exited processes gave back every frame except the file's page cache
+    assert summary["frames_free_at_end"] + summary["page_cache_frames"] == summary["frames"]
+
+
+def test_demo_text_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo"]) == 0
+    out = capsys.readouterr().out
+    assert "rw-p" in out and "/data" in out
