@@ -11,7 +11,10 @@ from specfault.sync.cpu import Cpu, local_irq_disable, local_irq_enable
 from specfault.sync.lockdep import SleepInAtomic
 from specfault.sync.mmap_lock import mmap_write_lock, mmap_write_unlock
 from specfault.sync.seqcount import (
-    mmap_lock_speculate_retry, mmap_lock_speculate_try_begin, read_seqcount_begin, write_seqcount_begin,
+    mmap_lock_speculate_retry,
+    mmap_lock_speculate_try_begin,
+    read_seqcount_begin,
+    write_seqcount_begin,
     write_seqcount_end,
 )
 

@@ -13,7 +13,12 @@ from specfault.sync.cpu import Cpu, local_irq_disable, local_irq_enable, smp_cal
 from specfault.sync.lockdep import LockOrderViolation, SleepInAtomic
 from specfault.sync.mmap_lock import mmap_write_lock, mmap_write_unlock
 from specfault.sync.vma_lock import (
-    VMA_EAGAIN, VMA_LOCK_OFFSET, vma_end_read, vma_mark_detached, vma_start_read, vma_start_write,
+    VMA_EAGAIN,
+    VMA_LOCK_OFFSET,
+    vma_end_read,
+    vma_mark_detached,
+    vma_start_read,
+    vma_start_write,
 )
 
 

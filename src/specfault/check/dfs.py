@@ -33,9 +33,11 @@ sets only when the search is unbounded.
 from __future__ import annotations
 
 from itertools import chain
+
 from specfault.check.engine import STOP, Chooser, Execution
-from specfault.check.schedule import ScheduleError
 from specfault.check.independence import Footprint, dependent, footprint_of
+from specfault.check.schedule import ScheduleError
+
 
 class _Node:
     """One step of the current path.  ``sleep`` and ``done`` are actor sets
@@ -124,7 +126,7 @@ class Dfs:
                 if reduce and d == len(stack) - 1:
                     self._measure(ex, node)
                 return node.choice
-            sleep = self._child_sleep(stack[d - 1]) if d else {}
+            sleep = self._child_sleep(stack[d - 1]) if d else set()
             node = _Node(list(enabled), ex.prev, ex.preemptions, sleep)
             for a in self._candidates(node):
                 if self._allowed(node, a):

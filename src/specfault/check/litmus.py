@@ -33,7 +33,7 @@ litmus.sleep-in-rcu            lockdep: down_read inside rcu_read_lock
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from specfault.check.scenario import Env, Scenario, Thread, register
 from specfault.mm.tlb import flush_tlb_range, tlb_remove_table_ipi, tlb_remove_table_rcu
@@ -43,7 +43,10 @@ from specfault.sync.mmap_lock import mmap_write_lock, mmap_write_unlock
 from specfault.sync.rcu import Rcu
 from specfault.sync.rwsem import RwSemaphore, _DownRead, _Waiter
 from specfault.sync.seqcount import (
-    mmap_lock_speculate_retry, mmap_lock_speculate_try_begin, write_seqcount_begin, write_seqcount_end,
+    mmap_lock_speculate_retry,
+    mmap_lock_speculate_try_begin,
+    write_seqcount_begin,
+    write_seqcount_end,
 )
 from specfault.sync.spinlock import SpinAcquire, SpinLock
 from specfault.sync.vma_lock import RefIncNotZeroLimited, vma_end_read, vma_start_read, vma_start_write
@@ -54,6 +57,10 @@ class Shared:
 
     def __init__(self, **fields: Any) -> None:
         self.__dict__.update(fields)
+
+    if TYPE_CHECKING:
+        def __getattr__(self, name: str) -> Any: ...
+        def __setattr__(self, name: str, value: Any) -> None: ...
 
     def label(self) -> str:
         return str(self.__dict__.get("name", "shared"))
