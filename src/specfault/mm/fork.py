@@ -57,6 +57,7 @@ async def dup_mmap(oldmm: Any) -> MmStruct:
     """Return a copy of ``oldmm`` for a child.  Takes oldmm's mmap_lock."""
     mm = MmStruct(oldmm.kernel)
     await mmap_write_lock(oldmm)
+    await mmap_write_lock(mm)                    # mmap_write_lock_nested(mm)
     mm.start_brk, mm.brk, mm.mmap_base = oldmm.start_brk, oldmm.brk, oldmm.mmap_base
     for mpnt in oldmm.vmas():
         # knob pervma_fork_no_vma_lock: without this, a write fault under
@@ -67,7 +68,6 @@ async def dup_mmap(oldmm: Any) -> MmStruct:
             continue
         tmp = mpnt.dup()
         tmp.vm_mm = mm
-        tmp.vm_lock_seq = -1
         anon_vma_fork(tmp, mpnt)
         if tmp.vm_flags & VM_WIPEONFORK:
             tmp.anon_vma, tmp.anon_vma_chain = None, []
@@ -76,6 +76,7 @@ async def dup_mmap(oldmm: Any) -> MmStruct:
         if vma_needs_copy(mpnt):
             await copy_page_range(tmp, mpnt)
     await flush_tlb_range(oldmm, 0, TASK_END)    # flush_tlb_mm(oldmm)
+    await mmap_write_unlock(mm)
     await mmap_write_unlock(oldmm)
     oldmm.kernel.mms.append(mm)
     return mm

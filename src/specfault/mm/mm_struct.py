@@ -43,7 +43,8 @@ class MmStruct:
         self.pgd = PageTable(4, 0)
         self.mmap_lock = RwSemaphore(f"mmap_lock#{self.id}")
         self.mm_lock_seq = 0
-        self.seq_mask = (1 << kernel.config.mm_lock_seq_bits) - 1
+        self.mm_lock_seq_bits = kernel.config.mm_lock_seq_bits
+        self.no_seq_bump = bool(kernel.config.knob("no_seq_bump_on_write_lock", False))
         self.page_table_lock = SpinLock(f"page_table_lock#{self.id}")
         self.map_count = 0
         self.total_vm = 0

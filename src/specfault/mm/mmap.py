@@ -253,7 +253,6 @@ async def mmap_region(mm: Any, file: Any, addr: int, length: int, vm_flags: int,
             mm.total_vm += length >> 12
             return addr
     vma = VmArea(mm, addr, end, vm_flags | VM_SOFTDIRTY, pgoff, file)
-    vma.vm_lock_seq = mm.mm_lock_seq       # new VMAs are born write-locked
     await vma_link(mm, vma)
     mm.total_vm += length >> 12
     return addr
@@ -350,7 +349,6 @@ async def _do_brk(mm: Any, brk: int) -> int:
                                            oldbrk >> 12)
         if merged is None:
             vma = VmArea(mm, oldbrk, newbrk, flags | VM_SOFTDIRTY, oldbrk >> 12)
-            vma.vm_lock_seq = mm.mm_lock_seq
             await vma_link(mm, vma)
     mm.total_vm += length >> 12
     mm.brk = brk

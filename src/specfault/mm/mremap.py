@@ -155,7 +155,6 @@ async def copy_vma(mm: Any, vma: VmArea, addr: int, length: int, pgoff: int) -> 
         return merged
     new = vma.dup()
     new.vm_start, new.vm_end, new.vm_pgoff = addr, addr + length, pgoff
-    new.vm_lock_seq = mm.mm_lock_seq
     await vma_link(mm, new)
     return new
 

@@ -12,8 +12,8 @@ VmArea
     anon_vma, anon_vma_chain
 # the per-VMA lock (Linux 6.4+): see mm/mmap_lock.py
     vm_lock_seq    mm_lock_seq value of the writer holding it, -1 if none
-    vm_refcnt      number of vma_start_read() holders
-    detached       True once removed from the tree (vma_mark_detached)
+    vm_refcnt      0 detached; 1 attached (in the tree); +1 per reader in
+                   vma_start_read(); +VMA_LOCK_OFFSET while a writer drains
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ class AnonVma:
 
 class VmArea(KObject):
     __slots__ = ("vm_mm", "vm_start", "vm_end", "vm_pgoff", "vm_flags", "vm_page_prot", "vm_file",
-                 "anon_vma", "anon_vma_chain", "vm_lock_seq", "vm_refcnt", "detached")
+                 "anon_vma", "anon_vma_chain", "vm_lock_seq", "vm_refcnt")
 
     def __init__(self, mm: Any, start: int, end: int, flags: int, pgoff: int,
                  file: Any = None) -> None:
@@ -95,7 +95,6 @@ class VmArea(KObject):
         self.anon_vma_chain: list[AnonVma] = []
         self.vm_lock_seq = -1
         self.vm_refcnt = 0
-        self.detached = True
 
     def dup(self) -> VmArea:
         """vm_area_dup(): a copy sharing file and anon_vma chain entries."""
@@ -106,6 +105,20 @@ class VmArea(KObject):
             self.vm_file.f_count += 1                       # get_file()
         new.anon_vma = self.anon_vma
         new.anon_vma_chain = list(self.anon_vma_chain)   # anon_vma_clone()
+        return new
+
+    @property
+    def detached(self) -> bool:
+        return self.vm_refcnt == 0
+
+    def snapshot(self) -> VmArea:
+        """``pvma = *vma``: a private copy for a speculative fault (no
+        references taken; it is never linked or freed)."""
+        new = VmArea.__new__(VmArea)
+        new.freed_at = None
+        for name in ("vm_mm", "vm_start", "vm_end", "vm_pgoff", "vm_flags", "vm_page_prot",
+                     "vm_file", "anon_vma", "anon_vma_chain", "vm_lock_seq", "vm_refcnt"):
+            setattr(new, name, getattr(self, name))
         return new
 
     def set_flags(self, flags: int) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from specfault.mm.mmap_lock import vma_mark_detached, vma_start_write
+from specfault.mm.mmap_lock import vma_mark_attached, vma_mark_detached, vma_start_write
 from specfault.mm.vma import (
     VmArea,
     anon_vmas_compatible,
@@ -50,8 +50,10 @@ async def retire(mm: Any, objs: list[Any], what: str) -> None:
 
 
 async def vma_link(mm: Any, vma: VmArea) -> None:
+    """Insert a new VMA: write-lock it, store it, attach it."""
+    await vma_start_write(vma)
     await mt_store(mm, vma.vm_start, vma.vm_end, vma)
-    vma.detached = False
+    await vma_mark_attached(vma)
     mm.map_count += 1
 
 
