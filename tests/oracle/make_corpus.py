@@ -39,9 +39,9 @@ SEEDS = {
         "a read fault on a private file mapping maps the fault-around window of cached pages",
         prog(fmap(0, 8, offset=0), touch(5), touch(3, "write", val=0x5a))),
     "agree-fault-kinds": (
-        "SIGBUS beyond EOF, SEGV_ACCERR for protection, SEGV_MAPERR for holes, exec of non-exec",
+        "SIGBUS beyond EOF, SEGV_ACCERR for protection, SEGV_MAPERR for holes, exec of a present NX page",
         prog(fmap(0, 4, offset=6), touch(1), touch(3), mmap(10, 1, ["PROT_READ"]), touch(10, "write"),
-             touch(20), touch(10, "exec"))),
+             touch(20), touch(10), touch(10, "exec"), touch(1, "exec"))),
     "agree-shared-file-write-pread": (
         "a store through MAP_SHARED is seen by pread and by another shared mapping of the page",
         prog(fmap(0, 2, prot=RW, shared=True), touch(1, "write", off=8, val=0x5f),
@@ -63,6 +63,42 @@ SEEDS = {
              mmap(1, 1, flags=["MAP_PRIVATE", "MAP_ANONYMOUS", "MAP_FIXED_NOREPLACE"]))),
 }
 
+MMF = ["MREMAP_MAYMOVE", "MREMAP_FIXED"]
+
+#: Divergences the oracle found in the model (expect "diverge" until fixed; then flip to "agree").
+DIVERGENCES = {
+    "diverge-exec-nonexec-maps-zero-page": (
+        "x86: an instruction fetch from a not-present page of a readable non-exec VMA is handled as a "
+        "read fault (access_error ignores PF_INSTR), so the zero page is mapped before SEGV_ACCERR",
+        prog(mmap(0, 2), touch(1, "exec"))),
+    "diverge-exec-nonexec-fault-around": (
+        "the same on a private file mapping: the read fault maps the fault-around window, then SEGV_ACCERR",
+        prog(fmap(0, 4), touch(1, "exec"))),
+    "diverge-exec-nonexec-beyond-eof-sigbus": (
+        "the same beyond EOF: the read fault raises SIGBUS (BUS_ADRERR), not SIGSEGV",
+        prog(fmap(0, 2, offset=8, prot=RW, shared=True), touch(0, "exec"))),
+    "diverge-noreplace-shared-file": (
+        "MAP_FIXED_NOREPLACE must fail with EEXIST over an existing mapping for a MAP_SHARED file mapping too",
+        prog(mmap(0, 1), mmap(0, 1, RW, ["MAP_SHARED", "MAP_FIXED_NOREPLACE"], file=0, offset=1))),
+    "diverge-mremap-overlap-einval-first": (
+        "mremap MAYMOVE|FIXED with overlapping old and new ranges is EINVAL before the source is looked up",
+        prog(op("mremap", page=0, npages=3, new_npages=1, flags=MMF, new_page=2))),
+    "diverge-mremap-fixed-efault-unmaps-target": (
+        "mremap MREMAP_FIXED unmaps the target range before it finds the source invalid (EFAULT)",
+        prog(mmap(40, 4), mmap(32, 1), op("mremap", page=43, npages=2, new_npages=4, flags=MMF, new_page=29))),
+    "diverge-mremap-move-multiple-vmas": (
+        "Linux 6.17+: mremap MAYMOVE|FIXED with old_len == new_len may move several VMAs at once",
+        prog(mmap(27, 1), op("mprotect", page=28, npages=1, prot=["PROT_NONE"]), mmap(28, 1, ["PROT_NONE"]),
+             op("mremap", page=27, npages=2, new_npages=2, flags=MMF, new_page=55))),
+    "diverge-mremap-move-across-gap": (
+        "Linux 6.17+: ... and the moved range may contain gaps (the hole stays a hole)",
+        prog(mmap(60, 1), op("mremap", page=60, npages=2, new_npages=2, flags=MMF, new_page=57))),
+    "diverge-mremap-zero-old-len-private": (
+        "mremap with old_len 0 (duplicate) of a private mapping is EINVAL and must leave no new mapping",
+        prog(mmap(58, 1, ["PROT_NONE"], ["MAP_PRIVATE", "MAP_ANONYMOUS", "MAP_FIXED"]),
+             op("mremap", page=58, npages=0, new_npages=1, flags=MMF, new_page=45))),
+}
+
 
 def main() -> int:
     runner = HostRunner()
@@ -73,6 +109,17 @@ def main() -> int:
                 print(f"{name}: host error {rec['error']}", file=sys.stderr)
                 return 1
             path = corpus.save(corpus.Entry(name, p, rec, note, "agree", corpus.kernel_release()), CORPUS)
+            print(path)
+        for name, (note, p) in DIVERGENCES.items():
+            rec = runner.run(p)
+            if rec["error"]:
+                print(f"{name}: host error {rec['error']}", file=sys.stderr)
+                return 1
+            expect = "diverge"
+            old = os.path.join(CORPUS, f"{name}.json")
+            if os.path.exists(old):
+                expect = corpus.load(old).expect      # keep a flip to "agree" once fixed
+            path = corpus.save(corpus.Entry(name, p, rec, note, expect, corpus.kernel_release()), CORPUS)
             print(path)
     finally:
         runner.close()

@@ -54,6 +54,35 @@ def _remove(prog: Program, drop: set[int]) -> Program | None:
     return cand
 
 
+def _adopt(prog: Program, fork_index: int) -> Program | None:
+    """Remove fork ``fork_index`` and give its child's steps to the parent (renumbering the rest)."""
+    steps = prog.steps
+    n = 1
+    child = -1
+    for i, s in enumerate(steps):
+        if s["op"] == "fork":
+            if i == fork_index:
+                child = n
+            n += 1
+    if child < 0:
+        return None
+    parent = steps[fork_index].get("proc", 0)
+    out = []
+    for i, s in enumerate(steps):
+        if i == fork_index:
+            continue
+        t = dict(s)
+        p = t.get("proc", 0)
+        t["proc"] = parent if p == child else (p - 1 if p > child else p)
+        out.append(t)
+    cand = prog.replace_steps(out)
+    try:
+        cand.validate()
+    except ProgramError:
+        return None
+    return cand
+
+
 def _simplifications(step: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
     for key in ("npages", "new_npages", "len"):
@@ -101,6 +130,12 @@ def shrink(prog: Program, still_fails: Callable[[Program], bool], budget: int = 
                 i += chunk
         if not progress:
             chunk //= 2
+    i = 0
+    while i < len(best.steps):
+        if best.steps[i]["op"] == "fork" and test(_adopt(best, i)):
+            best = _adopt(best, i) or best
+            continue
+        i += 1
     changed = True
     while changed and calls < budget:
         changed = False
