@@ -28,7 +28,6 @@ records.  ``Labeller`` assigns them identically on both sides.
 from __future__ import annotations
 
 import errno as _errno
-import re
 from dataclasses import dataclass
 from typing import Any
 
