@@ -1,18 +1,44 @@
 """The arch-level fault entry (arch/x86/mm/fault.c: do_user_addr_fault).
 
 ``Config.fault_protocol`` selects how the VMA is found and kept stable
-while ``handle_mm_fault`` runs:
+while ``handle_mm_fault`` runs.  Whatever the protocol, a fault it cannot
+finish falls back to the classic path, which always can.
 
-* ``classic``: mmap_read_lock, find_vma, access check, handle_mm_fault,
-  mmap_read_unlock.
+classic
+    mmap_read_lock, find_vma, access check, handle_mm_fault,
+    mmap_read_unlock.
 
-Returns 0, or raises the signal the access earns (SegmentationFault with
+speculative (Michel Lespinasse's v2, the seed)
+    never when the mm has a single user; count ``spf_attempt``;
+    1. sample ``mm_lock_seq`` — odd (a writer is inside): abort;
+    2. under ``rcu_read_lock()``, find the VMA locklessly and copy it
+       (``pvma = *vma``) — VMAs are freed through RCU, so the copy reads
+       live memory;
+    3. re-check the sequence: a writer ran since 1 → abort;
+    4. check access against the copy; only anonymous VMAs with an
+       anon_vma are handled;
+    5. ``handle_mm_fault(FAULT_FLAG_SPECULATIVE)``: walk the page tables
+       without allocating (under RCU, or with interrupts off when tables
+       are freed after an IPI), then commit in ``pte_map_lock``: re-check
+       the sequence (SEQ1), ``pmd_same``, ``spin_trylock`` the PTL, re-check
+       the sequence (SEQ2).  Anything else aborts with VM_FAULT_RETRY,
+       before any visible effect, and the fault is redone classically.
+
+pervma (Linux 6.4+)
+    ``lock_vma_under_rcu``: find the VMA under RCU, ``vma_start_read`` it,
+    re-check that it still covers the address; fault under the VMA lock;
+    fall back to mmap_lock when the VMA is write-locked, has just been
+    replaced, or the fault needs what the VMA lock cannot give (a first
+    anon_vma).
+
+Returns None, or raises the signal the access earns (SegmentationFault with
 SEGV_MAPERR / SEGV_ACCERR, BusError) or OutOfMemory for VM_FAULT_OOM.
 """
 
 from __future__ import annotations
 
 import errno
+from bisect import bisect_right
 from typing import Any
 
 from specfault.constants import BUS_ADRERR, SEGV_ACCERR, SEGV_MAPERR, TASK_SIZE
@@ -20,15 +46,22 @@ from specfault.errors import BusError, OutOfMemory, SegmentationFault
 from specfault.mm.fault_flags import (
     FAULT_FLAG_DEFAULT,
     FAULT_FLAG_INSTRUCTION,
+    FAULT_FLAG_SPECULATIVE,
     FAULT_FLAG_USER,
+    FAULT_FLAG_VMA_LOCK,
     FAULT_FLAG_WRITE,
+    VM_FAULT_COMPLETED,
     VM_FAULT_OOM,
+    VM_FAULT_RETRY,
     VM_FAULT_SIGBUS,
     VM_FAULT_SIGSEGV,
 )
-from specfault.mm.memory import handle_mm_fault
+from specfault.mm.memory import handle_mm_fault, spf_abort, spf_seq_changed
 from specfault.mm.mmap_lock import mmap_read_lock, mmap_read_unlock
 from specfault.mm.vma import VM_EXEC, VM_READ, VM_WRITE
+from specfault.runtime import Load, ModelBug, Op, UseAfterFree
+from specfault.sync.seqcount import mmap_lock_speculate_retry, mmap_lock_speculate_try_begin
+from specfault.sync.vma_lock import VMA_EAGAIN, vma_end_read, vma_start_read
 
 ACCESS_READ, ACCESS_WRITE, ACCESS_EXEC = 0, 1, 2
 
@@ -65,6 +98,17 @@ async def do_user_addr_fault(mm: Any, address: int, access: int) -> None:
     if address >= TASK_SIZE:
         raise SegmentationFault(address, SEGV_MAPERR)
     flags = fault_flags(access)
+    protocol = mm.config.fault_protocol
+    if protocol == "speculative":
+        fault = await do_speculative_fault(mm, address, access, flags)
+        if fault is not None:
+            raise_for(fault, address)
+            return
+    elif protocol == "pervma":
+        fault = await do_vma_locked_fault(mm, address, access, flags)
+        if fault is not None:
+            raise_for(fault, address)
+            return
     await mmap_read_lock(mm)
     vma = mm.find_vma(address)
     if vma is None or vma.vm_start > address:
@@ -76,3 +120,139 @@ async def do_user_addr_fault(mm: Any, address: int, access: int) -> None:
     fault = await handle_mm_fault(vma, address, flags)
     await mmap_read_unlock(mm)
     raise_for(fault, address)
+
+
+# ------------------------------------------------------------ lockless lookup
+async def find_vma_rcu(mm: Any, addr: int) -> Any:
+    """mas_walk() under rcu_read_lock(): the VMA whose range *in the tree*
+    contains ``addr``, or None.  One load for the published root, one per
+    node (a node freed too early raises UseAfterFree)."""
+    node = await Load(mm.mm_mt, "root")          # rcu_dereference(mt->ma_root)
+    while node is not None:
+        await Load(node, "slots")
+        i = bisect_right(node.ends, addr)
+        if i == len(node.ends):
+            return None
+        if node.leaf:
+            return node.slots[i] if node.starts[i] <= addr else None
+        node = node.slots[i]
+    return None
+
+
+class VmaCopy(Op):
+    """``pvma = *vma``: copy the VMA's fields in one go (it may be freed
+    after the RCU section ends, never during it)."""
+
+    __slots__ = ("vma",)
+    kind = "vma_copy"
+
+    def __init__(self, vma: Any) -> None:
+        self.vma = vma
+
+    def perform(self) -> Any:
+        vma = self.vma
+        if vma.freed_at is not None:
+            raise UseAfterFree(vma, vma.freed_at, "speculative VMA copy")
+        return vma.snapshot()
+
+    def footprint(self) -> tuple[tuple[object, str, str], ...]:
+        return ((self.vma, "fields", "r"),)
+
+    def describe(self) -> str:
+        return f"copy {self.vma.label()}"
+
+
+# ------------------------------------------------------------------ speculative
+async def do_speculative_fault(mm: Any, address: int, access: int, flags: int) -> int | None:
+    """Try the fault without mmap_lock.  Returns the fault result, or None
+    when it aborted (counted) and the classic path must run."""
+    if mm.mm_users <= 1:
+        return None                               # no_spf: nobody to race with
+    kernel = mm.kernel
+    cfg = mm.config
+    kernel.count("spf_attempt")
+    ok, seq = await mmap_lock_speculate_try_begin(mm)
+    # knob speculate_while_odd: begin even though a writer holds mmap_lock
+    if not ok and not cfg.knob("speculate_while_odd", False):
+        return spf_abort(kernel, "SPF_ABORT_ODD")
+    rcu = kernel.rcu
+    await rcu.read_lock()
+    vma = await find_vma_rcu(mm, address)
+    if vma is None:
+        await rcu.read_unlock()
+        return spf_abort(kernel, "SPF_ABORT_UNMAPPED")
+    if await Load(vma, "vm_file") is not None:
+        await rcu.read_unlock()
+        return spf_abort(kernel, "SPF_ABORT_NO_SPECULATE")
+    pvma = await VmaCopy(vma)
+    await rcu.read_unlock()
+    # knob no_seq_check_after_lookup: trust a copy a writer may have torn
+    if not cfg.knob("no_seq_check_after_lookup", False) and \
+            await spf_seq_changed(mm, seq, vma, pvma):
+        return spf_abort(kernel, "SPF_ABORT_VMA_COPY")
+    if not pvma.vm_start <= address < pvma.vm_end:
+        return spf_abort(kernel, "SPF_ABORT_UNMAPPED")
+    if access_error(access, pvma):
+        return spf_abort(kernel, "SPF_ABORT_ACCESS_ERROR")
+    fault = await handle_mm_fault(pvma, address, flags | FAULT_FLAG_SPECULATIVE, seq, vma)
+    if fault & VM_FAULT_RETRY:
+        kernel.count("spf_abort")                 # the reason was counted where it happened
+        return None
+    return fault
+
+
+# --------------------------------------------------------------------- per-VMA
+async def lock_vma_under_rcu(mm: Any, address: int) -> Any:
+    """Find and read-lock the VMA covering ``address`` without mmap_lock;
+    None when that is not possible now (fall back to mmap_lock)."""
+    kernel = mm.kernel
+    rcu = kernel.rcu
+    await rcu.read_lock()
+    while True:
+        vma = await find_vma_rcu(mm, address)
+        if vma is None:
+            break
+        got = await vma_start_read(mm, vma)
+        if got is VMA_EAGAIN:
+            kernel.count("vma_lock_miss")     # replaced under us: walk again
+            continue
+        if got is None:
+            break
+        # knob pervma_no_recheck_after_lock: trust the VMA found before it
+        # was locked — but it may have been freed and recycled meanwhile
+        if not mm.config.knob("pervma_no_recheck_after_lock", False) and (
+                address < await Load(got, "vm_start") or address >= await Load(got, "vm_end")):
+            await vma_end_read(got)
+            break
+        await rcu.read_unlock()
+        return got
+    await rcu.read_unlock()
+    kernel.count("vma_lock_abort")
+    return None
+
+
+async def do_vma_locked_fault(mm: Any, address: int, access: int, flags: int) -> int | None:
+    """Fault under the VMA lock.  Returns the fault result, or None when the
+    classic path must run."""
+    kernel = mm.kernel
+    vma = await lock_vma_under_rcu(mm, address)
+    if vma is None:
+        return None
+    if access_error(access, vma):
+        await vma_end_read(vma)
+        kernel.count("vma_lock_success")
+        raise SegmentationFault(address, SEGV_ACCERR)
+    fault = await handle_mm_fault(vma, address, flags | FAULT_FLAG_VMA_LOCK)
+    # (Linux's handlers drop the VMA lock themselves before VM_FAULT_RETRY;
+    # the model's return it held, so it is dropped here in both cases)
+    if not fault & VM_FAULT_COMPLETED:
+        await vma_end_read(vma)
+    if not fault & VM_FAULT_RETRY:
+        kernel.count("vma_lock_success")
+        return fault
+    kernel.count("vma_lock_retry")
+    return None
+
+
+__all__ = ["ACCESS_EXEC", "ACCESS_READ", "ACCESS_WRITE", "ModelBug", "access_error",
+           "do_user_addr_fault", "find_vma_rcu", "lock_vma_under_rcu"]

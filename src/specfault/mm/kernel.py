@@ -12,12 +12,21 @@ from specfault.mm.page import PhysMem
 from specfault.mm.tlb import Cpu
 from specfault.sync import Rcu
 
+# the SPF patches' breakdown (CONFIG_SPECULATIVE_PAGE_FAULT_STATS)
+SPF_ABORT_REASONS = (
+    "SPF_ABORT_ODD", "SPF_ABORT_UNMAPPED", "SPF_ABORT_NO_SPECULATE", "SPF_ABORT_VMA_COPY",
+    "SPF_ABORT_ACCESS_ERROR", "SPF_ABORT_PUD", "SPF_ABORT_PMD", "SPF_ABORT_ANON_VMA",
+    "SPF_ABORT_PTE_MAP_LOCK_SEQ1", "SPF_ABORT_PTE_MAP_LOCK_PMD", "SPF_ABORT_PTE_MAP_LOCK_PTL",
+    "SPF_ABORT_PTE_MAP_LOCK_SEQ2", "SPF_ABORT_USERFAULTFD", "SPF_ABORT_FAULT", "SPF_ABORT_SWAP",
+)
+SPF_ATTEMPT_KINDS = ("SPF_ATTEMPT_ANON", "SPF_ATTEMPT_NUMA", "SPF_ATTEMPT_PTE", "SPF_ATTEMPT_WP")
+
 VMSTAT_EVENTS = (
     "pgfault", "pgmajfault", "pgalloc", "pgfree", "pgalloc_fail", "pgpgin", "pgpgout",
     "thp_fault_alloc", "cow_fault", "zero_page_fault", "fault_around",
     "spf_attempt", "spf_abort", "vma_lock_success", "vma_lock_abort", "vma_lock_retry",
     "vma_lock_miss", "tlb_flush", "nr_page_table_pages", "oom",
-)
+) + SPF_ABORT_REASONS + SPF_ATTEMPT_KINDS
 
 
 class Kernel:
@@ -25,7 +34,9 @@ class Kernel:
         self.config = config
         self.vmstat: dict[str, int] = dict.fromkeys(VMSTAT_EVENTS, 0)
         self.mem = PhysMem(config.nr_frames, self.vmstat)
-        self.rcu = Rcu()
+        # knob rcu_irqs_off_is_reader=False: the pre-4.20 world in which an
+        # interrupts-off section does not hold off an RCU grace period
+        self.rcu = Rcu(irqs_off_is_reader=bool(config.knob("rcu_irqs_off_is_reader", True)))
         self.fs = Filesystem(self)
         self.cpus = [Cpu(i) for i in range(config.nr_cpus)]
         self.pids = itertools.count(1)

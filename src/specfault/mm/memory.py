@@ -24,9 +24,12 @@ from __future__ import annotations
 from typing import Any
 
 from specfault.mm.fault_flags import (
+    FAULT_FLAG_SPECULATIVE,
+    FAULT_FLAG_VMA_LOCK,
     FAULT_FLAG_WRITE,
     VM_FAULT_NOPAGE,
     VM_FAULT_OOM,
+    VM_FAULT_RETRY,
     VM_FAULT_SIGBUS,
 )
 from specfault.mm.filemap import filemap_fault
@@ -48,14 +51,17 @@ from specfault.mm.pgtable import (
 )
 from specfault.mm.tlb import flush_tlb_range
 from specfault.mm.vma import VM_SHARED, VM_WRITE, AnonVma, VmArea, reusable_anon_vma
-from specfault.runtime import load_item, store_item, work
+from specfault.runtime import ModelBug, load_item, store_item, work
+from specfault.sync.cpu import local_irq_disable, local_irq_enable
+from specfault.sync.seqcount import mmap_lock_speculate_retry
 
 
 class Vmf:
     """struct vm_fault: the state of one fault, passed to every helper."""
 
     __slots__ = ("vma", "mm", "address", "flags", "pgoff", "pmd", "pmd_idx", "orig_pmd",
-                 "pte_idx", "orig_pte", "ptl", "page", "cow_page", "seq")
+                 "pte_idx", "orig_pte", "ptl", "page", "cow_page", "seq", "orig_vma",
+                 "committed")
 
     def __init__(self, vma: VmArea, address: int, flags: int) -> None:
         self.vma = vma
@@ -72,6 +78,8 @@ class Vmf:
         self.page: Page | None = None
         self.cow_page: Page | None = None
         self.seq = 0     # mm_lock_seq snapshot (speculative faults)
+        self.orig_vma: VmArea | None = None     # the VMA ``vma`` was copied from (speculative)
+        self.committed = False   # a PTE was changed: an abort now would be visible
 
 
 def vm_normal_page(mm: Any, pte: int) -> Page | None:
@@ -109,10 +117,99 @@ async def pte_alloc(vmf: Vmf) -> bool:
     return pt is not None
 
 
+# ----------------------------------------------------------- speculation
+def spf_abort(kernel: Any, reason: str) -> None:
+    """Count an abort decided before handle_mm_fault; None = fall back."""
+    kernel.count(reason)
+    kernel.count("spf_abort")
+    return None
+
+
+def spf_fail(vmf: Vmf, reason: str) -> int:
+    """Abort a speculative fault from inside handle_mm_fault."""
+    vmf.mm.kernel.count(reason)
+    return VM_FAULT_RETRY
+
+
+async def spf_seq_changed(mm: Any, seq: int, orig: Any, copy: Any) -> bool:
+    """mmap_seq_read_check(): has a writer taken mmap_lock since ``seq``?
+    Knob vma_recheck_not_mm_seq (a mutant) instead compares the live VMA
+    with the copy — unsafe: the COW ABA interleaving restores the VMA."""
+    if mm.config.knob("vma_recheck_not_mm_seq", False):
+        from specfault.mm.fault import VmaChanged
+        return bool(await VmaChanged(orig, copy))
+    return bool(await mmap_lock_speculate_retry(mm, seq))
+
+
+def spf_walk_mode(mm: Any) -> str:
+    """How a speculative walk keeps page tables from being freed under it:
+    "rcu" when tables are freed after a grace period, "irq" (interrupts
+    off) when they are freed after an IPI round.  Knob spf_walk overrides
+    (the Lutomirski mutant walks with interrupts off while tables go
+    through RCU)."""
+    mode = mm.config.knob("spf_walk", "auto")
+    if mode == "auto":
+        return "irq" if mm.config.page_table_free == "ipi" else "rcu"
+    return str(mode)
+
+
+async def spf_walk_begin(mm: Any) -> None:
+    if spf_walk_mode(mm) == "rcu":
+        await mm.kernel.rcu.read_lock()
+    else:
+        await local_irq_disable()
+
+
+async def spf_walk_end(mm: Any) -> None:
+    if spf_walk_mode(mm) == "rcu":
+        await mm.kernel.rcu.read_unlock()
+    else:
+        await local_irq_enable()
+
+
+async def spf_pte_map_lock(vmf: Vmf) -> bool:
+    """__pte_map_lock() for a speculative fault — the commit point:
+    SEQ1 (no writer since the snapshot), pmd_same (the PTE table is still
+    the one we walked to), spin_trylock of its PTL (never wait: the holder
+    may be a writer waiting on us), SEQ2 (no writer got in meanwhile).
+    Returns False, counted, on any failure; True with the PTL held."""
+    mm = vmf.mm
+    cfg = mm.config
+    await spf_walk_begin(mm)
+    if await spf_seq_changed(mm, vmf.seq, vmf.orig_vma, vmf.vma):
+        await spf_walk_end(mm)
+        spf_fail(vmf, "SPF_ABORT_PTE_MAP_LOCK_SEQ1")
+        return False
+    pmd = vmf.pmd
+    assert pmd is not None
+    if await load_item(pmd, pmd.entries, vmf.pmd_idx) is not vmf.orig_pmd:
+        await spf_walk_end(mm)
+        spf_fail(vmf, "SPF_ABORT_PTE_MAP_LOCK_PMD")
+        return False
+    pt = vmf.orig_pmd
+    assert pt is not None
+    if not await pt.ptl.trylock():
+        await spf_walk_end(mm)
+        spf_fail(vmf, "SPF_ABORT_PTE_MAP_LOCK_PTL")
+        return False
+    # knob no_seq2_check: commit although a writer may have run after SEQ1
+    if not cfg.knob("no_seq2_check", False) and \
+            await spf_seq_changed(mm, vmf.seq, vmf.orig_vma, vmf.vma):
+        await pt.ptl.unlock()
+        await spf_walk_end(mm)
+        spf_fail(vmf, "SPF_ABORT_PTE_MAP_LOCK_SEQ2")
+        return False
+    await spf_walk_end(mm)
+    vmf.ptl = pt.ptl
+    return True
+
+
 def pte_map_lock(vmf: Vmf) -> Any:
     """Lock the PTL of the faulting PTE's table: ``await pte_map_lock(vmf)``
-    is False when the fault must be retried (never, for classic or
-    VMA-locked faults).  The caller then re-reads the PTE."""
+    is False when the fault must be retried (only a speculative fault can
+    fail).  The caller then re-reads the PTE."""
+    if vmf.flags & FAULT_FLAG_SPECULATIVE:
+        return spf_pte_map_lock(vmf)
     pt = vmf.orig_pmd
     assert pt is not None and pt.ptl is not None
     vmf.ptl = pt.ptl
@@ -137,6 +234,7 @@ def set_pte_at(vmf: Vmf, pte: int) -> Any:
     protects the table's entry count)."""
     pt = vmf.orig_pmd
     assert pt is not None
+    vmf.committed = True
     old = pt.entries[vmf.pte_idx]
     if old == 0 and pte != 0:
         pt.nr += 1
@@ -146,12 +244,22 @@ def set_pte_at(vmf: Vmf, pte: int) -> Any:
 
 
 # --------------------------------------------------------------------- entry
-async def handle_mm_fault(vma: VmArea, address: int, flags: int) -> int:
+async def handle_mm_fault(vma: VmArea, address: int, flags: int, seq: int = 0,
+                          orig_vma: VmArea | None = None) -> int:
     """Resolve a fault at ``address`` in ``vma``.  Caller has checked access
-    rights against vma->vm_flags and holds what keeps the VMA alive."""
+    rights against vma->vm_flags and holds what keeps the VMA alive — or,
+    with FAULT_FLAG_SPECULATIVE, passes a private copy of the VMA, the
+    ``mm_lock_seq`` snapshot ``seq`` and the VMA it copied."""
     mm = vma.vm_mm
     mm.kernel.count("pgfault")
     vmf = Vmf(vma, address, flags)
+    if flags & FAULT_FLAG_SPECULATIVE:
+        vmf.seq = seq
+        vmf.orig_vma = orig_vma
+        ret = await spf_handle_mm_fault(vmf)
+        if ret & VM_FAULT_RETRY and vmf.committed:
+            raise ModelBug(f"aborted speculative fault at {address:#x} left a visible effect")
+        return ret
     table: PageTable = mm.pgd
     for level in (4, 3):
         idx = (vmf.address >> LEVEL_SHIFT[level]) & 511
@@ -163,22 +271,50 @@ async def handle_mm_fault(vma: VmArea, address: int, flags: int) -> int:
         table = nxt
     vmf.pmd = table
     vmf.pmd_idx = (vmf.address >> 21) & 511
+    pt = await load_item(table, table.entries, vmf.pmd_idx)
+    vmf.orig_pmd = pt
+    vmf.orig_pte = 0 if pt is None else await load_item(pt, pt.entries, vmf.pte_idx)
+    return await handle_pte_fault(vmf)
+
+
+async def spf_handle_mm_fault(vmf: Vmf) -> int:
+    """The speculative walk: no table is allocated (a missing level
+    aborts), and the walk is protected against table freeing."""
+    mm = vmf.mm
+    await spf_walk_begin(mm)
+    table: PageTable = mm.pgd
+    for level in (4, 3):
+        nxt = await load_item(table, table.entries, (vmf.address >> LEVEL_SHIFT[level]) & 511)
+        if nxt is None:
+            await spf_walk_end(mm)
+            return spf_fail(vmf, "SPF_ABORT_PUD")
+        table = nxt
+    vmf.pmd = table
+    vmf.pmd_idx = (vmf.address >> 21) & 511
+    pt = await load_item(table, table.entries, vmf.pmd_idx)
+    if pt is None:
+        await spf_walk_end(mm)
+        return spf_fail(vmf, "SPF_ABORT_PMD")
+    vmf.orig_pmd = pt
+    vmf.orig_pte = await load_item(pt, pt.entries, vmf.pte_idx)
+    await spf_walk_end(mm)
     return await handle_pte_fault(vmf)
 
 
 async def handle_pte_fault(vmf: Vmf) -> int:
-    assert vmf.pmd is not None
-    pt = await load_item(vmf.pmd, vmf.pmd.entries, vmf.pmd_idx)
-    vmf.orig_pmd = pt
-    vmf.orig_pte = 0 if pt is None else await load_item(pt, pt.entries, vmf.pte_idx)
+    """Dispatch on the PTE read by the walk (``vmf.orig_pte``)."""
     vma = vmf.vma
     if pte_none(vmf.orig_pte):
         if vma.vm_file is None:
             return await do_anonymous_page(vmf)
+        if vmf.flags & FAULT_FLAG_SPECULATIVE:
+            return spf_fail(vmf, "SPF_ABORT_NO_SPECULATE")
         return await do_fault(vmf)
     assert pte_present(vmf.orig_pte), "handle_pte_fault: swap entries are not modelled"
+    if vmf.flags & FAULT_FLAG_SPECULATIVE:
+        vmf.mm.kernel.count("SPF_ATTEMPT_PTE")
     if await pte_map_lock(vmf) is False:
-        return _retry()
+        return VM_FAULT_RETRY
     entry = await ptep_get(vmf)
     if entry != vmf.orig_pte:
         await pte_unmap_unlock(vmf)
@@ -195,7 +331,6 @@ async def handle_pte_fault(vmf: Vmf) -> int:
 
 
 def _retry() -> int:
-    from specfault.mm.fault_flags import VM_FAULT_RETRY
     return VM_FAULT_RETRY
 
 
@@ -235,24 +370,35 @@ async def do_anonymous_page(vmf: Vmf) -> int:
     5. unlock the page table.
     """
     vma, mm = vmf.vma, vmf.mm
+    spec = vmf.flags & FAULT_FLAG_SPECULATIVE
+    if spec:
+        mm.kernel.count("SPF_ATTEMPT_ANON")
     if vma.vm_flags & VM_SHARED:
         return VM_FAULT_SIGBUS
     if vmf.orig_pmd is None and not await pte_alloc(vmf):
         return VM_FAULT_OOM
+    # knob no_pte_none_recheck: install without re-checking under the PTL
+    # that no racing fault installed a page first
+    recheck = not mm.config.knob("no_pte_none_recheck", False)
     if not vmf.flags & FAULT_FLAG_WRITE:
         zero = mm.kernel.mem.zero_page
         entry = pte_mkspecial(mk_pte(zero.pfn, vma.vm_page_prot))
         if await pte_map_lock(vmf) is False:
             return _retry()
-        if not pte_none(await ptep_get(vmf)):
+        if recheck and not pte_none(await ptep_get(vmf)):
             await pte_unmap_unlock(vmf)
             return 0
         await set_pte_at(vmf, entry)
         await pte_unmap_unlock(vmf)
         mm.kernel.count("zero_page_fault")
         return 0
-    if vma.anon_vma is None and not await anon_vma_prepare(vma):
-        return VM_FAULT_OOM
+    if vma.anon_vma is None:
+        if spec:
+            return spf_fail(vmf, "SPF_ABORT_ANON_VMA")
+        if vmf.flags & FAULT_FLAG_VMA_LOCK:
+            return VM_FAULT_RETRY     # vmf_anon_prepare(): not under the VMA lock
+        if not await anon_vma_prepare(vma):
+            return VM_FAULT_OOM
     page = await alloc_page(mm.kernel.mem)
     if page is None:
         mm.kernel.count("oom")
@@ -264,10 +410,12 @@ async def do_anonymous_page(vmf: Vmf) -> int:
     if await pte_map_lock(vmf) is False:
         await put_page(mm.kernel.mem, page)
         return _retry()
-    if not pte_none(await ptep_get(vmf)):
+    if recheck and not pte_none(await ptep_get(vmf)):
         await pte_unmap_unlock(vmf)
         await put_page(mm.kernel.mem, page)
         return 0
+    if not recheck and not pte_none(await ptep_get(vmf)):
+        _lost_race_overwrite(vmf)
     page_add_new_anon_rmap(page, vma, vmf.address)
     mm.rss["anon"] += 1
     await set_pte_at(vmf, entry)
@@ -289,6 +437,8 @@ async def do_wp_page(vmf: Vmf) -> int:
     """Write to a present, write-protected PTE.  Entered with the PTL held
     (by handle_pte_fault); returns with it released."""
     vma, mm = vmf.vma, vmf.mm
+    if vmf.flags & FAULT_FLAG_SPECULATIVE:
+        mm.kernel.count("SPF_ATTEMPT_WP")
     page = vm_normal_page(mm, vmf.orig_pte)
     if vma.vm_flags & VM_SHARED:
         return await wp_page_shared(vmf, page)
@@ -303,8 +453,11 @@ async def do_wp_page(vmf: Vmf) -> int:
             await set_pte_at(vmf, entry)        # wp_page_reuse()
             await pte_unmap_unlock(vmf)
             return 0
-    if page is not None:
+    # knob no_page_ref_in_wp_copy: copy from the old page without holding a
+    # reference — a racing unmap may free it while we copy
+    if page is not None and not mm.config.knob("no_page_ref_in_wp_copy", False):
         await GetPage(page)
+        vmf.cow_page = page          # the reference to drop when done
     await pte_unmap_unlock(vmf)
     vmf.page = page
     mm.kernel.count("cow_fault")
@@ -327,8 +480,13 @@ async def wp_page_copy(vmf: Vmf) -> int:
     vma, mm = vmf.vma, vmf.mm
     mem = mm.kernel.mem
     old = vmf.page
-    if not await anon_vma_prepare(vma):
-        return await _wp_copy_fail(vmf, VM_FAULT_OOM)
+    if vma.anon_vma is None:
+        if vmf.flags & FAULT_FLAG_SPECULATIVE:
+            return await _wp_copy_fail(vmf, spf_fail(vmf, "SPF_ABORT_ANON_VMA"))
+        if vmf.flags & FAULT_FLAG_VMA_LOCK:
+            return await _wp_copy_fail(vmf, VM_FAULT_RETRY)
+        if not await anon_vma_prepare(vma):
+            return await _wp_copy_fail(vmf, VM_FAULT_OOM)
     new = await alloc_page(mem)
     if new is None:
         mm.kernel.count("oom")
@@ -341,7 +499,9 @@ async def wp_page_copy(vmf: Vmf) -> int:
     if await pte_map_lock(vmf) is False:
         await put_page(mem, new)
         return await _wp_copy_fail(vmf, _retry())
-    if await ptep_get(vmf) == vmf.orig_pte:
+    # knob no_pte_same_recheck_wp: replace the PTE without checking that
+    # it still maps the page we copied
+    if mm.config.knob("no_pte_same_recheck_wp", False) or await ptep_get(vmf) == vmf.orig_pte:
         entry = pte_mkdirty(mk_pte(new.pfn, vma.vm_page_prot))
         if vma.vm_flags & VM_WRITE:
             entry = pte_mkwrite(entry)
@@ -363,15 +523,21 @@ async def wp_page_copy(vmf: Vmf) -> int:
     await pte_unmap_unlock(vmf)
     if unused is not None:
         await put_page(mem, unused)
-    if old is not None:
-        await put_page(mem, old)
+    if vmf.cow_page is not None:
+        await put_page(mem, vmf.cow_page)       # the reference do_wp_page took
     return 0
 
 
 async def _wp_copy_fail(vmf: Vmf, ret: int) -> int:
-    if vmf.page is not None:
-        await put_page(vmf.mm.kernel.mem, vmf.page)
+    if vmf.cow_page is not None:
+        await put_page(vmf.mm.kernel.mem, vmf.cow_page)
     return ret
+
+
+def _lost_race_overwrite(vmf: Vmf) -> None:
+    """The no_pte_none_recheck mutant overwrites a PTE a racing fault set:
+    the page it mapped keeps its mapcount and reference — leaked."""
+    vmf.mm.kernel.count("pte_overwritten")
 
 
 async def wp_page_shared(vmf: Vmf, page: Page | None) -> int:
