@@ -83,8 +83,9 @@ DIVERGENCES = {
     "diverge-mremap-overlap-einval-first": (
         "mremap MAYMOVE|FIXED with overlapping old and new ranges is EINVAL before the source is looked up",
         prog(op("mremap", page=0, npages=3, new_npages=1, flags=MMF, new_page=2))),
-    "diverge-mremap-fixed-efault-unmaps-target": (
-        "mremap MREMAP_FIXED unmaps the target range before it finds the source invalid (EFAULT)",
+    "diverge-mremap-fixed-efault-keeps-target": (
+        "mremap MREMAP_FIXED with an invalid source (EFAULT) must leave the target range mapped: Linux "
+        "validates the source before unmapping the target; the model unmaps the target first",
         prog(mmap(40, 4), mmap(32, 1), op("mremap", page=43, npages=2, new_npages=4, flags=MMF, new_page=29))),
     "diverge-mremap-move-multiple-vmas": (
         "Linux 6.17+: mremap MAYMOVE|FIXED with old_len == new_len may move several VMAs at once",
@@ -97,6 +98,10 @@ DIVERGENCES = {
         "mremap with old_len 0 (duplicate) of a private mapping is EINVAL and must leave no new mapping",
         prog(mmap(58, 1, ["PROT_NONE"], ["MAP_PRIVATE", "MAP_ANONYMOUS", "MAP_FIXED"]),
              op("mremap", page=58, npages=0, new_npages=1, flags=MMF, new_page=45))),
+    "diverge-mremap-zero-old-len-shared-duplicates": (
+        "mremap with old_len 0 of a shared mapping duplicates it (MAYMOVE|FIXED to the target)",
+        prog(mmap(62, 1, ["PROT_NONE"], ["MAP_SHARED", "MAP_ANONYMOUS", "MAP_FIXED"]),
+             op("mremap", page=62, npages=0, new_npages=1, flags=MMF, new_page=40))),
 }
 
 
