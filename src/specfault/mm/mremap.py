@@ -111,6 +111,12 @@ def vma_expandable(mm: Any, vma: VmArea, delta: int) -> bool:
 
 async def mremap_to(mm: Any, addr: int, old_len: int, new_len: int, flags: int,
                     new_addr: int) -> int:
+    """mremap_to(): move to ``new_addr`` (MREMAP_FIXED) or to a fresh place
+    (MREMAP_DONTUNMAP).  As on Linux 6.18, every check that can fail is made
+    before the destination or the old tail is unmapped, so a failing call
+    changes nothing; and a pure move (MREMAP_FIXED, old_len == new_len, no
+    DONTUNMAP) may span several VMAs and the gaps between them
+    (remap_move(), Linux 6.17+)."""
     if flags & MREMAP_FIXED:
         if new_addr & ~PAGE_MASK:
             return -errno.EINVAL
@@ -118,9 +124,23 @@ async def mremap_to(mm: Any, addr: int, old_len: int, new_len: int, flags: int,
             return -errno.EINVAL
         if addr + old_len > new_addr and new_addr + new_len > addr:
             return -errno.EINVAL
+    vma = mm.vma_lookup(addr)
+    assert vma is not None, "mremap_to: caller looked the VMA up"
+    multi = flags & MREMAP_FIXED and not flags & MREMAP_DONTUNMAP and old_len == new_len \
+        and old_len > vma.vm_end - addr
+    if not multi:
+        # remap_is_valid() on what will be moved: the part that survives a shrink
+        got = vma_to_resize(mm, addr, min(old_len, new_len), new_len)
+        if isinstance(got, int):
+            return got
+        if flags & MREMAP_DONTUNMAP and vma.vm_flags & (VM_DONTEXPAND | VM_PFNMAP):
+            return -errno.EINVAL
+    if flags & MREMAP_FIXED:
         ret = await do_vmi_munmap(mm, new_addr, new_len)
         if ret:
             return ret
+    if multi:
+        return await remap_move(mm, addr, old_len, new_addr)
     if old_len > new_len:
         ret = await do_vmi_munmap(mm, addr + new_len, old_len - new_len)
         if ret:
@@ -130,8 +150,6 @@ async def mremap_to(mm: Any, addr: int, old_len: int, new_len: int, flags: int,
     if isinstance(got, int):
         return got
     vma = got
-    if flags & MREMAP_DONTUNMAP and vma.vm_flags & (VM_DONTEXPAND | VM_PFNMAP):
-        return -errno.EINVAL
     map_flags = MAP_FIXED if flags & MREMAP_FIXED else 0
     if vma.vm_flags & VM_MAYSHARE:
         map_flags |= MAP_SHARED
@@ -140,6 +158,21 @@ async def mremap_to(mm: Any, addr: int, old_len: int, new_len: int, flags: int,
     if target < 0:
         return target
     return await move_vma(mm, vma, addr, old_len, new_len, target, flags)
+
+
+async def remap_move(mm: Any, addr: int, length: int, new_addr: int) -> int:
+    """remap_move(): move every VMA part in [addr, addr+length) to the same
+    offset from ``new_addr``; gaps stay gaps.  The destination is unmapped."""
+    parts = [(max(v.vm_start, addr), min(v.vm_end, addr + length))
+             for v in mm.vmas(addr) if v.vm_start < addr + length]
+    for start, end in parts:
+        vma = mm.vma_lookup(start)
+        assert vma is not None, "remap_move: a VMA part vanished"
+        ret = await move_vma(mm, vma, start, end - start, end - start,
+                             new_addr + (start - addr), MREMAP_FIXED)
+        if ret < 0:
+            return ret
+    return new_addr
 
 
 async def copy_vma(mm: Any, vma: VmArea, addr: int, length: int, pgoff: int) -> VmArea:
