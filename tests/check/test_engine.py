@@ -168,3 +168,24 @@ def test_rcu_callbacks_are_a_schedulable_choice() -> None:
         dfs.done_with(ex)
         positions.add(tuple(i for i, (a, _) in enumerate(ex.trace) if a == ex.rcu_actor))
     assert len(positions) > 2
+
+
+def test_fairness_a_yielding_spinner_lets_the_other_task_run() -> None:
+    def setup(env: Any) -> Shared:
+        return Shared(flag=0, seen=0)
+
+    async def spin(st: Shared) -> None:
+        while not await Load(st, "flag"):
+            await Yield()
+        await Store(st, "seen", 1)
+
+    async def setter(st: Shared) -> None:
+        await Work("x")
+        await Store(st, "flag", 1)
+
+    sc = Scenario("fair", setup, [Thread("spinner", spin), Thread("setter", setter)],
+                  check=lambda st: st.seen == 1, rcu=False)
+    res = explore(sc, max_preemptions=2, step_limit=200)
+    assert res.ok and res.exhausted, res.report
+    res = explore(sc, strategy="random", max_schedules=300, step_limit=200)
+    assert res.ok, res.report

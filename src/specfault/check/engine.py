@@ -15,6 +15,13 @@ State changes happen in :meth:`Execution.run` only; a strategy sees the
 execution (tasks, their pending ops, the step count) and returns a choice.
 Everything is deterministic: no hash-ordered iteration, no clocks.
 
+Fairness (Musuvathi & Qadeer, "Fair Stateless Model Checking", PLDI 2008,
+simplified): a task whose last step was a ``Yield`` (``cond_resched``,
+``cpu_relax`` in a retry loop) cannot run again until another actor has
+taken a step, if any other can.  Spin-and-retry loops therefore terminate
+in every schedule where the awaited task can progress, instead of showing
+up as false livelocks.  Retry loops in model code must ``await Yield()``.
+
 Failures (:class:`Failure`) are the first of: a ``ModelBug`` raised by an op
 (``UseAfterFree``, lockdep, ...), an exception escaping a task, a task that
 finishes holding a lock, a per-step invariant, deadlock (nobody runnable but
@@ -28,7 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from specfault.check.scenario import Env, Scenario
-from specfault.runtime import STATE, ModelBug, Op, Task, UseAfterFree
+from specfault.runtime import STATE, ModelBug, Op, Task, UseAfterFree, Yield
 from specfault.runtime.site import task_site
 from specfault.sync.lockdep import LOCKDEP, LockdepBug, check_exit
 
@@ -108,6 +115,7 @@ class Execution:
         self.preemptions = 0
         self.preempted_at: list[int] = []
         self.prev = -1
+        self.yielded = -1        # the actor whose last step was a Yield
         self.failure: Failure | None = None
         self.pruned = False      # abandoned by the strategy (sleep-set blocked)
         self.finished = False    # ran to completion (or failed)
@@ -171,6 +179,9 @@ class Execution:
         rcu = self.rcu
         if rcu is not None and rcu.callbacks and rcu.ready():
             enabled.append(self.rcu_actor)
+        y = self.yielded
+        if y >= 0 and len(enabled) > 1 and y in enabled:
+            enabled.remove(y)   # fairness: a task that yielded waits for someone else's step
         return enabled
 
     def run(self, choose: Chooser) -> Execution:
@@ -211,6 +222,7 @@ class Execution:
                 self.prev = c
                 choices.append(c)
                 if c == self.rcu_actor:
+                    self.yielded = -1
                     st.task = None
                     what = self.rcu.process_one()  # type: ignore[union-attr]
                     trace.append((c, _RcuOp(what)))
@@ -232,6 +244,7 @@ class Execution:
                         self.steps += 1
                         self._fail(kind, msg, c, site)
                         return self
+                    self.yielded = c if type(op) is Yield else -1
                     t.advance(result)
                     if t.done and self._task_finished(t):
                         self.steps += 1

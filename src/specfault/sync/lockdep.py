@@ -48,6 +48,15 @@ class HeldAtExit(LockdepBug):
     pass
 
 
+def default_class(name: str) -> str:
+    """The lockdep class of a lock named ``name``: the name up to the first
+    ``#`` or ``@`` (``"ptl@0x7f0000"`` and ``"ptl@0x7f2000"`` are one class,
+    as every PTL is one class in Linux)."""
+    for sep in ("#", "@"):
+        name = name.split(sep, 1)[0]
+    return name
+
+
 def lock_class(lock: Any) -> str:
     cls = getattr(lock, "lock_class", None)
     return str(cls) if cls is not None else str(getattr(lock, "name", type(lock).__name__))

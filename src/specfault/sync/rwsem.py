@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from specfault.runtime import STATE, Op
-from specfault.sync.lockdep import LOCKDEP, BadUnlock, might_sleep
+from specfault.sync.lockdep import LOCKDEP, BadUnlock, default_class, might_sleep
 
 
 class _Waiter:
@@ -205,7 +205,7 @@ class RwSemaphore:
 
     def __init__(self, name: str, lock_class: str | None = None) -> None:
         self.name = name
-        self.lock_class = lock_class if lock_class is not None else name
+        self.lock_class = lock_class if lock_class is not None else default_class(name)
         self.readers = 0
         self.writer: Any = None
         self.waiters: list[_Waiter] = []

@@ -11,7 +11,7 @@ per-call state (the owner is the running task, ``STATE.task``).
 from __future__ import annotations
 
 from specfault.runtime import STATE, ModelBug, Op
-from specfault.sync.lockdep import LOCKDEP, BadUnlock
+from specfault.sync.lockdep import LOCKDEP, BadUnlock, default_class
 
 
 class SpinAcquire(Op):
@@ -90,8 +90,9 @@ class SpinLock:
     """A spinlock.  ``await lock.lock()``, ``await lock.unlock()``,
     ``ok = await lock.trylock()``.
 
-    ``lock_class`` is the lockdep class (default: the name): give every PTL
-    the class ``"ptl"`` so lockdep reasons about the order of kinds of lock.
+    ``lock_class`` is the lockdep class (default: the name up to ``#`` or
+    ``@``, so ``ptl@0x1000`` is of class ``ptl``): lockdep reasons about the
+    order of kinds of lock, as Linux's does.
     """
 
     __slots__ = ("name", "owner", "lock_class", "_acq", "_try", "_rel")
@@ -100,7 +101,7 @@ class SpinLock:
 
     def __init__(self, name: str, lock_class: str | None = None) -> None:
         self.name = name
-        self.lock_class = lock_class if lock_class is not None else name
+        self.lock_class = lock_class if lock_class is not None else default_class(name)
         self.owner: object | None = None  # the task holding it
         self._acq = SpinAcquire(self)
         self._try = SpinTrylock(self)
