@@ -98,8 +98,17 @@ def registered() -> list[str]:
     return sorted(_REGISTRY)
 
 
+#: modules whose import registers scenarios (absent ones are skipped)
+BUILTIN = ("specfault.check.litmus", "specfault.check.scenarios")
+
+
 def _load_builtin() -> None:
-    importlib.import_module("specfault.check.litmus")
+    for name in BUILTIN:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
 
 
 def lookup(name: str) -> Scenario:
