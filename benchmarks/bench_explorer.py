@@ -50,7 +50,7 @@ def main() -> int:
     args = ap.parse_args()
     sc = scenario()
     print(f"python {platform.python_version()} on {platform.machine()}; scenario {sc.name}")
-    runs = [
+    runs: list[tuple[str, dict[str, Any]]] = [
         ("random", {"strategy": "random"}),
         ("pct (d=3)", {"strategy": "pct", "pct_depth": 3}),
         ("dfs (<=2 preemptions)", {"strategy": "dfs", "max_preemptions": 2, "reduction": "none"}),
