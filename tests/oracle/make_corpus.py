@@ -98,6 +98,10 @@ DIVERGENCES = {
         "mremap with old_len 0 (duplicate) of a private mapping is EINVAL and must leave no new mapping",
         prog(mmap(58, 1, ["PROT_NONE"], ["MAP_PRIVATE", "MAP_ANONYMOUS", "MAP_FIXED"]),
              op("mremap", page=58, npages=0, new_npages=1, flags=MMF, new_page=45))),
+    "diverge-mremap-dontunmap-across-gap": (
+        "Linux 6.17+: the multi-VMA/gap move also applies to MREMAP_DONTUNMAP|FIXED",
+        prog(mmap(30, 2, ["PROT_READ", "PROT_EXEC"]),
+             op("mremap", page=31, npages=3, new_npages=3, flags=MMF + ["MREMAP_DONTUNMAP"], new_page=2))),
     "diverge-mremap-zero-old-len-shared-duplicates": (
         "mremap with old_len 0 of a shared mapping duplicates it (MAYMOVE|FIXED to the target)",
         prog(mmap(62, 1, ["PROT_NONE"], ["MAP_SHARED", "MAP_ANONYMOUS", "MAP_FIXED"]),

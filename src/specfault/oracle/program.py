@@ -224,7 +224,8 @@ class Program:
         if op == "touch":
             if s["kind"] not in TOUCH_KINDS:
                 raise ProgramError(f"{where}: touch kind must be one of {TOUCH_KINDS}")
-            _int(s.get("off", 0), f"{where}: off", 0, PAGE_SIZE - 1)
+            # an exec touch runs one instruction (<= 4 bytes in the alphabet): keep it in the page
+            _int(s.get("off", 0), f"{where}: off", 0, PAGE_SIZE - 16 if s["kind"] == "exec" else PAGE_SIZE - 1)
             _int(s.get("len", 8), f"{where}: len", 1, PAGE_SIZE - s.get("off", 0))
             _val(s.get("val", ALPHABET[0]), where)
         if op in ("pread", "pwrite"):
