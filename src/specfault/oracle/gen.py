@@ -244,7 +244,7 @@ class Generator:
         kind = c.weighted([(5, "read"), (5, "write"), (1, "exec")])
         step: dict[str, Any] = {"op": "touch", "proc": p, "page": page, "kind": kind}
         if c.chance(0.3):
-            step["off"] = c.choice([1, 8, 100, PAGE_SIZE - 8])
+            step["off"] = c.choice([1, 8, 100] if kind == "exec" else [1, 8, 100, PAGE_SIZE - 8])
         if kind == "write":
             step["val"] = self.val()
         self.emit(step)
