@@ -88,8 +88,6 @@ async def copy_page_range(dst_vma: VmArea, src_vma: VmArea) -> None:
     for spt in list(iter_pte_tables(src_mm.pgd, src_vma.vm_start, src_vma.vm_end)):
         lo = max(src_vma.vm_start, spt.base)
         hi = min(src_vma.vm_end, spt.base + (1 << 21))
-        if not spt.nr:
-            continue
         dpt = await _pte_table(dst_mm, lo)
         await dpt.ptl.lock()
         await spt.ptl.lock()

@@ -38,10 +38,11 @@ class Kernel:
         # interrupts-off section does not hold off an RCU grace period
         self.rcu = Rcu(irqs_off_is_reader=bool(config.knob("rcu_irqs_off_is_reader", True)))
         self.fs = Filesystem(self)
-        self.cpus = [Cpu(i) for i in range(config.nr_cpus)]
+        self.cpus = [Cpu(i, self.rcu) for i in range(config.nr_cpus)]
         self.pids = itertools.count(1)
         self.tids = itertools.count(1)
         self.mms: list[Any] = []   # live mms, for invariant checks
+        self.vma_freelist: list[Any] = []   # recycled VMAs (knob vma_typesafe_rcu)
 
     def count(self, event: str, n: int = 1) -> None:
         self.vmstat[event] = self.vmstat.get(event, 0) + n

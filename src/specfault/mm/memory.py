@@ -51,7 +51,7 @@ from specfault.mm.pgtable import (
 )
 from specfault.mm.tlb import flush_tlb_range
 from specfault.mm.vma import VM_SHARED, VM_WRITE, AnonVma, VmArea, reusable_anon_vma
-from specfault.runtime import ModelBug, load_item, store_item, work
+from specfault.runtime import ModelBug, Op, load_item, store_item, work
 from specfault.sync.cpu import local_irq_disable, local_irq_enable
 from specfault.sync.seqcount import mmap_lock_speculate_retry
 
@@ -136,9 +136,33 @@ async def spf_seq_changed(mm: Any, seq: int, orig: Any, copy: Any) -> bool:
     Knob vma_recheck_not_mm_seq (a mutant) instead compares the live VMA
     with the copy — unsafe: the COW ABA interleaving restores the VMA."""
     if mm.config.knob("vma_recheck_not_mm_seq", False):
-        from specfault.mm.fault import VmaChanged
         return bool(await VmaChanged(orig, copy))
     return bool(await mmap_lock_speculate_retry(mm, seq))
+
+
+class VmaChanged(Op):
+    """The mutant's per-VMA re-check: do the live VMA's fields differ from
+    the speculative copy (or is it gone)?"""
+
+    __slots__ = ("vma", "copy")
+    kind = "vma_recheck"
+
+    def __init__(self, vma: Any, copy: Any) -> None:
+        self.vma = vma
+        self.copy = copy
+
+    def perform(self) -> bool:
+        v, c = self.vma, self.copy
+        if v is None or v.freed_at is not None or v.detached:
+            return True
+        return (v.vm_start, v.vm_end, v.vm_flags, v.vm_pgoff, v.anon_vma) != \
+            (c.vm_start, c.vm_end, c.vm_flags, c.vm_pgoff, c.anon_vma)
+
+    def footprint(self) -> tuple[tuple[object, str, str], ...]:
+        return ((self.vma, "fields", "r"),)
+
+    def describe(self) -> str:
+        return f"recheck {self.vma.label() if self.vma is not None else 'vma'}"
 
 
 def spf_walk_mode(mm: Any) -> str:

@@ -252,7 +252,7 @@ async def mmap_region(mm: Any, file: Any, addr: int, length: int, vm_flags: int,
             merged.vm_flags |= VM_SOFTDIRTY
             mm.total_vm += length >> 12
             return addr
-    vma = VmArea(mm, addr, end, vm_flags | VM_SOFTDIRTY, pgoff, file)
+    vma = VmArea.alloc(mm, addr, end, vm_flags | VM_SOFTDIRTY, pgoff, file)
     await vma_link(mm, vma)
     mm.total_vm += length >> 12
     return addr
@@ -348,7 +348,7 @@ async def _do_brk(mm: Any, brk: int) -> int:
         merged = await vma_merge_new_range(mm, prev, nxt, oldbrk, newbrk, flags, None,
                                            oldbrk >> 12)
         if merged is None:
-            vma = VmArea(mm, oldbrk, newbrk, flags | VM_SOFTDIRTY, oldbrk >> 12)
+            vma = VmArea.alloc(mm, oldbrk, newbrk, flags | VM_SOFTDIRTY, oldbrk >> 12)
             await vma_link(mm, vma)
     mm.total_vm += length >> 12
     mm.brk = brk

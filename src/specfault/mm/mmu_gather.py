@@ -99,9 +99,7 @@ async def zap_pte_range(tlb: MmuGather, vma: Any, pt: PageTable, start: int, end
     mem = mm.kernel.mem
     lo = (start - pt.base) >> 12
     hi = (end - pt.base) >> 12
-    if pt.nr == 0:
-        return
-    await pt.ptl.lock()
+    await pt.ptl.lock()        # always: ``nr`` is PTL-protected too
     for i in range(lo, hi):
         pte = await LoadItem(pt, pt.entries, i)
         if pte == 0:

@@ -56,8 +56,6 @@ async def change_protection(mm: Any, vma: VmArea, start: int, end: int) -> None:
     for pt in list(iter_pte_tables(mm.pgd, start, end)):
         lo = max(start, pt.base)
         hi = min(end, pt.base + (1 << 21))
-        if not pt.nr:
-            continue
         await pt.ptl.lock()
         for i in range((lo - pt.base) >> 12, (hi - pt.base) >> 12):
             pte = await LoadItem(pt, pt.entries, i)
@@ -89,7 +87,10 @@ async def mprotect_fixup(mm: Any, tlb: MmuGather, vma: VmArea, prev: VmArea | No
     got = await vma_modify(mm, prev, vma, start, end, newflags)
     if isinstance(got, int):
         return got, vma
-    await vma_start_write(got)
+    # knob pervma_mprotect_no_vma_lock: change vm_flags under a VMA-locked
+    # fault's feet — it maps the page with the permissions it read before
+    if not mm.config.knob("pervma_mprotect_no_vma_lock", False):
+        await vma_start_write(got)
     got.set_flags(newflags)
     await change_protection(mm, got, start, end)
     return 0, got

@@ -96,10 +96,24 @@ class VmArea(KObject):
         self.vm_lock_seq = -1
         self.vm_refcnt = 0
 
+    @classmethod
+    def alloc(cls, mm: Any, start: int, end: int, flags: int, pgoff: int,
+              file: Any = None) -> VmArea:
+        """vm_area_alloc().  With knob vma_typesafe_rcu (vm_area_cachep is
+        SLAB_TYPESAFE_BY_RCU in Linux 6.15+), a freed VMA object is reused
+        at once — a lockless reader holding a pointer may find it
+        describing another mapping, even of another mm."""
+        free = mm.kernel.vma_freelist
+        if free:
+            vma = free.pop()
+            vma.__init__(mm, start, end, flags, pgoff, file)  # type: ignore[misc]
+            return vma
+        return cls(mm, start, end, flags, pgoff, file)
+
     def dup(self) -> VmArea:
         """vm_area_dup(): a copy sharing file and anon_vma chain entries."""
-        new = VmArea(self.vm_mm, self.vm_start, self.vm_end, self.vm_flags, self.vm_pgoff,
-                     self.vm_file)
+        new = VmArea.alloc(self.vm_mm, self.vm_start, self.vm_end, self.vm_flags, self.vm_pgoff,
+                           self.vm_file)
         new.vm_page_prot = self.vm_page_prot
         if self.vm_file is not None:
             self.vm_file.f_count += 1                       # get_file()

@@ -61,6 +61,11 @@ async def vm_area_free(mm: Any, vma: VmArea) -> None:
     """remove_vma(): the VMA is out of the tree; free it (through RCU)."""
     if vma.vm_file is not None:
         mm.kernel.fs.fput(vma.vm_file)
+    if mm.config.knob("vma_typesafe_rcu", False):
+        # SLAB_TYPESAFE_BY_RCU: the object stays a VMA and may be reused at
+        # once (readers must re-check what they locked)
+        mm.kernel.vma_freelist.append(vma)
+        return
     await retire(mm, [vma], f"vma {vma.vm_start:#x}-{vma.vm_end:#x}")
 
 

@@ -1,0 +1,91 @@
+"""Mutants: named knob settings that take one design decision away.
+
+Each reproduces a pitfall the seed warns about or a bug that shipped (or
+was found in review) in Linux.  ``specfault check --list-mutants`` prints
+them; ``specfault check --mutants`` runs the portfolio on each and prints
+the kill table.  ``protocol`` is the fault protocol the decision belongs
+to; ``scenarios`` are where the default portfolio hunts for it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    protocol: str
+    breaks: str
+    knobs: dict[str, Any] = field(default_factory=dict)
+    scenarios: tuple[str, ...] = ()
+
+
+MUTANTS: dict[str, Mutant] = {m.name: m for m in [
+    Mutant("no_seq2_check", "speculative",
+           "pte_map_lock skips the sequence check after taking the PTL: a writer "
+           "that ran between SEQ1 and the trylock goes unseen",
+           {"no_seq2_check": True}, ("fault-vs-munmap", "fault-vs-mprotect", "fault-vs-mmap-fixed")),
+    Mutant("no_seq_check_after_lookup", "speculative",
+           "the VMA copy is not validated: a copy torn by a concurrent writer "
+           "(or of a VMA already unmapped) is trusted until the commit",
+           {"no_seq_check_after_lookup": True, "no_seq2_check": True},
+           ("fault-vs-mprotect", "fault-vs-munmap")),
+    Mutant("no_seq_bump_on_write_lock", "speculative",
+           "mmap_write_lock() does not bump mm_lock_seq: speculative faults "
+           "never see a writer at all",
+           {"no_seq_bump_on_write_lock": True}, ("fault-vs-munmap", "fault-vs-mprotect")),
+    Mutant("speculate_while_odd", "speculative",
+           "speculation starts while a writer holds mmap_lock (odd count) and "
+           "compares against that odd value: a writer already inside is missed",
+           {"speculate_while_odd": True}, ("fault-vs-mprotect", "fault-vs-munmap")),
+    Mutant("vma_free_immediate", "speculative",
+           "VMAs (and tree nodes) are freed at once, not after an RCU grace "
+           "period: a lockless lookup reads freed memory",
+           {"vma_free": "immediate"}, ("fault-vs-munmap", "fault-vs-mmap-fixed")),
+    Mutant("pgtable_free_immediate", "speculative",
+           "page tables are freed at once at munmap: the speculative walk reads "
+           "a freed table",
+           {"page_table_free": "immediate"}, ("fault-vs-munmap",)),
+    Mutant("irq_off_walk_with_rcu_table_free", "speculative",
+           "the speculative walk only disables interrupts while tables are "
+           "freed through RCU, whose grace periods do not wait for "
+           "interrupts-off CPUs (Andy Lutomirski)",
+           {"spf_walk": "irq", "rcu_irqs_off_is_reader": False}, ("fault-vs-munmap",)),
+    Mutant("no_pte_none_recheck", "speculative",
+           "do_anonymous_page installs its page without re-checking under the "
+           "PTL that the PTE is still none: a racing fault's page is leaked",
+           {"no_pte_none_recheck": True}, ("two-faults-same-page", "two-reads-then-write")),
+    Mutant("no_pte_same_recheck_wp", "speculative",
+           "wp_page_copy replaces the PTE without checking it still maps the "
+           "page it copied",
+           {"no_pte_same_recheck_wp": True}, ("two-cow-faults",)),
+    Mutant("no_page_ref_in_wp_copy", "speculative",
+           "wp_page_copy copies the old page without holding a reference: an "
+           "unmap frees it mid-copy",
+           {"no_page_ref_in_wp_copy": True}, ("cow-vs-munmap",)),
+    Mutant("vma_recheck_not_mm_seq", "speculative",
+           "commit re-checks only the VMA, not mm_lock_seq: the COW ABA "
+           "interleaving (mprotect read-only and back) restores the VMA and "
+           "the stale copy is installed (Michel Lespinasse's note)",
+           {"vma_recheck_not_mm_seq": True}, ("cow-aba",)),
+    Mutant("seq_wraparound", "speculative",
+           "mm_lock_seq is 2 bits wide: two writer cycles bring it back to the "
+           "value a preempted reader sampled (why it became 64-bit)",
+           {"mm_lock_seq_bits": 2}, ("fault-vs-munmap-mmap",)),
+    Mutant("pervma_fork_no_vma_lock", "pervma",
+           "fork does not write-lock the parent's VMAs while it write-protects "
+           "their PTEs (Linux 6.4, bugzilla 217624)",
+           {"pervma_fork_no_vma_lock": True}, ("fork-vs-fault-and-tlb", "cow-vs-fork")),
+    Mutant("pervma_no_recheck_after_lock", "pervma",
+           "lock_vma_under_rcu does not re-check the range after locking, with "
+           "VMAs recycled type-safe-by-RCU: it locks a VMA reused for another "
+           "mapping (Jann Horn)",
+           {"pervma_no_recheck_after_lock": True, "vma_typesafe_rcu": True},
+           ("fault-vs-munmap-mmap", "fault-vs-mmap-fixed")),
+    Mutant("pervma_mprotect_no_vma_lock", "pervma",
+           "mprotect changes vm_flags without vma_start_write: a fault under "
+           "the VMA lock maps a page with the old permissions",
+           {"pervma_mprotect_no_vma_lock": True}, ("fault-vs-mprotect",)),
+]}

@@ -1,0 +1,50 @@
+"""Memory-manager race scenarios (``specfault check --list-scenarios``).
+
+Each :class:`~specfault.check.scenarios.base.MmSpec` is instantiated per
+protocol and mutant and registered with the explorer under
+``mm.<name>@<protocol>[+<mutant>]``, so a printed schedule replays by name.
+"""
+
+from __future__ import annotations
+
+from specfault.check.scenario import Scenario, register
+from specfault.check.scenarios.base import MmSpec
+from specfault.check.scenarios.races import SPEC_BY_NAME, SPECS
+from specfault.config import Config
+
+PROTOCOLS = ("classic", "speculative", "pervma")
+
+
+def scenario_name(spec: str, protocol: str, mutant: str | None = None) -> str:
+    return f"mm.{spec}@{protocol}" + (f"+{mutant}" if mutant else "")
+
+
+def build(spec_name: str, protocol: str, mutant: str | None = None) -> Scenario:
+    """The explorer scenario for ``spec_name`` under ``protocol`` (and a
+    mutant's knobs)."""
+    from specfault.check.mutants import MUTANTS
+
+    spec = SPEC_BY_NAME[spec_name]
+    config = Config(fault_protocol=protocol)
+    if mutant is not None:
+        config = config.with_(**MUTANTS[mutant].knobs)
+    scen = spec.build(config)
+    scen.name = scenario_name(spec_name, protocol, mutant)
+    return scen
+
+
+def _register_all() -> None:
+    from specfault.check.mutants import MUTANTS
+
+    for spec in SPECS:
+        for protocol in PROTOCOLS:
+            register(scenario_name(spec.name, protocol),
+                     lambda s=spec.name, p=protocol: build(s, p))
+            for m in MUTANTS:
+                register(scenario_name(spec.name, protocol, m),
+                         lambda s=spec.name, p=protocol, mm=m: build(s, p, mm))
+
+
+_register_all()
+
+__all__ = ["PROTOCOLS", "SPECS", "MmSpec", "build", "scenario_name"]

@@ -1,0 +1,265 @@
+"""Memory-manager scenarios: small concurrent programs on a model machine,
+checked on every execution.
+
+A :class:`MmSpec` names a setup (built sequentially, with the public API)
+and a few threads, each a list of :class:`Step` s — user accesses or
+syscalls — run as the model's async code under the explorer.  Each run is
+checked for:
+
+* the step invariant — every present PTE of the scenario's mms lies in a
+  VMA and is no more permissive than it (a speculative commit after a
+  munmap or mprotect breaks this), and no writable PTE of a private mapping
+  maps a page that is not exclusively ours (broken COW);
+* at the end, with every thread done and RCU drained: ``check_mm`` on the
+  whole machine (refcounts, mapcounts, RSS, tree, tables), no lock held and
+  no RCU section open (the engine's lockdep exit check), and after every
+  process exits, no leaked frame;
+* linearizability: the history of steps (their results, and the final
+  contents of memory) is explained by some order of the steps consistent
+  with real time, replayed on the sequential model (see
+  :mod:`specfault.check.linearizability`).
+
+UseAfterFree, ModelBug and lockdep violations raised by any op are reported
+by the engine itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine, Hashable
+from dataclasses import dataclass, field
+from typing import Any
+
+import specfault as sf
+from specfault.check.invariants import kernel_problems, mm_problems
+from specfault.check.scenario import Env, Scenario, Thread
+from specfault.config import Config
+from specfault.errors import OutOfMemory, SignalError
+from specfault.mm.access import user_access
+from specfault.mm.fault import ACCESS_EXEC, ACCESS_READ, ACCESS_WRITE
+from specfault.mm.pgtable import _PAGE_NX, _PAGE_PRESENT, pte_pfn, pte_special, pte_write, walk
+from specfault.mm.vma import VM_EXEC, VM_READ, VM_SHARED, VM_WRITE
+
+ACCESS = {"read": ACCESS_READ, "write": ACCESS_WRITE, "exec": ACCESS_EXEC}
+
+
+@dataclass(frozen=True)
+class Step:
+    """One operation of a thread: ``run(world, thread_index)`` returns the
+    model coroutine; ``label`` names it in reports."""
+
+    label: str
+    run: Callable[[Any, int], Coroutine[Any, Any, Any]]
+
+
+def access(addr_key: str, kind: str, offset: int = 0, data: bytes = b"") -> Step:
+    """A user access at ``world.addr[addr_key] + offset``: read 8 bytes,
+    write ``data`` (default: the thread's name), or exec."""
+
+    def run(world: Any, t: int) -> Coroutine[Any, Any, Any]:
+        addr = world.addr[addr_key] + offset
+        proc = world.thread_proc[t]
+        if kind == "write":
+            return user_access(proc.mm, addr, ACCESS_WRITE, 0, data or world.stamp(t))
+        return user_access(proc.mm, addr, ACCESS[kind], 8 if kind == "read" else 1)
+
+    return Step(f"{kind} {addr_key}+{offset:#x}", run)
+
+
+def syscall(label: str, fn: Callable[[Any, Any], Coroutine[Any, Any, Any]]) -> Step:
+    """A syscall: ``fn(world, proc)`` returns the model coroutine (its
+    return value is the result; a negative one an errno)."""
+
+    def run(world: Any, t: int) -> Coroutine[Any, Any, Any]:
+        return fn(world, world.thread_proc[t])
+
+    return Step(label, run)
+
+
+@dataclass
+class World:
+    """The machine of one execution and what setup named in it."""
+
+    machine: sf.Machine
+    procs: dict[str, Any]
+    addr: dict[str, int]
+    thread_proc: list[Any] = field(default_factory=list)
+    clock: int = 0
+    history: list[tuple[int, int, int, int, Any]] = field(default_factory=list)
+    region: list[tuple[int, int]] = field(default_factory=list)
+
+    def stamp(self, t: int) -> bytes:
+        return f"T{t}".encode()
+
+    def tick(self) -> int:
+        self.clock += 1
+        return self.clock
+
+
+@dataclass
+class MmSpec:
+    """A scenario family: instantiate with a protocol and a mutant."""
+
+    name: str
+    description: str
+    #: setup(machine) -> (procs by name, addresses by name, region ranges)
+    setup: Callable[[sf.Machine], tuple[dict[str, Any], dict[str, int], list[tuple[int, int]]]]
+    #: per thread: (process name, steps)
+    threads: list[tuple[str, list[Step]]]
+    #: which protocols it applies to (default all)
+    protocols: tuple[str, ...] = ("classic", "speculative", "pervma")
+    #: config changes the scenario itself needs (e.g. recycled VMAs)
+    knobs: dict[str, Any] = field(default_factory=dict)
+    #: number of frames for the machine
+    frames: int = 64
+    #: check linearizability (off for scenarios whose results are
+    #: order-free by construction)
+    linearizable: bool = True
+
+    def build(self, config: Config) -> Scenario:
+        from specfault.check.linearizability import check_linearizable
+
+        spec = self
+        config = config.with_(nr_frames=self.frames, nr_cpus=max(2, len(self.threads)),
+                              **self.knobs)
+
+        def setup(env: Env) -> World:
+            world = make_world(spec, config)
+            env.cpus = world.machine.kernel.cpus
+            env.use_rcu(world.machine.kernel.rcu)
+            return world
+
+        threads = [Thread(f"T{i}:{pname}", _thread_fn(i, steps), cpu=i,
+                          mm=_mm_of(i))
+                   for i, (pname, steps) in enumerate(self.threads)]
+
+        def invariant(world: World) -> str | None:
+            return step_invariant(world)
+
+        def check(world: World) -> str | None:
+            bad = final_check(world)
+            if bad:
+                return bad
+            if spec.linearizable:
+                return check_linearizable(spec, config, world)
+            return None
+
+        return Scenario(name=f"mm.{self.name}", setup=setup, threads=threads, check=check,
+                        invariant=invariant, observe=observe, rcu=True,
+                        description=self.description, tags=("mm",))
+
+
+def make_world(spec: MmSpec, config: Config) -> World:
+    """Build the machine and run the spec's setup sequentially."""
+    machine = sf.Machine(config=config)
+    procs, addr, region = spec.setup(machine)
+    world = World(machine, procs, addr, region=region)
+    for pname, _ in spec.threads:
+        proc = procs[pname]
+        world.thread_proc.append(proc)
+    # every thread is a user of its mm (speculation needs mm_users > 1)
+    for proc in {id(p): p for p in world.thread_proc}.values():
+        users = sum(1 for p in world.thread_proc if p is proc)
+        proc.mm.mm_users = max(proc.mm.mm_users, users)
+    return world
+
+
+def _mm_of(i: int) -> Callable[[World], Any]:
+    return lambda world: world.thread_proc[i].mm
+
+
+def _thread_fn(i: int, steps: list[Step]) -> Callable[[World], Coroutine[Any, Any, Any]]:
+    async def body(world: World) -> None:
+        for k, step in enumerate(steps):
+            start = world.tick()
+            result = await run_step(step, world, i)
+            world.history.append((i, k, start, world.tick(), result))
+
+    return body
+
+
+async def run_step(step: Step, world: Any, t: int) -> Any:
+    """Run one step; its result as a comparable value."""
+    try:
+        ret = await step.run(world, t)
+    except SignalError as exc:
+        return ("signal", type(exc).__name__, exc.si_code)
+    except OutOfMemory:
+        return ("oom",)
+    if isinstance(ret, tuple):           # (ret, populate) from sys_mmap
+        ret = ret[0]
+    if isinstance(ret, int) and ret < 0:
+        return ("errno", -ret)
+    return ret
+
+
+# --------------------------------------------------------------- properties
+def step_invariant(world: World) -> str | None:
+    """Cheap per-step check of the scenario's region (see module doc)."""
+    mem = world.machine.kernel.mem
+    for proc in world.procs.values():
+        mm = proc.mm
+        # a writer inside mmap_lock may be between changing a VMA and
+        # fixing its PTEs (as in Linux); judge the mm when none is inside
+        if mm.dead or mm.mmap_lock.writer is not None or mm.mm_lock_seq & 1:
+            continue
+        for lo, hi in world.region:
+            for addr in range(lo, hi, 4096):
+                found = walk(mm.pgd, addr)
+                if found is None:
+                    continue
+                table, idx = found
+                pte = table.entries[idx]
+                if not pte or not pte & _PAGE_PRESENT:
+                    continue
+                vma = mm.mm_mt.find(addr)
+                if vma is None or vma.vm_start > addr:
+                    return f"{mm.label()}: PTE {pte:#x} at {addr:#x} maps memory outside any VMA"
+                flags = vma.vm_flags
+                if pte_write(pte) and not flags & VM_WRITE:
+                    return f"{mm.label()}: writable PTE at {addr:#x} in read-only {vma.label()}"
+                if not flags & (VM_READ | VM_WRITE | VM_EXEC):
+                    return f"{mm.label()}: accessible PTE at {addr:#x} in PROT_NONE {vma.label()}"
+                if not pte & _PAGE_NX and not flags & VM_EXEC:
+                    return f"{mm.label()}: executable PTE at {addr:#x} in {vma.label()}"
+                if pte_write(pte) and not flags & VM_SHARED and not pte_special(pte):
+                    page = mem.pages.get(pte_pfn(pte))
+                    if page is None:
+                        return f"{mm.label()}: PTE at {addr:#x} maps a freed frame"
+                    if not page.anon_exclusive:
+                        return (f"{mm.label()}: writable PTE at {addr:#x} maps a shared page "
+                                f"{page!r}: a write would reach another mm (COW broken)")
+    return None
+
+
+def final_check(world: World) -> str | None:
+    kernel = world.machine.kernel
+    problems = kernel_problems(kernel)
+    for mm in kernel.mms:
+        problems += mm_problems(mm)
+    if problems:
+        return "check_mm: " + "; ".join(problems[:4])
+    return None
+
+
+def final_observation(world: World) -> tuple[Any, ...]:
+    """What user space can see at the end: each process's maps and the
+    first bytes of every page of the region (or the signal reading it)."""
+    out: list[Any] = []
+    for name in sorted(world.procs):
+        proc = world.procs[name]
+        if proc.mm.dead:
+            out.append((name, "exited"))
+            continue
+        pages = []
+        for lo, hi in world.region:
+            for addr in range(lo, hi, 4096):
+                try:
+                    pages.append(proc.read(addr, 8))
+                except SignalError as exc:
+                    pages.append((type(exc).__name__, exc.si_code))
+        out.append((name, proc.maps(), tuple(pages)))
+    return tuple(out)
+
+
+def observe(world: World) -> Hashable:
+    return tuple(sorted((t, k, repr(r)) for t, k, _, _, r in world.history))

@@ -1,0 +1,208 @@
+"""The races: each a few threads on a small address space.
+
+Layouts (P = the process, its threads T0, T1; pages of the region R):
+
+    R:  [ page0 | page1 ]   anonymous, read-write, page0 faulted in
+                            (so the tables and the anon_vma exist and a
+                            speculative fault has something to speculate on)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import specfault as sf
+from specfault.check.scenarios.base import MmSpec, access, syscall
+from specfault.mm.fork import dup_mmap, exit_mmap
+from specfault.mm.madvise import sys_madvise
+from specfault.mm.mmap import sys_mmap, sys_munmap
+from specfault.mm.mprotect import sys_mprotect
+from specfault.mm.mremap import sys_mremap
+
+RW = sf.PROT_READ | sf.PROT_WRITE
+ANON = sf.MAP_PRIVATE | sf.MAP_ANONYMOUS
+PAGE = 4096
+
+
+def region(pages: int = 2, touch: tuple[int, ...] = (0,), threads: int = 2,
+           length_override: int | None = None):  # type: ignore[no-untyped-def]
+    """Setup: one process, ``pages`` anonymous RW pages, some written."""
+
+    def setup(m: sf.Machine) -> tuple[dict[str, Any], dict[str, int], list[tuple[int, int]]]:
+        p = m.spawn("P")
+        for _ in range(threads - 1):
+            p.thread()
+        length = length_override or pages * PAGE
+        r = p.mmap(0, length, RW, ANON)
+        for i in touch:
+            p.write(r + i * PAGE, b"init")
+        return {"P": p}, {"R": r, "R1": r + PAGE}, [(r, r + pages * PAGE)]
+
+    return setup
+
+
+def _munmap(key: str, pages: int):  # type: ignore[no-untyped-def]
+    return lambda w, p: sys_munmap(p.mm, w.addr[key], pages * PAGE)
+
+
+def _mprotect(key: str, pages: int, prot: int):  # type: ignore[no-untyped-def]
+    return lambda w, p: sys_mprotect(p.mm, w.addr[key], pages * PAGE, prot)
+
+
+async def _fork_and_exit(w: Any, p: Any) -> int:
+    """fork, let the child read page0 (what it sees is part of the
+    history), then the child exits."""
+    from specfault.mm.access import user_access
+    from specfault.mm.fault import ACCESS_READ
+    child_mm = await dup_mmap(p.mm)
+    seen = await user_access(child_mm, w.addr["R"], ACCESS_READ, 8)
+    await exit_mmap(child_mm)
+    return hash(seen) & 0xFFFF
+
+
+SPECS: list[MmSpec] = [
+    MmSpec(
+        "fault-vs-munmap",
+        "T0 write-faults page1 while T1 unmaps the region: the fault either "
+        "lands before the unmap or gets SIGSEGV; it never maps a page after it.",
+        region(), [("P", [access("R1", "write")]), ("P", [syscall("munmap R", _munmap("R", 2))])]),
+    MmSpec(
+        "fault-vs-mprotect",
+        "T0 write-faults page1 while T1 makes the region read-only: no writable "
+        "PTE may survive in a read-only VMA.",
+        region(), [("P", [access("R1", "write")]),
+                   ("P", [syscall("mprotect R ro", _mprotect("R", 2, sf.PROT_READ))])]),
+    MmSpec(
+        "read-then-write-vs-mprotect",
+        "T0 reads then writes page1 (zero page, then COW) while T1 makes it "
+        "read-only.",
+        region(), [("P", [access("R1", "read"), access("R1", "write")]),
+                   ("P", [syscall("mprotect R ro", _mprotect("R", 2, sf.PROT_READ))])]),
+    MmSpec(
+        "fault-vs-mremap",
+        "T0 write-faults page1 while T1 moves the region elsewhere "
+        "(MREMAP_MAYMOVE|MREMAP_FIXED): the page is written at the old place "
+        "before the move (and moves with it) or faults after.",
+        region(pages=2), [
+            ("P", [access("R1", "write")]),
+            ("P", [syscall("mremap R -> R+64K", lambda w, p: sys_mremap(
+                p.mm, w.addr["R"], 2 * PAGE, 2 * PAGE, sf.MREMAP_MAYMOVE | sf.MREMAP_FIXED,
+                w.addr["R"] - 16 * PAGE))])]),
+    MmSpec(
+        "fault-vs-mmap-fixed",
+        "T0 write-faults page1 while T1 maps a read-only mapping over the region "
+        "with MAP_FIXED: the fault never installs its page into the new mapping.",
+        region(), [
+            ("P", [access("R1", "write")]),
+            ("P", [syscall("mmap FIXED ro over R", lambda w, p: sys_mmap(
+                p.mm, w.addr["R"], 2 * PAGE, sf.PROT_READ, ANON | sf.MAP_FIXED, None, 0))])]),
+    MmSpec(
+        "two-faults-same-page",
+        "T0 and T1 write-fault the same page at once: one installs the page, "
+        "the other finds it installed; nothing leaks, no write is lost.",
+        region(), [("P", [access("R1", "write")]), ("P", [access("R1", "write")])]),
+    MmSpec(
+        "two-reads-then-write",
+        "T0 read-faults page1 (zero page) while T1 write-faults it: the COW "
+        "of the zero page and the zero-page install race.",
+        region(), [("P", [access("R1", "read")]), ("P", [access("R1", "write")])]),
+    MmSpec(
+        "cow-vs-fork",
+        "T0 writes page0 (present, writable) while T1 forks, has the child "
+        "read page0, and exits it: the child sees the page as it was at the "
+        "fork, and the parent's write never reaches the child's copy.",
+        region(), [("P", [access("R", "write"), access("R", "write", data=b"again")]),
+                   ("P", [syscall("fork; child reads R; child exits", _fork_and_exit)])]),
+    MmSpec(
+        "fault-vs-dontneed",
+        "T0 write-faults page1 while T1 zaps the region with MADV_DONTNEED "
+        "(mmap_lock for read only: speculation is not aborted by it).",
+        region(touch=(0, 1)), [
+            ("P", [access("R", "write"), access("R1", "read")]),
+            ("P", [syscall("madvise DONTNEED R", lambda w, p: sys_madvise(
+                p.mm, w.addr["R"], 2 * PAGE, sf.MADV_DONTNEED))])]),
+    MmSpec(
+        "fault-vs-exit",
+        "T0 write-faults page1 while T1 tears the whole mm down (exit_mmap).",
+        region(), [("P", [access("R1", "write")]),
+                   ("P", [syscall("exit_mmap", lambda w, p: _exit_mm(p))])],
+        linearizable=False),
+    MmSpec(
+        "cow-aba",
+        "T0 write-faults page0 (COW after the fork child exited) while T1 "
+        "writes it, makes the region read-only and read-write again: the VMA "
+        "looks the same before and after — only mm_lock_seq tells.",
+        region(touch=(0,)), [
+            ("P", [access("R", "write")]),
+            ("P", [access("R", "write"),
+                   syscall("mprotect R ro", _mprotect("R", 2, sf.PROT_READ)),
+                   syscall("mprotect R rw", _mprotect("R", 2, RW))])]),
+    MmSpec(
+        "fault-vs-munmap-mmap",
+        "T0 write-faults page1 while T1 unmaps the region and maps a new "
+        "read-only one in its place: two writer cycles (the seqcount "
+        "wraparound case with a narrow mm_lock_seq).",
+        region(), [
+            ("P", [access("R1", "write")]),
+            ("P", [syscall("munmap R", _munmap("R", 2)),
+                   syscall("mmap FIXED ro R", lambda w, p: sys_mmap(
+                       p.mm, w.addr["R"], 2 * PAGE, sf.PROT_READ, ANON | sf.MAP_FIXED, None, 0))])]),
+]
+
+
+def forked(touch: tuple[int, ...] = (0,), threads: int = 2):  # type: ignore[no-untyped-def]
+    """Setup: as :func:`region`, then fork a child C that stays alive, so
+    the written pages are COW-shared (read-only in both)."""
+    base = region(touch=touch, threads=threads)
+
+    def setup(m: sf.Machine) -> tuple[dict[str, Any], dict[str, int], list[tuple[int, int]]]:
+        procs, addr, reg = base(m)
+        procs["C"] = procs["P"].fork()
+        return procs, addr, reg
+
+    return setup
+
+
+def zero_mapped(threads: int = 2):  # type: ignore[no-untyped-def]
+    """Setup: page0 written (tables, anon_vma), page1 read: the zero page."""
+    base = region(threads=threads)
+
+    def setup(m: sf.Machine) -> tuple[dict[str, Any], dict[str, int], list[tuple[int, int]]]:
+        procs, addr, reg = base(m)
+        procs["P"].read(addr["R1"], 1)
+        return procs, addr, reg
+
+    return setup
+
+
+SPECS += [
+    MmSpec(
+        "two-cow-faults",
+        "T0 and T1 write page1, which maps the zero page: both copy it; one "
+        "installs its copy, the other must see the PTE changed and back off.",
+        zero_mapped(), [("P", [access("R1", "write")]), ("P", [access("R1", "write")])]),
+    MmSpec(
+        "cow-vs-munmap",
+        "T0 write-faults page0, COW-shared with a forked child, while T1 "
+        "unmaps the region: the copy must hold a reference on the page it "
+        "copies from.",
+        forked(), [("P", [access("R", "write")]), ("P", [syscall("munmap R", _munmap("R", 2))])]),
+    MmSpec(
+        "fork-vs-fault-and-tlb",
+        "T1 forks while T0 write-faults page1 and T2 keeps writing page0 "
+        "through its TLB: the parent must not lose T2's writes to a COW copy "
+        "made before fork flushed the TLBs.",
+        region(touch=(0, 1), threads=3), [
+            ("P", [access("R1", "write")]),
+            ("P", [syscall("fork; child reads R; child exits", _fork_and_exit)]),
+            ("P", [access("R", "read"), access("R", "write", data=b"T2-a"),
+                   access("R", "write", data=b"T2-b")])]),
+]
+
+
+async def _exit_mm(p: Any) -> int:
+    await exit_mmap(p.mm)
+    return 0
+
+
+SPEC_BY_NAME = {s.name: s for s in SPECS}
