@@ -179,6 +179,14 @@ async def do_mmap(mm: Any, file: Any, addr: int, length: int, prot: int, flags: 
     if mm.map_count > 65530:
         return -errno.ENOMEM, 0
 
+    # the address first, as Linux does: EEXIST (and ENOMEM) come before the
+    # file checks below, and before MAP_SHARED strips non-legacy flags
+    addr = get_unmapped_area(mm, file, addr, length, pgoff, flags)
+    if addr < 0:
+        return addr, 0
+    if flags & MAP_FIXED_NOREPLACE and mm.find_vma_intersection(addr, addr + length):
+        return -errno.EEXIST, 0
+
     vm_flags = calc_vm_prot_bits(prot) | VM_MAYREAD | VM_MAYWRITE | VM_MAYEXEC
     if flags & MAP_LOCKED:
         vm_flags |= VM_LOCKED
@@ -209,11 +217,6 @@ async def do_mmap(mm: Any, file: Any, addr: int, length: int, prot: int, flags: 
     if flags & MAP_NORESERVE:
         vm_flags |= VM_NORESERVE
 
-    addr = get_unmapped_area(mm, file, addr, length, pgoff, flags)
-    if addr < 0:
-        return addr, 0
-    if flags & MAP_FIXED_NOREPLACE and mm.find_vma_intersection(addr, addr + length):
-        return -errno.EEXIST, 0
     if file is None and map_type == MAP_PRIVATE:
         pgoff = addr >> 12
 

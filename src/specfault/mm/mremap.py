@@ -27,7 +27,14 @@ from specfault.mm.mmap import do_vmi_munmap, get_unmapped_area, page_align
 from specfault.mm.mmap_lock import mmap_write_lock, mmap_write_unlock, vma_start_write
 from specfault.mm.pgtable import LEVEL_SHIFT, PageTable, walk, walk_pmd
 from specfault.mm.tlb import flush_tlb_range
-from specfault.mm.vma import VM_DONTEXPAND, VM_LOCKED, VM_MAYSHARE, VM_PFNMAP, VmArea
+from specfault.mm.vma import (
+    VM_DONTEXPAND,
+    VM_LOCKED,
+    VM_MAYSHARE,
+    VM_PFNMAP,
+    VM_SHARED,
+    VmArea,
+)
 from specfault.mm.vma_ops import vma_link, vma_merge_new_range
 from specfault.runtime import LoadItem, StoreItem, Work
 
@@ -46,6 +53,15 @@ async def sys_mremap(mm: Any, addr: int, old_len: int, new_len: int, flags: int,
     new_len = page_align(new_len)
     if not new_len:
         return -errno.EINVAL
+    if flags & MREMAP_FIXED:
+        # Linux 6.18 rejects a bad or overlapping target before it looks
+        # the source up (EINVAL beats EFAULT)
+        if new_addr & ~PAGE_MASK:
+            return -errno.EINVAL
+        if new_len > TASK_SIZE or new_addr > TASK_SIZE - new_len:
+            return -errno.EINVAL
+        if addr + old_len > new_addr and new_addr + new_len > addr:
+            return -errno.EINVAL
     await mmap_write_lock(mm)
     try:
         return await _do_mremap(mm, addr, old_len, new_len, flags, new_addr)
@@ -71,6 +87,8 @@ async def _do_mremap(mm: Any, addr: int, old_len: int, new_len: int, flags: int,
     vma = mm.vma_lookup(addr)
     if vma is None:
         return -errno.EFAULT
+    if not old_len and not vma.vm_flags & (VM_SHARED | VM_MAYSHARE):
+        return -errno.EINVAL      # "duplicating" a private mapping is refused
     if flags & (MREMAP_FIXED | MREMAP_DONTUNMAP):
         return await mremap_to(mm, addr, old_len, new_len, flags, new_addr)
     if old_len >= new_len:
@@ -207,6 +225,8 @@ async def move_vma(mm: Any, vma: VmArea, old_addr: int, old_len: int, new_len: i
             vma.anon_vma = None                  # unlink_anon_vmas()
             vma.anon_vma_chain = []
         return new_addr
+    if not old_len:
+        return new_addr           # old_len 0 on a shared mapping: a duplicate
     ret = await do_vmi_munmap(mm, old_addr, old_len)
     if ret:
         return ret
