@@ -35,7 +35,7 @@ from specfault.constants import (
     SEGV_MAPERR,
 )
 from specfault.errors import SegmentationFault
-from specfault.mm.access import FAULT, hw_access
+from specfault.mm.access import _Fault, hw_access
 from specfault.mm.fault import do_user_addr_fault
 from specfault.mm.fault import ACCESS_EXEC, ACCESS_READ, ACCESS_WRITE
 from specfault.mm.filemap import FMODE_READ, FMODE_WRITE, OpenFile
@@ -207,9 +207,9 @@ class _Context:
                 got = hw_access(mm, cpu, addr, access, n, data)
             finally:
                 STATE.task = saved
-            if got is not FAULT:
+            if type(got) is not _Fault:
                 return got
-            self.machine.run(do_user_addr_fault(mm, addr, access), task)
+            self.machine.run(do_user_addr_fault(mm, addr, access, got.prot), task)
 
     def read(self, addr: int, n: int) -> bytes:
         """Load ``n`` bytes at ``addr`` (faulting as needed)."""

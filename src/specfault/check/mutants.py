@@ -50,9 +50,10 @@ MUTANTS: dict[str, Mutant] = {m.name: m for m in [
            {"page_table_free": "immediate"}, ("fault-vs-munmap",)),
     Mutant("irq_off_walk_with_rcu_table_free", "speculative",
            "the speculative walk only disables interrupts while tables are "
-           "freed through RCU, whose grace periods do not wait for "
-           "interrupts-off CPUs (Andy Lutomirski)",
-           {"spf_walk": "irq", "rcu_irqs_off_is_reader": False}, ("fault-vs-munmap",)),
+           "freed through RCU and TLBs are flushed by the hypervisor (no IPI "
+           "to wait for): nothing holds the freeing back (Andy Lutomirski)",
+           {"spf_walk": "irq", "rcu_irqs_off_is_reader": False, "tlb_flush_paravirt": True},
+           ("fault-vs-munmap",)),
     Mutant("no_pte_none_recheck", "speculative",
            "do_anonymous_page installs its page without re-checking under the "
            "PTL that the PTE is still none: a racing fault's page is leaked",
@@ -69,7 +70,7 @@ MUTANTS: dict[str, Mutant] = {m.name: m for m in [
            "commit re-checks only the VMA, not mm_lock_seq: the COW ABA "
            "interleaving (mprotect read-only and back) restores the VMA and "
            "the stale copy is installed (Michel Lespinasse's note)",
-           {"vma_recheck_not_mm_seq": True}, ("cow-aba",)),
+           {"vma_recheck_not_mm_seq": True}, ("fault-vs-mremap", "cow-aba")),
     Mutant("seq_wraparound", "speculative",
            "mm_lock_seq is 2 bits wide: two writer cycles bring it back to the "
            "value a preempted reader sampled (why it became 64-bit)",
@@ -77,13 +78,13 @@ MUTANTS: dict[str, Mutant] = {m.name: m for m in [
     Mutant("pervma_fork_no_vma_lock", "pervma",
            "fork does not write-lock the parent's VMAs while it write-protects "
            "their PTEs (Linux 6.4, bugzilla 217624)",
-           {"pervma_fork_no_vma_lock": True}, ("fork-vs-fault-and-tlb", "cow-vs-fork")),
+           {"pervma_fork_no_vma_lock": True}, ("fork-vs-two-faults", "fork-vs-fault-and-tlb")),
     Mutant("pervma_no_recheck_after_lock", "pervma",
            "lock_vma_under_rcu does not re-check the range after locking, with "
            "VMAs recycled type-safe-by-RCU: it locks a VMA reused for another "
            "mapping (Jann Horn)",
            {"pervma_no_recheck_after_lock": True, "vma_typesafe_rcu": True},
-           ("fault-vs-munmap-mmap", "fault-vs-mmap-fixed")),
+           ("fault-vs-remap-elsewhere",)),
     Mutant("pervma_mprotect_no_vma_lock", "pervma",
            "mprotect changes vm_flags without vma_start_write: a fault under "
            "the VMA lock maps a page with the old permissions",

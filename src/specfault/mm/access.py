@@ -17,7 +17,21 @@ from specfault.mm.fault import ACCESS_EXEC, ACCESS_WRITE, do_user_addr_fault
 from specfault.mm.pgtable import _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_NX, PTE_PFN_MASK, hw_allows, walk
 from specfault.runtime import STATE, ModelBug, Op, UseAfterFree
 
-FAULT = object()
+class _Fault:
+    """The MMU raised a page fault; ``prot`` is x86's PF_PROT error-code
+    bit: the translation was present but did not allow the access."""
+
+    __slots__ = ("prot",)
+
+    def __init__(self, prot: bool) -> None:
+        self.prot = prot
+
+    def __repr__(self) -> str:
+        return f"<page fault{' (protection)' if self.prot else ''}>"
+
+
+FAULT = _Fault(False)          # not present
+FAULT_PROT = _Fault(True)      # present, access not allowed
 _FAULT = FAULT
 
 
@@ -60,7 +74,7 @@ def hw_access(mm: Any, cpu: Any, addr: int, access: int, n: int, data: bytes) ->
             or (access == 2 and pte & _PAGE_NX):
         if pte is not None:
             del tlb[key]          # x86 drops the entry on the fault
-            return FAULT
+            return FAULT_PROT if pte & 1 else FAULT
         found = walk(mm.pgd, addr)
         if found is None:
             return FAULT
@@ -69,7 +83,7 @@ def hw_access(mm: Any, cpu: Any, addr: int, access: int, n: int, data: bytes) ->
             raise UseAfterFree(table, table.freed_at, "MMU page-table walk")
         pte = table.entries[idx]
         if not hw_allows(pte, access == 1, access == 2):
-            return FAULT
+            return FAULT_PROT if pte & 1 else FAULT
         new = pte | _PAGE_ACCESSED | (_PAGE_DIRTY if access == 1 else 0)
         if new != pte:
             table.entries[idx] = new
@@ -93,6 +107,6 @@ async def user_access(mm: Any, addr: int, access: int, n: int = 0, data: bytes =
     """Do one access within one page, faulting as often as needed."""
     while True:
         got = await UserAccess(mm, addr, access, n, data)
-        if got is not _FAULT:
+        if type(got) is not _Fault:
             return got  # type: ignore[no-any-return]
-        await do_user_addr_fault(mm, addr, access)
+        await do_user_addr_fault(mm, addr, access, got.prot)

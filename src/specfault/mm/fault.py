@@ -66,13 +66,17 @@ from specfault.sync.vma_lock import VMA_EAGAIN, vma_end_read, vma_start_read
 ACCESS_READ, ACCESS_WRITE, ACCESS_EXEC = 0, 1, 2
 
 
-def access_error(access: int, vma: Any) -> bool:
-    """x86 access_error(): may this access use this VMA at all?"""
+def access_error(access: int, vma: Any, prot: bool = False) -> bool:
+    """x86 access_error(): may this access use this VMA at all?  ``prot`` is
+    the PF_PROT bit (the PTE was present).  An instruction fetch from a
+    page that is not present is treated as a read — it maps the page (zero
+    page, fault-around...) and only the refault, now a protection fault on
+    an NX PTE, is an error."""
     flags = vma.vm_flags
     if access == ACCESS_WRITE:
         return not flags & VM_WRITE
-    if access == ACCESS_EXEC:
-        return not flags & VM_EXEC
+    if prot:
+        return True          # read/exec of a present page: NX (or PROTNONE)
     return not flags & (VM_READ | VM_WRITE | VM_EXEC)   # vma_is_accessible()
 
 
@@ -94,18 +98,18 @@ def raise_for(fault: int, address: int) -> None:
         raise SegmentationFault(address, SEGV_ACCERR)
 
 
-async def do_user_addr_fault(mm: Any, address: int, access: int) -> None:
+async def do_user_addr_fault(mm: Any, address: int, access: int, prot: bool = False) -> None:
     if address >= TASK_SIZE:
         raise SegmentationFault(address, SEGV_MAPERR)
     flags = fault_flags(access)
     protocol = mm.config.fault_protocol
     if protocol == "speculative":
-        fault = await do_speculative_fault(mm, address, access, flags)
+        fault = await do_speculative_fault(mm, address, access, flags, prot)
         if fault is not None:
             raise_for(fault, address)
             return
     elif protocol == "pervma":
-        fault = await do_vma_locked_fault(mm, address, access, flags)
+        fault = await do_vma_locked_fault(mm, address, access, flags, prot)
         if fault is not None:
             raise_for(fault, address)
             return
@@ -114,7 +118,7 @@ async def do_user_addr_fault(mm: Any, address: int, access: int) -> None:
     if vma is None or vma.vm_start > address:
         await mmap_read_unlock(mm)
         raise SegmentationFault(address, SEGV_MAPERR)
-    if access_error(access, vma):
+    if access_error(access, vma, prot):
         await mmap_read_unlock(mm)
         raise SegmentationFault(address, SEGV_ACCERR)
     fault = await handle_mm_fault(vma, address, flags)
@@ -163,7 +167,8 @@ class VmaCopy(Op):
 
 
 # ------------------------------------------------------------------ speculative
-async def do_speculative_fault(mm: Any, address: int, access: int, flags: int) -> int | None:
+async def do_speculative_fault(mm: Any, address: int, access: int, flags: int,
+                               prot: bool = False) -> int | None:
     """Try the fault without mmap_lock.  Returns the fault result, or None
     when it aborted (counted) and the classic path must run."""
     if mm.mm_users <= 1:
@@ -192,7 +197,7 @@ async def do_speculative_fault(mm: Any, address: int, access: int, flags: int) -
         return spf_abort(kernel, "SPF_ABORT_VMA_COPY")
     if not pvma.vm_start <= address < pvma.vm_end:
         return spf_abort(kernel, "SPF_ABORT_UNMAPPED")
-    if access_error(access, pvma):
+    if access_error(access, pvma, prot):
         return spf_abort(kernel, "SPF_ABORT_ACCESS_ERROR")
     fault = await handle_mm_fault(pvma, address, flags | FAULT_FLAG_SPECULATIVE, seq, vma)
     if fault & VM_FAULT_RETRY:
@@ -231,14 +236,15 @@ async def lock_vma_under_rcu(mm: Any, address: int) -> Any:
     return None
 
 
-async def do_vma_locked_fault(mm: Any, address: int, access: int, flags: int) -> int | None:
+async def do_vma_locked_fault(mm: Any, address: int, access: int, flags: int,
+                              prot: bool = False) -> int | None:
     """Fault under the VMA lock.  Returns the fault result, or None when the
     classic path must run."""
     kernel = mm.kernel
     vma = await lock_vma_under_rcu(mm, address)
     if vma is None:
         return None
-    if access_error(access, vma):
+    if access_error(access, vma, prot):
         await vma_end_read(vma)
         kernel.count("vma_lock_success")
         raise SegmentationFault(address, SEGV_ACCERR)

@@ -88,10 +88,40 @@ class FlushTlb(SendIpis):
         return f"flush_tlb {self.start:#x}-{self.end:#x}"
 
 
+class FlushTlbPv(Op):
+    """A paravirtualised flush (KVM/Xen/Hyper-V ``flush_tlb_multi``): the
+    hypervisor drops the translations on every CPU at once — no IPI, so a
+    CPU with interrupts off does not hold it up."""
+
+    __slots__ = ("mm", "start", "end")
+    kind = "tlb_flush_pv"
+
+    def __init__(self, mm: Any, start: int, end: int) -> None:
+        self.mm = mm
+        self.start = start
+        self.end = end
+
+    def perform(self) -> None:
+        key, lo, hi = id(self.mm), self.start >> PAGE_SHIFT, self.end >> PAGE_SHIFT
+        for cpu in self.mm.cpumask:
+            _flush_cpu(cpu, key, lo, hi)
+
+    def footprint(self) -> tuple[tuple[object, str, str], ...]:
+        return tuple((cpu, "tlb", "w") for cpu in self.mm.cpumask)
+
+    def describe(self) -> str:
+        return f"flush_tlb (paravirt) {self.start:#x}-{self.end:#x}"
+
+
 async def flush_tlb_range(mm: Any, start: int, end: int) -> None:
     """``await flush_tlb_range(mm, start, end)``: on return no CPU caches a
     translation of [start, end) for ``mm``.  May wait for CPUs that have
-    interrupts disabled."""
+    interrupts disabled — unless the mm's machine flushes through the
+    hypervisor (knob ``tlb_flush_paravirt``), which never waits."""
+    config = getattr(mm, "config", None)
+    if config is not None and config.knob("tlb_flush_paravirt", False):
+        await FlushTlbPv(mm, start, end)
+        return
     rnd = await FlushTlb(mm, start, end)
     if not rnd.done():
         await WaitIpis(rnd)

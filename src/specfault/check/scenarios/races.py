@@ -123,9 +123,11 @@ SPECS: list[MmSpec] = [
                 p.mm, w.addr["R"], 2 * PAGE, sf.MADV_DONTNEED))])]),
     MmSpec(
         "fault-vs-exit",
-        "T0 write-faults page1 while T1 tears the whole mm down (exit_mmap).",
-        region(), [("P", [access("R1", "write")]),
-                   ("P", [syscall("exit_mmap", lambda w, p: _exit_mm(p))])],
+        "T0 write-faults page1 and exits while T1 exits: mm_users drops to one "
+        "mid-fault (speculation stops) and the last thread out tears the mm "
+        "down; every frame must come back.",
+        region(), [("P", [access("R1", "write"), syscall("exit", lambda w, p: _exit_thread(p))]),
+                   ("P", [syscall("exit", lambda w, p: _exit_thread(p))])],
         linearizable=False),
     MmSpec(
         "cow-aba",
@@ -203,6 +205,73 @@ SPECS += [
 async def _exit_mm(p: Any) -> int:
     await exit_mmap(p.mm)
     return 0
+
+
+async def _exit_thread(p: Any) -> int:
+    """A thread exits: drop its mm_users; the last user tears the mm down
+    (exit_mmap never races with a fault of its own mm: all threads are gone)."""
+    from specfault.runtime import AtomicAdd
+    if await AtomicAdd(p.mm, "mm_users", -1) == 0:
+        await exit_mmap(p.mm)
+    return 0
+
+
+def straddle(threads: int = 2):  # type: ignore[no-untyped-def]
+    """Setup: four pages across a PMD boundary, two in each PTE table,
+    the first of each written (so both tables and the anon_vma exist).
+
+        lower table | upper table
+        [ L0 | L1 ] | [ U0 | U1 ]
+    """
+
+    def setup(m: sf.Machine) -> tuple[dict[str, Any], dict[str, int], list[tuple[int, int]]]:
+        p = m.spawn("P")
+        for _ in range(threads - 1):
+            p.thread()
+        base = 0x7ffff7e00000 - 2 * PAGE
+        p.mmap(base, 4 * PAGE, RW, ANON | sf.MAP_FIXED)
+        p.write(base, b"init")
+        p.write(base + 2 * PAGE, b"init")
+        addr = {"L0": base, "L1": base + PAGE, "U0": base + 2 * PAGE, "U1": base + 3 * PAGE}
+        return {"P": p}, addr, [(base, base + 4 * PAGE)]
+
+    return setup
+
+
+async def _fork_child_reads(w: Any, p: Any) -> tuple[bytes, ...]:
+    """fork; the child reads L1 and U1 (its snapshot of them is the
+    result), then exits."""
+    from specfault.mm.access import user_access
+    from specfault.mm.fault import ACCESS_READ
+    child_mm = await dup_mmap(p.mm)
+    seen = (await user_access(child_mm, w.addr["L1"], ACCESS_READ, 4),
+            await user_access(child_mm, w.addr["U1"], ACCESS_READ, 4))
+    await exit_mmap(child_mm)
+    return seen
+
+
+SPECS += [
+    MmSpec(
+        "fork-vs-two-faults",
+        "T1 forks while T0 write-faults L1 and then U1, in two PTE tables that "
+        "fork copies one after the other: the child's copy must be a snapshot "
+        "— seeing U1 written but not L1 would put T0's writes out of order.",
+        straddle(), [("P", [access("L1", "write"), access("U1", "write")]),
+                     ("P", [syscall("fork; child reads L1, U1; child exits",
+                                    _fork_child_reads)])]),
+    MmSpec(
+        "fault-vs-remap-elsewhere",
+        "T0 write-faults page1 while T1 unmaps the region and maps a new one "
+        "elsewhere: with VMAs recycled type-safe-by-RCU, the VMA T0 found may "
+        "now describe the new mapping by the time it is locked.",
+        region(), [
+            ("P", [access("R1", "write")]),
+            ("P", [syscall("munmap R", _munmap("R", 2)),
+                   syscall("mmap FIXED R-64K", lambda w, p: sys_mmap(
+                       p.mm, w.addr["R"] - 16 * PAGE, 2 * PAGE, RW, ANON | sf.MAP_FIXED, None, 0)),
+                   access("R", "write", offset=-16 * PAGE)])],
+        knobs={"vma_typesafe_rcu": True}),
+]
 
 
 SPEC_BY_NAME = {s.name: s for s in SPECS}
