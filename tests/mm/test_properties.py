@@ -276,7 +276,7 @@ class MmMachine(RuleBasedStateMachine):
             return
         keep = min(old_n, new_n)
         moving = [space.pages.get(old + k * P) for k in range(keep)]
-        multi = flags & MREMAP_FIXED and old_n == new_n and not flags & MREMAP_DONTUNMAP
+        multi = flags & MREMAP_FIXED and old_n == new_n
         # a shrink or no-op in place needs only a VMA at old; only a pure
         # MREMAP_FIXED move may span holes (Linux 6.17+)
         if not multi and (got != old or new_n > old_n):
@@ -293,7 +293,8 @@ class MmMachine(RuleBasedStateMachine):
             moving = moving if new_n > old_n else []
         if flags & MREMAP_DONTUNMAP:                                 # old range stays, empty
             for k, r in enumerate(moving):
-                assert r is not None
+                if r is None:
+                    continue                                       # a gap stays a gap
                 b = r.backing
                 fresh = ("anon", bytes(4)) if b[0] == "anon" else \
                     b[:3] + (None,) if b[0] == "priv" else b

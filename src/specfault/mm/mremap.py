@@ -132,8 +132,8 @@ async def mremap_to(mm: Any, addr: int, old_len: int, new_len: int, flags: int,
     """mremap_to(): move to ``new_addr`` (MREMAP_FIXED) or to a fresh place
     (MREMAP_DONTUNMAP).  As on Linux 6.18, every check that can fail is made
     before the destination or the old tail is unmapped, so a failing call
-    changes nothing; and a pure move (MREMAP_FIXED, old_len == new_len, no
-    DONTUNMAP) may span several VMAs and the gaps between them
+    changes nothing; and a pure move (MREMAP_FIXED, old_len == new_len, with or
+    without DONTUNMAP) may span several VMAs and the gaps between them
     (remap_move(), Linux 6.17+)."""
     if flags & MREMAP_FIXED:
         if new_addr & ~PAGE_MASK:
@@ -144,8 +144,7 @@ async def mremap_to(mm: Any, addr: int, old_len: int, new_len: int, flags: int,
             return -errno.EINVAL
     vma = mm.vma_lookup(addr)
     assert vma is not None, "mremap_to: caller looked the VMA up"
-    multi = flags & MREMAP_FIXED and not flags & MREMAP_DONTUNMAP and old_len == new_len \
-        and old_len > vma.vm_end - addr
+    multi = flags & MREMAP_FIXED and old_len == new_len and old_len > vma.vm_end - addr
     if not multi:
         # remap_is_valid() on what will be moved: the part that survives a shrink
         got = vma_to_resize(mm, addr, min(old_len, new_len), new_len)
@@ -158,7 +157,7 @@ async def mremap_to(mm: Any, addr: int, old_len: int, new_len: int, flags: int,
         if ret:
             return ret
     if multi:
-        return await remap_move(mm, addr, old_len, new_addr)
+        return await remap_move(mm, addr, old_len, new_addr, flags & MREMAP_DONTUNMAP)
     if old_len > new_len:
         ret = await do_vmi_munmap(mm, addr + new_len, old_len - new_len)
         if ret:
@@ -178,7 +177,7 @@ async def mremap_to(mm: Any, addr: int, old_len: int, new_len: int, flags: int,
     return await move_vma(mm, vma, addr, old_len, new_len, target, flags)
 
 
-async def remap_move(mm: Any, addr: int, length: int, new_addr: int) -> int:
+async def remap_move(mm: Any, addr: int, length: int, new_addr: int, dontunmap: int) -> int:
     """remap_move(): move every VMA part in [addr, addr+length) to the same
     offset from ``new_addr``; gaps stay gaps.  The destination is unmapped."""
     parts = [(max(v.vm_start, addr), min(v.vm_end, addr + length))
@@ -187,7 +186,7 @@ async def remap_move(mm: Any, addr: int, length: int, new_addr: int) -> int:
         vma = mm.vma_lookup(start)
         assert vma is not None, "remap_move: a VMA part vanished"
         ret = await move_vma(mm, vma, start, end - start, end - start,
-                             new_addr + (start - addr), MREMAP_FIXED)
+                             new_addr + (start - addr), MREMAP_FIXED | dontunmap)
         if ret < 0:
             return ret
     return new_addr
