@@ -213,10 +213,9 @@ def test_exec_only_mapping_is_readable_on_x86():
     assert on_model(s) == b"\0"
 
 
-@pytest.mark.xfail(strict=True, reason="mm/fault.py access_error() checks VM_EXEC for an "
-                   "instruction fetch from a not-present page; x86 does not (the fetch is "
-                   "handled as a read fault, mapping the zero page, then SEGV_ACCERR)")
 def test_exec_fetch_of_nonexec_page_maps_it_first():
+    """x86 access_error() ignores PF_INSTR for a not-present page: the fetch
+    is handled as a read fault (zero page mapped), then SEGV_ACCERR."""
     m = sf.Machine()
     p = m.spawn()
     a = p.mmap(0, P, RW, MAP_PRIVATE | MAP_ANONYMOUS)
