@@ -185,8 +185,6 @@ async def run_step(step: Step, world: Any, t: int) -> Any:
         return ("signal", type(exc).__name__, exc.si_code)
     except OutOfMemory:
         return ("oom",)
-    if isinstance(ret, tuple):           # (ret, populate) from sys_mmap
-        ret = ret[0]
     if isinstance(ret, int) and ret < 0:
         return ("errno", -ret)
     return ret

@@ -25,8 +25,11 @@ PAGE = 4096
 
 
 def region(pages: int = 2, touch: tuple[int, ...] = (0,), threads: int = 2,
-           length_override: int | None = None):  # type: ignore[no-untyped-def]
-    """Setup: one process, ``pages`` anonymous RW pages, some written."""
+           length_override: int | None = None,
+           also: tuple[int, ...] = ()):  # type: ignore[no-untyped-def]
+    """Setup: one process, ``pages`` anonymous RW pages, some written.
+    ``also``: page offsets from R of other places to observe (where the
+    region may move to)."""
 
     def setup(m: sf.Machine) -> tuple[dict[str, Any], dict[str, int], list[tuple[int, int]]]:
         p = m.spawn("P")
@@ -36,9 +39,16 @@ def region(pages: int = 2, touch: tuple[int, ...] = (0,), threads: int = 2,
         r = p.mmap(0, length, RW, ANON)
         for i in touch:
             p.write(r + i * PAGE, b"init")
-        return {"P": p}, {"R": r, "R1": r + PAGE}, [(r, r + pages * PAGE)]
+        extra = [(r + off * PAGE, r + (off + pages) * PAGE) for off in also]
+        return {"P": p}, {"R": r, "R1": r + PAGE}, [(r, r + pages * PAGE)] + extra
 
     return setup
+
+
+async def _mmap(mm: Any, addr: int, length: int, prot: int, flags: int) -> int:
+    """mmap(2) of anonymous memory: the address or -errno."""
+    ret, _populate = await sys_mmap(mm, addr, length, prot, flags, None, 0)
+    return ret
 
 
 def _munmap(key: str, pages: int):  # type: ignore[no-untyped-def]
@@ -83,9 +93,9 @@ SPECS: list[MmSpec] = [
         "T0 write-faults page1 while T1 moves the region elsewhere "
         "(MREMAP_MAYMOVE|MREMAP_FIXED): the page is written at the old place "
         "before the move (and moves with it) or faults after.",
-        region(pages=2), [
+        region(pages=2, also=(-16,)), [
             ("P", [access("R1", "write")]),
-            ("P", [syscall("mremap R -> R+64K", lambda w, p: sys_mremap(
+            ("P", [syscall("mremap R -> R-64K", lambda w, p: sys_mremap(
                 p.mm, w.addr["R"], 2 * PAGE, 2 * PAGE, sf.MREMAP_MAYMOVE | sf.MREMAP_FIXED,
                 w.addr["R"] - 16 * PAGE))])]),
     MmSpec(
@@ -94,8 +104,8 @@ SPECS: list[MmSpec] = [
         "with MAP_FIXED: the fault never installs its page into the new mapping.",
         region(), [
             ("P", [access("R1", "write")]),
-            ("P", [syscall("mmap FIXED ro over R", lambda w, p: sys_mmap(
-                p.mm, w.addr["R"], 2 * PAGE, sf.PROT_READ, ANON | sf.MAP_FIXED, None, 0))])]),
+            ("P", [syscall("mmap FIXED ro over R", lambda w, p: _mmap(
+                p.mm, w.addr["R"], 2 * PAGE, sf.PROT_READ, ANON | sf.MAP_FIXED))])]),
     MmSpec(
         "two-faults-same-page",
         "T0 and T1 write-fault the same page at once: one installs the page, "
@@ -147,8 +157,8 @@ SPECS: list[MmSpec] = [
         region(), [
             ("P", [access("R1", "write")]),
             ("P", [syscall("munmap R", _munmap("R", 2)),
-                   syscall("mmap FIXED ro R", lambda w, p: sys_mmap(
-                       p.mm, w.addr["R"], 2 * PAGE, sf.PROT_READ, ANON | sf.MAP_FIXED, None, 0))])]),
+                   syscall("mmap FIXED ro R", lambda w, p: _mmap(
+                       p.mm, w.addr["R"], 2 * PAGE, sf.PROT_READ, ANON | sf.MAP_FIXED))])]),
 ]
 
 
@@ -264,11 +274,11 @@ SPECS += [
         "T0 write-faults page1 while T1 unmaps the region and maps a new one "
         "elsewhere: with VMAs recycled type-safe-by-RCU, the VMA T0 found may "
         "now describe the new mapping by the time it is locked.",
-        region(), [
+        region(also=(-16,)), [
             ("P", [access("R1", "write")]),
             ("P", [syscall("munmap R", _munmap("R", 2)),
-                   syscall("mmap FIXED R-64K", lambda w, p: sys_mmap(
-                       p.mm, w.addr["R"] - 16 * PAGE, 2 * PAGE, RW, ANON | sf.MAP_FIXED, None, 0)),
+                   syscall("mmap FIXED R-64K", lambda w, p: _mmap(
+                       p.mm, w.addr["R"] - 16 * PAGE, 2 * PAGE, RW, ANON | sf.MAP_FIXED)),
                    access("R", "write", offset=-16 * PAGE)])],
         knobs={"vma_typesafe_rcu": True}),
 ]
