@@ -6,6 +6,13 @@
     specfault check --replay 'SCENARIO:STRATEGY:SEED:CHOICES' [--json]
     specfault check --list
 
+The memory-manager races (``--list-scenarios``) run under a fault protocol
+and optionally a mutant (``--list-mutants``):
+
+    specfault check [--protocol classic|speculative|pervma|all]
+                    [--scenario NAME|all] [--mutant NAME] [--strategy ...]
+    specfault check --mutants [--budget 60s] [--save DIR]   # the kill table
+
 SCENARIO is a registered name (``--list``; globs like 'litmus.*' work) or
 ``module:attr``.  Exit codes: 0 no violation, 1 a violation (report printed:
 property, swimlane, schedule, replay command), 2 bad input.  Every option's
@@ -31,7 +38,22 @@ def register(sub: Any) -> None:
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("scenarios", nargs="*", metavar="SCENARIO", help="scenario names or globs")
     p.add_argument("--strategy", choices=[s for s in STRATEGIES if s != "replay"], default=None)
-    p.add_argument("--budget", type=float, default=None, help="seconds per scenario (default 10)")
+    p.add_argument("--budget", type=_seconds, default=None,
+                   help="seconds per scenario, e.g. 30 or 30s (default 10; --mutants: 60 per mutant)")
+    p.add_argument("--protocol", default=None,
+                   help="fault protocol for --scenario/--mutant: classic, speculative, pervma, "
+                        "or all (default: all; with --mutant, the mutant's own)")
+    p.add_argument("--scenario", default=None, metavar="NAME",
+                   help="a memory-manager race (see --list-scenarios), or 'all'")
+    p.add_argument("--mutant", default=None, metavar="NAME",
+                   help="run with this mutant's knobs (see --list-mutants)")
+    p.add_argument("--mutants", action="store_true",
+                   help="hunt every mutant with the default portfolio; print the kill table")
+    p.add_argument("--save", metavar="DIR", default=None,
+                   help="with --mutants: write each kill's schedule to DIR/<mutant>.schedule")
+    p.add_argument("--list-scenarios", action="store_true", help="list the memory-manager races")
+    p.add_argument("--list-mutants", action="store_true",
+                   help="list the mutants and what each breaks")
     p.add_argument("--schedules", type=int, default=None, help="at most this many schedules")
     p.add_argument("--preemptions", default=None, help="dfs preemption bound, or 'none' (default 2)")
     p.add_argument("--reduction", choices=["auto", "sleep", "none"], default=None)
@@ -43,6 +65,102 @@ def register(sub: Any) -> None:
     p.add_argument("--list", action="store_true", help="list registered scenarios")
     p.add_argument("--json", action="store_true", help="machine-readable output on stdout")
     p.set_defaults(func=main)
+
+
+def _seconds(text: str) -> float:
+    t = text.strip().lower()
+    mult = 1.0
+    if t.endswith("ms"):
+        t, mult = t[:-2], 0.001
+    elif t.endswith("s"):
+        t = t[:-1]
+    elif t.endswith("m"):
+        t, mult = t[:-1], 60.0
+    try:
+        value = float(t) * mult
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (try 30 or 30s)") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"budget must be positive: {text!r}")
+    return value
+
+
+def _mm_names(args: argparse.Namespace) -> list[str]:
+    """Scenario names for --scenario/--protocol/--mutant (ValueError if bad)."""
+    from specfault.check.mutants import MUTANTS
+    from specfault.check.scenarios import PROTOCOLS, SPEC_BY_NAME, scenario_name
+
+    mutant = args.mutant
+    if mutant is not None and mutant not in MUTANTS:
+        raise ValueError(f"unknown mutant {mutant!r}; see --list-mutants")
+    proto = args.protocol or (MUTANTS[mutant].protocol if mutant else "all")
+    protocols = list(PROTOCOLS) if proto == "all" else [proto]
+    for p in protocols:
+        if p not in PROTOCOLS:
+            raise ValueError(f"unknown protocol {p!r}: choose classic, speculative, pervma or all")
+    which = args.scenario or "all"
+    specs = list(SPEC_BY_NAME) if which == "all" else [which]
+    for s in specs:
+        if s not in SPEC_BY_NAME:
+            raise ValueError(f"unknown scenario {s!r}; see --list-scenarios")
+    return [scenario_name(s, p, mutant) for s in specs for p in protocols
+            if p in SPEC_BY_NAME[s].protocols]
+
+
+def _list_scenarios() -> int:
+    from specfault.check.scenarios import SPECS
+    for spec in SPECS:
+        print(f"{spec.name:26} {spec.description}")
+    return 0
+
+
+def _list_mutants() -> int:
+    from specfault.check.mutants import MUTANTS
+    for m in MUTANTS.values():
+        print(f"{m.name:34} [{m.protocol}] {m.breaks}")
+    return 0
+
+
+def _kill_table(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rich.console import Console
+    from rich.progress import Progress
+    from rich.table import Table
+
+    from specfault.check.mutants import MUTANTS
+    from specfault.check.portfolio import kill, save
+
+    names = [args.mutant] if args.mutant else list(MUTANTS)
+    if args.mutant and args.mutant not in MUTANTS:
+        return _err(f"unknown mutant {args.mutant!r}; see --list-mutants")
+    budget = args.budget or 60.0
+    kills = []
+    console = Console(stderr=args.json)
+    with Progress(console=console, transient=True, disable=args.json) as bar:
+        task = bar.add_task("hunting mutants", total=len(names))
+        for name in names:
+            bar.update(task, description=f"hunting {name}")
+            k = kill(name, budget=budget, seed=args.seed or 0)
+            kills.append(k)
+            if k.killed and args.save:
+                save(k, Path(args.save))
+            bar.advance(task)
+    if args.json:
+        print(json.dumps([k.to_json() for k in kills], indent=2))
+    else:
+        t = Table(title="mutant kill table")
+        for col in ("mutant", "protocol", "killed by scenario", "strategy", "schedules", "seconds"):
+            t.add_column(col)
+        for k in kills:
+            t.add_row(k.mutant, k.protocol, k.scenario if k.killed else "[red]SURVIVED[/]",
+                      k.strategy, str(k.schedules), f"{k.seconds:.1f}")
+        console.print(t)
+        for k in kills:
+            if k.killed:
+                console.print(f"[bold]{k.mutant}[/]: {k.violation}\n  replay: specfault check "
+                              f"--replay '{k.schedule}'", highlight=False)
+    return 0 if all(k.killed for k in kills) else 1
 
 
 def _err(msg: str) -> int:
@@ -99,10 +217,23 @@ def main(args: argparse.Namespace) -> int:
         for name in registered():
             print(name)
         return 0
+    if args.list_scenarios:
+        return _list_scenarios()
+    if args.list_mutants:
+        return _list_mutants()
     if args.replay:
         return _replay(args)
+    if args.mutants:
+        return _kill_table(args)
+    if args.scenario or args.mutant or args.protocol:
+        if args.scenarios:
+            return _err("give either SCENARIO names or --scenario/--protocol/--mutant, not both")
+        try:
+            args.scenarios = _mm_names(args)
+        except ValueError as exc:
+            return _err(str(exc))
     if not args.scenarios:
-        return _err("name a scenario (see --list), or --replay a schedule")
+        return _err("name a scenario (see --list, --list-scenarios), or --replay a schedule")
     try:
         cfg = _config(args)
     except ValueError as exc:
