@@ -65,7 +65,7 @@ MUTANTS: dict[str, Mutant] = {m.name: m for m in [
     Mutant("no_page_ref_in_wp_copy", "speculative",
            "wp_page_copy copies the old page without holding a reference: an "
            "unmap frees it mid-copy",
-           {"no_page_ref_in_wp_copy": True}, ("cow-vs-munmap",)),
+           {"no_page_ref_in_wp_copy": True}, ("cow-vs-unmap-everywhere", "cow-vs-munmap")),
     Mutant("vma_recheck_not_mm_seq", "speculative",
            "commit re-checks only the VMA, not mm_lock_seq: the COW ABA "
            "interleaving (mprotect read-only and back) restores the VMA and "

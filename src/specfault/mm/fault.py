@@ -203,6 +203,7 @@ async def do_speculative_fault(mm: Any, address: int, access: int, flags: int,
     if fault & VM_FAULT_RETRY:
         kernel.count("spf_abort")                 # the reason was counted where it happened
         return None
+    kernel.count("spf_success")                   # model-only: attempt = success + abort
     return fault
 
 

@@ -24,7 +24,7 @@ SPF_ATTEMPT_KINDS = ("SPF_ATTEMPT_ANON", "SPF_ATTEMPT_NUMA", "SPF_ATTEMPT_PTE", 
 VMSTAT_EVENTS = (
     "pgfault", "pgmajfault", "pgalloc", "pgfree", "pgalloc_fail", "pgpgin", "pgpgout",
     "thp_fault_alloc", "cow_fault", "zero_page_fault", "fault_around",
-    "spf_attempt", "spf_abort", "vma_lock_success", "vma_lock_abort", "vma_lock_retry",
+    "spf_attempt", "spf_abort", "spf_success", "vma_lock_success", "vma_lock_abort", "vma_lock_retry",
     "vma_lock_miss", "tlb_flush", "nr_page_table_pages", "oom",
 ) + SPF_ABORT_REASONS + SPF_ATTEMPT_KINDS
 

@@ -262,6 +262,14 @@ async def _fork_child_reads(w: Any, p: Any) -> tuple[bytes, ...]:
 
 SPECS += [
     MmSpec(
+        "cow-vs-unmap-everywhere",
+        "T0 write-faults page0, COW-shared with a forked child C, while T1 "
+        "unmaps it from P and C exits: every other reference goes away while "
+        "T0 copies — only the reference T0 took keeps the page alive.",
+        forked(), [("P", [access("R", "write")]), ("P", [syscall("munmap R", _munmap("R", 2))]),
+                   ("C", [syscall("exit", lambda w, p: _exit_thread(p))])],
+        linearizable=False),
+    MmSpec(
         "fork-vs-two-faults",
         "T1 forks while T0 write-faults L1 and then U1, in two PTE tables that "
         "fork copies one after the other: the child's copy must be a snapshot "
