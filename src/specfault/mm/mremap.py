@@ -152,12 +152,12 @@ async def mremap_to(mm: Any, addr: int, old_len: int, new_len: int, flags: int,
             return got
         if flags & MREMAP_DONTUNMAP and vma.vm_flags & (VM_DONTEXPAND | VM_PFNMAP):
             return -errno.EINVAL
+    if multi:
+        return await remap_move(mm, addr, old_len, new_addr, flags & MREMAP_DONTUNMAP)
     if flags & MREMAP_FIXED:
         ret = await do_vmi_munmap(mm, new_addr, new_len)
         if ret:
             return ret
-    if multi:
-        return await remap_move(mm, addr, old_len, new_addr, flags & MREMAP_DONTUNMAP)
     if old_len > new_len:
         ret = await do_vmi_munmap(mm, addr + new_len, old_len - new_len)
         if ret:
@@ -179,10 +179,15 @@ async def mremap_to(mm: Any, addr: int, old_len: int, new_len: int, flags: int,
 
 async def remap_move(mm: Any, addr: int, length: int, new_addr: int, dontunmap: int) -> int:
     """remap_move(): move every VMA part in [addr, addr+length) to the same
-    offset from ``new_addr``; gaps stay gaps.  The destination is unmapped."""
+    offset from ``new_addr``; gaps stay gaps.  Each part unmaps only its own
+    destination: what the destination range holds opposite a gap survives
+    (as on the host kernel)."""
     parts = [(max(v.vm_start, addr), min(v.vm_end, addr + length))
              for v in mm.vmas(addr) if v.vm_start < addr + length]
     for start, end in parts:
+        ret = await do_vmi_munmap(mm, new_addr + (start - addr), end - start)
+        if ret:
+            return ret
         vma = mm.vma_lookup(start)
         assert vma is not None, "remap_move: a VMA part vanished"
         ret = await move_vma(mm, vma, start, end - start, end - start,
