@@ -61,6 +61,8 @@ class Page:
             raise ModelBug(f"write to freed page pfn {self.pfn:#x}")
         if self.zero:
             raise ModelBug("write to the zero page")
+        if not data:
+            return      # an empty store changes nothing (the simulator's touches)
         if self.data is None:
             self.data = bytearray(PAGE_SIZE)
         self.data[off:off + len(data)] = data

@@ -1,0 +1,91 @@
+"""Running workloads: one run, and the side-by-side comparison of protocols.
+
+``compare("pft", cpus=[1, 8, 48], protocols=["classic", "speculative",
+"pervma"], faults=20_000)`` runs every (protocol, CPU count) pair with the
+same workload parameters and cost profile and returns a :class:`Comparison`:
+its ``runs`` (one :class:`~specfault.sim.metrics.RunResult` each), and
+``ratio(protocol, cpus)`` — the protocol's figure of merit over classic's at
+that CPU count (throughput for throughput workloads, 1/elapsed for
+completion-time workloads).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from specfault.sim.cost import CostProfile
+from specfault.sim.metrics import RunResult, collect
+from specfault.sim.workloads import WORKLOADS, build
+
+PROTOCOLS = ("classic", "speculative", "pervma")
+#: workloads whose figure is the time to finish a fixed job (smaller is better)
+ELAPSED = frozenset({"spf_test", "app_launch"})
+
+
+def run(workload: str, protocol: str, cpus: int, profile: CostProfile | None = None,
+        **params: Any) -> RunResult:
+    """Simulate one workload under one protocol on ``cpus`` CPUs."""
+    built = build(workload, protocol, cpus, profile=profile, **params)
+    try:
+        built.engine.run()
+    finally:
+        built.engine.close()
+    return collect(workload, protocol, cpus, built)
+
+
+@dataclass
+class Comparison:
+    workload: str
+    params: dict[str, Any]
+    runs: list[RunResult] = field(default_factory=list)
+
+    def get(self, protocol: str, cpus: int) -> RunResult | None:
+        for r in self.runs:
+            if r.protocol == protocol and r.cpus == cpus:
+                return r
+        return None
+
+    def merit(self, r: RunResult) -> float:
+        """Bigger is better: throughput, or 1/elapsed for fixed jobs."""
+        if self.workload in ELAPSED:
+            return 1.0 / r.wall_us if r.wall_us else 0.0
+        if self.workload == "mmap1":
+            return r.ops_per_s
+        return r.faults_per_s
+
+    def ratio(self, protocol: str, cpus: int, base: str = "classic") -> float | None:
+        a, b = self.get(protocol, cpus), self.get(base, cpus)
+        if a is None or b is None or not self.merit(b):
+            return None
+        return self.merit(a) / self.merit(b)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"workload": self.workload, "params": self.params,
+                               "runs": [r.to_dict() for r in self.runs]}
+        out["ratios"] = [{"protocol": r.protocol, "cpus": r.cpus,
+                          "vs_classic": self.ratio(r.protocol, r.cpus)} for r in self.runs]
+        return out
+
+
+def compare(workload: str, cpus: Iterable[int] = (1, 4, 16, 48),
+            protocols: Iterable[str] = PROTOCOLS, profile: CostProfile | None = None,
+            progress: Callable[[str], None] | None = None, **params: Any) -> Comparison:
+    """Run ``workload`` under each protocol at each CPU count (see module doc)."""
+    if workload not in WORKLOADS:
+        raise ValueError(f"unknown workload {workload!r}; choose from {', '.join(WORKLOADS)}")
+    protocols = list(protocols)
+    for p in protocols:
+        if p not in PROTOCOLS:
+            raise ValueError(f"unknown protocol {p!r}; choose from {', '.join(PROTOCOLS)}")
+    cpus = list(cpus)
+    if not cpus or any(c < 1 for c in cpus):
+        raise ValueError("cpus must be positive integers")
+    cmp = Comparison(workload, dict(params))
+    for n in cpus:
+        for p in protocols:
+            cmp.runs.append(run(workload, p, n, profile=profile, **params))
+            if progress is not None:
+                progress(f"{workload} {p} {n} CPUs")
+    return cmp

@@ -1,0 +1,343 @@
+"""The cost model: how much simulated time each op of the model costs.
+
+Why it is shaped so
+-------------------
+The simulator runs the model's own code; every op it yields is charged here.
+Nothing is tuned per workload: one :class:`CostProfile` (a dataclass,
+loadable from JSON, written by ``specfault calibrate``) drives every run.
+The costs are of five kinds.
+
+1. **CPU work per op.**  A memory op that hits in the CPU's cache costs
+   ``op_ns``.  ``Work(kind)`` ops cost ``work_ns[kind]`` (clear_page,
+   copy_page, zap, ...).  A user access costs ``user_access_ns``; one that
+   raises a page fault adds ``fault_entry_ns`` — the exception entry/exit
+   and the part of the fault path the model executes as plain Python between
+   ops (x86 ``asm_exc_page_fault`` → ``do_user_addr_fault`` bookkeeping,
+   memcg charge, LRU add...).  ``calibrate`` derives it from the host's
+   measured minor-fault cost minus what the other entries already charge.
+   A write acquisition of ``mmap_lock`` adds ``vma_modify_ns``: the VMA-tree
+   and VMA-struct work the model does in plain Python inside the write
+   section (maple-tree store, vma_merge, split).
+
+2. **Cache-line ownership** (a MESI directory, one entry per line).  Lines
+   are named by the op's ``footprint()``: ``(object, field)``, with PTE slots
+   grouped 8 to a 64-byte line and the VMA's read-mostly fields in one line.
+   A read of a line another CPU holds modified, or a write/atomic to a line
+   another CPU holds, is a *transfer* costing ``line_transfer_ns``; transfers
+   of one line serialise (``busy_until``), so a line written by every fault
+   (the rwsem count of ``mmap_lock``, a VMA's refcount) caps throughput at
+   one holder per transfer however many CPUs fault — while a seqcount that
+   is only *read* stays shared in every cache and costs ``op_ns``.  A line
+   not in the CPU's cache but not dirty elsewhere costs ``llc_ns``.
+   Source: the "cache line bouncing" analysis of rwsem read-side scaling
+   (Lespinasse's SPF v1/v2 cover letters; David, Guerraoui, Trigonakis,
+   "Everything you always wanted to know about synchronization but were
+   afraid to ask", SOSP 2013: 100-300 ns cross-socket transfer on Xeons).
+
+3. **Locks.**  Spinlock waiters spin: the CPU stays busy, and the hand-off is
+   the lock line's transfer.  rwsem waiters (and VMA-lock drains) sleep:
+   the CPU runs another task, and the wakeup costs ``wakeup_ns`` (try_to_wake_up
+   + the context switch, ``context_switch_ns``).  Both emerge from the
+   model's own lock ops; the engine measures waits and holds.
+
+4. **Pages.**  ``alloc_page`` is served from a per-CPU list (``pcp_batch``
+   pages); refilling it takes the zone lock, one serialised resource for the
+   machine, for ``zone_lock_ns`` per page.  Below the low watermark
+   (``reclaim_watermark`` of all frames free) an allocation whose CPU has no
+   reclaimed pages left enters direct reclaim: ``reclaim_ns`` for a pass that
+   frees ``reclaim_batch`` (SWAP_CLUSTER_MAX) pages, which that CPU's next
+   allocations use (mm/vmscan.c shrink_node; the model's frame count is not
+   changed — reclaim's *latency* is what matters here).
+   clear_page/copy_page also consume DRAM bandwidth (``dram_gbps``, one
+   serialised channel): at high CPU counts the zeroing itself saturates memory,
+   which is what bounds even lockless faults.
+
+5. **IPIs and RCU.**  A TLB shootdown costs the sender ``ipi_send_ns`` plus
+   ``ipi_per_cpu_ns`` per target, and steals ``ipi_handler_ns`` from each
+   target CPU.  RCU callbacks run at the first grace-period tick
+   (``rcu_gp_ns`` apart) after their readers quiesced; ``synchronize_rcu``
+   sleeps until then.
+
+Default values (a 2-socket Haswell-class server, the machine of the SPF
+cover letters) are documented per field; ``calibrate`` replaces the ones it
+can measure on the host.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from specfault.mm.access import _Fault
+from specfault.mm.page import AllocPage, PutPage
+from specfault.runtime import Load, LoadItem, Store, StoreItem, Work
+
+PAGE = 4096
+
+
+def _default_work() -> dict[str, float]:
+    return {
+        "clear_page": 250.0,      # rep stosb of 4 KiB, cache-cold destination
+        "copy_page": 350.0,       # copy_user_highpage, one side cold
+        "pgtable_alloc": 400.0,   # pte_alloc_one + zeroing a 4 KiB table
+        "zap": 30.0,              # zap_pte_range, per PTE
+        "move_ptes": 30.0,        # per PTE moved
+        "read_page": 2000.0,      # page-cache fill (a minor, cached read)
+        "page_mkwrite": 300.0,    # shared file write notification
+        "user_ns": 1.0,           # workload's own user-space time, per ns
+        "syscall": 150.0,         # syscall entry/exit (with mitigations)
+    }
+
+
+@dataclass
+class CostProfile:
+    """Every cost the simulator charges, in nanoseconds unless named."""
+
+    #: a cached memory op (L1/L2 hit)
+    op_ns: float = 2.0
+    #: a line read from the LLC / memory when nobody holds it dirty
+    llc_ns: float = 25.0
+    #: moving a line another CPU holds (dirty read or RFO); serialises per line
+    line_transfer_ns: float = 110.0
+    #: a user load/store that hits the TLB
+    user_access_ns: float = 2.0
+    #: exception entry/exit plus the fault path's un-modelled bookkeeping
+    fault_entry_ns: float = 700.0
+    #: VMA-tree/VMA work inside one mmap_lock write section
+    vma_modify_ns: float = 900.0
+    #: Work(kind) costs, per unit
+    work_ns: dict[str, float] = field(default_factory=_default_work)
+    #: waking a sleeping task (try_to_wake_up to running)
+    wakeup_ns: float = 2500.0
+    #: switching a CPU from one task to another
+    context_switch_ns: float = 1200.0
+    #: a task's time slice when more tasks than CPUs are runnable
+    timeslice_ns: float = 3_000_000.0
+    #: pages a CPU's pcp list takes per refill / gives back per drain
+    pcp_batch: int = 63
+    #: zone->lock hold time per page moved between zone and pcp
+    zone_lock_ns: float = 25.0
+    #: fraction of frames below which allocations direct-reclaim
+    reclaim_watermark: float = 0.10
+    #: one direct-reclaim pass (shrink_node for SWAP_CLUSTER_MAX pages)
+    reclaim_ns: float = 300_000.0
+    #: pages one reclaim pass frees (the next allocations are fast)
+    reclaim_batch: int = 32
+    #: DRAM bandwidth, all sockets (clear/copy page traffic), GB/s
+    dram_gbps: float = 100.0
+    #: TLB shootdown: sender's fixed cost, per-target cost, target's handler
+    ipi_send_ns: float = 1500.0
+    ipi_per_cpu_ns: float = 150.0
+    ipi_handler_ns: float = 1000.0
+    #: RCU grace-period tick
+    rcu_gp_ns: float = 1_000_000.0
+    #: where the numbers came from
+    source: str = "defaults: 2-socket Haswell-class server (see module docstring)"
+
+    @classmethod
+    def load(cls, path: str | Path) -> CostProfile:
+        """Read a profile written by :meth:`save` (unknown keys are errors)."""
+        data = json.loads(Path(path).read_text())
+        known = {f.name for f in fields(cls)}
+        bad = sorted(set(data) - known)
+        if bad:
+            raise ValueError(f"{path}: unknown cost profile keys: {', '.join(bad)}")
+        work = _default_work()
+        work.update(data.pop("work_ns", {}))
+        return cls(work_ns=work, **data)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(asdict(self), indent=2, sort_keys=True) + "\n")
+
+
+# fields of one object that live in one cache line (else: one line per field)
+_VMA_MAIN = "vma"
+_GROUP = {
+    "vm_start": _VMA_MAIN, "vm_end": _VMA_MAIN, "vm_flags": _VMA_MAIN, "vm_pgoff": _VMA_MAIN,
+    "vm_file": _VMA_MAIN, "anon_vma": _VMA_MAIN, "fields": _VMA_MAIN, "vm_mm": _VMA_MAIN,
+    "vm_lock_seq": _VMA_MAIN, "vm_page_prot": _VMA_MAIN,
+}
+
+
+class Line:
+    """Directory entry of one cache line."""
+
+    __slots__ = ("owner", "sharers", "busy_until")
+
+    def __init__(self) -> None:
+        self.owner = -1          # CPU holding it modified/exclusive, or -1
+        self.sharers = 0         # bitmask of CPUs holding it shared
+        self.busy_until = 0.0    # end of the last transfer (transfers serialise)
+
+
+class CostModel:
+    """Charges ops; owns the machine-wide resources (lines, zone lock, DRAM).
+
+    ``charge(op, cpu, t)`` returns the op's latency before it is performed
+    (footprint-based); ``after(op, result, cpu, t)`` adds result-dependent
+    costs (a user access that faulted, an allocation in reclaim).
+    """
+
+    def __init__(self, profile: CostProfile, nr_frames: int, ncpus: int) -> None:
+        self.p = profile
+        self.lines: dict[tuple[int, str], Line] = {}
+        self.transfers = 0
+        self.nr_frames = nr_frames
+        self.low = max(1, int(nr_frames * profile.reclaim_watermark))
+        self.pcp = [0] * ncpus
+        self.zone_busy = 0.0
+        self.dram_busy = 0.0
+        self.dram_ns_per_page = PAGE / profile.dram_gbps    # GB/s = bytes/ns
+        self.stolen = [0.0] * ncpus                         # IPI handler time owed
+        self.reclaims = 0
+        self.reclaimed = [0] * ncpus
+        self.zone_wait = 0.0
+        w = profile.work_ns
+        self.work = dict(w)
+        self.op_ns = profile.op_ns
+
+    # -- cache lines --
+    def line(self, obj: object, fld: str) -> Line:
+        key = (id(obj), fld)
+        ln = self.lines.get(key)
+        if ln is None:
+            ln = self.lines[key] = Line()
+        return ln
+
+    def touch(self, obj: object, fld: str, write: bool, cpu: int, t: float) -> float:
+        """Latency of one access by ``cpu`` at ``t`` to the line holding
+        ``obj.fld``; updates the directory."""
+        key = (id(obj), _GROUP.get(fld, fld))
+        ln = self.lines.get(key)
+        if ln is None:
+            ln = self.lines[key] = Line()
+        bit = 1 << cpu
+        owner = ln.owner
+        if write:
+            if owner == cpu:
+                return self.op_ns
+            if owner < 0 and ln.sharers == bit:
+                ln.owner = cpu            # upgrade S->M, nobody else holds it
+                return self.op_ns
+            if owner < 0 and not ln.sharers:
+                ln.owner, ln.sharers = cpu, bit
+                return self.p.llc_ns
+        else:
+            if owner == cpu or (owner < 0 and ln.sharers & bit):
+                return self.op_ns
+            if owner < 0:
+                ln.sharers |= bit
+                return self.p.llc_ns
+        # a transfer: from the dirty owner, or an RFO invalidating sharers
+        self.transfers += 1
+        start = ln.busy_until if ln.busy_until > t else t
+        end = start + self.p.line_transfer_ns
+        ln.busy_until = end
+        if write:
+            ln.owner, ln.sharers = cpu, bit
+        else:
+            ln.sharers = bit | (1 << owner if owner >= 0 else 0) | ln.sharers
+            ln.owner = -1
+        return end - t
+
+    # -- the op table --
+    def charge(self, op: Any, cpu: int, t: float) -> float:
+        tp = type(op)
+        cost = 0.0
+        stolen = self.stolen[cpu]
+        if stolen:
+            cost = stolen
+            self.stolen[cpu] = 0.0
+        if tp is LoadItem:
+            return cost + self.touch(op.owner, str(op.index >> 3), False, cpu, t)
+        if tp is StoreItem:
+            return cost + self.touch(op.owner, str(op.index >> 3), True, cpu, t)
+        if tp is Load:
+            return cost + self.touch(op.obj, op.attr, False, cpu, t)
+        if tp is Store:
+            return cost + self.touch(op.obj, op.attr, True, cpu, t)
+        if tp is Work:
+            return cost + self._work(op.what, op.amount, t)
+        if tp is AllocPage:
+            return cost + self._alloc(cpu, t)
+        if tp is PutPage:
+            return cost + self._free(cpu, t) + self.touch(op.page, "refcount", True, cpu, t)
+        kind = op.kind
+        if kind == "user_access":
+            return cost + self.p.user_access_ns
+        if kind == "tlb_flush":
+            n = sum(1 for c in op.cpus if c.id != cpu)
+            for c in op.cpus:
+                if c.id != cpu and c.id < len(self.stolen):
+                    self.stolen[c.id] += self.p.ipi_handler_ns
+            return cost + self.p.ipi_send_ns + n * self.p.ipi_per_cpu_ns
+        if kind == "ipi_send":
+            n = len(op.cpus)
+            for c in op.cpus:
+                if c.id != cpu and c.id < len(self.stolen):
+                    self.stolen[c.id] += self.p.ipi_handler_ns
+            return cost + self.p.ipi_send_ns + n * self.p.ipi_per_cpu_ns
+        for obj, fld, mode in op.footprint():
+            if obj == "*":
+                cost += self.op_ns * 10
+                continue
+            cost += self.touch(obj, fld, mode == "w", cpu, t)
+        if kind == "down_write":
+            cost += self.p.vma_modify_ns
+        return cost or self.op_ns
+
+    def after(self, op: Any, result: Any, cpu: int, t: float) -> float:
+        """Result-dependent cost (called after perform)."""
+        if type(result) is _Fault:
+            return self.p.fault_entry_ns
+        return 0.0
+
+    # -- resources --
+    def _work(self, what: str, amount: int, t: float) -> float:
+        ns = self.work.get(what)
+        if ns is None:
+            ns = self.work[what] = 100.0     # an unknown kind: a small constant
+        ns *= amount
+        if what == "clear_page" or what == "copy_page":
+            need = self.dram_ns_per_page * (2 if what == "copy_page" else 1)
+            start = self.dram_busy if self.dram_busy > t else t
+            self.dram_busy = start + need
+            if self.dram_busy - t > ns:
+                return self.dram_busy - t
+        return ns
+
+    def _zone(self, t: float, pages: int) -> float:
+        start = self.zone_busy if self.zone_busy > t else t
+        end = start + pages * self.p.zone_lock_ns + self.p.line_transfer_ns
+        self.zone_busy = end
+        self.zone_wait += start - t
+        return end - t
+
+    def _alloc(self, cpu: int, t: float) -> float:
+        cost = self.op_ns * 10
+        if self.pcp[cpu] <= 0:
+            batch = self.p.pcp_batch
+            cost += self._zone(t, batch)
+            self.pcp[cpu] = batch
+        self.pcp[cpu] -= 1
+        free = self.free_frames()
+        if free < self.low:
+            if self.reclaimed[cpu] <= 0:
+                self.reclaims += 1
+                cost += self.p.reclaim_ns
+                self.reclaimed[cpu] = self.p.reclaim_batch
+            self.reclaimed[cpu] -= 1
+        return cost
+
+    def _free(self, cpu: int, t: float) -> float:
+        self.pcp[cpu] += 1
+        if self.pcp[cpu] > 2 * self.p.pcp_batch:
+            self.pcp[cpu] -= self.p.pcp_batch
+            return self._zone(t, self.p.pcp_batch)
+        return self.op_ns * 5
+
+    #: set by the engine: () -> free frames
+    def free_frames(self) -> int:
+        return self.nr_frames

@@ -1,0 +1,454 @@
+"""The discrete-event engine: the model's threads on N simulated CPUs.
+
+Why it is shaped so
+-------------------
+Like the explorer (``check/engine.py``), the engine runs each model thread's
+coroutine with ``STATE.inline`` off, so every op is yielded to it; unlike
+the explorer it does not choose an interleaving, it *times* one.  An event
+is ``(time, seq, thread)``: at ``time`` the thread's pending op is charged
+by the :class:`~specfault.sim.cost.CostModel`, performed, and the thread's
+coroutine advanced to its next op, which becomes the next event at
+``time + cost``.  Ties are broken by the insertion counter ``seq``, so a run
+is a pure function of its inputs (the seed only feeds the workloads).
+
+A blocking op that is not enabled *parks* its thread, indexed by the
+objects in its footprint; an op that touches one of those objects re-checks
+the threads parked on it (the model's wakeups are state changes, so no
+model code is needed to wake anyone).  Spinlocks, seqcount begins and IPI
+waits spin: the CPU stays busy.  Everything else (rwsem, the VMA-lock
+drain, synchronize_rcu) sleeps: the CPU runs the next runnable thread, and
+the wakeup costs ``wakeup_ns``.  RCU callbacks run on a grace-period tick.
+
+State changes happen in :meth:`Engine.step`; :meth:`Engine.run` is
+``step`` in a loop.
+
+Fields
+------
+# private to the engine (single-threaded)
+    heap, seq, now, threads, cpus, idle, runq, parked, nparked
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from specfault.runtime import STATE, Op, Task
+from specfault.sim.cost import CostModel, CostProfile
+
+RUN, SPIN, SLEEP, READY, DONE = range(5)
+_SPIN_KINDS = frozenset({"spin_lock", "seq_begin", "ipi_wait"})
+_RWSEM_KINDS = frozenset({"down_read", "down_write", "rwsem_wait", "up", "down_trylock"})
+
+
+class SimSleep(Op):
+    """Off-CPU time of a workload thread (I/O, binder, a futex): the thread
+    leaves its CPU for ``ns`` of simulated time.  Only the simulator knows
+    it; under another driver it is an ordinary no-op."""
+
+    __slots__ = ("ns",)
+    kind = "sim_sleep"
+
+    def __init__(self, ns: float) -> None:
+        self.ns = ns
+
+    def perform(self) -> None:
+        return None
+
+    def describe(self) -> str:
+        return f"sleep {self.ns:.0f}ns"
+
+
+class SimError(Exception):
+    """The simulated run cannot continue: a model error or a deadlock."""
+
+
+class SimThread:
+    """A model task as the engine schedules it, with its own statistics."""
+
+    __slots__ = ("task", "name", "state", "cpu", "slice_end", "park_t", "park_keys",
+                 "busy", "spin", "sleep", "lock_wait_t0", "lock_write", "hold_t0", "done_at",
+                 "meta")
+
+    def __init__(self, task: Task, name: str) -> None:
+        self.task = task
+        self.name = name
+        self.state = READY
+        self.cpu: SimCpu | None = None
+        self.slice_end = 0.0
+        self.park_t = 0.0
+        self.park_keys: tuple[int, ...] = ()
+        self.busy = 0.0          # CPU time charged to its ops
+        self.spin = 0.0          # CPU time spent spinning
+        self.sleep = 0.0         # time asleep in a lock
+        self.lock_wait_t0 = -1.0
+        self.lock_write = False
+        self.hold_t0 = -1.0
+        self.done_at = -1.0
+        self.meta: dict[str, Any] = {}
+
+    def __repr__(self) -> str:
+        return f"<SimThread {self.name}>"
+
+
+class SimCpu:
+    __slots__ = ("id", "cpu", "running", "last", "busy")
+
+    def __init__(self, i: int, cpu: Any) -> None:
+        self.id = i
+        self.cpu = cpu           # the model's Cpu (TLB, interrupt state)
+        self.running: SimThread | None = None
+        self.last: SimThread | None = None
+        self.busy = 0.0
+
+
+class Engine:
+    """``Engine(machine, profile)``; :meth:`spawn` threads; :meth:`run`."""
+
+    def __init__(self, machine: Any, profile: CostProfile | None = None) -> None:
+        self.machine = machine
+        self.kernel = machine.kernel
+        self.profile = profile or CostProfile()
+        ncpus = len(self.kernel.cpus)
+        self.cost = CostModel(self.profile, self.kernel.mem.nr_frames, ncpus)
+        mem = self.kernel.mem
+        self.cost.free_frames = mem.nr_free   # type: ignore[method-assign]
+        self.cpus = [SimCpu(i, c) for i, c in enumerate(self.kernel.cpus)]
+        self.idle: list[int] = list(range(ncpus))
+        self.runq: deque[SimThread] = deque()
+        self.heap: list[tuple[float, int, Any]] = []
+        self.seq = 0
+        self.now = 0.0
+        self.threads: list[SimThread] = []
+        self.parked: dict[int, list[SimThread]] = {}
+        self.nparked = 0
+        self.rcu_waiters: list[SimThread] = []
+        self.rcu_armed = False
+        self.steps = 0
+        # mmap_lock statistics
+        self.lock_waits: list[float] = []
+        self.lock_holds: list[float] = []
+        self.write_waits: list[float] = []
+        self.on_done: Callable[[SimThread], None] | None = None
+
+    # -- building --
+    def spawn(self, name: str, mm: Any, coro: Coroutine[Any, Any, Any], at: float = 0.0) -> SimThread:
+        """Add a thread running ``coro`` in ``mm``, runnable at ``at``."""
+        task = Task(len(self.threads) + 1, name, coro, mm, None)
+        th = SimThread(task, name)
+        self.threads.append(th)
+        self.timer(at, lambda t: self._first(th, t))
+        return th
+
+    def timer(self, at: float, fn: Callable[[float], None]) -> None:
+        self.seq += 1
+        heapq.heappush(self.heap, (at, self.seq, fn))
+
+    def _push(self, t: float, th: SimThread) -> None:
+        self.seq += 1
+        heapq.heappush(self.heap, (t, self.seq, th))
+
+    def _first(self, th: SimThread, t: float) -> None:
+        st = STATE
+        st.task = th.task
+        self.now = t
+        op = th.task.advance(None)
+        if op is None:
+            self._finish(th, t)
+            return
+        self._ready(th, t)
+
+    # -- CPUs --
+    def _ready(self, th: SimThread, t: float) -> None:
+        """``th`` can run from ``t``: on an idle CPU, else queued."""
+        if self.idle:
+            self._dispatch(th, self.idle.pop(0), t)
+        else:
+            th.state = READY
+            self.runq.append(th)
+
+    def _dispatch(self, th: SimThread, cpu_id: int, t: float) -> None:
+        c = self.cpus[cpu_id]
+        c.running = th
+        th.cpu = c
+        th.state = RUN
+        task = th.task
+        task.cpu = c.cpu
+        c.cpu.current = task
+        if task.mm is not None:
+            task.mm.cpumask.add(c.cpu)            # switch_mm()
+        th.slice_end = t + self.profile.timeslice_ns
+        if c.last is not th and c.last is not None:
+            t += self.profile.context_switch_ns
+            c.busy += self.profile.context_switch_ns
+        c.last = th
+        self._push(t, th)
+
+    def _release_cpu(self, th: SimThread, t: float) -> None:
+        c = th.cpu
+        assert c is not None, "_release_cpu: thread not on a CPU"
+        c.running = None
+        th.cpu = None
+        if self.runq:
+            self._dispatch(self.runq.popleft(), c.id, t)
+        else:
+            idle = self.idle
+            i = 0
+            while i < len(idle) and idle[i] < c.id:
+                i += 1
+            idle.insert(i, c.id)
+
+    def _finish(self, th: SimThread, t: float) -> None:
+        task = th.task
+        if task.error is not None:
+            raise SimError(f"{th.name} failed at t={t:.0f}ns: "
+                           f"{type(task.error).__name__}: {task.error}") from task.error
+        th.state = DONE
+        th.done_at = t
+        if th.cpu is not None:
+            self._release_cpu(th, t)
+        if self.on_done is not None:
+            self.on_done(th)
+
+    # -- the one place state changes --
+    def step(self) -> bool:
+        """Run the earliest event; False when nothing is left."""
+        heap = self.heap
+        if not heap:
+            return False
+        t, _, obj = heapq.heappop(heap)
+        if obj.__class__ is not SimThread:
+            self.now = t
+            obj(t)
+            return True
+        th: SimThread = obj
+        task = th.task
+        op = task.pending
+        st = STATE
+        st.task = task
+        c = th.cpu
+        assert c is not None
+        if op.blocking and not op.enabled():
+            self._park(th, op, t)
+            return True
+        if op.__class__ is SimSleep:
+            self._sleep(th, op.ns, t)
+            return True
+        cost_model = self.cost
+        cpu = c.id
+        cost = cost_model.charge(op, cpu, t)
+        kind = op.kind
+        try:
+            result = op.perform()
+        except Exception as exc:  # noqa: BLE001 - a model error ends the run
+            raise SimError(f"{th.name}: {op.describe()} at t={t:.0f}ns: "
+                           f"{type(exc).__name__}: {exc}") from exc
+        cost += cost_model.after(op, result, cpu, t)
+        if kind in _RWSEM_KINDS:
+            self._rwsem_stats(th, op, result, t + cost)
+        t2 = t + cost
+        th.busy += cost
+        c.busy += cost
+        self.steps += 1
+        if self.nparked:
+            self._wake_check(op, t2)
+        self.now = t2
+        nxt = task.advance(result)
+        if nxt is None:
+            self._finish(th, t2)
+        elif self.runq and t2 >= th.slice_end and self._preemptible(task):
+            self.runq.append(th)
+            th.state = READY
+            self._release_cpu(th, t2)
+        else:
+            self._push(t2, th)
+        if not self.rcu_armed and self.kernel.rcu.callbacks:
+            self.rcu_armed = True
+            self.timer(t2 + self.profile.rcu_gp_ns, self._rcu_tick)
+        return True
+
+    def wall(self) -> float:
+        """When the last thread finished (simulated ns)."""
+        return max((th.done_at for th in self.threads), default=0.0)
+
+    def run(self, until: float | None = None) -> None:
+        """Run until every thread finished (or simulated time ``until``)."""
+        saved = (STATE.inline, STATE.task)
+        STATE.inline = False
+        try:
+            heap = self.heap
+            step = self.step
+            while True:
+                if until is not None and heap and heap[0][0] > until:
+                    break
+                if not step():
+                    if self.nparked or self.rcu_waiters:
+                        if self._rescue():
+                            continue
+                        stuck = "; ".join(f"{th.name} in {th.task.pending.describe()}"
+                                          for th in self.threads if th.state in (SPIN, SLEEP))
+                        raise SimError(f"deadlock at t={self.now:.0f}ns: {stuck}")
+                    break
+        finally:
+            STATE.inline, STATE.task = saved
+
+    def close(self) -> None:
+        """Close unfinished coroutines without warnings."""
+        st = STATE
+        for th in self.threads:
+            coro = th.task.coro
+            if th.state != DONE and coro is not None:
+                st.task = th.task
+                try:
+                    coro.close()
+                except BaseException:  # noqa: BLE001 - a finally clause awaited
+                    pass
+        st.task = None
+
+    # -- blocking --
+    def _preemptible(self, task: Task) -> bool:
+        if task.irq_disabled or task.rcu_nesting:
+            return False
+        return not any(getattr(h, "spinning", False) for h in task.held)
+
+    def _park(self, th: SimThread, op: Any, t: float) -> None:
+        th.park_t = t
+        if op.kind == "rcu_wait":
+            self.rcu_waiters.append(th)
+            th.park_keys = ()
+        else:
+            keys = tuple({id(o) for o, _, _ in op.footprint() if o != "*"})
+            th.park_keys = keys
+            parked = self.parked
+            for k in keys:
+                lst = parked.get(k)
+                if lst is None:
+                    parked[k] = [th]
+                else:
+                    lst.append(th)
+        self.nparked += 1
+        if op.kind in _SPIN_KINDS:
+            th.state = SPIN                 # keeps its CPU, burning cycles
+        else:
+            th.state = SLEEP
+            self._release_cpu(th, t)
+
+    def _sleep(self, th: SimThread, ns: float, t: float) -> None:
+        th.state = SLEEP
+        th.sleep += ns
+        self._release_cpu(th, t)
+
+        def wake(t2: float) -> None:
+            st = STATE
+            st.task = th.task
+            self.now = t2
+            if th.task.advance(None) is None:
+                th.cpu = None
+                self._finish(th, t2)
+            else:
+                self._ready(th, t2)
+        self.timer(t + ns, wake)
+
+    def _unpark(self, th: SimThread) -> None:
+        parked = self.parked
+        for k in th.park_keys:
+            lst = parked.get(k)
+            if lst is not None:
+                lst.remove(th)
+                if not lst:
+                    del parked[k]
+        th.park_keys = ()
+        self.nparked -= 1
+
+    def _wake(self, th: SimThread, t: float) -> None:
+        waited = t - th.park_t
+        if th.state == SPIN:
+            th.spin += waited
+            th.busy += waited
+            assert th.cpu is not None
+            th.cpu.busy += waited
+            th.state = RUN
+            self._push(t, th)
+        else:
+            th.sleep += waited
+            self._ready(th, t + self.profile.wakeup_ns)
+
+    def _wake_check(self, op: Any, t: float) -> None:
+        parked = self.parked
+        st = STATE
+        me = st.task
+        for o, _, _ in op.footprint():
+            lst = parked.get(id(o))
+            if not lst:
+                continue
+            for th in list(lst):
+                st.task = th.task
+                if th.task.pending.enabled():
+                    self._unpark(th)
+                    self._wake(th, t)
+        st.task = me
+
+    def _rescue(self) -> bool:
+        """Nothing scheduled: wake any parked thread whose op is enabled."""
+        st = STATE
+        woke = False
+        for th in self.threads:
+            if th.state in (SPIN, SLEEP):
+                st.task = th.task
+                if th.task.pending.enabled():
+                    if th in self.rcu_waiters:
+                        self.rcu_waiters.remove(th)
+                        self.nparked -= 1
+                    else:
+                        self._unpark(th)
+                    self._wake(th, self.now)
+                    woke = True
+        return woke
+
+    def _rcu_tick(self, t: float) -> None:
+        rcu = self.kernel.rcu
+        st = STATE
+        saved = st.task
+        st.task = None
+        rcu.process()
+        for th in list(self.rcu_waiters):
+            st.task = th.task
+            if th.task.pending.enabled():
+                self.rcu_waiters.remove(th)
+                self.nparked -= 1
+                self._wake(th, t)
+        st.task = saved
+        if rcu.callbacks or self.rcu_waiters:
+            self.timer(t + self.profile.rcu_gp_ns, self._rcu_tick)
+        else:
+            self.rcu_armed = False
+
+    # -- mmap_lock statistics --
+    def _rwsem_stats(self, th: SimThread, op: Any, result: Any, t: float) -> None:
+        sem = op.sem
+        if not sem.name.startswith("mmap_lock"):
+            return
+        kind = op.kind
+        if kind == "down_read" or kind == "down_write":
+            th.lock_write = kind == "down_write"
+            if result is None:
+                th.hold_t0 = t
+                self.lock_waits.append(0.0)
+                if th.lock_write:
+                    self.write_waits.append(0.0)
+            else:
+                th.lock_wait_t0 = t
+        elif kind == "rwsem_wait":
+            w = t - th.lock_wait_t0
+            self.lock_waits.append(w)
+            if th.lock_write:
+                self.write_waits.append(w)
+            th.hold_t0 = t
+        elif kind == "down_trylock":
+            if result:
+                th.hold_t0 = t
+        elif kind == "up" and th.hold_t0 >= 0:
+            self.lock_holds.append(t - th.hold_t0)
+            th.hold_t0 = -1.0
