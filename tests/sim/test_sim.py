@@ -1,0 +1,121 @@
+"""The performance simulator: determinism, cost charging, the scaling
+relations the protocols are built for, counters, and the CLI."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+
+from specfault.cli import main
+from specfault.sim import WORKLOADS, CostProfile, compare, run
+from specfault.sim.cost import CostModel
+
+
+def test_same_seed_same_results() -> None:
+    a = run("ebizzy", "speculative", 4, faults=600, seed=3).to_dict()
+    b = run("ebizzy", "speculative", 4, faults=600, seed=3).to_dict()
+    assert a == b
+
+
+def test_engine_charges_the_cost_model() -> None:
+    base = CostProfile()
+    slow = replace(base, work_ns={**base.work_ns, "clear_page": base.work_ns["clear_page"] + 1000})
+    a = run("pft", "classic", 1, profile=base, faults=500)
+    b = run("pft", "classic", 1, profile=slow, faults=500)
+    # one clear_page per fault, on one CPU: 1 µs more per fault
+    assert b.wall_us - a.wall_us == pytest.approx(500 * 1.0, rel=0.05)
+    assert b.fault_lat["p50"] - a.fault_lat["p50"] == pytest.approx(1.0, rel=0.05)
+
+
+def test_line_transfers_serialise() -> None:
+    cm = CostModel(CostProfile(line_transfer_ns=100.0), 1000, 4)
+    obj = object()
+    cm.touch(obj, "count", True, 0, 0.0)                  # CPU 0 owns it
+    assert cm.touch(obj, "count", True, 1, 0.0) == 100.0  # transfer to CPU 1
+    assert cm.touch(obj, "count", True, 2, 0.0) == 200.0  # queued behind it
+    assert cm.touch(obj, "count", True, 2, 500.0) == CostProfile().op_ns   # now a hit
+    # a read-shared line (a seqcount) costs nothing after the first read
+    seq = object()
+    cm.touch(seq, "mm_lock_seq", False, 0, 0.0)
+    cm.touch(seq, "mm_lock_seq", False, 1, 0.0)
+    assert cm.touch(seq, "mm_lock_seq", False, 0, 10.0) == CostProfile().op_ns
+
+
+def test_classic_stops_scaling_while_spf_scales_on_pft() -> None:
+    cmp = compare("pft", cpus=[8, 32], faults=8000)
+    classic = cmp.get("classic", 32).faults_per_s / cmp.get("classic", 8).faults_per_s
+    spf = cmp.get("speculative", 32).faults_per_s / cmp.get("speculative", 8).faults_per_s
+    assert classic < 1.3, classic          # the rwsem count line is saturated
+    assert spf > 2.0, spf                  # speculative faults share no written line
+    assert cmp.ratio("speculative", 32) > 2.0
+    # classic's faults bounce the mmap_lock line; speculative ones mostly do not
+    assert cmp.get("classic", 32).transfers_per_fault > 3 * cmp.get("speculative", 32).transfers_per_fault
+
+
+def test_spf_counters_add_up() -> None:
+    r = run("ebizzy", "speculative", 8, faults=1500)
+    c = r.counters
+    assert c["spf_attempt"] > 0
+    assert c["spf_attempt"] == c["spf_success"] + c["spf_abort"]
+    assert sum(r.aborts.values()) >= c["spf_abort"] > 0
+    assert 0 < r.abort_rate < 1
+
+
+def test_no_speculation_with_one_user() -> None:
+    r = run("pft", "speculative", 1, faults=200)
+    assert r.counters["spf_attempt"] == 0
+
+
+@pytest.mark.parametrize("workload", sorted(WORKLOADS))
+def test_every_workload_runs_under_every_protocol(workload: str) -> None:
+    small = {"spf_test": 200, "app_launch": 400, "mmap1": 200}.get(workload, 400)
+    cmp = compare(workload, cpus=[4], faults=small)
+    for r in cmp.runs:
+        assert r.wall_us > 0
+        if workload != "mmap1":
+            assert r.faults > 0 and r.fault_lat["max"] >= r.fault_lat["p50"] > 0
+        else:
+            assert r.syscalls > 0
+
+
+def test_app_launch_writers_wait_for_faults_under_classic() -> None:
+    cmp = compare("app_launch", cpus=[4], faults=1200)
+    classic, spf = cmp.get("classic", 4), cmp.get("speculative", 4)
+    assert classic.reclaims > 0                      # memory is below the watermark
+    assert classic.writer_lat["max"] > 0
+    assert classic.lock_wait["max"] > spf.lock_wait["max"] * 0.5
+
+
+def test_profile_json_round_trip(tmp_path) -> None:
+    p = CostProfile(line_transfer_ns=123.0)
+    path = tmp_path / "prof.json"
+    p.save(path)
+    assert CostProfile.load(path) == p
+    path.write_text(json.dumps({"bogus": 1}))
+    with pytest.raises(ValueError, match="bogus"):
+        CostProfile.load(path)
+
+
+def test_cli_bench(capsys, tmp_path) -> None:
+    plot = tmp_path / "p.png"
+    assert main(["bench", "-w", "pft", "--cpus", "1,2", "--faults", "200", "--json",
+                 "--plot", str(plot)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert {r["protocol"] for r in out["runs"]} == {"classic", "speculative", "pervma"}
+    assert plot.stat().st_size > 0
+
+
+@pytest.mark.parametrize("argv", [
+    ["bench", "-w", "nope"],
+    ["bench", "--cpus", "0"],
+    ["bench", "--cpus", "a,b"],
+    ["bench", "--protocols", "classic,magic"],
+    ["bench", "--param", "nope=1"],
+    ["bench", "--faults", "0"],
+    ["bench", "--profile", "/nonexistent/profile.json"],
+])
+def test_cli_bad_input_exits_2(argv: list[str], capsys) -> None:
+    assert main(argv) == 2
+    assert "error" in capsys.readouterr().err
