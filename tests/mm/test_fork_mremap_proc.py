@@ -7,7 +7,7 @@ from __future__ import annotations
 import errno
 import re
 
-from conftest import assert_linux, on_model
+from mmkit import assert_linux, on_model
 from hostkit import HOST_OK, Host, host_errno, layout, run_host
 
 import specfault as sf

@@ -6,7 +6,7 @@ host kernel must give the expected value."""
 from __future__ import annotations
 
 import pytest
-from conftest import assert_linux, on_model
+from mmkit import assert_linux, on_model
 from hostkit import PAGE as P
 from hostkit import layout
 

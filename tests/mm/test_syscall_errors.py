@@ -11,7 +11,7 @@ import errno
 import os
 
 import pytest
-from conftest import assert_linux
+from mmkit import assert_linux
 from hostkit import PAGE as P
 from hostkit import host_errno, layout
 

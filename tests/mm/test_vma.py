@@ -6,7 +6,7 @@ layout as (first page, end page, perms, file offset in pages) tuples."""
 
 from __future__ import annotations
 
-from conftest import assert_linux
+from mmkit import assert_linux
 from hostkit import PAGE as P
 from hostkit import layout
 
@@ -143,7 +143,7 @@ def test_fork_child_vmas_do_not_merge():
         h.mprotect(b, P, RW)
         return L(h, b)
 
-    from conftest import on_model
+    from mmkit import on_model
     from hostkit import HOST_OK, run_host_forked
 
     def model(p, b):
