@@ -2,10 +2,10 @@
 and its concurrency protocols (classic mmap_lock, speculative page faults,
 per-VMA locks)."""
 
+import specfault.constants as _constants
 from specfault.api import Machine, Process, Thread
 from specfault.config import Config
 from specfault.constants import *  # noqa: F403 — the Linux constants are public API
-from specfault.constants import __dict__ as _constants
 from specfault.errors import (
     BusError,
     Deadlock,
@@ -22,4 +22,4 @@ __version__ = "0.1.0"
 __all__ = [
     "BusError", "Config", "Deadlock", "Machine", "ModelBug", "OutOfMemory", "PagemapEntry",
     "Process", "SegmentationFault", "SignalError", "Thread", "UseAfterFree",
-] + [k for k in _constants if k.isupper()]
+] + [k for k in vars(_constants) if k.isupper()]

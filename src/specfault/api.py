@@ -36,8 +36,7 @@ from specfault.constants import (
 )
 from specfault.errors import SegmentationFault
 from specfault.mm.access import _Fault, hw_access
-from specfault.mm.fault import do_user_addr_fault
-from specfault.mm.fault import ACCESS_EXEC, ACCESS_READ, ACCESS_WRITE
+from specfault.mm.fault import ACCESS_EXEC, ACCESS_READ, ACCESS_WRITE, do_user_addr_fault
 from specfault.mm.filemap import FMODE_READ, FMODE_WRITE, OpenFile
 from specfault.mm.fork import dup_mmap, exit_mmap
 from specfault.mm.gup import mm_populate

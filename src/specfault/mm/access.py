@@ -13,9 +13,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from specfault.mm.fault import ACCESS_EXEC, ACCESS_WRITE, do_user_addr_fault
+from specfault.mm.fault import ACCESS_WRITE, do_user_addr_fault
 from specfault.mm.pgtable import _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_NX, PTE_PFN_MASK, hw_allows, walk
 from specfault.runtime import STATE, ModelBug, Op, UseAfterFree
+
 
 class _Fault:
     """The MMU raised a page fault; ``prot`` is x86's PF_PROT error-code
@@ -72,7 +73,7 @@ def hw_access(mm: Any, cpu: Any, addr: int, access: int, n: int, data: bytes) ->
     # hw_allows(), inlined: present, RW for writes, not NX for execs
     if pte is None or not pte & 1 or (access == 1 and not pte & 2) \
             or (access == 2 and pte & _PAGE_NX):
-        if pte is not None:
+        if pte is not None and tlb is not None:
             del tlb[key]          # x86 drops the entry on the fault
             return FAULT_PROT if pte & 1 else FAULT
         found = walk(mm.pgd, addr)

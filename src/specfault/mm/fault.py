@@ -60,7 +60,7 @@ from specfault.mm.memory import handle_mm_fault, spf_abort, spf_seq_changed
 from specfault.mm.mmap_lock import mmap_read_lock, mmap_read_unlock
 from specfault.mm.vma import VM_EXEC, VM_READ, VM_WRITE
 from specfault.runtime import Load, ModelBug, Op, UseAfterFree
-from specfault.sync.seqcount import mmap_lock_speculate_retry, mmap_lock_speculate_try_begin
+from specfault.sync.seqcount import mmap_lock_speculate_try_begin
 from specfault.sync.vma_lock import VMA_EAGAIN, vma_end_read, vma_start_read
 
 ACCESS_READ, ACCESS_WRITE, ACCESS_EXEC = 0, 1, 2

@@ -118,7 +118,7 @@ async def pte_alloc(vmf: Vmf) -> bool:
 
 
 # ----------------------------------------------------------- speculation
-def spf_abort(kernel: Any, reason: str) -> None:
+def spf_abort(kernel: Any, reason: str) -> int | None:
     """Count an abort decided before handle_mm_fault; None = fall back."""
     kernel.count(reason)
     kernel.count("spf_abort")

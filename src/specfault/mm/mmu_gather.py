@@ -139,7 +139,7 @@ async def free_pgtables(tlb: MmuGather, floor: int, ceiling: int, start: int, en
         return
     detach: list[tuple[PageTable, int, PageTable]] = []
     _free_level(tlb, tlb.mm.pgd, floor, ceiling, start, end, detach)
-    for parent, i, child in detach:
+    for parent, i, _child in detach:
         await StoreItem(parent, parent.entries, i, None)     # pmd_clear() etc.
 
 

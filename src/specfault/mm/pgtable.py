@@ -136,7 +136,9 @@ class PageTable(KObject):
         self.level = level
         self.base = base
         self.entries: list[Any] = [0 if level == 1 else None] * PTRS_PER_TABLE
-        self.ptl = SpinLock(f"ptl@{base:#x}") if level == 1 else None
+        # split PTLs: one per PTE table (the PMD-level lock is Linux's
+        # split pmd ptlock; the model only takes the PTE-level ones)
+        self.ptl = SpinLock(f"ptl@{base:#x}" if level == 1 else f"pmd_ptl@{base:#x}")
         self.nr = 0
 
     def span(self) -> int:

@@ -1,9 +1,19 @@
 """The op-yielding runtime: ops, tasks, and the direct driver."""
 
-from specfault.runtime.ops import (
-    AtomicAdd, Cmpxchg, KObject, Load, LoadItem, Op, Store, StoreItem, WaitUntil, Work, Yield,
-)
 from specfault.runtime.fast import load_item, store_item, work
+from specfault.runtime.ops import (
+    AtomicAdd,
+    Cmpxchg,
+    KObject,
+    Load,
+    LoadItem,
+    Op,
+    Store,
+    StoreItem,
+    WaitUntil,
+    Work,
+    Yield,
+)
 from specfault.runtime.state import STATE, Deadlock, ModelBug, UseAfterFree, current, switch
 from specfault.runtime.task import Task
 

@@ -7,6 +7,8 @@ protocol and mutant and registered with the explorer under
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from specfault.check.scenario import Scenario, register
 from specfault.check.scenarios.base import MmSpec
 from specfault.check.scenarios.races import SPEC_BY_NAME, SPECS
@@ -33,16 +35,18 @@ def build(spec_name: str, protocol: str, mutant: str | None = None) -> Scenario:
     return scen
 
 
+def _factory(spec: str, protocol: str, mutant: str | None) -> Callable[[], Scenario]:
+    return lambda: build(spec, protocol, mutant)
+
+
 def _register_all() -> None:
     from specfault.check.mutants import MUTANTS
 
     for spec in SPECS:
         for protocol in PROTOCOLS:
-            register(scenario_name(spec.name, protocol),
-                     lambda s=spec.name, p=protocol: build(s, p))
+            register(scenario_name(spec.name, protocol), _factory(spec.name, protocol, None))
             for m in MUTANTS:
-                register(scenario_name(spec.name, protocol, m),
-                         lambda s=spec.name, p=protocol, mm=m: build(s, p, mm))
+                register(scenario_name(spec.name, protocol, m), _factory(spec.name, protocol, m))
 
 
 _register_all()
