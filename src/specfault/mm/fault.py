@@ -80,13 +80,14 @@ def access_error(access: int, vma: Any, prot: bool = False) -> bool:
     return not flags & (VM_READ | VM_WRITE | VM_EXEC)   # vma_is_accessible()
 
 
+_FLAGS = (FAULT_FLAG_DEFAULT | FAULT_FLAG_USER,
+          FAULT_FLAG_DEFAULT | FAULT_FLAG_USER | FAULT_FLAG_WRITE,
+          FAULT_FLAG_DEFAULT | FAULT_FLAG_USER | FAULT_FLAG_INSTRUCTION)
+
+
 def fault_flags(access: int) -> int:
-    flags = FAULT_FLAG_DEFAULT | FAULT_FLAG_USER
-    if access == ACCESS_WRITE:
-        flags |= FAULT_FLAG_WRITE
-    elif access == ACCESS_EXEC:
-        flags |= FAULT_FLAG_INSTRUCTION
-    return flags
+    """FAULT_FLAG_* for a user read, write or instruction fetch."""
+    return _FLAGS[access]
 
 
 def raise_for(fault: int, address: int) -> None:
@@ -101,7 +102,7 @@ def raise_for(fault: int, address: int) -> None:
 async def do_user_addr_fault(mm: Any, address: int, access: int, prot: bool = False) -> None:
     if address >= TASK_SIZE:
         raise SegmentationFault(address, SEGV_MAPERR)
-    flags = fault_flags(access)
+    flags = _FLAGS[access]
     protocol = mm.config.fault_protocol
     if protocol == "speculative":
         fault = await do_speculative_fault(mm, address, access, flags, prot)

@@ -51,7 +51,7 @@ from specfault.mm.pgtable import (
 )
 from specfault.mm.tlb import flush_tlb_range
 from specfault.mm.vma import VM_SHARED, VM_WRITE, AnonVma, VmArea, reusable_anon_vma
-from specfault.runtime import ModelBug, Op, load_item, store_item, work
+from specfault.runtime import STATE, ModelBug, Op, UseAfterFree, load_item, store_item, work
 from specfault.sync.cpu import local_irq_disable, local_irq_enable
 from specfault.sync.seqcount import mmap_lock_speculate_retry
 
@@ -275,7 +275,7 @@ async def handle_mm_fault(vma: VmArea, address: int, flags: int, seq: int = 0,
     with FAULT_FLAG_SPECULATIVE, passes a private copy of the VMA, the
     ``mm_lock_seq`` snapshot ``seq`` and the VMA it copied."""
     mm = vma.vm_mm
-    mm.kernel.count("pgfault")
+    mm.vmstat["pgfault"] += 1
     vmf = Vmf(vma, address, flags)
     if flags & FAULT_FLAG_SPECULATIVE:
         vmf.seq = seq
@@ -284,9 +284,27 @@ async def handle_mm_fault(vma: VmArea, address: int, flags: int, seq: int = 0,
         if ret & VM_FAULT_RETRY and vmf.committed:
             raise ModelBug(f"aborted speculative fault at {address:#x} left a visible effect")
         return ret
+    address = vmf.address
     table: PageTable = mm.pgd
+    if STATE.inline:
+        # the direct driver's fast path: the same walk with the loads done
+        # in place (nothing can interleave in a sequential run)
+        for shift in (39, 30):
+            idx = (address >> shift) & 511
+            nxt = table.entries[idx]
+            if nxt is None:
+                nxt = await table_alloc(mm, table, idx)
+            table = nxt
+        if table.freed_at is not None:
+            raise UseAfterFree(table, table.freed_at, "handle_mm_fault walk")
+        vmf.pmd = table
+        vmf.pmd_idx = idx = (address >> 21) & 511
+        pt = table.entries[idx]
+        vmf.orig_pmd = pt
+        vmf.orig_pte = 0 if pt is None else pt.entries[vmf.pte_idx]
+        return await handle_pte_fault(vmf)
     for level in (4, 3):
-        idx = (vmf.address >> LEVEL_SHIFT[level]) & 511
+        idx = (address >> LEVEL_SHIFT[level]) & 511
         nxt = await load_item(table, table.entries, idx)
         if nxt is None:
             nxt = await table_alloc(mm, table, idx)
@@ -294,7 +312,7 @@ async def handle_mm_fault(vma: VmArea, address: int, flags: int, seq: int = 0,
                 return VM_FAULT_OOM
         table = nxt
     vmf.pmd = table
-    vmf.pmd_idx = (vmf.address >> 21) & 511
+    vmf.pmd_idx = (address >> 21) & 511
     pt = await load_item(table, table.entries, vmf.pmd_idx)
     vmf.orig_pmd = pt
     vmf.orig_pte = 0 if pt is None else await load_item(pt, pt.entries, vmf.pte_idx)
@@ -403,7 +421,7 @@ async def do_anonymous_page(vmf: Vmf) -> int:
         return VM_FAULT_OOM
     # knob no_pte_none_recheck: install without re-checking under the PTL
     # that no racing fault installed a page first
-    recheck = not mm.config.knob("no_pte_none_recheck", False)
+    recheck = not mm.no_pte_none_recheck
     if not vmf.flags & FAULT_FLAG_WRITE:
         zero = mm.kernel.mem.zero_page
         entry = pte_mkspecial(mk_pte(zero.pfn, vma.vm_page_prot))

@@ -45,6 +45,8 @@ class MmStruct:
         self.mm_lock_seq = 0
         self.mm_lock_seq_bits = kernel.config.mm_lock_seq_bits
         self.no_seq_bump = bool(kernel.config.knob("no_seq_bump_on_write_lock", False))
+        self.no_pte_none_recheck = bool(kernel.config.knob("no_pte_none_recheck", False))
+        self.vmstat = kernel.vmstat
         self.page_table_lock = SpinLock(f"page_table_lock#{self.id}")
         self.map_count = 0
         self.total_vm = 0
