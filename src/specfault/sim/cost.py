@@ -164,9 +164,12 @@ _GROUP = {
 class Line:
     """Directory entry of one cache line."""
 
-    __slots__ = ("owner", "sharers", "busy_until")
+    __slots__ = ("owner", "sharers", "busy_until", "obj")
 
-    def __init__(self) -> None:
+    def __init__(self, obj: object = None) -> None:
+        # keeps the object alive: lines are keyed by id(), which must not be
+        # reused by a new object during the run (determinism)
+        self.obj = obj
         self.owner = -1          # CPU holding it modified/exclusive, or -1
         self.sharers = 0         # bitmask of CPUs holding it shared
         self.busy_until = 0.0    # end of the last transfer (transfers serialise)
@@ -203,7 +206,7 @@ class CostModel:
         key = (id(obj), fld)
         ln = self.lines.get(key)
         if ln is None:
-            ln = self.lines[key] = Line()
+            ln = self.lines[key] = Line(obj)
         return ln
 
     def touch(self, obj: object, fld: str, write: bool, cpu: int, t: float) -> float:
@@ -212,7 +215,7 @@ class CostModel:
         key = (id(obj), _GROUP.get(fld, fld))
         ln = self.lines.get(key)
         if ln is None:
-            ln = self.lines[key] = Line()
+            ln = self.lines[key] = Line(obj)
         bit = 1 << cpu
         owner = ln.owner
         if write:

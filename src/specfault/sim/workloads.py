@@ -151,7 +151,7 @@ def pft(protocol: str, cpus: int, *, faults: int = 100_000, threads: int = 0,
     """pft: one region of ``faults`` pages; ``threads`` (default: one per
     CPU) each write-fault their contiguous slice once."""
     n = threads or cpus
-    m, eng, ctx = _setup(protocol, cpus, faults + 8192, profile, seed)
+    m, eng, ctx = _setup(protocol, cpus, 2 * faults + 8192, profile, seed)
     p = m.spawn("pft")
     base = p.mmap(0, (faults + 1) * PAGE, RW, ANON)
     p.write(base + faults * PAGE, b"\0")      # anon_vma_prepare, as Linux's first fault
