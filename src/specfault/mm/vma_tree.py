@@ -89,16 +89,8 @@ class VmaTree:
     # ------------------------------------------------------------------ read
     def find(self, addr: int) -> Any:
         """find_vma(): the first VMA with end > addr, or None."""
-        node = self.root
-        if node is None:
-            return None
-        while True:
-            i = bisect_right(node.ends, addr)
-            if i == len(node.ends):
-                return None
-            if node.leaf:
-                return node.slots[i]
-            node = node.slots[i]
+        found = self.find_range(addr)
+        return None if found is None else found[2]
 
     def find_range(self, addr: int) -> tuple[int, int, Any] | None:
         """Like :meth:`find` but also returns the tree's range for the VMA."""
