@@ -7,8 +7,8 @@ from __future__ import annotations
 import errno
 import re
 
-from mmkit import assert_linux, on_model
 from hostkit import HOST_OK, Host, host_errno, layout, run_host
+from mmkit import assert_linux, on_model
 
 import specfault as sf
 from specfault import (

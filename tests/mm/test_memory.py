@@ -6,9 +6,9 @@ host kernel must give the expected value."""
 from __future__ import annotations
 
 import pytest
-from mmkit import assert_linux, on_model
 from hostkit import PAGE as P
 from hostkit import layout
+from mmkit import assert_linux, on_model
 
 import specfault as sf
 from specfault import (

@@ -11,9 +11,9 @@ import errno
 import os
 
 import pytest
-from mmkit import assert_linux
 from hostkit import PAGE as P
 from hostkit import host_errno, layout
+from mmkit import assert_linux
 
 from specfault import (
     MADV_DONTFORK,

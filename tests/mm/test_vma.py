@@ -6,9 +6,9 @@ layout as (first page, end page, perms, file offset in pages) tuples."""
 
 from __future__ import annotations
 
-from mmkit import assert_linux
 from hostkit import PAGE as P
 from hostkit import layout
+from mmkit import assert_linux
 
 from specfault import MAP_ANONYMOUS, MAP_FIXED, MAP_PRIVATE, MREMAP_FIXED, MREMAP_MAYMOVE, O_RDONLY
 from specfault import PROT_READ as R
@@ -143,8 +143,8 @@ def test_fork_child_vmas_do_not_merge():
         h.mprotect(b, P, RW)
         return L(h, b)
 
-    from mmkit import on_model
     from hostkit import HOST_OK, run_host_forked
+    from mmkit import on_model
 
     def model(p, b):
         p.mmap(b, 2 * P, RW, PA)
