@@ -29,8 +29,8 @@ def test_unknown_command_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_demo_json_summary(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["demo", "--json"]) == 0
-    summary = json.loads(capsys.readouterr().out)
+    assert main(["demo", "--only", "tour", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)["tour"]
     steps = {s["step"]: s for s in summary["steps"]}
     # reads map the zero page: faults but no allocation
     assert steps["read"]["zero_page_fault"] == 4 and steps["read"]["pgalloc"] == 0
@@ -42,6 +42,24 @@ def test_demo_json_summary(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_demo_text_runs(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["demo"]) == 0
+    assert main(["demo", "--only", "tour"]) == 0
     out = capsys.readouterr().out
     assert "rw-p" in out and "/data" in out
+
+
+def test_demo_checks_and_kills(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--only", "check", "--only", "mutant", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["check"] and all(r["ok"] for r in summary["check"])
+    assert summary["mutant"]["killed"] and summary["mutant"]["schedule"]
+
+
+def test_demo_sim_writes_plots(tmp_path: pytest.TempPathFactory, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--only", "sim", "--out", str(tmp_path), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert {s["workload"] for s in summary["sim"]} == {"app_launch", "pft"}
+    for s in summary["sim"]:
+        assert (tmp_path / f"{s['workload']}.png").stat().st_size > 1000
+    pft = next(s for s in summary["sim"] if s["workload"] == "pft")
+    spf32 = next(r for r in pft["runs"] if r["protocol"] == "speculative" and r["cpus"] == 32)
+    assert spf32["ratio_vs_classic"] > 1.5

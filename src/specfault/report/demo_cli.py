@@ -11,19 +11,47 @@ from rich.table import Table
 
 from specfault.report.demo import run_demo
 
+PARTS = ("tour", "check", "mutant", "sim")
+
 
 def register(sub: Any) -> None:
     p = sub.add_parser(
-        "demo", help="a guided tour: build, fault, fork and COW-split an address space",
-        description="Build a small address space on the model, fault it in, fork it and "
-                    "split COW pages, printing /proc-style maps, per-page frames and fault "
-                    "counters at every step (invariants are checked after each).")
+        "demo", help="a guided tour of the whole product on built-in defaults",
+        description="The tour: (1) build a small address space, fault it, fork it and split "
+                    "COW pages, printing maps, frames and counters (invariants checked after "
+                    "each step); (2) check the speculative page-fault protocol on the core "
+                    "races; (3) take one design decision away (a mutant) and show the "
+                    "counterexample the checker finds; (4) compare classic, speculative and "
+                    "per-VMA-lock faults on the simulator (app_launch, pft) and write plots.")
     p.add_argument("--json", action="store_true", help="print a JSON summary instead")
+    p.add_argument("--only", choices=PARTS, action="append",
+                   help="run only this part (repeatable; default: all)")
+    p.add_argument("--out", default="specfault-demo", metavar="DIR",
+                   help="where the plots go (default: ./specfault-demo)")
     p.set_defaults(func=main)
+
+
+def sim_table(cmp: Any) -> Table:
+    """A compact table of one comparison: the figures the seed is about."""
+    elapsed = cmp.workload == "app_launch"
+    t = Table(title=f"{cmp.workload}", box=None, header_style="bold")
+    for col in ("CPUs", "protocol", "elapsed ms" if elapsed else "faults/s", "vs classic",
+                "fault p99 µs", "mmap writer p99 µs", "mmap_lock wait p99 µs", "aborts"):
+        t.add_column(col, justify="right")
+    order = {"classic": 0, "speculative": 1, "pervma": 2}
+    for r in sorted(cmp.runs, key=lambda r: (r.cpus, order.get(r.protocol, 9))):
+        ratio = cmp.ratio(r.protocol, r.cpus)
+        fig = f"{r.wall_us / 1e3:.2f}" if elapsed else f"{r.faults_per_s / 1e6:.2f}M"
+        t.add_row(str(r.cpus), r.protocol, fig, f"{ratio:.2f}x" if ratio else "-",
+                  f"{r.fault_lat['p99']:.1f}", f"{r.writer_lat['p99']:.1f}",
+                  f"{r.lock_wait['p99']:.1f}", f"{r.abort_rate * 100:.2f}%")
+    return t
 
 
 def main(args: argparse.Namespace) -> int:
     console = Console(highlight=False)
+    if not console.is_terminal:
+        console = Console(highlight=False, width=140)
     last: dict[str, int] = {}
 
     def emit(kind: str, payload: Any) -> None:
@@ -49,11 +77,60 @@ def main(args: argparse.Namespace) -> int:
             console.print(t)
             last.update(payload)
 
-    summary = run_demo(emit)
+    parts = args.only or list(PARTS)
+    summary: dict[str, Any] = {}
+    if "tour" in parts:
+        summary["tour"] = run_demo(emit)
+        tour = summary["tour"]
+        if not args.json:
+            console.print(f"\n[bold]{tour['frames_free_at_end']} of {tour['frames']} frames free "
+                          f"at the end ({tour['page_cache_frames']} hold the file's page cache); "
+                          "check_mm held after every step.[/]")
+    from pathlib import Path
+
+    from specfault.report import tour as more
+
+    def emit2(kind: str, payload: Any) -> None:
+        if args.json:
+            return
+        if kind == "check":
+            r = payload
+            how = "exhaustive" if r["dfs_exhausted"] else "budget"
+            console.print(f"  {r['scenario']:24} {'[green]OK[/]' if r['ok'] else '[red]FAIL[/]'}  "
+                          f"dfs {r['dfs_schedules']} schedules ({how}, <=1 preemption) + "
+                          f"pct {r['pct_schedules']}  {r['seconds']}s")
+        elif kind == "kill":
+            k, report = payload
+            console.print(f"  mutant [bold]{k['mutant']}[/]: {k['breaks']}")
+            if k["killed"]:
+                console.print(f"  killed by {k['scenario']} ({k['strategy']}) after "
+                              f"{k['schedules']} schedules, {k['seconds']:.1f}s:\n")
+                console.print(report.rstrip(), highlight=False, markup=False, soft_wrap=True)
+            else:
+                console.print("  [red]survived the portfolio[/]")
+        elif kind == "sim":
+            cmp, path = payload
+            console.print(sim_table(cmp))
+            console.print(f"  plot: {path}")
+
+    if "check" in parts:
+        if not args.json:
+            console.print("\n[bold cyan]Checking the speculative protocol on the core races "
+                          "(every execution: invariants, use-after-free, lockdep, "
+                          "linearizability)[/]")
+        summary["check"] = more.check_core(emit2)
+    if "mutant" in parts:
+        if not args.json:
+            console.print("\n[bold cyan]Taking one decision away: the commit skips the second "
+                          "sequence check (SEQ2)[/]")
+        summary["mutant"] = more.kill_one(emit2)
+    if "sim" in parts:
+        if not args.json:
+            console.print("\n[bold cyan]What each protocol buys: the simulator, same model "
+                          "code, many CPUs[/]")
+        summary["sim"] = more.simulate(emit2, Path(args.out))
     if args.json:
-        print(json.dumps(summary))
-    else:
-        console.print(f"\n[bold]{summary['frames_free_at_end']} of {summary['frames']} frames "
-                      f"free at the end ({summary['page_cache_frames']} hold the file's page "
-                      "cache); check_mm held after every step.[/]")
-    return 0
+        print(json.dumps(summary, default=str))
+    ok = all(r["ok"] for r in summary.get("check", [])) and \
+        summary.get("mutant", {"killed": True})["killed"]
+    return 0 if ok else 1
