@@ -49,14 +49,15 @@ def simulate(emit: Callable[[str, Any], None], out_dir: Path) -> list[dict[str, 
     from specfault.sim import plots
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    results = []
-    for workload, cpus, params in (("app_launch", [8], {"faults": 3000}),
-                                   ("pft", [1, 8, 32], {"faults": 8000})):
-        cmp = sim.compare(workload, cpus=cpus, **params)
+    results: list[dict[str, Any]] = []
+    plan: list[tuple[str, list[int], int]] = [("app_launch", [8], 3000), ("pft", [1, 8, 32], 8000)]
+    for workload, cpus, faults in plan:
+        cmp = sim.compare(workload, cpus=cpus, faults=faults)
         path = plots.plot(cmp, str(out_dir / f"{workload}.png"))
-        summary = {"workload": workload, "plot": path, "runs": []}
+        runs: list[dict[str, Any]] = []
+        summary: dict[str, Any] = {"workload": workload, "plot": path, "runs": runs}
         for r in cmp.runs:
-            summary["runs"].append({
+            runs.append({
                 "protocol": r.protocol, "cpus": r.cpus, "faults_per_s": round(r.faults_per_s),
                 "wall_ms": round(r.wall_us / 1e3, 3), "ratio_vs_classic": cmp.ratio(r.protocol, r.cpus),
                 "abort_rate": r.abort_rate, "writer_p99_us": r.writer_lat["p99"]})
