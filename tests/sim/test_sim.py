@@ -119,3 +119,68 @@ def test_cli_bench(capsys, tmp_path) -> None:
 def test_cli_bad_input_exits_2(argv: list[str], capsys) -> None:
     assert main(argv) == 2
     assert "error" in capsys.readouterr().err
+
+
+def test_pft_vma_per_thread_gives_each_thread_its_own_vma() -> None:
+    from specfault.sim.workloads import pft
+
+    built = pft("classic", 4, faults=200, vma_per_thread=True)
+    try:
+        mm = built.engine.threads[0].task.mm
+        vmas = list(mm.vmas())
+        assert len(vmas) == 4                             # guard pages keep them apart
+        assert all(v.anon_vma is not None for v in vmas)  # as after a first fault
+    finally:
+        built.engine.close()
+
+
+def test_pervma_scales_like_spf_when_each_thread_has_its_own_vma() -> None:
+    one = compare("pft", cpus=[16], faults=4000)
+    own = compare("pft", cpus=[16], faults=4000, vma_per_thread=True)
+    # one VMA: the VMA refcount line bounces as mmap_lock's count does
+    assert one.ratio("pervma", 16) == pytest.approx(1.0, abs=0.15)
+    # a VMA per thread: no written line is shared, per-VMA locks scale
+    assert own.ratio("pervma", 16) > 2.0
+    assert own.get("pervma", 16).transfers_per_fault < 0.5 * own.get("classic", 16).transfers_per_fault
+    # classic does not care how the region is split
+    assert own.ratio("classic", 16) == 1.0
+    c1, c2 = one.get("classic", 16).faults_per_s, own.get("classic", 16).faults_per_s
+    assert c2 == pytest.approx(c1, rel=0.15)
+
+
+def test_spf_vma_refcount_knob_costs_a_shared_line_on_one_vma() -> None:
+    """Dufour's per-attempt VMA refcount (knob spf_vma_refcount): on pft's
+    single VMA the refcount line bounces like a lock count, so most of
+    SPF's gain is lost (Lespinasse: "one atomic per-VMA refcount would
+    cost 62%"); the refcount is balanced after the run."""
+    from specfault.sim.workloads import build, protocol_knobs
+
+    seq = run("pft", "speculative", 16, faults=4000)
+    ref = run("pft", "speculative", 16, faults=4000, knobs={"spf_vma_refcount": True})
+    classic = run("pft", "classic", 16, faults=4000)
+    assert ref.faults_per_s < 0.75 * seq.faults_per_s
+    assert ref.transfers_per_fault > 1.0 > seq.transfers_per_fault
+    assert ref.faults_per_s > 0.8 * classic.faults_per_s
+    with protocol_knobs({"spf_vma_refcount": True}):
+        built = build("pft", "speculative", 4, faults=300)
+    built.engine.run()
+    mm = built.engine.threads[0].task.mm
+    assert mm.config.knob("spf_vma_refcount") is True
+    assert all(v.vm_ref_count == 0 for v in mm.vmas())
+
+
+def test_spf_vma_refcount_is_off_by_default() -> None:
+    r = run("pft", "speculative", 4, faults=300)
+    assert r.counters["spf_success"] > 0
+    from specfault.config import Config
+    assert Config().knob("spf_vma_refcount", False) is False
+
+
+def test_cli_knob_and_bool_param(capsys) -> None:
+    assert main(["bench", "-w", "pft", "--cpus", "2", "--faults", "100", "--json",
+                 "--protocols", "speculative", "--param", "vma_per_thread=true",
+                 "--knob", "spf_vma_refcount=true"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["params"]["vma_per_thread"] is True
+    assert out["params"]["knobs"] == {"spf_vma_refcount": True}
+    assert main(["bench", "--knob", "novalue"]) == 2

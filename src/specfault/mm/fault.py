@@ -59,7 +59,7 @@ from specfault.mm.fault_flags import (
 from specfault.mm.memory import handle_mm_fault, spf_abort, spf_seq_changed
 from specfault.mm.mmap_lock import mmap_read_lock, mmap_read_unlock
 from specfault.mm.vma import VM_EXEC, VM_READ, VM_WRITE
-from specfault.runtime import Load, ModelBug, Op, UseAfterFree
+from specfault.runtime import AtomicAdd, Load, ModelBug, Op, UseAfterFree
 from specfault.sync.seqcount import mmap_lock_speculate_try_begin
 from specfault.sync.vma_lock import VMA_EAGAIN, vma_end_read, vma_start_read
 
@@ -187,6 +187,51 @@ async def do_speculative_fault(mm: Any, address: int, access: int, flags: int,
     if vma is None:
         await rcu.read_unlock()
         return spf_abort(kernel, "SPF_ABORT_UNMAPPED")
+    # knob spf_vma_refcount (Laurent Dufour's series, not the seed): every
+    # attempt pins the VMA it found with an atomic on its refcount
+    # (get_vma(): under mm->mm_rb_lock, atomic_inc(&vma->vm_ref_count)) and
+    # drops it when done or aborted (put_vma()).  A cost knob for the
+    # simulator: the model's VMAs stay RCU-freed, the count defers nothing.
+    if cfg.knob("spf_vma_refcount", False):
+        if cfg.knob("spf_mm_rb_rwlock", False):
+            await MmRbReadLock(mm, 1)
+        await AtomicAdd(vma, "vm_ref_count", 1)
+        if cfg.knob("spf_mm_rb_rwlock", False):
+            await MmRbReadLock(mm, -1)
+        fault = await _spf_with_vma(mm, kernel, cfg, rcu, vma, seq, address, access, flags, prot)
+        await AtomicAdd(vma, "vm_ref_count", -1)        # put_vma()
+        return fault
+    return await _spf_with_vma(mm, kernel, cfg, rcu, vma, seq, address, access, flags, prot)
+
+
+class MmRbReadLock(Op):
+    """``read_lock(&mm->mm_rb_lock)`` (``delta`` +1) / ``read_unlock`` (-1)
+    of Dufour's v11 (the rwlock that protected the mm_rb tree for lockless
+    VMA lookups; the model's tree is RCU-walked, so the lock excludes no
+    one here).  Only its cost matters: an atomic on one line of the mm,
+    shared by every thread.  Used with knob spf_mm_rb_rwlock."""
+
+    __slots__ = ("mm", "delta")
+    kind = "atomic"
+
+    def __init__(self, mm: Any, delta: int) -> None:
+        self.mm = mm
+        self.delta = delta
+
+    def perform(self) -> None:
+        return None
+
+    def footprint(self) -> tuple[tuple[object, str, str], ...]:
+        return ((self.mm, "mm_rb_lock", "w"),)
+
+    def describe(self) -> str:
+        return f"{'read_lock' if self.delta > 0 else 'read_unlock'} mm_rb_lock"
+
+
+async def _spf_with_vma(mm: Any, kernel: Any, cfg: Any, rcu: Any, vma: Any, seq: int,
+                        address: int, access: int, flags: int, prot: bool) -> int | None:
+    """do_speculative_fault() after the lockless lookup found ``vma``
+    (inside rcu_read_lock, which it drops)."""
     if await Load(vma, "vm_file") is not None:
         await rcu.read_unlock()
         return spf_abort(kernel, "SPF_ABORT_NO_SPECULATE")

@@ -14,6 +14,9 @@ VmArea
     vm_lock_seq    mm_lock_seq value of the writer holding it, -1 if none
     vm_refcnt      0 detached; 1 attached (in the tree); +1 per reader in
                    vma_start_read(); +VMA_LOCK_OFFSET while a writer drains
+# Laurent Dufour's SPF (knob spf_vma_refcount, off by default): atomic
+    vm_ref_count   +1 per speculative attempt using the VMA (get_vma/put_vma);
+                   a cost only — the model's VMAs stay RCU-freed
 """
 
 from __future__ import annotations
@@ -79,7 +82,7 @@ class AnonVma:
 
 class VmArea(KObject):
     __slots__ = ("vm_mm", "vm_start", "vm_end", "vm_pgoff", "vm_flags", "vm_page_prot", "vm_file",
-                 "anon_vma", "anon_vma_chain", "vm_lock_seq", "vm_refcnt")
+                 "anon_vma", "anon_vma_chain", "vm_lock_seq", "vm_refcnt", "vm_ref_count")
 
     def __init__(self, mm: Any, start: int, end: int, flags: int, pgoff: int,
                  file: Any = None) -> None:
@@ -95,6 +98,7 @@ class VmArea(KObject):
         self.anon_vma_chain: list[AnonVma] = []
         self.vm_lock_seq = -1
         self.vm_refcnt = 0
+        self.vm_ref_count = 0      # knob spf_vma_refcount (Dufour's SPF) only
 
     @classmethod
     def alloc(cls, mm: Any, start: int, end: int, flags: int, pgoff: int,
@@ -131,7 +135,7 @@ class VmArea(KObject):
         new = VmArea.__new__(VmArea)
         new.freed_at = None
         for name in ("vm_mm", "vm_start", "vm_end", "vm_pgoff", "vm_flags", "vm_page_prot",
-                     "vm_file", "anon_vma", "anon_vma_chain", "vm_lock_seq", "vm_refcnt"):
+                     "vm_file", "anon_vma", "anon_vma_chain", "vm_lock_seq", "vm_refcnt", "vm_ref_count"):
             setattr(new, name, getattr(self, name))
         return new
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from specfault.sim.cost import CostProfile
 from specfault.sim.metrics import RunResult, collect
-from specfault.sim.workloads import WORKLOADS, build
+from specfault.sim.workloads import WORKLOADS, build, protocol_knobs
 
 PROTOCOLS = ("classic", "speculative", "pervma")
 #: workloads whose figure is the time to finish a fixed job (smaller is better)
@@ -25,9 +25,11 @@ ELAPSED = frozenset({"spf_test", "app_launch"})
 
 
 def run(workload: str, protocol: str, cpus: int, profile: CostProfile | None = None,
-        **params: Any) -> RunResult:
-    """Simulate one workload under one protocol on ``cpus`` CPUs."""
-    built = build(workload, protocol, cpus, profile=profile, **params)
+        knobs: dict[str, Any] | None = None, **params: Any) -> RunResult:
+    """Simulate one workload under one protocol on ``cpus`` CPUs, the
+    machine configured with protocol ``knobs`` (``Config.knobs``)."""
+    with protocol_knobs(knobs):
+        built = build(workload, protocol, cpus, profile=profile, **params)
     try:
         built.engine.run()
     finally:
@@ -71,7 +73,8 @@ class Comparison:
 
 def compare(workload: str, cpus: Iterable[int] = (1, 4, 16, 48),
             protocols: Iterable[str] = PROTOCOLS, profile: CostProfile | None = None,
-            progress: Callable[[str], None] | None = None, **params: Any) -> Comparison:
+            progress: Callable[[str], None] | None = None, knobs: dict[str, Any] | None = None,
+            **params: Any) -> Comparison:
     """Run ``workload`` under each protocol at each CPU count (see module doc)."""
     if workload not in WORKLOADS:
         raise ValueError(f"unknown workload {workload!r}; choose from {', '.join(WORKLOADS)}")
@@ -82,10 +85,10 @@ def compare(workload: str, cpus: Iterable[int] = (1, 4, 16, 48),
     cpus = list(cpus)
     if not cpus or any(c < 1 for c in cpus):
         raise ValueError("cpus must be positive integers")
-    cmp = Comparison(workload, dict(params))
+    cmp = Comparison(workload, dict(params, **({"knobs": dict(knobs)} if knobs else {})))
     for n in cpus:
         for p in protocols:
-            cmp.runs.append(run(workload, p, n, profile=profile, **params))
+            cmp.runs.append(run(workload, p, n, profile=profile, knobs=knobs, **params))
             if progress is not None:
                 progress(f"{workload} {p} {n} CPUs")
     return cmp

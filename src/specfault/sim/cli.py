@@ -35,6 +35,9 @@ def register(sub: Any) -> None:
     b.add_argument("--profile", default=None, help="cost profile JSON (from 'specfault calibrate')")
     b.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="a workload parameter (repeatable), e.g. --param threads=100")
+    b.add_argument("--knob", action="append", default=[], metavar="KEY=VALUE",
+                   help="a protocol knob for every machine (repeatable), e.g. "
+                        "--knob spf_vma_refcount=true (Dufour's per-VMA refcount)")
     b.add_argument("--json", action="store_true", help="print the results as JSON")
     b.add_argument("--plot", default=None, metavar="FILE", help="write throughput + latency CDF plot")
     b.set_defaults(func=cmd_bench)
@@ -50,6 +53,8 @@ def _bad(msg: str) -> int:
 
 
 def _value(text: str) -> Any:
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
     for conv in (int, float):
         try:
             return conv(text)
@@ -87,6 +92,14 @@ def parse_args(args: argparse.Namespace) -> tuple[list[int], list[str], dict[str
             raise ValueError(f"--param {kv!r}: {args.workload} takes "
                              f"{', '.join(sorted(accepted - {'profile', 'seed', 'faults'}))}")
         params[key] = _value(val)
+    knobs: dict[str, Any] = {}
+    for kv in getattr(args, "knob", []):
+        key, eq, val = kv.partition("=")
+        if not eq or not key:
+            raise ValueError(f"--knob {kv!r}: expected KEY=VALUE")
+        knobs[key] = _value(val)
+    if knobs:
+        params["knobs"] = knobs
     profile = None
     if args.profile:
         try:

@@ -31,7 +31,8 @@ protocol.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -125,8 +126,30 @@ class Built:
     fault_threads: int
 
 
+#: protocol knobs (``Config.knobs``) every machine built gets; set with
+#: :func:`protocol_knobs` — the same for every protocol and workload of a run
+_KNOBS: dict[str, Any] = {}
+
+
+@contextmanager
+def protocol_knobs(knobs: dict[str, Any] | None) -> Iterator[None]:
+    """Build machines with these ``Config`` knobs (e.g. ``spf_vma_refcount``)
+    inside the ``with`` block."""
+    saved = dict(_KNOBS)
+    _KNOBS.clear()
+    _KNOBS.update(knobs or {})
+    try:
+        yield
+    finally:
+        _KNOBS.clear()
+        _KNOBS.update(saved)
+
+
 def machine_for(protocol: str, cpus: int, frames: int) -> sf.Machine:
-    return sf.Machine(config=Config(nr_cpus=cpus, fault_protocol=protocol, nr_frames=frames))
+    cfg = Config(nr_cpus=cpus, fault_protocol=protocol, nr_frames=frames)
+    if _KNOBS:
+        cfg = cfg.with_(**_KNOBS)
+    return sf.Machine(config=cfg)
 
 
 def _setup(protocol: str, cpus: int, frames: int, profile: CostProfile | None,
@@ -147,20 +170,41 @@ def _split(total: int, n: int) -> list[int]:
 
 # ------------------------------------------------------------------ pft
 def pft(protocol: str, cpus: int, *, faults: int = 100_000, threads: int = 0,
-        think_ns: float = 100.0, profile: CostProfile | None = None, seed: int = 1) -> Built:
+        think_ns: float = 100.0, vma_per_thread: bool = False, vmas: int = 1,
+        profile: CostProfile | None = None, seed: int = 1) -> Built:
     """pft: one region of ``faults`` pages; ``threads`` (default: one per
-    CPU) each write-fault their contiguous slice once."""
+    CPU) each write-fault their contiguous slice once.
+
+    ``vmas`` splits the region into that many VMAs (consecutive threads
+    share one; ``vma_per_thread=True`` means one VMA per thread — the
+    shape of pft/will-it-scale runs where each thread maps its own
+    memory).  The VMAs are cut apart by one unmapped guard page each, so
+    they cannot merge; each gets its anon_vma before the threads start,
+    as the single VMA does."""
     n = threads or cpus
+    nv = n if vma_per_thread else max(1, min(int(vmas), n))
     m, eng, ctx = _setup(protocol, cpus, 2 * faults + 8192, profile, seed)
     p = m.spawn("pft")
-    base = p.mmap(0, (faults + 1) * PAGE, RW, ANON)
-    p.write(base + faults * PAGE, b"\0")      # anon_vma_prepare, as Linux's first fault
+    shares = _split(faults, n)
+    group = [i * nv // n for i in range(n)]               # thread -> VMA
+    base = p.mmap(0, (faults + nv) * PAGE, RW, ANON)
+    starts: list[int] = []
+    guards: list[int] = []
+    addr = base
+    for i, share in enumerate(shares):
+        starts.append(addr)
+        addr += share * PAGE
+        if i == n - 1 or group[i + 1] != group[i]:
+            guards.append(addr)                           # end of VMA group[i]
+            addr += PAGE
+    for g in guards:
+        p.write(g, b"\0")     # anon_vma_prepare, as Linux's first fault
+    for g in guards[:-1]:
+        p.munmap(g, PAGE)      # split: one VMA per group, sharing the anon_vma
     _users(p.mm, n)
     mm = p.mm
-    start = base
-    for i, share in enumerate(_split(faults, n)):
-        eng.spawn(f"pft/{i}", mm, _pft_thread(ctx, mm, start, share, think_ns))
-        start += share * PAGE
+    for i, share in enumerate(shares):
+        eng.spawn(f"pft/{i}", mm, _pft_thread(ctx, mm, starts[i], share, think_ns))
     return Built(eng, ctx, n, n)
 
 
