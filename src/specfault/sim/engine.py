@@ -43,6 +43,13 @@ _SPIN_KINDS = frozenset({"spin_lock", "seq_begin", "ipi_wait"})
 _RWSEM_KINDS = frozenset({"down_read", "down_write", "rwsem_wait", "up", "down_trylock"})
 
 
+
+def _pending(th: Any) -> Op:
+    """The op a parked thread waits in (there always is one)."""
+    op = th.task.pending
+    assert op is not None, f"{th.name}: parked without a pending op"
+    return op  # type: ignore[no-any-return]
+
 class SimSleep(Op):
     """Off-CPU time of a workload thread (I/O, binder, a futex): the thread
     leaves its CPU for ``ns`` of simulated time.  Only the simulator knows
@@ -225,7 +232,7 @@ class Engine:
             return True
         th: SimThread = obj
         task = th.task
-        op = task.pending
+        op: Any = task.pending      # a running thread always has one
         st = STATE
         st.task = task
         c = th.cpu
@@ -287,7 +294,7 @@ class Engine:
                     if self.nparked or self.rcu_waiters:
                         if self._rescue():
                             continue
-                        stuck = "; ".join(f"{th.name} in {th.task.pending.describe()}"
+                        stuck = "; ".join(f"{th.name} in {_pending(th).describe()}"
                                           for th in self.threads if th.state in (SPIN, SLEEP))
                         raise SimError(f"deadlock at t={self.now:.0f}ns: {stuck}")
                     break
@@ -385,7 +392,7 @@ class Engine:
                 continue
             for th in list(lst):
                 st.task = th.task
-                if th.task.pending.enabled():
+                if _pending(th).enabled():
                     self._unpark(th)
                     self._wake(th, t)
         st.task = me
@@ -397,7 +404,7 @@ class Engine:
         for th in self.threads:
             if th.state in (SPIN, SLEEP):
                 st.task = th.task
-                if th.task.pending.enabled():
+                if _pending(th).enabled():
                     if th in self.rcu_waiters:
                         self.rcu_waiters.remove(th)
                         self.nparked -= 1
@@ -415,7 +422,7 @@ class Engine:
         rcu.process()
         for th in list(self.rcu_waiters):
             st.task = th.task
-            if th.task.pending.enabled():
+            if _pending(th).enabled():
                 self.rcu_waiters.remove(th)
                 self.nparked -= 1
                 self._wake(th, t)
