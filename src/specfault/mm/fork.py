@@ -15,15 +15,13 @@ from __future__ import annotations
 from typing import Any
 
 from specfault.mm.anon import anon_vma_fork
-from specfault.mm.memory import table_alloc
+from specfault.mm.memory import walk_alloc
 from specfault.mm.mm_struct import MmStruct
 from specfault.mm.mmap_lock import mmap_write_lock, mmap_write_unlock, vma_start_write
 from specfault.mm.mmu_gather import MmuGather, free_pgtables, rss_kind, unmap_page_range
 from specfault.mm.pgtable import (
     _PAGE_ACCESSED,
     _PAGE_DIRTY,
-    LEVEL_SHIFT,
-    PageTable,
     iter_pte_tables,
     pte_pfn,
     pte_present,
@@ -88,7 +86,7 @@ async def copy_page_range(dst_vma: VmArea, src_vma: VmArea) -> None:
     for spt in list(iter_pte_tables(src_mm.pgd, src_vma.vm_start, src_vma.vm_end)):
         lo = max(src_vma.vm_start, spt.base)
         hi = min(src_vma.vm_end, spt.base + (1 << 21))
-        dpt = await _pte_table(dst_mm, lo)
+        dpt = await walk_alloc(dst_mm, lo, 1)
         await dpt.ptl.lock()
         await spt.ptl.lock()
         for i in range((lo - spt.base) >> 12, (hi - spt.base) >> 12):
@@ -112,17 +110,6 @@ async def copy_page_range(dst_vma: VmArea, src_vma: VmArea) -> None:
             dpt.nr += 1
         await spt.ptl.unlock()
         await dpt.ptl.unlock()
-
-
-async def _pte_table(mm: Any, addr: int) -> PageTable:
-    table: PageTable = mm.pgd
-    for level in (4, 3, 2):
-        idx = (addr >> LEVEL_SHIFT[level]) & 511
-        nxt = table.entries[idx]
-        if nxt is None:
-            nxt = await table_alloc(mm, table, idx)
-        table = nxt
-    return table
 
 
 async def exit_mmap(mm: Any) -> None:

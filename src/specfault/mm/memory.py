@@ -109,6 +109,20 @@ async def table_alloc(mm: Any, parent: PageTable, idx: int) -> PageTable | None:
     return cur  # type: ignore[no-any-return]
 
 
+async def walk_alloc(mm: Any, addr: int, level: int) -> PageTable:
+    """The table of ``level`` (2 = PMD, 1 = PTE) covering ``addr``,
+    allocating missing levels on the way (pud_alloc/pmd_alloc/pte_alloc).
+    Caller holds mmap_lock (fork, mremap)."""
+    table: PageTable = mm.pgd
+    for lvl in range(4, level, -1):
+        idx = (addr >> LEVEL_SHIFT[lvl]) & 511
+        nxt = table.entries[idx]
+        if nxt is None:
+            nxt = await table_alloc(mm, table, idx)
+        table = nxt
+    return table
+
+
 async def pte_alloc(vmf: Vmf) -> bool:
     """Make sure the PMD points to a PTE table; True on success."""
     assert vmf.pmd is not None

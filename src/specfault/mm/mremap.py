@@ -22,10 +22,10 @@ from specfault.constants import (
     PMD_SIZE,
     TASK_SIZE,
 )
-from specfault.mm.memory import table_alloc
+from specfault.mm.memory import table_alloc, walk_alloc
 from specfault.mm.mmap import do_vmi_munmap, get_unmapped_area, page_align
 from specfault.mm.mmap_lock import mmap_write_lock, mmap_write_unlock, vma_start_write
-from specfault.mm.pgtable import LEVEL_SHIFT, PageTable, walk, walk_pmd
+from specfault.mm.pgtable import PageTable, walk, walk_pmd
 from specfault.mm.tlb import flush_tlb_range
 from specfault.mm.vma import (
     VM_DONTEXPAND,
@@ -251,7 +251,7 @@ async def move_page_tables(mm: Any, old_addr: int, new_addr: int, length: int) -
             o += extent
             n += extent
             continue
-        dst_pmd = await _alloc_pmd(mm, n)
+        dst_pmd = await walk_alloc(mm, n, 2)
         if extent == PMD_SIZE and dst_pmd.entries[(n >> 21) & 511] is None:
             await move_normal_pmd(mm, src_pmd, o, dst_pmd, n)
         else:
@@ -259,17 +259,6 @@ async def move_page_tables(mm: Any, old_addr: int, new_addr: int, length: int) -
         o += extent
         n += extent
     await flush_tlb_range(mm, old_addr, old_end)
-
-
-async def _alloc_pmd(mm: Any, addr: int) -> PageTable:
-    table: PageTable = mm.pgd
-    for level in (4, 3):
-        idx = (addr >> LEVEL_SHIFT[level]) & 511
-        nxt = table.entries[idx]
-        if nxt is None:
-            nxt = await table_alloc(mm, table, idx)
-        table = nxt
-    return table
 
 
 async def move_normal_pmd(mm: Any, src_pmd: PageTable, old: int, dst_pmd: PageTable,
