@@ -70,6 +70,31 @@ async def _fork_and_exit(w: Any, p: Any) -> int:
     return hash(seen) & 0xFFFF
 
 
+def forked(touch: tuple[int, ...] = (0,), threads: int = 2):  # type: ignore[no-untyped-def]
+    """Setup: as :func:`region`, then fork a child C that stays alive, so
+    the written pages are COW-shared (read-only in both)."""
+    base = region(touch=touch, threads=threads)
+
+    def setup(m: sf.Machine) -> tuple[dict[str, Any], dict[str, int], list[tuple[int, int]]]:
+        procs, addr, reg = base(m)
+        procs["C"] = procs["P"].fork()
+        return procs, addr, reg
+
+    return setup
+
+
+def zero_mapped(threads: int = 2):  # type: ignore[no-untyped-def]
+    """Setup: page0 written (tables, anon_vma), page1 read: the zero page."""
+    base = region(threads=threads)
+
+    def setup(m: sf.Machine) -> tuple[dict[str, Any], dict[str, int], list[tuple[int, int]]]:
+        procs, addr, reg = base(m)
+        procs["P"].read(addr["R1"], 1)
+        return procs, addr, reg
+
+    return setup
+
+
 SPECS: list[MmSpec] = [
     MmSpec(
         "fault-vs-munmap",
@@ -141,10 +166,10 @@ SPECS: list[MmSpec] = [
         linearizable=False),
     MmSpec(
         "cow-aba",
-        "T0 write-faults page0 (COW after the fork child exited) while T1 "
-        "writes it, makes the region read-only and read-write again: the VMA "
-        "looks the same before and after — only mm_lock_seq tells.",
-        region(touch=(0,)), [
+        "T0 write-faults page0, COW-shared with a forked child, while T1 also "
+        "breaks the COW, then makes the region read-only and read-write again: "
+        "the VMA looks the same before and after — only mm_lock_seq tells.",
+        forked(), [
             ("P", [access("R", "write")]),
             ("P", [access("R", "write"),
                    syscall("mprotect R ro", _mprotect("R", 2, sf.PROT_READ)),
@@ -160,31 +185,6 @@ SPECS: list[MmSpec] = [
                    syscall("mmap FIXED ro R", lambda w, p: _mmap(
                        p.mm, w.addr["R"], 2 * PAGE, sf.PROT_READ, ANON | sf.MAP_FIXED))])]),
 ]
-
-
-def forked(touch: tuple[int, ...] = (0,), threads: int = 2):  # type: ignore[no-untyped-def]
-    """Setup: as :func:`region`, then fork a child C that stays alive, so
-    the written pages are COW-shared (read-only in both)."""
-    base = region(touch=touch, threads=threads)
-
-    def setup(m: sf.Machine) -> tuple[dict[str, Any], dict[str, int], list[tuple[int, int]]]:
-        procs, addr, reg = base(m)
-        procs["C"] = procs["P"].fork()
-        return procs, addr, reg
-
-    return setup
-
-
-def zero_mapped(threads: int = 2):  # type: ignore[no-untyped-def]
-    """Setup: page0 written (tables, anon_vma), page1 read: the zero page."""
-    base = region(threads=threads)
-
-    def setup(m: sf.Machine) -> tuple[dict[str, Any], dict[str, int], list[tuple[int, int]]]:
-        procs, addr, reg = base(m)
-        procs["P"].read(addr["R1"], 1)
-        return procs, addr, reg
-
-    return setup
 
 
 SPECS += [
