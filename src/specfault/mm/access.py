@@ -92,7 +92,7 @@ def hw_access(mm: Any, cpu: Any, addr: int, access: int, n: int, data: bytes) ->
         if tlb is not None:
             tlb[key] = pte
             mm.cpumask.add(cpu)
-    page = mm.kernel.mem.pages.get((pte & PTE_PFN_MASK) >> 12)
+    page = mm.pages.get((pte & PTE_PFN_MASK) >> 12)
     if page is None:
         raise ModelBug(f"user access at {addr:#x} through a PTE to free pfn "
                        f"{(pte & PTE_PFN_MASK) >> 12:#x}")

@@ -34,7 +34,7 @@ from specfault.mm.fault_flags import (
 )
 from specfault.mm.filemap import filemap_fault
 from specfault.mm.mmu_gather import rss_kind
-from specfault.mm.page import GetPage, Page, alloc_page, put_page
+from specfault.mm.page import AllocPage, GetPage, Page, alloc_page, put_page
 from specfault.mm.pgtable import (
     LEVEL_SHIFT,
     PageTable,
@@ -455,7 +455,8 @@ async def do_anonymous_page(vmf: Vmf) -> int:
             return VM_FAULT_RETRY     # vmf_anon_prepare(): not under the VMA lock
         if not await anon_vma_prepare(vma):
             return VM_FAULT_OOM
-    page = await alloc_page(mm.kernel.mem)
+    mem = mm.kernel.mem
+    page = mem.alloc() if STATE.inline else await AllocPage(mem)   # alloc_page()
     if page is None:
         mm.kernel.count("oom")
         return VM_FAULT_OOM

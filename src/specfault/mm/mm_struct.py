@@ -47,6 +47,7 @@ class MmStruct:
         self.no_seq_bump = bool(kernel.config.knob("no_seq_bump_on_write_lock", False))
         self.no_pte_none_recheck = bool(kernel.config.knob("no_pte_none_recheck", False))
         self.vmstat = kernel.vmstat
+        self.pages = kernel.mem.pages          # pfn -> Page, for the MMU
         self.page_table_lock = SpinLock(f"page_table_lock#{self.id}")
         self.map_count = 0
         self.total_vm = 0

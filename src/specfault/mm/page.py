@@ -29,6 +29,7 @@ from typing import Any
 
 from specfault.constants import PAGE_SIZE
 from specfault.runtime import STATE, ModelBug, Op
+from specfault.runtime.fast import DONE
 
 
 class Page:
@@ -211,9 +212,10 @@ async def alloc_page(mem: PhysMem) -> Page | None:
     return await AllocPage(mem)  # type: ignore[no-any-return]
 
 
-async def put_page(mem: PhysMem, page: Page) -> None:
-    """``await put_page(mem, page)``: :class:`PutPage`, inline when direct."""
+def put_page(mem: PhysMem, page: Page) -> Any:
+    """``await put_page(mem, page)``: :class:`PutPage`, done on the spot
+    when direct."""
     if STATE.inline:
         mem.put_page(page)
-        return
-    await PutPage(mem, page)
+        return DONE
+    return PutPage(mem, page)

@@ -88,9 +88,17 @@ class VmaTree:
 
     # ------------------------------------------------------------------ read
     def find(self, addr: int) -> Any:
-        """find_vma(): the first VMA with end > addr, or None."""
-        found = self.find_range(addr)
-        return None if found is None else found[2]
+        """find_vma(): the first VMA with end > addr, or None.  (The fault
+        path's hot loop: kept apart from :meth:`find_range` on purpose.)"""
+        node = self.root
+        while node is not None:
+            i = bisect_right(node.ends, addr)
+            if i == len(node.ends):
+                return None
+            if node.leaf:
+                return node.slots[i]
+            node = node.slots[i]
+        return None
 
     def find_range(self, addr: int) -> tuple[int, int, Any] | None:
         """Like :meth:`find` but also returns the tree's range for the VMA."""

@@ -27,18 +27,32 @@ async def load_item(owner: KObject, slots: MutableSequence[Any], index: int) -> 
     return await LoadItem(owner, slots, index)
 
 
-async def store_item(owner: KObject, slots: MutableSequence[Any], index: int, value: Any) -> None:
-    """WRITE_ONCE(owner->slots[index], value) — see :class:`StoreItem`."""
+class _Done(tuple):  # type: ignore[type-arg]
+    """An awaitable that is already complete with the value None: awaiting
+    it runs no Python frame at all (``tuple.__iter__`` of an empty tuple
+    stops at once).  What inline fast paths of None-valued ops return."""
+
+    __slots__ = ()
+    __await__ = tuple.__iter__
+
+
+DONE: Any = _Done()
+
+
+def store_item(owner: KObject, slots: MutableSequence[Any], index: int, value: Any) -> Any:
+    """``await store_item(...)``: WRITE_ONCE(owner->slots[index], value) —
+    see :class:`StoreItem`; done on the spot in the direct driver."""
     if STATE.inline:
         if owner.freed_at is not None:
             raise UseAfterFree(owner, owner.freed_at, f"store [{index}]")
         slots[index] = value
-        return
-    await StoreItem(owner, slots, index, value)
+        return DONE
+    return StoreItem(owner, slots, index, value)
 
 
-async def work(what: str, amount: int = 1) -> None:
-    """CPU work — see :class:`Work`."""
+def work(what: str, amount: int = 1) -> Any:
+    """``await work(...)``: CPU work — see :class:`Work`; nothing to do in
+    the direct driver."""
     if STATE.inline:
-        return
-    await Work(what, amount)
+        return DONE
+    return Work(what, amount)
