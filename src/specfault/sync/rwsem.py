@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from specfault.runtime import STATE, Op
+from specfault.runtime.fast import DONE
 from specfault.sync.lockdep import LOCKDEP, BadUnlock, default_class, might_sleep
 
 
@@ -235,7 +236,16 @@ class RwSemaphore:
                 self.readers += 1
         self.waiters = keep
 
-    async def down_read(self) -> None:
+    def down_read(self) -> Any:
+        """``await sem.down_read()``.  In the direct driver an uncontended
+        acquisition is done here (an already-complete awaitable comes back);
+        otherwise the coroutine that may wait is returned."""
+        if STATE.inline and STATE.task is not None and self.writer is None and not self.waiters:
+            self._dr.perform()
+            return DONE
+        return self._down_read_slow()
+
+    async def _down_read_slow(self) -> None:
         w = await self._dr
         if w is not None:
             await _WaitGranted(self, w)
@@ -251,7 +261,11 @@ class RwSemaphore:
     def down_write_trylock(self) -> _Trylock:
         return self._trw
 
-    def up_read(self) -> _Up:
+    def up_read(self) -> Any:
+        """``await sem.up_read()`` (done on the spot in the direct driver)."""
+        if STATE.inline and STATE.task is not None:
+            self._ur.perform()
+            return DONE
         return self._ur
 
     def up_write(self) -> _Up:

@@ -10,7 +10,10 @@ per-call state (the owner is the running task, ``STATE.task``).
 
 from __future__ import annotations
 
-from specfault.runtime import STATE, ModelBug, Op
+from typing import Any
+
+from specfault.runtime import STATE, Deadlock, ModelBug, Op
+from specfault.runtime.fast import DONE
 from specfault.sync.lockdep import LOCKDEP, BadUnlock, default_class
 
 
@@ -107,13 +110,25 @@ class SpinLock:
         self._try = SpinTrylock(self)
         self._rel = SpinRelease(self)
 
-    def lock(self) -> SpinAcquire:
+    def lock(self) -> Any:
+        """``await lock.lock()``.  In the direct driver the acquisition is
+        done here and an already-complete awaitable returned (no frame);
+        elsewhere the op is returned for the driver to schedule."""
+        if STATE.inline and STATE.task is not None:
+            if self.owner is not None:
+                raise Deadlock(f"spin_lock {self.name} would block in a sequential run")
+            self._acq.perform()
+            return DONE
         return self._acq
 
     def trylock(self) -> SpinTrylock:
         return self._try
 
-    def unlock(self) -> SpinRelease:
+    def unlock(self) -> Any:
+        """``await lock.unlock()`` (done on the spot in the direct driver)."""
+        if STATE.inline and STATE.task is not None:
+            self._rel.perform()
+            return DONE
         return self._rel
 
     def is_locked(self) -> bool:
