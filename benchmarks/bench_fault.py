@@ -13,33 +13,19 @@ the rounds and the model/kernel ratio.  No assertion: figures only.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import statistics
 import time
 
 import specfault as sf
+from specfault.sim.calibrate import touch_round
 
 PAGE = 4096
 
 
 def host_round(n: int) -> tuple[float, float]:
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.mmap.restype = ctypes.c_void_p
-    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
-                          ctypes.c_int, ctypes.c_long]
-    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
-    addr = libc.mmap(None, n * PAGE, 3, 0x22, -1, 0)
-    buf = (ctypes.c_char * (n * PAGE)).from_address(addr)
-    t0 = time.perf_counter()
-    for off in range(0, n * PAGE, PAGE):
-        buf[off] = b"x"
-    t1 = time.perf_counter()
-    for off in range(0, n * PAGE, PAGE):
-        buf[off] = b"x"
-    t2 = time.perf_counter()
-    libc.munmap(addr, n * PAGE)
-    return (t1 - t0) / n, (t2 - t1) / n
+    """(s per first touch = minor fault, s per second touch) on the host."""
+    return touch_round(n)
 
 
 def model_round(n: int) -> tuple[float, float]:
