@@ -134,14 +134,8 @@ async def mremap_to(mm: Any, addr: int, old_len: int, new_len: int, flags: int,
     before the destination or the old tail is unmapped, so a failing call
     changes nothing; and a pure move (MREMAP_FIXED, old_len == new_len, with or
     without DONTUNMAP) may span several VMAs and the gaps between them
-    (remap_move(), Linux 6.17+)."""
-    if flags & MREMAP_FIXED:
-        if new_addr & ~PAGE_MASK:
-            return -errno.EINVAL
-        if new_len > TASK_SIZE or new_addr > TASK_SIZE - new_len:
-            return -errno.EINVAL
-        if addr + old_len > new_addr and new_addr + new_len > addr:
-            return -errno.EINVAL
+    (remap_move(), Linux 6.17+).  The MREMAP_FIXED target was validated
+    by sys_mremap() before the lock was taken."""
     vma = mm.vma_lookup(addr)
     assert vma is not None, "mremap_to: caller looked the VMA up"
     multi = flags & MREMAP_FIXED and old_len == new_len and old_len > vma.vm_end - addr
