@@ -11,6 +11,29 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+#: the values of ``Config.fault_protocol``
+FAULT_PROTOCOLS = ("classic", "speculative", "pervma", "dufour")
+
+#: Laurent Dufour's SPF (v11, 2017-2019, shipped in Android kernels) is the
+#: speculative fault of ``mm/fault.py`` with three decisions changed:
+DUFOUR_KNOBS: dict[str, Any] = {
+    # a per-VMA sequence (vma->vm_sequence) instead of the per-mm
+    # mm_lock_seq: only a writer that changed *this* VMA aborts the fault
+    "spf_seq": "vma",
+    # get_vma()/put_vma(): each attempt pins the VMA it found ...
+    "spf_vma_refcount": True,
+    # ... and the pin is honoured: the VMA is not freed while pinned
+    "spf_vma_pin": True,
+    # the lookup runs under read_lock(&mm->mm_rb_lock) (a cost only here)
+    "spf_mm_rb_rwlock": True,
+}
+
+#: knobs a protocol implies (explicit knobs win: see Config.__post_init__).
+#: A Config built for "dufour" carries them in ``knobs``; switching such a
+#: Config to another protocol with ``with_`` would keep them, so build a
+#: fresh Config for another protocol instead.
+PROTOCOL_KNOBS: dict[str, dict[str, Any]] = {"dufour": DUFOUR_KNOBS}
+
 
 @dataclass(frozen=True)
 class Config:
@@ -18,8 +41,9 @@ class Config:
     nr_frames: int = 1 << 18
     #: simulated CPUs (threads run on them; each has a TLB)
     nr_cpus: int = 4
-    #: the arch fault entry: "classic" (mmap_lock), "speculative" (the seed),
-    #: "pervma" (Linux 6.4 per-VMA locks)
+    #: the arch fault entry: "classic" (mmap_lock), "speculative" (the seed,
+    #: Lespinasse's SPF), "pervma" (Linux 6.4 per-VMA locks), "dufour"
+    #: (Laurent Dufour's SPF: "speculative" with the knobs in DUFOUR_KNOBS)
     fault_protocol: str = "classic"
     #: how page tables are freed: "rcu" (MMU_GATHER_RCU_TABLE_FREE), "ipi"
     #: (after an IPI round every CPU acknowledged), "immediate" (a mutant)
@@ -47,9 +71,14 @@ class Config:
         return self.knobs.get(name, default)
 
     def __post_init__(self) -> None:
-        if self.fault_protocol not in ("classic", "speculative", "pervma"):
-            raise ValueError(f"fault_protocol must be classic, speculative or pervma, "
+        if self.fault_protocol not in FAULT_PROTOCOLS:
+            raise ValueError(f"fault_protocol must be classic, speculative, pervma or dufour, "
                              f"not {self.fault_protocol!r}")
+        implied = PROTOCOL_KNOBS.get(self.fault_protocol)
+        if implied:
+            # the protocol's own knobs, under any given explicitly (a mutant
+            # of the protocol overrides one of them)
+            object.__setattr__(self, "knobs", {**implied, **self.knobs})
         if self.page_table_free not in ("rcu", "ipi", "immediate"):
             raise ValueError(f"page_table_free must be rcu, ipi or immediate, "
                              f"not {self.page_table_free!r}")

@@ -78,6 +78,9 @@ def mm_problems(mm: Any, quiescent: bool = True) -> list[str]:
             problems.append(f"{vma.label()} belongs to another mm")
         if vma.detached:
             problems.append(f"{vma.label()} is in the tree but marked detached")
+        if quiescent and vma.vm_ref_count:
+            problems.append(f"{vma.label()}: vm_ref_count {vma.vm_ref_count} with no fault "
+                            f"running (a speculative fault's pin was not dropped)")
         last = vma.vm_end
     # page tables
     tables: list[PageTable] = []
@@ -174,6 +177,10 @@ def kernel_problems(kernel: Any, quiescent: bool = True) -> list[str]:
     for pfn in mapped:
         if pfn not in mem.pages:
             problems.append(f"a PTE maps free pfn {pfn:#x}")
+    if quiescent:
+        for vma in kernel.vma_free_deferred.values():
+            problems.append(f"{vma.label()} never freed: vm_ref_count {vma.vm_ref_count} "
+                            f"(a speculative fault's pin was not dropped)")
     if len(mem.pages) - 1 + len(mem.free_pfns) != mem.nr_frames:
         problems.append(f"frames lost: {len(mem.pages) - 1} allocated + {len(mem.free_pfns)} "
                         f"free != {mem.nr_frames}")

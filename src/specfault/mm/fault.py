@@ -24,6 +24,16 @@ speculative (Michel Lespinasse's v2, the seed)
        the sequence (SEQ2).  Anything else aborts with VM_FAULT_RETRY,
        before any visible effect, and the fault is redone classically.
 
+dufour (Laurent Dufour's v11, the SPF shipped in Android kernels)
+    the speculative path above with three decisions changed (knobs, set by
+    the protocol: see config.DUFOUR_KNOBS): no mm-wide sequence — after the
+    lookup (under ``mm_rb_lock``, a cost here) the VMA is pinned
+    (``get_vma``: ``vm_ref_count``, honoured by the free) and *its*
+    sequence sampled (``vm_lock_seq``: a writer inside it → SPF_ABORT_ODD);
+    the re-checks after the copy and at SEQ1/SEQ2 ask only whether this
+    VMA changed or left the tree, so a writer elsewhere in the mm does not
+    abort the fault; ``put_vma`` when the attempt ends.
+
 pervma (Linux 6.4+)
     ``lock_vma_under_rcu``: find the VMA under RCU, ``vma_start_read`` it,
     re-check that it still covers the address; fault under the VMA lock;
@@ -56,10 +66,11 @@ from specfault.mm.fault_flags import (
     VM_FAULT_SIGBUS,
     VM_FAULT_SIGSEGV,
 )
-from specfault.mm.memory import handle_mm_fault, spf_abort, spf_seq_changed
+from specfault.mm.memory import handle_mm_fault, spf_abort, spf_seq_changed, spf_vma_seq_begin
 from specfault.mm.mmap_lock import mmap_read_lock, mmap_read_unlock
 from specfault.mm.vma import VM_EXEC, VM_READ, VM_WRITE
-from specfault.runtime import AtomicAdd, Load, ModelBug, Op, UseAfterFree
+from specfault.mm.vma_ops import get_vma, put_vma
+from specfault.runtime import Load, ModelBug, Op, UseAfterFree
 from specfault.sync.seqcount import mmap_lock_speculate_try_begin
 from specfault.sync.vma_lock import VMA_EAGAIN, vma_end_read, vma_start_read
 
@@ -104,7 +115,7 @@ async def do_user_addr_fault(mm: Any, address: int, access: int, prot: bool = Fa
         raise SegmentationFault(address, SEGV_MAPERR)
     flags = _FLAGS[access]
     protocol = mm.config.fault_protocol
-    if protocol == "speculative":
+    if protocol == "speculative" or protocol == "dufour":
         fault = await do_speculative_fault(mm, address, access, flags, prot)
         if fault is not None:
             raise_for(fault, address)
@@ -171,16 +182,24 @@ class VmaCopy(Op):
 async def do_speculative_fault(mm: Any, address: int, access: int, flags: int,
                                prot: bool = False) -> int | None:
     """Try the fault without mmap_lock.  Returns the fault result, or None
-    when it aborted (counted) and the classic path must run."""
+    when it aborted (counted) and the classic path must run.  Lespinasse's
+    SPF ("speculative") and Dufour's ("dufour": the knobs spf_seq="vma",
+    spf_vma_refcount, spf_vma_pin, spf_mm_rb_rwlock) both run here."""
     if mm.mm_users <= 1:
         return None                               # no_spf: nobody to race with
     kernel = mm.kernel
     cfg = mm.config
     kernel.count("spf_attempt")
-    ok, seq = await mmap_lock_speculate_try_begin(mm)
-    # knob speculate_while_odd: begin even though a writer holds mmap_lock
-    if not ok and not cfg.knob("speculate_while_odd", False):
-        return spf_abort(kernel, "SPF_ABORT_ODD")
+    # knob spf_seq: "mm" validates against the per-mm mm_lock_seq sampled
+    # here — any writer anywhere aborts the fault; "vma" (Dufour) against
+    # the found VMA's own sequence, sampled after the lookup
+    per_vma = cfg.knob("spf_seq", "mm") == "vma"
+    seq = 0
+    if not per_vma:
+        ok, seq = await mmap_lock_speculate_try_begin(mm)
+        # knob speculate_while_odd: begin even though a writer holds mmap_lock
+        if not ok and not cfg.knob("speculate_while_odd", False):
+            return spf_abort(kernel, "SPF_ABORT_ODD")
     rcu = kernel.rcu
     await rcu.read_lock()
     vma = await find_vma_rcu(mm, address)
@@ -190,18 +209,23 @@ async def do_speculative_fault(mm: Any, address: int, access: int, flags: int,
     # knob spf_vma_refcount (Laurent Dufour's series, not the seed): every
     # attempt pins the VMA it found with an atomic on its refcount
     # (get_vma(): under mm->mm_rb_lock, atomic_inc(&vma->vm_ref_count)) and
-    # drops it when done or aborted (put_vma()).  A cost knob for the
-    # simulator: the model's VMAs stay RCU-freed, the count defers nothing.
-    if cfg.knob("spf_vma_refcount", False):
-        if cfg.knob("spf_mm_rb_rwlock", False):
-            await MmRbReadLock(mm, 1)
-        await AtomicAdd(vma, "vm_ref_count", 1)
-        if cfg.knob("spf_mm_rb_rwlock", False):
-            await MmRbReadLock(mm, -1)
-        fault = await _spf_with_vma(mm, kernel, cfg, rcu, vma, seq, address, access, flags, prot)
-        await AtomicAdd(vma, "vm_ref_count", -1)        # put_vma()
-        return fault
-    return await _spf_with_vma(mm, kernel, cfg, rcu, vma, seq, address, access, flags, prot)
+    # drops it when done or aborted (put_vma()).  Alone, a cost knob for the
+    # simulator; with spf_vma_pin the free honours the pin (vma_ops.py).
+    # The pin is taken inside the lookup's RCU section: the VMA cannot have
+    # been freed yet, and once pinned it is not freed until put_vma.
+    if not cfg.knob("spf_vma_refcount", False):
+        return await _spf_with_vma(mm, kernel, cfg, rcu, vma, seq, per_vma,
+                                   address, access, flags, prot)
+    # (in Dufour's get_vma() the lookup itself runs under mm_rb_lock too;
+    # the lock excludes no one in the model, so only its line traffic counts)
+    if cfg.knob("spf_mm_rb_rwlock", False):
+        await MmRbReadLock(mm, 1)
+    await get_vma(vma)
+    if cfg.knob("spf_mm_rb_rwlock", False):
+        await MmRbReadLock(mm, -1)
+    fault = await _spf_with_vma(mm, kernel, cfg, rcu, vma, seq, per_vma, address, access, flags, prot)
+    await put_vma(vma)
+    return fault
 
 
 class MmRbReadLock(Op):
@@ -229,9 +253,16 @@ class MmRbReadLock(Op):
 
 
 async def _spf_with_vma(mm: Any, kernel: Any, cfg: Any, rcu: Any, vma: Any, seq: int,
-                        address: int, access: int, flags: int, prot: bool) -> int | None:
+                        per_vma: bool, address: int, access: int, flags: int,
+                        prot: bool) -> int | None:
     """do_speculative_fault() after the lockless lookup found ``vma``
-    (inside rcu_read_lock, which it drops)."""
+    (inside rcu_read_lock, which it drops).  ``per_vma``: ``seq`` is still
+    to be sampled, from the VMA."""
+    if per_vma:
+        ok, seq = await spf_vma_seq_begin(mm, vma)
+        if not ok:                                # a writer is changing this VMA
+            await rcu.read_unlock()
+            return spf_abort(kernel, "SPF_ABORT_ODD")
     if await Load(vma, "vm_file") is not None:
         await rcu.read_unlock()
         return spf_abort(kernel, "SPF_ABORT_NO_SPECULATE")
@@ -241,7 +272,10 @@ async def _spf_with_vma(mm: Any, kernel: Any, cfg: Any, rcu: Any, vma: Any, seq:
     if not cfg.knob("no_seq_check_after_lookup", False) and \
             await spf_seq_changed(mm, seq, vma, pvma):
         return spf_abort(kernel, "SPF_ABORT_VMA_COPY")
-    if not pvma.vm_start <= address < pvma.vm_end:
+    # (vm_mm: with vma_typesafe_rcu a VMA found through a stale tree node
+    # may have been recycled into another mm — a per-VMA sequence cannot
+    # tell, the mm_lock_seq of our mm did)
+    if pvma.vm_mm is not mm or not pvma.vm_start <= address < pvma.vm_end:
         return spf_abort(kernel, "SPF_ABORT_UNMAPPED")
     if access_error(access, pvma, prot):
         return spf_abort(kernel, "SPF_ABORT_ACCESS_ERROR")

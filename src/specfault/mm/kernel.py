@@ -43,6 +43,9 @@ class Kernel:
         self.tids = itertools.count(1)
         self.mms: list[Any] = []   # live mms, for invariant checks
         self.vma_freelist: list[Any] = []   # recycled VMAs (knob vma_typesafe_rcu)
+        # VMAs out of the tree whose free waits for the last put_vma (knob
+        # spf_vma_pin), by id: at quiescence a leftover one is a leaked pin
+        self.vma_free_deferred: dict[int, Any] = {}
 
     def count(self, event: str, n: int = 1) -> None:
         self.vmstat[event] = self.vmstat.get(event, 0) + n

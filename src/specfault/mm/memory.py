@@ -51,7 +51,7 @@ from specfault.mm.pgtable import (
 )
 from specfault.mm.tlb import flush_tlb_range
 from specfault.mm.vma import VM_SHARED, VM_WRITE, AnonVma, VmArea, reusable_anon_vma
-from specfault.runtime import STATE, ModelBug, Op, UseAfterFree, load_item, store_item, work
+from specfault.runtime import STATE, Load, ModelBug, Op, UseAfterFree, load_item, store_item, work
 from specfault.sync.cpu import local_irq_disable, local_irq_enable
 from specfault.sync.seqcount import mmap_lock_speculate_retry
 
@@ -77,7 +77,7 @@ class Vmf:
         self.ptl: Any = None
         self.page: Page | None = None
         self.cow_page: Page | None = None
-        self.seq = 0     # mm_lock_seq snapshot (speculative faults)
+        self.seq = 0     # mm_lock_seq (or, spf_seq="vma", vm_lock_seq) snapshot (speculative)
         self.orig_vma: VmArea | None = None     # the VMA ``vma`` was copied from (speculative)
         self.committed = False   # a PTE was changed: an abort now would be visible
 
@@ -147,11 +147,81 @@ def spf_fail(vmf: Vmf, reason: str) -> int:
 
 async def spf_seq_changed(mm: Any, seq: int, orig: Any, copy: Any) -> bool:
     """mmap_seq_read_check(): has a writer taken mmap_lock since ``seq``?
-    Knob vma_recheck_not_mm_seq (a mutant) instead compares the live VMA
-    with the copy — unsafe: the COW ABA interleaving restores the VMA."""
-    if mm.config.knob("vma_recheck_not_mm_seq", False):
+    Knob spf_seq="vma" (Dufour's SPF): has a writer changed *this* VMA
+    (``orig``) since ``seq``, its snapshot of the VMA's sequence (see
+    :func:`spf_vma_seq_begin`)?  Knob vma_recheck_not_mm_seq (a mutant)
+    instead compares the live VMA with the copy — unsafe: the COW ABA
+    interleaving restores the VMA."""
+    cfg = mm.config
+    if cfg.knob("vma_recheck_not_mm_seq", False):
         return bool(await VmaChanged(orig, copy))
+    if cfg.knob("spf_seq", "mm") == "vma":
+        return bool(await VmaSeqChanged(orig, seq))
     return bool(await mmap_lock_speculate_retry(mm, seq))
+
+
+async def spf_vma_seq_begin(mm: Any, vma: Any) -> tuple[bool, int]:
+    """Dufour's per-VMA sequence (``vma->vm_sequence``), on the model's
+    per-VMA write marking: ``ok, seq = await spf_vma_seq_begin(mm, vma)``
+    right after the lookup (inside rcu_read_lock, the VMA pinned).
+
+    A writer changes a VMA only after ``vma_start_write(vma)`` has stored
+    its (odd) ``mm_lock_seq`` in ``vma.vm_lock_seq``, and ``mmap_write_unlock``
+    ends the write section of every VMA it marked at once.  So ``vm_lock_seq
+    == mm_lock_seq`` means "a writer is changing this VMA now" (the odd
+    ``vm_sequence``: ``ok`` False), and a later ``vm_lock_seq != seq`` means
+    "a writer touched it since" (:class:`VmaSeqChanged`).
+
+    The two loads are in this order on purpose: the VMA's value first.  If
+    it was stored by write section S, then when mm_lock_seq is read either
+    S is still running (equal: abort) or it has ended, with all of its
+    changes to the VMA made; any later section marks the VMA anew before
+    touching it.  Read the other way round, a writer could enter and mark
+    the VMA between the two loads, and its value would pass for a finished
+    section's (mutant dufour_seq_loads_reordered).
+
+    No ABA: the values a VMA's ``vm_lock_seq`` takes are the odd
+    ``mm_lock_seq`` of successive write sections of its mm (64 bits: no
+    wraparound), strictly increasing, so once it moves away from ``seq`` it
+    cannot come back to it.  The only other value, -1, is stored when a
+    (recycled, with vma_typesafe_rcu) VMA is re-initialised, which needs a
+    free, which the pin defers for a VMA pinned while in the tree; a VMA
+    pinned after its free is detached, or re-linked with a new value, or
+    belongs to another mm — each check of the fault catches one of those."""
+    # knob dufour_seq_loads_reordered (a mutant): mm_lock_seq first
+    if mm.config.knob("dufour_seq_loads_reordered", False):
+        cur: int = await Load(mm, "mm_lock_seq")
+        seq: int = await Load(vma, "vm_lock_seq")
+        return (seq != cur, seq)
+    seq = await Load(vma, "vm_lock_seq")
+    return (seq != await Load(mm, "mm_lock_seq"), seq)
+
+
+class VmaSeqChanged(Op):
+    """Dufour's vma_has_changed(): the VMA left the tree (detached) or a
+    writer marked it since the snapshot ``seq`` of ``vm_lock_seq``."""
+
+    __slots__ = ("vma", "seq", "detached")
+    kind = "seq_retry"
+
+    def __init__(self, vma: Any, seq: int) -> None:
+        self.vma = vma
+        self.seq = seq
+        # knob dufour_no_detached_check (a mutant): only the sequence — a
+        # VMA found through a stale tree node after its munmap had ended
+        # carries that munmap's value, unchanged since the snapshot
+        self.detached = not vma.vm_mm.config.knob("dufour_no_detached_check", False)
+
+    def perform(self) -> bool:
+        vma = self.vma
+        vma.check_live("speculative vm_lock_seq re-check")
+        return bool(vma.vm_lock_seq != self.seq or (self.detached and vma.detached))
+
+    def footprint(self) -> tuple[tuple[object, str, str], ...]:
+        return ((self.vma, "vm_lock_seq", "r"), (self.vma, "vm_refcnt", "r"))
+
+    def describe(self) -> str:
+        return f"vma_has_changed {self.vma.label()}"
 
 
 class VmaChanged(Op):

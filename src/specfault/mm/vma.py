@@ -14,9 +14,20 @@ VmArea
     vm_lock_seq    mm_lock_seq value of the writer holding it, -1 if none
     vm_refcnt      0 detached; 1 attached (in the tree); +1 per reader in
                    vma_start_read(); +VMA_LOCK_OFFSET while a writer drains
-# Laurent Dufour's SPF (knob spf_vma_refcount, off by default): atomic
-    vm_ref_count   +1 per speculative attempt using the VMA (get_vma/put_vma);
-                   a cost only — the model's VMAs stay RCU-freed
+# Laurent Dufour's SPF (protocol "dufour"; knobs spf_vma_refcount, spf_vma_pin)
+# atomic (GetVma / PutVma, and VmaFreeOrDefer / the VMA's RCU callback on the
+# free side); never reset when a recycled VMA is reused (a slab-constructor
+# field: a reader may hold a pin on a VMA sitting on the freelist)
+    vm_ref_count   +1 per speculative attempt using the VMA (get_vma after the
+                   lookup, inside rcu_read_lock; put_vma when the attempt ends
+                   or aborts).  With spf_vma_pin the free honours it; without
+                   (spf_vma_refcount alone, the simulator's cost knob for the
+                   speculative protocol) it is a cost only
+# written by the free side only when vm_ref_count > 0 (the RCU callback, or
+# VmaFreeOrDefer with vma_typesafe_rcu), cleared by the PutVma that drops the
+# last pin and frees the VMA then; only with spf_vma_pin
+    vm_free_pending  None, or the free site: the VMA is out of the tree, its
+                   grace period is over, and the last put_vma frees it
 """
 
 from __future__ import annotations
@@ -82,7 +93,8 @@ class AnonVma:
 
 class VmArea(KObject):
     __slots__ = ("vm_mm", "vm_start", "vm_end", "vm_pgoff", "vm_flags", "vm_page_prot", "vm_file",
-                 "anon_vma", "anon_vma_chain", "vm_lock_seq", "vm_refcnt", "vm_ref_count")
+                 "anon_vma", "anon_vma_chain", "vm_lock_seq", "vm_refcnt", "vm_ref_count",
+                 "vm_free_pending")
 
     def __init__(self, mm: Any, start: int, end: int, flags: int, pgoff: int,
                  file: Any = None) -> None:
@@ -98,7 +110,8 @@ class VmArea(KObject):
         self.anon_vma_chain: list[AnonVma] = []
         self.vm_lock_seq = -1
         self.vm_refcnt = 0
-        self.vm_ref_count = 0      # knob spf_vma_refcount (Dufour's SPF) only
+        self.vm_ref_count = 0      # Dufour's SPF only (knob spf_vma_refcount)
+        self.vm_free_pending: str | None = None    # knob spf_vma_pin only
 
     @classmethod
     def alloc(cls, mm: Any, start: int, end: int, flags: int, pgoff: int,
@@ -110,7 +123,12 @@ class VmArea(KObject):
         free = mm.kernel.vma_freelist
         if free:
             vma = free.pop()
+            # vm_ref_count survives reuse, like a field the slab constructor
+            # sets once: a speculative reader (Dufour's SPF) may have pinned
+            # the object while it sat on the freelist, and drops its pin later
+            pins = vma.vm_ref_count
             vma.__init__(mm, start, end, flags, pgoff, file)  # type: ignore[misc]
+            vma.vm_ref_count = pins
             return vma
         return cls(mm, start, end, flags, pgoff, file)
 
@@ -134,6 +152,7 @@ class VmArea(KObject):
         references taken; it is never linked or freed)."""
         new = VmArea.__new__(VmArea)
         new.freed_at = None
+        new.vm_free_pending = None
         for name in ("vm_mm", "vm_start", "vm_end", "vm_pgoff", "vm_flags", "vm_page_prot",
                      "vm_file", "anon_vma", "anon_vma_chain", "vm_lock_seq", "vm_refcnt", "vm_ref_count"):
             setattr(new, name, getattr(self, name))

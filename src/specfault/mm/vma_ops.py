@@ -19,7 +19,7 @@ from specfault.mm.vma import (
     can_merge_after,
     can_merge_before,
 )
-from specfault.runtime import Store
+from specfault.runtime import AtomicAdd, ModelBug, Op, Store
 
 DEFAULT_MAX_MAP_COUNT = 65530
 ENOMEM = 12
@@ -33,15 +33,20 @@ async def mt_store(mm: Any, start: int, end: int, entry: Any) -> None:
         await retire(mm, retired, "maple tree nodes")
 
 
-async def retire(mm: Any, objs: list[Any], what: str) -> None:
+async def retire(mm: Any, objs: list[Any], what: str, pinned: bool = False) -> None:
     """Free objects a lockless reader may still see: after a grace period,
     or at once when ``vma_free="immediate"`` (a mutant: readers under RCU
-    then touch freed memory)."""
+    then touch freed memory).  ``pinned`` (VMAs, knob spf_vma_pin): a VMA
+    still pinned by a speculative fault (``vm_ref_count > 0``) is only
+    marked free-pending; the put_vma that drops the last pin frees it."""
     site = f"{what} freed by {mm.label()}"
 
     def free() -> None:
         for obj in objs:
-            obj.poison(site)
+            if pinned:
+                vma_free_or_defer(obj, site)
+            else:
+                obj.poison(site)
 
     if mm.config.vma_free == "immediate":
         free()
@@ -61,12 +66,117 @@ async def vm_area_free(mm: Any, vma: VmArea) -> None:
     """remove_vma(): the VMA is out of the tree; free it (through RCU)."""
     if vma.vm_file is not None:
         mm.kernel.fs.fput(vma.vm_file)
+    # knob spf_vma_pin (Dufour's SPF): the free honours the speculative
+    # readers' vm_ref_count — without it, a reader that re-reads its VMA's
+    # sequence after leaving the RCU section of the lookup reads freed memory
+    pinned = bool(mm.config.knob("spf_vma_pin", False))
     if mm.config.knob("vma_typesafe_rcu", False):
         # SLAB_TYPESAFE_BY_RCU: the object stays a VMA and may be reused at
-        # once (readers must re-check what they locked)
-        mm.kernel.vma_freelist.append(vma)
+        # once (readers must re-check what they locked).  A pinned VMA goes
+        # to the freelist only at its last put_vma (Dufour's series predates
+        # type-safe VMAs; this keeps its rule "a pinned VMA is not reused")
+        if pinned:
+            await VmaFreeOrDefer(vma, f"vma {vma.vm_start:#x}-{vma.vm_end:#x} freed by {mm.label()}")
+        else:
+            mm.kernel.vma_freelist.append(vma)
         return
-    await retire(mm, [vma], f"vma {vma.vm_start:#x}-{vma.vm_end:#x}")
+    await retire(mm, [vma], f"vma {vma.vm_start:#x}-{vma.vm_end:#x}", pinned)
+
+
+# ------------------------------------------- Dufour's VMA pin (get/put_vma)
+def _free_now(vma: VmArea, site: str) -> None:
+    """The VMA's memory goes: poisoned (RCU-freed VMAs) or back on the
+    freelist (vma_typesafe_rcu)."""
+    kernel = vma.vm_mm.kernel
+    kernel.vma_free_deferred.pop(id(vma), None)
+    if vma.vm_mm.config.knob("vma_typesafe_rcu", False):
+        kernel.vma_freelist.append(vma)
+    else:
+        vma.poison(site)
+
+
+def vma_free_or_defer(vma: VmArea, site: str) -> None:
+    """The free side of the pin, atomically: free the VMA now, or — while a
+    speculative fault holds it — leave that to the last put_vma.  Safe to
+    defer: the VMA is out of the tree (and, RCU-freed, its grace period is
+    over), so no new reader can find and pin it."""
+    if vma.vm_ref_count > 0:
+        vma.vm_free_pending = site
+        vma.vm_mm.kernel.vma_free_deferred[id(vma)] = vma
+    else:
+        _free_now(vma, site)
+
+
+class VmaFreeOrDefer(Op):
+    """vm_area_free() of a type-safe (recycled) VMA under spf_vma_pin: one
+    atomic step, so it orders against GetVma/PutVma."""
+
+    __slots__ = ("vma", "site")
+    kind = "atomic"
+
+    def __init__(self, vma: VmArea, site: str) -> None:
+        self.vma = vma
+        self.site = site
+
+    def perform(self) -> None:
+        vma_free_or_defer(self.vma, self.site)
+
+    def footprint(self) -> tuple[tuple[object, str, str], ...]:
+        return ((self.vma, "vm_ref_count", "w"),)
+
+    def describe(self) -> str:
+        return f"vm_area_free {self.vma.label()} (unless pinned)"
+
+
+def get_vma(vma: VmArea) -> AtomicAdd:
+    """``await get_vma(vma)``: atomic_inc(&vma->vm_ref_count).  The caller
+    found ``vma`` under rcu_read_lock() and is still inside it, so the VMA
+    is not freed yet; from here the pin keeps it (with spf_vma_pin)."""
+    return AtomicAdd(vma, "vm_ref_count", 1)
+
+
+def put_vma(vma: VmArea) -> Op:
+    """``await put_vma(vma)``: drop a pin.  With spf_vma_pin, the last put of
+    a VMA whose free was deferred frees it (atomic_dec_and_test); without,
+    a plain atomic decrement (the count is a cost only)."""
+    if vma.vm_mm.config.knob("spf_vma_pin", False):
+        return PutVma(vma)
+    return AtomicAdd(vma, "vm_ref_count", -1)
+
+
+class PutVma(Op):
+    """put_vma(): ``if (atomic_dec_and_test(&vma->vm_ref_count))`` free the
+    VMA if its free was deferred.  Returns the new count."""
+
+    __slots__ = ("vma",)
+    kind = "atomic"
+
+    def __init__(self, vma: VmArea) -> None:
+        self.vma = vma
+
+    def perform(self) -> int:
+        vma = self.vma
+        vma.check_live("put_vma vm_ref_count")
+        count: int = vma.vm_ref_count - 1
+        if count < 0:
+            raise ModelBug(f"put_vma: {vma.label()} vm_ref_count underflow")
+        vma.vm_ref_count = count
+        site = vma.vm_free_pending
+        if count == 0 and site is not None:
+            vma.vm_free_pending = None
+            _free_now(vma, site)
+        return count
+
+    def _frees(self) -> bool:
+        vma = self.vma
+        return vma.vm_ref_count == 1 and vma.vm_free_pending is not None
+
+    def footprint(self) -> tuple[tuple[object, str, str], ...]:
+        # the put that frees writes the whole VMA (poison, or reuse)
+        return ((self.vma, "*" if self._frees() else "vm_ref_count", "w"),)
+
+    def describe(self) -> str:
+        return f"put_vma {self.vma.label()}" + (" (frees it)" if self._frees() else "")
 
 
 async def remove_from_tree(mm: Any, vma: VmArea) -> None:
