@@ -9,7 +9,7 @@
 The memory-manager races (``--list-scenarios``) run under a fault protocol
 and optionally a mutant (``--list-mutants``):
 
-    specfault check [--protocol classic|speculative|pervma|all]
+    specfault check [--protocol classic|speculative|pervma|dufour|all]
                     [--scenario NAME|all] [--mutant NAME] [--strategy ...]
     specfault check --mutants [--budget 60s] [--save DIR]   # the kill table
 
@@ -42,7 +42,7 @@ def register(sub: Any) -> None:
                    help="seconds per scenario, e.g. 30 or 30s (default 10; --mutants: 60 per mutant)")
     p.add_argument("--protocol", default=None,
                    help="fault protocol for --scenario/--mutant: classic, speculative, pervma, "
-                        "or all (default: all; with --mutant, the mutant's own)")
+                        "dufour, or all (default: all; with --mutant, the mutant's own)")
     p.add_argument("--scenario", default=None, metavar="NAME",
                    help="a memory-manager race (see --list-scenarios), or 'all'")
     p.add_argument("--mutant", default=None, metavar="NAME",
@@ -97,7 +97,7 @@ def _mm_names(args: argparse.Namespace) -> list[str]:
     protocols = list(PROTOCOLS) if proto == "all" else [proto]
     for p in protocols:
         if p not in PROTOCOLS:
-            raise ValueError(f"unknown protocol {p!r}: choose classic, speculative, pervma or all")
+            raise ValueError(f"unknown protocol {p!r}: choose classic, speculative, pervma, dufour or all")
     which = args.scenario or "all"
     specs = list(SPEC_BY_NAME) if which == "all" else [which]
     for s in specs:

@@ -75,6 +75,22 @@ MUTANTS: dict[str, Mutant] = {m.name: m for m in [
            "mm_lock_seq is 2 bits wide: two writer cycles bring it back to the "
            "value a preempted reader sampled (why it became 64-bit)",
            {"mm_lock_seq_bits": 2}, ("fault-vs-munmap-mmap",)),
+    Mutant("dufour_no_vma_refcount", "dufour",
+           "the speculative fault does not pin the VMA it found (no get_vma/"
+           "put_vma): it re-reads the VMA's sequence after leaving the RCU "
+           "section of the lookup, and an munmap may have freed the VMA by then",
+           {"spf_vma_refcount": False}, ("fault-vs-munmap", "fault-vs-mmap-fixed")),
+    Mutant("dufour_no_detached_check", "dufour",
+           "vma_has_changed() checks only the VMA's sequence, not that it is "
+           "still in the tree: a VMA found through a stale tree node after its "
+           "munmap ended carries that munmap's sequence, unchanged since the "
+           "snapshot, and the fault installs a page in the range's new mapping",
+           {"dufour_no_detached_check": True}, ("fault-vs-mremap", "fault-vs-mmap-fixed")),
+    Mutant("dufour_seq_loads_reordered", "dufour",
+           "the fault reads mm_lock_seq before the VMA's sequence: a writer "
+           "that enters and marks the VMA between the two loads looks like a "
+           "finished one, and its change goes unseen",
+           {"dufour_seq_loads_reordered": True}, ("fault-vs-mremap", "fault-vs-mprotect")),
     Mutant("pervma_fork_no_vma_lock", "pervma",
            "fork does not write-lock the parent's VMAs while it write-protects "
            "their PTEs (Linux 6.4, bugzilla 217624)",

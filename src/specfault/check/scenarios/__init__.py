@@ -14,7 +14,7 @@ from specfault.check.scenarios.base import MmSpec
 from specfault.check.scenarios.races import SPEC_BY_NAME, SPECS
 from specfault.config import Config
 
-PROTOCOLS = ("classic", "speculative", "pervma")
+PROTOCOLS = ("classic", "speculative", "pervma", "dufour")
 
 
 def scenario_name(spec: str, protocol: str, mutant: str | None = None) -> str:

@@ -106,7 +106,7 @@ class MmSpec:
     #: per thread: (process name, steps)
     threads: list[tuple[str, list[Step]]]
     #: which protocols it applies to (default all)
-    protocols: tuple[str, ...] = ("classic", "speculative", "pervma")
+    protocols: tuple[str, ...] = ("classic", "speculative", "pervma", "dufour")
     #: config changes the scenario itself needs (e.g. recycled VMAs)
     knobs: dict[str, Any] = field(default_factory=dict)
     #: number of frames for the machine
