@@ -19,7 +19,10 @@ from specfault.sim.cost import CostProfile
 from specfault.sim.metrics import RunResult, collect
 from specfault.sim.workloads import WORKLOADS, build, protocol_knobs
 
-PROTOCOLS = ("classic", "speculative", "pervma")
+#: every protocol the simulator runs (``dufour``: Laurent Dufour's SPF)
+PROTOCOLS = ("classic", "speculative", "pervma", "dufour")
+#: what ``compare`` and ``specfault bench`` run unless told otherwise
+DEFAULT_PROTOCOLS = ("classic", "speculative", "pervma")
 #: workloads whose figure is the time to finish a fixed job (smaller is better)
 ELAPSED = frozenset({"spf_test", "app_launch"})
 
@@ -72,7 +75,7 @@ class Comparison:
 
 
 def compare(workload: str, cpus: Iterable[int] = (1, 4, 16, 48),
-            protocols: Iterable[str] = PROTOCOLS, profile: CostProfile | None = None,
+            protocols: Iterable[str] = DEFAULT_PROTOCOLS, profile: CostProfile | None = None,
             progress: Callable[[str], None] | None = None, knobs: dict[str, Any] | None = None,
             **params: Any) -> Comparison:
     """Run ``workload`` under each protocol at each CPU count (see module doc)."""

@@ -1,7 +1,7 @@
 """``specfault bench`` and ``specfault calibrate``.
 
     specfault bench --workload pft --cpus 1,2,4,8,16,32,48,64 \\
-        --protocols classic,speculative,pervma [--faults N] [--seed S] \\
+        --protocols classic,speculative,pervma[,dufour] [--faults N] [--seed S] \\
         [--profile FILE] [--json] [--plot FILE] [--param key=value ...]
     specfault calibrate [--out FILE]
 
@@ -17,19 +17,21 @@ import json
 import sys
 from typing import Any
 
-from specfault.sim.bench import ELAPSED, PROTOCOLS, Comparison, compare
+from specfault.sim.bench import DEFAULT_PROTOCOLS, ELAPSED, PROTOCOLS, Comparison, compare
 from specfault.sim.cost import CostProfile
 from specfault.sim.workloads import WORKLOADS
 
 
 def register(sub: Any) -> None:
-    b = sub.add_parser("bench", help="simulate the three fault protocols side by side",
+    b = sub.add_parser("bench", help="simulate the fault protocols side by side",
                        description="Run a workload under each protocol at each CPU count "
                                    "on the simulated machine; print figures and ratios vs classic.")
     b.add_argument("--workload", "-w", default="pft",
                    help=f"one of: {', '.join(WORKLOADS)} (default pft)")
     b.add_argument("--cpus", default="1,2,4,8,16,32,48,64", help="comma-separated CPU counts")
-    b.add_argument("--protocols", default=",".join(PROTOCOLS), help="comma-separated protocols")
+    b.add_argument("--protocols", default=",".join(DEFAULT_PROTOCOLS),
+                   help=f"comma-separated protocols, of: {', '.join(PROTOCOLS)} "
+                        f"(default {','.join(DEFAULT_PROTOCOLS)})")
     b.add_argument("--faults", type=int, default=None, help="work size (faults; workload default)")
     b.add_argument("--seed", type=int, default=1)
     b.add_argument("--profile", default=None, help="cost profile JSON (from 'specfault calibrate')")

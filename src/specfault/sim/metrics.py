@@ -4,7 +4,7 @@ protocol, CPU count), plain data so it serialises to JSON.
 faults/s are per simulated wall-second (``faults / wall``) and per busy
 CPU-second (``faults / cpu_busy``); latencies are in microseconds with
 p50/p99/max; aborts are the SPF / VMA-lock counters by reason, and
-``abort_rate`` is ``spf_abort / spf_attempt`` (speculative) or
+``abort_rate`` is ``spf_abort / spf_attempt`` (speculative, dufour) or
 ``(vma_lock_abort + vma_lock_retry) / attempts`` (pervma).
 """
 
@@ -68,7 +68,7 @@ def collect(name: str, protocol: str, cpus: int, built: Built, cdf_points: int =
     busy = sum(c.busy for c in eng.cpus) or 1.0
     faults = ctx.faults
     aborts = {k: v for k, v in vs.items() if v and k.startswith("SPF_ABORT")}
-    if protocol == "speculative":
+    if protocol == "speculative" or protocol == "dufour":
         rate = vs.get("spf_abort", 0) / vs["spf_attempt"] if vs.get("spf_attempt") else 0.0
     elif protocol == "pervma":
         tried = vs.get("vma_lock_success", 0) + vs.get("vma_lock_abort", 0) + vs.get("vma_lock_retry", 0)

@@ -12,7 +12,8 @@ from typing import Any
 
 from specfault.sim.bench import ELAPSED, Comparison
 
-_STYLE = {"classic": ("tab:red", "o"), "speculative": ("tab:blue", "s"), "pervma": ("tab:green", "^")}
+_STYLE = {"classic": ("tab:red", "o"), "speculative": ("tab:blue", "s"), "pervma": ("tab:green", "^"),
+          "dufour": ("tab:purple", "D")}
 
 
 def _plt() -> Any:
