@@ -6,6 +6,7 @@ PCT schedules until at least ``--schedules`` ran.  Figures, not asserts:
 prints one line per (scenario, protocol) and a JSON summary.
 
     python benchmarks/check_campaign.py [--dfs-budget 120] [--schedules 100000] [--jobs 2]
+        [--protocols dufour,...] [--scenarios fault-vs-munmap,...]
 """
 
 from __future__ import annotations
@@ -56,9 +57,13 @@ def main() -> None:
     ap.add_argument("--schedules", type=int, default=100_000)
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--json", metavar="FILE")
+    ap.add_argument("--protocols", default=",".join(PROTOCOLS), help="comma-separated (default all)")
+    ap.add_argument("--scenarios", default="", help="comma-separated scenario names (default all)")
     a = ap.parse_args()
-    work = [(s.name, p, a.dfs_budget, a.schedules) for s in SPECS for p in PROTOCOLS
-            if p in s.protocols]
+    protocols = [p for p in a.protocols.split(",") if p]
+    wanted = {s for s in a.scenarios.split(",") if s}
+    work = [(s.name, p, a.dfs_budget, a.schedules) for s in SPECS for p in protocols
+            if p in s.protocols and (not wanted or s.name in wanted)]
     results = []
     with ProcessPoolExecutor(a.jobs) as pool:
         for r in pool.map(run_one, work):

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 import specfault as sf
 from specfault.check.explore import Config, explore
 from specfault.check.scenarios import build
@@ -28,8 +30,9 @@ def add_up(v: dict[str, int]) -> None:
     assert v["spf_abort"] == sum(v[r] for r in SPF_ABORT_REASONS), v
 
 
-def test_sequential_abort_reasons() -> None:
-    m = sf.Machine(fault_protocol="speculative")
+@pytest.mark.parametrize("protocol", ["speculative", "dufour"])
+def test_sequential_abort_reasons(protocol: str) -> None:
+    m = sf.Machine(fault_protocol=protocol)
     p = m.spawn()
     p.thread()                                    # mm_users 2: speculation allowed
     seen: set[str] = set()
@@ -64,8 +67,9 @@ def test_sequential_abort_reasons() -> None:
     assert m.vmstat()["spf_success"] > 0
 
 
-def test_single_user_mm_never_speculates() -> None:
-    m = sf.Machine(fault_protocol="speculative")
+@pytest.mark.parametrize("protocol", ["speculative", "dufour"])
+def test_single_user_mm_never_speculates(protocol: str) -> None:
+    m = sf.Machine(fault_protocol=protocol)
     p = m.spawn()
     a = p.mmap(0, 4096, RW, ANON)
     p.write(a, b"x")
@@ -89,12 +93,15 @@ def _explore_collecting(spec: str, protocol: str, n: int, seen: set[str],
         assert res.ok, res.report
 
 
-def test_concurrent_abort_reasons_and_counters_add_up() -> None:
+@pytest.mark.parametrize("protocol,schedules", [("speculative", 300), ("dufour", 150)])
+def test_concurrent_abort_reasons_and_counters_add_up(protocol: str, schedules: int) -> None:
+    """Dufour's SPF counts under the same names: SPF_ABORT_ODD when the
+    found VMA is being written, VMA_COPY/SEQ1/SEQ2 when it was since."""
     seen: set[str] = set()
     totals: list[dict[str, int]] = []
     for spec in ("fault-vs-munmap", "fault-vs-mprotect", "two-faults-same-page",
                  "fault-vs-mmap-fixed", "two-cow-faults"):
-        _explore_collecting(spec, "speculative", 300, seen, totals)
+        _explore_collecting(spec, protocol, schedules, seen, totals)
     for v in totals:
         add_up(v)
     want = {"SPF_ABORT_ODD", "SPF_ABORT_VMA_COPY", "SPF_ABORT_PTE_MAP_LOCK_SEQ1",

@@ -1,4 +1,5 @@
-"""All three fault protocols pass every memory-manager race.
+"""All four fault protocols (classic, speculative, pervma, dufour) pass
+every memory-manager race.
 
 Each scenario runs under a seeded random walk and PCT (a few hundred
 schedules each — the closing notes record the long runs); the small ones
