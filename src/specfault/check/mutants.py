@@ -82,9 +82,10 @@ MUTANTS: dict[str, Mutant] = {m.name: m for m in [
            {"spf_vma_refcount": False}, ("fault-vs-munmap", "fault-vs-mmap-fixed")),
     Mutant("dufour_no_detached_check", "dufour",
            "vma_has_changed() checks only the VMA's sequence, not that it is "
-           "still in the tree: a VMA found through a stale tree node after its "
-           "munmap ended carries that munmap's sequence, unchanged since the "
-           "snapshot, and the fault installs a page in the range's new mapping",
+           "still in the tree: a VMA found just before an mremap/munmap removed "
+           "it, its sequence sampled after that writer finished, carries the "
+           "writer's value, unchanged since — the fault maps a page where no "
+           "VMA is",
            {"dufour_no_detached_check": True}, ("fault-vs-mremap", "fault-vs-mmap-fixed")),
     Mutant("dufour_seq_loads_reordered", "dufour",
            "the fault reads mm_lock_seq before the VMA's sequence: a writer "

@@ -208,8 +208,9 @@ class VmaSeqChanged(Op):
         self.vma = vma
         self.seq = seq
         # knob dufour_no_detached_check (a mutant): only the sequence — a
-        # VMA found through a stale tree node after its munmap had ended
-        # carries that munmap's value, unchanged since the snapshot
+        # VMA found just before a writer removed it, its sequence sampled
+        # after that writer finished, carries the writer's value, unchanged
+        # since the snapshot
         self.detached = not vma.vm_mm.config.knob("dufour_no_detached_check", False)
 
     def perform(self) -> bool:
