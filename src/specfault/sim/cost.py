@@ -70,7 +70,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from specfault.mm.access import _Fault
+from specfault.mm.access import UserAccess, _Fault
 from specfault.mm.page import AllocPage, PutPage
 from specfault.runtime import Load, LoadItem, Store, StoreItem, Work
 
@@ -160,6 +160,11 @@ _GROUP = {
     "vm_lock_seq": _VMA_MAIN, "vm_page_prot": _VMA_MAIN,
 }
 
+#: the line names of PTE slots: slots ``i`` share the line ``str(i >> 3)``
+#: (8 PTEs to a 64-byte line); the strings for a 512-entry table, made once
+_NSLOT = 64
+_SLOT_LINE = tuple(str(i) for i in range(_NSLOT))
+
 
 class Line:
     """Directory entry of one cache line."""
@@ -200,6 +205,9 @@ class CostModel:
         w = profile.work_ns
         self.work = dict(w)
         self.op_ns = profile.op_ns
+        self.llc_ns = profile.llc_ns
+        self.transfer_ns = profile.line_transfer_ns
+        self.user_access_ns = profile.user_access_ns
 
     # -- cache lines --
     def line(self, obj: object, fld: str) -> Line:
@@ -212,57 +220,75 @@ class CostModel:
     def touch(self, obj: object, fld: str, write: bool, cpu: int, t: float) -> float:
         """Latency of one access by ``cpu`` at ``t`` to the line holding
         ``obj.fld``; updates the directory."""
-        key = (id(obj), _GROUP.get(fld, fld))
+        return self._access(obj, _GROUP.get(fld, fld), write, cpu, t)
+
+    def _access(self, obj: object, line: str, write: bool, cpu: int, t: float) -> float:
+        """:meth:`touch` of the line named ``line`` of ``obj`` (already
+        grouped: ``_GROUP`` applied)."""
+        key = (id(obj), line)
         ln = self.lines.get(key)
         if ln is None:
             ln = self.lines[key] = Line(obj)
-        bit = 1 << cpu
         owner = ln.owner
         if write:
             if owner == cpu:
                 return self.op_ns
-            if owner < 0 and ln.sharers == bit:
-                ln.owner = cpu            # upgrade S->M, nobody else holds it
-                return self.op_ns
-            if owner < 0 and not ln.sharers:
-                ln.owner, ln.sharers = cpu, bit
-                return self.p.llc_ns
+            if owner < 0:
+                sharers = ln.sharers
+                if sharers == 1 << cpu:
+                    ln.owner = cpu            # upgrade S->M, nobody else holds it
+                    return self.op_ns
+                if not sharers:
+                    ln.owner, ln.sharers = cpu, 1 << cpu
+                    return self.llc_ns
         else:
-            if owner == cpu or (owner < 0 and ln.sharers & bit):
+            if owner == cpu:
                 return self.op_ns
             if owner < 0:
-                ln.sharers |= bit
-                return self.p.llc_ns
+                if ln.sharers >> cpu & 1:
+                    return self.op_ns
+                ln.sharers |= 1 << cpu
+                return self.llc_ns
         # a transfer: from the dirty owner, or an RFO invalidating sharers
         self.transfers += 1
         start = ln.busy_until if ln.busy_until > t else t
-        end = start + self.p.line_transfer_ns
+        end = start + self.transfer_ns
         ln.busy_until = end
         if write:
-            ln.owner, ln.sharers = cpu, bit
+            ln.owner, ln.sharers = cpu, 1 << cpu
         else:
-            ln.sharers = bit | (1 << owner if owner >= 0 else 0) | ln.sharers
+            ln.sharers = 1 << cpu | (1 << owner if owner >= 0 else 0) | ln.sharers
             ln.owner = -1
         return end - t
 
     # -- the op table --
     def charge(self, op: Any, cpu: int, t: float) -> float:
-        tp = type(op)
-        cost = 0.0
-        stolen = self.stolen[cpu]
-        if stolen:
-            cost = stolen
+        """The op's latency on ``cpu`` at ``t``, before it is performed: IPI
+        handler time the CPU owes first, then by op type (the hottest
+        first), else by kind, else the lines of its footprint."""
+        cost = self.stolen[cpu]
+        if cost:
             self.stolen[cpu] = 0.0
+        tp = op.__class__
+        # the memory ops name their line directly; touch() would group the
+        # field names, a no-op for PTE slot lines ("0".."63"), and
+        # _slot_line(i) is str(i) (see _SLOT_LINE)
         if tp is LoadItem:
-            return cost + self.touch(op.owner, str(op.index >> 3), False, cpu, t)
-        if tp is StoreItem:
-            return cost + self.touch(op.owner, str(op.index >> 3), True, cpu, t)
+            i = op.index >> 3
+            return cost + self._access(op.owner, _SLOT_LINE[i] if 0 <= i < _NSLOT else str(i),
+                                       False, cpu, t)
         if tp is Load:
             return cost + self.touch(op.obj, op.attr, False, cpu, t)
-        if tp is Store:
-            return cost + self.touch(op.obj, op.attr, True, cpu, t)
         if tp is Work:
             return cost + self._work(op.what, op.amount, t)
+        if tp is UserAccess:            # its kind: "user_access", below
+            return cost + self.user_access_ns
+        if tp is StoreItem:
+            i = op.index >> 3
+            return cost + self._access(op.owner, _SLOT_LINE[i] if 0 <= i < _NSLOT else str(i),
+                                       True, cpu, t)
+        if tp is Store:
+            return cost + self.touch(op.obj, op.attr, True, cpu, t)
         if tp is AllocPage:
             return cost + self._alloc(cpu, t)
         if tp is PutPage:
@@ -283,13 +309,16 @@ class CostModel:
                     self.stolen[c.id] += self.p.ipi_handler_ns
             return cost + self.p.ipi_send_ns + n * self.p.ipi_per_cpu_ns
         for obj, fld, mode in op.footprint():
-            if obj == "*":
+            if obj.__class__ is str and obj == "*":     # the wildcard (a Call)
                 cost += self.op_ns * 10
                 continue
             cost += self.touch(obj, fld, mode == "w", cpu, t)
         if kind == "down_write":
             cost += self.p.vma_modify_ns
         return cost or self.op_ns
+
+    #: the result types :meth:`after` charges for (it is 0.0 for any other)
+    after_types: frozenset[type] = frozenset({_Fault})
 
     def after(self, op: Any, result: Any, cpu: int, t: float) -> float:
         """Result-dependent cost (called after perform)."""

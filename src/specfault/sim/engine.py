@@ -30,9 +30,10 @@ Fields
 
 from __future__ import annotations
 
-import heapq
+import math
 from collections import deque
 from collections.abc import Callable, Coroutine
+from heapq import heappop, heappush, heapreplace
 from typing import Any
 
 from specfault.runtime import STATE, Op, Task
@@ -66,6 +67,25 @@ class SimSleep(Op):
 
     def describe(self) -> str:
         return f"sleep {self.ns:.0f}ns"
+
+
+# What the engine must know of an op class before it charges an op (``kind``
+# and ``blocking`` are class attributes of every op): computed once per class.
+_BLOCKING, _SLEEP, _RWSEM = 1, 2, 4
+
+
+class _OpFlags(dict[type, int]):
+    """op class -> ``_BLOCKING | _SLEEP | _RWSEM`` bits (0 for most ops)."""
+
+    def __missing__(self, cls: type) -> int:
+        flags = ((_BLOCKING if cls.blocking else 0)           # type: ignore[attr-defined]
+                 | (_SLEEP if cls is SimSleep else 0)
+                 | (_RWSEM if cls.kind in _RWSEM_KINDS else 0))  # type: ignore[attr-defined]
+        self[cls] = flags
+        return flags
+
+
+_OP_FLAGS = _OpFlags()
 
 
 class SimError(Exception):
@@ -151,11 +171,11 @@ class Engine:
 
     def timer(self, at: float, fn: Callable[[float], None]) -> None:
         self.seq += 1
-        heapq.heappush(self.heap, (at, self.seq, fn))
+        heappush(self.heap, (at, self.seq, fn))
 
     def _push(self, t: float, th: SimThread) -> None:
         self.seq += 1
-        heapq.heappush(self.heap, (t, self.seq, th))
+        heappush(self.heap, (t, self.seq, th))
 
     def _first(self, th: SimThread, t: float) -> None:
         st = STATE
@@ -222,59 +242,127 @@ class Engine:
     # -- the one place state changes --
     def step(self) -> bool:
         """Run the earliest event; False when nothing is left."""
-        heap = self.heap
-        if not heap:
+        if not self.heap:
             return False
-        t, _, obj = heapq.heappop(heap)
-        if obj.__class__ is not SimThread:
-            self.now = t
-            obj(t)
-            return True
-        th: SimThread = obj
-        task = th.task
-        op: Any = task.pending      # a running thread always has one
-        st = STATE
-        st.task = task
-        c = th.cpu
-        assert c is not None
-        if op.blocking and not op.enabled():
-            self._park(th, op, t)
-            return True
-        if op.__class__ is SimSleep:
-            self._sleep(th, op.ns, t)
-            return True
-        cost_model = self.cost
-        cpu = c.id
-        cost = cost_model.charge(op, cpu, t)
-        kind = op.kind
-        try:
-            result = op.perform()
-        except Exception as exc:  # noqa: BLE001 - a model error ends the run
-            raise SimError(f"{th.name}: {op.describe()} at t={t:.0f}ns: "
-                           f"{type(exc).__name__}: {exc}") from exc
-        cost += cost_model.after(op, result, cpu, t)
-        if kind in _RWSEM_KINDS:
-            self._rwsem_stats(th, op, result, t + cost)
-        t2 = t + cost
-        th.busy += cost
-        c.busy += cost
-        self.steps += 1
-        if self.nparked:
-            self._wake_check(op, t2)
-        self.now = t2
-        nxt = task.advance(result)
-        if nxt is None:
-            self._finish(th, t2)
-        elif self.runq and t2 >= th.slice_end and self._preemptible(task):
-            self.runq.append(th)
-            th.state = READY
-            self._release_cpu(th, t2)
-        else:
-            self._push(t2, th)
-        if not self.rcu_armed and self.kernel.rcu.callbacks:
-            self.rcu_armed = True
-            self.timer(t2 + self.profile.rcu_gp_ns, self._rcu_tick)
+        self._events(-math.inf, once=True)
         return True
+
+    def _events(self, until: float, once: bool = False) -> bool:
+        """Run events in order while the earliest is at or before ``until``
+        (just the earliest one if ``once``).  True when it stopped at
+        ``until`` (or after the one), False when nothing is left.
+
+        This is :meth:`step` in a loop: pop the earliest event; a timer is
+        called; a thread's pending op is charged, performed and its
+        coroutine advanced to the next op, whose event is pushed at
+        ``t + cost``.  Two shortcuts, neither of which changes the order:
+
+        * The thread's event stays at the head of the heap while its op
+          runs (every event the op queues is at or after ``t`` with a larger
+          ``seq``, so it stays the smallest), then is replaced by its next
+          one (``heapreplace``: one sift instead of a pop and a push), or
+          popped if the thread leaves its CPU.
+        * Running on: a pushed event takes a larger ``seq`` than every
+          queued one, so it would be popped next exactly when its time is
+          strictly earlier than every other queued event's (the smaller of
+          ``heap[1]`` and ``heap[2]``); then the thread's next op runs at
+          once, without the heap.  ``seq`` numbers not taken change no order.
+        """
+        heap = self.heap
+        st = STATE
+        cost_model = self.cost
+        charge = cost_model.charge
+        after = cost_model.after
+        after_types = cost_model.after_types
+        flags_of = _OP_FLAGS
+        rcu = self.kernel.rcu
+        horizon = -math.inf if once else until
+        steps = 0
+        try:
+            while heap:
+                t, _, obj = heap[0]
+                if t > until and not once:
+                    return True
+                if obj.__class__ is not SimThread:
+                    heappop(heap)
+                    self.now = t
+                    obj(t)
+                    if once:
+                        return True
+                    continue
+                th: SimThread = obj
+                task = th.task
+                st.task = task
+                c = th.cpu
+                assert c is not None and task.coro is not None
+                cpu = c.id
+                send = task.coro.send
+                while True:                     # th's ops, while it runs on
+                    op: Any = task.pending      # a running thread always has one
+                    flags = flags_of[op.__class__]
+                    if flags:
+                        if flags & _BLOCKING and not op.enabled():
+                            heappop(heap)
+                            self._park(th, op, t)
+                            break
+                        if flags & _SLEEP:
+                            heappop(heap)
+                            self._sleep(th, op.ns, t)
+                            break
+                    cost = charge(op, cpu, t)
+                    try:
+                        result = op.perform()
+                    except Exception as exc:  # noqa: BLE001 - a model error ends the run
+                        raise SimError(f"{th.name}: {op.describe()} at t={t:.0f}ns: "
+                                       f"{type(exc).__name__}: {exc}") from exc
+                    if result.__class__ in after_types:     # else after() is 0.0
+                        cost += after(op, result, cpu, t)
+                    if flags & _RWSEM:
+                        self._rwsem_stats(th, op, result, t + cost)
+                    t2 = t + cost
+                    th.busy += cost
+                    c.busy += cost
+                    steps += 1
+                    if self.nparked:
+                        self._wake_check(op, t2)
+                    self.now = t2
+                    # nxt = task.advance(result), inlined
+                    try:
+                        nxt = send(result)
+                    except StopIteration as stop:
+                        task.done, task.result, task.pending = True, stop.value, None
+                        nxt = None
+                    except BaseException as exc:  # the model raised: _finish reports it
+                        task.done, task.error, task.pending = True, exc, None
+                        nxt = None
+                    else:
+                        task.pending = nxt
+                    run_on = False
+                    if nxt is None:
+                        heappop(heap)
+                        self._finish(th, t2)
+                    elif self.runq and t2 >= th.slice_end and self._preemptible(task):
+                        heappop(heap)
+                        self.runq.append(th)
+                        th.state = READY
+                        self._release_cpu(th, t2)
+                    elif (t2 > horizon or (len(heap) > 1 and heap[1][0] <= t2)
+                          or (len(heap) > 2 and heap[2][0] <= t2)):
+                        self.seq += 1
+                        heapreplace(heap, (t2, self.seq, th))
+                    else:
+                        run_on = True           # th's next op is the next event
+                    if not self.rcu_armed and rcu.callbacks:
+                        self.rcu_armed = True
+                        self.timer(t2 + self.profile.rcu_gp_ns, self._rcu_tick)
+                    if not run_on:
+                        break
+                    t = t2
+                if once:
+                    return True
+            return False
+        finally:
+            self.steps += steps
 
     def wall(self) -> float:
         """When the last thread finished (simulated ns)."""
@@ -285,19 +373,17 @@ class Engine:
         saved = (STATE.inline, STATE.task)
         STATE.inline = False
         try:
-            heap = self.heap
-            step = self.step
+            until_t = math.inf if until is None else until
             while True:
-                if until is not None and heap and heap[0][0] > until:
+                if self._events(until_t):
                     break
-                if not step():
-                    if self.nparked or self.rcu_waiters:
-                        if self._rescue():
-                            continue
-                        stuck = "; ".join(f"{th.name} in {_pending(th).describe()}"
-                                          for th in self.threads if th.state in (SPIN, SLEEP))
-                        raise SimError(f"deadlock at t={self.now:.0f}ns: {stuck}")
-                    break
+                if self.nparked or self.rcu_waiters:
+                    if self._rescue():
+                        continue
+                    stuck = "; ".join(f"{th.name} in {_pending(th).describe()}"
+                                      for th in self.threads if th.state in (SPIN, SLEEP))
+                    raise SimError(f"deadlock at t={self.now:.0f}ns: {stuck}")
+                break
         finally:
             STATE.inline, STATE.task = saved
 
