@@ -176,7 +176,7 @@ class PutVma(Op):
         return ((self.vma, "*" if self._frees() else "vm_ref_count", "w"),)
 
     def describe(self) -> str:
-        return f"put_vma {self.vma.label()}" + (" (frees it)" if self._frees() else "")
+        return f"put_vma {self.vma.label()}"
 
 
 async def remove_from_tree(mm: Any, vma: VmArea) -> None:
