@@ -270,15 +270,24 @@ class CostModel:
         if cost:
             self.stolen[cpu] = 0.0
         tp = op.__class__
-        # the memory ops name their line directly; touch() would group the
-        # field names, a no-op for PTE slot lines ("0".."63"), and
-        # _slot_line(i) is str(i) (see _SLOT_LINE)
-        if tp is LoadItem:
-            i = op.index >> 3
-            return cost + self._access(op.owner, _SLOT_LINE[i] if 0 <= i < _NSLOT else str(i),
-                                       False, cpu, t)
-        if tp is Load:
-            return cost + self.touch(op.obj, op.attr, False, cpu, t)
+        # what touch() does, with the line named here: _GROUP maps no PTE
+        # slot line ("0".."63"); _SLOT_LINE[i] is str(i)
+        if tp is LoadItem or tp is Load:
+            # a read: hits in the cache are most of them, and change no
+            # line; _access() charges everything else
+            if tp is LoadItem:
+                obj = op.owner
+                i = op.index >> 3
+                name = _SLOT_LINE[i] if 0 <= i < _NSLOT else str(i)
+            else:
+                obj = op.obj
+                name = _GROUP.get(op.attr, op.attr)
+            ln = self.lines.get((id(obj), name))
+            if ln is not None:
+                owner = ln.owner
+                if owner == cpu or (owner < 0 and ln.sharers >> cpu & 1):
+                    return cost + self.op_ns
+            return cost + self._access(obj, name, False, cpu, t)
         if tp is Work:
             return cost + self._work(op.what, op.amount, t)
         if tp is UserAccess:            # its kind: "user_access", below
@@ -288,7 +297,8 @@ class CostModel:
             return cost + self._access(op.owner, _SLOT_LINE[i] if 0 <= i < _NSLOT else str(i),
                                        True, cpu, t)
         if tp is Store:
-            return cost + self.touch(op.obj, op.attr, True, cpu, t)
+            attr = op.attr
+            return cost + self._access(op.obj, _GROUP.get(attr, attr), True, cpu, t)
         if tp is AllocPage:
             return cost + self._alloc(cpu, t)
         if tp is PutPage:
@@ -312,7 +322,7 @@ class CostModel:
             if obj.__class__ is str and obj == "*":     # the wildcard (a Call)
                 cost += self.op_ns * 10
                 continue
-            cost += self.touch(obj, fld, mode == "w", cpu, t)
+            cost += self._access(obj, _GROUP.get(fld, fld), mode == "w", cpu, t)     # touch()
         if kind == "down_write":
             cost += self.p.vma_modify_ns
         return cost or self.op_ns

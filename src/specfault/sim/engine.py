@@ -74,18 +74,17 @@ class SimSleep(Op):
 _BLOCKING, _SLEEP, _RWSEM = 1, 2, 4
 
 
-class _OpFlags(dict[type, int]):
-    """op class -> ``_BLOCKING | _SLEEP | _RWSEM`` bits (0 for most ops)."""
-
-    def __missing__(self, cls: type) -> int:
-        flags = ((_BLOCKING if cls.blocking else 0)           # type: ignore[attr-defined]
-                 | (_SLEEP if cls is SimSleep else 0)
-                 | (_RWSEM if cls.kind in _RWSEM_KINDS else 0))  # type: ignore[attr-defined]
-        self[cls] = flags
-        return flags
+#: op class -> ``_BLOCKING | _SLEEP | _RWSEM`` bits (0 for most ops)
+_OP_FLAGS: dict[type, int] = {}
 
 
-_OP_FLAGS = _OpFlags()
+def _op_flags(cls: type) -> int:
+    """``_OP_FLAGS[cls]``, computed on first sight of the class."""
+    flags = ((_BLOCKING if cls.blocking else 0)               # type: ignore[attr-defined]
+             | (_SLEEP if cls is SimSleep else 0)
+             | (_RWSEM if cls.kind in _RWSEM_KINDS else 0))   # type: ignore[attr-defined]
+    _OP_FLAGS[cls] = flags
+    return flags
 
 
 class SimError(Exception):
@@ -299,7 +298,10 @@ class Engine:
                 send = task.coro.send
                 while True:                     # th's ops, while it runs on
                     op: Any = task.pending      # a running thread always has one
-                    flags = flags_of[op.__class__]
+                    try:
+                        flags = flags_of[op.__class__]
+                    except KeyError:
+                        flags = _op_flags(op.__class__)
                     if flags:
                         if flags & _BLOCKING and not op.enabled():
                             heappop(heap)
