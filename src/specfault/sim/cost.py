@@ -208,6 +208,7 @@ class CostModel:
         self.llc_ns = profile.llc_ns
         self.transfer_ns = profile.line_transfer_ns
         self.user_access_ns = profile.user_access_ns
+        self._how: dict[type, Any] = {}      # op class -> its _charge_* method
 
     # -- cache lines --
     def line(self, obj: object, fld: str) -> Line:
@@ -264,17 +265,15 @@ class CostModel:
     # -- the op table --
     def charge(self, op: Any, cpu: int, t: float) -> float:
         """The op's latency on ``cpu`` at ``t``, before it is performed: IPI
-        handler time the CPU owes first, then by op type (the hottest
-        first), else by kind, else the lines of its footprint."""
+        handler time the CPU owes first, then by op type, else by kind,
+        else the lines of its footprint (see :meth:`_route`)."""
         cost = self.stolen[cpu]
         if cost:
             self.stolen[cpu] = 0.0
         tp = op.__class__
-        # what touch() does, with the line named here: _GROUP maps no PTE
-        # slot line ("0".."63"); _SLOT_LINE[i] is str(i)
         if tp is LoadItem or tp is Load:
-            # a read: hits in the cache are most of them, and change no
-            # line; _access() charges everything else
+            # the commonest ops, reads: what _charge_read() does, with the
+            # read hit (most of them; it changes no line) done here
             if tp is LoadItem:
                 obj = op.owner
                 i = op.index >> 3
@@ -288,44 +287,116 @@ class CostModel:
                 if owner == cpu or (owner < 0 and ln.sharers >> cpu & 1):
                     return cost + self.op_ns
             return cost + self._access(obj, name, False, cpu, t)
-        if tp is Work:
-            return cost + self._work(op.what, op.amount, t)
-        if tp is UserAccess:            # its kind: "user_access", below
-            return cost + self.user_access_ns
-        if tp is StoreItem:
-            i = op.index >> 3
-            return cost + self._access(op.owner, _SLOT_LINE[i] if 0 <= i < _NSLOT else str(i),
-                                       True, cpu, t)
-        if tp is Store:
-            attr = op.attr
-            return cost + self._access(op.obj, _GROUP.get(attr, attr), True, cpu, t)
-        if tp is AllocPage:
-            return cost + self._alloc(cpu, t)
-        if tp is PutPage:
-            return cost + self._free(cpu, t) + self.touch(op.page, "refcount", True, cpu, t)
-        kind = op.kind
+        try:
+            how = self._how[tp]
+        except KeyError:
+            how = self._how[tp] = self._route(tp)
+        return how(op, cpu, t, cost)
+
+    def _route(self, tp: type) -> Any:
+        """How ops of class ``tp`` are charged: by exact type, else by
+        ``kind`` (a class attribute), else by footprint.  Each way is a
+        method ``(op, cpu, t, cost) -> cost`` adding the op's latency to
+        ``cost`` (the IPI time owed)."""
+        by_type = {LoadItem: self._charge_read, Load: self._charge_read,
+                   StoreItem: self._charge_write, Store: self._charge_write,
+                   Work: self._charge_work, UserAccess: self._charge_user,
+                   AllocPage: self._charge_alloc, PutPage: self._charge_put}
+        how = by_type.get(tp)
+        if how is not None:
+            return how
+        kind = tp.kind                                       # type: ignore[attr-defined]
         if kind == "user_access":
-            return cost + self.p.user_access_ns
+            return self._charge_user
         if kind == "tlb_flush":
-            n = sum(1 for c in op.cpus if c.id != cpu)
-            for c in op.cpus:
-                if c.id != cpu and c.id < len(self.stolen):
-                    self.stolen[c.id] += self.p.ipi_handler_ns
-            return cost + self.p.ipi_send_ns + n * self.p.ipi_per_cpu_ns
+            return self._charge_tlb_flush
         if kind == "ipi_send":
-            n = len(op.cpus)
-            for c in op.cpus:
-                if c.id != cpu and c.id < len(self.stolen):
-                    self.stolen[c.id] += self.p.ipi_handler_ns
-            return cost + self.p.ipi_send_ns + n * self.p.ipi_per_cpu_ns
+            return self._charge_ipi_send
+        if kind == "down_write":
+            return self._charge_write_section
+        return self._charge_footprint
+
+    @staticmethod
+    def _line_of(op: Any) -> tuple[object, str]:
+        """The line a Load/Store/LoadItem/StoreItem touches, as touch()
+        names it: _GROUP maps no PTE slot line ("0".."63")."""
+        if op.__class__ is LoadItem or op.__class__ is StoreItem:
+            i = op.index >> 3
+            return op.owner, _SLOT_LINE[i] if 0 <= i < _NSLOT else str(i)
+        return op.obj, _GROUP.get(op.attr, op.attr)
+
+    def _charge_read(self, op: Any, cpu: int, t: float, cost: float) -> float:
+        obj, name = self._line_of(op)
+        return cost + self._access(obj, name, False, cpu, t)
+
+    def _charge_write(self, op: Any, cpu: int, t: float, cost: float) -> float:
+        obj, name = self._line_of(op)
+        return cost + self._access(obj, name, True, cpu, t)
+
+    def _charge_user(self, op: Any, cpu: int, t: float, cost: float) -> float:
+        return cost + self.user_access_ns
+
+    def _charge_alloc(self, op: Any, cpu: int, t: float, cost: float) -> float:
+        return cost + self._alloc(cpu, t)
+
+    def _charge_put(self, op: Any, cpu: int, t: float, cost: float) -> float:
+        return cost + self._free(cpu, t) + self.touch(op.page, "refcount", True, cpu, t)
+
+    def _charge_tlb_flush(self, op: Any, cpu: int, t: float, cost: float) -> float:
+        n = sum(1 for c in op.cpus if c.id != cpu)
+        for c in op.cpus:
+            if c.id != cpu and c.id < len(self.stolen):
+                self.stolen[c.id] += self.p.ipi_handler_ns
+        return cost + self.p.ipi_send_ns + n * self.p.ipi_per_cpu_ns
+
+    def _charge_ipi_send(self, op: Any, cpu: int, t: float, cost: float) -> float:
+        n = len(op.cpus)
+        for c in op.cpus:
+            if c.id != cpu and c.id < len(self.stolen):
+                self.stolen[c.id] += self.p.ipi_handler_ns
+        return cost + self.p.ipi_send_ns + n * self.p.ipi_per_cpu_ns
+
+    def _charge_footprint(self, op: Any, cpu: int, t: float, cost: float) -> float:
         for obj, fld, mode in op.footprint():
             if obj.__class__ is str and obj == "*":     # the wildcard (a Call)
                 cost += self.op_ns * 10
                 continue
-            cost += self._access(obj, _GROUP.get(fld, fld), mode == "w", cpu, t)     # touch()
-        if kind == "down_write":
-            cost += self.p.vma_modify_ns
+            name = _GROUP.get(fld, fld)
+            if mode != "w":
+                # a read hit (as in charge()): what _access() returns for it
+                ln = self.lines.get((id(obj), name))
+                if ln is not None:
+                    owner = ln.owner
+                    if owner == cpu or (owner < 0 and ln.sharers >> cpu & 1):
+                        cost += self.op_ns
+                        continue
+            cost += self._access(obj, name, mode == "w", cpu, t)     # touch()
         return cost or self.op_ns
+
+    def _charge_write_section(self, op: Any, cpu: int, t: float, cost: float) -> float:
+        """A write acquisition of an rwsem: its lines, and the VMA work done
+        inside the write section (``vma_modify_ns``)."""
+        for obj, fld, mode in op.footprint():
+            if obj.__class__ is str and obj == "*":
+                cost += self.op_ns * 10
+                continue
+            cost += self._access(obj, _GROUP.get(fld, fld), mode == "w", cpu, t)
+        cost += self.p.vma_modify_ns
+        return cost or self.op_ns
+
+    def _charge_work(self, op: Any, cpu: int, t: float, cost: float) -> float:
+        what = op.what
+        ns = self.work.get(what)
+        if ns is None:
+            ns = self.work[what] = 100.0     # an unknown kind: a small constant
+        ns *= op.amount
+        if what == "clear_page" or what == "copy_page":
+            need = self.dram_ns_per_page * (2 if what == "copy_page" else 1)
+            start = self.dram_busy if self.dram_busy > t else t
+            self.dram_busy = start + need
+            if self.dram_busy - t > ns:
+                return cost + (self.dram_busy - t)
+        return cost + ns
 
     #: the result types :meth:`after` charges for (it is 0.0 for any other)
     after_types: frozenset[type] = frozenset({_Fault})
@@ -337,19 +408,6 @@ class CostModel:
         return 0.0
 
     # -- resources --
-    def _work(self, what: str, amount: int, t: float) -> float:
-        ns = self.work.get(what)
-        if ns is None:
-            ns = self.work[what] = 100.0     # an unknown kind: a small constant
-        ns *= amount
-        if what == "clear_page" or what == "copy_page":
-            need = self.dram_ns_per_page * (2 if what == "copy_page" else 1)
-            start = self.dram_busy if self.dram_busy > t else t
-            self.dram_busy = start + need
-            if self.dram_busy - t > ns:
-                return self.dram_busy - t
-        return ns
-
     def _zone(self, t: float, pages: int) -> float:
         start = self.zone_busy if self.zone_busy > t else t
         end = start + pages * self.p.zone_lock_ns + self.p.line_transfer_ns
