@@ -348,8 +348,8 @@ class Engine:
                         self.runq.append(th)
                         th.state = READY
                         self._release_cpu(th, t2)
-                    elif (t2 > horizon or (len(heap) > 1 and heap[1][0] <= t2)
-                          or (len(heap) > 2 and heap[2][0] <= t2)):
+                    elif t2 > horizon or ((n := len(heap)) > 1 and (
+                            heap[1][0] <= t2 or (n > 2 and heap[2][0] <= t2))):
                         self.seq += 1
                         heapreplace(heap, (t2, self.seq, th))
                     else:

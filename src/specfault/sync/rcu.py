@@ -49,11 +49,12 @@ class _Callback:
 
 
 class _ReadLock(Op):
-    __slots__ = ("rcu",)
+    __slots__ = ("rcu", "_fp")
     kind = "rcu_read_lock"
 
     def __init__(self, rcu: Rcu) -> None:
         self.rcu = rcu
+        self._fp = ((rcu, "gp", "r"),)     # footprint(), made once: the op is shared
 
     def perform(self) -> None:
         task = STATE.task
@@ -63,7 +64,7 @@ class _ReadLock(Op):
                 self.rcu.readers[task] = None
 
     def footprint(self) -> tuple[tuple[object, str, str], ...]:
-        return ((self.rcu, "gp", "r"),)
+        return self._fp
 
     def describe(self) -> str:
         return "rcu_read_lock"

@@ -27,6 +27,13 @@ from typing import Any
 from specfault.runtime import KObject, Load, ModelBug, Op, UseAfterFree
 
 
+def _load(obj: Any, field: str) -> Any:
+    """``Load(obj, field).perform()`` without making the op."""
+    if isinstance(obj, KObject) and obj.freed_at is not None:
+        raise UseAfterFree(obj, obj.freed_at, f"load {field}")
+    return getattr(obj, field)
+
+
 def _bits(obj: Any, field: str, bits: int | None) -> int:
     if bits is not None:
         return bits
@@ -79,7 +86,7 @@ class SeqBegin(Op):
         return not getattr(self.obj, self.field) & 1
 
     def perform(self) -> int:
-        return int(Load(self.obj, self.field).perform())
+        return int(_load(self.obj, self.field))
 
     def footprint(self) -> tuple[tuple[object, str, str], ...]:
         return ((self.obj, self.field, "r"),)
@@ -100,7 +107,7 @@ class SeqRetry(Op):
         self.seq = seq
 
     def perform(self) -> bool:
-        return bool(Load(self.obj, self.field).perform() != self.seq)
+        return bool(_load(self.obj, self.field) != self.seq)
 
     def footprint(self) -> tuple[tuple[object, str, str], ...]:
         return ((self.obj, self.field, "r"),)
