@@ -74,6 +74,9 @@ class SimSleep(Op):
 _BLOCKING, _SLEEP, _RWSEM = 1, 2, 4
 
 
+#: the heap entry of the thread whose ops run now (see Engine._events)
+_HEAD = (-math.inf, 0, None)
+
 #: op class -> ``_BLOCKING | _SLEEP | _RWSEM`` bits (0 for most ops)
 _OP_FLAGS: dict[type, int] = {}
 
@@ -256,11 +259,12 @@ class Engine:
         coroutine advanced to the next op, whose event is pushed at
         ``t + cost``.  Two shortcuts, neither of which changes the order:
 
-        * The thread's event stays at the head of the heap while its op
-          runs (every event the op queues is at or after ``t`` with a larger
-          ``seq``, so it stays the smallest), then is replaced by its next
-          one (``heapreplace``: one sift instead of a pop and a push), or
-          popped if the thread leaves its CPU.
+        * The thread's event is not popped but holds the head of the heap
+          while its ops run, as ``_HEAD``, which sorts before any event
+          (a smaller key at the head keeps the heap a heap, and changes no
+          other order).  Then it is replaced by the thread's next event
+          (``heapreplace``: one sift instead of a pop and a push), or popped
+          if the thread leaves its CPU.
         * Running on: a pushed event takes a larger ``seq`` than every
           queued one, so it would be popped next exactly when its time is
           strictly earlier than every other queued event's (the smaller of
@@ -289,6 +293,7 @@ class Engine:
                     if once:
                         return True
                     continue
+                heap[0] = _HEAD
                 th: SimThread = obj
                 task = th.task
                 st.task = task
