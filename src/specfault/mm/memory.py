@@ -487,6 +487,21 @@ async def anon_vma_prepare(vma: VmArea) -> bool:
     return True
 
 
+async def vmf_anon_prepare(vmf: Vmf) -> int:
+    """The faulting VMA needs an anon_vma (it has none): make one.  Under
+    the VMA lock (6.7+) that needs mmap_lock too, so try it without
+    waiting — a writer may be waiting on our VMA lock — and retry under
+    mmap_lock if it is taken.  Returns 0 or the VM_FAULT_* code."""
+    vma = vmf.vma
+    locked = vmf.flags & FAULT_FLAG_VMA_LOCK
+    if locked and not await vma.vm_mm.mmap_lock.down_read_trylock():
+        return VM_FAULT_RETRY
+    ok = await anon_vma_prepare(vma)
+    if locked:
+        await vma.vm_mm.mmap_lock.up_read()
+    return 0 if ok else VM_FAULT_OOM
+
+
 async def do_anonymous_page(vmf: Vmf) -> int:
     """First touch of an anonymous page (the seed's flow):
 
@@ -522,10 +537,9 @@ async def do_anonymous_page(vmf: Vmf) -> int:
     if vma.anon_vma is None:
         if spec:
             return spf_fail(vmf, "SPF_ABORT_ANON_VMA")
-        if vmf.flags & FAULT_FLAG_VMA_LOCK:
-            return VM_FAULT_RETRY     # vmf_anon_prepare(): not under the VMA lock
-        if not await anon_vma_prepare(vma):
-            return VM_FAULT_OOM
+        fault = await vmf_anon_prepare(vmf)
+        if fault:
+            return fault
     mem = mm.kernel.mem
     page = mem.alloc() if STATE.inline else await AllocPage(mem)   # alloc_page()
     if page is None:
@@ -611,10 +625,9 @@ async def wp_page_copy(vmf: Vmf) -> int:
     if vma.anon_vma is None:
         if vmf.flags & FAULT_FLAG_SPECULATIVE:
             return await _wp_copy_fail(vmf, spf_fail(vmf, "SPF_ABORT_ANON_VMA"))
-        if vmf.flags & FAULT_FLAG_VMA_LOCK:
-            return await _wp_copy_fail(vmf, VM_FAULT_RETRY)
-        if not await anon_vma_prepare(vma):
-            return await _wp_copy_fail(vmf, VM_FAULT_OOM)
+        fault = await vmf_anon_prepare(vmf)
+        if fault:
+            return await _wp_copy_fail(vmf, fault)
     new = await alloc_page(mem)
     if new is None:
         mm.kernel.count("oom")

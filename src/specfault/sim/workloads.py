@@ -308,21 +308,29 @@ async def _ebizzy_thread(ctx: Ctx, mm: Any, faults: int, max_pages: int, work_ns
 
 # ------------------------------------------------------------- spf_test
 def spf_test(protocol: str, cpus: int, *, faults: int = 2000, vmas: int = 2, pages: int = 10,
-             profile: CostProfile | None = None, seed: int = 1) -> Built:
+             guard: bool = False, profile: CostProfile | None = None, seed: int = 1) -> Built:
     """Suren's spf_test: ``faults // (vmas*pages)`` threads (100 by
     default), each mmaps ``vmas`` anonymous VMAs of ``pages`` pages and
-    write-faults every page, all at once.  The figure is the elapsed time."""
+    write-faults every page, all at once.  The figure is the elapsed time.
+    Adjacent VMAs merge, as in Linux; ``guard=True`` maps each with a
+    PROT_NONE guard page below it (as thread stacks have), so none merge."""
     n = max(1, faults // (vmas * pages))
     m, eng, ctx = _setup(protocol, cpus, n * vmas * pages * 2 + 8192, profile, seed)
     p = m.spawn("spf_test")
     _users(p.mm, n)
     for i in range(n):
-        eng.spawn(f"spf/{i}", p.mm, _spf_thread(ctx, p.mm, vmas, pages))
+        eng.spawn(f"spf/{i}", p.mm, _spf_thread(ctx, p.mm, vmas, pages, guard))
     return Built(eng, ctx, n, n)
 
 
-async def _spf_thread(ctx: Ctx, mm: Any, vmas: int, pages: int) -> None:
-    addrs = [await ctx.mmap(mm, pages * PAGE) for _ in range(vmas)]
+async def _spf_thread(ctx: Ctx, mm: Any, vmas: int, pages: int, guard: bool = False) -> None:
+    addrs = []
+    for _ in range(vmas):
+        a = await ctx.mmap(mm, (pages + guard) * PAGE)
+        if guard:
+            await ctx.mprotect(mm, a, PAGE, 0)
+            a += PAGE
+        addrs.append(a)
     for a in addrs:
         for i in range(pages):
             await ctx.touch(mm, a + i * PAGE)

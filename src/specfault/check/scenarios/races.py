@@ -289,6 +289,19 @@ SPECS += [
                        p.mm, w.addr["R"] - 16 * PAGE, 2 * PAGE, RW, ANON | sf.MAP_FIXED)),
                    access("R", "write", offset=-16 * PAGE)])],
         knobs={"vma_typesafe_rcu": True}),
+    MmSpec(
+        "two-first-faults",
+        "T0 and T1 write-fault the two pages of a region nobody touched yet: "
+        "both find no anon_vma (under the VMA lock, vmf_anon_prepare() has to "
+        "try mmap_lock too); the VMA ends with exactly one, both pages in it.",
+        region(touch=()), [("P", [access("R", "write")]), ("P", [access("R1", "write")])]),
+    MmSpec(
+        "first-fault-vs-mprotect",
+        "T0 write-faults page1 of an untouched region (no anon_vma, no page "
+        "tables) while T1 makes the region read-only: no writable PTE may "
+        "survive in a read-only VMA.",
+        region(touch=()), [("P", [access("R1", "write")]),
+                           ("P", [syscall("mprotect R ro", _mprotect("R", 2, sf.PROT_READ))])]),
 ]
 
 
