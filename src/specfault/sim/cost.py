@@ -270,7 +270,7 @@ class CostModel:
         cost = self.stolen[cpu]
         if cost:
             self.stolen[cpu] = 0.0
-        tp = op.__class__
+        tp = type(op)
         if tp is LoadItem or tp is Load:
             # the commonest ops, reads: what _charge_read() does, with the
             # read hit (most of them; it changes no line) done here
@@ -320,7 +320,7 @@ class CostModel:
     def _line_of(op: Any) -> tuple[object, str]:
         """The line a Load/Store/LoadItem/StoreItem touches, as touch()
         names it: _GROUP maps no PTE slot line ("0".."63")."""
-        if op.__class__ is LoadItem or op.__class__ is StoreItem:
+        if type(op) is LoadItem or type(op) is StoreItem:
             i = op.index >> 3
             return op.owner, _SLOT_LINE[i] if 0 <= i < _NSLOT else str(i)
         return op.obj, _GROUP.get(op.attr, op.attr)
@@ -358,7 +358,7 @@ class CostModel:
 
     def _charge_footprint(self, op: Any, cpu: int, t: float, cost: float) -> float:
         for obj, fld, mode in op.footprint():
-            if obj.__class__ is str and obj == "*":     # the wildcard (a Call)
+            if type(obj) is str and obj == "*":     # the wildcard (a Call)
                 cost += self.op_ns * 10
                 continue
             name = _GROUP.get(fld, fld)
@@ -377,7 +377,7 @@ class CostModel:
         """A write acquisition of an rwsem: its lines, and the VMA work done
         inside the write section (``vma_modify_ns``)."""
         for obj, fld, mode in op.footprint():
-            if obj.__class__ is str and obj == "*":
+            if type(obj) is str and obj == "*":
                 cost += self.op_ns * 10
                 continue
             cost += self._access(obj, _GROUP.get(fld, fld), mode == "w", cpu, t)

@@ -286,7 +286,7 @@ class Engine:
                 t, _, obj = heap[0]
                 if t > until and not once:
                     return True
-                if obj.__class__ is not SimThread:
+                if type(obj) is not SimThread:
                     heappop(heap)
                     self.now = t
                     obj(t)
@@ -304,9 +304,9 @@ class Engine:
                 while True:                     # th's ops, while it runs on
                     op: Any = task.pending      # a running thread always has one
                     try:
-                        flags = flags_of[op.__class__]
+                        flags = flags_of[type(op)]
                     except KeyError:
-                        flags = _op_flags(op.__class__)
+                        flags = _op_flags(type(op))
                     if flags:
                         if flags & _BLOCKING and not op.enabled():
                             heappop(heap)
@@ -322,7 +322,7 @@ class Engine:
                     except Exception as exc:  # noqa: BLE001 - a model error ends the run
                         raise SimError(f"{th.name}: {op.describe()} at t={t:.0f}ns: "
                                        f"{type(exc).__name__}: {exc}") from exc
-                    if result.__class__ in after_types:     # else after() is 0.0
+                    if type(result) in after_types:     # else after() is 0.0
                         cost += after(op, result, cpu, t)
                     if flags & _RWSEM:
                         self._rwsem_stats(th, op, result, t + cost)
