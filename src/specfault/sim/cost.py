@@ -17,7 +17,9 @@ The costs are of five kinds.
    measured minor-fault cost minus what the other entries already charge.
    A write acquisition of ``mmap_lock`` adds ``vma_modify_ns``: the VMA-tree
    and VMA-struct work the model does in plain Python inside the write
-   section (maple-tree store, vma_merge, split).
+   section (maple-tree store, vma_merge, split) — charged when the writer
+   gets the lock (at once, or at its grant after queueing), never while it
+   waits.
 
 2. **Cache-line ownership** (a MESI directory, one entry per line).  Lines
    are named by the op's ``footprint()``: ``(object, field)``, with PTE slots
@@ -312,7 +314,7 @@ class CostModel:
             return self._charge_tlb_flush
         if kind == "ipi_send":
             return self._charge_ipi_send
-        if kind == "down_write":
+        if kind == "down_write" or kind == "rwsem_wait" or kind == "down_trylock":
             return self._charge_write_section
         return self._charge_footprint
 
@@ -374,14 +376,28 @@ class CostModel:
         return cost or self.op_ns
 
     def _charge_write_section(self, op: Any, cpu: int, t: float, cost: float) -> float:
-        """A write acquisition of an rwsem: its lines, and the VMA work done
-        inside the write section (``vma_modify_ns``)."""
+        """An rwsem op that may take the lock for write (down_write, a
+        queued waiter's grant, a trylock): its lines, and — only when it
+        does take it for write — the VMA work done inside the write section
+        (``vma_modify_ns``).  A down_write that will queue is charged no VMA
+        work: its waiter is, at the grant, so a queue of writers hands the
+        lock on only after each one's work.  (The op is performed right
+        after it is charged, at the same instant, so "will it take the
+        lock" is decided here exactly as its perform() will.)"""
         for obj, fld, mode in op.footprint():
             if type(obj) is str and obj == "*":
                 cost += self.op_ns * 10
                 continue
             cost += self._access(obj, _GROUP.get(fld, fld), mode == "w", cpu, t)
-        cost += self.p.vma_modify_ns
+        kind = op.kind
+        if kind == "rwsem_wait":
+            takes = op.waiter.write
+        else:
+            sem = op.sem
+            takes = (kind == "down_write" or op.write) and sem.writer is None and \
+                sem.readers == 0 and not sem.waiters
+        if takes:
+            cost += self.p.vma_modify_ns
         return cost or self.op_ns
 
     def _charge_work(self, op: Any, cpu: int, t: float, cost: float) -> float:
