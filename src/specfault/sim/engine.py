@@ -99,11 +99,13 @@ class SimThread:
 
     __slots__ = ("task", "name", "state", "cpu", "slice_end", "park_t", "park_keys",
                  "busy", "spin", "sleep", "lock_wait_t0", "lock_write", "hold_t0", "done_at",
-                 "meta")
+                 "meta", "send")
 
     def __init__(self, task: Task, name: str) -> None:
         self.task = task
         self.name = name
+        assert task.coro is not None, "SimThread: the task has no coroutine"
+        self.send = task.coro.send   # made once: the engine resumes it at every op
         self.state = READY
         self.cpu: SimCpu | None = None
         self.slice_end = 0.0
@@ -298,9 +300,9 @@ class Engine:
                 task = th.task
                 st.task = task
                 c = th.cpu
-                assert c is not None and task.coro is not None
+                assert c is not None
                 cpu = c.id
-                send = task.coro.send
+                send = th.send
                 while True:                     # th's ops, while it runs on
                     op: Any = task.pending      # a running thread always has one
                     try:
