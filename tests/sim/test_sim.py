@@ -184,3 +184,15 @@ def test_cli_knob_and_bool_param(capsys) -> None:
     assert out["params"]["vma_per_thread"] is True
     assert out["params"]["knobs"] == {"spf_vma_refcount": True}
     assert main(["bench", "--knob", "novalue"]) == 2
+
+
+def test_queued_writers_do_their_vma_work_inside_the_write_section() -> None:
+    """vma_modify_ns is the VMA work done while holding mmap_lock for write:
+    two threads doing mmap/munmap serialise it — including the writer that
+    had to queue (it must not do its work while waiting)."""
+    work = 100_000.0
+    prof = replace(CostProfile(), vma_modify_ns=work)
+    r = run("mmap1", "classic", 2, profile=prof, faults=40)   # 2 threads x 2 mmap+munmap
+    assert r.syscalls == 8
+    assert r.wall_us * 1e3 >= 8 * work
+    assert r.lock_hold["p50"] * 1e3 >= work

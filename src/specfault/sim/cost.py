@@ -192,6 +192,10 @@ class CostModel:
 
     def __init__(self, profile: CostProfile, nr_frames: int, ncpus: int) -> None:
         self.p = profile
+        #: the VMA work the last rwsem op routed to _charge_write_section
+        #: was charged (0.0 if it did not take the lock for write); the
+        #: engine's lock statistics read it
+        self.write_section_ns = 0.0
         self.lines: dict[tuple[int, str], Line] = {}
         self.transfers = 0
         self.nr_frames = nr_frames
@@ -396,9 +400,9 @@ class CostModel:
             sem = op.sem
             takes = (kind == "down_write" or op.write) and sem.writer is None and \
                 sem.readers == 0 and not sem.waiters
-        if takes:
-            cost += self.p.vma_modify_ns
-        return cost or self.op_ns
+        work = self.p.vma_modify_ns if takes else 0.0
+        self.write_section_ns = work
+        return (cost + work) or self.op_ns
 
     def _charge_work(self, op: Any, cpu: int, t: float, cost: float) -> float:
         what = op.what

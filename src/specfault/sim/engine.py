@@ -536,10 +536,8 @@ class Engine:
         # ``t`` is the end of the op's charge, and a write acquisition's
         # charge ends with the write section's VMA work
         # (cost._charge_write_section): the lock was taken that long before
-        if (kind == "down_write" and result is None) or \
-                (kind == "rwsem_wait" and op.waiter.write) or \
-                (kind == "down_trylock" and op.write and result):
-            t -= self.profile.vma_modify_ns
+        if kind == "down_write" or kind == "rwsem_wait" or kind == "down_trylock":
+            t -= self.cost.write_section_ns
         if kind == "down_read" or kind == "down_write":
             th.lock_write = kind == "down_write"
             if result is None:
