@@ -16,14 +16,14 @@ import json
 import time
 from concurrent.futures import ProcessPoolExecutor
 
-from specfault.check.explore import Config, explore
+from specfault.check.explore import ExploreConfig, explore
 from specfault.check.scenarios import PROTOCOLS, SPECS, build
 
 
 def run_one(args: tuple[str, str, float, int]) -> dict[str, object]:
     spec, protocol, dfs_budget, want = args
     t0 = time.monotonic()
-    dfs = explore(build(spec, protocol), Config(strategy="dfs", max_preemptions=2,
+    dfs = explore(build(spec, protocol), ExploreConfig(strategy="dfs", max_preemptions=2,
                                                 budget_seconds=dfs_budget))
     out: dict[str, object] = {"scenario": spec, "protocol": protocol, "dfs_schedules": dfs.schedules,
                               "dfs_exhausted": dfs.exhausted, "ok": dfs.ok, "random_pct": 0}
@@ -34,7 +34,7 @@ def run_one(args: tuple[str, str, float, int]) -> dict[str, object]:
                 n = min(5000, want - done)
                 if n <= 0:
                     break
-                res = explore(build(spec, protocol), Config(strategy=strategy, max_schedules=n,
+                res = explore(build(spec, protocol), ExploreConfig(strategy=strategy, max_schedules=n,
                                                             budget_seconds=None, seed=seed,
                                                             minimize=False))
                 done += res.schedules

@@ -4,7 +4,7 @@ per-VMA locks)."""
 
 import specfault.constants as _constants
 from specfault.api import Machine, Process, Thread
-from specfault.config import Config
+from specfault.config import Config, UnknownKnob
 from specfault.constants import *  # noqa: F403 — the Linux constants are public API
 from specfault.errors import (
     BusError,
@@ -21,5 +21,5 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BusError", "Config", "Deadlock", "Machine", "ModelBug", "OutOfMemory", "PagemapEntry",
-    "Process", "SegmentationFault", "SignalError", "Thread", "UseAfterFree",
+    "Process", "SegmentationFault", "SignalError", "Thread", "UnknownKnob", "UseAfterFree",
 ] + [k for k in vars(_constants) if k.isupper()]

@@ -21,7 +21,7 @@ import os
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-from specfault.config import Config
+from specfault.config import KNOBS, Config, UnknownKnob
 from specfault.constants import (
     MAP_ANONYMOUS,
     O_ACCMODE,
@@ -66,13 +66,21 @@ class Machine:
     """One simulated machine: physical memory, CPUs, a filesystem, processes.
 
     ``Machine(nr_frames=..., config=Config(...), **knobs)``; knobs are any
-    :class:`Config` field (``fault_protocol="speculative"``...)."""
+    name of the registry ``config.KNOBS`` (``fault_protocol="speculative"``,
+    ``spf_walk="irq"``...; ``specfault knobs`` lists them) and override
+    ``config``'s.  An unknown name raises :class:`~specfault.config.UnknownKnob`
+    (a TypeError) naming the closest valid one."""
 
     def __init__(self, nr_frames: int | None = None, config: Config | None = None,
                  **knobs: Any) -> None:
+        if config is not None and not isinstance(config, Config):
+            raise TypeError(f"Machine(): config must be a Config, not {type(config).__name__}")
         config = config or Config()
         if nr_frames is not None:
             knobs["nr_frames"] = nr_frames
+        for name in knobs:
+            if name not in KNOBS:
+                raise UnknownKnob(name, "Machine(): ")
         if knobs:
             config = config.with_(**knobs)
         self.config = config

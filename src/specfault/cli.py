@@ -18,6 +18,7 @@ COMMANDS = [
     "specfault.check.cli",
     "specfault.oracle.cli",
     "specfault.sim.cli",
+    "specfault.knobs_cli",
 ]
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from specfault.check import Config, Scenario, Thread, explore, lookup, replay
+from specfault.check import ExploreConfig, Scenario, Thread, explore, lookup, replay
 from specfault.check.litmus import Shared
 from specfault.check.pct import Pct
 from specfault.check.pytest import assert_correct, assert_finds_bug
@@ -140,7 +140,7 @@ def test_budget_by_count_and_time() -> None:
 
 
 def test_config_from_env() -> None:
-    cfg = Config.from_env({"SPECFAULT_CHECK_STRATEGY": "pct", "SPECFAULT_CHECK_MAX_PREEMPTIONS": "none",
+    cfg = ExploreConfig.from_env({"SPECFAULT_CHECK_STRATEGY": "pct", "SPECFAULT_CHECK_MAX_PREEMPTIONS": "none",
                            "SPECFAULT_CHECK_PCT_DEPTH": "4", "SPECFAULT_CHECK_MINIMIZE": "0"}, seed=9)
     assert (cfg.strategy, cfg.max_preemptions, cfg.pct_depth, cfg.minimize, cfg.seed) == ("pct", None, 4, False, 9)
 

@@ -8,7 +8,7 @@ first-fault-vs-mprotect; these tests pin the sequential behaviour."""
 from __future__ import annotations
 
 import specfault as sf
-from specfault.check.explore import Config, explore
+from specfault.check.explore import ExploreConfig, explore
 from specfault.check.scenarios import build
 from specfault.config import Config as MmConfig
 from specfault.mm.fault import ACCESS_WRITE, do_vma_locked_fault, fault_flags
@@ -53,6 +53,6 @@ def test_first_fault_retries_when_a_writer_holds_mmap_lock() -> None:
 
 def test_two_first_faults_race_proven_for_pervma() -> None:
     res = explore(build("two-first-faults", "pervma"),
-                  Config(strategy="dfs", max_preemptions=1, budget_seconds=None))
+                  ExploreConfig(strategy="dfs", max_preemptions=1, budget_seconds=None))
     assert res.ok, res.report
     assert res.exhausted

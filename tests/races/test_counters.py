@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 import specfault as sf
-from specfault.check.explore import Config, explore
+from specfault.check.explore import ExploreConfig, explore
 from specfault.check.scenarios import build
 from specfault.mm.kernel import SPF_ABORT_REASONS
 
@@ -89,7 +89,7 @@ def _explore_collecting(spec: str, protocol: str, n: int, seen: set[str],
 
     scen.check = check
     for strategy in ("random", "pct"):
-        res = explore(scen, Config(strategy=strategy, max_schedules=n, budget_seconds=None, seed=3))
+        res = explore(scen, ExploreConfig(strategy=strategy, max_schedules=n, budget_seconds=None, seed=3))
         assert res.ok, res.report
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 import specfault as sf
-from specfault.check.explore import Config, explore
+from specfault.check.explore import ExploreConfig, explore
 from specfault.check.invariants import InvariantViolation
 from specfault.check.scenarios import build
 from specfault.check.scenarios.base import MmSpec, access, make_world, syscall
@@ -68,7 +68,7 @@ def _abort_counts(protocol: str) -> list[dict[str, int]]:
         return inner(world) if inner else None
 
     scen.check = check
-    res = explore(scen, Config(strategy="dfs", max_preemptions=1, budget_seconds=None))
+    res = explore(scen, ExploreConfig(strategy="dfs", max_preemptions=1, budget_seconds=None))
     assert res.ok, res.report
     assert res.exhausted
     return seen
@@ -90,7 +90,7 @@ def test_dufour_is_speculative_with_its_knobs() -> None:
     for k, v in DUFOUR_KNOBS.items():
         assert cfg.knob(k) == v
     assert cfg.with_(spf_vma_refcount=False).knob("spf_vma_refcount") is False   # a mutant wins
-    assert MmConfig(fault_protocol="speculative").knob("spf_seq", "mm") == "mm"
+    assert MmConfig(fault_protocol="speculative").knob("spf_seq") == "mm"
     try:
         MmConfig(fault_protocol="lespinasse")
     except ValueError as exc:
@@ -163,6 +163,6 @@ def test_explorer_reaches_the_deferred_free(monkeypatch: pytest.MonkeyPatch) -> 
 
     monkeypatch.setattr(PutVma, "perform", spy)
     res = explore(build("fault-vs-munmap", "dufour"),
-                  Config(strategy="random", max_schedules=300, budget_seconds=None, seed=11))
+                  ExploreConfig(strategy="random", max_schedules=300, budget_seconds=None, seed=11))
     assert res.ok, res.report
     assert frees, "no schedule freed the VMA at put_vma"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from specfault.check.explore import Config, explore
+from specfault.check.explore import ExploreConfig, explore
 from specfault.check.scenarios import PROTOCOLS, SPECS, build
 
 CASES = [(s.name, p) for s in SPECS for p in PROTOCOLS if p in s.protocols]
@@ -19,8 +19,8 @@ CASES = [(s.name, p) for s in SPECS for p in PROTOCOLS if p in s.protocols]
 
 @pytest.mark.parametrize("spec,protocol", CASES)
 def test_protocol_is_correct(spec: str, protocol: str) -> None:
-    for cfg in (Config(strategy="random", max_schedules=150, budget_seconds=None, seed=7),
-                Config(strategy="pct", max_schedules=150, budget_seconds=None, seed=7)):
+    for cfg in (ExploreConfig(strategy="random", max_schedules=150, budget_seconds=None, seed=7),
+                ExploreConfig(strategy="pct", max_schedules=150, budget_seconds=None, seed=7)):
         res = explore(build(spec, protocol), cfg)
         assert res.ok, res.report
         assert res.schedules == 150
@@ -33,7 +33,7 @@ SMALL = ["fault-vs-munmap", "fault-vs-mprotect", "two-faults-same-page", "fault-
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_exhaustive_one_preemption(spec: str, protocol: str) -> None:
     res = explore(build(spec, protocol),
-                  Config(strategy="dfs", max_preemptions=1, budget_seconds=None))
+                  ExploreConfig(strategy="dfs", max_preemptions=1, budget_seconds=None))
     assert res.ok, res.report
     assert res.exhausted
     assert res.schedules > 10

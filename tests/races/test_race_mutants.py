@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from specfault.check.explore import Config, explore, replay
+from specfault.check.explore import ExploreConfig, explore, replay
 from specfault.check.mutants import MUTANTS
 from specfault.check.scenario import lookup
 from specfault.check.schedule import Schedule
@@ -40,7 +40,7 @@ def test_correct_protocol_survives_the_same_scenario(mutant: str) -> None:
         pytest.skip("no saved schedule")
     sched = Schedule.parse(path.read_text().strip())
     correct = sched.scenario.rsplit("+", 1)[0]
-    res = explore(lookup(correct), Config(strategy=sched.strategy if sched.strategy != "dfs"
+    res = explore(lookup(correct), ExploreConfig(strategy=sched.strategy if sched.strategy != "dfs"
                                           else "random", max_schedules=200,
                                           budget_seconds=None, seed=sched.seed))
     assert res.ok, res.report

@@ -153,7 +153,8 @@ def test_spf_vma_refcount_knob_costs_a_shared_line_on_one_vma() -> None:
     single VMA the refcount line bounces like a lock count, so most of
     SPF's gain is lost (Lespinasse: "one atomic per-VMA refcount would
     cost 62%"); the refcount is balanced after the run."""
-    from specfault.sim.workloads import build, protocol_knobs
+    from specfault.config import Config
+    from specfault.sim.workloads import build
 
     seq = run("pft", "speculative", 16, faults=4000)
     ref = run("pft", "speculative", 16, faults=4000, knobs={"spf_vma_refcount": True})
@@ -161,8 +162,7 @@ def test_spf_vma_refcount_knob_costs_a_shared_line_on_one_vma() -> None:
     assert ref.faults_per_s < 0.75 * seq.faults_per_s
     assert ref.transfers_per_fault > 1.0 > seq.transfers_per_fault
     assert ref.faults_per_s > 0.8 * classic.faults_per_s
-    with protocol_knobs({"spf_vma_refcount": True}):
-        built = build("pft", "speculative", 4, faults=300)
+    built = build("pft", "speculative", 4, faults=300, config=Config(knobs={"spf_vma_refcount": True}))
     built.engine.run()
     mm = built.engine.threads[0].task.mm
     assert mm.config.knob("spf_vma_refcount") is True
@@ -173,7 +173,7 @@ def test_spf_vma_refcount_is_off_by_default() -> None:
     r = run("pft", "speculative", 4, faults=300)
     assert r.counters["spf_success"] > 0
     from specfault.config import Config
-    assert Config().knob("spf_vma_refcount", False) is False
+    assert Config().knob("spf_vma_refcount") is False
 
 
 def test_cli_knob_and_bool_param(capsys) -> None:

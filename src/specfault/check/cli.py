@@ -27,7 +27,7 @@ import json
 import sys
 from typing import Any
 
-from specfault.check.explore import STRATEGIES, Config, explore, replay
+from specfault.check.explore import STRATEGIES, ExploreConfig, explore, replay
 from specfault.check.report import failure_report
 from specfault.check.scenario import lookup, registered
 from specfault.check.schedule import Schedule, ScheduleError
@@ -168,7 +168,7 @@ def _err(msg: str) -> int:
     return 2
 
 
-def _config(args: argparse.Namespace) -> Config:
+def _config(args: argparse.Namespace) -> ExploreConfig:
     over: dict[str, Any] = {}
     if args.strategy is not None:
         over["strategy"] = args.strategy
@@ -188,7 +188,7 @@ def _config(args: argparse.Namespace) -> Config:
         over["step_limit"] = args.step_limit
     if args.no_minimize:
         over["minimize"] = False
-    return Config.from_env(**over)
+    return ExploreConfig.from_env(**over)
 
 
 def _replay(args: argparse.Namespace) -> int:

@@ -5,8 +5,8 @@ failure (minimised, reported), the strategy is exhausted (exhaustive DFS),
 or a budget (seconds, schedules) runs out.  ``replay(scenario, schedule)``
 re-runs one schedule exactly.
 
-Every :class:`Config` field can be set from the environment as
-``SPECFAULT_CHECK_<FIELD>`` (see :meth:`Config.from_env`) and from the
+Every :class:`ExploreConfig` field can be set from the environment as
+``SPECFAULT_CHECK_<FIELD>`` (see :meth:`ExploreConfig.from_env`) and from the
 ``specfault check`` command line.
 """
 
@@ -34,7 +34,7 @@ STRATEGIES = ("random", "pct", "dfs", "replay")
 
 
 @dataclass
-class Config:
+class ExploreConfig:
     """How to explore.  Every field has a safe default."""
 
     #: "random" (random walk), "pct" (Burckhardt et al.), "dfs" (CHESS-style
@@ -69,7 +69,7 @@ class Config:
     lockdep: bool = True
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Config:
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> ExploreConfig:
         """Defaults, then ``SPECFAULT_CHECK_<FIELD>`` variables, then overrides."""
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
@@ -147,7 +147,7 @@ class Result:
         }
 
 
-def make_strategy(cfg: Config) -> Strategy:
+def make_strategy(cfg: ExploreConfig) -> Strategy:
     if cfg.strategy == "random":
         return RandomWalk(cfg.seed)
     if cfg.strategy == "pct":
@@ -161,10 +161,10 @@ def make_strategy(cfg: Config) -> Strategy:
     raise ValueError(f"unknown strategy {cfg.strategy!r}; choose from {', '.join(STRATEGIES)}")
 
 
-def explore(scenario: Scenario, config: Config | None = None, **overrides: Any) -> Result:
-    """Explore ``scenario``; see :class:`Config` for the knobs (also
+def explore(scenario: Scenario, config: ExploreConfig | None = None, **overrides: Any) -> Result:
+    """Explore ``scenario``; see :class:`ExploreConfig` for the knobs (also
     accepted as keyword arguments)."""
-    cfg = replace(config, **overrides) if config is not None else Config(**overrides)
+    cfg = replace(config, **overrides) if config is not None else ExploreConfig(**overrides)
     strategy = make_strategy(cfg)
     LOCKDEP.enabled = cfg.lockdep
     start = time.perf_counter()

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from specfault.check.explore import Config, Result, explore
+from specfault.check.explore import ExploreConfig, Result, explore
 from specfault.check.mutants import MUTANTS, Mutant
 from specfault.check.scenarios import SPECS, build
 
@@ -37,13 +37,13 @@ class Kill:
                                               "schedules", "seconds", "violation", "schedule")}
 
 
-def strategies(seed: int, slice_seconds: float) -> list[Config]:
+def strategies(seed: int, slice_seconds: float) -> list[ExploreConfig]:
     return [
-        Config(strategy="random", max_schedules=2000, budget_seconds=slice_seconds, seed=seed,
+        ExploreConfig(strategy="random", max_schedules=2000, budget_seconds=slice_seconds, seed=seed,
                minimize=False),
-        Config(strategy="pct", max_schedules=2000, budget_seconds=slice_seconds, seed=seed,
+        ExploreConfig(strategy="pct", max_schedules=2000, budget_seconds=slice_seconds, seed=seed,
                pct_depth=3, minimize=False),
-        Config(strategy="dfs", max_preemptions=2, budget_seconds=slice_seconds, minimize=False),
+        ExploreConfig(strategy="dfs", max_preemptions=2, budget_seconds=slice_seconds, minimize=False),
     ]
 
 
@@ -75,10 +75,10 @@ def kill(mutant: str, budget: float = 60.0, seed: int = 0, minimize: bool = True
     return Kill(mutant, m.protocol, False, schedules=total, seconds=time.monotonic() - start)
 
 
-def _minimised(res: Result, spec: str, m: Mutant, cfg: Config) -> Result:
+def _minimised(res: Result, spec: str, m: Mutant, cfg: ExploreConfig) -> Result:
     """Re-run the killing strategy with minimisation on (same seed: the
     same first failure), for a short, readable counterexample."""
-    cfg2 = Config(**{**cfg.__dict__, "minimize": True,
+    cfg2 = ExploreConfig(**{**cfg.__dict__, "minimize": True,
                      "max_schedules": res.schedules, "budget_seconds": None})
     again = explore(build(spec, m.protocol, m.name), cfg2)
     return again if not again.ok else res

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from specfault.check.explore import Config, Result, explore, replay
+from specfault.check.explore import ExploreConfig, Result, explore, replay
 from specfault.check.scenario import Scenario
 
 
 def assert_correct(scenario: Scenario, preemptions: int | None = 2, budget_seconds: float | None = 60.0,
                    **config: Any) -> Result:
-    cfg = Config(strategy=config.pop("strategy", "dfs"), max_preemptions=preemptions,
+    cfg = ExploreConfig(strategy=config.pop("strategy", "dfs"), max_preemptions=preemptions,
                  budget_seconds=budget_seconds, **config)
     res = explore(scenario, cfg)
     if not res.ok:
@@ -28,7 +28,7 @@ def assert_correct(scenario: Scenario, preemptions: int | None = 2, budget_secon
 
 
 def assert_finds_bug(scenario: Scenario, kind: str | None = None, **config: Any) -> Result:
-    cfg = Config(**{"budget_seconds": 30.0, **config})
+    cfg = ExploreConfig(**{"budget_seconds": 30.0, **config})
     res = explore(scenario, cfg)
     if res.ok:
         raise AssertionError(f"{scenario.name}: no violation found ({res.summary()})")

@@ -193,12 +193,12 @@ async def do_speculative_fault(mm: Any, address: int, access: int, flags: int,
     # knob spf_seq: "mm" validates against the per-mm mm_lock_seq sampled
     # here — any writer anywhere aborts the fault; "vma" (Dufour) against
     # the found VMA's own sequence, sampled after the lookup
-    per_vma = cfg.knob("spf_seq", "mm") == "vma"
+    per_vma = cfg.knob("spf_seq") == "vma"
     seq = 0
     if not per_vma:
         ok, seq = await mmap_lock_speculate_try_begin(mm)
         # knob speculate_while_odd: begin even though a writer holds mmap_lock
-        if not ok and not cfg.knob("speculate_while_odd", False):
+        if not ok and not cfg.knob("speculate_while_odd"):
             return spf_abort(kernel, "SPF_ABORT_ODD")
     rcu = kernel.rcu
     await rcu.read_lock()
@@ -213,15 +213,15 @@ async def do_speculative_fault(mm: Any, address: int, access: int, flags: int,
     # simulator; with spf_vma_pin the free honours the pin (vma_ops.py).
     # The pin is taken inside the lookup's RCU section: the VMA cannot have
     # been freed yet, and once pinned it is not freed until put_vma.
-    if not cfg.knob("spf_vma_refcount", False):
+    if not cfg.knob("spf_vma_refcount"):
         return await _spf_with_vma(mm, kernel, cfg, rcu, vma, seq, per_vma,
                                    address, access, flags, prot)
     # (in Dufour's get_vma() the lookup itself runs under mm_rb_lock too;
     # the lock excludes no one in the model, so only its line traffic counts)
-    if cfg.knob("spf_mm_rb_rwlock", False):
+    if cfg.knob("spf_mm_rb_rwlock"):
         await MmRbReadLock(mm, 1)
     await get_vma(vma)
-    if cfg.knob("spf_mm_rb_rwlock", False):
+    if cfg.knob("spf_mm_rb_rwlock"):
         await MmRbReadLock(mm, -1)
     fault = await _spf_with_vma(mm, kernel, cfg, rcu, vma, seq, per_vma, address, access, flags, prot)
     await put_vma(vma)
@@ -269,7 +269,7 @@ async def _spf_with_vma(mm: Any, kernel: Any, cfg: Any, rcu: Any, vma: Any, seq:
     pvma = await VmaCopy(vma)
     await rcu.read_unlock()
     # knob no_seq_check_after_lookup: trust a copy a writer may have torn
-    if not cfg.knob("no_seq_check_after_lookup", False) and \
+    if not cfg.knob("no_seq_check_after_lookup") and \
             await spf_seq_changed(mm, seq, vma, pvma):
         return spf_abort(kernel, "SPF_ABORT_VMA_COPY")
     # (vm_mm: with vma_typesafe_rcu a VMA found through a stale tree node
@@ -306,7 +306,7 @@ async def lock_vma_under_rcu(mm: Any, address: int) -> Any:
             break
         # knob pervma_no_recheck_after_lock: trust the VMA found before it
         # was locked — but it may have been freed and recycled meanwhile
-        if not mm.config.knob("pervma_no_recheck_after_lock", False) and (
+        if not mm.config.knob("pervma_no_recheck_after_lock") and (
                 address < await Load(got, "vm_start") or address >= await Load(got, "vm_end")):
             await vma_end_read(got)
             break

@@ -60,7 +60,7 @@ async def dup_mmap(oldmm: Any) -> MmStruct:
     for mpnt in oldmm.vmas():
         # knob pervma_fork_no_vma_lock: without this, a write fault under
         # the parent's VMA lock races with the COW write-protect below
-        if not oldmm.config.knob("pervma_fork_no_vma_lock", False):
+        if not oldmm.config.knob("pervma_fork_no_vma_lock"):
             await vma_start_write(mpnt)
         if mpnt.vm_flags & VM_DONTCOPY:
             continue

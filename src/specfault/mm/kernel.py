@@ -36,7 +36,7 @@ class Kernel:
         self.mem = PhysMem(config.nr_frames, self.vmstat)
         # knob rcu_irqs_off_is_reader=False: the pre-4.20 world in which an
         # interrupts-off section does not hold off an RCU grace period
-        self.rcu = Rcu(irqs_off_is_reader=bool(config.knob("rcu_irqs_off_is_reader", True)))
+        self.rcu = Rcu(irqs_off_is_reader=bool(config.knob("rcu_irqs_off_is_reader")))
         self.fs = Filesystem(self)
         self.cpus = [Cpu(i, self.rcu) for i in range(config.nr_cpus)]
         self.pids = itertools.count(1)

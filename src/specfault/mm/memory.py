@@ -153,9 +153,9 @@ async def spf_seq_changed(mm: Any, seq: int, orig: Any, copy: Any) -> bool:
     instead compares the live VMA with the copy — unsafe: the COW ABA
     interleaving restores the VMA."""
     cfg = mm.config
-    if cfg.knob("vma_recheck_not_mm_seq", False):
+    if cfg.knob("vma_recheck_not_mm_seq"):
         return bool(await VmaChanged(orig, copy))
-    if cfg.knob("spf_seq", "mm") == "vma":
+    if cfg.knob("spf_seq") == "vma":
         return bool(await VmaSeqChanged(orig, seq))
     return bool(await mmap_lock_speculate_retry(mm, seq))
 
@@ -189,7 +189,7 @@ async def spf_vma_seq_begin(mm: Any, vma: Any) -> tuple[bool, int]:
     pinned after its free is detached, or re-linked with a new value, or
     belongs to another mm — each check of the fault catches one of those."""
     # knob dufour_seq_loads_reordered (a mutant): mm_lock_seq first
-    if mm.config.knob("dufour_seq_loads_reordered", False):
+    if mm.config.knob("dufour_seq_loads_reordered"):
         cur: int = await Load(mm, "mm_lock_seq")
         seq: int = await Load(vma, "vm_lock_seq")
         return (seq != cur, seq)
@@ -211,7 +211,7 @@ class VmaSeqChanged(Op):
         # VMA found just before a writer removed it, its sequence sampled
         # after that writer finished, carries the writer's value, unchanged
         # since the snapshot
-        self.detached = not vma.vm_mm.config.knob("dufour_no_detached_check", False)
+        self.detached = not vma.vm_mm.config.knob("dufour_no_detached_check")
 
     def perform(self) -> bool:
         vma = self.vma
@@ -256,7 +256,7 @@ def spf_walk_mode(mm: Any) -> str:
     off) when they are freed after an IPI round.  Knob spf_walk overrides
     (the Lutomirski mutant walks with interrupts off while tables go
     through RCU)."""
-    mode = mm.config.knob("spf_walk", "auto")
+    mode = mm.config.knob("spf_walk")
     if mode == "auto":
         return "irq" if mm.config.page_table_free == "ipi" else "rcu"
     return str(mode)
@@ -302,7 +302,7 @@ async def spf_pte_map_lock(vmf: Vmf) -> bool:
         spf_fail(vmf, "SPF_ABORT_PTE_MAP_LOCK_PTL")
         return False
     # knob no_seq2_check: commit although a writer may have run after SEQ1
-    if not cfg.knob("no_seq2_check", False) and \
+    if not cfg.knob("no_seq2_check") and \
             await spf_seq_changed(mm, vmf.seq, vmf.orig_vma, vmf.vma):
         await pt.ptl.unlock()
         await spf_walk_end(mm)
@@ -597,7 +597,7 @@ async def do_wp_page(vmf: Vmf) -> int:
             return 0
     # knob no_page_ref_in_wp_copy: copy from the old page without holding a
     # reference — a racing unmap may free it while we copy
-    if page is not None and not mm.config.knob("no_page_ref_in_wp_copy", False):
+    if page is not None and not mm.config.knob("no_page_ref_in_wp_copy"):
         await GetPage(page)
         vmf.cow_page = page          # the reference to drop when done
     await pte_unmap_unlock(vmf)
@@ -642,7 +642,7 @@ async def wp_page_copy(vmf: Vmf) -> int:
         return await _wp_copy_fail(vmf, _retry())
     # knob no_pte_same_recheck_wp: replace the PTE without checking that
     # it still maps the page we copied
-    if mm.config.knob("no_pte_same_recheck_wp", False) or await ptep_get(vmf) == vmf.orig_pte:
+    if mm.config.knob("no_pte_same_recheck_wp") or await ptep_get(vmf) == vmf.orig_pte:
         entry = pte_mkdirty(mk_pte(new.pfn, vma.vm_page_prot))
         if vma.vm_flags & VM_WRITE:
             entry = pte_mkwrite(entry)

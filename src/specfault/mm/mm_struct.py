@@ -44,8 +44,8 @@ class MmStruct:
         self.mmap_lock = RwSemaphore(f"mmap_lock#{self.id}")
         self.mm_lock_seq = 0
         self.mm_lock_seq_bits = kernel.config.mm_lock_seq_bits
-        self.no_seq_bump = bool(kernel.config.knob("no_seq_bump_on_write_lock", False))
-        self.no_pte_none_recheck = bool(kernel.config.knob("no_pte_none_recheck", False))
+        self.no_seq_bump = bool(kernel.config.knob("no_seq_bump_on_write_lock"))
+        self.no_pte_none_recheck = bool(kernel.config.knob("no_pte_none_recheck"))
         self.vmstat = kernel.vmstat
         self.pages = kernel.mem.pages          # pfn -> Page, for the MMU
         self.page_table_lock = SpinLock(f"page_table_lock#{self.id}")

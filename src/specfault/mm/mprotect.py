@@ -89,7 +89,7 @@ async def mprotect_fixup(mm: Any, tlb: MmuGather, vma: VmArea, prev: VmArea | No
         return got, vma
     # knob pervma_mprotect_no_vma_lock: change vm_flags under a VMA-locked
     # fault's feet — it maps the page with the permissions it read before
-    if not mm.config.knob("pervma_mprotect_no_vma_lock", False):
+    if not mm.config.knob("pervma_mprotect_no_vma_lock"):
         await vma_start_write(got)
     got.set_flags(newflags)
     await change_protection(mm, got, start, end)

@@ -119,7 +119,7 @@ async def flush_tlb_range(mm: Any, start: int, end: int) -> None:
     interrupts disabled — unless the mm's machine flushes through the
     hypervisor (knob ``tlb_flush_paravirt``), which never waits."""
     config = getattr(mm, "config", None)
-    if config is not None and config.knob("tlb_flush_paravirt", False):
+    if config is not None and config.knob("tlb_flush_paravirt"):
         await FlushTlbPv(mm, start, end)
         return
     rnd = await FlushTlb(mm, start, end)

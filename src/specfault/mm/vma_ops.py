@@ -69,8 +69,8 @@ async def vm_area_free(mm: Any, vma: VmArea) -> None:
     # knob spf_vma_pin (Dufour's SPF): the free honours the speculative
     # readers' vm_ref_count — without it, a reader that re-reads its VMA's
     # sequence after leaving the RCU section of the lookup reads freed memory
-    pinned = bool(mm.config.knob("spf_vma_pin", False))
-    if mm.config.knob("vma_typesafe_rcu", False):
+    pinned = bool(mm.config.knob("spf_vma_pin"))
+    if mm.config.knob("vma_typesafe_rcu"):
         # SLAB_TYPESAFE_BY_RCU: the object stays a VMA and may be reused at
         # once (readers must re-check what they locked).  A pinned VMA goes
         # to the freelist only at its last put_vma (Dufour's series predates
@@ -89,7 +89,7 @@ def _free_now(vma: VmArea, site: str) -> None:
     freelist (vma_typesafe_rcu)."""
     kernel = vma.vm_mm.kernel
     kernel.vma_free_deferred.pop(id(vma), None)
-    if vma.vm_mm.config.knob("vma_typesafe_rcu", False):
+    if vma.vm_mm.config.knob("vma_typesafe_rcu"):
         kernel.vma_freelist.append(vma)
     else:
         vma.poison(site)
@@ -139,7 +139,7 @@ def put_vma(vma: VmArea) -> Op:
     """``await put_vma(vma)``: drop a pin.  With spf_vma_pin, the last put of
     a VMA whose free was deferred frees it (atomic_dec_and_test); without,
     a plain atomic decrement (the count is a cost only)."""
-    if vma.vm_mm.config.knob("spf_vma_pin", False):
+    if vma.vm_mm.config.knob("spf_vma_pin"):
         return PutVma(vma)
     return AtomicAdd(vma, "vm_ref_count", -1)
 

@@ -17,15 +17,15 @@ DEMO_MUTANT = "no_seq2_check"
 def check_core(emit: Callable[[str, Any], None]) -> list[dict[str, Any]]:
     """Exhaustive DFS up to one preemption, plus 300 PCT schedules, of the
     speculative protocol on each core race."""
-    from specfault.check.explore import Config, explore
+    from specfault.check.explore import ExploreConfig, explore
     from specfault.check.scenarios import build
 
     rows = []
     for spec in CORE_RACES:
         dfs = explore(build(spec, "speculative"),
-                      Config(strategy="dfs", max_preemptions=1, budget_seconds=20))
+                      ExploreConfig(strategy="dfs", max_preemptions=1, budget_seconds=20))
         pct = explore(build(spec, "speculative"),
-                      Config(strategy="pct", max_schedules=300, budget_seconds=20, seed=1))
+                      ExploreConfig(strategy="pct", max_schedules=300, budget_seconds=20, seed=1))
         row = {"scenario": spec, "ok": dfs.ok and pct.ok, "dfs_schedules": dfs.schedules,
                "dfs_exhausted": dfs.exhausted, "pct_schedules": pct.schedules,
                "seconds": round(dfs.elapsed + pct.elapsed, 2)}

@@ -15,9 +15,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from specfault.config import Config
 from specfault.sim.cost import CostProfile
 from specfault.sim.metrics import RunResult, collect
-from specfault.sim.workloads import WORKLOADS, build, protocol_knobs
+from specfault.sim.workloads import WORKLOADS, build
 
 #: every protocol the simulator runs (``dufour``: Laurent Dufour's SPF)
 PROTOCOLS = ("classic", "speculative", "pervma", "dufour")
@@ -27,12 +28,18 @@ DEFAULT_PROTOCOLS = ("classic", "speculative", "pervma")
 ELAPSED = frozenset({"spf_test", "app_launch"})
 
 
+def knob_config(knobs: dict[str, Any] | None) -> Config:
+    """The Config a run's ``knobs`` (by name, see config.KNOBS) describe;
+    unknown names and bad values raise before anything is simulated."""
+    return Config().with_(**(knobs or {}))
+
+
 def run(workload: str, protocol: str, cpus: int, profile: CostProfile | None = None,
         knobs: dict[str, Any] | None = None, **params: Any) -> RunResult:
     """Simulate one workload under one protocol on ``cpus`` CPUs, the
-    machine configured with protocol ``knobs`` (``Config.knobs``)."""
-    with protocol_knobs(knobs):
-        built = build(workload, protocol, cpus, profile=profile, **params)
+    machine configured with ``knobs`` (names from config.KNOBS; the run's
+    protocol, CPU count and memory size override theirs)."""
+    built = build(workload, protocol, cpus, profile=profile, config=knob_config(knobs), **params)
     try:
         built.engine.run()
     finally:
@@ -88,6 +95,7 @@ def compare(workload: str, cpus: Iterable[int] = (1, 4, 16, 48),
     cpus = list(cpus)
     if not cpus or any(c < 1 for c in cpus):
         raise ValueError("cpus must be positive integers")
+    knob_config(knobs)                   # refuse a bad knob before the first run
     cmp = Comparison(workload, dict(params, **({"knobs": dict(knobs)} if knobs else {})))
     for n in cpus:
         for p in protocols:

@@ -17,6 +17,7 @@ import json
 import sys
 from typing import Any
 
+from specfault.config import knob_info
 from specfault.sim.bench import DEFAULT_PROTOCOLS, ELAPSED, PROTOCOLS, Comparison, compare
 from specfault.sim.cost import CostProfile
 from specfault.sim.workloads import WORKLOADS
@@ -99,7 +100,7 @@ def parse_args(args: argparse.Namespace) -> tuple[list[int], list[str], dict[str
         key, eq, val = kv.partition("=")
         if not eq or not key:
             raise ValueError(f"--knob {kv!r}: expected KEY=VALUE")
-        knobs[key] = _value(val)
+        knobs[key] = knob_info(key).parse(val)     # unknown or bad: ValueError
     if knobs:
         params["knobs"] = knobs
     profile = None

@@ -31,8 +31,7 @@ protocol.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Coroutine, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -126,35 +125,17 @@ class Built:
     fault_threads: int
 
 
-#: protocol knobs (``Config.knobs``) every machine built gets; set with
-#: :func:`protocol_knobs` — the same for every protocol and workload of a run
-_KNOBS: dict[str, Any] = {}
-
-
-@contextmanager
-def protocol_knobs(knobs: dict[str, Any] | None) -> Iterator[None]:
-    """Build machines with these ``Config`` knobs (e.g. ``spf_vma_refcount``)
-    inside the ``with`` block."""
-    saved = dict(_KNOBS)
-    _KNOBS.clear()
-    _KNOBS.update(knobs or {})
-    try:
-        yield
-    finally:
-        _KNOBS.clear()
-        _KNOBS.update(saved)
-
-
-def machine_for(protocol: str, cpus: int, frames: int) -> sf.Machine:
-    cfg = Config(nr_cpus=cpus, fault_protocol=protocol, nr_frames=frames)
-    if _KNOBS:
-        cfg = cfg.with_(**_KNOBS)
-    return sf.Machine(config=cfg)
+def machine_for(protocol: str, cpus: int, frames: int, config: Config | None = None) -> sf.Machine:
+    """The machine a workload runs on: ``config`` (its knobs: a mutant, a
+    cost variant) with the protocol, CPU count and memory size of the run.
+    The protocol's preset follows ``protocol`` (see config.py)."""
+    base = config if config is not None else Config()
+    return sf.Machine(config=base.with_(nr_cpus=cpus, fault_protocol=protocol, nr_frames=frames))
 
 
 def _setup(protocol: str, cpus: int, frames: int, profile: CostProfile | None,
-           seed: int) -> tuple[sf.Machine, Engine, Ctx]:
-    m = machine_for(protocol, cpus, frames)
+           seed: int, config: Config | None) -> tuple[sf.Machine, Engine, Ctx]:
+    m = machine_for(protocol, cpus, frames, config)
     eng = Engine(m, profile)
     return m, eng, Ctx(eng, m, seed)
 
@@ -171,7 +152,8 @@ def _split(total: int, n: int) -> list[int]:
 # ------------------------------------------------------------------ pft
 def pft(protocol: str, cpus: int, *, faults: int = 100_000, threads: int = 0,
         think_ns: float = 100.0, vma_per_thread: bool = False, vmas: int = 1,
-        profile: CostProfile | None = None, seed: int = 1) -> Built:
+        profile: CostProfile | None = None, seed: int = 1,
+        config: Config | None = None) -> Built:
     """pft: one region of ``faults`` pages; ``threads`` (default: one per
     CPU) each write-fault their contiguous slice once.
 
@@ -183,7 +165,7 @@ def pft(protocol: str, cpus: int, *, faults: int = 100_000, threads: int = 0,
     as the single VMA does."""
     n = threads or cpus
     nv = n if vma_per_thread else max(1, min(int(vmas), n))
-    m, eng, ctx = _setup(protocol, cpus, 2 * faults + 8192, profile, seed)
+    m, eng, ctx = _setup(protocol, cpus, 2 * faults + 8192, profile, seed, config)
     p = m.spawn("pft")
     shares = _split(faults, n)
     group = [i * nv // n for i in range(n)]               # thread -> VMA
@@ -216,13 +198,14 @@ async def _pft_thread(ctx: Ctx, mm: Any, start: int, pages: int, think_ns: float
 
 # ------------------------------------------------------- will-it-scale
 def page_fault1(protocol: str, cpus: int, *, faults: int = 100_000, chunk_pages: int = 512,
-                profile: CostProfile | None = None, seed: int = 1, kind: str = "anon") -> Built:
+                profile: CostProfile | None = None, seed: int = 1,
+                config: Config | None = None, kind: str = "anon") -> Built:
     """will-it-scale page_fault1 (anon) / 2 (private file) / 3 (shared
     file), threads mode: each thread maps a chunk, writes every page,
     unmaps it, and repeats until it has taken its share of ``faults``."""
     n = cpus
     file_pages = chunk_pages * n if kind != "anon" else 0
-    m, eng, ctx = _setup(protocol, cpus, 2 * chunk_pages * n + file_pages + 8192, profile, seed)
+    m, eng, ctx = _setup(protocol, cpus, 2 * chunk_pages * n + file_pages + 8192, profile, seed, config)
     p = m.spawn(kind)
     mm = p.mm
     files: list[Any] = []
@@ -260,11 +243,12 @@ def page_fault3(protocol: str, cpus: int, **kw: Any) -> Built:
 
 
 def mmap1(protocol: str, cpus: int, *, faults: int = 20_000, pages: int = 32,
-          profile: CostProfile | None = None, seed: int = 1) -> Built:
+          profile: CostProfile | None = None, seed: int = 1,
+          config: Config | None = None) -> Built:
     """will-it-scale mmap1: mmap + munmap of ``pages`` pages, no touch;
     ``faults`` counts syscall pairs here."""
     n = cpus
-    m, eng, ctx = _setup(protocol, cpus, 8192, profile, seed)
+    m, eng, ctx = _setup(protocol, cpus, 8192, profile, seed, config)
     p = m.spawn("mmap1")
     _users(p.mm, n)
     for i, share in enumerate(_split(max(1, faults // 10), n)):
@@ -280,11 +264,12 @@ async def _mmap1_thread(ctx: Ctx, mm: Any, iters: int, pages: int) -> None:
 
 # --------------------------------------------------------------- ebizzy
 def ebizzy(protocol: str, cpus: int, *, faults: int = 50_000, max_pages: int = 64,
-           work_ns: float = 2000.0, profile: CostProfile | None = None, seed: int = 1) -> Built:
+           work_ns: float = 2000.0, profile: CostProfile | None = None, seed: int = 1,
+           config: Config | None = None) -> Built:
     """ebizzy -mTRp: each thread allocates records with mmap (random size up
     to ``max_pages``), touches every page, does some work, munmaps."""
     n = cpus
-    m, eng, ctx = _setup(protocol, cpus, 2 * max_pages * n + 8192, profile, seed)
+    m, eng, ctx = _setup(protocol, cpus, 2 * max_pages * n + 8192, profile, seed, config)
     p = m.spawn("ebizzy")
     _users(p.mm, n)
     for i, share in enumerate(_split(faults, n)):
@@ -308,14 +293,15 @@ async def _ebizzy_thread(ctx: Ctx, mm: Any, faults: int, max_pages: int, work_ns
 
 # ------------------------------------------------------------- spf_test
 def spf_test(protocol: str, cpus: int, *, faults: int = 2000, vmas: int = 2, pages: int = 10,
-             guard: bool = False, profile: CostProfile | None = None, seed: int = 1) -> Built:
+             guard: bool = False, profile: CostProfile | None = None, seed: int = 1,
+             config: Config | None = None) -> Built:
     """Suren's spf_test: ``faults // (vmas*pages)`` threads (100 by
     default), each mmaps ``vmas`` anonymous VMAs of ``pages`` pages and
     write-faults every page, all at once.  The figure is the elapsed time.
     Adjacent VMAs merge, as in Linux; ``guard=True`` maps each with a
     PROT_NONE guard page below it (as thread stacks have), so none merge."""
     n = max(1, faults // (vmas * pages))
-    m, eng, ctx = _setup(protocol, cpus, n * vmas * pages * 2 + 8192, profile, seed)
+    m, eng, ctx = _setup(protocol, cpus, n * vmas * pages * 2 + 8192, profile, seed, config)
     p = m.spawn("spf_test")
     _users(p.mm, n)
     for i in range(n):
@@ -340,7 +326,8 @@ async def _spf_thread(ctx: Ctx, mm: Any, vmas: int, pages: int, guard: bool = Fa
 def app_launch(protocol: str, cpus: int, *, faults: int = 6000, threads: int = 0,
                loaders: int = 2, maps: int = 40, map_pages: int = 16, free_frac: float = 0.06,
                think_ns: float = 2000.0, io_ns: float = 200_000.0, loader_io_ns: float = 20_000.0,
-               profile: CostProfile | None = None, seed: int = 1) -> Built:
+               profile: CostProfile | None = None, seed: int = 1,
+               config: Config | None = None) -> Built:
     """An Android-style app launch: ``threads`` (default 4 per CPU) fault
     their heaps (anonymous VMAs that already have an anon_vma) while
     ``loaders`` threads map libraries (mmap, then mprotect part of it
@@ -351,7 +338,7 @@ def app_launch(protocol: str, cpus: int, *, faults: int = 6000, threads: int = 0
     n = threads or 4 * cpus
     need = faults + loaders * maps * map_pages + 4096
     frames = int(need / free_frac) + 1
-    m, eng, ctx = _setup(protocol, cpus, frames, profile, seed)
+    m, eng, ctx = _setup(protocol, cpus, frames, profile, seed, config)
     mem = m.kernel.mem
     ballast = mem.nr_free() - need                 # other apps' memory
     del mem.free_pfns[len(mem.free_pfns) - ballast:]
