@@ -37,11 +37,22 @@ class Entry:
 def load(path: str) -> Entry:
     """A corpus entry, or a bare program (then ``host`` is None).  Raises ProgramError."""
     try:
-        with open(path) as f:
-            obj = json.load(f)
+        with open(path, "rb") as f:
+            data = f.read()
     except OSError as exc:
         raise ProgramError(f"cannot read {path}: {exc.strerror}") from None
-    except json.JSONDecodeError as exc:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProgramError(f"{path}: not UTF-8 text, not a program") from None
+    return loads(text, path)
+
+
+def loads(text: str, path: str) -> Entry:
+    """:func:`load` of the text of ``path``.  Raises ProgramError."""
+    try:
+        obj = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
         raise ProgramError(f"{path}: not JSON: {exc}") from None
     name = os.path.splitext(os.path.basename(path))[0]
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
