@@ -322,28 +322,28 @@ def _kill_table(args: argparse.Namespace) -> int:
     err = Console(stderr=True)
     start = time.monotonic()
     interrupted = False
-    with Progress(console=err, transient=True, disable=args.json or not err.is_terminal) as bar:
-        task = bar.add_task("hunting mutants", total=len(names))
-        for name in names:
-            bar.update(task, description=f"hunting {name}")
-            try:
+    try:
+        with Progress(console=err, transient=True, disable=args.json or not err.is_terminal) as bar:
+            task = bar.add_task("hunting mutants", total=len(names))
+            for name in names:
+                bar.update(task, description=f"hunting {name}")
                 k = kill(name, schedules=schedules, seed=args.seed or 0, minimize=not args.no_minimize,
                          cap_seconds=args.budget)
-            except Interrupted as exc:
-                kills.append(exc.result)
-                interrupted = True
-                break
-            except KeyboardInterrupt:
-                interrupted = True
-                break
-            kills.append(k)
-            if k.killed and args.save:
-                save(k, args.save)
-            bar.advance(task)
+                kills.append(k)
+                if k.killed and args.save:
+                    save(k, args.save)
+                bar.advance(task)
+    except KeyboardInterrupt as exc:     # Ctrl-C: the table so far, the interrupted hunt marked
+        if isinstance(exc, Interrupted) and isinstance(exc.result, Kill):
+            kills.append(exc.result)
+        elif len(kills) < len(names):        # between two hunts: the next one is marked
+            nxt = names[len(kills)]
+            kills.append(Kill(nxt, MUTANTS[nxt].protocol, False, interrupted=True))
+        interrupted = True
     if args.json:
         print(json.dumps([k.to_json() for k in kills], indent=2))
     else:
-        # the table may be cut to the terminal; replay commands below never are
+        # the table may be cut to the terminal's width; the replay commands below never are
         out = Console(highlight=False)
         t = Table(title="mutant kill table" + (" (partial: interrupted)" if interrupted else ""))
         for col in ("mutant", "protocol", "killed by scenario", "strategy", "schedules"):
@@ -353,50 +353,57 @@ def _kill_table(args: argparse.Namespace) -> int:
             t.add_row(k.mutant, k.protocol, verdict, k.strategy, f"{k.schedules:,}")
         out.print(t)
         sys.stdout.flush()
-        done = sum(1 for k in kills if not k.interrupted)
-        print(f"{sum(k.killed for k in kills)} of {done} mutants killed, budget {schedules:,} "
-              f"schedules each, seed {args.seed or 0}; {time.monotonic() - start:.1f} s"
-              + (f"; interrupted at {kills[-1].mutant if kills else names[0]}, "
-                 f"{len(names) - done} not hunted" if interrupted else ""))
+        done = [k for k in kills if not k.interrupted]
+        print(f"{sum(k.killed for k in done)} of {len(done)} mutants killed, budget {schedules:,} "
+              f"schedules each, seed {args.seed or 0}; {time.monotonic() - start:.1f} s")
         for k in kills:
             if k.killed:
                 print(f"{k.mutant}: {k.violation}")
                 print(f"  replay: {Schedule.parse(k.schedule).replay_command()}")
+    sys.stdout.flush()
     if interrupted:
+        done_n = sum(1 for k in kills if not k.interrupted)
+        print(f"interrupted: {done_n} of {len(names)} mutants hunted (partial table "
+              f"{'on stdout' if args.json else 'above'})", file=sys.stderr)
         return 130
     return 0 if all(k.killed for k in kills) else 1
 
 
 def _explore_all(args: argparse.Namespace, names: list[str], cfg: Config) -> int:
     results: list[Result] = []
-    code = 0
-    interrupted = False
-    for name in names:
-        try:
-            res = explore(lookup(name), cfg)
-        except Interrupted as exc:
-            res = exc.result
-            interrupted = True
-        except KeyboardInterrupt:
-            interrupted = True
-            break
-        results.append(res)
-        if not res.ok:
-            code = 1
-        if not args.json:
-            print(res.summary(), flush=True)
-            if not res.ok and res.report:
-                print(res.report)
-                print(flush=True)
-        if interrupted:
-            break
+    shown = 0
+
+    def show() -> None:             # print the results not printed yet
+        nonlocal shown
+        for res in results[shown:]:
+            shown += 1
+            if not args.json:
+                print(res.summary(), flush=True)
+                if not res.ok and res.report:
+                    print(res.report)
+                    print(flush=True)
+
+    try:
+        for name in names:
+            results.append(explore(lookup(name), cfg))
+            show()
+    except KeyboardInterrupt as exc:     # Ctrl-C: what was done, the interrupted one marked
+        if isinstance(exc, Interrupted) and isinstance(exc.result, Result):
+            results.append(exc.result)
+        elif len(results) < len(names):      # between two scenarios: the next one is marked
+            results.append(Result(names[len(results)], cfg.strategy, True, 0, 0, 0, 0, 0.0, False,
+                                  interrupted=True))
+        show()
+        if args.json:
+            print(json.dumps([r.to_json() for r in results], indent=2))
+        done = sum(1 for r in results if not r.interrupted)
+        sys.stdout.flush()
+        print(f"interrupted: {done} of {len(names)} scenarios done (partial results "
+              f"{'on stdout' if args.json else 'above'})", file=sys.stderr)
+        return 130
     if args.json:
         print(json.dumps([r.to_json() for r in results], indent=2))
-    if interrupted:
-        print(f"interrupted: {len(results) - (1 if results and results[-1].interrupted else 0)} of "
-              f"{len(names)} scenarios done (partial results above)", file=sys.stderr)
-        return 130
-    return code
+    return 0 if all(r.ok for r in results) else 1
 
 
 def main(args: argparse.Namespace) -> int:

@@ -171,7 +171,8 @@ class Result:
         verdict = ("no violation so far" if self.ok and self.interrupted else "OK" if self.ok
                    else f"FAIL ({self.failure.kind if self.failure else '?'})")
         scope = ("exhaustive" if self.exhausted else "interrupted" if self.interrupted
-                 else "time cap" if self.capped else "failure" if not self.ok else "schedule budget")
+                 else "time cap" if self.capped
+                 else "first failure" if self.failures == 1 else "schedule budget")
         return (f"{self.scenario}: {verdict} — {self.strategy}, {self.schedules} schedules "
                 f"({self.complete} complete, {self.pruned} pruned), {self.steps} steps, "
                 f"{self.elapsed:.2f}s ({self.rate():.0f}/s), {scope}")

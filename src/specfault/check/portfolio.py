@@ -98,31 +98,35 @@ def kill(mutant: str, schedules: int = DEFAULT_SCHEDULES, seed: int = 0, minimiz
         return Kill(mutant, m.protocol, False, schedules=total, seconds=time.monotonic() - start,
                     **kw)  # type: ignore[arg-type]
 
-    for spec in scenario_order(m):
-        for name, slice_ in SLICES:
-            left = schedules - total
-            if left <= 0:
-                return partial()
-            cfg = strategy(name, seed, min(slice_, left))
-            if cap_seconds is not None:
-                remaining = cap_seconds - (time.monotonic() - start)
-                if remaining <= 0:
+    spec, name = "", ""
+    try:
+        for spec in scenario_order(m):
+            for name, slice_ in SLICES:
+                left = schedules - total
+                if left <= 0:
+                    return partial()
+                cfg = strategy(name, seed, min(slice_, left))
+                if cap_seconds is not None:
+                    remaining = cap_seconds - (time.monotonic() - start)
+                    if remaining <= 0:
+                        return partial(capped=True)
+                    cfg.budget_seconds = remaining
+                try:
+                    res = explore(build(spec, m.protocol, mutant), cfg)
+                except Interrupted as exc:
+                    total += exc.result.schedules
+                    raise
+                total += res.schedules
+                if not res.ok:
+                    elapsed = time.monotonic() - start
+                    final = _minimised(res, spec, m, cfg) if minimize else res
+                    return Kill(mutant, m.protocol, True, spec, cfg.strategy, total, elapsed,
+                                res.failure.headline() if res.failure else "",
+                                str(final.schedule or res.schedule or ""), final.report)
+                if res.capped:
                     return partial(capped=True)
-                cfg.budget_seconds = remaining
-            try:
-                res = explore(build(spec, m.protocol, mutant), cfg)
-            except Interrupted as exc:
-                total += exc.result.schedules
-                raise Interrupted(partial(interrupted=True, scenario=spec, strategy=name)) from None
-            total += res.schedules
-            if not res.ok:
-                elapsed = time.monotonic() - start
-                final = _minimised(res, spec, m, cfg) if minimize else res
-                return Kill(mutant, m.protocol, True, spec, cfg.strategy, total, elapsed,
-                            res.failure.headline() if res.failure else "",
-                            str(final.schedule or res.schedule or ""), final.report)
-            if res.capped:
-                return partial(capped=True)
+    except KeyboardInterrupt:
+        raise Interrupted(partial(interrupted=True, scenario=spec, strategy=name)) from None
     return partial()
 
 

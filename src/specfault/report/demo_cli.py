@@ -138,7 +138,9 @@ def main(args: argparse.Namespace) -> int:
 
     from specfault.report import tour as more
 
+    current = ""
     try:
+        current = "tour"
         if "tour" in parts:
             summary["tour"] = run_demo(emit)
             tour = summary["tour"]
@@ -146,33 +148,36 @@ def main(args: argparse.Namespace) -> int:
                 console.print(f"\n[bold]{tour['frames_free_at_end']} of {tour['frames']} frames free "
                               f"at the end ({tour['page_cache_frames']} hold the file's page cache); "
                               "check_mm held after every step.[/]")
+        current = "check"
         if "check" in parts:
             if not args.json:
                 console.print("\n[bold cyan]Checking the speculative protocol on the core races "
                               "(every execution: invariants, use-after-free, lockdep, "
                               "linearizability)[/]")
             summary["check"] = more.check_core(emit2)
+        current = "mutant"
         if "mutant" in parts:
             if not args.json:
                 console.print("\n[bold cyan]Taking one decision away: the commit skips the second "
                               "sequence check (SEQ2)[/]")
             summary["mutant"] = more.kill_one(emit2)
+        current = "sim"
         if "sim" in parts:
             if not args.json:
                 console.print("\n[bold cyan]What each protocol buys: the simulator, same model "
                               "code, many CPUs[/]")
             summary["sim"] = more.simulate(emit2, Path(out_dir))
     except KeyboardInterrupt:
-        if "check" in parts and "check" not in summary and rows:
-            summary["check"] = rows
-        if "sim" in parts and "sim" not in summary and sims:
-            summary["sim"] = sims
         done = [p for p in parts if p in summary]
+        if current == "check" and rows:
+            summary["check"] = rows         # the races checked so far
+        if current == "sim" and sims:
+            summary["sim"] = sims           # the comparisons finished so far
         if args.json:
-            print(json.dumps({**summary, "partial": True}, default=str))
+            print(json.dumps({**summary, "partial": True, "interrupted": current}, default=str))
         sys.stdout.flush()
-        print(f"specfault demo: interrupted (partial: {', '.join(done) or 'nothing'} done"
-              f"{'' if args.json else ', printed above'})", file=sys.stderr)
+        print(f"specfault demo: interrupted during {current} (done: {', '.join(done) or 'nothing'}; "
+              f"partial results {'on stdout' if args.json else 'above'})", file=sys.stderr)
         return 130
     if args.json:
         print(json.dumps({**summary, "partial": False}, default=str))
