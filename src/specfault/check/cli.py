@@ -76,6 +76,16 @@ def _mutant_arg(text: str) -> str:
     return cliargs.choice(MUTANTS, "mutant")(text)
 
 
+#: --schedules none: no schedule budget (exhaustive DFS, the time cap or Ctrl-C end it)
+UNBOUNDED = -1
+
+
+def _schedules(text: str) -> int:
+    if text.strip().lower() == "none":
+        return UNBOUNDED
+    return cliargs.int_range(1, 10**9, "a schedule count (or 'none')")(text)
+
+
 def _preemptions(text: str) -> int | None:
     if text.strip().lower() == "none":
         return None
@@ -104,9 +114,10 @@ def register(sub: Any) -> None:
     p.add_argument("scenarios", nargs="*", metavar="SCENARIO", help="scenario names or globs (see --list)")
     p.add_argument("--strategy", choices=("random", "pct", "dfs"), default=None,
                    help="dfs (exhaustive, preemption-bounded; the default), random, or pct")
-    p.add_argument("--schedules", type=cliargs.int_range(1, 10**9), default=None, metavar="N",
+    p.add_argument("--schedules", type=_schedules, default=None, metavar="N",
                    help=f"budget: at most N schedules per scenario (default {DEFAULT_SCHEDULES:,}); "
-                        "with --mutants, per mutant (default 24,000)")
+                        "with --mutants, per mutant (default 24,000); 'none': no budget (an "
+                        "exhaustive search, --budget or Ctrl-C ends it)")
     p.add_argument("--budget", type=cliargs.duration, default=None, metavar="SECONDS",
                    help="a time cap per scenario (per mutant with --mutants), e.g. 30 or 30s or 2m; "
                         "default: none")
@@ -234,7 +245,7 @@ def _config(args: argparse.Namespace) -> Config:
     if args.budget is not None:
         over["budget_seconds"] = args.budget
     if args.schedules is not None:
-        over["max_schedules"] = args.schedules
+        over["max_schedules"] = None if args.schedules == UNBOUNDED else args.schedules
     if args.preemptions is not None:
         over["max_preemptions"] = args.preemptions
     if args.reduction is not None:
@@ -317,7 +328,9 @@ def _kill_table(args: argparse.Namespace) -> int:
     from specfault.check.portfolio import Kill, kill, save
 
     names = [args.mutant] if args.mutant else list(MUTANTS)
-    schedules = args.schedules or PER_MUTANT
+    schedules: float = args.schedules or PER_MUTANT
+    if schedules == UNBOUNDED:
+        schedules = float("inf")
     kills: list[Kill] = []
     err = Console(stderr=True)
     start = time.monotonic()
@@ -354,7 +367,8 @@ def _kill_table(args: argparse.Namespace) -> int:
         out.print(t)
         sys.stdout.flush()
         done = [k for k in kills if not k.interrupted]
-        print(f"{sum(k.killed for k in done)} of {len(done)} mutants killed, budget {schedules:,} "
+        budget = "no" if schedules == float("inf") else f"{int(schedules):,}"
+        print(f"{sum(k.killed for k in done)} of {len(done)} mutants killed, budget {budget} "
               f"schedules each, seed {args.seed or 0}; {time.monotonic() - start:.1f} s")
         for k in kills:
             if k.killed:

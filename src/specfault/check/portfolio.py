@@ -85,10 +85,11 @@ def scenario_order(m: Mutant) -> list[str]:
     return own + [s.name for s in SPECS if s.name not in own and m.protocol in s.protocols]
 
 
-def kill(mutant: str, schedules: int = DEFAULT_SCHEDULES, seed: int = 0, minimize: bool = True,
+def kill(mutant: str, schedules: float = DEFAULT_SCHEDULES, seed: int = 0, minimize: bool = True,
          cap_seconds: float | None = None) -> Kill:
     """Hunt ``mutant`` with the portfolio for at most ``schedules``
-    schedules (and ``cap_seconds``, if given).  Ctrl-C raises
+    schedules (``math.inf``: every slice of every scenario) and
+    ``cap_seconds``, if given.  Ctrl-C raises
     :class:`~specfault.check.explore.Interrupted` carrying the partial Kill."""
     m = MUTANTS[mutant]
     start = time.monotonic()
@@ -105,7 +106,7 @@ def kill(mutant: str, schedules: int = DEFAULT_SCHEDULES, seed: int = 0, minimiz
                 left = schedules - total
                 if left <= 0:
                     return partial()
-                cfg = strategy(name, seed, min(slice_, left))
+                cfg = strategy(name, seed, int(min(slice_, left)))
                 if cap_seconds is not None:
                     remaining = cap_seconds - (time.monotonic() - start)
                     if remaining <= 0:
