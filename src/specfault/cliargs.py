@@ -39,7 +39,7 @@ class BadArgument(Exception):
         self.arg = arg
 
 
-def _fmt(n: float) -> str:
+def fmt(n: float) -> str:
     """1000000 -> '1,000,000'; 0.5 -> '0.5'."""
     if float(n).is_integer():
         return f"{int(n):,}"
@@ -52,10 +52,10 @@ def int_range(lo: int, hi: int, what: str = "an integer") -> Callable[[str], int
         try:
             value = int(text.strip().replace("_", ""), 10)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {what} in {_fmt(lo)}..{_fmt(hi)}, "
+            raise argparse.ArgumentTypeError(f"expected {what} in {fmt(lo)}..{fmt(hi)}, "
                                              f"not {text!r}") from None
         if not lo <= value <= hi:
-            raise argparse.ArgumentTypeError(f"must be in {_fmt(lo)}..{_fmt(hi)}, not {_fmt(value)}")
+            raise argparse.ArgumentTypeError(f"must be in {fmt(lo)}..{fmt(hi)}, not {fmt(value)}")
         return value
     conv.__name__ = "integer"
     return conv
@@ -74,11 +74,11 @@ def finite_float(lo: float, hi: float, lo_open: bool = False) -> Callable[[str],
         try:
             value = float(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number in {left}{_fmt(lo)}, {_fmt(hi)}], "
+            raise argparse.ArgumentTypeError(f"expected a number in {left}{fmt(lo)}, {fmt(hi)}], "
                                              f"not {text!r}") from None
         if not math.isfinite(value) or value < lo or value > hi or (lo_open and value == lo):
-            raise argparse.ArgumentTypeError(f"must be a finite number in {left}{_fmt(lo)}, "
-                                             f"{_fmt(hi)}], not {text!r}")
+            raise argparse.ArgumentTypeError(f"must be a finite number in {left}{fmt(lo)}, "
+                                             f"{fmt(hi)}], not {text!r}")
         return value
     conv.__name__ = "number"
     return conv

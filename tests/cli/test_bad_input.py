@@ -283,3 +283,14 @@ def test_refused_by_the_real_command(argv: list[str], arg: str) -> None:
     assert r.returncode == 2 and r.stdout == ""
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and f"argument {arg}" in lines[0], r.stderr
+
+
+def test_every_workload_parameter_has_a_range() -> None:
+    """A parameter added to a workload must be given a range here, or
+    --param would not know how to check it."""
+    from specfault.sim.cli import PARAMS, accepted_params
+    from specfault.sim.workloads import WORKLOADS
+
+    for name in WORKLOADS:
+        missing = set(accepted_params(name)) - set(PARAMS)
+        assert not missing, f"{name}: no range for {missing}"

@@ -1,4 +1,4 @@
-"""``specfault oracle``: differential testing of the model against the host kernel.
+"""specfault oracle: differential testing of the model against the host kernel.
 
     specfault oracle [--runs N] [--seed S] [--max-steps K] [--region P] [--jobs J]
                      [--show N] [--no-shrink] [--out DIR] [--max-memory SIZE] [--json]
@@ -11,7 +11,7 @@ on every machine.
 
 Sizes: a run records both sides after every step: about 60 MiB per worker
 process plus 2.5 x (16 KiB + 100 B per region page) per step, so
---max-steps 1000 --region 64 needs about 100 MiB per job, and
+--max-steps 1000 --region 64 needs about 120 MiB per job, and
 --max-steps 10000 --region 4096 is refused.  --jobs multiplies it.
 
 Exit codes: 0 every program agreed (known differences allowed, and counted),

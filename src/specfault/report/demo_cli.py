@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
 from typing import Any
 
 from rich.console import Console
@@ -31,12 +32,13 @@ interrupted (Ctrl-C: the parts done so far are printed, marked partial).
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "demo", help="a guided tour of the whole product on built-in defaults",
-        description="The tour: (1) build a small address space, fault it, fork it and split "
-                    "COW pages, printing maps, frames and counters (invariants checked after "
-                    "each step); (2) check the speculative page-fault protocol on the core "
-                    "races; (3) take one design decision away (a mutant) and show the "
-                    "counterexample the checker finds; (4) compare classic, speculative and "
-                    "per-VMA-lock faults on the simulator (app_launch, pft) and write plots.",
+        description=textwrap.fill(
+            "The tour: (1) build a small address space, fault it, fork it and split "
+            "COW pages, printing maps, frames and counters (invariants checked after "
+            "each step); (2) check the speculative page-fault protocol on the core "
+            "races; (3) take one design decision away (a mutant) and show the "
+            "counterexample the checker finds; (4) compare classic, speculative and "
+            "per-VMA-lock faults on the simulator (app_launch, pft) and write plots.", 78),
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--json", action="store_true", help="print a JSON summary instead")
     p.add_argument("--only", choices=PARTS, action="append",

@@ -15,6 +15,7 @@ import inspect
 import json
 import math
 import sys
+import textwrap
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ plot file that cannot be written, a run estimated to need more memory than
 marked partial)."""
 
 # ---- workload parameters: every keyword a workload takes, with its range ----
-_NS = (float, 0.0, 1e12)            # a time in ns: finite, >= 0
+_NS = (float, 0.0, 1e10)            # a time in ns: finite, >= 0, at most 10 s
 #: name -> (type, lowest, highest)
 PARAMS: dict[str, tuple[type, float, float]] = {
     "threads": (int, 0, 100_000),   # 0: the workload's default (per CPU)
@@ -49,7 +50,7 @@ _FIXED = {"protocol", "cpus", "profile", "seed", "faults", "kind"}
 #: app_launch keeps 4,096 spare frames; each fault thread's heap takes one
 APP_LAUNCH_MAX_THREADS = 4_000
 
-# ---- memory estimate (RSS measured on CPython 3.11, see docs/results.md) ----
+# ---- memory estimate (peak RSS; benchmarks/bench_cli_memory.py measures it) ----
 #: bytes per simulated frame (the free list), per fault (page, PTE, cache
 #: lines, latency sample), per thread (coroutine, task, stacks), per page of
 #: the file workloads' files (data and page cache), and the interpreter
@@ -69,6 +70,21 @@ memory: about 80 B per simulated frame + 600 B per fault + 3 KiB per thread
 --faults 1000000 needs about 0.8 GiB.  A run estimated above --max-memory is
 refused.
 """
+
+
+def _params_help() -> str:
+    """'workload parameters' for the epilog: each workload's, with ranges."""
+    lines = ["workload parameters (--param KEY=VALUE; --faults sets the work size):"]
+    for name in WORKLOADS:
+        items = []
+        for key in accepted_params(name):
+            kind, lo, hi = PARAMS[key]
+            items.append(f"{key}=true|false" if kind is bool else
+                         f"{key}={cliargs.fmt(lo)}..{cliargs.fmt(hi)}")
+        lines.append(f"  {name:12} {', '.join(items) or '(none)'}")
+    lines.append("  (threads=0: the workload's default, one per CPU; app_launch: 4 per CPU, at most "
+                 f"{APP_LAUNCH_MAX_THREADS:,})")
+    return "\n".join(lines)
 
 
 def _workload_help() -> str:
@@ -163,10 +179,12 @@ def profile_arg(text: str) -> CostProfile:
 
 def register(sub: Any) -> None:
     b = sub.add_parser("bench", help="simulate the fault protocols side by side",
-                       description="Run a workload under each protocol at each CPU count on the "
-                                   "simulated machine; print figures and ratios vs classic.\n\n"
-                                   + EXIT_CODES,
-                       epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       description=textwrap.fill(
+                           "Run a workload under each protocol at each CPU count on the "
+                           "simulated machine; print figures and ratios vs classic.", 78)
+                       + "\n\n" + EXIT_CODES,
+                       epilog=EXAMPLES + "\n" + _params_help(),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     b.add_argument("--workload", "-w", default="pft", type=cliargs.choice(WORKLOADS, "workload"),
                    help=f"default pft; {_workload_help()}")
     b.add_argument("--cpus", default=[1, 2, 4, 8, 16, 32, 48, 64], type=_cpu_list, metavar="N,N,...",
@@ -179,8 +197,8 @@ def register(sub: Any) -> None:
     b.add_argument("--profile", type=profile_arg, default=None, metavar="FILE",
                    help="cost profile JSON (from 'specfault calibrate'); every cost finite and >= 0")
     b.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", type=cliargs.key_value,
-                   help="a workload parameter (repeatable), e.g. --param threads=100; "
-                        "see each workload's parameters in the error for an unknown one")
+                   help="a workload parameter (repeatable), e.g. --param threads=100; each "
+                        "workload's are listed below")
     b.add_argument("--knob", action="append", default=[], metavar="KEY=VALUE", type=cliargs.key_value,
                    help="a protocol knob for every machine (repeatable), e.g. "
                         "--knob spf_vma_refcount=true (Dufour's per-VMA refcount)")
@@ -193,12 +211,15 @@ def register(sub: Any) -> None:
     b.set_defaults(func=cmd_bench)
 
     c = sub.add_parser("calibrate", help="measure host costs and write a simulator cost profile",
-                       description="Measure this host's minor-fault, mmap+munmap, copy_page and "
-                                   "clear_page costs (a few seconds) and write a cost profile for "
-                                   "'specfault bench --profile'.  Exit codes: 0 written, 1 the "
-                                   "measurements gave an invalid profile, 2 bad input, 130 "
-                                   "interrupted (the measurements so far are printed; nothing is "
-                                   "written).",
+                       description=textwrap.fill(
+                           "Measure this host's minor-fault, mmap+munmap, copy_page and "
+                           "clear_page costs (about a second) and write a cost profile for "
+                           "'specfault bench --profile' (every cost checked finite and >= 0 "
+                           "before it is written).", 78) + "\n\n" + textwrap.fill(
+                           "Exit codes: 0 written, 1 the measurements gave an invalid profile "
+                           "(nothing written), 2 bad input (an --out that cannot be written), "
+                           "130 interrupted (the measurements so far are printed; nothing is "
+                           "written).", 78),
                        epilog="example:\n  specfault calibrate --out host.json && "
                               "specfault bench -w pft --cpus 1,8 --profile host.json",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -233,7 +254,8 @@ def _param_value(workload: str, key: str, text: str) -> Any:
         value = None
     if value is None or not math.isfinite(value) or not lo <= value <= hi:
         what = "an integer" if kind is int else "a finite number"
-        raise cliargs.BadArgument("--param", f"{key} must be {what} in {lo:g}..{hi:g}, not {text!r}")
+        raise cliargs.BadArgument("--param", f"{key} must be {what} in {cliargs.fmt(lo)}..{cliargs.fmt(hi)}, "
+                                             f"not {text!r}")
     return value
 
 
