@@ -32,22 +32,57 @@ def _host() -> None:
         pytest.skip(f"no host oracle: {exc}")
 
 
-def test_check_prints_the_scenarios_done_and_the_interrupted_one() -> None:
-    r = interrupt(["check", "--scenario", "all", "--protocol", "speculative"],
-                  lambda out, err: out.count("\n") >= 1)
+SPINNING = """
+import sys
+from specfault.check.scenario import Scenario, Thread
+from specfault.runtime import KObject, Load, Store
+class S(KObject):
+    x = 0
+started = []
+def setup(env):
+    if not started:
+        started.append(1)
+        print("spinning: started", file=sys.stderr, flush=True)
+    return S()
+async def reader(s):
+    while True:
+        await Load(s, "x")
+async def writer(s):
+    while True:
+        await Store(s, "x", 1)
+scenario = Scenario("spinning", setup, [Thread("r", reader), Thread("w", writer)], rcu=False)
+"""
+
+
+@pytest.fixture
+def spinning(tmp_path: Path) -> dict[str, str]:
+    """A scenario that never ends (a livelock) and says on stderr when it
+    first runs: the environment that makes it importable."""
+    (tmp_path / "spinning.py").write_text(SPINNING)
+    return {"PYTHONPATH": str(tmp_path)}
+
+
+def _started(out: str, err: str) -> bool:
+    return "spinning: started" in err
+
+
+def test_check_prints_the_scenarios_done_and_the_interrupted_one(spinning: dict[str, str]) -> None:
+    r = interrupt(["check", "litmus.seqcount", "spinning:scenario", "--step-limit", "1000000"],
+                  _started, env=spinning, settle=0.3)
     _clean(r)
     lines = r.out.strip().splitlines()
-    assert lines[0].startswith("mm.fault-vs-munmap@speculative: OK")
-    assert lines[-1].endswith(", interrupted")
-    assert "scenarios done" in r.err
+    assert lines[0].startswith("litmus.seqcount: OK") and lines[0].endswith("exhaustive")
+    assert lines[-1].startswith("spinning: no violation so far") and lines[-1].endswith(", interrupted")
+    assert "interrupted: 1 of 2 scenarios done" in r.err
 
 
-def test_check_json_is_a_list_ending_with_the_interrupted_scenario() -> None:
-    r = interrupt(["check", "--scenario", "all", "--protocol", "speculative", "--json"],
-                  lambda out, err: True, settle=1.5)
+def test_check_json_is_a_list_ending_with_the_interrupted_scenario(spinning: dict[str, str]) -> None:
+    r = interrupt(["check", "litmus.seqcount", "spinning:scenario", "--step-limit", "1000000", "--json"],
+                  _started, env=spinning, settle=0.3)
     _clean(r)
     data = json.loads(r.out)
-    assert data and data[-1]["interrupted"] is True and data[-1]["schedules"] > 0
+    assert [d["scenario"] for d in data] == ["litmus.seqcount", "spinning"]
+    assert data[0]["interrupted"] is False and data[-1]["interrupted"] is True
 
 
 def test_check_mutants_prints_the_partial_kill_table() -> None:
@@ -59,37 +94,28 @@ def test_check_mutants_prints_the_partial_kill_table() -> None:
     assert "INTERRUPTED" in r.out and "replay: specfault check --replay 'mm.fault-vs-munmap" in r.out
 
 
-def test_check_replay_stops(tmp_path: Path) -> None:
-    """A replay that would run a million steps (a livelock) stops at once."""
-    (tmp_path / "spinning.py").write_text(
-        "from specfault.check.scenario import Scenario, Thread\n"
-        "from specfault.runtime import KObject, Load, Store\n"
-        "class S(KObject):\n    x = 0\n"
-        "async def reader(s):\n    while True:\n        await Load(s, 'x')\n"
-        "async def writer(s):\n    while True:\n        await Store(s, 'x', 1)\n"
-        "scenario = Scenario('spinning', lambda env: S(), [Thread('r', reader), Thread('w', writer)],"
-        " rcu=False)\n")
+def test_check_replay_stops(spinning: dict[str, str]) -> None:
+    """A replay that would run 800,000 steps (of a livelock) stops at once."""
     r = interrupt(["check", "--replay", "spinning:scenario:dfs:0:" + ".".join(["0*1000", "1*1000"] * 400),
-                   "--step-limit", "1000000"], lambda out, err: True, settle=1.0,
-                  env={"PYTHONPATH": str(tmp_path)})
+                   "--step-limit", "1000000"], _started, env=spinning, settle=0.3)
     _clean(r)
     assert "replay interrupted" in r.err
 
 
 def test_bench_prints_the_runs_done() -> None:
-    r = interrupt(["bench", "-w", "pft", "--cpus", "1,2,4,8", "--faults", "20000"],
-                  lambda out, err: re.search(r"\b[1-9]\d*/12\b", err) is not None)
+    r = interrupt(["bench", "-w", "pft", "--cpus", "1,2,4,8,16,32", "--faults", "5000"],
+                  lambda out, err: re.search(r"\b[1-9]\d*/18\b", err) is not None)
     _clean(r)
     assert "partial: interrupted" in r.out and "classic" in r.out
     assert "interrupted after" in r.err
 
 
 def test_bench_json_is_marked_partial() -> None:
-    r = interrupt(["bench", "-w", "pft", "--cpus", "1,2,4,8", "--faults", "20000", "--json"],
-                  lambda out, err: re.search(r"\b[1-9]\d*/12\b", err) is not None)
+    r = interrupt(["bench", "-w", "pft", "--cpus", "1,2,4,8,16,32", "--faults", "5000", "--json"],
+                  lambda out, err: re.search(r"\b[1-9]\d*/18\b", err) is not None)
     _clean(r)
     data = json.loads(r.out)
-    assert data["partial"] is True and 1 <= len(data["runs"]) < 12
+    assert data["partial"] is True and 1 <= len(data["runs"]) < 18
 
 
 @pytest.mark.parametrize("jobs", ["1", "2"])
