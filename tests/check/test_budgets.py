@@ -121,11 +121,12 @@ def test_an_interrupted_hunt_hands_back_its_partial_kill(monkeypatch: pytest.Mon
         return real(scenario, cfg)
 
     monkeypatch.setattr(portfolio, "explore", explore_then_ctrl_c)
+    monkeypatch.setattr(portfolio, "SLICES", (("random", 50), ("pct", 2000), ("dfs", 8000)))
     with pytest.raises(Interrupted) as exc:
         kill("dufour_seq_loads_reordered", minimize=False)
     k = exc.value.result
     assert k.interrupted and not k.killed and k.verdict() == "interrupted"
-    assert k.schedules == 2000 + 7 and k.strategy == "pct"
+    assert k.schedules == 50 + 7 and k.strategy == "pct"
 
 
 def test_a_replay_line_is_bounded_before_it_is_expanded() -> None:
