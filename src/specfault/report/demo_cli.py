@@ -4,30 +4,47 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+import textwrap
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
+from specfault import cliargs
 from specfault.report.demo import run_demo
 
 PARTS = ("tour", "check", "mutant", "sim")
 
 
+EXAMPLES = """examples:
+  specfault demo                          # the whole tour (about a minute)
+  specfault demo --only tour              # just the address-space walk
+  specfault demo --only check --only mutant --json
+  specfault demo --only sim --out /tmp/plots
+
+Exit codes: 0 the tour ran and every check held, 1 a check failed (or the
+mutant survived), 2 bad input (an --out that cannot be written), 130
+interrupted (Ctrl-C: the parts done so far are printed, marked partial).
+"""
+
+
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "demo", help="a guided tour of the whole product on built-in defaults",
-        description="The tour: (1) build a small address space, fault it, fork it and split "
-                    "COW pages, printing maps, frames and counters (invariants checked after "
-                    "each step); (2) check the speculative page-fault protocol on the core "
-                    "races; (3) take one design decision away (a mutant) and show the "
-                    "counterexample the checker finds; (4) compare classic, speculative and "
-                    "per-VMA-lock faults on the simulator (app_launch, pft) and write plots.")
+        description=textwrap.fill(
+            "The tour: (1) build a small address space, fault it, fork it and split "
+            "COW pages, printing maps, frames and counters (invariants checked after "
+            "each step); (2) check the speculative page-fault protocol on the core "
+            "races; (3) take one design decision away (a mutant) and show the "
+            "counterexample the checker finds; (4) compare classic, speculative and "
+            "per-VMA-lock faults on the simulator (app_launch, pft) and write plots.", 78),
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--json", action="store_true", help="print a JSON summary instead")
     p.add_argument("--only", choices=PARTS, action="append",
                    help="run only this part (repeatable; default: all)")
-    p.add_argument("--out", default="specfault-demo", metavar="DIR",
-                   help="where the plots go (default: ./specfault-demo)")
+    p.add_argument("--out", default=None, metavar="DIR", type=cliargs.writable_dir,
+                   help="where the plots go (default: ./specfault-demo); created if missing")
     p.set_defaults(func=main)
 
 
@@ -49,10 +66,25 @@ def sim_table(cmp: Any) -> Table:
 
 
 def main(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    parts = args.only or list(PARTS)
+    if len(set(parts)) != len(parts):
+        raise cliargs.BadArgument("--only", "a part is given twice")
+    out_dir = args.out
+    if out_dir is None and "sim" in parts:     # the default is checked like a given --out
+        try:
+            out_dir = cliargs.writable_dir("specfault-demo")
+        except argparse.ArgumentTypeError as exc:
+            raise cliargs.BadArgument("--out", f"the default ./specfault-demo: {exc}") from None
     console = Console(highlight=False)
     if not console.is_terminal:
         console = Console(highlight=False, width=140)
     last: dict[str, int] = {}
+    summary: dict[str, Any] = {}
+    #: what the parts emitted so far (kept for a partial summary on Ctrl-C)
+    rows: list[dict[str, Any]] = []
+    sims: list[dict[str, Any]] = []
 
     def emit(kind: str, payload: Any) -> None:
         if args.json:
@@ -77,25 +109,17 @@ def main(args: argparse.Namespace) -> int:
             console.print(t)
             last.update(payload)
 
-    parts = args.only or list(PARTS)
-    summary: dict[str, Any] = {}
-    if "tour" in parts:
-        summary["tour"] = run_demo(emit)
-        tour = summary["tour"]
-        if not args.json:
-            console.print(f"\n[bold]{tour['frames_free_at_end']} of {tour['frames']} frames free "
-                          f"at the end ({tour['page_cache_frames']} hold the file's page cache); "
-                          "check_mm held after every step.[/]")
-    from pathlib import Path
-
-    from specfault.report import tour as more
-
     def emit2(kind: str, payload: Any) -> None:
+        if kind == "check":
+            rows.append(payload)
+        elif kind == "sim":
+            cmp, path = payload
+            sims.append({"workload": cmp.workload, "plot": path, "runs": len(cmp.runs)})
         if args.json:
             return
         if kind == "check":
             r = payload
-            how = "exhaustive" if r["dfs_exhausted"] else "budget"
+            how = "exhaustive" if r["dfs_exhausted"] else "schedule budget"
             console.print(f"  {r['scenario']:24} {'[green]OK[/]' if r['ok'] else '[red]FAIL[/]'}  "
                           f"dfs {r['dfs_schedules']} schedules ({how}, <=1 preemption) + "
                           f"pct {r['pct_schedules']}  {r['seconds']}s")
@@ -105,7 +129,8 @@ def main(args: argparse.Namespace) -> int:
             if k["killed"]:
                 console.print(f"  killed by {k['scenario']} ({k['strategy']}) after "
                               f"{k['schedules']} schedules, {k['seconds']:.1f}s:\n")
-                console.print(report.rstrip(), highlight=False, markup=False, soft_wrap=True)
+                sys.stdout.flush()
+                print(report.rstrip(), flush=True)      # never wrapped: it ends with the replay line
             else:
                 console.print("  [red]survived the portfolio[/]")
         elif kind == "sim":
@@ -113,24 +138,51 @@ def main(args: argparse.Namespace) -> int:
             console.print(sim_table(cmp))
             console.print(f"  plot: {path}")
 
-    if "check" in parts:
-        if not args.json:
-            console.print("\n[bold cyan]Checking the speculative protocol on the core races "
-                          "(every execution: invariants, use-after-free, lockdep, "
-                          "linearizability)[/]")
-        summary["check"] = more.check_core(emit2)
-    if "mutant" in parts:
-        if not args.json:
-            console.print("\n[bold cyan]Taking one decision away: the commit skips the second "
-                          "sequence check (SEQ2)[/]")
-        summary["mutant"] = more.kill_one(emit2)
-    if "sim" in parts:
-        if not args.json:
-            console.print("\n[bold cyan]What each protocol buys: the simulator, same model "
-                          "code, many CPUs[/]")
-        summary["sim"] = more.simulate(emit2, Path(args.out))
+    from specfault.report import tour as more
+
+    current = ""
+    try:
+        current = "tour"
+        if "tour" in parts:
+            summary["tour"] = run_demo(emit)
+            tour = summary["tour"]
+            if not args.json:
+                console.print(f"\n[bold]{tour['frames_free_at_end']} of {tour['frames']} frames free "
+                              f"at the end ({tour['page_cache_frames']} hold the file's page cache); "
+                              "check_mm held after every step.[/]")
+        current = "check"
+        if "check" in parts:
+            if not args.json:
+                console.print("\n[bold cyan]Checking the speculative protocol on the core races "
+                              "(every execution: invariants, use-after-free, lockdep, "
+                              "linearizability)[/]")
+            summary["check"] = more.check_core(emit2)
+        current = "mutant"
+        if "mutant" in parts:
+            if not args.json:
+                console.print("\n[bold cyan]Taking one decision away: the commit skips the second "
+                              "sequence check (SEQ2)[/]")
+            summary["mutant"] = more.kill_one(emit2)
+        current = "sim"
+        if "sim" in parts:
+            if not args.json:
+                console.print("\n[bold cyan]What each protocol buys: the simulator, same model "
+                              "code, many CPUs[/]")
+            summary["sim"] = more.simulate(emit2, Path(out_dir))
+    except KeyboardInterrupt:
+        done = [p for p in parts if p in summary]
+        if current == "check" and rows:
+            summary["check"] = rows         # the races checked so far
+        if current == "sim" and sims:
+            summary["sim"] = sims           # the comparisons finished so far
+        if args.json:
+            print(json.dumps({**summary, "partial": True, "interrupted": current}, default=str))
+        sys.stdout.flush()
+        print(f"specfault demo: interrupted during {current} (done: {', '.join(done) or 'nothing'}; "
+              f"partial results {'on stdout' if args.json else 'above'})", file=sys.stderr)
+        return 130
     if args.json:
-        print(json.dumps(summary, default=str))
+        print(json.dumps({**summary, "partial": False}, default=str))
     ok = all(r["ok"] for r in summary.get("check", [])) and \
         summary.get("mutant", {"killed": True})["killed"]
     return 0 if ok else 1
