@@ -219,6 +219,30 @@ def test_tree_matches_deep_random_history() -> None:
     assert max(depths) >= 3
 
 
+def test_store_emptying_most_of_a_subtree_keeps_the_fill() -> None:
+    """For every internal node of a four-level tree, erase all of it but
+    the first and last range: the few left over must be merged into the
+    neighbours, at every level down (a store that leaves a node with one
+    small child must not leave that child underfull below a merge).
+    The tree is persistent, so every store starts from the same version."""
+    t, ref = VmaTree(), Ref()
+    for i in range(3000):
+        t.root, _ = t.store(4 * i, 4 * i + 2, i)
+        ref.store(4 * i, 4 * i + 2, i)
+    assert t.depth() >= 4
+    internal = [n for n in nodes_of(t.root) if not n.leaf and n is not t.root]
+    for node in internal[::3]:
+        s, e = node.starts[0] + 1, node.ends[-1] - 1
+        root, _ = t.store(s, e, None)
+        after = tree_at(root)
+        assert after.check() == []
+        check_fill(after)
+        want = Ref()
+        want.items = list(ref.items)
+        want.store(s, e, None)
+        assert list(after.items()) == want.items
+
+
 def test_check_reports_wrong_gap_and_count() -> None:
     t = VmaTree()
     for i in range(100):

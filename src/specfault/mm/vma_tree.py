@@ -185,8 +185,6 @@ class VmaTree:
                         return
                     yield starts[j], ends[j], slots[j]
                 continue
-            if hi is not None and node.starts[i] >= hi:
-                return
             stack.append((node, i + 1))
             child = slots[i]
             stack.append((child, bisect_right(child.ends, lo)))
