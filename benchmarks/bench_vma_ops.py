@@ -3,7 +3,7 @@ mprotect split+merge, and mmap+fault+munmap at 10, 100, 1,000 and 10,000
 existing VMAs, through the public API.
 
     python benchmarks/bench_vma_ops.py [--sizes 10,100,1000,10000] [--rounds 7]
-                                       [--ops 200] [--json]
+                                       [--ops 200] [--clock wall|cpu] [--json]
 
 Each size gets its own process, laid out as ``n`` three-page VMAs packed
 top-down below ``mmap_base`` whose protections alternate PROT_READ and
@@ -20,8 +20,12 @@ PROT_READ|PROT_WRITE, so no two neighbours merge.  Then, per round:
                   munmap it
 
 The figure is the median over the rounds of µs per op (a pair counts as
-one op); the last line of each kind is the 10,000-vs-10 ratio (the largest
-size against the smallest).  No assertion: figures only.  Run it against
+one op); the sizes take turns within each round, so load from elsewhere
+on the machine hits them alike.  The last column is the 10,000-vs-10
+ratio (the largest size against the smallest).  ``--clock cpu`` times
+with this process's CPU time (time.process_time) instead of the wall
+clock: steadier when other work shares the cores.  No assertion: figures
+only.  Run it against
 another checkout with ``PYTHONPATH=/path/to/src``.
 """
 
@@ -85,24 +89,30 @@ KINDS = {"mmap+munmap": op_mmap_munmap, "mprotect split+merge": op_mprotect,
          "mmap+fault+munmap": op_mmap_fault}
 
 
-def measure(n: int, rounds: int, ops: int) -> dict[str, float]:
-    p, mid, prot = build(n)
-    maps_before = p.maps()
-    out = {}
+def measure(sizes: list[int], rounds: int, ops: int,
+            clock: Callable[[], float]) -> dict[int, dict[str, float]]:
+    """µs per op for each size and kind: the median over ``rounds``.  The
+    sizes take turns within each round (all processes are built first), so
+    load from other work on the machine hits every size alike."""
+    built = {n: build(n) for n in sizes}
+    maps_before = {n: p.maps() for n, (p, _, _) in built.items()}
+    samples: dict[int, dict[str, list[float]]] = {n: {k: [] for k in KINDS} for n in sizes}
     for kind, make in KINDS.items():
-        op = make(p, mid, prot)
-        for _ in range(max(1, ops // 10)):       # warm-up
-            op()
-        per_round = []
-        for _ in range(rounds):
-            t0 = time.perf_counter()
-            for _ in range(ops):
+        run = {n: make(*built[n]) for n in sizes}
+        for op in run.values():
+            for _ in range(max(1, ops // 10)):   # warm-up
                 op()
-            per_round.append((time.perf_counter() - t0) / ops)
-        out[kind] = statistics.median(per_round) * 1e6
-        assert p.maps() == maps_before, f"bench_vma_ops: {kind} changed the layout"
-    p.machine.check()
-    return out
+        for _ in range(rounds):
+            for n in sizes:
+                op = run[n]
+                t0 = clock()
+                for _ in range(ops):
+                    op()
+                samples[n][kind].append((clock() - t0) / ops)
+    for n, (p, _, _) in built.items():
+        assert p.maps() == maps_before[n], f"bench_vma_ops: n={n}: the layout changed"
+        p.machine.check()
+    return {n: {k: statistics.median(v) * 1e6 for k, v in samples[n].items()} for n in sizes}
 
 
 def main() -> None:
@@ -111,6 +121,8 @@ def main() -> None:
                     help="comma-separated numbers of existing VMAs")
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--ops", type=int, default=200, help="ops per round")
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                    help="wall: time.perf_counter; cpu: time.process_time")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -118,17 +130,19 @@ def main() -> None:
         ap.error("--sizes: each size must be at least 2")
     if args.rounds < 1 or args.ops < 1:
         ap.error("--rounds and --ops must be at least 1")
-    us = {n: measure(n, args.rounds, args.ops) for n in sizes}
+    clock = time.perf_counter if args.clock == "wall" else time.process_time
+    us = measure(sizes, args.rounds, args.ops, clock)
     lo, hi = min(sizes), max(sizes)
     ratio = {k: us[hi][k] / us[lo][k] for k in KINDS}
     if args.json:
         print(json.dumps({"rounds": args.rounds, "ops": args.ops, "sizes": sizes,
+                          "clock": args.clock,
                           "us_per_op": {k: {str(n): round(us[n][k], 2) for n in sizes}
                                         for k in KINDS},
                           "ratio": {k: round(v, 2) for k, v in ratio.items()},
                           "ratio_sizes": [hi, lo]}))
         return
-    print(f"µs per op, median of {args.rounds} rounds x {args.ops} ops "
+    print(f"µs per op ({args.clock} clock), median of {args.rounds} rounds x {args.ops} ops "
           f"(n = existing VMAs; module {sf.__file__})")
     print(f"{'op':<22}" + "".join(f"{f'n={n:,}':>12}" for n in sizes) + f"{f'{hi}/{lo}':>10}")
     for k in KINDS:
