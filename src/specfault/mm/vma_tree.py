@@ -104,9 +104,6 @@ class Node(KObject):
             self.count = count
         self.gap = gap
 
-    def items(self) -> list[tuple[int, int, Any]]:
-        return list(zip(self.starts, self.ends, self.slots, strict=True))
-
     def label(self) -> str:
         return f"maple node {'leaf' if self.leaf else 'internal'} [{self.starts[0]:#x}.." \
                f"{self.ends[-1]:#x})" if self.starts else "maple node (empty)"
@@ -300,6 +297,8 @@ class VmaTree:
                 return (0, 0)
             if len(node.slots) > CAP:
                 problems.append(f"node over capacity: {len(node.slots)}")
+            if depth and len(node.slots) < MIN:
+                problems.append(f"{node.label()}: underfull, {len(node.slots)} slots")
             if not len(node.starts) == len(node.ends) == len(node.slots):
                 problems.append(f"{node.label()}: starts/ends/slots lengths differ")
             gap = max(map(sub, islice(node.starts, 1, None), node.ends), default=0)
