@@ -81,32 +81,22 @@ def accountable_mapping(vm_flags: int) -> bool:
 
 # ------------------------------------------------------------ address search
 def unmapped_area_topdown(mm: Any, length: int, low: int, high: int) -> int:
-    """vm_unmapped_area() top-down: the highest gap within [low, high) that
-    fits ``length``; returns its top minus length, or -ENOMEM."""
-    gap_end = high
-    for start, end, _ in mm.mm_mt.reverse_items():
-        if end >= gap_end:                 # VMA at or above the gap's top
-            gap_end = min(gap_end, start)
-            continue
-        if gap_end - max(end, low) >= length:
-            return gap_end - length
-        gap_end = start
-        if gap_end <= low:
-            return -errno.ENOMEM
-    if gap_end - low >= length:
-        return gap_end - length
-    return -errno.ENOMEM
+    """unmapped_area_topdown(): the highest gap within [low, high) that
+    fits ``length``; returns its top minus length, or -ENOMEM.  The gap
+    search is the tree's (mas_empty_area_rev()), O(log n)."""
+    gap_end = mm.mm_mt.empty_area_rev(low, high, length)
+    if gap_end is None:
+        return -errno.ENOMEM
+    return gap_end - length
 
 
 def unmapped_area_bottomup(mm: Any, length: int, low: int, high: int) -> int:
-    gap_start = low
-    for start, end, _ in mm.mm_mt.items(low):
-        if start - gap_start >= length and gap_start + length <= high:
-            return gap_start
-        gap_start = max(gap_start, end)
-    if high - gap_start >= length:
-        return gap_start
-    return -errno.ENOMEM
+    """unmapped_area(): the lowest gap within [low, high) that fits
+    ``length`` (mas_empty_area()); its start, or -ENOMEM."""
+    gap_start = mm.mm_mt.empty_area(low, high, length)
+    if gap_start is None:
+        return -errno.ENOMEM
+    return gap_start
 
 
 def arch_get_unmapped_area_topdown(mm: Any, addr: int, length: int, flags: int) -> int:
@@ -283,7 +273,7 @@ async def do_vmi_munmap(mm: Any, start: int, length: int) -> int:
         new = await split_vma(mm, last, end, new_below=False)
         if isinstance(new, int):
             return new
-    victims = [v for v in mm.vmas(start) if v.vm_start < end]
+    victims = mm.vmas(start, end)
     for v in victims:
         await vma_start_write(v)
     for v in victims:

@@ -177,7 +177,7 @@ async def remap_move(mm: Any, addr: int, length: int, new_addr: int, dontunmap: 
     destination: what the destination range holds opposite a gap survives
     (as on the host kernel)."""
     parts = [(max(v.vm_start, addr), min(v.vm_end, addr + length))
-             for v in mm.vmas(addr) if v.vm_start < addr + length]
+             for v in mm.vmas(addr, addr + length)]
     for start, end in parts:
         ret = await do_vmi_munmap(mm, new_addr + (start - addr), end - start)
         if ret:
