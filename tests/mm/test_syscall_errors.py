@@ -356,3 +356,29 @@ def test_map_32bit_lands_below_2gib():
     assert_linux(s, (True, "0x50000000", True), forked=True)
     assert on_model(lambda p, b: p.mmap(0, P, RW, MAP_PRIVATE | MAP_ANONYMOUS | MAP_32BIT)) \
         == 1 << 30
+
+
+def test_brk_past_the_address_space_is_refused():
+    """brk() to a break past TASK_SIZE, or within a page of 2**64 (which
+    PAGE_ALIGN wraps to 0), fails check_brk_limits(): the old break is
+    returned and nothing changes."""
+    import ctypes
+
+    from hostkit import HOST_OK, run_host_forked
+    values = (M64 - 1, M64 - 3 * P, TASK)
+
+    def model(p, b):
+        old = p.brk(0)
+        p.brk(old + 2 * P)
+        before = p.maps()
+        return [p.brk(v) == old + 2 * P for v in values], p.maps() == before
+    assert on_model(model) == ([True] * 3, True)
+    if HOST_OK:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.syscall.restype = ctypes.c_ulong
+        libc.syscall.argtypes = [ctypes.c_long, ctypes.c_ulong]
+
+        def host(h, b):
+            old = libc.syscall(12, 0)                      # SYS_brk
+            return [libc.syscall(12, v) == old for v in values]
+        assert run_host_forked(host) == [True] * 3

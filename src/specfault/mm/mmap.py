@@ -413,6 +413,10 @@ async def _do_brk(mm: Any, brk: int) -> int:
             mm.brk = origbrk
             return origbrk
         return brk
+    # check_brk_limits(): the new part must fit below TASK_SIZE (newbrk
+    # wraps to 0 for a break within a page of 2**64: a huge length)
+    if get_unmapped_area(mm, None, oldbrk, (newbrk - oldbrk) & ULONG_MAX, 0, MAP_FIXED) < 0:
+        return origbrk
     nxt = mm.find_vma(oldbrk)
     if nxt is not None and newbrk + PAGE_SIZE > nxt.vm_start:   # stack_guard_gap: 1 page here
         return origbrk
