@@ -106,6 +106,8 @@ from specfault.mm.vma import (
 from specfault.mm.vma_ops import vma_modify
 from specfault.runtime import LoadItem, StoreItem
 
+EHWPOISON = 133         # Linux's value (not in every Python's errno module)
+
 # madvise_behavior_valid(): CONFIG_KSM and CONFIG_TRANSPARENT_HUGEPAGE on,
 # CONFIG_MEMORY_FAILURE off (MADV_HWPOISON, MADV_SOFT_OFFLINE: EINVAL)
 SUPPORTED = {MADV_NORMAL, MADV_RANDOM, MADV_SEQUENTIAL, MADV_WILLNEED, MADV_DONTNEED,
@@ -180,7 +182,9 @@ async def madvise_vma_behavior(mm: Any, vma: VmArea, prev: VmArea | None, start:
                                end: int, behavior: int) -> tuple[int, VmArea | None]:
     """Apply ``behavior`` to [start, end) of ``vma``.  Returns (0 or -errno,
     the new ``prev``: the VMA now ending the advised part, or None when
-    the mmap_lock was "dropped" and the walk must look the next VMA up)."""
+    the mmap_lock was "dropped" and the walk must look the next VMA up).
+    Caller holds mmap_lock — for write if ``behavior`` changes vm_flags —
+    on entry and on return (the model never drops it)."""
     if behavior == MADV_REMOVE:
         return await madvise_remove(mm, vma, start, end), None
     if behavior == MADV_WILLNEED:
@@ -236,7 +240,8 @@ async def madvise_vma_behavior(mm: Any, vma: VmArea, prev: VmArea | None, start:
 async def madvise_update_vma(mm: Any, vma: VmArea, prev: VmArea | None, start: int, end: int,
                              new_flags: int) -> tuple[int, VmArea | None]:
     """Give [start, end) the flags ``new_flags``, splitting or merging
-    (vma_modify_flags()).  A failed split (map count) is -EAGAIN."""
+    (vma_modify_flags()).  A failed split (map count) is -EAGAIN.  Caller
+    holds mmap_lock for write; the VMA changed is vma_start_write()-locked."""
     if new_flags == vma.vm_flags:
         return 0, vma
     got = await vma_modify(mm, prev, vma, start, end, new_flags)
@@ -304,7 +309,8 @@ async def madvise_free_single_vma(mm: Any, vma: VmArea, start: int, end: int) ->
     the range is marked clean and old and becomes lazily freeable; until
     reclaim (MADV_PAGEOUT, in the model) discards it, it stays mapped and
     readable, and a store makes it dirty again (kept).  Only private
-    anonymous memory: -EINVAL otherwise."""
+    anonymous memory: -EINVAL otherwise.  Caller holds mmap_lock for read;
+    each PTE table's PTL is taken in turn."""
     if vma.vm_file is not None:
         return -errno.EINVAL
     mem = mm.kernel.mem
@@ -350,7 +356,9 @@ async def madvise_cold_or_pageout(mm: Any, vma: VmArea, start: int, end: int,
       writeback from this path; no swap for shmem).
 
     The caller is root (can_do_file_pageout()), so file pages of any
-    mapping are paged out."""
+    mapping are paged out.  Caller holds mmap_lock for read; the walk and
+    each reclaim take the PTE table's PTL (dropped in between, as
+    folio_isolate_lru() lets Linux do)."""
     if vma.vm_flags & (VM_LOCKED | VM_PFNMAP | VM_HUGETLB):      # can_madv_lru_vma()
         return -errno.EINVAL
     mem = mm.kernel.mem
@@ -382,7 +390,8 @@ async def madvise_cold_or_pageout(mm: Any, vma: VmArea, start: int, end: int,
 
 async def reclaim_page(mm: Any, vma: VmArea, pt: Any, i: int, addr: int, page: Any) -> None:
     """shrink_folio_list() for one isolated page mapped once, at ``addr``,
-    without swap space (see madvise_cold_or_pageout)."""
+    without swap space (see madvise_cold_or_pageout).  Takes the PTL and
+    re-checks that the PTE still maps ``page`` before unmapping it."""
     droppable = bool(vma.vm_flags & VM_DROPPABLE)
     if page.anon and not (page.lazyfree or droppable):
         return                               # add_to_swap() fails: keep it
@@ -427,7 +436,9 @@ async def madvise_remove(mm: Any, vma: VmArea, start: int, end: int) -> int:
     mapping (vfs_fallocate(PUNCH_HOLE | KEEP_SIZE)): every mapping of the
     range, in every process, loses its PTEs for the file's pages (private
     COWed copies stay), and the range reads back as zeroes.  The model's
-    files and shmem both support hole punching (as tmpfs and ext4 do)."""
+    files and shmem both support hole punching (as tmpfs and ext4 do).
+    Caller holds this mm's mmap_lock for read (Linux drops it around
+    vfs_fallocate(); the other mms' PTEs are zapped under their PTLs)."""
     if vma.vm_flags & VM_LOCKED:
         return -errno.EINVAL
     file = vma.vm_file
@@ -484,6 +495,6 @@ async def madvise_populate(mm: Any, start: int, end: int, write: bool) -> int:
                 if ret & VM_FAULT_OOM:
                     return -errno.ENOMEM
                 if ret & VM_FAULT_HWPOISON:
-                    return -errno.EHWPOISON
+                    return -EHWPOISON
                 return -errno.EFAULT          # VM_FAULT_SIGBUS / VM_FAULT_SIGSEGV
     return 0
