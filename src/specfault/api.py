@@ -208,16 +208,17 @@ class Machine:
 
     def create_file(self, path: str, data: bytes = b"") -> None:
         """Create (or overwrite) a file; its pages start in the page cache.
-        The file must not be mapped (truncating a mapped file is ``open``
-        with O_TRUNC)."""
+        Overwriting truncates the old contents first, as ``open`` with
+        O_TRUNC does: mappings of the file see the new contents, or SIGBUS
+        beyond its new end."""
         _abs_path("create_file", path)
         data = _bytes("create_file", "data", data)
         inode = self.kernel.fs.inodes.get(path)
         if inode is not None:
-            self.truncate_pagecache(inode, Task(0, "create_file"))
+            self._truncate_pagecache(inode, Task(0, "create_file"))
         self.kernel.fs.create(path, data)
 
-    def truncate_pagecache(self, inode: Any, task: Task) -> None:
+    def _truncate_pagecache(self, inode: Any, task: Task) -> None:
         """Truncate a file to size 0 (truncate_pagecache()): unmap it from
         every address space, private COWed copies included, then drop its
         pages; a later access to a mapping of it is beyond end of file
@@ -482,7 +483,7 @@ class Process(_Context):
         elif flags & O_CREAT and flags & O_EXCL:
             raise OSError(errno.EEXIST, f"open: {os.strerror(errno.EEXIST)}: {path!r}")
         elif flags & O_TRUNC and inode.size:
-            self.machine.truncate_pagecache(inode, self.task)
+            self.machine._truncate_pagecache(inode, self.task)
         # OPEN_FMODE(): O_RDONLY -> read, O_WRONLY -> write, O_RDWR -> both, 3 -> neither
         mode = {O_RDONLY: FMODE_READ, O_WRONLY: FMODE_WRITE, O_RDWR: FMODE_READ | FMODE_WRITE,
                 O_ACCMODE: 0}[flags & O_ACCMODE]
