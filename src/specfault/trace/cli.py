@@ -1,0 +1,124 @@
+"""``specfault trace``: real programs, recorded on the host and replayed.
+
+    specfault trace record [-o FILE] [--json] [--] CMD ARGS...
+    specfault trace replay FILE [--protocol P] [--json]
+    specfault trace sim FILE [--protocols P,...] [--cpus N,...] [--json] [--plot FILE]
+
+``record`` runs CMD on this machine under perf (and ptrace), with
+address-space randomisation off, and writes what the kernel did to its
+address spaces to FILE (docs/traces.md).  ``replay`` runs a trace in the
+sequential model and compares every result with the host's.  ``sim`` runs
+the recorded tasks as threads of the simulator, under each protocol.
+
+Exit codes: 0 success (replay: full agreement), 1 a finding (replay: a
+divergence or something the model does not model; record: the command
+could not be recorded), 2 bad input or perf unusable here (the message
+says what to install or set), 130 interrupted (Ctrl-C: record writes the
+trace so far marked partial; replay and sim print what they had).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+from typing import Any
+
+from specfault import cliargs
+
+EXAMPLES = """examples:
+  specfault trace record -o ls.trace.gz -- ls -l /         # record ls on this host
+  specfault trace replay ls.trace.gz                        # replay it in the model, compare
+  specfault trace replay tests/trace_corpus/java-version.trace.gz --protocol pervma
+  specfault trace sim tests/trace_corpus/java-version.trace.gz --cpus 2,8,32
+"""
+
+#: the largest trace file accepted (compressed)
+MAX_TRACE_BYTES = 256 << 20
+
+
+def _err(msg: str) -> int:
+    print(f"specfault trace: {cliargs.one_line(msg)}", file=sys.stderr)
+    return 2
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("trace", help="record a real program on the host; replay and simulate it",
+                       description=__doc__, epilog=EXAMPLES,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    tsub = p.add_subparsers(dest="trace_command", metavar="ACTION", parser_class=type(p))
+    r = tsub.add_parser("record", help="run a command under perf and write its trace",
+                        description="Run CMD on this machine under perf (and ptrace), with "
+                                    "address-space randomisation off, and write its trace: every "
+                                    "memory syscall, page fault, task, and mapping, with file "
+                                    "sizes and identities (never contents). Needs perf and root "
+                                    "(or perf_event_paranoid -1).",
+                        epilog="examples:\n  specfault trace record -o java.trace.gz -- java -version\n"
+                               "  specfault trace record -- python3 -c pass   # writes python3.trace.gz",
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    r.add_argument("-o", "--out", type=cliargs.writable_file(None, "trace file"), default=None,
+                   metavar="FILE", help="the trace to write (default: CMD.trace.gz here)")
+    r.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
+    r.add_argument("cmd", nargs=argparse.REMAINDER, metavar="CMD ARGS...",
+                   help="the command to record (put -- before it if it has options)")
+    r.set_defaults(func=main_record)
+    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+
+
+def main_record(args: argparse.Namespace) -> int:
+    from specfault.trace.perf import PerfUnavailable, check_perf
+    from specfault.trace.record import RecordError, record
+
+    cmd = list(args.cmd)
+    if cmd and cmd[0] == "--":
+        cmd = cmd[1:]
+    if not cmd:
+        raise cliargs.BadArgument("CMD", "no command given (specfault trace record -- CMD ARGS...)")
+    if shutil.which(cmd[0]) is None:
+        raise cliargs.BadArgument("CMD", f"command not found: {cmd[0]}")
+    out = str(args.out) if args.out is not None else \
+        cliargs.writable_file(None, "trace file")(f"{os.path.basename(cmd[0])}.trace.gz")
+    try:
+        setup = check_perf()
+    except PerfUnavailable as exc:
+        return _err(f"cannot record here: {exc}")
+
+    def note(msg: str) -> None:
+        print(f"specfault trace record: {msg}", file=sys.stderr)
+
+    try:
+        rec = record(cmd, str(out), setup, note, quiet_stdout=args.json)
+    except PerfUnavailable as exc:
+        return _err(f"cannot record here: {exc}")
+    except RecordError as exc:
+        print(f"specfault trace record: {cliargs.one_line(str(exc))}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("specfault trace record: interrupted before the trace was written", file=sys.stderr)
+        return 130
+    h = rec.trace.header
+    counts = h["counts"]
+    summary = {"trace": str(out), "bytes": rec.bytes, "command": cmd, "exit_status": rec.status,
+               "partial": rec.interrupted, "tasks": len(rec.trace.tasks),
+               "files": len(rec.trace.files), "events": counts, "lost": h["lost"],
+               "dropped": h["dropped"], "final_layouts": len(rec.trace.finals),
+               "ptrace": h["ptrace"], "duration_ns": h["duration_ns"]}
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        faults = counts.get("fault", 0)
+        calls = ", ".join(f"{k[4:]} {v}" for k, v in sorted(counts.items()) if k.startswith("sys:"))
+        print(f"{out}: {cliargs.human(rec.bytes)}, {len(rec.trace.tasks)} task(s), "
+              f"{h['duration_ns'] / 1e6:.1f} ms recorded, exit status {rec.status}"
+              + (" (partial: interrupted)" if rec.interrupted else ""))
+        print(f"  faults {faults} user, {counts.get('kfault', 0)} kernel; {calls}; "
+              f"clones {counts.get('clone', 0)}; execs {counts.get('exec', 0)}")
+        if h["lost"]:
+            print(f"  warning: perf lost {h['lost']} event(s): the trace is incomplete")
+        if not h["ptrace"]:
+            print(f"  note: no ptrace ({h.get('ptrace_unavailable', '')}): no final layout, "
+                  f"clone3 flags inferred")
+        print(f"  replay: specfault trace replay {out}")
+    return 130 if rec.interrupted else 0
