@@ -67,8 +67,9 @@ from specfault.mm.fault_flags import (
     VM_FAULT_SIGSEGV,
 )
 from specfault.mm.memory import handle_mm_fault, spf_abort, spf_seq_changed, spf_vma_seq_begin
+from specfault.mm.mmap import expand_stack
 from specfault.mm.mmap_lock import mmap_read_lock, mmap_read_unlock
-from specfault.mm.vma import VM_EXEC, VM_READ, VM_WRITE
+from specfault.mm.vma import VM_EXEC, VM_GROWSDOWN, VM_READ, VM_WRITE
 from specfault.mm.vma_ops import get_vma, put_vma
 from specfault.runtime import Load, ModelBug, Op, UseAfterFree
 from specfault.sync.seqcount import mmap_lock_speculate_try_begin
@@ -127,6 +128,10 @@ async def do_user_addr_fault(mm: Any, address: int, access: int, prot: bool = Fa
             return
     await mmap_read_lock(mm)
     vma = mm.find_vma(address)
+    if vma is not None and vma.vm_start > address and vma.vm_flags & VM_GROWSDOWN:
+        vma = await expand_stack(mm, address)     # lock_mm_and_find_vma(): grow the stack
+        if vma is None:                            # (mmap_lock dropped)
+            raise SegmentationFault(address, SEGV_MAPERR)
     if vma is None or vma.vm_start > address:
         await mmap_read_unlock(mm)
         raise SegmentationFault(address, SEGV_MAPERR)
