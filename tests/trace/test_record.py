@@ -139,3 +139,8 @@ def test_record_live(tmp_path) -> None:
     names = {f["name"] for f in tr.files.values()}
     assert os.path.realpath(true) in names or true in names
     assert all(f["size"] is not None for f in tr.files.values() if f["name"] == true)
+    # and the model agrees with what the host did
+    from specfault.trace.replay import iter_lines, replay
+
+    res = replay(tr)
+    assert res.agreed, "\n".join(iter_lines(res, tr.files))

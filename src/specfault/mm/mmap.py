@@ -230,17 +230,24 @@ def arch_get_unmapped_area_topdown(mm: Any, addr: int, length: int, flags: int) 
     return unmapped_area_bottomup(mm, length, mm.mmap_base // 3 & PAGE_MASK, TASK_SIZE)
 
 
-def thp_get_unmapped_area(mm: Any, addr: int, length: int, flags: int) -> int:
-    """thp_get_unmapped_area_vmflags() for anonymous memory: pad the search
-    by PMD_SIZE and return a PMD-aligned address in the gap found."""
-    if length < PMD_SIZE:
+def thp_get_unmapped_area(mm: Any, addr: int, length: int, off: int, flags: int) -> int:
+    """__thp_get_unmapped_area(): for a mapping that holds a whole
+    PMD-aligned 2 MiB of its file (or of anonymous memory, ``off`` 0), pad
+    the search by PMD_SIZE and return an address congruent to ``off``
+    modulo 2 MiB in the gap found (a free hint is kept as it is).  0 when
+    it does not apply."""
+    off_end = off + length
+    off_align = (off + PMD_SIZE - 1) & ~(PMD_SIZE - 1)
+    if off_end <= off_align or off_end - off_align < PMD_SIZE:
         return 0
     ret = arch_get_unmapped_area_topdown(mm, addr, length + PMD_SIZE, flags)
     if ret < 0:
         return 0
-    off_sub = (0 - ret) & (PMD_SIZE - 1)
+    if ret == addr:
+        return addr
+    off_sub = (off - ret) & (PMD_SIZE - 1)
     if not off_sub:
-        return ret + PMD_SIZE
+        return ret + PMD_SIZE                         # MMF_TOPDOWN
     return ret + off_sub
 
 
@@ -248,12 +255,15 @@ def get_unmapped_area(mm: Any, file: Any, addr: int, length: int, pgoff: int, fl
     """__get_unmapped_area()."""
     if length > TASK_SIZE:
         return -errno.ENOMEM
-    if file is None and not flags & MAP_SHARED and not addr and length % PMD_SIZE == 0 \
+    got = 0
+    if file is not None and file.inode.thp_get_unmapped_area:
+        # f_op->get_unmapped_area = thp_get_unmapped_area (ext4, xfs...)
+        got = thp_get_unmapped_area(mm, addr, length, pgoff << 12, flags)
+    elif file is None and not flags & MAP_SHARED and not addr and length % PMD_SIZE == 0 \
             and not flags & MAP_FIXED:
-        got = thp_get_unmapped_area(mm, addr, length, flags)
-        if got:
-            return got
-    got = arch_get_unmapped_area_topdown(mm, addr, length, flags)
+        got = thp_get_unmapped_area(mm, addr, length, 0, flags)
+    if not got:
+        got = arch_get_unmapped_area_topdown(mm, addr, length, flags)
     if got < 0:
         return got
     if got > TASK_SIZE - length:
@@ -465,16 +475,15 @@ async def _do_brk(mm: Any, brk: int) -> int:
         brkvma = None
     flags = VM_DATA_DEFAULT_FLAGS | VM_ACCOUNT
     length = newbrk - oldbrk
+    # do_brk_flags(): only the VMA of the heap itself (one that reaches
+    # above start_brk: vma_prev_limit()) is extended — never the bss below
+    # start_brk, nor the next VMA; otherwise the heap is a VMA of its own
     if brkvma is not None and brkvma.vm_end == oldbrk and brkvma.vm_flags & ~VM_SOFTDIRTY == flags \
             and brkvma.vm_file is None:
         await vma_set_range(mm, brkvma, brkvma.vm_start, newbrk, brkvma.vm_pgoff)
     else:
-        prev = mm.mm_mt.prev(oldbrk)
-        merged = await vma_merge_new_range(mm, prev, nxt, oldbrk, newbrk, flags, None,
-                                           oldbrk >> 12)
-        if merged is None:
-            vma = VmArea.alloc(mm, oldbrk, newbrk, flags | VM_SOFTDIRTY, oldbrk >> 12)
-            await vma_link(mm, vma)
+        vma = VmArea.alloc(mm, oldbrk, newbrk, flags | VM_SOFTDIRTY, oldbrk >> 12)
+        await vma_link(mm, vma)
     mm.total_vm += length >> 12
     mm.brk = brk
     return brk

@@ -57,11 +57,14 @@ class _Inst:
     """An open file description: its access mode (O_ACCMODE, None when it
     was opened before the trace began) and the file it turned out to be."""
 
-    __slots__ = ("mode", "file")
+    __slots__ = ("mode", "file", "id")
+    _ids = 0
 
     def __init__(self, mode: int | None) -> None:
         self.mode = mode
         self.file: int | None = None
+        _Inst._ids += 1
+        self.id = _Inst._ids                  # the open file description's identity
 
 
 class _FdTable:
@@ -381,6 +384,7 @@ class Converter:
                 ev["child_pid"] = self.child_pid.get(ev["child"], ev["child"])
             inst = ev.pop("_inst", None)
             if inst is not None:
+                ev["ofd"] = inst.id
                 if inst.file is not None:
                     ev["file"] = inst.file
                 if inst.mode is not None:
