@@ -60,6 +60,17 @@ def test_parse_lines() -> None:
     assert raws[24].data == (22548, False)
     assert raws[6].data == ("/usr/bin/python3", 22547, 22547)
     assert raws[19].kind == "FORK" and (raws[19].pid, raws[19].tid) == (22547, 22548)
+    # raw_syscalls, what the recorder asks perf for: the number, six
+    # arguments (kept to the syscall's own), the result in decimal
+    raw = parse_line("22547/22547  4893.3: raw_syscalls:sys_enter: NR 9 (0, 2000, 3, 22, ffffffff, 0)"
+                     .replace("4893.3", "4893.300000000"))
+    assert raw is not None and raw.kind == "sys_enter_mmap" and raw.data == [0, 0x2000, 3, 0x22,
+                                                                             0xFFFFFFFF, 0]
+    raw = parse_line("22547/22547  4893.300000000: raw_syscalls:sys_enter: NR 11 (7f00, 1000, 0, 0, 0, 0)")
+    assert raw is not None and raw.kind == "sys_enter_munmap" and raw.data == [0x7F00, 0x1000]
+    raw = parse_line("22547/22547  4893.300000000:  raw_syscalls:sys_exit: NR 9 = -12")
+    assert raw is not None and raw.kind == "sys_exit_mmap" and raw.data == -12
+    assert parse_line("22547/22547  4893.300000000: raw_syscalls:sys_exit: NR 0 = 5") is None
     assert parse_line("garbage") is None
     assert parse_line("  0/0 [000] 0.000000000: PERF_RECORD_MMAP -1/0: [0xffffffff81000000(0x1277288) "
                       "@ 0xffffffff81000000]: x [kernel.kallsyms]_text") is None
@@ -144,3 +155,23 @@ def test_record_live(tmp_path) -> None:
 
     res = replay(tr)
     assert res.agreed, "\n".join(iter_lines(res, tr.files))
+
+
+@pytest.mark.skipif(_perf_here() is not None, reason=f"perf cannot record here: {_perf_here()}")
+def test_ctrl_c_record_writes_a_partial_trace(tmp_path) -> None:
+    """Ctrl-C reaches the recorded command (as it would without us); what
+    was recorded until then is written, marked partial, exit 130."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "cli"))
+    from clikit import interrupt
+
+    out = tmp_path / "sleep.trace.gz"
+    r = interrupt(["trace", "record", "-o", str(out), "--", "sleep", "30"],
+                  lambda o, e: "running sleep" in e, timeout=60, settle=1.0)
+    assert r.code == 130, (r.out, r.err)
+    assert "partial" in r.out and "Traceback" not in r.out + r.err
+    tr = fmt.load(str(out))
+    assert tr.header["partial"] is True and tr.header["exit_status"] == -2     # SIGINT
+    assert tr.events[0]["k"] == "exec"

@@ -5,7 +5,8 @@ what ``perf script`` prints, parsed.
 permission, a tracepoint) as a :class:`PerfUnavailable` whose text names
 what to install or set.  ``parse_script()`` turns the lines of
 ``perf script -F pid,tid,time,event,trace --show-mmap-events
---show-task-events --show-lost-events --ns`` into :class:`Raw` records,
+--show-task-events --show-switch-events --show-lost-events --ns`` into
+:class:`Raw` records,
 in the order perf sorted them (by timestamp).
 """
 
@@ -21,15 +22,32 @@ from typing import Any
 
 from specfault.trace.format import FD_SYSCALLS, MEMORY_SYSCALLS, TASK_SYSCALLS
 
-#: tracepoints a recording cannot do without
-REQUIRED = [f"syscalls:sys_{d}_{s}" for s in ("mmap", "munmap", "mprotect", "brk")
-            for d in ("enter", "exit")] + [
-    "exceptions:page_fault_user", "sched:sched_process_fork", "sched:sched_process_exit",
-    "sched:sched_process_exec"]
+#: x86-64 syscall numbers of the syscalls a trace follows, and how many
+#: arguments each takes (raw_syscalls gives six)
+SYSCALLS: dict[str, tuple[int, int]] = {
+    "mmap": (9, 6), "mprotect": (10, 3), "munmap": (11, 2), "brk": (12, 1), "mremap": (25, 5),
+    "madvise": (28, 3), "shmget": (29, 3), "shmat": (30, 3), "shmdt": (67, 1),
+    "pkey_mprotect": (329, 4), "mlock": (149, 2), "mlock2": (325, 3), "munlock": (150, 2),
+    "mlockall": (151, 1), "munlockall": (152, 0), "remap_file_pages": (216, 5),
+    "process_madvise": (440, 5), "mseal": (462, 3), "mbind": (237, 6), "userfaultfd": (323, 1),
+    "clone": (56, 5), "clone3": (435, 2), "fork": (57, 0), "vfork": (58, 0), "execve": (59, 3),
+    "execveat": (322, 5), "exit": (60, 1), "exit_group": (231, 1),
+    "openat": (257, 4), "open": (2, 3), "creat": (85, 2), "close": (3, 1), "close_range": (436, 3),
+    "dup": (32, 1), "dup2": (33, 2), "dup3": (292, 3), "fcntl": (72, 3), "memfd_create": (319, 2),
+    "ftruncate": (77, 2),
+}
+NR_NAME = {nr: (name, nargs) for name, (nr, nargs) in SYSCALLS.items()}
+assert set(SYSCALLS) == set(MEMORY_SYSCALLS) | set(TASK_SYSCALLS) | set(FD_SYSCALLS)
+#: the filter perf applies to raw_syscalls: only the syscalls above
+SYSCALL_FILTER = " || ".join(f"id == {nr}" for nr, _ in sorted(SYSCALLS.values()))
+
+#: tracepoints a recording cannot do without (two raw_syscalls events, not
+#: one per syscall: perf closes each event at its end, and every close
+#: waits for an RCU grace period)
+REQUIRED = ["raw_syscalls:sys_enter", "raw_syscalls:sys_exit", "exceptions:page_fault_user",
+            "sched:sched_process_fork", "sched:sched_process_exit", "sched:sched_process_exec"]
 #: tracepoints recorded when the kernel has them
-OPTIONAL = [f"syscalls:sys_{d}_{s}" for s in (*MEMORY_SYSCALLS, *TASK_SYSCALLS, *FD_SYSCALLS)
-            for d in ("enter", "exit")] + ["exceptions:page_fault_kernel",
-                                           "signal:signal_generate"]
+OPTIONAL = ["exceptions:page_fault_kernel", "signal:signal_generate"]
 
 INSTALL_HINT = ("install it (Debian: apt-get install linux-perf; Ubuntu: apt-get install "
                 "linux-tools-$(uname -r); Fedora/RHEL: dnf install perf; Arch: pacman -S perf)")
@@ -101,7 +119,7 @@ def check_perf(perf: str | None = None) -> PerfSetup:
 
     lacking = [ev for ev in REQUIRED if not have(ev)]
     if lacking:
-        need = "CONFIG_FTRACE_SYSCALLS" if any(e.startswith("syscalls:") for e in lacking) \
+        need = "CONFIG_FTRACE_SYSCALLS" if any(e.startswith("raw_syscalls:") for e in lacking) \
             else "the tracepoint"
         raise PerfUnavailable(f"this kernel lacks the tracepoint(s) {', '.join(lacking)} "
                               f"({need} is needed)")
@@ -115,17 +133,20 @@ def record_command(setup: PerfSetup, out: str, pid: int, ctl: str, ack: str,
     """``perf record`` attached to ``pid`` (and every task it creates),
     started disabled (enabled through the ``ctl`` fifo), timestamps from
     CLOCK_MONOTONIC (the tracer's clock)."""
-    cmd = [setup.perf, "record", "-q", "-d", "-N", "-B", "-k", "mono", "-m", str(mmap_pages),
-           "-o", out,
+    cmd = [setup.perf, "record", "-q", "-d", "-N", "-B", "-k", "mono", "--switch-events",
+           "-m", str(mmap_pages), "-o", out,
            "-D", "-1", "--control", f"fifo:{ctl},{ack}"]
     for ev in setup.events:
         cmd += ["-e", ev]
+        if ev.startswith("raw_syscalls:"):
+            cmd += ["--filter", SYSCALL_FILTER]
     return cmd + ["-p", str(pid)]
 
 
 def script_command(setup: PerfSetup, data: str) -> list[str]:
     return [setup.perf, "script", "-i", data, "-F", "pid,tid,time,event,trace",
-            "--show-mmap-events", "--show-task-events", "--show-lost-events", "--ns"]
+            "--show-mmap-events", "--show-task-events", "--show-switch-events",
+            "--show-lost-events", "--ns"]
 
 
 # --------------------------------------------------------------------- parse
@@ -134,7 +155,7 @@ class Raw:
     """One line of perf script: ``kind`` is the tracepoint name
     (``sys_enter_mmap``, ``page_fault_user``, ``sched_process_fork``...) or
     the side-band record (``MMAP2``, ``FORK``, ``EXIT``, ``COMM``,
-    ``LOST``); ``data`` its parsed fields."""
+    ``SWITCH``, ``LOST``); ``data`` its parsed fields."""
 
     t: int                    # ns, perf clock
     pid: int
@@ -150,12 +171,15 @@ _MMAP2 = re.compile(r"PERF_RECORD_MMAP2 (-?\d+)/(-?\d+): \[(0x[0-9a-f]+)\((0x[0-
 _TASK = re.compile(r"PERF_RECORD_(FORK|EXIT)\((-?\d+):(-?\d+)\):\((-?\d+):(-?\d+)\)")
 _COMM = re.compile(r"PERF_RECORD_COMM(?: exec)?: (.*):(-?\d+)/(-?\d+)\s*$")
 _LOST = re.compile(r"PERF_RECORD_LOST\w* lost (\d+)")
+_SWITCH = re.compile(r"PERF_RECORD_SWITCH(?:_CPU_WIDE)? (IN|OUT)( preempt)?")
 _TP = re.compile(r"(\w+):(\w+):\s?(.*)$")
 _SIGNAL = re.compile(r"sig=(\d+) errno=(-?\d+) code=(-?\d+) comm=.* pid=(\d+) grp=(\d+) res=(\d+)$")
 _FORK = re.compile(r"pid=(\d+) child_comm=(.*) child_pid=(\d+)$")
 _EXIT = re.compile(r"pid=(\d+) prio=-?\d+ group_dead=(\w+)")
 _EXEC = re.compile(r"filename=(.*) pid=(\d+) old_pid=(\d+)$")
 _KV = re.compile(r"(\w+)=(\S+)")
+_RAW_ENTER = re.compile(r"NR (\d+) \(([0-9a-f, ]*)\)")
+_RAW_EXIT = re.compile(r"NR (\d+) = (-?\d+)")
 
 
 def _hex(s: str) -> int | None:
@@ -191,6 +215,11 @@ def parse_line(line: str) -> Raw | None:
         mc = _COMM.match(rest)
         if mc is not None:
             return Raw(t, int(mc.group(2)), int(mc.group(3)), "COMM", mc.group(1))
+        msw = _SWITCH.match(rest)
+        if msw is not None:
+            # data: "in", "out" (the task blocked), "preempt" (switched out runnable)
+            return Raw(t, pid, tid, "SWITCH", "in" if msw.group(1) == "IN" else
+                       ("preempt" if msw.group(2) else "out"))
         ml = _LOST.search(rest)
         if ml is not None:
             return Raw(t, pid, tid, "LOST", int(ml.group(1)))
@@ -199,6 +228,19 @@ def parse_line(line: str) -> Raw | None:
     if mtp is None:
         return None
     name, args = mtp.group(2), mtp.group(3)
+    if name == "sys_enter" and mtp.group(1) == "raw_syscalls":
+        mr = _RAW_ENTER.match(args)
+        known = NR_NAME.get(int(mr.group(1))) if mr else None
+        if mr is None or known is None:
+            return None
+        vals = [int(x, 16) for x in mr.group(2).split(", ")][:known[1]]
+        return Raw(t, pid, tid, f"sys_enter_{known[0]}", vals)
+    if name == "sys_exit" and mtp.group(1) == "raw_syscalls":
+        mx = _RAW_EXIT.match(args)
+        known = NR_NAME.get(int(mx.group(1))) if mx else None
+        if mx is None or known is None:
+            return None
+        return Raw(t, pid, tid, f"sys_exit_{known[0]}", int(mx.group(2)))
     if name.startswith("sys_enter_"):
         vals = []
         for part in args.split(", "):

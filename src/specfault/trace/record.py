@@ -24,6 +24,7 @@ import re
 import resource
 import select
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -42,6 +43,10 @@ SIGBUS, SIGSEGV = 7, 11
 TASK_SIZE = (1 << 47) - 4096
 F_DUPFD, F_SETFD, F_DUPFD_CLOEXEC = 0, 2, 1030
 CLOSE_RANGE_CLOEXEC = 4
+
+#: the syscalls whose events the trace keeps (with the CPU time before them)
+_TIMED = frozenset(fmt.MEMORY_SYSCALLS) | {"ftruncate", "shmget", "clone", "clone3", "fork",
+                                           "vfork"}
 
 #: names perf gives anonymous mappings that are not files
 _ANON_NAMES = ("//anon", "[heap]", "[stack]", "[vdso]", "[vvar]", "[vvar_vclock]", "[vsyscall]",
@@ -106,6 +111,11 @@ class Converter:
         self.lost = 0
         self.dropped: dict[str, int] = {}
         self.seq = 0
+        # tid -> [state, since, run, wait]: the task's CPU time since its last
+        # event (state "on": running; "off": blocked; "pre": preempted or
+        # not yet run, which the simulator models itself), from the switch
+        # records
+        self.cpu: dict[int, list[Any]] = {}
 
     # -- helpers --
     def _drop(self, why: str) -> None:
@@ -128,8 +138,42 @@ class Converter:
             return [start, end, perm, pgoff, -1, name]       # MAP_SHARED|MAP_ANONYMOUS
         return [start, end, perm, pgoff, self.file_id(dev, ino, name), ""]
 
-    def emit(self, ev: dict[str, Any]) -> dict[str, Any]:
+    def take(self, tid: int, t: int) -> tuple[int, int]:
+        """(ns on a CPU, ns blocked) of ``tid`` since its last event, up to
+        ``t``; the count starts again from ``t``."""
+        st = self.cpu.get(tid)
+        if st is None:
+            return 0, 0
+        self._account(st, t)
+        run, wait = st[2], st[3]
+        st[2] = st[3] = 0
+        return run, wait
+
+    @staticmethod
+    def _account(st: list[Any], t: int) -> None:
+        dt = max(0, t - st[1])
+        if st[0] == "on":
+            st[2] += dt
+        elif st[0] == "off":
+            st[3] += dt
+        st[1] = max(st[1], t)
+
+    def on_SWITCH(self, r: Raw) -> None:  # noqa: N802 - perf's record name
+        st = self.cpu.get(r.tid)
+        if st is None:
+            return
+        self._account(st, r.t)
+        st[0] = {"in": "on", "out": "off", "preempt": "pre"}[r.data]
+
+    def emit(self, ev: dict[str, Any], rw: tuple[int, int] | None = None) -> dict[str, Any]:
+        """Add ``ev`` (absolute time ``t``) with the CPU time its task spent
+        since its previous event (``rw``, else counted up to ``t``)."""
         assert self.t0 is not None
+        run, wait = rw if rw is not None else self.take(ev["tid"], ev["t"])
+        if run:
+            ev["run"] = run
+        if wait:
+            ev["wait"] = wait
         ev["t"] -= self.t0
         self.seq += 1
         ev["_seq"] = self.seq
@@ -191,6 +235,7 @@ class Converter:
             self.exec_win[r.tid]["kfaults"].append(r)
         elif r.kind == "sched_process_exec":
             self.t0 = r.t
+            self.cpu[r.tid] = ["on", r.t, 0, 0]
             self.task(r.tid, r.pid, os.path.basename(r.data[0]))
             self.fdt[r.tid] = _FdTable()
             self._exec(r)
@@ -220,7 +265,11 @@ class Converter:
             return
         if name in ("exit", "exit_group"):
             return                  # the sched_process_exit events say who left
-        self.pending[r.tid] = {"name": name, "t": r.t, "args": r.data, "maps": []}
+        # the CPU time before a syscall the trace keeps goes with it, the
+        # time inside it is the model's to spend; other calls' time (openat,
+        # close...) counts as the task's own, like read() or futex()
+        rw = self.take(r.tid, r.t) if name in _TIMED else None
+        self.pending[r.tid] = {"name": name, "t": r.t, "args": r.data, "maps": [], "rw": rw}
 
     def on_exit(self, r: Raw, name: str) -> None:
         if name in ("execve", "execveat"):
@@ -230,6 +279,8 @@ class Converter:
         call = self.pending.pop(r.tid, None)
         if call is None or call["name"] != name:
             return                  # a new task's first return from clone, or lost entry
+        if call["rw"] is not None:
+            self.take(r.tid, r.t)   # the time inside the syscall: the model's to spend
         ret = r.data
         args = call["args"]
         if name in fmt.FD_SYSCALLS:
@@ -248,9 +299,7 @@ class Converter:
                 m = ev["maps"][0]
                 if m[fmt.MAP_FILE] >= 0 and inst.file is None:
                     inst.file = m[fmt.MAP_FILE]
-        if name == "shmat" and ev.get("maps"):
-            pass                    # the segment is the file of its mapping record
-        self.emit(ev)
+        self.emit(ev, call["rw"])
 
     def _fd_call(self, r: Raw, name: str, args: list[int], ret: int, call: dict[str, Any]) -> None:
         tab = self.table(r.tid)
@@ -285,11 +334,11 @@ class Converter:
         elif name == "ftruncate":
             ev = {"k": "sys", "t": call["t"], "tid": r.tid, "name": name, "args": args,
                   "ret": ret, "dt": r.t - call["t"], "_inst": tab.get(_s32(args[0]))}
-            self.emit(ev)
+            self.emit(ev, call["rw"])
         elif name == "shmget":
             ev = {"k": "sys", "t": call["t"], "tid": r.tid, "name": name, "args": args,
                   "ret": ret, "dt": r.t - call["t"]}
-            self.emit(ev)
+            self.emit(ev, call["rw"])
 
     def on_MMAP2(self, r: Raw) -> None:  # noqa: N802 - perf's record name
         if r.tid in self.exec_win:
@@ -354,7 +403,12 @@ class Converter:
               "syscall": how}
         if flags is not None:
             ev["flags"] = flags
-        self.emit(ev)
+        call = self.pending.get(parent)
+        rw = None
+        if call is not None and call["name"] in ("clone", "clone3", "fork", "vfork"):
+            rw, call["rw"] = call["rw"], (0, 0)
+        self.emit(ev, rw)
+        self.cpu[child] = ["pre", r.t, 0, 0]
         self.task(child, pid, self.tasks.get(parent, {}).get("comm"))
         tab = self.table(parent)
         self.fdt[child] = tab if flags is not None and flags & CLONE_FILES else _FdTable(tab.fds)
@@ -519,6 +573,34 @@ def _open_ctl(ctl: str, perf: subprocess.Popen[bytes], timeout: float = 60.0) ->
             time.sleep(0.01)
 
 
+def _written(data: str) -> bool:
+    """Has perf finished the file?  It writes the header's data size (the
+    u64 at byte 48 of struct perf_file_header) last, once the records and
+    feature sections are out."""
+    try:
+        with open(data, "rb") as f:
+            head = f.read(56)
+    except OSError:
+        return False
+    return len(head) == 56 and head[:8] == b"PERFILE2" and int.from_bytes(head[48:56], "little") > 0
+
+
+def _wait_written(perf: subprocess.Popen[bytes], data: str, timeout: float = 120.0) -> None:
+    """Wait until perf exits or has written its file.  Closing its
+    tracepoint events waits for RCU grace periods, which take seconds on a
+    busy machine; the file is complete before that, so perf may be left to
+    finish on its own (it runs in a session of its own)."""
+    end = time.monotonic() + timeout
+    while perf.poll() is None and time.monotonic() < end:
+        if _written(data):
+            try:
+                perf.wait(timeout=0.5)
+            except subprocess.TimeoutExpired:
+                pass
+            return
+        time.sleep(0.02)
+
+
 def _perf_died(perf: subprocess.Popen[bytes]) -> str:
     if perf.poll() is None:
         perf.kill()
@@ -569,15 +651,8 @@ def record(argv: list[str], out: str, setup: PerfSetup | None = None,
     try:
         launched = launch(argv, path, ready, stdout_to_stderr=quiet_stdout)
         perf = procs["perf"]
-        try:
-            os.write(procs["ctl"], b"stop\n")    # type: ignore[arg-type]
-        except OSError:
-            pass
-        try:
-            perf.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            perf.send_signal(2)
-            perf.wait(timeout=30)
+        perf.send_signal(signal.SIGINT)          # every task is gone: stop and write
+        _wait_written(perf, data)
         if not os.path.exists(data):
             raise RecordError(_perf_died(perf))
         t_perf = time.monotonic() - t_start
@@ -605,8 +680,7 @@ def record(argv: list[str], out: str, setup: PerfSetup | None = None,
     finally:
         perf = procs.get("perf")
         if perf is not None and perf.poll() is None:
-            perf.kill()
-            perf.wait()
+            perf.kill()                          # it exits once its events are closed
         if "ctl" in procs:
             try:
                 os.close(procs["ctl"])             # type: ignore[arg-type]

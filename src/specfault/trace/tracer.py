@@ -214,8 +214,22 @@ def launch(argv: list[str], path: str, ready: Callable[[int], None],
         os.waitpid(pid, WALL)
         raise
     if res.traced:
-        _ptrace(PTRACE_CONT, pid)
-        _follow(res)
+        # Ctrl-C reaches the tracee (it stops, we pass it on); here it only
+        # sets a flag: a KeyboardInterrupt raised between waitpid()
+        # returning and its result being used would lose a stop, and leave
+        # a tracee stopped for ever
+        def on_sigint(signum: int, frame: Any) -> None:
+            res.interrupted = True
+        try:
+            old = signal.signal(signal.SIGINT, on_sigint)
+        except ValueError:                             # not the main thread
+            old = None
+        try:
+            _ptrace(PTRACE_CONT, pid)
+            _follow(res)
+        finally:
+            if old is not None:
+                signal.signal(signal.SIGINT, old)
     else:
         os.kill(pid, signal.SIGCONT)
         while True:
@@ -243,9 +257,6 @@ def _follow(res: Launched) -> None:
             tid, st = os.waitpid(-1, WALL)
         except ChildProcessError:
             break
-        except KeyboardInterrupt:
-            res.interrupted = True             # the tracee got SIGINT too
-            continue
         if os.WIFEXITED(st) or os.WIFSIGNALED(st):
             live.discard(tid)
             if tid == pid:
