@@ -163,6 +163,9 @@ class Engine:
         self.lock_holds: list[float] = []
         self.write_waits: list[float] = []
         self.on_done: Callable[[SimThread], None] | None = None
+        #: told of every busy interval, lock event and wakeup when set (a
+        #: sim.trace.SimTrace); None, the default, costs one test per op
+        self.observer: Any = None
 
     # -- building --
     def spawn(self, name: str, mm: Any, coro: Coroutine[Any, Any, Any], at: float = 0.0) -> SimThread:
@@ -212,6 +215,8 @@ class Engine:
             task.mm.cpumask.add(c.cpu)            # switch_mm()
         th.slice_end = t + self.profile.timeslice_ns
         if c.last is not th and c.last is not None:
+            if self.observer is not None:
+                self.observer.switch(cpu_id, th, t, self.profile.context_switch_ns)
             t += self.profile.context_switch_ns
             c.busy += self.profile.context_switch_ns
         c.last = th
@@ -281,6 +286,7 @@ class Engine:
         after_types = cost_model.after_types
         flags_of = _OP_FLAGS
         rcu = self.kernel.rcu
+        obs = self.observer
         horizon = -math.inf if once else until
         steps = 0
         try:
@@ -326,6 +332,8 @@ class Engine:
                                        f"{type(exc).__name__}: {exc}") from exc
                     if type(result) in after_types:     # else after() is 0.0
                         cost += after(op, result, cpu, t)
+                    if obs is not None:
+                        obs.op(th, cpu, t, cost, op, result)
                     if flags & _RWSEM:
                         self._rwsem_stats(th, op, result, t + cost)
                     t2 = t + cost
@@ -467,6 +475,8 @@ class Engine:
     def _wake(self, th: SimThread, t: float) -> None:
         waited = t - th.park_t
         if th.state == SPIN:
+            if self.observer is not None:
+                self.observer.spun(th, th.park_t, t)
             th.spin += waited
             th.busy += waited
             assert th.cpu is not None
@@ -489,6 +499,8 @@ class Engine:
                 st.task = th.task
                 if _pending(th).enabled():
                     self._unpark(th)
+                    if self.observer is not None:
+                        self.observer.woken(th, op, t)
                     self._wake(th, t)
         st.task = me
 
@@ -538,6 +550,8 @@ class Engine:
         # (cost._charge_write_section): the lock was taken that long before
         if kind == "down_write" or kind == "rwsem_wait" or kind == "down_trylock":
             t -= self.cost.write_section_ns
+        if self.observer is not None:
+            self.observer.rwsem(th, op, result, t)
         if kind == "down_read" or kind == "down_write":
             th.lock_write = kind == "down_write"
             if result is None:

@@ -77,6 +77,8 @@ class Ctx:
             await do_user_addr_fault(mm, addr, access, got.prot)
             self.faults += 1
             self.fault_lat.append(eng.now - t0)
+            if eng.observer is not None:
+                eng.observer.fault_end()
 
     async def user(self, ns: float) -> None:
         """User-space work between memory operations."""
@@ -91,10 +93,14 @@ class Ctx:
     async def _timed(self, coro: Coroutine[Any, Any, Any]) -> Any:
         eng = self.engine
         t0 = eng.now
+        if eng.observer is not None:
+            eng.observer.syscall_begin(coro.__name__)
         await Work("syscall")
         ret = await coro
         self.syscalls += 1
         self.writer_lat.append(eng.now - t0)
+        if eng.observer is not None:
+            eng.observer.syscall_end()
         return ret
 
     async def mmap(self, mm: Any, length: int, prot: int = RW, flags: int = ANON,
