@@ -31,6 +31,7 @@ from specfault.check.explore import STRATEGIES, ExploreConfig, explore, replay
 from specfault.check.report import failure_report
 from specfault.check.scenario import lookup, registered
 from specfault.check.schedule import Schedule, ScheduleError
+from specfault.report.outputs import html_file, trace_file
 
 
 def register(sub: Any) -> None:
@@ -64,6 +65,11 @@ def register(sub: Any) -> None:
     p.add_argument("--replay", metavar="SCHEDULE", help="run one schedule line exactly")
     p.add_argument("--list", action="store_true", help="list registered scenarios")
     p.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+    p.add_argument("--trace", type=trace_file, default=None, metavar="FILE.json",
+                   help="write each counterexample (the failing schedule) as a trace for "
+                        "ui.perfetto.dev / chrome://tracing (docs/reports.md)")
+    p.add_argument("--html", type=html_file, default=None, metavar="FILE.html",
+                   help="write a self-contained HTML report (results, swimlanes, replay commands)")
     p.set_defaults(func=main)
 
 
@@ -146,8 +152,13 @@ def _kill_table(args: argparse.Namespace) -> int:
             if k.killed and args.save:
                 save(k, Path(args.save))
             bar.advance(task)
+    data = [k.to_json() for k in kills]
+    if args.trace or args.html:
+        from specfault.report.html import kill_report
+        runs = {k.mutant: _replayed(k.schedule) for k in kills if k.killed}
+        _outputs(args, runs, lambda: kill_report(kills, data, _command(args), runs))
     if args.json:
-        print(json.dumps([k.to_json() for k in kills], indent=2))
+        print(json.dumps(data, indent=2))
     else:
         t = Table(title="mutant kill table")
         for col in ("mutant", "protocol", "killed by scenario", "strategy", "schedules", "seconds"):
@@ -161,6 +172,43 @@ def _kill_table(args: argparse.Namespace) -> int:
                 console.print(f"[bold]{k.mutant}[/]: {k.violation}\n  replay: specfault check "
                               f"--replay '{k.schedule}'", highlight=False)
     return 0 if all(k.killed for k in kills) else 1
+
+
+def _command(args: argparse.Namespace) -> str:
+    """The command line of this run (for reports and traces)."""
+    import shlex
+
+    parts = ["specfault", "check", *args.scenarios] if args.scenarios else ["specfault", "check"]
+    for flag in ("scenario", "protocol", "mutant", "strategy", "budget", "schedules", "preemptions",
+                 "reduction", "seed", "pct_depth", "step_limit", "replay"):
+        v = getattr(args, flag, None)
+        if v is not None:
+            parts += [f"--{flag.replace('_', '-')}", str(v)]
+    for flag in ("mutants", "no_minimize"):
+        if getattr(args, flag, False):
+            parts.append(f"--{flag.replace('_', '-')}")
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def _replayed(line: str) -> tuple[Any, Schedule]:
+    """(execution, schedule) of a schedule line, run again."""
+    sched = Schedule.parse(line)
+    return replay(lookup(sched.scenario), sched), sched
+
+
+def _outputs(args: argparse.Namespace, runs: dict[str, tuple[Any, Any]], report: Any) -> None:
+    """Write --trace (one process per counterexample in ``runs``) and
+    --html (``report()`` builds it)."""
+    if args.trace:
+        from specfault.report.perfetto import TraceWriter, write_counterexample
+
+        with TraceWriter(args.trace, metadata={"command": _command(args)}) as w:
+            for name, (ex, sched) in runs.items():
+                write_counterexample(w, ex, sched, f"counterexample: {name}")
+        print(f"trace written to {args.trace} ({len(runs)} counterexample(s))", file=sys.stderr)
+    if args.html:
+        report().write(args.html)
+        print(f"HTML report written to {args.html}", file=sys.stderr)
 
 
 def _err(msg: str) -> int:
@@ -198,11 +246,15 @@ def _replay(args: argparse.Namespace) -> int:
         ex = replay(scenario, sched, step_limit=_config(args).step_limit)
     except (ScheduleError, KeyError, ValueError) as exc:
         return _err(str(exc))
+    data = {"schedule": str(sched), "steps": ex.steps, "preemptions": ex.preemptions,
+            "failure": None if ex.failure is None else
+            {"kind": ex.failure.kind, "message": ex.failure.message},
+            "trace": ex.trace_lines()}
+    if args.trace or args.html:
+        from specfault.report.html import replay_report
+        _outputs(args, {sched.scenario: (ex, sched)}, lambda: replay_report(ex, sched, data))
     if args.json:
-        print(json.dumps({"schedule": str(sched), "steps": ex.steps, "preemptions": ex.preemptions,
-                          "failure": None if ex.failure is None else
-                          {"kind": ex.failure.kind, "message": ex.failure.message},
-                          "trace": ex.trace_lines()}, indent=2))
+        print(json.dumps(data, indent=2))
     elif ex.failure is not None:
         print(failure_report(ex, sched))
     else:
@@ -261,6 +313,12 @@ def main(args: argparse.Namespace) -> int:
             if not res.ok:
                 print(res.report)
                 print()
+    data = [r.to_json() for r in results]
+    if args.trace or args.html:
+        from specfault.report.html import check_report
+        runs = {r.scenario: (r.execution, r.schedule) for r in results
+                if not r.ok and r.execution is not None and r.schedule is not None}
+        _outputs(args, runs, lambda: check_report(results, data, _command(args), runs))
     if args.json:
-        print(json.dumps([r.to_json() for r in results], indent=2))
+        print(json.dumps(data, indent=2))
     return code

@@ -18,6 +18,7 @@ import sys
 from typing import Any
 
 from specfault.config import knob_info
+from specfault.report.outputs import html_file, trace_file
 from specfault.sim.bench import DEFAULT_PROTOCOLS, ELAPSED, PROTOCOLS, Comparison, compare
 from specfault.sim.cost import CostProfile
 from specfault.sim.workloads import WORKLOADS
@@ -43,6 +44,11 @@ def register(sub: Any) -> None:
                         "--knob spf_vma_refcount=true (Dufour's per-VMA refcount)")
     b.add_argument("--json", action="store_true", help="print the results as JSON")
     b.add_argument("--plot", default=None, metavar="FILE", help="write throughput + latency CDF plot")
+    b.add_argument("--trace", type=trace_file, default=None, metavar="FILE.json",
+                   help="write a trace of every run for ui.perfetto.dev / chrome://tracing "
+                        "(docs/reports.md)")
+    b.add_argument("--html", type=html_file, default=None, metavar="FILE.html",
+                   help="write a self-contained HTML report (tables, plots)")
     b.set_defaults(func=cmd_bench)
 
     c = sub.add_parser("calibrate", help="measure host costs and write a simulator cost profile")
@@ -151,11 +157,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
         def step(what: str) -> None:
             prog.update(task, advance=1, description=what)
 
+        writer = None
+        if args.trace:
+            from specfault.report.perfetto import TraceWriter
+            writer = TraceWriter(args.trace, metadata={"command": _command(args)})
         try:
             cmp = compare(args.workload, cpus=cpus, protocols=protocols, profile=profile,
-                          progress=step, **params)
+                          progress=step, trace=writer, **params)
         except TypeError as exc:
             return _bad(str(exc))
+        finally:
+            if writer is not None:
+                writer.close()
+    if args.html:
+        from specfault.report.html import bench_report
+        bench_report(cmp, _command(args), trace=args.trace).write(args.html)
     if args.plot:
         from specfault.sim.plots import plot
         plot(cmp, args.plot)
@@ -165,7 +181,30 @@ def cmd_bench(args: argparse.Namespace) -> int:
         Console(width=max(150, Console().width)).print(table(cmp))
         if args.plot:
             print(f"plot written to {args.plot}")
+    for what, path in (("trace", args.trace), ("HTML report", args.html)):
+        if path:
+            print(f"{what} written to {path}", file=sys.stderr if args.json else sys.stdout)
     return 0
+
+
+def _command(args: argparse.Namespace) -> str:
+    """The command line that reproduces this run (for reports and traces)."""
+    import shlex
+
+    def csv(v: Any) -> str:
+        return ",".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)
+
+    parts = ["specfault", "bench", "-w", args.workload, "--cpus", csv(args.cpus),
+             "--protocols", csv(args.protocols)]
+    if args.faults is not None:
+        parts += ["--faults", str(args.faults)]
+    parts += ["--seed", str(args.seed)]
+    for opt in ("param", "knob"):
+        for kv in getattr(args, opt, []) or []:
+            parts += [f"--{opt}", kv if isinstance(kv, str) else "=".join(map(str, kv))]
+    if isinstance(args.profile, str):
+        parts += ["--profile", args.profile]
+    return " ".join(shlex.quote(p) for p in parts)
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
