@@ -79,6 +79,12 @@ class PagemapEntry:
     def pfn(self) -> int:
         return self.raw & PM_PFRAME_MASK if self.present else 0
 
+    def __repr__(self) -> str:
+        """The decoded bits, then the raw entry."""
+        return (f"PagemapEntry(present={self.present}, pfn={self.pfn:#x}, exclusive={self.exclusive}, "
+                f"file_shared={self.file_shared}, swapped={self.swapped}, soft_dirty={self.soft_dirty}, "
+                f"raw={self.raw:#018x})")
+
 
 def pagemap_entry(mm: Any, addr: int) -> PagemapEntry:
     """pagemap_pmd_range/pte_to_pagemap_entry for one address."""
