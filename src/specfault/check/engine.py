@@ -248,6 +248,9 @@ class Execution:
                     t.advance(result)
                     if t.done and self._task_finished(t):
                         self.steps += 1
+                        # it failed in this step (the model raised after the
+                        # op): count it, as for an op that raised
+                        self.failure.step = self.steps  # type: ignore[union-attr]
                         return self
                 self.steps += 1
                 if invariant is not None:

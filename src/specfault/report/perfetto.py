@@ -376,7 +376,9 @@ def write_counterexample(w: TraceWriter, ex: Any, schedule: Any, title: str | No
     CPU, and the RCU callback processor), a slice per step (one step = one
     µs: the schedule has no physical time), the violating step named ``!!``
     and marked with an instant, preemptions marked ``>>``; a ``schedule``
-    track whose one slice is named by the replay command.  Returns the pid."""
+    track whose one slice is named by the replay command (a violation found
+    after the last step, by the scenario's final check, is an instant at
+    its end).  Returns the pid."""
     scen = ex.scenario.name
     pid = w.process(title or f"counterexample: {scen}")
     actors: list[int] = sorted({a for a, _ in ex.trace} | set(range(len(ex.tasks))))
@@ -406,17 +408,17 @@ def write_counterexample(w: TraceWriter, ex: Any, schedule: Any, title: str | No
             w.instant(pid, actor + 1, i * STEP_NS, "preemption", "schedule",
                       {"step": i, "previous actor could have gone on": True})
     end = max(1, len(ex.trace)) * STEP_NS
-    if f is not None:
-        tid = (f.actor + 1) if f.actor is not None else 0
-        at = failed_at * STEP_NS if failed_at >= 0 else end
-        w.instant(pid, tid, at, f"VIOLATION {f.kind}", "violation",
-                  {"message": f.message, "step": failed_at})
     line = str(schedule)
     cmd = schedule.replay_command()
     sched_tid = max(actors, default=0) + 2
     w.thread(pid, sched_tid, "schedule", sort=sched_tid)
     w.slice(pid, sched_tid, 0, end, f"replay: {cmd}", "schedule",
             {"schedule": line, "replay": cmd, "steps": len(ex.trace), "preemptions": ex.preemptions})
+    if f is not None:
+        # a step that failed, or (a property checked at the end) the end of the run
+        tid, at = (f.actor + 1, failed_at * STEP_NS) if failed_at >= 0 else (sched_tid, end - 1)
+        w.instant(pid, tid, at, f"VIOLATION {f.kind}", "violation",
+                  {"message": f.message, "step": failed_at if failed_at >= 0 else "after the last step"})
     entry = {"pid": pid, "scenario": scen, "schedule": line, "replay": cmd,
              "steps": len(ex.trace), "preemptions": ex.preemptions,
              "violation": None if f is None else {"kind": f.kind, "message": f.message,

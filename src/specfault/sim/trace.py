@@ -121,6 +121,7 @@ class _Frame:
         a: dict[str, Any] = {"thread": self.thread}
         if self.kind == "fault":
             info = self.info
+            a["fault #"] = info["fault #"]
             a["path"] = _fault_name(info)[7:]
             if info.get("reason"):
                 a["abort reason"] = info["reason"]
@@ -258,6 +259,7 @@ class SimTrace:
         kernel.count = self._on_count          # instance attribute: undone by close()
         engine.observer = self
         self.closed = False
+        self.nfaults = 0
 
     # -- threads --
     def _thread(self, task: Any) -> _T:
@@ -494,6 +496,8 @@ class SimTrace:
     def _begin_fault(self, T: _T, t: float, e: float) -> None:
         self._end_root(T, t)
         root = _Frame("fault", "fault", t, T.name)
+        self.nfaults += 1
+        root.info["fault #"] = self.nfaults
         T.stack = [root]
         if self.protocol == "pervma":
             root.info["attempt"] = "VMA lock"
