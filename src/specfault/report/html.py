@@ -42,6 +42,7 @@ h3 { font-size: 1.05rem; margin: 1.2rem 0 .4rem; }
 p.lead { color: var(--muted); margin-top: 0; }
 code, pre { font: 13px/1.4 ui-monospace, "SFMono-Regular", Menlo, Consolas, monospace; }
 pre { background: var(--alt); border: 1px solid var(--line); padding: .5rem .7rem; overflow-x: auto; }
+.table-wrap { overflow-x: auto; max-width: 100%; }
 table.data { border-collapse: collapse; margin: .4rem 0 1rem; }
 table.data th, table.data td { border-bottom: 1px solid var(--line); padding: .2rem .6rem; text-align: right;
                               white-space: nowrap; }
@@ -193,29 +194,31 @@ class Report:
 
     def table(self, head: Sequence[str], rows: Iterable[Sequence[Any]], caption: str = "",
               text_cols: int = 0) -> None:
-        """Cells are :class:`Fig` (a figure from the JSON) or text; the
-        first ``text_cols`` columns are left-aligned."""
-        out = ['<table class="data">']
+        """Cells are :class:`Fig` (a figure from the JSON, right-aligned),
+        ``(text, css class)`` or text (left-aligned); ``text_cols`` is
+        kept for callers (the first row decides each column's alignment)."""
+        rows = [list(r) for r in rows]
+        textual = [not isinstance(c, Fig) for c in rows[0]] if rows else [True] * len(head)
+        out = ['<div class="table-wrap"><table class="data">']
         if caption:
             out.append(f"<caption>{_e(caption)}</caption>")
         out.append("<thead><tr>" + "".join(
-            f'<th{" class=text" if i < text_cols else ""}>{_e(h)}</th>' for i, h in enumerate(head))
-            + "</tr></thead><tbody>")
+            f'<th{" class=text" if i < len(textual) and textual[i] else ""}>{_e(h)}</th>'
+            for i, h in enumerate(head)) + "</tr></thead><tbody>")
         for row in rows:
             cells = []
-            for i, c in enumerate(row):
-                cls = "text" if i < text_cols else ""
+            for c in row:
                 if isinstance(c, Fig):
                     cells.append(
                         f'<td class="fig" data-json="{_e(c.path)}" data-value="{_e(json.dumps(c.value))}" '
                         f'data-scale="{c.scale!r}" data-digits="{c.digits}" data-suffix="{_e(c.suffix)}">'
                         f"{_e(c.text())}</td>")
                 elif isinstance(c, tuple):          # (text, css class)
-                    cells.append(f'<td class="{cls} {c[1]}">{_e(c[0])}</td>')
+                    cells.append(f'<td class="text {c[1]}">{_e(c[0])}</td>')
                 else:
-                    cells.append(f'<td class="{cls}">{_e(c)}</td>')
+                    cells.append(f'<td class="text">{_e(c)}</td>')
             out.append("<tr>" + "".join(cells) + "</tr>")
-        out.append("</tbody></table>")
+        out.append("</tbody></table></div>")
         self.parts.append("".join(out))
 
     def plot(self, svg: str, caption: str) -> None:
