@@ -23,8 +23,10 @@ def register(sub: Any) -> None:
                     "COW pages, printing maps, frames and counters (invariants checked after "
                     "each step); (2) check the speculative page-fault protocol on the core "
                     "races; (3) take one design decision away (a mutant) and show the "
-                    "counterexample the checker finds; (4) compare classic, speculative and "
-                    "per-VMA-lock faults on the simulator (app_launch, pft) and write plots.")
+                    "counterexample the checker finds; (4) compare classic, speculative, "
+                    "per-VMA-lock and Dufour's speculative faults on the simulator (app_launch, "
+                    "pft) and write plots; then write the whole tour as one HTML page "
+                    "(OUT/report.html) and print its path.")
     p.add_argument("--json", action="store_true", help="print a JSON summary instead")
     p.add_argument("--only", choices=PARTS, action="append",
                    help="run only this part (repeatable; default: all)")
