@@ -94,7 +94,7 @@ class Ctx:
         eng = self.engine
         t0 = eng.now
         if eng.observer is not None:
-            eng.observer.syscall_begin(coro.__name__)
+            eng.observer.syscall_begin(getattr(coro, "__name__", "syscall"))
         await Work("syscall")
         ret = await coro
         self.syscalls += 1
