@@ -1,22 +1,35 @@
-"""``specfault check``: explore scenarios' interleavings; replay a schedule.
+"""specfault check: explore scenarios' interleavings; hunt mutants; replay a schedule.
 
-    specfault check [SCENARIO ...] [--strategy dfs|random|pct] [--budget SEC]
-                    [--schedules N] [--preemptions P|none] [--reduction auto|sleep|none]
-                    [--seed S] [--pct-depth D] [--step-limit N] [--json]
-    specfault check --replay 'SCENARIO:STRATEGY:SEED:CHOICES' [--json]
-    specfault check --list
+    specfault check SCENARIO ... [--strategy dfs|random|pct] [--schedules N]
+                    [--budget SECONDS] [--preemptions P|none] [--reduction auto|sleep|none]
+                    [--seed S] [--pct-depth D] [--step-limit N] [--no-minimize] [--json]
+    specfault check [--scenario NAME|all] [--protocol classic|speculative|pervma|dufour|all]
+                    [--mutant NAME] [exploration options as above]
+    specfault check --mutants [--mutant NAME] [--schedules N] [--budget SECONDS]
+                    [--seed S] [--save DIR] [--json]            # the kill table
+    specfault check --replay 'SCENARIO:STRATEGY:SEED:CHOICES' [--step-limit N] [--json]
+    specfault check --list | --list-scenarios | --list-mutants
 
-The memory-manager races (``--list-scenarios``) run under a fault protocol
-and optionally a mutant (``--list-mutants``):
+SCENARIO is a registered name (--list; globs like 'litmus.*' work) or
+module:attr.  The memory-manager races (--list-scenarios) run under a fault
+protocol and optionally a mutant (--list-mutants), named
+mm.<race>@<protocol>[+<mutant>].
 
-    specfault check [--protocol classic|speculative|pervma|dufour|all]
-                    [--scenario NAME|all] [--mutant NAME] [--strategy ...]
-    specfault check --mutants [--budget 60s] [--save DIR]   # the kill table
+Budgets are schedules, so a run gives the same result on every machine:
+--schedules N per scenario (default 10,000; exhaustive DFS stops sooner),
+or per mutant with --mutants (default 24,000: 3.2 times what the hungriest
+mutant needs).  --budget SECONDS is only a cap; a run it cuts short says
+"time cap" (and its result then depends on the machine's speed).
 
-SCENARIO is a registered name (``--list``; globs like 'litmus.*' work) or
-``module:attr``.  Exit codes: 0 no violation, 1 a violation (report printed:
-property, swimlane, schedule, replay command), 2 bad input.  Every option's
-default can be set as SPECFAULT_CHECK_<FIELD> in the environment.
+Sizes: a schedule costs about 1 KiB of memory per step while it runs, so
+--step-limit is at most 1,000,000 (about 1 GiB); a --replay line expands
+to at most 1,000,000 steps, checked before it is expanded.
+
+Exit codes: 0 no violation (every mutant killed), 1 a violation (report
+printed: property, swimlane, schedule, replay command) or a surviving
+mutant, 2 bad input, 130 interrupted (Ctrl-C: the results so far are
+printed, the interrupted one marked).  Every exploration option's default
+can also be set as SPECFAULT_CHECK_<FIELD> (e.g. SPECFAULT_CHECK_SEED=3).
 """
 
 from __future__ import annotations
@@ -27,90 +40,193 @@ import json
 import sys
 from typing import Any
 
-from specfault.check.explore import STRATEGIES, ExploreConfig, explore, replay
+from specfault import cliargs
+from specfault.check.explore import ExploreConfig, Interrupted, Result, explore, replay
 from specfault.check.report import failure_report
-from specfault.check.scenario import lookup, registered
-from specfault.check.schedule import Schedule, ScheduleError
-from specfault.report.outputs import html_file, trace_file
+from specfault.check.scenario import UnknownScenario, lookup, registered
+from specfault.check.schedule import MAX_CHOICES, Schedule, ScheduleError
+
+#: schedules per scenario unless --schedules says otherwise
+DEFAULT_SCHEDULES = 10_000
+STEP_LIMIT = (1_000, 1_000_000)
+PROTOCOL_CHOICES = ("classic", "speculative", "pervma", "dufour", "all")
+
+EXAMPLES = """examples:
+  specfault check --list-scenarios                         # the races
+  specfault check --scenario fault-vs-munmap --protocol speculative
+  specfault check 'litmus.*' --preemptions none            # exhaustive, unbounded preemptions
+  specfault check litmus.rcu-broken --strategy pct --schedules 500 --seed 7
+  specfault check --mutants                                # the kill table (about 30 s)
+  specfault check --mutants --mutant no_seq2_check --save tests/regressions
+  specfault check --replay "$(cat tests/regressions/no_seq2_check.schedule)"
+"""
+
+
+def _scenario_arg(text: str) -> str:
+    from specfault.check.scenarios import SPEC_BY_NAME
+
+    if text == "all":
+        return text
+    return cliargs.choice(SPEC_BY_NAME, "race", ("all",))(text)
+
+
+def _mutant_arg(text: str) -> str:
+    from specfault.check.mutants import MUTANTS
+
+    return cliargs.choice(MUTANTS, "mutant")(text)
+
+
+#: --schedules none: no schedule budget (exhaustive DFS, the time cap or Ctrl-C end it)
+UNBOUNDED = -1
+
+
+def _schedules(text: str) -> int:
+    if text.strip().lower() == "none":
+        return UNBOUNDED
+    return cliargs.int_range(1, 10**9, "a schedule count (or 'none')")(text)
+
+
+def _preemptions(text: str) -> int | None:
+    if text.strip().lower() == "none":
+        return None
+    return cliargs.int_range(0, 1000, "a preemption bound (or 'none')")(text)
+
+
+def _schedule_arg(text: str) -> Schedule:
+    """A schedule line, checked before it is expanded; its scenario must exist."""
+    if len(text) > 16 * MAX_CHOICES:
+        raise argparse.ArgumentTypeError(f"schedule line too long ({len(text):,} characters)")
+    try:
+        sched = Schedule.parse(text)
+    except ScheduleError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    try:
+        lookup(sched.scenario)
+    except UnknownScenario as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return sched
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("check", help="explore thread interleavings; replay a failing schedule",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("scenarios", nargs="*", metavar="SCENARIO", help="scenario names or globs")
-    p.add_argument("--strategy", choices=[s for s in STRATEGIES if s != "replay"], default=None)
-    p.add_argument("--budget", type=_seconds, default=None,
-                   help="seconds per scenario, e.g. 30 or 30s (default 10; --mutants: 60 per mutant)")
-    p.add_argument("--protocol", default=None,
+    p = sub.add_parser("check", help="explore thread interleavings; hunt mutants; replay a schedule",
+                       description=__doc__, epilog=EXAMPLES,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("scenarios", nargs="*", metavar="SCENARIO", help="scenario names or globs (see --list)")
+    p.add_argument("--strategy", choices=("random", "pct", "dfs"), default=None,
+                   help="dfs (exhaustive, preemption-bounded; the default), random, or pct")
+    p.add_argument("--schedules", type=_schedules, default=None, metavar="N",
+                   help=f"budget: at most N schedules per scenario (default {DEFAULT_SCHEDULES:,}); "
+                        "with --mutants, per mutant (default 24,000); 'none': no budget (an "
+                        "exhaustive search, --budget or Ctrl-C ends it)")
+    p.add_argument("--budget", type=cliargs.duration, default=None, metavar="SECONDS",
+                   help="a time cap per scenario (per mutant with --mutants), e.g. 30 or 30s or 2m; "
+                        "default: none")
+    p.add_argument("--protocol", type=cliargs.choice(PROTOCOL_CHOICES, "protocol"), default=None,
                    help="fault protocol for --scenario/--mutant: classic, speculative, pervma, "
                         "dufour, or all (default: all; with --mutant, the mutant's own)")
-    p.add_argument("--scenario", default=None, metavar="NAME",
+    p.add_argument("--scenario", type=_scenario_arg, default=None, metavar="NAME",
                    help="a memory-manager race (see --list-scenarios), or 'all'")
-    p.add_argument("--mutant", default=None, metavar="NAME",
-                   help="run with this mutant's knobs (see --list-mutants)")
+    p.add_argument("--mutant", type=_mutant_arg, default=None, metavar="NAME",
+                   help="run with this mutant's knobs (see --list-mutants); with --mutants, hunt only it")
     p.add_argument("--mutants", action="store_true",
                    help="hunt every mutant with the default portfolio; print the kill table")
-    p.add_argument("--save", metavar="DIR", default=None,
+    p.add_argument("--save", type=cliargs.writable_dir, metavar="DIR", default=None,
                    help="with --mutants: write each kill's schedule to DIR/<mutant>.schedule")
     p.add_argument("--list-scenarios", action="store_true", help="list the memory-manager races")
     p.add_argument("--list-mutants", action="store_true",
                    help="list the mutants and what each breaks")
-    p.add_argument("--schedules", type=int, default=None, help="at most this many schedules")
-    p.add_argument("--preemptions", default=None, help="dfs preemption bound, or 'none' (default 2)")
-    p.add_argument("--reduction", choices=["auto", "sleep", "none"], default=None)
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--pct-depth", type=int, default=None)
-    p.add_argument("--step-limit", type=int, default=None)
+    p.add_argument("--preemptions", type=_preemptions, default=None, metavar="P",
+                   help="dfs: at most P preemptions per schedule (0..1000), or 'none' (default 2)")
+    p.add_argument("--reduction", choices=["auto", "sleep", "none"], default=None,
+                   help="dfs: partial-order reduction (default auto: sleep sets when unbounded)")
+    p.add_argument("--seed", type=cliargs.seed, default=None,
+                   help="random/pct: seed of the first schedule (default 0)")
+    p.add_argument("--pct-depth", type=cliargs.int_range(1, 100), default=None, metavar="D",
+                   help="pct: bug depth, 1..100 (default 3)")
+    p.add_argument("--step-limit", type=cliargs.int_range(*STEP_LIMIT), default=None, metavar="N",
+                   help=f"a schedule longer than N steps is reported as livelock "
+                        f"({STEP_LIMIT[0]:,}..{STEP_LIMIT[1]:,}; default 10,000; the built-in "
+                        "scenarios run under 300)")
     p.add_argument("--no-minimize", action="store_true", help="report the failing schedule as found")
-    p.add_argument("--replay", metavar="SCHEDULE", help="run one schedule line exactly")
+    p.add_argument("--replay", type=_schedule_arg, metavar="SCHEDULE",
+                   help="run one schedule line exactly")
     p.add_argument("--list", action="store_true", help="list registered scenarios")
     p.add_argument("--json", action="store_true", help="machine-readable output on stdout")
-    p.add_argument("--trace", type=trace_file, default=None, metavar="FILE.json",
+    p.add_argument("--trace", type=cliargs.writable_file(["json"], "trace file"), default=None,
+                   metavar="FILE.json",
                    help="write each counterexample (the failing schedule) as a trace for "
                         "ui.perfetto.dev / chrome://tracing (docs/reports.md)")
-    p.add_argument("--html", type=html_file, default=None, metavar="FILE.html",
+    p.add_argument("--html", type=cliargs.writable_file(["html", "htm"], "HTML report"), default=None,
+                   metavar="FILE.html",
                    help="write a self-contained HTML report (results, swimlanes, replay commands)")
     p.set_defaults(func=main)
 
 
-def _seconds(text: str) -> float:
-    t = text.strip().lower()
-    mult = 1.0
-    if t.endswith("ms"):
-        t, mult = t[:-2], 0.001
-    elif t.endswith("s"):
-        t = t[:-1]
-    elif t.endswith("m"):
-        t, mult = t[:-1], 60.0
-    try:
-        value = float(t) * mult
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (try 30 or 30s)") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"budget must be positive: {text!r}")
-    return value
+#: the options each mode uses (anything else given is refused)
+_EXPLORE = {"strategy", "schedules", "budget", "preemptions", "reduction", "seed", "pct_depth",
+            "step_limit", "no_minimize", "json"}
+_MODES: dict[str, set[str]] = {
+    "list": set(), "list_scenarios": set(), "list_mutants": set(),
+    "replay": {"step_limit", "json", "trace", "html"},
+    "mutants": {"mutant", "schedules", "budget", "seed", "save", "no_minimize", "json", "trace", "html"},
+    "explore": _EXPLORE | {"scenarios", "scenario", "protocol", "mutant", "trace", "html"},
+}
+
+
+def _flag(dest: str) -> str:
+    return "SCENARIO" if dest == "scenarios" else "--" + dest.replace("_", "-")
+
+
+def _mode(args: argparse.Namespace) -> str:
+    given = [m for m in ("list", "list_scenarios", "list_mutants", "replay", "mutants")
+             if getattr(args, m)]
+    if len(given) > 1:
+        raise cliargs.BadArgument(_flag(given[1]), f"cannot be combined with {_flag(given[0])}")
+    mode = given[0] if given else "explore"
+    for dest, value in vars(args).items():
+        if dest in ("func", "command", mode) or value is None or value is False or value == []:
+            continue
+        if dest not in _MODES[mode]:
+            what = "exploring scenarios" if mode == "explore" else _flag(mode)
+            raise cliargs.BadArgument(_flag(dest), f"is not used with {what}")
+    return mode
 
 
 def _mm_names(args: argparse.Namespace) -> list[str]:
-    """Scenario names for --scenario/--protocol/--mutant (ValueError if bad)."""
+    """Scenario names for --scenario/--protocol/--mutant."""
     from specfault.check.mutants import MUTANTS
     from specfault.check.scenarios import PROTOCOLS, SPEC_BY_NAME, scenario_name
 
     mutant = args.mutant
-    if mutant is not None and mutant not in MUTANTS:
-        raise ValueError(f"unknown mutant {mutant!r}; see --list-mutants")
     proto = args.protocol or (MUTANTS[mutant].protocol if mutant else "all")
     protocols = list(PROTOCOLS) if proto == "all" else [proto]
-    for p in protocols:
-        if p not in PROTOCOLS:
-            raise ValueError(f"unknown protocol {p!r}: choose classic, speculative, pervma, dufour or all")
     which = args.scenario or "all"
     specs = list(SPEC_BY_NAME) if which == "all" else [which]
-    for s in specs:
-        if s not in SPEC_BY_NAME:
-            raise ValueError(f"unknown scenario {s!r}; see --list-scenarios")
-    return [scenario_name(s, p, mutant) for s in specs for p in protocols
-            if p in SPEC_BY_NAME[s].protocols]
+    names = [scenario_name(s, p, mutant) for s in specs for p in protocols
+             if p in SPEC_BY_NAME[s].protocols]
+    if not names:
+        raise cliargs.BadArgument("--protocol", f"race {which!r} does not run under {proto}")
+    return names
+
+
+def _resolve(patterns: list[str]) -> list[str]:
+    """Every SCENARIO resolved (globs expanded, names looked up) before any runs."""
+    known = registered()
+    names: list[str] = []
+    for pat in patterns:
+        if any(ch in pat for ch in "*?["):
+            hits = fnmatch.filter(known, pat)
+            if not hits:
+                raise cliargs.BadArgument("SCENARIO", f"no scenario matches {pat!r}; "
+                                                      "'specfault check --list' lists them")
+            names.extend(hits)
+            continue
+        try:
+            lookup(pat)
+        except UnknownScenario as exc:
+            raise cliargs.BadArgument("SCENARIO", str(exc)) from None
+        names.append(pat)
+    return names
 
 
 def _list_scenarios() -> int:
@@ -125,53 +241,6 @@ def _list_mutants() -> int:
     for m in MUTANTS.values():
         print(f"{m.name:34} [{m.protocol}] {m.breaks}")
     return 0
-
-
-def _kill_table(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from rich.console import Console
-    from rich.progress import Progress
-    from rich.table import Table
-
-    from specfault.check.mutants import MUTANTS
-    from specfault.check.portfolio import kill, save
-
-    names = [args.mutant] if args.mutant else list(MUTANTS)
-    if args.mutant and args.mutant not in MUTANTS:
-        return _err(f"unknown mutant {args.mutant!r}; see --list-mutants")
-    budget = args.budget or 60.0
-    kills = []
-    console = Console(stderr=args.json)
-    with Progress(console=console, transient=True, disable=args.json) as bar:
-        task = bar.add_task("hunting mutants", total=len(names))
-        for name in names:
-            bar.update(task, description=f"hunting {name}")
-            k = kill(name, budget=budget, seed=args.seed or 0)
-            kills.append(k)
-            if k.killed and args.save:
-                save(k, Path(args.save))
-            bar.advance(task)
-    data = [k.to_json() for k in kills]
-    if args.trace or args.html:
-        from specfault.report.html import kill_report
-        runs = {k.mutant: _replayed(k.schedule) for k in kills if k.killed}
-        _outputs(args, runs, lambda: kill_report(kills, data, _command(args), runs))
-    if args.json:
-        print(json.dumps(data, indent=2))
-    else:
-        t = Table(title="mutant kill table")
-        for col in ("mutant", "protocol", "killed by scenario", "strategy", "schedules", "seconds"):
-            t.add_column(col)
-        for k in kills:
-            t.add_row(k.mutant, k.protocol, k.scenario if k.killed else "[red]SURVIVED[/]",
-                      k.strategy, str(k.schedules), f"{k.seconds:.1f}")
-        console.print(t)
-        for k in kills:
-            if k.killed:
-                console.print(f"[bold]{k.mutant}[/]: {k.violation}\n  replay: specfault check "
-                              f"--replay '{k.schedule}'", highlight=False)
-    return 0 if all(k.killed for k in kills) else 1
 
 
 def _command(args: argparse.Namespace) -> str:
@@ -211,21 +280,18 @@ def _outputs(args: argparse.Namespace, runs: dict[str, tuple[Any, Any]], report:
         print(f"HTML report written to {args.html}", file=sys.stderr)
 
 
-def _err(msg: str) -> int:
-    print(f"specfault check: {msg}", file=sys.stderr)
-    return 2
-
-
 def _config(args: argparse.Namespace) -> ExploreConfig:
+    """Defaults (a schedule budget, no time cap), then SPECFAULT_CHECK_*,
+    then the command line."""
     over: dict[str, Any] = {}
     if args.strategy is not None:
         over["strategy"] = args.strategy
     if args.budget is not None:
         over["budget_seconds"] = args.budget
     if args.schedules is not None:
-        over["max_schedules"] = args.schedules
+        over["max_schedules"] = None if args.schedules == UNBOUNDED else args.schedules
     if args.preemptions is not None:
-        over["max_preemptions"] = None if args.preemptions == "none" else int(args.preemptions)
+        over["max_preemptions"] = args.preemptions
     if args.reduction is not None:
         over["reduction"] = args.reduction
     if args.seed is not None:
@@ -236,20 +302,54 @@ def _config(args: argparse.Namespace) -> ExploreConfig:
         over["step_limit"] = args.step_limit
     if args.no_minimize:
         over["minimize"] = False
-    return ExploreConfig.from_env(**over)
+    try:
+        cfg = ExploreConfig.from_env(defaults={"budget_seconds": None, "max_schedules": DEFAULT_SCHEDULES},
+                              **over)
+    except (ValueError, TypeError) as exc:
+        raise cliargs.BadArgument("SPECFAULT_CHECK_*", str(exc)) from None
+    _check_env(cfg)
+    return cfg
+
+
+def _check_env(cfg: ExploreConfig) -> None:
+    """Values from SPECFAULT_CHECK_* pass the same checks as the options."""
+    checks = [("strategy", cfg.strategy in ("random", "pct", "dfs"), "random, pct or dfs"),
+              ("reduction", cfg.reduction in ("auto", "sleep", "none"), "auto, sleep or none"),
+              ("max_schedules", cfg.max_schedules is None or 1 <= cfg.max_schedules <= 10**9,
+               "1..1,000,000,000 or none"),
+              ("step_limit", STEP_LIMIT[0] <= cfg.step_limit <= STEP_LIMIT[1],
+               f"{STEP_LIMIT[0]:,}..{STEP_LIMIT[1]:,}"),
+              ("max_preemptions", cfg.max_preemptions is None or 0 <= cfg.max_preemptions <= 1000,
+               "0..1000 or none"),
+              ("seed", 0 <= cfg.seed <= cliargs.SEED_MAX, "0..2**63-1"),
+              ("pct_depth", 1 <= cfg.pct_depth <= 100, "1..100"),
+              ("budget_seconds", cfg.budget_seconds is None
+               or 0 < cfg.budget_seconds <= cliargs.DURATION_MAX, "seconds > 0, or none"),
+              ("minimize_runs", 0 <= cfg.minimize_runs <= 100_000, "0..100,000")]
+    for name, ok, what in checks:
+        if not ok:
+            raise cliargs.BadArgument(f"SPECFAULT_CHECK_{name.upper()}",
+                                      f"must be {what}, not {getattr(cfg, name)!r}")
 
 
 def _replay(args: argparse.Namespace) -> int:
+    sched: Schedule = args.replay
+    cfg = _config(args)
+    if len(sched.choices) > cfg.step_limit:
+        raise cliargs.BadArgument("--replay", f"the schedule has {len(sched.choices):,} steps, more "
+                                              f"than the step limit {cfg.step_limit:,} (--step-limit)")
+    scenario = lookup(sched.scenario)
     try:
-        sched = Schedule.parse(args.replay)
-        scenario = lookup(sched.scenario)
-        ex = replay(scenario, sched, step_limit=_config(args).step_limit)
-    except (ScheduleError, KeyError, ValueError) as exc:
-        return _err(str(exc))
+        ex = replay(scenario, sched, step_limit=cfg.step_limit)
+    except ScheduleError as exc:
+        raise cliargs.BadArgument("--replay", f"the schedule does not fit {sched.scenario}: {exc}") from None
+    except KeyboardInterrupt:
+        print(f"{sched.scenario}: replay interrupted", file=sys.stderr)
+        return 130
     data = {"schedule": str(sched), "steps": ex.steps, "preemptions": ex.preemptions,
             "failure": None if ex.failure is None else
             {"kind": ex.failure.kind, "message": ex.failure.message},
-            "trace": ex.trace_lines()}
+            "replay": sched.replay_command(), "trace": ex.trace_lines()}
     if args.trace or args.html:
         from specfault.report.html import replay_report
         _outputs(args, {sched.scenario: (ex, sched)}, lambda: replay_report(ex, sched, data))
@@ -264,55 +364,110 @@ def _replay(args: argparse.Namespace) -> int:
     return 1 if ex.failure is not None else 0
 
 
-def main(args: argparse.Namespace) -> int:
-    if args.list:
-        for name in registered():
-            print(name)
-        return 0
-    if args.list_scenarios:
-        return _list_scenarios()
-    if args.list_mutants:
-        return _list_mutants()
-    if args.replay:
-        return _replay(args)
-    if args.mutants:
-        return _kill_table(args)
-    if args.scenario or args.mutant or args.protocol:
-        if args.scenarios:
-            return _err("give either SCENARIO names or --scenario/--protocol/--mutant, not both")
-        try:
-            args.scenarios = _mm_names(args)
-        except ValueError as exc:
-            return _err(str(exc))
-    if not args.scenarios:
-        return _err("name a scenario (see --list, --list-scenarios), or --replay a schedule")
+def _kill_table(args: argparse.Namespace) -> int:
+    import time
+
+    from rich.console import Console
+    from rich.progress import Progress
+    from rich.table import Table
+
+    from specfault.check.mutants import MUTANTS
+    from specfault.check.portfolio import DEFAULT_SCHEDULES as PER_MUTANT
+    from specfault.check.portfolio import Kill, kill, save
+
+    names = [args.mutant] if args.mutant else list(MUTANTS)
+    schedules: float = args.schedules or PER_MUTANT
+    if schedules == UNBOUNDED:
+        schedules = float("inf")
+    kills: list[Kill] = []
+    err = Console(stderr=True)
+    start = time.monotonic()
+    interrupted = False
     try:
-        cfg = _config(args)
-    except ValueError as exc:
-        return _err(str(exc))
-    names: list[str] = []
-    known = registered()
-    for pat in args.scenarios:
-        hits = fnmatch.filter(known, pat) if any(ch in pat for ch in "*?[") else [pat]
-        if not hits:
-            return _err(f"no scenario matches {pat!r}")
-        names.extend(hits)
-    results = []
-    code = 0
-    for name in names:
-        try:
-            scenario = lookup(name)
-            res = explore(scenario, cfg)
-        except (KeyError, ValueError, ScheduleError) as exc:
-            return _err(str(exc))
-        results.append(res)
-        if not res.ok:
-            code = 1
-        if not args.json:
-            print(res.summary())
-            if not res.ok:
-                print(res.report)
-                print()
+        with Progress(console=err, transient=True, disable=args.json or not err.is_terminal) as bar:
+            task = bar.add_task("hunting mutants", total=len(names))
+            for name in names:
+                bar.update(task, description=f"hunting {name}")
+                k = kill(name, schedules=schedules, seed=args.seed or 0, minimize=not args.no_minimize,
+                         cap_seconds=args.budget)
+                kills.append(k)
+                if k.killed and args.save:
+                    save(k, args.save)
+                bar.advance(task)
+    except KeyboardInterrupt as exc:     # Ctrl-C: the table so far, the interrupted hunt marked
+        if isinstance(exc, Interrupted) and isinstance(exc.result, Kill):
+            kills.append(exc.result)
+        elif len(kills) < len(names):        # between two hunts: the next one is marked
+            nxt = names[len(kills)]
+            kills.append(Kill(nxt, MUTANTS[nxt].protocol, False, interrupted=True))
+        interrupted = True
+    data = [k.to_json() for k in kills]
+    if (args.trace or args.html) and not interrupted:
+        from specfault.report.html import kill_report
+        runs = {k.mutant: _replayed(k.schedule) for k in kills if k.killed}
+        _outputs(args, runs, lambda: kill_report(kills, data, _command(args), runs))
+    if args.json:
+        print(json.dumps(data, indent=2))
+    else:
+        # the table may be cut to the terminal's width; the replay commands below never are
+        out = Console(highlight=False)
+        t = Table(title="mutant kill table" + (" (partial: interrupted)" if interrupted else ""))
+        for col in ("mutant", "protocol", "killed by scenario", "strategy", "schedules"):
+            t.add_column(col, overflow="fold")
+        for k in kills:
+            verdict = k.scenario if k.killed else f"[red]{k.verdict().upper()}[/]"
+            t.add_row(k.mutant, k.protocol, verdict, k.strategy, f"{k.schedules:,}")
+        out.print(t)
+        sys.stdout.flush()
+        done = [k for k in kills if not k.interrupted]
+        budget = "no" if schedules == float("inf") else f"{int(schedules):,}"
+        print(f"{sum(k.killed for k in done)} of {len(done)} mutants killed, budget {budget} "
+              f"schedules each, seed {args.seed or 0}; {time.monotonic() - start:.1f} s")
+        for k in kills:
+            if k.killed:
+                print(f"{k.mutant}: {k.violation}")
+                print(f"  replay: {Schedule.parse(k.schedule).replay_command()}")
+    sys.stdout.flush()
+    if interrupted:
+        done_n = sum(1 for k in kills if not k.interrupted)
+        print(f"interrupted: {done_n} of {len(names)} mutants hunted (partial table "
+              f"{'on stdout' if args.json else 'above'})", file=sys.stderr)
+        return 130
+    return 0 if all(k.killed for k in kills) else 1
+
+
+def _explore_all(args: argparse.Namespace, names: list[str], cfg: ExploreConfig) -> int:
+    results: list[Result] = []
+    shown = 0
+
+    def show() -> None:             # print the results not printed yet
+        nonlocal shown
+        for res in results[shown:]:
+            shown += 1
+            if not args.json:
+                print(res.summary(), flush=True)
+                if not res.ok and res.report:
+                    print(res.report)
+                    print(flush=True)
+
+    try:
+        for name in names:
+            results.append(explore(lookup(name), cfg))
+            show()
+    except KeyboardInterrupt as exc:     # Ctrl-C: what was done, the interrupted one marked
+        if isinstance(exc, Interrupted) and isinstance(exc.result, Result):
+            results.append(exc.result)
+        elif len(results) < len(names):      # between two scenarios: the next one is marked
+            results.append(Result(names[len(results)], cfg.strategy, True, 0, 0, 0, 0, 0.0, False,
+                                  interrupted=True))
+        show()
+        if args.json:
+            print(json.dumps([r.to_json() for r in results], indent=2))
+        done = sum(1 for r in results if not r.interrupted)
+        sys.stdout.flush()
+        print(f"interrupted: {done} of {len(names)} scenarios done (partial results "
+              f"{'on stdout' if args.json else 'above'})", file=sys.stderr)
+        return 130
     data = [r.to_json() for r in results]
     if args.trace or args.html:
         from specfault.report.html import check_report
@@ -321,4 +476,32 @@ def main(args: argparse.Namespace) -> int:
         _outputs(args, runs, lambda: check_report(results, data, _command(args), runs))
     if args.json:
         print(json.dumps(data, indent=2))
-    return code
+    return 0 if all(r.ok for r in results) else 1
+
+
+def main(args: argparse.Namespace) -> int:
+    mode = _mode(args)
+    if mode == "list":
+        for name in registered():
+            print(name)
+        return 0
+    if mode == "list_scenarios":
+        return _list_scenarios()
+    if mode == "list_mutants":
+        return _list_mutants()
+    if mode == "replay":
+        return _replay(args)
+    if mode == "mutants":
+        return _kill_table(args)
+    if args.scenario or args.mutant or args.protocol:
+        if args.scenarios:
+            raise cliargs.BadArgument("SCENARIO", "give either SCENARIO names or "
+                                                  "--scenario/--protocol/--mutant, not both")
+        names = _mm_names(args)
+    elif not args.scenarios:
+        raise cliargs.BadArgument("SCENARIO", "name a scenario (see --list, --list-scenarios), "
+                                              "or --replay a schedule, or --mutants")
+    else:
+        names = _resolve(args.scenarios)
+    cfg = _config(args)
+    return _explore_all(args, names, cfg)

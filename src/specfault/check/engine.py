@@ -269,14 +269,18 @@ class Execution:
                         self._fail("property", bad, None)
         finally:
             self.finished = not self.pruned
-            for t in tasks:  # free suspended coroutines without warnings
-                if not t.done and t.coro is not None:
-                    st.task = t
-                    try:
-                        t.coro.close()
-                    except BaseException:  # noqa: BLE001 - a finally clause awaited
-                        pass
-            st.inline, st.task = saved
+            try:
+                for t in tasks:  # free suspended coroutines without warnings
+                    if not t.done and t.coro is not None:
+                        st.task = t
+                        try:
+                            t.coro.close()
+                        except (KeyboardInterrupt, SystemExit):
+                            raise
+                        except BaseException:  # noqa: BLE001 - a finally clause awaited
+                            pass
+            finally:
+                st.inline, st.task = saved
         return self
 
 

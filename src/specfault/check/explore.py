@@ -2,8 +2,12 @@
 
 Runs executions of ``scenario`` under the configured strategy until a
 failure (minimised, reported), the strategy is exhausted (exhaustive DFS),
-or a budget (seconds, schedules) runs out.  ``replay(scenario, schedule)``
-re-runs one schedule exactly.
+the schedule budget (``max_schedules``) is spent, or the time cap
+(``budget_seconds``) is reached.  Given the same schedule budget, seed and
+scenario, the result is the same on every machine; a time cap makes it
+depend on the machine's speed (``Result.capped`` says when it cut the run).
+Ctrl-C raises :class:`Interrupted`, a ``KeyboardInterrupt`` carrying the
+partial result.  ``replay(scenario, schedule)`` re-runs one schedule exactly.
 
 Every :class:`ExploreConfig` field can be set from the environment as
 ``SPECFAULT_CHECK_<FIELD>`` (see :meth:`ExploreConfig.from_env`) and from the
@@ -33,6 +37,16 @@ from specfault.sync.lockdep import LOCKDEP
 STRATEGIES = ("random", "pct", "dfs", "replay")
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C while exploring: still a ``KeyboardInterrupt``; ``result``
+    holds what was done until then (a :class:`Result` with
+    ``interrupted=True``, or a caller's own partial record)."""
+
+    def __init__(self, result: Any) -> None:
+        super().__init__()
+        self.result = result
+
+
 @dataclass
 class ExploreConfig:
     """How to explore.  Every field has a safe default."""
@@ -40,7 +54,8 @@ class ExploreConfig:
     #: "random" (random walk), "pct" (Burckhardt et al.), "dfs" (CHESS-style
     #: exhaustive, preemption-bounded), "replay" (run ``replay`` once)
     strategy: str = "dfs"
-    #: wall-clock budget in seconds (None: no time limit)
+    #: wall-clock cap in seconds (None: no time limit); when it cuts a run
+    #: short, the result depends on the machine's speed (Result.capped)
     budget_seconds: float | None = 10.0
     #: stop after this many schedules (None: no count limit)
     max_schedules: int | None = None
@@ -56,9 +71,10 @@ class ExploreConfig:
     step_limit: int = 10_000
     #: shrink a failing schedule before reporting it
     minimize: bool = True
-    #: minimisation budget: replays and seconds
+    #: minimisation budget: replays, and a time cap (None: none, so the
+    #: minimised schedule is the same on every machine)
     minimize_runs: int = 400
-    minimize_seconds: float = 5.0
+    minimize_seconds: float | None = None
     #: stop at the first failure (else count failures and go on)
     stop_on_failure: bool = True
     #: collect ``scenario.observe(state)`` of every complete execution
@@ -69,17 +85,33 @@ class ExploreConfig:
     lockdep: bool = True
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> ExploreConfig:
-        """Defaults, then ``SPECFAULT_CHECK_<FIELD>`` variables, then overrides."""
+    def from_env(cls, environ: dict[str, str] | None = None, defaults: dict[str, Any] | None = None,
+                 **overrides: Any) -> ExploreConfig:
+        """Defaults (the class's, then ``defaults``), then
+        ``SPECFAULT_CHECK_<FIELD>`` variables, then overrides.  A variable
+        that does not convert raises ValueError naming it."""
         env = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
+        values: dict[str, Any] = dict(defaults or {})
         for f in fields(cls):
-            raw = env.get(f"SPECFAULT_CHECK_{f.name.upper()}")
+            var = f"SPECFAULT_CHECK_{f.name.upper()}"
+            raw = env.get(var)
             if raw is None:
                 continue
-            values[f.name] = _convert(f.type, raw)
+            try:
+                values[f.name] = _convert(f.type, raw)
+            except ValueError:
+                raise ValueError(f"{var}={raw!r}: expected {_kind(f.type)}") from None
         values.update(overrides)
         return cls(**values)
+
+
+def _kind(kind: Any) -> str:
+    kind = str(kind)
+    for name, what in (("bool", "true or false"), ("int", "an integer or none"),
+                       ("float", "a number or none")):
+        if name in kind:
+            return what
+    return "a string"
 
 
 def _convert(kind: Any, raw: str) -> Any:
@@ -87,11 +119,17 @@ def _convert(kind: Any, raw: str) -> Any:
     if raw.lower() in ("none", ""):
         return None
     if "bool" in kind:
-        return raw.lower() in ("1", "true", "yes", "on")
+        low = raw.lower()
+        if low not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            raise ValueError(raw)
+        return low in ("1", "true", "yes", "on")
     if "int" in kind:
         return int(raw)
     if "float" in kind:
-        return float(raw)
+        value = float(raw)
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ValueError(raw)
+        return value
     return raw
 
 
@@ -121,13 +159,20 @@ class Result:
     report: str = ""
     observations: set[Hashable] = field(default_factory=set)
     execution: Execution | None = None
+    #: the time cap (budget_seconds) ended the run before the schedule budget
+    capped: bool = False
+    #: Ctrl-C ended the run (see Interrupted)
+    interrupted: bool = False
 
     def rate(self) -> float:
         return self.schedules / self.elapsed if self.elapsed > 0 else float("inf")
 
     def summary(self) -> str:
-        verdict = "OK" if self.ok else f"FAIL ({self.failure.kind if self.failure else '?'})"
-        scope = "exhaustive" if self.exhausted else "budget"
+        verdict = ("no violation so far" if self.ok and self.interrupted else "OK" if self.ok
+                   else f"FAIL ({self.failure.kind if self.failure else '?'})")
+        scope = ("exhaustive" if self.exhausted else "interrupted" if self.interrupted
+                 else "time cap" if self.capped
+                 else "first failure" if self.failures == 1 else "schedule budget")
         return (f"{self.scenario}: {verdict} — {self.strategy}, {self.schedules} schedules "
                 f"({self.complete} complete, {self.pruned} pruned), {self.steps} steps, "
                 f"{self.elapsed:.2f}s ({self.rate():.0f}/s), {scope}")
@@ -137,6 +182,7 @@ class Result:
             "scenario": self.scenario, "strategy": self.strategy, "ok": self.ok,
             "schedules": self.schedules, "complete": self.complete, "pruned": self.pruned,
             "steps": self.steps, "elapsed": round(self.elapsed, 4), "exhausted": self.exhausted,
+            "capped": self.capped, "interrupted": self.interrupted,
             "failures": self.failures,
             "failure": None if self.failure is None else {
                 "kind": self.failure.kind, "message": self.failure.message,
@@ -174,32 +220,41 @@ def explore(scenario: Scenario, config: ExploreConfig | None = None, **overrides
     observations: set[Hashable] = set()
     observe = scenario.observe if cfg.observe else None
     max_n = cfg.max_schedules
-    while True:
-        if max_n is not None and schedules >= max_n:
-            break
-        if deadline is not None and schedules and time.perf_counter() >= deadline:
-            break
-        nxt = strategy.next()
-        if nxt is None:
-            break
-        seed, chooser = nxt
-        ex = Execution(scenario, cfg.step_limit).run(chooser)
-        strategy.done_with(ex)
-        schedules += 1
-        steps += ex.steps
-        if ex.failure is not None:
-            failures += 1
-            if first is None:
-                first = (ex, seed)
-            if cfg.stop_on_failure:
+    capped = False
+    try:
+        while True:
+            if max_n is not None and schedules >= max_n:
                 break
-        elif observe is not None and not ex.pruned:
-            observations.add(observe(ex.state))
+            if deadline is not None and schedules and time.perf_counter() >= deadline:
+                capped = True
+                break
+            nxt = strategy.next()
+            if nxt is None:
+                break
+            seed, chooser = nxt
+            ex = Execution(scenario, cfg.step_limit).run(chooser)
+            strategy.done_with(ex)
+            schedules += 1
+            steps += ex.steps
+            if ex.failure is not None:
+                failures += 1
+                if first is None:
+                    first = (ex, seed)
+                if cfg.stop_on_failure:
+                    break
+            elif observe is not None and not ex.pruned:
+                observations.add(observe(ex.state))
+    except KeyboardInterrupt:
+        raise Interrupted(Result(scenario.name, cfg.strategy, first is None, schedules,
+                                 getattr(strategy, "complete", schedules), getattr(strategy, "pruned", 0),
+                                 steps, time.perf_counter() - start, False, failures=failures,
+                                 interrupted=True)) from None
     elapsed = time.perf_counter() - start
     complete = getattr(strategy, "complete", schedules)
     pruned = getattr(strategy, "pruned", 0)
     res = Result(scenario.name, cfg.strategy, first is None, schedules, complete, pruned, steps,
-                 elapsed, strategy.exhausted(), failures=failures, observations=observations)
+                 elapsed, strategy.exhausted(), failures=failures, observations=observations,
+                 capped=capped and not strategy.exhausted())
     if first is not None:
         ex, seed = first
         original = Schedule(scenario.name, cfg.strategy, seed, list(ex.choices))

@@ -82,11 +82,13 @@ def _fewer_preemptions(scenario: Scenario, best: Execution, step_limit: int, max
 
 
 def minimize(scenario: Scenario, failing: Execution, step_limit: int,
-             max_runs: int = 400, max_seconds: float = 5.0) -> tuple[Execution, int]:
-    """Return the smallest failing execution found, and how many runs it took."""
+             max_runs: int = 400, max_seconds: float | None = None) -> tuple[Execution, int]:
+    """Return the smallest failing execution found, and how many runs it
+    took.  Bounded by ``max_runs`` replays; ``max_seconds`` adds a time cap
+    (None: none — then the result is the same on every machine)."""
     target = failing.failure
     assert target is not None, "minimize: execution did not fail"
-    deadline = time.perf_counter() + max_seconds
+    deadline = time.perf_counter() + max_seconds if max_seconds is not None else float("inf")
     best, runs = failing, 0
     if failing.preemptions > 1:
         best, runs = _fewer_preemptions(scenario, failing, step_limit, max_runs // 2, deadline)

@@ -111,16 +111,38 @@ def _load_builtin() -> None:
                 raise
 
 
+class UnknownScenario(KeyError):
+    """A name :func:`lookup` cannot resolve; the message says why (and
+    offers a few close matches, never the whole registry)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "unknown scenario"
+
+
 def lookup(name: str) -> Scenario:
-    """The scenario called ``name``: registered, or ``module:attr``."""
+    """The scenario called ``name``: registered, or ``module:attr``.
+    Raises :class:`UnknownScenario` (a KeyError)."""
+    import difflib
+
     _load_builtin()
     if name in _REGISTRY:
         return _REGISTRY[name]()
     if ":" in name:
         mod, _, attr = name.partition(":")
-        obj = getattr(importlib.import_module(mod), attr)
+        try:
+            module = importlib.import_module(mod)
+        except Exception as exc:  # noqa: BLE001 - any import failure means: no such scenario
+            raise UnknownScenario(f"scenario {name!r}: cannot import module {mod!r} "
+                                  f"({type(exc).__name__}: {exc})") from None
+        if not hasattr(module, attr):
+            raise UnknownScenario(f"scenario {name!r}: module {mod!r} has no attribute {attr!r}")
+        obj = getattr(module, attr)
         if callable(obj) and not isinstance(obj, Scenario):
             obj = obj()
         if isinstance(obj, Scenario):
             return obj
-    raise KeyError(f"unknown scenario {name!r}; known: {', '.join(sorted(_REGISTRY))}")
+        raise UnknownScenario(f"scenario {name!r}: {mod}.{attr} is not a Scenario "
+                              f"(nor a function returning one)")
+    close = difflib.get_close_matches(name, list(_REGISTRY), n=3, cutoff=0.6)
+    hint = f" (did you mean {', '.join(close)}?)" if close else ""
+    raise UnknownScenario(f"unknown scenario {name!r}{hint}; 'specfault check --list' lists them")

@@ -17,11 +17,18 @@ before every task finished, the replayer continues without preemption
 (keep running the last actor while it can run, else the lowest-numbered
 runnable one) — the same rule exhaustive search uses for its first path, so
 a prefix is a valid schedule too.
+
+A line is checked before it is expanded: at most :data:`MAX_CHOICES` steps
+in all (the explorer's largest step limit), so ``0*100000000`` is refused
+without building a list of a hundred million choices.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+#: the most choices a schedule line may expand to (= the largest step limit)
+MAX_CHOICES = 1_000_000
 
 
 class ScheduleError(ValueError):
@@ -43,20 +50,34 @@ def encode_choices(choices: list[int]) -> str:
     return ".".join(out)
 
 
-def decode_choices(text: str) -> list[int]:
+def _digits(text: str, most: int) -> bool:
+    return 0 < len(text) <= most and text.isascii() and text.isdigit()
+
+
+def decode_choices(text: str, max_choices: int = MAX_CHOICES) -> list[int]:
+    """CHOICES -> the list of actors; ScheduleError if malformed or if it
+    would expand to more than ``max_choices`` (checked before expanding)."""
     text = text.strip()
     if text in ("", "-"):
         return []
-    choices: list[int] = []
+    if len(text) > 8 * max_choices:
+        raise ScheduleError(f"schedule too long: {len(text):,} characters")
+    items: list[tuple[int, int]] = []
+    total = 0
     for item in text.split("."):
         actor, star, count = item.partition("*")
-        try:
-            a = int(actor)
-            n = int(count) if star else 1
-        except ValueError:
-            raise ScheduleError(f"bad schedule item {item!r}") from None
-        if a < 0 or n < 1:
-            raise ScheduleError(f"bad schedule item {item!r}")
+        if not _digits(actor, 6) or (star and not _digits(count, 9)):
+            raise ScheduleError(f"bad schedule item {item[:40]!r} (expected ACTOR or ACTOR*COUNT)")
+        a = int(actor)
+        n = int(count) if star else 1
+        if n < 1:
+            raise ScheduleError(f"bad schedule item {item!r}: the count must be at least 1")
+        total += n
+        if total > max_choices:
+            raise ScheduleError(f"schedule longer than {max_choices:,} steps (item {item[:40]!r})")
+        items.append((a, n))
+    choices: list[int] = []
+    for a, n in items:
         choices.extend([a] * n)
     return choices
 
@@ -72,16 +93,19 @@ class Schedule:
         return f"{self.scenario}:{self.strategy}:{self.seed}:{encode_choices(self.choices)}"
 
     @classmethod
-    def parse(cls, line: str) -> Schedule:
+    def parse(cls, line: str, max_choices: int = MAX_CHOICES) -> Schedule:
         parts = line.strip().rsplit(":", 3)
         if len(parts) != 4 or not parts[0] or not parts[1]:
-            raise ScheduleError(f"not a schedule (SCENARIO:STRATEGY:SEED:CHOICES): {line!r}")
+            shown = line if len(line) <= 80 else line[:77] + "..."
+            raise ScheduleError(f"not a schedule (SCENARIO:STRATEGY:SEED:CHOICES): {shown!r}")
         scenario, strategy, seed, choices = parts
+        if len(scenario) > 200 or len(strategy) > 20:
+            raise ScheduleError("not a schedule: scenario or strategy name too long")
         try:
             seed_value = int(seed)
         except ValueError:
-            raise ScheduleError(f"bad seed {seed!r} in schedule") from None
-        return cls(scenario, strategy, seed_value, decode_choices(choices))
+            raise ScheduleError(f"bad seed {seed[:40]!r} in schedule") from None
+        return cls(scenario, strategy, seed_value, decode_choices(choices, max_choices))
 
     def replay_command(self) -> str:
         return f"specfault check --replay '{self}'"

@@ -3,14 +3,19 @@
 ``Oracle.check(prog)`` -> Outcome (verdict + both records).
 ``campaign(...)`` runs many random programs (optionally in parallel worker
 processes, each with its own host coordinator), deterministic per
-(seed, run index): run i uses ``random.Random(f"{seed}:{i}")``.
+(seed, run index): run i uses ``random.Random(f"{seed}:{i}")``.  Work is
+handed to the workers a few runs at a time (memory stays bounded however
+many runs), and workers ignore Ctrl-C: the caller's KeyboardInterrupt (or
+closing the generator) terminates them at once.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
+import signal
+from collections import deque
+from collections.abc import Callable, Generator
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,6 +67,10 @@ class Oracle:
     def close(self) -> None:
         self.host.close()
 
+    def abort(self) -> None:
+        """Stop at once (Ctrl-C): kill the host coordinator, do not wait for it."""
+        self.host.abort()
+
 
 def program_for(seed: int, run: int, max_steps: int, region: int) -> Program:
     return random_program(random.Random(f"{seed}:{run}"), max_steps=max_steps, region=region)
@@ -73,6 +82,7 @@ _worker_oracle: Oracle | None = None
 
 def _init_worker() -> None:
     global _worker_oracle
+    signal.signal(signal.SIGINT, signal.SIG_IGN)    # the parent handles Ctrl-C
     _worker_oracle = Oracle()
 
 
@@ -85,9 +95,9 @@ def _check_run(args: tuple[int, int, int, int]) -> Outcome:
 
 
 def campaign(runs: int, seed: int, max_steps: int = 30, region: int = 64, jobs: int = 1,
-             oracle: Oracle | None = None) -> Iterator[Outcome]:
+             oracle: Oracle | None = None) -> Generator[Outcome, None, None]:
     """Yield the outcome of each run, in run order."""
-    work = [(seed, i, max_steps, region) for i in range(runs)]
+    work = ((seed, i, max_steps, region) for i in range(runs))
     if jobs <= 1:
         own = oracle or Oracle()
         try:
@@ -95,9 +105,40 @@ def campaign(runs: int, seed: int, max_steps: int = 30, region: int = 64, jobs: 
                 out = own.check(program_for(seed_, i, k, r))
                 out.run = i
                 yield out
+        except BaseException:   # Ctrl-C or the caller closed us: do not wait for the host
+            if oracle is None:
+                own.abort()
+            raise
         finally:
             if oracle is None:
                 own.close()
         return
-    with ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker) as pool:
-        yield from pool.map(_check_run, work, chunksize=4)
+    pool = ProcessPoolExecutor(max_workers=jobs, initializer=_init_worker)
+    pending: deque[Future[Outcome]] = deque()
+    todo = iter(work)
+    try:
+        while True:
+            while len(pending) < 4 * jobs:
+                nxt = next(todo, None)
+                if nxt is None:
+                    break
+                pending.append(pool.submit(_check_run, nxt))
+            if not pending:
+                break
+            yield pending.popleft().result()
+    except BaseException:       # Ctrl-C, the caller closed us, or a worker failed
+        _terminate(pool)
+        raise
+    pool.shutdown(wait=True)
+
+
+def _terminate(pool: ProcessPoolExecutor) -> None:
+    """Stop ``pool`` now: cancel what has not started, kill the workers."""
+    stop = getattr(pool, "terminate_workers", None)     # Python >= 3.14
+    if stop is not None:
+        stop()
+        return
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in procs:
+        proc.kill()

@@ -2,13 +2,15 @@
 
 An entry lets any machine replay a program deterministically: against the
 live host kernel when it can (and then also checks the kernel still does
-what was recorded, if it is the same kernel release), else against the
-recorded host record.  ``expect`` is "agree" once the model matches the host
+what was recorded, if it is the same kernel series — major.minor, e.g.
+6.18: builds and stable updates of one series keep the mm behaviour a
+program can observe), else against the recorded host record.  ``expect`` is "agree" once the model matches the host
 on the program, "diverge" while a model bug it records is open.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import platform
@@ -37,11 +39,22 @@ class Entry:
 def load(path: str) -> Entry:
     """A corpus entry, or a bare program (then ``host`` is None).  Raises ProgramError."""
     try:
-        with open(path) as f:
-            obj = json.load(f)
+        with open(path, "rb") as f:
+            data = f.read()
     except OSError as exc:
         raise ProgramError(f"cannot read {path}: {exc.strerror}") from None
-    except json.JSONDecodeError as exc:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProgramError(f"{path}: not UTF-8 text, not a program") from None
+    return loads(text, path)
+
+
+def loads(text: str, path: str) -> Entry:
+    """:func:`load` of the text of ``path``.  Raises ProgramError."""
+    try:
+        obj = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
         raise ProgramError(f"{path}: not JSON: {exc}") from None
     name = os.path.splitext(os.path.basename(path))[0]
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
@@ -71,3 +84,13 @@ def entries(directory: str) -> list[str]:
 
 def kernel_release() -> str:
     return platform.release()
+
+
+def kernel_series(release: str) -> tuple[int, int] | None:
+    """``"6.18.44-fc-v657"`` -> ``(6, 18)``; None if it does not start with
+    MAJOR.MINOR."""
+    parts = release.split(".", 2)
+    if len(parts) < 2 or not parts[0].isdigit():
+        return None
+    minor = "".join(itertools.takewhile(str.isdigit, parts[1]))
+    return (int(parts[0]), int(minor)) if minor else None

@@ -43,6 +43,7 @@ from .record import (
     snapshot,
 )
 
+PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 STEP_TIMEOUT = 20.0
 SHM = "/dev/shm"
@@ -212,8 +213,15 @@ class Coordinator:
 
 
 def serve() -> None:
-    """Coordinator main loop: one program JSON per stdin line -> one record JSON per stdout line."""
+    """Coordinator main loop: one program JSON per stdin line -> one record JSON per stdout line.
+
+    Ctrl-C is the caller's to handle: the coordinator (and the workers it
+    forks) ignore SIGINT, end when stdin closes, and die with the caller
+    (PR_SET_PDEATHSIG), so an interrupted campaign prints no traceback
+    from here."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     out = sys.stdout
     sys.stdout = sys.stderr   # nothing else may write to the protocol stream
@@ -231,8 +239,11 @@ def serve() -> None:
             rec = coord.run(prog)
         except Exception as exc:  # a coordinator bug must not hang the caller
             rec = {"side": "host", "initial": None, "steps": [], "error": f"coordinator: {exc!r}"}
-        out.write(json.dumps(rec) + "\n")
-        out.flush()
+        try:
+            out.write(json.dumps(rec) + "\n")
+            out.flush()
+        except BrokenPipeError:     # the caller is gone
+            return
 
 
 # --------------------------------------------------------------------------------------
@@ -272,6 +283,13 @@ class HostRunner:
             return {"side": "host", "initial": None, "steps": [], "error": "host coordinator died"}
         rec: dict[str, Any] = json.loads(line)
         return rec
+
+    def abort(self) -> None:
+        """Kill the coordinator now (Ctrl-C): no waiting for a program to finish."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
 
     def close(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

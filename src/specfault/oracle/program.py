@@ -45,6 +45,8 @@ from typing import Any
 
 FORMAT = "specfault-oracle/1"
 PAGE_SIZE = 4096
+#: the largest region a program may have, in pages
+REGION_MAX = 4096
 
 # Linux x86-64 values; the model exports the same numbers.
 PROT = {"PROT_NONE": 0x0, "PROT_READ": 0x1, "PROT_WRITE": 0x2, "PROT_EXEC": 0x4}
@@ -142,8 +144,11 @@ class Program:
             raise ProgramError("a program is a JSON object")
         if obj.get("format") != FORMAT:
             raise ProgramError(f"format must be {FORMAT!r}, got {obj.get('format')!r}")
-        prog = cls(steps=list(obj.get("steps", [])), region=obj.get("region", 64),
-                   guard=obj.get("guard", 4), files=list(obj.get("files", [])))
+        steps, files = obj.get("steps", []), obj.get("files", [])
+        if not isinstance(steps, list) or not isinstance(files, list):
+            raise ProgramError("steps and files must be lists")
+        prog = cls(steps=list(steps), region=obj.get("region", 64),
+                   guard=obj.get("guard", 4), files=list(files))
         prog.validate()
         return prog
 
@@ -162,7 +167,7 @@ class Program:
     # ---- validation ----
     def validate(self) -> None:
         """Raise ProgramError unless every step is well formed and runnable in order."""
-        _int(self.region, "region", 1, 4096)
+        _int(self.region, "region", 1, REGION_MAX)
         _int(self.guard, "guard", 1, 512)
         if not isinstance(self.files, list):
             raise ProgramError("files must be a list")

@@ -1,3 +1,3 @@
 """Outer room: human-facing reports — the demo tour (demo, tour, demo_cli,
 demo_html), traces for Perfetto / chrome://tracing (perfetto), HTML
-reports (html), output-file checks (outputs)."""
+reports (html)."""

@@ -5,35 +5,51 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
+from specfault import cliargs
 from specfault.report.demo import run_demo
-from specfault.report.outputs import html_file
 
 PARTS = ("tour", "check", "mutant", "sim")
+
+
+EXAMPLES = """examples:
+  specfault demo                          # the whole tour (about a minute)
+  specfault demo --only tour              # just the address-space walk
+  specfault demo --only check --only mutant --json
+  specfault demo --only sim --out /tmp/plots
+
+Exit codes: 0 the tour ran and every check held, 1 a check failed (or the
+mutant survived), 2 bad input (an --out that cannot be written), 130
+interrupted (Ctrl-C: the parts done so far are printed, marked partial).
+"""
 
 
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "demo", help="a guided tour of the whole product on built-in defaults",
-        description="The tour: (1) build a small address space, fault it, fork it and split "
-                    "COW pages, printing maps, frames and counters (invariants checked after "
-                    "each step); (2) check the speculative page-fault protocol on the core "
-                    "races; (3) take one design decision away (a mutant) and show the "
-                    "counterexample the checker finds; (4) compare classic, speculative, "
-                    "per-VMA-lock and Dufour's speculative faults on the simulator (app_launch, "
-                    "pft) and write plots; then write the whole tour as one HTML page "
-                    "(OUT/report.html) and print its path.")
+        description=textwrap.fill(
+            "The tour: (1) build a small address space, fault it, fork it and split "
+            "COW pages, printing maps, frames and counters (invariants checked after "
+            "each step); (2) check the speculative page-fault protocol on the core "
+            "races; (3) take one design decision away (a mutant) and show the "
+            "counterexample the checker finds; (4) compare classic, speculative, "
+            "per-VMA-lock and Dufour's speculative faults on the simulator (app_launch, "
+            "pft) and write plots; then write the whole tour as one HTML page "
+            "(OUT/report.html) and print its path.", 78),
+        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--json", action="store_true", help="print a JSON summary instead")
     p.add_argument("--only", choices=PARTS, action="append",
                    help="run only this part (repeatable; default: all)")
-    p.add_argument("--out", default="specfault-demo", metavar="DIR",
-                   help="where the plots and the HTML report go (default: ./specfault-demo)")
-    p.add_argument("--html", type=html_file, default=None, metavar="FILE.html",
-                   help="write the HTML report here instead (default: OUT/report.html)")
+    p.add_argument("--out", default=None, metavar="DIR", type=cliargs.writable_dir,
+                   help="where the plots and the HTML report go (default: ./specfault-demo); "
+                        "created if missing")
+    p.add_argument("--html", type=cliargs.writable_file(["html", "htm"], "HTML report"), default=None,
+                   metavar="FILE.html", help="write the HTML report here instead (default: OUT/report.html)")
     p.set_defaults(func=main)
 
 
@@ -57,17 +73,31 @@ def sim_table(cmp: Any) -> Table:
 def main(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    html_path = Path(args.html) if args.html else Path(args.out) / "report.html"
-    try:                                    # before any work: the report must be writable
-        html_path.parent.mkdir(parents=True, exist_ok=True)
-        html_file(str(html_path))
-    except (OSError, argparse.ArgumentTypeError) as exc:
-        print(f"specfault demo: error: cannot write the report {html_path}: {exc}", file=sys.stderr)
-        return 2
+    parts = args.only or list(PARTS)
+    if len(set(parts)) != len(parts):
+        raise cliargs.BadArgument("--only", "a part is given twice")
+    out_dir = args.out
+    if out_dir is None and "sim" in parts:     # the default is checked like a given --out
+        try:
+            out_dir = cliargs.writable_dir("specfault-demo")
+        except argparse.ArgumentTypeError as exc:
+            raise cliargs.BadArgument("--out", f"the default ./specfault-demo: {exc}") from None
+    if args.html:
+        html_path = Path(args.html)
+    else:                                       # before any work: the report must be writable
+        try:
+            out = out_dir if out_dir is not None else cliargs.writable_dir("specfault-demo")
+        except argparse.ArgumentTypeError as exc:
+            raise cliargs.BadArgument("--out", f"the default ./specfault-demo: {exc}") from None
+        html_path = Path(out) / "report.html"
     console = Console(highlight=False)
     if not console.is_terminal:
         console = Console(highlight=False, width=140)
     last: dict[str, int] = {}
+    summary: dict[str, Any] = {}
+    #: what the parts emitted so far (kept for a partial summary on Ctrl-C)
+    rows: list[dict[str, Any]] = []
+    sims: list[dict[str, Any]] = []
     story: list[tuple[str, Any]] = []       # everything emitted, in order, for the HTML report
     legend_shown = [False]
 
@@ -103,24 +133,18 @@ def main(args: argparse.Namespace) -> int:
             console.print(t)
             last.update(payload)
 
-    parts = args.only or list(PARTS)
-    summary: dict[str, Any] = {}
-    if "tour" in parts:
-        summary["tour"] = run_demo(emit)
-        tour = summary["tour"]
-        if not args.json:
-            console.print(f"\n[bold]{tour['frames_free_at_end']} of {tour['frames']} frames free "
-                          f"at the end ({tour['page_cache_frames']} hold the file's page cache); "
-                          "check_mm held after every step.[/]")
-    from specfault.report import tour as more
-
     def emit2(kind: str, payload: Any) -> None:
         story.append((kind, payload))
+        if kind == "check":
+            rows.append(payload)
+        elif kind == "sim":
+            cmp, path = payload
+            sims.append({"workload": cmp.workload, "plot": path, "runs": len(cmp.runs)})
         if args.json:
             return
         if kind == "check":
             r = payload
-            how = "exhaustive" if r["dfs_exhausted"] else "budget"
+            how = "exhaustive" if r["dfs_exhausted"] else "schedule budget"
             console.print(f"  {r['scenario']:24} {'[green]OK[/]' if r['ok'] else '[red]FAIL[/]'}  "
                           f"dfs {r['dfs_schedules']} schedules ({how}, <=1 preemption) + "
                           f"pct {r['pct_schedules']}  {r['seconds']}s")
@@ -130,7 +154,8 @@ def main(args: argparse.Namespace) -> int:
             if k["killed"]:
                 console.print(f"  killed by {k['scenario']} ({k['strategy']}) after "
                               f"{k['schedules']} schedules, {k['seconds']:.1f}s:\n")
-                console.print(report.rstrip(), highlight=False, markup=False, soft_wrap=True)
+                sys.stdout.flush()
+                print(report.rstrip(), flush=True)      # never wrapped: it ends with the replay line
             else:
                 console.print("  [red]survived the portfolio[/]")
         elif kind == "sim":
@@ -138,31 +163,61 @@ def main(args: argparse.Namespace) -> int:
             console.print(sim_table(cmp))
             console.print(f"  plot: {path}")
 
-    if "check" in parts:
-        if not args.json:
-            console.print("\n[bold cyan]Checking the speculative protocol on the core races "
-                          "(every execution: invariants, use-after-free, lockdep, "
-                          "linearizability)[/]")
-        summary["check"] = more.check_core(emit2)
-    if "mutant" in parts:
-        if not args.json:
-            console.print("\n[bold cyan]Taking one decision away: the commit skips the second "
-                          "sequence check (SEQ2)[/]")
-        summary["mutant"] = more.kill_one(emit2)
-    if "sim" in parts:
-        if not args.json:
-            console.print("\n[bold cyan]What each protocol buys: the simulator, same model "
-                          "code, many CPUs[/]")
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from specfault.report import tour as more
 
-        err = Console(stderr=True)
-        with Progress(TextColumn("  simulating {task.description}"), BarColumn(),
-                      TextColumn("{task.completed}/{task.total} runs"), TimeElapsedColumn(),
-                      console=err, transient=True, disable=not err.is_terminal) as prog:
-            bar = prog.add_task("", total=more.sim_runs())
-            summary["sim"] = more.simulate(emit2, Path(args.out),
-                                           lambda what: prog.update(bar, advance=1, description=what))
+    current = ""
+    try:
+        current = "tour"
+        if "tour" in parts:
+            summary["tour"] = run_demo(emit)
+            tour = summary["tour"]
+            if not args.json:
+                console.print(f"\n[bold]{tour['frames_free_at_end']} of {tour['frames']} frames free "
+                              f"at the end ({tour['page_cache_frames']} hold the file's page cache); "
+                              "check_mm held after every step.[/]")
+        current = "check"
+        if "check" in parts:
+            if not args.json:
+                console.print("\n[bold cyan]Checking the speculative protocol on the core races "
+                              "(every execution: invariants, use-after-free, lockdep, "
+                              "linearizability)[/]")
+            summary["check"] = more.check_core(emit2)
+        current = "mutant"
+        if "mutant" in parts:
+            if not args.json:
+                console.print("\n[bold cyan]Taking one decision away: the commit skips the second "
+                              "sequence check (SEQ2)[/]")
+            summary["mutant"] = more.kill_one(emit2)
+        current = "sim"
+        if "sim" in parts:
+            if not args.json:
+                console.print("\n[bold cyan]What each protocol buys: the simulator, same model "
+                              "code, many CPUs[/]")
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+            err = Console(stderr=True)
+            with Progress(TextColumn("  simulating {task.description}"), BarColumn(),
+                          TextColumn("{task.completed}/{task.total} runs"), TimeElapsedColumn(),
+                          console=err, transient=True, disable=not err.is_terminal) as prog:
+                bar = prog.add_task("", total=more.sim_runs())
+                summary["sim"] = more.simulate(emit2, Path(out_dir),
+                                               lambda what: prog.update(bar, advance=1, description=what))
+    except KeyboardInterrupt:
+        done = [p for p in parts if p in summary]
+        if current == "check" and rows:
+            summary["check"] = rows         # the races checked so far
+        if current == "sim" and sims:
+            summary["sim"] = sims           # the comparisons finished so far
+        if args.json:
+            print(json.dumps({**summary, "partial": True, "interrupted": current}, default=str))
+        sys.stdout.flush()
+        print(f"specfault demo: interrupted during {current} (done: {', '.join(done) or 'nothing'}; "
+              f"partial results {'on stdout' if args.json else 'above'})", file=sys.stderr)
+        return 130
     from specfault.report.demo_html import demo_report
+
+    summary["partial"] = False
+    html_path.parent.mkdir(parents=True, exist_ok=True)
     demo_report(summary, story).write(html_path)
     if args.json:
         print(json.dumps(summary, default=str))

@@ -312,10 +312,11 @@ def bench_plots(r: Report, cmp: Any) -> None:
         r.plot(svg, caption)
 
 
-def bench_report(cmp: Any, command: str, trace: str | Path | None = None) -> Report:
-    """The report of ``specfault bench``: data is ``cmp.to_dict()``, the
-    ``--json`` output of the same run."""
-    data = cmp.to_dict()
+def bench_report(cmp: Any, command: str, trace: str | Path | None = None,
+                 data: dict[str, Any] | None = None) -> Report:
+    """The report of ``specfault bench``: ``data`` is the ``--json`` output
+    of the same run (default ``cmp.to_dict()``)."""
+    data = cmp.to_dict() if data is None else data
     params = ", ".join(f"{k}={v}" for k, v in cmp.params.items())
     r = Report(f"specfault bench: {cmp.workload}", data,
                f"simulated; {params}" if params else "simulated")

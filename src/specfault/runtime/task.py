@@ -62,6 +62,8 @@ class Task:
         except StopIteration as stop:
             self.done, self.result, self.pending = True, stop.value, None
             return None
+        except (KeyboardInterrupt, SystemExit):  # Ctrl-C / exit: not the model's doing
+            raise
         except BaseException as exc:  # the model raised: record, driver decides
             self.done, self.error, self.pending = True, exc, None
             return None
@@ -76,6 +78,8 @@ class Task:
         except StopIteration as stop:
             self.done, self.result, self.pending = True, stop.value, None
             return None
+        except (KeyboardInterrupt, SystemExit):
+            raise
         except BaseException as e:
             self.done, self.error, self.pending = True, e, None
             return None

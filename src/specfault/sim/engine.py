@@ -349,6 +349,8 @@ class Engine:
                     except StopIteration as stop:
                         task.done, task.result, task.pending = True, stop.value, None
                         nxt = None
+                    except (KeyboardInterrupt, SystemExit):     # Ctrl-C: not a model error
+                        raise
                     except BaseException as exc:  # the model raised: _finish reports it
                         task.done, task.error, task.pending = True, exc, None
                         nxt = None
@@ -407,15 +409,19 @@ class Engine:
     def close(self) -> None:
         """Close unfinished coroutines without warnings."""
         st = STATE
-        for th in self.threads:
-            coro = th.task.coro
-            if th.state != DONE and coro is not None:
-                st.task = th.task
-                try:
-                    coro.close()
-                except BaseException:  # noqa: BLE001 - a finally clause awaited
-                    pass
-        st.task = None
+        try:
+            for th in self.threads:
+                coro = th.task.coro
+                if th.state != DONE and coro is not None:
+                    st.task = th.task
+                    try:
+                        coro.close()
+                    except (KeyboardInterrupt, SystemExit):
+                        raise
+                    except BaseException:  # noqa: BLE001 - a finally clause awaited
+                        pass
+        finally:
+            st.task = None
 
     # -- blocking --
     def _preemptible(self, task: Task) -> bool:
