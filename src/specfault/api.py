@@ -6,6 +6,14 @@ calls nobody is inside a read-side section.  Errors come back as Linux
 would give them: ``OSError`` with the errno, ``SegmentationFault`` /
 ``BusError`` for a bad access.
 
+Arguments are checked first, before anything changes: an argument of the
+wrong type (a bool, float or str where an int is wanted; anything but
+bytes, bytearray or memoryview where bytes are wanted) is a ``TypeError``,
+an int outside the C type of the syscall's parameter (a negative length,
+an address past 2**64, an fd beyond ``int``) or a flag the model does not
+model is a ``ValueError``; each names the argument.  An int the C type can
+carry goes to the model, which answers with Linux's errno.
+
     >>> import specfault as sf
     >>> m = sf.Machine()
     >>> p = m.spawn()
@@ -17,6 +25,7 @@ would give them: ``OSError`` with the errno, ``SegmentationFault`` /
 from __future__ import annotations
 
 import errno
+import operator
 import os
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -24,15 +33,34 @@ from typing import Any, TypeVar
 from specfault.config import KNOBS, Config, UnknownKnob
 from specfault.constants import (
     MAP_ANONYMOUS,
+    MAP_GROWSDOWN,
+    MAP_HUGETLB,
+    MAP_PRIVATE,
+    MAP_TYPE,
     O_ACCMODE,
+    O_APPEND,
+    O_CLOEXEC,
     O_CREAT,
+    O_DIRECT,
+    O_DIRECTORY,
+    O_DSYNC,
     O_EXCL,
+    O_LARGEFILE,
+    O_NOATIME,
+    O_NOCTTY,
+    O_NOFOLLOW,
+    O_NONBLOCK,
+    O_PATH,
     O_RDONLY,
     O_RDWR,
+    O_SYNC,
+    O_TMPFILE,
     O_TRUNC,
     O_WRONLY,
     PAGE_SIZE,
     SEGV_MAPERR,
+    SI_KERNEL,
+    TASK_SIZE,
 )
 from specfault.errors import SegmentationFault
 from specfault.mm.access import _Fault, hw_access
@@ -47,14 +75,82 @@ from specfault.mm.mmap import sys_brk, sys_mmap, sys_munmap
 from specfault.mm.mprotect import sys_mprotect
 from specfault.mm.mremap import sys_mremap
 from specfault.mm.proc import PagemapEntry, maps, pagemap_entry, smaps
+from specfault.mm.truncate import unmap_mapping_range
 from specfault.runtime import STATE, Task, direct
 
 T = TypeVar("T")
 _ACCESS = {"read": ACCESS_READ, "write": ACCESS_WRITE, "exec": ACCESS_EXEC}
 
+# open(2) flags: modelled, accepted without effect (no observable
+# difference in the model), and known to Linux but not modelled
+_O_MODELLED = O_ACCMODE | O_CREAT | O_EXCL | O_TRUNC
+_O_NO_EFFECT = O_NOCTTY | O_NONBLOCK | O_DSYNC | O_SYNC | O_LARGEFILE | O_NOFOLLOW | O_NOATIME \
+    | O_CLOEXEC
+_O_NOT_MODELLED = {O_TMPFILE: "O_TMPFILE", O_APPEND: "O_APPEND", O_DIRECT: "O_DIRECT",
+                   O_DIRECTORY: "O_DIRECTORY", O_PATH: "O_PATH"}
+MAX_RW_COUNT = 0x7FFFF000               # INT_MAX & PAGE_MASK: the most one read returns
+
 
 def SegmentationFault_(addr: int) -> SegmentationFault:  # noqa: N802
     return SegmentationFault(addr, SEGV_MAPERR)
+
+
+# ------------------------------------------------------ argument checking
+def _int(what: str, name: str, value: Any) -> int:
+    """``value`` as an int: an int (or anything with __index__), not a bool."""
+    if isinstance(value, bool) or not hasattr(type(value), "__index__"):
+        raise TypeError(f"{what}: {name} must be an int, not {type(value).__name__}")
+    return operator.index(value)
+
+
+def _ulong(what: str, name: str, value: Any) -> int:
+    """An ``unsigned long`` (or ``size_t``) argument: 0 <= value < 2**64."""
+    v = _int(what, name, value)
+    if not 0 <= v < 1 << 64:
+        raise ValueError(f"{what}: {name} must be in [0, 2**64) (unsigned long), not {v}")
+    return v
+
+
+def _cint(what: str, name: str, value: Any) -> int:
+    """An ``int`` argument (fd, advice, open flags): -2**31 <= value < 2**31."""
+    v = _int(what, name, value)
+    if not -(1 << 31) <= v < 1 << 31:
+        raise ValueError(f"{what}: {name} must fit a C int, not {v}")
+    return v
+
+
+def _loff(what: str, name: str, value: Any) -> int:
+    """A ``loff_t`` argument (file offset): -2**63 <= value < 2**63."""
+    v = _int(what, name, value)
+    if not -(1 << 63) <= v < 1 << 63:
+        raise ValueError(f"{what}: {name} must fit a loff_t (64-bit signed), not {v}")
+    return v
+
+
+def _bytes(what: str, name: str, value: Any) -> bytes:
+    """A buffer to store: bytes, bytearray or memoryview (never an int,
+    which ``bytes()`` would take as a count of zero bytes)."""
+    if not isinstance(value, (bytes, bytearray, memoryview)):
+        raise TypeError(f"{what}: {name} must be bytes, bytearray or memoryview, "
+                        f"not {type(value).__name__}")
+    return value if type(value) is bytes else bytes(value)
+
+
+def _str(what: str, name: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{what}: {name} must be a str, not {type(value).__name__}")
+    return value
+
+
+def _user_addr(addr: int) -> None:
+    """A user access the MMU refuses before any page table is read: the
+    guard page at TASK_SIZE and the kernel half fault (SIGSEGV,
+    SEGV_MAPERR); a non-canonical address is a general protection fault
+    (SIGSEGV, SI_KERNEL, si_addr 0)."""
+    if addr >= TASK_SIZE:
+        if 1 << 47 <= addr < (1 << 64) - (1 << 47):
+            raise SegmentationFault(0, SI_KERNEL)
+        raise SegmentationFault_(addr)
 
 
 def _oserror(ret: int, what: str) -> OSError:
@@ -77,6 +173,9 @@ class Machine:
             raise TypeError(f"Machine(): config must be a Config, not {type(config).__name__}")
         config = config or Config()
         if nr_frames is not None:
+            nr_frames = _int("Machine", "nr_frames", nr_frames)
+            if nr_frames < 1:
+                raise ValueError(f"Machine: nr_frames must be at least 1, not {nr_frames}")
             knobs["nr_frames"] = nr_frames
         for name in knobs:
             if name not in KNOBS:
@@ -106,6 +205,7 @@ class Machine:
     # -- processes and files --
     def spawn(self, name: str = "") -> Process:
         """A new process with an empty address space."""
+        _str("spawn", "name", name)
         mm = MmStruct(self.kernel)
         self.kernel.mms.append(mm)
         proc = Process(self, mm, name)
@@ -113,10 +213,24 @@ class Machine:
         return proc
 
     def create_file(self, path: str, data: bytes = b"") -> None:
-        """Create (or overwrite) a file; its pages start in the page cache."""
-        if not path.startswith("/"):
-            raise OSError(errno.EINVAL, f"create_file: path must be absolute: {path!r}")
-        self.kernel.fs.create(path, bytes(data))
+        """Create (or overwrite) a file; its pages start in the page cache.
+        Overwriting truncates the old contents first, as ``open`` with
+        O_TRUNC does: mappings of the file see the new contents, or SIGBUS
+        beyond its new end."""
+        _abs_path("create_file", path)
+        data = _bytes("create_file", "data", data)
+        inode = self.kernel.fs.inodes.get(path)
+        if inode is not None:
+            self._truncate_pagecache(inode, Task(0, "create_file"))
+        self.kernel.fs.create(path, data)
+
+    def _truncate_pagecache(self, inode: Any, task: Task) -> None:
+        """Truncate a file to size 0 (truncate_pagecache()): unmap it from
+        every address space, private COWed copies included, then drop its
+        pages; a later access to a mapping of it is beyond end of file
+        (SIGBUS)."""
+        self.run(unmap_mapping_range(self.kernel, inode, 0, 0, even_cows=True), task)
+        self.kernel.fs.truncate(inode, 0)
 
     # -- observation --
     def vmstat(self) -> dict[str, int]:
@@ -158,7 +272,16 @@ class _Context:
     def mmap(self, addr: int, length: int, prot: int, flags: int, fd: int = -1,
              offset: int = 0) -> int:
         """mmap(2).  Returns the address; raises OSError(errno) like Linux."""
-        _check_args("mmap", addr=addr, length=length, prot=prot, flags=flags, offset=offset)
+        addr = _ulong("mmap", "addr", addr)
+        length = _ulong("mmap", "length", length)
+        prot = _ulong("mmap", "prot", prot)
+        flags = _ulong("mmap", "flags", flags)
+        fd = _cint("mmap", "fd", fd)
+        offset = _ulong("mmap", "offset", offset)
+        if flags & MAP_ANONYMOUS and flags & MAP_HUGETLB:
+            raise ValueError("mmap: flags: MAP_HUGETLB is not modelled (no hugetlbfs)")
+        if flags & MAP_ANONYMOUS and flags & MAP_TYPE == MAP_PRIVATE and flags & MAP_GROWSDOWN:
+            raise ValueError("mmap: flags: MAP_GROWSDOWN is not modelled (no stack growth)")
         if offset & (PAGE_SIZE - 1):
             raise _oserror(-errno.EINVAL, "mmap")
         file = None
@@ -175,27 +298,35 @@ class _Context:
         return ret
 
     def munmap(self, addr: int, length: int) -> None:
-        _check_args("munmap", addr=addr, length=length)
+        addr = _ulong("munmap", "addr", addr)
+        length = _ulong("munmap", "length", length)
         self._sys(sys_munmap(self.mm, addr, length), "munmap")
 
     def mprotect(self, addr: int, length: int, prot: int) -> None:
-        _check_args("mprotect", addr=addr, length=length, prot=prot)
+        addr = _ulong("mprotect", "addr", addr)
+        length = _ulong("mprotect", "length", length)
+        prot = _ulong("mprotect", "prot", prot)
         self._sys(sys_mprotect(self.mm, addr, length, prot), "mprotect")
 
     def mremap(self, old_addr: int, old_len: int, new_len: int, flags: int = 0,
                new_addr: int = 0) -> int:
-        _check_args("mremap", old_addr=old_addr, old_len=old_len, new_len=new_len, flags=flags,
-                    new_addr=new_addr)
+        old_addr = _ulong("mremap", "old_addr", old_addr)
+        old_len = _ulong("mremap", "old_len", old_len)
+        new_len = _ulong("mremap", "new_len", new_len)
+        flags = _ulong("mremap", "flags", flags)
+        new_addr = _ulong("mremap", "new_addr", new_addr)
         return self._sys(sys_mremap(self.mm, old_addr, old_len, new_len, flags, new_addr),
                          "mremap")
 
     def madvise(self, addr: int, length: int, advice: int) -> None:
-        _check_args("madvise", addr=addr, length=length, advice=advice)
+        addr = _ulong("madvise", "addr", addr)
+        length = _ulong("madvise", "length", length)
+        advice = _cint("madvise", "advice", advice)
         self._sys(sys_madvise(self.mm, addr, length, advice), "madvise")
 
     def brk(self, addr: int) -> int:
         """brk(2) as the kernel returns it: the new break, or the old one."""
-        _check_args("brk", addr=addr)
+        addr = _ulong("brk", "addr", addr)
         return self._run(sys_brk(self.mm, addr))
 
     # -- accesses --
@@ -220,11 +351,11 @@ class _Context:
 
     def read(self, addr: int, n: int) -> bytes:
         """Load ``n`` bytes at ``addr`` (faulting as needed)."""
-        _check_addr("read", addr)
-        if type(n) is not int or n < 0:
-            raise TypeError(f"read: n must be a non-negative int, not {n!r}")
+        addr = _ulong("read", "addr", addr)
+        n = _ulong("read", "n", n)
         out = bytearray()
         while n > 0:
+            _user_addr(addr)
             take = min(n, PAGE_SIZE - (addr & (PAGE_SIZE - 1)))
             out += self._access(addr, ACCESS_READ, take)
             addr += take
@@ -232,16 +363,20 @@ class _Context:
         return bytes(out)
 
     def write(self, addr: int, data: bytes) -> None:
-        """Store ``data`` at ``addr`` (faulting as needed)."""
-        _check_addr("write", addr)
-        if type(data) is not bytes:
-            data = bytes(data)
+        """Store ``data`` (bytes, bytearray or memoryview) at ``addr``
+        (faulting as needed)."""
+        addr = _ulong("write", "addr", addr)
+        data = _bytes("write", "data", data)
+        if not data:
+            return                  # storing nothing touches no memory
         room = PAGE_SIZE - (addr & (PAGE_SIZE - 1))
         if len(data) <= room:
+            _user_addr(addr)
             self._access(addr, ACCESS_WRITE, 0, data)
             return
         done = 0
         while done < len(data):
+            _user_addr(addr + done)
             take = min(len(data) - done, PAGE_SIZE - ((addr + done) & (PAGE_SIZE - 1)))
             self._access(addr + done, ACCESS_WRITE, 0, data[done:done + take])
             done += take
@@ -250,9 +385,11 @@ class _Context:
         """Touch one byte at ``addr``: "read", "exec", or "write" (which
         stores back the byte that is there, so contents do not change —
         the load may fault first, then the store)."""
+        kind = _str("access", "kind", kind)
         if kind not in _ACCESS:
             raise ValueError(f"access: kind must be read, write or exec, not {kind!r}")
-        _check_addr("access", addr)
+        addr = _ulong("access", "addr", addr)
+        _user_addr(addr)
         if kind == "write":
             old = self._access(addr, ACCESS_READ, 1)
             self._access(addr, ACCESS_WRITE, 0, old)
@@ -265,28 +402,24 @@ class _Context:
         return maps(self.mm)
 
     def pagemap(self, addr: int) -> PagemapEntry:
-        """/proc/PID/pagemap entry for the page containing ``addr``."""
+        """/proc/PID/pagemap entry for the page containing ``addr``; past
+        the user address space (TASK_SIZE) nothing is mapped (Linux's file
+        ends there)."""
+        addr = _ulong("pagemap", "addr", addr)
+        if addr >= TASK_SIZE:
+            return PagemapEntry(0)
         return pagemap_entry(self.mm, addr & ~(PAGE_SIZE - 1))
 
     def smaps(self) -> list[dict[str, Any]]:
         return smaps(self.mm)
 
 
-def _check_addr(what: str, addr: int) -> None:
-    if type(addr) is not int:
-        raise TypeError(f"{what}: addr must be an int, not {type(addr).__name__}")
-    if not 0 <= addr < 1 << 64:
-        raise SegmentationFault_(addr)
-
-
-def _check_args(what: str, **args: Any) -> None:
-    for name, value in args.items():
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise TypeError(f"{what}: {name} must be an int, not {type(value).__name__}")
-        if value < 0 and name not in ("fd",):
-            raise _oserror(-errno.EINVAL, f"{what} ({name} < 0)")
-        if value >= 1 << 64:
-            raise _oserror(-errno.EINVAL, f"{what} ({name} too large)")
+def _abs_path(what: str, path: Any) -> str:
+    """A path of the model's filesystem: a str, absolute (there is no cwd)."""
+    _str(what, "path", path)
+    if not path.startswith("/"):
+        raise ValueError(f"{what}: path must be absolute (the model has no cwd), not {path!r}")
+    return str(path)
 
 
 class Process(_Context):
@@ -333,6 +466,20 @@ class Process(_Context):
 
     # -- files --
     def open(self, path: str, flags: int = O_RDONLY) -> int:
+        """open(2) of a file of the model's filesystem.  Flags: O_RDONLY,
+        O_WRONLY, O_RDWR (or 3: an fd that can neither read nor write),
+        O_CREAT, O_EXCL, O_TRUNC (truncates whatever the access mode, and
+        unmaps the file's pages everywhere); O_CLOEXEC, O_NONBLOCK, O_SYNC,
+        O_DSYNC, O_NOCTTY, O_NOFOLLOW, O_NOATIME and O_LARGEFILE change
+        nothing the model shows; any other flag is refused."""
+        _abs_path("open", path)
+        flags = _cint("open", "flags", flags)
+        for bit, name in _O_NOT_MODELLED.items():
+            if flags & bit == bit:
+                raise ValueError(f"open: flags: {name} is not modelled")
+        unknown = flags & ~(_O_MODELLED | _O_NO_EFFECT)
+        if unknown:
+            raise ValueError(f"open: flags: unknown or unmodelled bits {unknown:#o}")
         fs = self.machine.kernel.fs
         inode = fs.inodes.get(path)
         if inode is None:
@@ -341,14 +488,11 @@ class Process(_Context):
             inode = fs.create(path)
         elif flags & O_CREAT and flags & O_EXCL:
             raise OSError(errno.EEXIST, f"open: {os.strerror(errno.EEXIST)}: {path!r}")
-        acc = flags & O_ACCMODE
-        if acc not in (O_RDONLY, O_WRONLY, O_RDWR):
-            raise OSError(errno.EINVAL, "open: bad access mode")
-        mode = {O_RDONLY: FMODE_READ, O_WRONLY: FMODE_WRITE, O_RDWR: FMODE_READ | FMODE_WRITE}[acc]
-        if flags & O_TRUNC and mode & FMODE_WRITE and inode.size:
-            if any(p.mapcount for p in inode.pages.values()):
-                raise OSError(errno.EBUSY, "open: O_TRUNC of a mapped file is not modelled")
-            fs.truncate(inode, 0)
+        elif flags & O_TRUNC and inode.size:
+            self.machine._truncate_pagecache(inode, self.task)
+        # OPEN_FMODE(): O_RDONLY -> read, O_WRONLY -> write, O_RDWR -> both, 3 -> neither
+        mode = {O_RDONLY: FMODE_READ, O_WRONLY: FMODE_WRITE, O_RDWR: FMODE_READ | FMODE_WRITE,
+                O_ACCMODE: 0}[flags & O_ACCMODE]
         fd = 3
         while fd in self.files:
             fd += 1
@@ -356,6 +500,7 @@ class Process(_Context):
         return fd
 
     def close(self, fd: int) -> None:
+        fd = _cint("close", "fd", fd)
         f = self.files.pop(fd, None)
         if f is None:
             raise OSError(errno.EBADF, f"close: {os.strerror(errno.EBADF)}")
@@ -367,13 +512,32 @@ class Process(_Context):
             raise OSError(errno.EBADF, f"{what}: {os.strerror(errno.EBADF)}")
         return f
 
+    def _rw_check(self, what: str, fd: int, mode: int, count: int, offset: int) -> OpenFile:
+        """ksys_pread64/ksys_pwrite64 + rw_verify_area(), in Linux's order:
+        a negative offset is EINVAL, then the fd (EBADF), then a count or
+        an end that does not fit a loff_t (EINVAL)."""
+        if offset < 0:
+            raise OSError(errno.EINVAL, f"{what}: {os.strerror(errno.EINVAL)} (offset < 0)")
+        f = self._file(fd, mode, what)
+        if count >= 1 << 63 or offset + count >= 1 << 63:
+            raise OSError(errno.EINVAL, f"{what}: {os.strerror(errno.EINVAL)} (offset + count)")
+        return f
+
     def pread(self, fd: int, n: int, offset: int) -> bytes:
-        f = self._file(fd, FMODE_READ, "pread")
-        return self.machine.kernel.fs.read(f.inode, offset, n)
+        fd = _cint("pread", "fd", fd)
+        n = _ulong("pread", "n", n)
+        offset = _loff("pread", "offset", offset)
+        f = self._rw_check("pread", fd, FMODE_READ, n, offset)
+        return self.machine.kernel.fs.read(f.inode, offset, min(n, MAX_RW_COUNT))
 
     def pwrite(self, fd: int, data: bytes, offset: int) -> int:
-        f = self._file(fd, FMODE_WRITE, "pwrite")
-        ret = self.machine.kernel.fs.write(f.inode, offset, bytes(data))
+        fd = _cint("pwrite", "fd", fd)
+        data = _bytes("pwrite", "data", data)
+        offset = _loff("pwrite", "offset", offset)
+        f = self._rw_check("pwrite", fd, FMODE_WRITE, len(data), offset)
+        if not data:
+            return 0                         # nothing written, the size unchanged
+        ret = self.machine.kernel.fs.write(f.inode, offset, data[:MAX_RW_COUNT])
         if ret < 0:
             raise _oserror(ret, "pwrite")
         return ret

@@ -3,7 +3,7 @@ model-bug errors the checker reports (re-exported from the runtime)."""
 
 from __future__ import annotations
 
-from specfault.constants import BUS_ADRERR, SEGV_ACCERR, SEGV_MAPERR, SIGBUS, SIGSEGV
+from specfault.constants import BUS_ADRERR, SEGV_ACCERR, SEGV_MAPERR, SI_KERNEL, SIGBUS, SIGSEGV
 from specfault.runtime.state import Deadlock, ModelBug, UseAfterFree
 
 
@@ -20,10 +20,11 @@ class SignalError(Exception):
 
 
 class SegmentationFault(SignalError):
-    """SIGSEGV: ``si_code`` is SEGV_MAPERR (no VMA) or SEGV_ACCERR (permission)."""
+    """SIGSEGV: ``si_code`` is SEGV_MAPERR (no VMA) or SEGV_ACCERR (permission),
+    or SI_KERNEL (a general protection fault: a non-canonical address)."""
 
     signo = SIGSEGV
-    names = {SEGV_MAPERR: "SEGV_MAPERR", SEGV_ACCERR: "SEGV_ACCERR"}
+    names = {SEGV_MAPERR: "SEGV_MAPERR", SEGV_ACCERR: "SEGV_ACCERR", SI_KERNEL: "SI_KERNEL"}
 
 
 class BusError(SignalError):

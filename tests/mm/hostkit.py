@@ -2,9 +2,11 @@
 Linux through ctypes, so unit tests can pin a rule to what the kernel does.
 
 Everything happens inside a fixed, otherwise unused window of the test
-process's address space (``BASE``), reserved and released by each run; maps
-and pagemap are read back from /proc/self.  Scenarios that fork run in a
-forked child, which reports through a pipe.
+process's address space (``BASE``), reserved and released by each run; maps,
+pagemap and smaps VmFlags are read back from /proc/self.  Scenarios that fork
+run in a forked child, which reports through a pipe.  Files go to a private
+temporary directory, on tmpfs (/dev/shm) when ``tmpfs=True``: the model's
+files are single-page folios, like tmpfs's, where ext4 uses large folios.
 """
 
 from __future__ import annotations
@@ -65,8 +67,9 @@ class Host:
     Paths given to ``open`` / ``machine.create_file`` live under a private
     temporary directory."""
 
-    def __init__(self) -> None:
-        self.machine = _HostMachine(tempfile.mkdtemp(prefix="specfault-host-"))
+    def __init__(self, tmpfs: bool = False) -> None:
+        where = "/dev/shm" if tmpfs else None
+        self.machine = _HostMachine(tempfile.mkdtemp(prefix="specfault-host-", dir=where))
         self.fds: list[int] = []
 
     def open(self, path: str, flags: int = os.O_RDONLY) -> int:
@@ -126,6 +129,21 @@ class Host:
             f.seek((addr // PAGE) * 8)
             return PagemapEntry(int(struct.unpack("<Q", f.read(8))[0]))
 
+    def smaps(self) -> list[dict[str, Any]]:
+        """The fields of /proc/self/smaps the model's ``smaps()`` has."""
+        out: list[dict[str, Any]] = []
+        with open("/proc/self/smaps") as f:
+            for line in f:
+                head = line.split()
+                if "-" in head[0] and not head[0].endswith(":"):
+                    lo, hi = (int(x, 16) for x in head[0].split("-"))
+                    out.append({"start": lo, "end": hi})
+                elif head[0] in ("Size:", "Rss:", "Anonymous:"):
+                    out[-1][head[0][:-1]] = int(head[1])
+                elif head[0] == "VmFlags:":
+                    out[-1]["VmFlags"] = head[1:]
+        return out
+
 
 def layout(maps_text: str, base: int, size: int = WINDOW) -> list[tuple[int, int, str, int]]:
     """The VMAs of a maps text inside [base, base+size), as (first page,
@@ -139,10 +157,54 @@ def layout(maps_text: str, base: int, size: int = WINDOW) -> list[tuple[int, int
     return out
 
 
-def run_host(scenario: Callable[[Host, int], Any]) -> Any:
+def vmflags(smaps: list[dict[str, Any]], base: int, size: int = WINDOW) -> list[tuple[int, int, str]]:
+    """VmFlags of the VMAs inside [base, base+size), as (first page, end
+    page, flags) relative to ``base``; "sd" (soft-dirty, which this host's
+    kernel is built without and the model keeps) is left out."""
+    return [((v["start"] - base) // PAGE, (v["end"] - base) // PAGE,
+             " ".join(f for f in v["VmFlags"] if f != "sd"))
+            for v in smaps if v["start"] >= base and v["end"] <= base + size]
+
+
+def in_child(h: Any, fn: Callable[[Any], Any]) -> Any:
+    """``fn(child)`` in a child forked from ``h`` — a model Process or the
+    host — and its result; the child exits after.  On the host the child
+    is a real fork() of this process (run the scenario with
+    run_host_forked) and the result travels back as repr()."""
+    if not isinstance(h, Host):
+        child = h.fork()
+        try:
+            return fn(child)
+        finally:
+            child.exit()
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:                                   # the child
+        try:
+            os.close(r)
+            try:
+                res = repr(("ok", fn(h)))
+            except OSError as e:
+                res = repr(("oserror", e.errno))
+            os.write(w, res.encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    chunks = []
+    while b := os.read(r, 65536):
+        chunks.append(b)
+    os.close(r)
+    os.waitpid(pid, 0)
+    kind, val = eval(b"".join(chunks).decode())  # noqa: S307 - our own repr
+    if kind == "oserror":
+        raise OSError(val, os.strerror(val))
+    return val
+
+
+def run_host(scenario: Callable[[Host, int], Any], tmpfs: bool = False) -> Any:
     """Run ``scenario(host, base)`` on the host kernel inside the window and
     return its result; the window is unmapped afterwards."""
-    h = Host()
+    h = Host(tmpfs)
     try:
         return scenario(h, BASE)
     finally:
@@ -150,7 +212,7 @@ def run_host(scenario: Callable[[Host, int], Any]) -> Any:
         h.cleanup()
 
 
-def run_host_forked(scenario: Callable[[Host, int], Any]) -> Any:
+def run_host_forked(scenario: Callable[[Host, int], Any], tmpfs: bool = False) -> Any:
     """Like run_host, in a forked child (for scenarios that fork or die);
     the result travels back as repr() and is eval()ed."""
     r, w = os.pipe()
@@ -158,7 +220,7 @@ def run_host_forked(scenario: Callable[[Host, int], Any]) -> Any:
     if pid == 0:                                   # child
         try:
             os.close(r)
-            h = Host()
+            h = Host(tmpfs)
             try:
                 res = repr(("ok", scenario(h, BASE)))
             except OSError as e:
@@ -190,5 +252,5 @@ def host_errno(fn: Callable[[], Any]) -> int:
     return 0
 
 
-__all__ = ["BASE", "HOST_OK", "Host", "PAGE", "WINDOW", "host_errno", "layout", "run_host",
-           "run_host_forked"]
+__all__ = ["BASE", "HOST_OK", "Host", "PAGE", "WINDOW", "host_errno", "in_child", "layout",
+           "run_host", "run_host_forked", "vmflags"]

@@ -28,11 +28,15 @@ def on_model(scenario: Callable[[Any, int], Any], **machine: Any) -> Any:
     return out
 
 
-def assert_linux(scenario: Callable[[Any, int], Any], expected: Any, forked: bool = False) -> None:
+def assert_linux(scenario: Callable[[Any, int], Any], expected: Any, forked: bool = False,
+                 tmpfs: bool = False) -> None:
     """The model gives ``expected``; so does the host kernel (when we can
-    ask it), which is how ``expected`` was obtained in the first place."""
+    ask it), which is how ``expected`` was obtained in the first place.
+    ``forked``: run the host side in a child (scenarios that fork);
+    ``tmpfs``: the host's files on tmpfs, whose 4 KiB folios are the model's
+    (ext4's large folios change what unmapping one page does)."""
     got = on_model(scenario)
     assert got == expected, f"model: {got!r}"
     if HOST_OK:
-        host = (run_host_forked if forked else run_host)(scenario)
+        host = (run_host_forked if forked else run_host)(scenario, tmpfs=tmpfs)
         assert host == expected, f"host kernel: {host!r} (the expectation is stale?)"

@@ -70,6 +70,12 @@ def hw_access(mm: Any, cpu: Any, addr: int, access: int, n: int, data: bytes) ->
     key = (id(mm), addr >> 12)
     tlb = cpu.tlb if cpu is not None else None
     pte = tlb.get(key) if tlb is not None else None
+    if access == 1 and tlb is not None and pte is not None and pte & 2 and not pte & _PAGE_DIRTY:
+        # a store through a clean writable entry: x86 walks the tables to set
+        # the dirty bit (faulting, the entry dropped, if the PTE no longer
+        # allows it) — MADV_FREE and reclaim rely on the bit
+        del tlb[key]
+        pte = None
     # hw_allows(), inlined: present, RW for writes, not NX for execs
     if pte is None or not pte & 1 or (access == 1 and not pte & 2) \
             or (access == 2 and pte & _PAGE_NX):

@@ -152,6 +152,28 @@ class Filesystem:
         inode.size = max(inode.size, off + done)
         return done
 
+    def remove_mapping(self, inode: Inode, page: Page) -> None:
+        """__remove_mapping() of a clean, unmapped page-cache page (reclaim):
+        it leaves the cache; its contents stay on the backing store."""
+        assert not page.dirty and not page.mapcount, "remove_mapping: dirty or mapped page"
+        assert not inode.shmem, "remove_mapping: shmem pages have no backing store (no swap)"
+        if page.data is not None:
+            inode.data[page.index] = bytes(page.data)
+        del inode.pages[page.index]
+        self.kernel.mem.put_page(page)
+
+    def punch_hole(self, inode: Inode, first: int, last: int) -> None:
+        """fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE) of the whole
+        pages [first, last] (shmem_fallocate / ext4_punch_hole): cached
+        pages and backing bytes go; the range reads back as zeroes.  The
+        caller unmapped the range (unmap_mapping_range)."""
+        for idx in [i for i in inode.pages if first <= i <= last]:
+            page = inode.pages.pop(idx)
+            assert not page.mapcount, f"punch_hole: {page!r} still mapped"
+            self.kernel.mem.put_page(page)
+        for idx in [i for i in inode.data if first <= i <= last]:
+            del inode.data[idx]
+
     def truncate(self, inode: Inode, size: int) -> None:
         """Drop cached pages wholly beyond ``size`` (they must be unmapped:
         the model's truncate is only used on unmapped files)."""

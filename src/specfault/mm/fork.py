@@ -5,9 +5,12 @@ dup_mmap write-locks every parent VMA it copies (Linux 6.4.x fix for
 bugzilla 217624: a write fault under the VMA lock must not run while the
 parent's PTEs are being write-protected for COW).  Private anonymous pages
 become shared COW pages: both PTEs write-protected, PageAnonExclusive
-cleared, mapcount and refcount raised.  VMAs marked VM_DONTCOPY are not
-copied; shared mappings stay shared; VMAs without anon pages are not
-copied at the PTE level at all (the child faults them in).
+cleared, mapcount and refcount raised.  VMAs marked VM_DONTCOPY
+(MADV_DONTFORK) are not copied; VMAs marked VM_WIPEONFORK (MADV_WIPEONFORK,
+MAP_DROPPABLE) are copied empty — same range and flags, no anon_vma, no
+PTEs: the child reads zeroes; shared mappings stay shared; VMAs without
+anon pages are not copied at the PTE level at all (the child faults them
+in).
 """
 
 from __future__ import annotations
@@ -46,9 +49,11 @@ TASK_END = 1 << 48
 
 
 def vma_needs_copy(vma: VmArea) -> bool:
+    """Must fork copy the PTEs?  Only where a fault could not rebuild them:
+    special mappings and anonymous pages (an anon_vma)."""
     if vma.vm_flags & (VM_PFNMAP | VM_MIXEDMAP | VM_UFFD_WP):
         return True
-    return vma.anon_vma is not None and not vma.vm_flags & VM_WIPEONFORK
+    return vma.anon_vma is not None
 
 
 async def dup_mmap(oldmm: Any) -> MmStruct:
@@ -66,12 +71,15 @@ async def dup_mmap(oldmm: Any) -> MmStruct:
             continue
         tmp = mpnt.dup()
         tmp.vm_mm = mm
-        anon_vma_fork(tmp, mpnt)
         if tmp.vm_flags & VM_WIPEONFORK:
+            # a clean slate in the child: no anon_vma until its first fault,
+            # and no page copied
             tmp.anon_vma, tmp.anon_vma_chain = None, []
+        else:
+            anon_vma_fork(tmp, mpnt)
         await vma_link(mm, tmp)
         mm.total_vm += tmp.pages()
-        if vma_needs_copy(mpnt):
+        if not tmp.vm_flags & VM_WIPEONFORK and vma_needs_copy(mpnt):
             await copy_page_range(tmp, mpnt)
     await flush_tlb_range(oldmm, 0, TASK_END)    # flush_tlb_mm(oldmm)
     await mmap_write_unlock(mm)

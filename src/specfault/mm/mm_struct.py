@@ -76,8 +76,12 @@ class MmStruct:
             return None
         return vma
 
-    def vmas(self, lo: int = 0) -> list[Any]:
-        return list(self.mm_mt.vmas(lo))
+    def vmas(self, lo: int = 0, hi: int | None = None) -> list[Any]:
+        """The VMAs that intersect [lo, hi) in address order (to the end when
+        hi is None), as a list the caller may change the tree under:
+        for_each_vma_range(), O(log n + VMAs returned).  Caller holds
+        mmap_lock."""
+        return list(self.mm_mt.vmas(lo, hi))
 
     def label(self) -> str:
         return f"mm#{self.id}"

@@ -11,10 +11,18 @@ import errno
 from typing import Any
 
 from specfault.constants import (
+    MAP_32BIT,
+    MAP_ABOVE4G,
     MAP_ANONYMOUS,
+    MAP_DENYWRITE,
+    MAP_DROPPABLE,
+    MAP_EXECUTABLE,
     MAP_FIXED,
     MAP_FIXED_NOREPLACE,
     MAP_GROWSDOWN,
+    MAP_HUGE_1GB,
+    MAP_HUGE_2MB,
+    MAP_HUGETLB,
     MAP_LOCKED,
     MAP_NONBLOCK,
     MAP_NORESERVE,
@@ -22,7 +30,10 @@ from specfault.constants import (
     MAP_PRIVATE,
     MAP_SHARED,
     MAP_SHARED_VALIDATE,
+    MAP_STACK,
+    MAP_SYNC,
     MAP_TYPE,
+    MAP_UNINITIALIZED,
     MMAP_MIN_ADDR,
     PAGE_MASK,
     PAGE_SIZE,
@@ -39,6 +50,8 @@ from specfault.mm.mmu_gather import MmuGather, free_pgtables, unmap_page_range
 from specfault.mm.vma import (
     VM_ACCOUNT,
     VM_DATA_DEFAULT_FLAGS,
+    VM_DONTDUMP,
+    VM_DROPPABLE,
     VM_EXEC,
     VM_GROWSDOWN,
     VM_LOCKED,
@@ -46,10 +59,13 @@ from specfault.mm.vma import (
     VM_MAYREAD,
     VM_MAYSHARE,
     VM_MAYWRITE,
+    VM_NOHUGEPAGE,
     VM_NORESERVE,
     VM_READ,
     VM_SHARED,
     VM_SOFTDIRTY,
+    VM_SYNC,
+    VM_WIPEONFORK,
     VM_WRITE,
     VmArea,
 )
@@ -62,17 +78,47 @@ from specfault.mm.vma_ops import (
     vma_set_range,
 )
 
-LEGACY_MAP_MASK = 0x0F | MAP_FIXED | MAP_ANONYMOUS | 0x40 | MAP_GROWSDOWN | 0x0800 | 0x1000 \
-    | MAP_LOCKED | MAP_NORESERVE | MAP_POPULATE | MAP_NONBLOCK | 0x20000 | 0x40000
+# the flags mmap() has always accepted (and ignored when unknown) with
+# MAP_SHARED; MAP_SHARED_VALIDATE refuses anything else with EOPNOTSUPP
+LEGACY_MAP_MASK = MAP_SHARED | MAP_PRIVATE | MAP_FIXED | MAP_ANONYMOUS | MAP_DENYWRITE \
+    | MAP_EXECUTABLE | MAP_UNINITIALIZED | MAP_GROWSDOWN | MAP_LOCKED | MAP_NORESERVE \
+    | MAP_POPULATE | MAP_NONBLOCK | MAP_STACK | MAP_HUGETLB | MAP_32BIT | MAP_ABOVE4G \
+    | MAP_HUGE_2MB | MAP_HUGE_1GB
+
+# syscall arguments are unsigned long: sums and PAGE_ALIGN wrap at 2**64
+ULONG_MAX = (1 << 64) - 1
+# MAX_LFS_FILESIZE: the largest offset a regular file (and its mapping) may reach
+MAX_LFS_FILESIZE = (1 << 63) - 1
 
 
 def page_align(n: int) -> int:
-    return (n + PAGE_SIZE - 1) & PAGE_MASK
+    """PAGE_ALIGN() of an unsigned long: a length within a page of 2**64
+    wraps to 0, as in C (callers check for that)."""
+    return (n + PAGE_SIZE - 1) & PAGE_MASK & ULONG_MAX
 
 
 def calc_vm_prot_bits(prot: int) -> int:
     return (VM_READ if prot & PROT_READ else 0) | (VM_WRITE if prot & PROT_WRITE else 0) \
         | (VM_EXEC if prot & PROT_EXEC else 0)
+
+
+def calc_vm_flag_bits(flags: int) -> int:
+    """The VM_* flags mmap() flags imply.  MAP_GROWSDOWN (VM_GROWSDOWN) is
+    refused before here where it would make a VMA: the model has no stack
+    growth.  MAP_SYNC gives VM_SYNC even where it is otherwise ignored
+    (MAP_SHARED, MAP_PRIVATE), as on Linux."""
+    return (VM_LOCKED if flags & MAP_LOCKED else 0) \
+        | (VM_SYNC if flags & MAP_SYNC else 0) \
+        | (VM_NOHUGEPAGE if flags & MAP_STACK else 0)     # CONFIG_TRANSPARENT_HUGEPAGE
+
+
+def file_mmap_ok(file: Any, pgoff: int, length: int) -> bool:
+    """file_mmap_ok(): the mapping ends within MAX_LFS_FILESIZE (every file
+    of the model is a regular file, or shmem)."""
+    maxsize = MAX_LFS_FILESIZE
+    if length > maxsize:
+        return False
+    return pgoff <= (maxsize - length) >> 12
 
 
 def accountable_mapping(vm_flags: int) -> bool:
@@ -81,32 +127,37 @@ def accountable_mapping(vm_flags: int) -> bool:
 
 # ------------------------------------------------------------ address search
 def unmapped_area_topdown(mm: Any, length: int, low: int, high: int) -> int:
-    """vm_unmapped_area() top-down: the highest gap within [low, high) that
-    fits ``length``; returns its top minus length, or -ENOMEM."""
-    gap_end = high
-    for start, end, _ in mm.mm_mt.reverse_items():
-        if end >= gap_end:                 # VMA at or above the gap's top
-            gap_end = min(gap_end, start)
-            continue
-        if gap_end - max(end, low) >= length:
-            return gap_end - length
-        gap_end = start
-        if gap_end <= low:
-            return -errno.ENOMEM
-    if gap_end - low >= length:
-        return gap_end - length
-    return -errno.ENOMEM
+    """unmapped_area_topdown(): the highest gap within [low, high) that
+    fits ``length``; returns its top minus length, or -ENOMEM.  The gap
+    search is the tree's (mas_empty_area_rev()), O(log n)."""
+    gap_end = mm.mm_mt.empty_area_rev(low, high, length)
+    if gap_end is None:
+        return -errno.ENOMEM
+    return gap_end - length
 
 
 def unmapped_area_bottomup(mm: Any, length: int, low: int, high: int) -> int:
-    gap_start = low
-    for start, end, _ in mm.mm_mt.items(low):
-        if start - gap_start >= length and gap_start + length <= high:
-            return gap_start
-        gap_start = max(gap_start, end)
-    if high - gap_start >= length:
-        return gap_start
-    return -errno.ENOMEM
+    """unmapped_area(): the lowest gap within [low, high) that fits
+    ``length`` (mas_empty_area()); its start, or -ENOMEM."""
+    gap_start = mm.mm_mt.empty_area(low, high, length)
+    if gap_start is None:
+        return -errno.ENOMEM
+    return gap_start
+
+
+def arch_get_unmapped_area_32bit(mm: Any, addr: int, length: int) -> int:
+    """arch_get_unmapped_area() for MAP_32BIT (x86-64): bottom-up in
+    [1 GiB, 2 GiB) (find_start_end(), without randomisation); a hint is
+    taken if the range up to the next VMA is free below 2 GiB."""
+    begin, end = 0x40000000, 0x80000000
+    if length > end:
+        return -errno.ENOMEM
+    if addr:
+        addr = page_align(addr)
+        vma = mm.find_vma(addr)
+        if end - length >= addr and (vma is None or addr + length <= vma.vm_start):
+            return addr
+    return unmapped_area_bottomup(mm, length, begin, end)
 
 
 def arch_get_unmapped_area_topdown(mm: Any, addr: int, length: int, flags: int) -> int:
@@ -114,6 +165,8 @@ def arch_get_unmapped_area_topdown(mm: Any, addr: int, length: int, flags: int) 
         return -errno.ENOMEM
     if flags & MAP_FIXED:
         return addr
+    if flags & MAP_32BIT:          # the legacy mmap base for MAP_32BIT
+        return arch_get_unmapped_area_32bit(mm, addr, length)
     if addr:
         addr &= PAGE_MASK
         if not TASK_SIZE - length < addr:
@@ -174,7 +227,7 @@ async def do_mmap(mm: Any, file: Any, addr: int, length: int, prot: int, flags: 
     length = page_align(length)
     if not length or length > TASK_SIZE:
         return -errno.ENOMEM, 0
-    if pgoff + (length >> 12) >= 1 << 52:
+    if (pgoff + (length >> 12)) & ULONG_MAX < pgoff:      # offset overflow
         return -errno.EOVERFLOW, 0
     if mm.map_count > 65530:
         return -errno.ENOMEM, 0
@@ -187,15 +240,20 @@ async def do_mmap(mm: Any, file: Any, addr: int, length: int, prot: int, flags: 
     if flags & MAP_FIXED_NOREPLACE and mm.find_vma_intersection(addr, addr + length):
         return -errno.EEXIST, 0
 
-    vm_flags = calc_vm_prot_bits(prot) | VM_MAYREAD | VM_MAYWRITE | VM_MAYEXEC
-    if flags & MAP_LOCKED:
-        vm_flags |= VM_LOCKED
+    vm_flags = calc_vm_prot_bits(prot) | calc_vm_flag_bits(flags) | VM_MAYREAD | VM_MAYWRITE \
+        | VM_MAYEXEC
     map_type = flags & MAP_TYPE
     if file is not None:
+        if not file_mmap_ok(file, pgoff, length):
+            return -errno.EOVERFLOW, 0
+        # no file of the model has FOP_MMAP_SYNC (DAX): MAP_SYNC is refused
+        flags_mask = LEGACY_MAP_MASK
         if map_type == MAP_SHARED:
+            # unknown flags are ignored with MAP_SHARED (compatibility) ...
             flags &= LEGACY_MAP_MASK
         if map_type in (MAP_SHARED, MAP_SHARED_VALIDATE):
-            if flags & ~LEGACY_MAP_MASK & ~MAP_FIXED_NOREPLACE & ~0x80000:
+            # ... and refused with MAP_SHARED_VALIDATE
+            if flags & ~flags_mask:
                 return -errno.EOPNOTSUPP, 0
             if prot & PROT_WRITE and not file.f_mode & FMODE_WRITE:
                 return -errno.EACCES, 0
@@ -206,19 +264,29 @@ async def do_mmap(mm: Any, file: Any, addr: int, length: int, prot: int, flags: 
             return -errno.EINVAL, 0
         if not file.f_mode & FMODE_READ:
             return -errno.EACCES, 0
+        if flags & MAP_GROWSDOWN:
+            return -errno.EINVAL, 0        # VM_GROWSDOWN on a file
     else:
-        if map_type in (MAP_SHARED, MAP_SHARED_VALIDATE):
+        # MAP_SHARED_VALIDATE means nothing without a file: EINVAL, as any
+        # other unknown type
+        if map_type == MAP_SHARED:
             if flags & MAP_GROWSDOWN:
                 return -errno.EINVAL, 0
             pgoff = 0
             vm_flags |= VM_SHARED | VM_MAYSHARE
-        elif map_type != MAP_PRIVATE:
+        elif map_type == MAP_DROPPABLE:
+            # no locking, no hugetlb, no stack; never reserved, wiped at
+            # fork, left out of core dumps
+            if flags & (MAP_LOCKED | MAP_HUGETLB | MAP_GROWSDOWN):
+                return -errno.EINVAL, 0
+            vm_flags |= VM_DROPPABLE | VM_NORESERVE | VM_WIPEONFORK | VM_DONTDUMP
+            pgoff = addr >> 12
+        elif map_type == MAP_PRIVATE:
+            pgoff = addr >> 12             # set pgoff according to addr for anon_vma
+        else:
             return -errno.EINVAL, 0
     if flags & MAP_NORESERVE:
         vm_flags |= VM_NORESERVE
-
-    if file is None and map_type == MAP_PRIVATE:
-        pgoff = addr >> 12
 
     ret = await mmap_region(mm, file, addr, length, vm_flags, pgoff)
     populate = 0
@@ -283,7 +351,7 @@ async def do_vmi_munmap(mm: Any, start: int, length: int) -> int:
         new = await split_vma(mm, last, end, new_below=False)
         if isinstance(new, int):
             return new
-    victims = [v for v in mm.vmas(start) if v.vm_start < end]
+    victims = mm.vmas(start, end)
     for v in victims:
         await vma_start_write(v)
     for v in victims:
@@ -335,6 +403,10 @@ async def _do_brk(mm: Any, brk: int) -> int:
             mm.brk = origbrk
             return origbrk
         return brk
+    # check_brk_limits(): the new part must fit below TASK_SIZE (newbrk
+    # wraps to 0 for a break within a page of 2**64: a huge length)
+    if get_unmapped_area(mm, None, oldbrk, (newbrk - oldbrk) & ULONG_MAX, 0, MAP_FIXED) < 0:
+        return origbrk
     nxt = mm.find_vma(oldbrk)
     if nxt is not None and newbrk + PAGE_SIZE > nxt.vm_start:   # stack_guard_gap: 1 page here
         return origbrk
@@ -365,7 +437,12 @@ def prot_valid(prot: int) -> bool:
 
 async def sys_mmap(mm: Any, addr: int, length: int, prot: int, flags: int, file: Any,
                    pgoff: int) -> tuple[int, int]:
-    """vm_mmap_pgoff(): lock, do_mmap, unlock.  Returns (addr | -errno, populate)."""
+    """ksys_mmap_pgoff() + vm_mmap_pgoff(): lock, do_mmap, unlock.  Returns
+    (addr | -errno, populate).  ``file`` is the fd's file (None for
+    MAP_ANONYMOUS); anonymous MAP_HUGETLB (hugetlbfs) is not modelled and
+    refused by the caller."""
+    if file is not None and flags & MAP_HUGETLB:
+        return -errno.EINVAL, 0            # not a hugetlbfs file
     await mmap_write_lock(mm)
     ret, populate = await do_mmap(mm, file, addr, length, prot, flags, pgoff)
     await mmap_write_unlock(mm)

@@ -1,6 +1,8 @@
 """mprotect(2) (mm/mprotect.c): change protections VMA by VMA, merging and
 splitting, and rewrite the PTEs (change_protection).  A hole stops the walk
-with -ENOMEM after the VMAs before it were changed, as on Linux."""
+with -ENOMEM after the VMAs before it were changed, as on Linux; a range
+whose end wraps past 2**64 is refused with -ENOMEM before anything changes
+(do_mprotect_pkey(): ``end <= start``)."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import errno
 from typing import Any
 
 from specfault.constants import PAGE_MASK, PROT_GROWSDOWN, PROT_GROWSUP
-from specfault.mm.mmap import calc_vm_prot_bits, page_align, prot_valid
+from specfault.mm.mmap import ULONG_MAX, calc_vm_prot_bits, page_align, prot_valid
 from specfault.mm.mmap_lock import mmap_write_lock, mmap_write_unlock, vma_start_write
 from specfault.mm.mmu_gather import MmuGather
 from specfault.mm.pgtable import (
@@ -106,8 +108,8 @@ async def sys_mprotect(mm: Any, start: int, length: int, prot: int) -> int:
     if not length:
         return 0
     length = page_align(length)
-    end = start + length
-    if end <= start:
+    end = (start + length) & ULONG_MAX
+    if end <= start:           # a length that wraps (or rounds up to 0) changes nothing
         return -errno.ENOMEM
     if not prot_valid(prot):
         return -errno.EINVAL

@@ -23,7 +23,7 @@ from specfault.constants import (
     TASK_SIZE,
 )
 from specfault.mm.memory import table_alloc, walk_alloc
-from specfault.mm.mmap import do_vmi_munmap, get_unmapped_area, page_align
+from specfault.mm.mmap import ULONG_MAX, do_vmi_munmap, get_unmapped_area, page_align
 from specfault.mm.mmap_lock import mmap_write_lock, mmap_write_unlock, vma_start_write
 from specfault.mm.pgtable import PageTable, walk, walk_pmd
 from specfault.mm.tlb import flush_tlb_range
@@ -41,32 +41,49 @@ from specfault.runtime import LoadItem, StoreItem, Work
 
 async def sys_mremap(mm: Any, addr: int, old_len: int, new_len: int, flags: int,
                      new_addr: int) -> int:
-    if flags & ~(MREMAP_FIXED | MREMAP_MAYMOVE | MREMAP_DONTUNMAP):
-        return -errno.EINVAL
-    if flags & MREMAP_FIXED and not flags & MREMAP_MAYMOVE:
-        return -errno.EINVAL
-    if flags & MREMAP_DONTUNMAP and (not flags & MREMAP_MAYMOVE or old_len != new_len):
-        return -errno.EINVAL
-    if addr & ~PAGE_MASK:
-        return -errno.EINVAL
+    """do_mremap(): page-align both lengths (PAGE_ALIGN wraps a length
+    within a page of 2**64 to 0, as in C), check_mremap_params() before
+    the lock, then the work under mmap_lock (write)."""
     old_len = page_align(old_len)
     new_len = page_align(new_len)
-    if not new_len:
-        return -errno.EINVAL
-    if flags & MREMAP_FIXED:
-        # Linux 6.18 rejects a bad or overlapping target before it looks
-        # the source up (EINVAL beats EFAULT)
-        if new_addr & ~PAGE_MASK:
-            return -errno.EINVAL
-        if new_len > TASK_SIZE or new_addr > TASK_SIZE - new_len:
-            return -errno.EINVAL
-        if addr + old_len > new_addr and new_addr + new_len > addr:
-            return -errno.EINVAL
+    ret = check_mremap_params(addr, old_len, new_len, flags, new_addr)
+    if ret:
+        return ret
     await mmap_write_lock(mm)
     try:
         return await _do_mremap(mm, addr, old_len, new_len, flags, new_addr)
     finally:
         await mmap_write_unlock(mm)
+
+
+def check_mremap_params(addr: int, old_len: int, new_len: int, flags: int,
+                        new_addr: int) -> int:
+    """check_mremap_params() (Linux 6.17+): everything that needs no VMA,
+    before anything changes.  Returns 0 or -EINVAL."""
+    if flags & ~(MREMAP_FIXED | MREMAP_MAYMOVE | MREMAP_DONTUNMAP):
+        return -errno.EINVAL
+    if addr & ~PAGE_MASK:
+        return -errno.EINVAL
+    # a zero old_len is the "duplicate a shared mapping" special case; a
+    # zero new_len is nonsense, a new_len beyond the address space too
+    if not new_len or new_len > TASK_SIZE:
+        return -errno.EINVAL
+    if not flags & (MREMAP_FIXED | MREMAP_DONTUNMAP):      # !vrm_implies_new_addr()
+        return 0
+    # new_addr is checked (as a hint) with MREMAP_DONTUNMAP too
+    if new_addr > TASK_SIZE - new_len or new_addr & ~PAGE_MASK:
+        return -errno.EINVAL
+    if not flags & MREMAP_MAYMOVE:
+        return -errno.EINVAL
+    if flags & MREMAP_DONTUNMAP and old_len != new_len:
+        return -errno.EINVAL
+    # vrm_overlaps(), in unsigned long: Linux 6.18 rejects an overlapping
+    # target before it looks the source up (EINVAL beats EFAULT)
+    end_old = (addr + old_len) & ULONG_MAX
+    end_new = (new_addr + new_len) & ULONG_MAX
+    if end_old > new_addr and end_new > addr:
+        return -errno.EINVAL
+    return 0
 
 
 def vma_to_resize(mm: Any, addr: int, old_len: int, new_len: int) -> VmArea | int:
@@ -164,8 +181,9 @@ async def mremap_to(mm: Any, addr: int, old_len: int, new_len: int, flags: int,
     map_flags = MAP_FIXED if flags & MREMAP_FIXED else 0
     if vma.vm_flags & VM_MAYSHARE:
         map_flags |= MAP_SHARED
-    target = get_unmapped_area(mm, vma.vm_file, new_addr if flags & MREMAP_FIXED else 0,
-                               new_len, vma.vm_pgoff + ((addr - vma.vm_start) >> 12), map_flags)
+    # vrm_set_new_addr(): with MREMAP_DONTUNMAP alone, new_addr is a hint
+    target = get_unmapped_area(mm, vma.vm_file, new_addr, new_len,
+                               vma.vm_pgoff + ((addr - vma.vm_start) >> 12), map_flags)
     if target < 0:
         return target
     return await move_vma(mm, vma, addr, old_len, new_len, target, flags)
@@ -177,7 +195,7 @@ async def remap_move(mm: Any, addr: int, length: int, new_addr: int, dontunmap: 
     destination: what the destination range holds opposite a gap survives
     (as on the host kernel)."""
     parts = [(max(v.vm_start, addr), min(v.vm_end, addr + length))
-             for v in mm.vmas(addr) if v.vm_start < addr + length]
+             for v in mm.vmas(addr, addr + length)]
     for start, end in parts:
         ret = await do_vmi_munmap(mm, new_addr + (start - addr), end - start)
         if ret:

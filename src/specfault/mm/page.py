@@ -17,6 +17,9 @@ Page
 # protected by the PTL of the PTE that maps it / the page lock
     anon_exclusive  PageAnonExclusive: only one mm maps it, reuse is safe
     dirty
+    lazyfree     an anonymous page MADV_FREE made lazily freeable (it lost
+                 PG_swapbacked): reclaim (MADV_PAGEOUT) discards it while
+                 it stays clean
 # set once at allocation (by the allocating path, before the page is visible)
     pfn, anon, mapping (AnonVma or Inode), index (pgoff)
 # protected by the data access path (copy/zero/user access)
@@ -34,7 +37,7 @@ from specfault.runtime.fast import DONE
 
 class Page:
     __slots__ = ("pfn", "refcount", "mapcount", "anon", "anon_exclusive", "mapping", "index",
-                 "data", "dirty", "freed", "zero")
+                 "data", "dirty", "lazyfree", "freed", "zero")
 
     def __init__(self, pfn: int) -> None:
         self.pfn = pfn
@@ -46,6 +49,7 @@ class Page:
         self.index = 0
         self.data: bytearray | None = None
         self.dirty = False
+        self.lazyfree = False
         self.freed = False
         self.zero = False
 

@@ -1,4 +1,5 @@
-"""What /proc shows of an mm (fs/proc/task_mmu.c): maps, pagemap, smaps."""
+"""What /proc shows of an mm (fs/proc/task_mmu.c): maps, pagemap, smaps
+(with VmFlags)."""
 
 from __future__ import annotations
 
@@ -107,8 +108,30 @@ def pagemap_entry(mm: Any, addr: int) -> PagemapEntry:
     return PagemapEntry(flags)
 
 
+# show_smap_vma_flags(): two letters per VM_* bit, printed in bit order
+# (x86-64; "sd" as with CONFIG_MEM_SOFT_DIRTY, which the model keeps)
+VMFLAG_MNEMONICS = {
+    0: "rd", 1: "wr", 2: "ex", 3: "sh", 4: "mr", 5: "mw", 6: "me", 7: "ms", 8: "gd", 9: "um",
+    10: "pf", 12: "uw", 13: "lo", 14: "io", 15: "sr", 16: "rr", 17: "dc", 18: "de", 19: "lf",
+    20: "ac", 21: "nr", 22: "ht", 23: "sf", 24: "ar", 25: "wf", 26: "dd", 27: "sd", 28: "mm",
+    29: "hg", 30: "nh", 31: "mg", 40: "dp",
+}
+
+
+def vma_flags_mnemonics(vm_flags: int) -> list[str]:
+    """The VmFlags line of smaps, as a list (unknown bits print "??")."""
+    out = []
+    bit = 0
+    while vm_flags >> bit:
+        if vm_flags >> bit & 1:
+            out.append(VMFLAG_MNEMONICS.get(bit, "??"))
+        bit += 1
+    return out
+
+
 def smaps(mm: Any) -> list[dict[str, Any]]:
-    """Per VMA: start, end, Size, Rss and Anonymous (kB), as /proc/PID/smaps."""
+    """Per VMA: start, end, Size, Rss and Anonymous (kB), and VmFlags (a
+    list of mnemonics), as /proc/PID/smaps."""
     out = []
     for vma in mm.vmas():
         rss = anon = 0
@@ -120,5 +143,6 @@ def smaps(mm: Any) -> list[dict[str, Any]]:
             if mm.kernel.mem.pages[pte_pfn(pte)].anon:
                 anon += 4
         out.append({"start": vma.vm_start, "end": vma.vm_end,
-                    "Size": (vma.vm_end - vma.vm_start) >> 10, "Rss": rss, "Anonymous": anon})
+                    "Size": (vma.vm_end - vma.vm_start) >> 10, "Rss": rss, "Anonymous": anon,
+                    "VmFlags": vma_flags_mnemonics(vma.vm_flags)})
     return out

@@ -178,7 +178,7 @@ class Generator:
         p = self.proc()
         options: list[tuple[float, str]] = [
             (16, "mmap"), (22, "touch"), (6, "munmap"), (7, "mprotect"), (6, "mremap"),
-            (4, "madvise"), (2, "pread"), (2, "pwrite"),
+            (7, "madvise"), (2, "pread"), (2, "pwrite"),
         ]
         if self.nprocs < 4:
             options.append((4, "fork"))
@@ -270,8 +270,18 @@ class Generator:
 
     def gen_madvise(self, p: int) -> None:
         c = self.c
-        advice = c.weighted([(5, "MADV_DONTNEED"), (2, "MADV_WILLNEED"), (2, "MADV_DONTFORK"),
-                             (1, "MADV_DOFORK")])
+        advice = c.weighted([
+            (5, "MADV_DONTNEED"), (2, "MADV_WILLNEED"), (2, "MADV_DONTFORK"), (1, "MADV_DOFORK"),
+            # wipe-on-fork meets the fork steps; PAGEOUT and REMOVE unmap
+            # (and FREE + PAGEOUT discard); POPULATE faults in
+            (2, "MADV_WIPEONFORK"), (1, "MADV_KEEPONFORK"), (2, "MADV_PAGEOUT"),
+            (1.5, "MADV_REMOVE"), (1.5, "MADV_FREE"), (1.5, "MADV_POPULATE_READ"),
+            (1.5, "MADV_POPULATE_WRITE"), (0.5, "MADV_DONTNEED_LOCKED"), (0.5, "MADV_COLD"),
+            # flags only: visible as VMA splits and merges
+            (1, "MADV_HUGEPAGE"), (0.5, "MADV_NOHUGEPAGE"), (0.5, "MADV_MERGEABLE"),
+            (0.3, "MADV_UNMERGEABLE"), (0.5, "MADV_RANDOM"), (0.5, "MADV_SEQUENTIAL"),
+            (0.3, "MADV_NORMAL"), (0.3, "MADV_DONTDUMP"), (0.3, "MADV_DODUMP"),
+            (0.2, "MADV_COLLAPSE")])
         self.emit({"op": "madvise", "proc": p, "page": self.page(p), "npages": self.npages(),
                    "advice": advice})
 
