@@ -88,6 +88,10 @@ class Op:
     __slots__ = ()
     #: does the op wait for a condition?  Only then is :meth:`enabled` called.
     blocking: ClassVar[bool] = False
+    #: is its result a lock-statistics event (a sleeping lock's acquisition
+    #: or release: see ``sync/rwsem.py``)?  The simulator times waits and
+    #: holds from it.
+    lockstat: ClassVar[bool] = False
     #: short name used in traces and swimlanes
     kind: ClassVar[str] = "op"
 

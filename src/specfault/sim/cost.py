@@ -19,7 +19,8 @@ The costs are of five kinds.
    and VMA-struct work the model does in plain Python inside the write
    section (maple-tree store, vma_merge, split) — charged when the writer
    gets the lock (at once, or at its grant after queueing), never while it
-   waits.
+   waits: the rwsem op's result says which (``sync/rwsem.py``,
+   :class:`~specfault.sync.rwsem.Acquired`), nothing here re-derives it.
 
 2. **Cache-line ownership** (a MESI directory, one entry per line).  Lines
    are named by the op's ``footprint()``: ``(object, field)``, with PTE slots
@@ -75,6 +76,7 @@ from typing import Any
 from specfault.mm.access import UserAccess, _Fault
 from specfault.mm.page import AllocPage, PutPage
 from specfault.runtime import Load, LoadItem, Store, StoreItem, Work
+from specfault.sync.rwsem import Acquired
 
 PAGE = 4096
 
@@ -192,10 +194,9 @@ class CostModel:
 
     def __init__(self, profile: CostProfile, nr_frames: int, ncpus: int) -> None:
         self.p = profile
-        #: the VMA work the last rwsem op routed to _charge_write_section
-        #: was charged (0.0 if it did not take the lock for write); the
-        #: engine's lock statistics read it
-        self.write_section_ns = 0.0
+        #: the VMA work charged to an acquisition of an rwsem for write
+        #: (see after()); the engine's lock statistics read it
+        self.vma_modify_ns = profile.vma_modify_ns
         self.lines: dict[tuple[int, str], Line] = {}
         self.transfers = 0
         self.nr_frames = nr_frames
@@ -318,8 +319,6 @@ class CostModel:
             return self._charge_tlb_flush
         if kind == "ipi_send":
             return self._charge_ipi_send
-        if kind == "down_write" or kind == "rwsem_wait" or kind == "down_trylock":
-            return self._charge_write_section
         return self._charge_footprint
 
     @staticmethod
@@ -379,31 +378,6 @@ class CostModel:
             cost += self._access(obj, name, mode == "w", cpu, t)     # touch()
         return cost or self.op_ns
 
-    def _charge_write_section(self, op: Any, cpu: int, t: float, cost: float) -> float:
-        """An rwsem op that may take the lock for write (down_write, a
-        queued waiter's grant, a trylock): its lines, and — only when it
-        does take it for write — the VMA work done inside the write section
-        (``vma_modify_ns``).  A down_write that will queue is charged no VMA
-        work: its waiter is, at the grant, so a queue of writers hands the
-        lock on only after each one's work.  (The op is performed right
-        after it is charged, at the same instant, so "will it take the
-        lock" is decided here exactly as its perform() will.)"""
-        for obj, fld, mode in op.footprint():
-            if type(obj) is str and obj == "*":
-                cost += self.op_ns * 10
-                continue
-            cost += self._access(obj, _GROUP.get(fld, fld), mode == "w", cpu, t)
-        kind = op.kind
-        if kind == "rwsem_wait":
-            takes = op.waiter.write
-        else:
-            sem = op.sem
-            takes = (kind == "down_write" or op.write) and sem.writer is None and \
-                sem.readers == 0 and not sem.waiters
-        work = self.p.vma_modify_ns if takes else 0.0
-        self.write_section_ns = work
-        return (cost + work) or self.op_ns
-
     def _charge_work(self, op: Any, cpu: int, t: float, cost: float) -> float:
         what = op.what
         ns = self.work.get(what)
@@ -419,12 +393,21 @@ class CostModel:
         return cost + ns
 
     #: the result types :meth:`after` charges for (it is 0.0 for any other)
-    after_types: frozenset[type] = frozenset({_Fault})
+    after_types: frozenset[type] = frozenset({_Fault, Acquired})
 
     def after(self, op: Any, result: Any, cpu: int, t: float) -> float:
-        """Result-dependent cost (called after perform)."""
-        if type(result) is _Fault:
+        """Result-dependent cost (called after perform): a user access that
+        faulted pays the fault entry; an rwsem op that took the lock for
+        write (at once, by trylock, or at its grant after queueing: its
+        :class:`~specfault.sync.rwsem.Acquired` result says so) pays the
+        VMA work done inside the write section, ``vma_modify_ns`` — a
+        down_write that only queues pays none, so a queue of writers hands
+        the lock on only after each one's work."""
+        tp = type(result)
+        if tp is _Fault:
             return self.p.fault_entry_ns
+        if tp is Acquired and result.write:
+            return self.vma_modify_ns
         return 0.0
 
     # -- resources --

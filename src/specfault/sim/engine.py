@@ -38,10 +38,10 @@ from typing import Any
 
 from specfault.runtime import STATE, Op, Task
 from specfault.sim.cost import CostModel, CostProfile
+from specfault.sync.rwsem import AT_ONCE, GRANTED, Acquired, _Waiter
 
 RUN, SPIN, SLEEP, READY, DONE = range(5)
 _SPIN_KINDS = frozenset({"spin_lock", "seq_begin", "ipi_wait"})
-_RWSEM_KINDS = frozenset({"down_read", "down_write", "rwsem_wait", "up", "down_trylock"})
 
 
 
@@ -69,15 +69,16 @@ class SimSleep(Op):
         return f"sleep {self.ns:.0f}ns"
 
 
-# What the engine must know of an op class before it charges an op (``kind``
-# and ``blocking`` are class attributes of every op): computed once per class.
-_BLOCKING, _SLEEP, _RWSEM = 1, 2, 4
+# What the engine must know of an op class before it charges an op (``kind``,
+# ``blocking`` and ``lockstat`` are class attributes of every op): computed
+# once per class.
+_BLOCKING, _SLEEP, _LOCKSTAT = 1, 2, 4
 
 
 #: the heap entry of the thread whose ops run now (see Engine._events)
 _HEAD = (-math.inf, 0, None)
 
-#: op class -> ``_BLOCKING | _SLEEP | _RWSEM`` bits (0 for most ops)
+#: op class -> ``_BLOCKING | _SLEEP | _LOCKSTAT`` bits (0 for most ops)
 _OP_FLAGS: dict[type, int] = {}
 
 
@@ -85,7 +86,7 @@ def _op_flags(cls: type) -> int:
     """``_OP_FLAGS[cls]``, computed on first sight of the class."""
     flags = ((_BLOCKING if cls.blocking else 0)               # type: ignore[attr-defined]
              | (_SLEEP if cls is SimSleep else 0)
-             | (_RWSEM if cls.kind in _RWSEM_KINDS else 0))   # type: ignore[attr-defined]
+             | (_LOCKSTAT if cls.lockstat else 0))                # type: ignore[attr-defined]
     _OP_FLAGS[cls] = flags
     return flags
 
@@ -326,8 +327,8 @@ class Engine:
                                        f"{type(exc).__name__}: {exc}") from exc
                     if type(result) in after_types:     # else after() is 0.0
                         cost += after(op, result, cpu, t)
-                    if flags & _RWSEM:
-                        self._rwsem_stats(th, op, result, t + cost)
+                    if flags & _LOCKSTAT:
+                        self._lock_stat(th, op, result, t + cost)
                     t2 = t + cost
                     th.busy += cost
                     c.busy += cost
@@ -528,34 +529,36 @@ class Engine:
             self.rcu_armed = False
 
     # -- mmap_lock statistics --
-    def _rwsem_stats(self, th: SimThread, op: Any, result: Any, t: float) -> None:
+    def _lock_stat(self, th: SimThread, op: Any, result: Any, t: float) -> None:
+        """Waits and holds of ``mmap_lock``, from what a ``lockstat`` op
+        returned (``sync/rwsem.py``): Acquired — the hold starts (and a
+        wait ends, if it was granted after queueing); a _Waiter — a wait
+        starts; None — a release ends the hold; False — a failed trylock."""
         sem = op.sem
         if not sem.name.startswith("mmap_lock"):
             return
-        kind = op.kind
-        # ``t`` is the end of the op's charge, and a write acquisition's
-        # charge ends with the write section's VMA work
-        # (cost._charge_write_section): the lock was taken that long before
-        if kind == "down_write" or kind == "rwsem_wait" or kind == "down_trylock":
-            t -= self.cost.write_section_ns
-        if kind == "down_read" or kind == "down_write":
-            th.lock_write = kind == "down_write"
-            if result is None:
-                th.hold_t0 = t
+        if type(result) is Acquired:
+            # ``t`` is the end of the op's charge, and a write acquisition's
+            # charge ends with the write section's VMA work (cost.after()):
+            # the lock was taken that long before
+            write = result.write
+            if write:
+                t -= self.cost.vma_modify_ns
+            how = result.how
+            if how == AT_ONCE:
+                th.lock_write = write
                 self.lock_waits.append(0.0)
-                if th.lock_write:
+                if write:
                     self.write_waits.append(0.0)
-            else:
-                th.lock_wait_t0 = t
-        elif kind == "rwsem_wait":
-            w = t - th.lock_wait_t0
-            self.lock_waits.append(w)
-            if th.lock_write:
-                self.write_waits.append(w)
+            elif how == GRANTED:
+                w = t - th.lock_wait_t0
+                self.lock_waits.append(w)
+                if th.lock_write:
+                    self.write_waits.append(w)
             th.hold_t0 = t
-        elif kind == "down_trylock":
-            if result:
-                th.hold_t0 = t
-        elif kind == "up" and th.hold_t0 >= 0:
+        elif type(result) is _Waiter:
+            th.lock_write = result.write
+            th.lock_wait_t0 = t
+        elif result is None and th.hold_t0 >= 0:
             self.lock_holds.append(t - th.hold_t0)
             th.hold_t0 = -1.0
