@@ -75,7 +75,9 @@ from typing import Any
 
 from specfault.mm.access import UserAccess, _Fault
 from specfault.mm.page import AllocPage, PutPage
+from specfault.mm.tlb import FlushTlb
 from specfault.runtime import Load, LoadItem, Store, StoreItem, Work
+from specfault.sync.cpu import SendIpis
 from specfault.sync.rwsem import Acquired
 
 PAGE = 4096
@@ -272,8 +274,8 @@ class CostModel:
     # -- the op table --
     def charge(self, op: Any, cpu: int, t: float) -> float:
         """The op's latency on ``cpu`` at ``t``, before it is performed: IPI
-        handler time the CPU owes first, then by op type, else by kind,
-        else the lines of its footprint (see :meth:`_route`)."""
+        handler time the CPU owes first, then by op class, else the lines
+        of its footprint (see :meth:`_route`)."""
         cost = self.stolen[cpu]
         if cost:
             self.stolen[cpu] = 0.0
@@ -301,24 +303,20 @@ class CostModel:
         return how(op, cpu, t, cost)
 
     def _route(self, tp: type) -> Any:
-        """How ops of class ``tp`` are charged: by exact type, else by
-        ``kind`` (a class attribute), else by footprint.  Each way is a
-        method ``(op, cpu, t, cost) -> cost`` adding the op's latency to
-        ``cost`` (the IPI time owed)."""
-        by_type = {LoadItem: self._charge_read, Load: self._charge_read,
-                   StoreItem: self._charge_write, Store: self._charge_write,
-                   Work: self._charge_work, UserAccess: self._charge_user,
-                   AllocPage: self._charge_alloc, PutPage: self._charge_put}
-        how = by_type.get(tp)
-        if how is not None:
-            return how
-        kind = tp.kind                                       # type: ignore[attr-defined]
-        if kind == "user_access":
-            return self._charge_user
-        if kind == "tlb_flush":
-            return self._charge_tlb_flush
-        if kind == "ipi_send":
-            return self._charge_ipi_send
+        """How ops of class ``tp`` are charged: by the nearest class in its
+        MRO that has a way of its own (a FlushTlb is an IPI send charged as
+        a TLB flush), else by footprint.  Each way is a method
+        ``(op, cpu, t, cost) -> cost`` adding the op's latency to ``cost``
+        (the IPI time owed)."""
+        by_class = {LoadItem: self._charge_read, Load: self._charge_read,
+                    StoreItem: self._charge_write, Store: self._charge_write,
+                    Work: self._charge_work, UserAccess: self._charge_user,
+                    AllocPage: self._charge_alloc, PutPage: self._charge_put,
+                    FlushTlb: self._charge_tlb_flush, SendIpis: self._charge_ipi_send}
+        for cls in tp.__mro__:
+            how = by_class.get(cls)
+            if how is not None:
+                return how
         return self._charge_footprint
 
     @staticmethod

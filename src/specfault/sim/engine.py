@@ -14,10 +14,12 @@ is a pure function of its inputs (the seed only feeds the workloads).
 A blocking op that is not enabled *parks* its thread, indexed by the
 objects in its footprint; an op that touches one of those objects re-checks
 the threads parked on it (the model's wakeups are state changes, so no
-model code is needed to wake anyone).  Spinlocks, seqcount begins and IPI
-waits spin: the CPU stays busy.  Everything else (rwsem, the VMA-lock
-drain, synchronize_rcu) sleeps: the CPU runs the next runnable thread, and
-the wakeup costs ``wakeup_ns``.  RCU callbacks run on a grace-period tick.
+model code is needed to wake anyone).  Ops whose class says ``spins``
+(spinlocks, seqcount begins, IPI waits) spin: the CPU stays busy.  Every
+other blocking op (rwsem, the VMA-lock drain, synchronize_rcu) sleeps: the
+CPU runs the next runnable thread, and the wakeup costs ``wakeup_ns``.  RCU
+callbacks run on a grace-period tick, which also wakes the ops that say
+``waits_for_gp``.
 
 State changes happen in :meth:`Engine.step`; :meth:`Engine.run` is
 ``step`` in a loop.
@@ -41,7 +43,6 @@ from specfault.sim.cost import CostModel, CostProfile
 from specfault.sync.rwsem import AT_ONCE, GRANTED, Acquired, _Waiter
 
 RUN, SPIN, SLEEP, READY, DONE = range(5)
-_SPIN_KINDS = frozenset({"spin_lock", "seq_begin", "ipi_wait"})
 
 
 
@@ -69,8 +70,8 @@ class SimSleep(Op):
         return f"sleep {self.ns:.0f}ns"
 
 
-# What the engine must know of an op class before it charges an op (``kind``,
-# ``blocking`` and ``lockstat`` are class attributes of every op): computed
+# What the engine must know of an op class before it charges an op
+# (``blocking`` and ``lockstat`` are class attributes of every op): computed
 # once per class.
 _BLOCKING, _SLEEP, _LOCKSTAT = 1, 2, 4
 
@@ -418,7 +419,7 @@ class Engine:
 
     def _park(self, th: SimThread, op: Any, t: float) -> None:
         th.park_t = t
-        if op.kind == "rcu_wait":
+        if op.waits_for_gp:
             self.rcu_waiters.append(th)
             th.park_keys = ()
         else:
@@ -432,7 +433,7 @@ class Engine:
                 else:
                     lst.append(th)
         self.nparked += 1
-        if op.kind in _SPIN_KINDS:
+        if op.spins:
             th.state = SPIN                 # keeps its CPU, burning cycles
         else:
             th.state = SLEEP
