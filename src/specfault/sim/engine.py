@@ -22,7 +22,9 @@ callbacks run on a grace-period tick, which also wakes the ops that say
 ``waits_for_gp``.
 
 State changes happen in :meth:`Engine.step`; :meth:`Engine.run` is
-``step`` in a loop.
+``step`` in a loop.  Switching ``STATE``, advancing and closing the threads'
+coroutines and the preemptibility test are ``runtime/driver.py``'s, shared
+with the direct driver and the explorer.
 
 Fields
 ------
@@ -39,6 +41,7 @@ from heapq import heappop, heappush, heapreplace
 from typing import Any
 
 from specfault.runtime import STATE, Op, Task
+from specfault.runtime.driver import advance, close, enter, leave, preemptible
 from specfault.sim.cost import CostModel, CostProfile
 from specfault.sync.rwsem import AT_ONCE, GRANTED, Acquired, _Waiter
 
@@ -101,13 +104,12 @@ class SimThread:
 
     __slots__ = ("task", "name", "state", "cpu", "slice_end", "park_t", "park_keys",
                  "busy", "spin", "sleep", "lock_wait_t0", "lock_write", "hold_t0", "done_at",
-                 "meta", "send")
+                 "meta")
 
     def __init__(self, task: Task, name: str) -> None:
         self.task = task
         self.name = name
         assert task.coro is not None, "SimThread: the task has no coroutine"
-        self.send = task.coro.send   # made once: the engine resumes it at every op
         self.state = READY
         self.cpu: SimCpu | None = None
         self.slice_end = 0.0
@@ -187,7 +189,7 @@ class Engine:
         st = STATE
         st.task = th.task
         self.now = t
-        op = th.task.advance(None)
+        op = advance(th.task)
         if op is None:
             self._finish(th, t)
             return
@@ -304,7 +306,6 @@ class Engine:
                 c = th.cpu
                 assert c is not None
                 cpu = c.id
-                send = th.send
                 while True:                     # th's ops, while it runs on
                     op: Any = task.pending      # a running thread always has one
                     try:
@@ -337,22 +338,12 @@ class Engine:
                     if self.nparked:
                         self._wake_check(op, t2)
                     self.now = t2
-                    # nxt = task.advance(result), inlined
-                    try:
-                        nxt = send(result)
-                    except StopIteration as stop:
-                        task.done, task.result, task.pending = True, stop.value, None
-                        nxt = None
-                    except BaseException as exc:  # the model raised: _finish reports it
-                        task.done, task.error, task.pending = True, exc, None
-                        nxt = None
-                    else:
-                        task.pending = nxt
+                    nxt = advance(task, result)   # a model error: _finish reports it
                     run_on = False
                     if nxt is None:
                         heappop(heap)
                         self._finish(th, t2)
-                    elif self.runq and t2 >= th.slice_end and self._preemptible(task):
+                    elif self.runq and t2 >= th.slice_end and preemptible(task):
                         heappop(heap)
                         self.runq.append(th)
                         th.state = READY
@@ -381,8 +372,7 @@ class Engine:
 
     def run(self, until: float | None = None) -> None:
         """Run until every thread finished (or simulated time ``until``)."""
-        saved = (STATE.inline, STATE.task)
-        STATE.inline = False
+        saved = enter(False, STATE.task)
         try:
             until_t = math.inf if until is None else until
             while True:
@@ -396,27 +386,13 @@ class Engine:
                     raise SimError(f"deadlock at t={self.now:.0f}ns: {stuck}")
                 break
         finally:
-            STATE.inline, STATE.task = saved
+            leave(saved)
 
     def close(self) -> None:
         """Close unfinished coroutines without warnings."""
-        st = STATE
-        for th in self.threads:
-            coro = th.task.coro
-            if th.state != DONE and coro is not None:
-                st.task = th.task
-                try:
-                    coro.close()
-                except BaseException:  # noqa: BLE001 - a finally clause awaited
-                    pass
-        st.task = None
+        close(th.task for th in self.threads)
 
     # -- blocking --
-    def _preemptible(self, task: Task) -> bool:
-        if task.irq_disabled or task.rcu_nesting:
-            return False
-        return not any(getattr(h, "spinning", False) for h in task.held)
-
     def _park(self, th: SimThread, op: Any, t: float) -> None:
         th.park_t = t
         if op.waits_for_gp:
@@ -448,7 +424,7 @@ class Engine:
             st = STATE
             st.task = th.task
             self.now = t2
-            if th.task.advance(None) is None:
+            if advance(th.task) is None:
                 th.cpu = None
                 self._finish(th, t2)
             else:
