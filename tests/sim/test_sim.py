@@ -266,3 +266,31 @@ def test_op_classes_flag_how_they_wait() -> None:
     assert _WaitGp.waits_for_gp and not _WaitGranted.waits_for_gp
     assert all(c.lockstat for c in (_DownRead, _DownWrite, _Trylock, _WaitGranted, _Up))
     assert not RefIncNotZeroLimited.lockstat and not SpinAcquire.lockstat
+
+
+@pytest.mark.parametrize("by_steps", [False, True])
+def test_deadlock_is_reported_by_run_and_by_step(by_steps: bool) -> None:
+    """A thread parked forever (its CPU given away) is a deadlock, whether
+    the engine is driven by run() or by step() in a loop."""
+    import specfault as sf
+    from specfault.runtime import WaitUntil, Work
+    from specfault.sim.engine import Engine, SimError
+
+    class Flag:
+        up = False
+
+    flag = Flag()
+    eng = Engine(sf.Machine(nr_cpus=2), CostProfile())
+
+    async def waits() -> None:
+        await Work("x")
+        await WaitUntil(lambda: flag.up, "flag", (flag,))
+
+    eng.spawn("W", None, waits())
+    with pytest.raises(SimError, match="deadlock at .*W in wait flag"):
+        if by_steps:
+            while eng.step():
+                pass
+        else:
+            eng.run()
+    eng.close()

@@ -249,11 +249,18 @@ class Engine:
 
     # -- the one place state changes --
     def step(self) -> bool:
-        """Run the earliest event; False when nothing is left."""
-        if not self.heap:
-            return False
-        self._events(-math.inf, once=True)
-        return True
+        """Run the earliest event; False when nothing is left.  When no
+        event is left but threads are parked, first wake those whose op
+        became enabled (or raise :class:`SimError`: a deadlock)."""
+        saved = enter(False, STATE.task)     # every op is yielded to us
+        try:
+            while not self.heap:
+                if not self._unstick():
+                    return False
+            self._events(-math.inf, once=True)
+            return True
+        finally:
+            leave(saved)
 
     def _events(self, until: float, once: bool = False) -> bool:
         """Run events in order while the earliest is at or before ``until``
@@ -371,22 +378,29 @@ class Engine:
         return max((th.done_at for th in self.threads), default=0.0)
 
     def run(self, until: float | None = None) -> None:
-        """Run until every thread finished (or simulated time ``until``)."""
+        """Run until every thread finished (or simulated time ``until``):
+        :meth:`step` in a loop (in batches: ``_events`` runs every event up
+        to ``until`` before returning)."""
         saved = enter(False, STATE.task)
         try:
             until_t = math.inf if until is None else until
-            while True:
-                if self._events(until_t):
-                    break
-                if self.nparked or self.rcu_waiters:
-                    if self._rescue():
-                        continue
-                    stuck = "; ".join(f"{th.name} in {_pending(th).describe()}"
-                                      for th in self.threads if th.state in (SPIN, SLEEP))
-                    raise SimError(f"deadlock at t={self.now:.0f}ns: {stuck}")
-                break
+            while not self._events(until_t) and self._unstick():
+                pass
         finally:
             leave(saved)
+
+    def _unstick(self) -> bool:
+        """No event is left: True if a parked thread whose op is enabled
+        was woken (events are queued again); False if no thread is parked
+        (the run is over); a deadlock (:class:`SimError`) if some are and
+        none can go."""
+        if not (self.nparked or self.rcu_waiters):
+            return False
+        if self._rescue():
+            return True
+        stuck = "; ".join(f"{th.name} in {_pending(th).describe()}"
+                          for th in self.threads if th.state in (SPIN, SLEEP))
+        raise SimError(f"deadlock at t={self.now:.0f}ns: {stuck}")
 
     def close(self) -> None:
         """Close unfinished coroutines without warnings."""
