@@ -90,10 +90,10 @@ def test_rwsem_waiting_writer_blocks_new_readers() -> None:
 
 def test_rwsem_release_wakes_all_queued_readers() -> None:
     sem = RwSemaphore("s")
-    from specfault.sync.rwsem import _Waiter
+    from specfault.sync.rwsem import Waiter
 
     sem.writer = object()
-    r1, w, r2 = _Waiter("r1", False), _Waiter("w", True), _Waiter("r2", False)
+    r1, w, r2 = Waiter("r1", False), Waiter("w", True), Waiter("r2", False)
     sem.waiters = [r1, w, r2]
     sem.writer = None
     sem.wake()   # head is a reader: every queued reader gets it (rwsem_mark_wake)
@@ -118,10 +118,10 @@ def test_rwsem_downgrade_lets_readers_in() -> None:
 
 def test_rwsem_trylock_fails_with_waiters() -> None:
     sem = RwSemaphore("s")
-    from specfault.sync.rwsem import _Waiter
+    from specfault.sync.rwsem import Waiter
 
     sem.readers = 1
-    sem.waiters = [_Waiter(None, True)]
+    sem.waiters = [Waiter(None, True)]
     assert direct.run(_await(sem.down_read_trylock()), Task(0, "T")) is False
 
 
@@ -136,7 +136,7 @@ def test_rwsem_ops_return_how_they_acquired() -> None:
         WRITE_AT_ONCE,
         WRITE_BY_TRYLOCK,
         WRITE_GRANTED,
-        _Waiter,
+        Waiter,
         _WaitGranted,
     )
 
@@ -151,7 +151,7 @@ def test_rwsem_ops_return_how_they_acquired() -> None:
     try:
         assert do(a, sem._dw) is WRITE_AT_ONCE
         w = do(b, sem._dw)
-        assert type(w) is _Waiter and w.write and w.task is b
+        assert type(w) is Waiter and w.write and w.task is b
         assert do(b, sem._trr) is False
         assert do(a, sem._uw) is None                  # hands the lock to B
         assert sem.writer is b and w.granted

@@ -43,7 +43,7 @@ from typing import Any
 from specfault.runtime import STATE, Op, Task
 from specfault.runtime.driver import advance, close, enter, leave, preemptible
 from specfault.sim.cost import CostModel, CostProfile
-from specfault.sync.rwsem import AT_ONCE, GRANTED, Acquired, _Waiter
+from specfault.sync.rwsem import AT_ONCE, GRANTED, Acquired, Waiter
 
 RUN, SPIN, SLEEP, READY, DONE = range(5)
 
@@ -522,9 +522,11 @@ class Engine:
     # -- mmap_lock statistics --
     def _lock_stat(self, th: SimThread, op: Any, result: Any, t: float) -> None:
         """Waits and holds of ``mmap_lock``, from what a ``lockstat`` op
-        returned (``sync/rwsem.py``): Acquired — the hold starts (and a
-        wait ends, if it was granted after queueing); a _Waiter — a wait
-        starts; None — a release ends the hold; False — a failed trylock."""
+        returned (``sync/rwsem.py``): Acquired — the hold starts (a
+        down_* that took it at once counts a wait of 0, one granted after
+        queueing the wait since it queued; a trylock counts no wait); a
+        Waiter — a wait starts; None — a release ends the hold; False — a
+        failed trylock."""
         sem = op.sem
         if not sem.name.startswith("mmap_lock"):
             return
@@ -547,7 +549,7 @@ class Engine:
                 if th.lock_write:
                     self.write_waits.append(w)
             th.hold_t0 = t
-        elif type(result) is _Waiter:
+        elif type(result) is Waiter:
             th.lock_write = result.write
             th.lock_wait_t0 = t
         elif result is None and th.hold_t0 >= 0:

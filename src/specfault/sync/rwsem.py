@@ -10,7 +10,7 @@ What the ops return
 Every acquisition op says how it went, in lockstat's terms: an
 :class:`Acquired` when it took the lock (``lock_acquired``: for read or
 write; at once, by a trylock, or granted after queueing), the task's
-:class:`_Waiter` when a ``down_*`` queued (``lock_contended``), False when a
+:class:`Waiter` when a ``down_*`` queued (``lock_contended``), False when a
 trylock failed; a release returns None (``lock_release``).  The model code
 only tests which came back; the simulator reads the same result to charge a
 write section's VMA work and to time waits and holds (its ops are flagged
@@ -21,7 +21,7 @@ Fields
 # protected by the op atomicity (the rwsem's internal wait_lock)
     readers   number of read holders
     writer    task holding it for write, or None
-    waiters   FIFO of _Waiter records (task, mode, granted)
+    waiters   FIFO of Waiter records (task, mode, granted)
 """
 
 from __future__ import annotations
@@ -57,7 +57,10 @@ READ_BY_TRYLOCK, WRITE_BY_TRYLOCK = Acquired(False, BY_TRYLOCK), Acquired(True, 
 READ_GRANTED, WRITE_GRANTED = Acquired(False, GRANTED), Acquired(True, GRANTED)
 
 
-class _Waiter:
+class Waiter:
+    """A task queued on the rwsem (what a ``down_*`` that queued returns);
+    ``granted`` is set by the releaser that hands it the lock."""
+
     __slots__ = ("task", "write", "granted")
 
     def __init__(self, task: Any, write: bool) -> None:
@@ -77,7 +80,7 @@ class _DownRead(Op):
     def __init__(self, sem: RwSemaphore) -> None:
         self.sem = sem
 
-    def perform(self) -> Acquired | _Waiter:
+    def perform(self) -> Acquired | Waiter:
         sem = self.sem
         task = STATE.task
         if task is not None:
@@ -89,7 +92,7 @@ class _DownRead(Op):
             if task is not None:
                 task.held.append(sem)
             return READ_AT_ONCE
-        w = _Waiter(task, False)
+        w = Waiter(task, False)
         sem.waiters.append(w)
         return w
 
@@ -104,7 +107,7 @@ class _DownWrite(_DownRead):
     __slots__ = ()
     kind = "down_write"
 
-    def perform(self) -> Acquired | _Waiter:
+    def perform(self) -> Acquired | Waiter:
         sem = self.sem
         task = STATE.task
         if task is not None:
@@ -116,7 +119,7 @@ class _DownWrite(_DownRead):
             if task is not None:
                 task.held.append(sem)
             return WRITE_AT_ONCE
-        w = _Waiter(task, True)
+        w = Waiter(task, True)
         sem.waiters.append(w)
         return w
 
@@ -158,7 +161,7 @@ class _WaitGranted(Op):
     blocking = True
     lockstat = True
 
-    def __init__(self, sem: RwSemaphore, waiter: _Waiter) -> None:
+    def __init__(self, sem: RwSemaphore, waiter: Waiter) -> None:
         self.sem = sem
         self.waiter = waiter
 
@@ -252,7 +255,7 @@ class RwSemaphore:
         self.lock_class = lock_class if lock_class is not None else default_class(name)
         self.readers = 0
         self.writer: Any = None
-        self.waiters: list[_Waiter] = []
+        self.waiters: list[Waiter] = []
         self._dr = _DownRead(self)
         self._dw = _DownWrite(self)
         self._ur = _Up(self, False)
@@ -290,12 +293,12 @@ class RwSemaphore:
 
     async def _down_read_slow(self) -> None:
         w = await self._dr
-        if type(w) is _Waiter:
+        if type(w) is Waiter:
             await _WaitGranted(self, w)
 
     async def down_write(self) -> None:
         w = await self._dw
-        if type(w) is _Waiter:
+        if type(w) is Waiter:
             await _WaitGranted(self, w)
 
     def down_read_trylock(self) -> _Trylock:
