@@ -4,14 +4,14 @@ Why it is shaped so
 -------------------
 Every task of the scenario runs its model coroutine with ``STATE.inline``
 off, so each op is yielded to us; the task's *pending* op is what it will do
-when chosen.  Switching ``STATE``, advancing and closing the coroutines and
-the preemptibility test are ``runtime/driver.py``'s, shared with the direct
-driver and the simulator.  A step is: ask the strategy's *chooser* which runnable actor
+when chosen.  A step is: ask the strategy's *chooser* which runnable actor
 goes (a task whose pending op is enabled, or the RCU callback processor when
 a callback's grace period has ended), perform that op atomically, send the
-result back into the coroutine and run it to its next op.  Everything the
-model does between two ops is private to the task, so choosing at ops
-explores every interleaving that matters.
+result back into the coroutine and run it to its next op.  Switching
+``STATE``, advancing and closing the coroutines and the preemptibility test
+are ``runtime/driver.py``'s, shared with the direct driver and the
+simulator.  Everything the model does between two ops is private to the
+task, so choosing at ops explores every interleaving that matters.
 
 State changes happen in :meth:`Execution.run` only; a strategy sees the
 execution (tasks, their pending ops, the step count) and returns a choice.
