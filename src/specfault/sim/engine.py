@@ -41,7 +41,7 @@ from heapq import heappop, heappush, heapreplace
 from typing import Any
 
 from specfault.runtime import STATE, Op, Task
-from specfault.runtime.driver import advance, close, enter, leave, preemptible
+from specfault.runtime.driver import advance, close, enter, finished, leave, preemptible
 from specfault.sim.cost import CostModel, CostProfile
 from specfault.sync.rwsem import AT_ONCE, GRANTED, Acquired, Waiter
 
@@ -313,6 +313,7 @@ class Engine:
                 c = th.cpu
                 assert c is not None
                 cpu = c.id
+                send = task.send
                 while True:                     # th's ops, while it runs on
                     op: Any = task.pending      # a running thread always has one
                     try:
@@ -345,7 +346,14 @@ class Engine:
                     if self.nparked:
                         self._wake_check(op, t2)
                     self.now = t2
-                    nxt = advance(task, result)   # a model error: _finish reports it
+                    # nxt = advance(task, result), without the call
+                    try:
+                        nxt = send(result)
+                    except BaseException as exc:  # noqa: BLE001 - _finish reports an error
+                        finished(task, exc)
+                        nxt = None
+                    else:
+                        task.pending = nxt
                     run_on = False
                     if nxt is None:
                         heappop(heap)
