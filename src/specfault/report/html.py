@@ -23,7 +23,6 @@ id="specfault-data">``.  Tests check both against ``--json``.
 from __future__ import annotations
 
 import html
-import io
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -141,17 +140,6 @@ def resolve(data: Any, path: str) -> Any:
 
 def _e(text: Any) -> str:
     return html.escape(str(text), quote=True)
-
-
-def svg_of(fig_obj: Any) -> str:
-    """A matplotlib figure as inline SVG markup (text drawn as paths)."""
-    import matplotlib
-
-    buf = io.StringIO()
-    with matplotlib.rc_context({"svg.fonttype": "path", "svg.hashsalt": "specfault"}):
-        fig_obj.savefig(buf, format="svg", bbox_inches="tight")
-    text = buf.getvalue()
-    return text[text.index("<svg"):]
 
 
 class Report:

@@ -122,10 +122,22 @@ def plot(cmp: Comparison, path: str, cpus: int | None = None) -> str:
     return path
 
 
+def svg_of(fig_obj: Any) -> str:
+    """A matplotlib figure as inline SVG markup (text drawn as paths; the
+    hash salt fixed, so the same figure gives the same markup)."""
+    import io
+
+    import matplotlib
+
+    buf = io.StringIO()
+    with matplotlib.rc_context({"svg.fonttype": "path", "svg.hashsalt": "specfault"}):
+        fig_obj.savefig(buf, format="svg", bbox_inches="tight")
+    text = buf.getvalue()
+    return text[text.index("<svg"):]
+
+
 def svgs(cmp: Comparison, cpus: int | None = None) -> list[tuple[str, str]]:
     """The two plots of :func:`plot` as inline SVG markup, with captions."""
-    from specfault.report.html import svg_of
-
     plt = _plt()
     out = []
     for draw, caption in ((lambda ax: _throughput(ax, cmp),

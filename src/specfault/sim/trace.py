@@ -64,6 +64,7 @@ from typing import Any
 from specfault.mm.access import _Fault
 from specfault.report.perfetto import TraceWriter, ns
 from specfault.runtime import STATE
+from specfault.sync.rwsem import GRANTED, Acquired, Waiter
 
 #: page-table lock classes (spinlock_t.lock_class) drawn on the PTL tracks
 PTL_CLASSES = frozenset({"ptl", "pmd_ptl"})
@@ -396,24 +397,18 @@ class SimTrace:
         if self.cut_at is not None:
             return
         T = self._thread(th.task)
-        kind = op.kind
-        if kind == "down_read" or kind == "down_write":
-            write = kind == "down_write"
-            if result is None:
-                self._hold_begin(T, t, write)
-            else:
-                T.wait = (t, write)
-        elif kind == "rwsem_wait":
-            w0, write = T.wait if T.wait is not None else (t, op.waiter.write)
-            T.wait = None
-            self._wait_slice(T, self.mmap_waits, w0, t, f"{'write' if write else 'read'} {T.name}",
-                             "mmap_lock", {"lock": op.sem.name, "thread": T.name,
-                                           "mode": "write" if write else "read"})
+        if type(result) is Acquired:        # the hold starts (after a wait if granted)
+            write = result.write
+            if result.how == GRANTED:
+                w0, _ = T.wait if T.wait is not None else (t, write)
+                T.wait = None
+                self._wait_slice(T, self.mmap_waits, w0, t, f"{'write' if write else 'read'} {T.name}",
+                                 "mmap_lock", {"lock": op.sem.name, "thread": T.name,
+                                               "mode": "write" if write else "read"})
             self._hold_begin(T, t, write)
-        elif kind == "down_trylock":
-            if result:
-                self._hold_begin(T, t, bool(op.write))
-        elif kind == "up":
+        elif type(result) is Waiter:        # queued: the wait starts
+            T.wait = (t, result.write)
+        elif result is None:                # a release ends the hold
             h = T.hold
             T.hold = None
             if h is None:
