@@ -266,10 +266,10 @@ class _Context:
 
     def pagemap(self, addr: int) -> PagemapEntry:
         """/proc/PID/pagemap entry for the page containing ``addr``."""
-        return pagemap_entry(self.mm, addr & ~(PAGE_SIZE - 1))
+        return self.machine.run(pagemap_entry(self.mm, addr & ~(PAGE_SIZE - 1)), self.task)
 
     def smaps(self) -> list[dict[str, Any]]:
-        return smaps(self.mm)
+        return self.machine.run(smaps(self.mm), self.task)
 
 
 def _check_addr(what: str, addr: int) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from specfault.mm.fault import ACCESS_WRITE, do_user_addr_fault
-from specfault.mm.pgtable import _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_NX, PTE_PFN_MASK, hw_allows, walk
+from specfault.mm.pgtable import _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_NX, PTE_PFN_MASK, hw_allows
 from specfault.runtime import STATE, ModelBug, Op, UseAfterFree
 
 
@@ -64,6 +64,22 @@ class UserAccess(Op):
         return f"user {kind} {self.addr:#x}"
 
 
+def mmu_walk(mm: Any, addr: int) -> Any:
+    """The MMU's page-table walk (x86's page-miss handler — hardware, not
+    kernel code): the PTE table mapping ``addr``, or None when a level is
+    missing.  Atomic: it runs inside one op (:class:`UserAccess`), so it
+    makes none; every table it reads is checked for use-after-free (a
+    table the kernel freed while a CPU could still walk it)."""
+    table = mm.pgd
+    for shift in (39, 30, 21):
+        table = table.entries[(addr >> shift) & 511]
+        if table is None:
+            return None
+        if table.freed_at is not None:
+            raise UseAfterFree(table, table.freed_at, "MMU page-table walk")
+    return table
+
+
 def hw_access(mm: Any, cpu: Any, addr: int, access: int, n: int, data: bytes) -> Any:
     """The MMU and the memory: see :class:`UserAccess`.  Returns the bytes
     read (b"" for a write or exec), or ``FAULT``."""
@@ -76,12 +92,10 @@ def hw_access(mm: Any, cpu: Any, addr: int, access: int, n: int, data: bytes) ->
         if pte is not None and tlb is not None:
             del tlb[key]          # x86 drops the entry on the fault
             return FAULT_PROT if pte & 1 else FAULT
-        found = walk(mm.pgd, addr)
-        if found is None:
+        table = mmu_walk(mm, addr)
+        if table is None:
             return FAULT
-        table, idx = found
-        if table.freed_at is not None:
-            raise UseAfterFree(table, table.freed_at, "MMU page-table walk")
+        idx = (addr >> 12) & 511
         pte = table.entries[idx]
         if not hw_allows(pte, access == 1, access == 2):
             return FAULT_PROT if pte & 1 else FAULT

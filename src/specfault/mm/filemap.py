@@ -26,7 +26,7 @@ import itertools
 from typing import Any
 
 from specfault.constants import PAGE_SIZE
-from specfault.mm.page import AllocPage, GetPage, Page
+from specfault.mm.page import GetPage, Page, alloc_page
 from specfault.runtime import Work
 
 FMODE_READ = 0x1
@@ -190,7 +190,7 @@ async def filemap_fault(kernel: Any, inode: Inode, index: int) -> tuple[int, Pag
     ret = 0
     page = inode.pages.get(index)
     if page is None:
-        page = await AllocPage(kernel.mem)
+        page = await alloc_page(kernel.mem)
         if page is None:
             return VM_FAULT_OOM, None
         if index in inode.pages:  # raced with another filler while allocating

@@ -10,8 +10,9 @@ from typing import Any
 from specfault.mm.fault_flags import FAULT_FLAG_WRITE, VM_FAULT_ERROR
 from specfault.mm.memory import handle_mm_fault
 from specfault.mm.mmap_lock import mmap_read_lock, mmap_read_unlock
-from specfault.mm.pgtable import get_pte, pte_present, pte_write
+from specfault.mm.pgtable import PTE_LEVEL, pte_present, pte_write, walk
 from specfault.mm.vma import VM_EXEC, VM_IO, VM_PFNMAP, VM_READ, VM_SHARED, VM_WRITE
+from specfault.runtime import load_item
 
 
 async def mm_populate(mm: Any, start: int, length: int) -> int:
@@ -30,7 +31,9 @@ async def mm_populate(mm: Any, start: int, length: int) -> int:
                 continue
             write = (vma.vm_flags & (VM_WRITE | VM_SHARED)) == VM_WRITE
             while addr < stop:
-                pte = get_pte(mm.pgd, addr)
+                pt = await walk(mm, addr)            # follow_page_pte()
+                pte = 0 if pt.level != PTE_LEVEL else \
+                    await load_item(pt, pt.entries, (addr >> 12) & 511)
                 if not pte_present(pte) or (write and not pte_write(pte)):
                     ret = await handle_mm_fault(vma, addr, FAULT_FLAG_WRITE if write else 0)
                     if ret & VM_FAULT_ERROR:

@@ -34,24 +34,27 @@ from specfault.mm.fault_flags import (
 )
 from specfault.mm.filemap import filemap_fault
 from specfault.mm.mmu_gather import rss_kind
-from specfault.mm.page import AllocPage, GetPage, Page, alloc_page, put_page
+from specfault.mm.page import GetPage, Page, alloc_page, put_page
 from specfault.mm.pgtable import (
-    LEVEL_SHIFT,
+    PMD_LEVEL,
     PageTable,
+    __pte_alloc,
     mk_pte,
     pte_mkdirty,
     pte_mkspecial,
     pte_mkwrite,
     pte_mkyoung,
     pte_none,
+    pte_offset_map,
     pte_pfn,
     pte_present,
     pte_special,
     pte_write,
+    walk,
 )
 from specfault.mm.tlb import flush_tlb_range
 from specfault.mm.vma import VM_SHARED, VM_WRITE, AnonVma, VmArea, reusable_anon_vma
-from specfault.runtime import STATE, Load, ModelBug, Op, UseAfterFree, load_item, store_item, work
+from specfault.runtime import Load, ModelBug, Op, load_item, store_item, work
 from specfault.sync.cpu import local_irq_disable, local_irq_enable
 from specfault.sync.seqcount import mmap_lock_speculate_retry
 
@@ -90,43 +93,12 @@ def vm_normal_page(mm: Any, pte: int) -> Page | None:
 
 
 # --------------------------------------------------------------- page tables
-async def table_alloc(mm: Any, parent: PageTable, idx: int) -> PageTable | None:
-    """__pud_alloc / __pmd_alloc / __pte_alloc: allocate the missing table
-    below ``parent[idx]`` and install it under mm.page_table_lock unless a
-    racing fault installed one first.  Returns the table now there."""
-    level = parent.level - 1
-    span = 1 << (LEVEL_SHIFT[parent.level])
-    new = PageTable(level, parent.base + idx * span)
-    await work("pgtable_alloc")
-    await mm.page_table_lock.lock()
-    cur = await load_item(parent, parent.entries, idx)
-    if cur is None:
-        await store_item(parent, parent.entries, idx, new)   # pmd_populate()
-        parent.nr += 1
-        mm.kernel.count("nr_page_table_pages")
-        cur = new
-    await mm.page_table_lock.unlock()
-    return cur  # type: ignore[no-any-return]
-
-
-async def walk_alloc(mm: Any, addr: int, level: int) -> PageTable:
-    """The table of ``level`` (2 = PMD, 1 = PTE) covering ``addr``,
-    allocating missing levels on the way (pud_alloc/pmd_alloc/pte_alloc).
-    Caller holds mmap_lock (fork, mremap)."""
-    table: PageTable = mm.pgd
-    for lvl in range(4, level, -1):
-        idx = (addr >> LEVEL_SHIFT[lvl]) & 511
-        nxt = table.entries[idx]
-        if nxt is None:
-            nxt = await table_alloc(mm, table, idx)
-        table = nxt
-    return table
-
-
 async def pte_alloc(vmf: Vmf) -> bool:
-    """Make sure the PMD points to a PTE table; True on success."""
+    """pte_alloc(mm, vmf->pmd) for a fault whose walk found the PMD entry
+    none (``vmf.orig_pmd`` None): install a PTE table (``__pte_alloc``, or
+    the one a racing fault installed first).  True on success."""
     assert vmf.pmd is not None
-    pt = await table_alloc(vmf.mm, vmf.pmd, vmf.pmd_idx)
+    pt = await __pte_alloc(vmf.mm, vmf.pmd, vmf.pmd_idx)
     vmf.orig_pmd = pt
     return pt is not None
 
@@ -369,37 +341,10 @@ async def handle_mm_fault(vma: VmArea, address: int, flags: int, seq: int = 0,
         if ret & VM_FAULT_RETRY and vmf.committed:
             raise ModelBug(f"aborted speculative fault at {address:#x} left a visible effect")
         return ret
-    address = vmf.address
-    table: PageTable = mm.pgd
-    if STATE.inline:
-        # the direct driver's fast path: the same walk with the loads done
-        # in place (nothing can interleave in a sequential run)
-        for shift in (39, 30):
-            idx = (address >> shift) & 511
-            nxt = table.entries[idx]
-            if nxt is None:
-                nxt = await table_alloc(mm, table, idx)
-            table = nxt
-        if table.freed_at is not None:
-            raise UseAfterFree(table, table.freed_at, "handle_mm_fault walk")
-        vmf.pmd = table
-        vmf.pmd_idx = idx = (address >> 21) & 511
-        pt = table.entries[idx]
-        vmf.orig_pmd = pt
-        vmf.orig_pte = 0 if pt is None else pt.entries[vmf.pte_idx]
-        return await handle_pte_fault(vmf)
-    for level in (4, 3):
-        idx = (address >> LEVEL_SHIFT[level]) & 511
-        nxt = await load_item(table, table.entries, idx)
-        if nxt is None:
-            nxt = await table_alloc(mm, table, idx)
-            if nxt is None:
-                return VM_FAULT_OOM
-        table = nxt
-    vmf.pmd = table
-    vmf.pmd_idx = (address >> 21) & 511
-    pt = await load_item(table, table.entries, vmf.pmd_idx)
-    vmf.orig_pmd = pt
+    pmd = await walk(mm, vmf.address, PMD_LEVEL, alloc=True)    # pud_alloc, pmd_alloc
+    vmf.pmd = pmd
+    vmf.pmd_idx = (vmf.address >> 21) & 511
+    pt = vmf.orig_pmd = await pte_offset_map(pmd, vmf.address)
     vmf.orig_pte = 0 if pt is None else await load_item(pt, pt.entries, vmf.pte_idx)
     return await handle_pte_fault(vmf)
 
@@ -409,16 +354,13 @@ async def spf_handle_mm_fault(vmf: Vmf) -> int:
     aborts), and the walk is protected against table freeing."""
     mm = vmf.mm
     await spf_walk_begin(mm)
-    table: PageTable = mm.pgd
-    for level in (4, 3):
-        nxt = await load_item(table, table.entries, (vmf.address >> LEVEL_SHIFT[level]) & 511)
-        if nxt is None:
-            await spf_walk_end(mm)
-            return spf_fail(vmf, "SPF_ABORT_PUD")
-        table = nxt
-    vmf.pmd = table
+    pmd = await walk(mm, vmf.address, PMD_LEVEL)                # no alloc
+    if pmd.level != PMD_LEVEL:
+        await spf_walk_end(mm)
+        return spf_fail(vmf, "SPF_ABORT_PUD")
+    vmf.pmd = pmd
     vmf.pmd_idx = (vmf.address >> 21) & 511
-    pt = await load_item(table, table.entries, vmf.pmd_idx)
+    pt = await pte_offset_map(pmd, vmf.address)
     if pt is None:
         await spf_walk_end(mm)
         return spf_fail(vmf, "SPF_ABORT_PMD")
@@ -541,7 +483,7 @@ async def do_anonymous_page(vmf: Vmf) -> int:
         if fault:
             return fault
     mem = mm.kernel.mem
-    page = mem.alloc() if STATE.inline else await AllocPage(mem)   # alloc_page()
+    page = await alloc_page(mem)
     if page is None:
         mm.kernel.count("oom")
         return VM_FAULT_OOM

@@ -28,8 +28,7 @@ from __future__ import annotations
 from typing import Any
 
 from specfault.constants import PAGE_SIZE
-from specfault.runtime import STATE, ModelBug, Op
-from specfault.runtime.fast import DONE
+from specfault.runtime import ModelBug, Op
 
 
 class Page:
@@ -205,17 +204,14 @@ class PutPage(Op):
         return f"put_page {self.page.pfn:#x}"
 
 
-async def alloc_page(mem: PhysMem) -> Page | None:
-    """``await alloc_page(mem)``: :class:`AllocPage`, inline when direct."""
-    if STATE.inline:
-        return mem.alloc()
-    return await AllocPage(mem)  # type: ignore[no-any-return]
+def alloc_page(mem: PhysMem) -> AllocPage:
+    """``page = await alloc_page(mem)``: the one allocation entry of the
+    model's faults (Linux: vma_alloc_folio / alloc_anon_folio) — a Page,
+    or None when no frame is free (the caller returns VM_FAULT_OOM).  See
+    :class:`AllocPage`."""
+    return AllocPage(mem)
 
 
-def put_page(mem: PhysMem, page: Page) -> Any:
-    """``await put_page(mem, page)``: :class:`PutPage`, done on the spot
-    when direct."""
-    if STATE.inline:
-        mem.put_page(page)
-        return DONE
+def put_page(mem: PhysMem, page: Page) -> PutPage:
+    """``await put_page(mem, page)``: :class:`PutPage`."""
     return PutPage(mem, page)
