@@ -72,7 +72,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from specfault.mm.access import UserAccess, _Fault
+from specfault.mm.access import PageFault, UserAccess
 from specfault.mm.page import AllocPage, PutPage
 from specfault.runtime import Load, LoadItem, Store, StoreItem, Work
 
@@ -419,11 +419,11 @@ class CostModel:
         return cost + ns
 
     #: the result types :meth:`after` charges for (it is 0.0 for any other)
-    after_types: frozenset[type] = frozenset({_Fault})
+    after_types: frozenset[type] = frozenset({PageFault})
 
     def after(self, op: Any, result: Any, cpu: int, t: float) -> float:
         """Result-dependent cost (called after perform)."""
-        if type(result) is _Fault:
+        if type(result) is PageFault:
             return self.p.fault_entry_ns
         return 0.0
 
