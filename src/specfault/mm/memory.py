@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from specfault.mm import spf
 from specfault.mm.fault_flags import (
     FAULT_FLAG_SPECULATIVE,
     FAULT_FLAG_VMA_LOCK,
@@ -54,9 +55,7 @@ from specfault.mm.pgtable import (
 )
 from specfault.mm.tlb import flush_tlb_range
 from specfault.mm.vma import VM_SHARED, VM_WRITE, AnonVma, VmArea, reusable_anon_vma
-from specfault.runtime import Load, ModelBug, Op, load_item, store_item, work
-from specfault.sync.cpu import local_irq_disable, local_irq_enable
-from specfault.sync.seqcount import mmap_lock_speculate_retry
+from specfault.runtime import load_item, store_item, work
 
 
 class Vmf:
@@ -103,194 +102,12 @@ async def pte_alloc(vmf: Vmf) -> bool:
     return pt is not None
 
 
-# ----------------------------------------------------------- speculation
-def spf_abort(kernel: Any, reason: str) -> int | None:
-    """Count an abort decided before handle_mm_fault; None = fall back."""
-    kernel.count(reason)
-    kernel.count("spf_abort")
-    return None
-
-
-def spf_fail(vmf: Vmf, reason: str) -> int:
-    """Abort a speculative fault from inside handle_mm_fault."""
-    vmf.mm.kernel.count(reason)
-    return VM_FAULT_RETRY
-
-
-async def spf_seq_changed(mm: Any, seq: int, orig: Any, copy: Any) -> bool:
-    """mmap_seq_read_check(): has a writer taken mmap_lock since ``seq``?
-    Knob spf_seq="vma" (Dufour's SPF): has a writer changed *this* VMA
-    (``orig``) since ``seq``, its snapshot of the VMA's sequence (see
-    :func:`spf_vma_seq_begin`)?  Knob vma_recheck_not_mm_seq (a mutant)
-    instead compares the live VMA with the copy — unsafe: the COW ABA
-    interleaving restores the VMA."""
-    cfg = mm.config
-    if cfg.knob("vma_recheck_not_mm_seq"):
-        return bool(await VmaChanged(orig, copy))
-    if cfg.knob("spf_seq") == "vma":
-        return bool(await VmaSeqChanged(orig, seq))
-    return bool(await mmap_lock_speculate_retry(mm, seq))
-
-
-async def spf_vma_seq_begin(mm: Any, vma: Any) -> tuple[bool, int]:
-    """Dufour's per-VMA sequence (``vma->vm_sequence``), on the model's
-    per-VMA write marking: ``ok, seq = await spf_vma_seq_begin(mm, vma)``
-    right after the lookup (inside rcu_read_lock, the VMA pinned).
-
-    A writer changes a VMA only after ``vma_start_write(vma)`` has stored
-    its (odd) ``mm_lock_seq`` in ``vma.vm_lock_seq``, and ``mmap_write_unlock``
-    ends the write section of every VMA it marked at once.  So ``vm_lock_seq
-    == mm_lock_seq`` means "a writer is changing this VMA now" (the odd
-    ``vm_sequence``: ``ok`` False), and a later ``vm_lock_seq != seq`` means
-    "a writer touched it since" (:class:`VmaSeqChanged`).
-
-    The two loads are in this order on purpose: the VMA's value first.  If
-    it was stored by write section S, then when mm_lock_seq is read either
-    S is still running (equal: abort) or it has ended, with all of its
-    changes to the VMA made; any later section marks the VMA anew before
-    touching it.  Read the other way round, a writer could enter and mark
-    the VMA between the two loads, and its value would pass for a finished
-    section's (mutant dufour_seq_loads_reordered).
-
-    No ABA: the values a VMA's ``vm_lock_seq`` takes are the odd
-    ``mm_lock_seq`` of successive write sections of its mm (64 bits: no
-    wraparound), strictly increasing, so once it moves away from ``seq`` it
-    cannot come back to it.  The only other value, -1, is stored when a
-    (recycled, with vma_typesafe_rcu) VMA is re-initialised, which needs a
-    free, which the pin defers for a VMA pinned while in the tree; a VMA
-    pinned after its free is detached, or re-linked with a new value, or
-    belongs to another mm — each check of the fault catches one of those."""
-    # knob dufour_seq_loads_reordered (a mutant): mm_lock_seq first
-    if mm.config.knob("dufour_seq_loads_reordered"):
-        cur: int = await Load(mm, "mm_lock_seq")
-        seq: int = await Load(vma, "vm_lock_seq")
-        return (seq != cur, seq)
-    seq = await Load(vma, "vm_lock_seq")
-    return (seq != await Load(mm, "mm_lock_seq"), seq)
-
-
-class VmaSeqChanged(Op):
-    """Dufour's vma_has_changed(): the VMA left the tree (detached) or a
-    writer marked it since the snapshot ``seq`` of ``vm_lock_seq``."""
-
-    __slots__ = ("vma", "seq", "detached")
-    kind = "seq_retry"
-
-    def __init__(self, vma: Any, seq: int) -> None:
-        self.vma = vma
-        self.seq = seq
-        # knob dufour_no_detached_check (a mutant): only the sequence — a
-        # VMA found just before a writer removed it, its sequence sampled
-        # after that writer finished, carries the writer's value, unchanged
-        # since the snapshot
-        self.detached = not vma.vm_mm.config.knob("dufour_no_detached_check")
-
-    def perform(self) -> bool:
-        vma = self.vma
-        vma.check_live("speculative vm_lock_seq re-check")
-        return bool(vma.vm_lock_seq != self.seq or (self.detached and vma.detached))
-
-    def footprint(self) -> tuple[tuple[object, str, str], ...]:
-        return ((self.vma, "vm_lock_seq", "r"), (self.vma, "vm_refcnt", "r"))
-
-    def describe(self) -> str:
-        return f"vma_has_changed {self.vma.label()}"
-
-
-class VmaChanged(Op):
-    """The mutant's per-VMA re-check: do the live VMA's fields differ from
-    the speculative copy (or is it gone)?"""
-
-    __slots__ = ("vma", "copy")
-    kind = "vma_recheck"
-
-    def __init__(self, vma: Any, copy: Any) -> None:
-        self.vma = vma
-        self.copy = copy
-
-    def perform(self) -> bool:
-        v, c = self.vma, self.copy
-        if v is None or v.freed_at is not None or v.detached:
-            return True
-        return (v.vm_start, v.vm_end, v.vm_flags, v.vm_pgoff, v.anon_vma) != \
-            (c.vm_start, c.vm_end, c.vm_flags, c.vm_pgoff, c.anon_vma)
-
-    def footprint(self) -> tuple[tuple[object, str, str], ...]:
-        return ((self.vma, "fields", "r"),)
-
-    def describe(self) -> str:
-        return f"recheck {self.vma.label() if self.vma is not None else 'vma'}"
-
-
-def spf_walk_mode(mm: Any) -> str:
-    """How a speculative walk keeps page tables from being freed under it:
-    "rcu" when tables are freed after a grace period, "irq" (interrupts
-    off) when they are freed after an IPI round.  Knob spf_walk overrides
-    (the Lutomirski mutant walks with interrupts off while tables go
-    through RCU)."""
-    mode = mm.config.knob("spf_walk")
-    if mode == "auto":
-        return "irq" if mm.config.page_table_free == "ipi" else "rcu"
-    return str(mode)
-
-
-async def spf_walk_begin(mm: Any) -> None:
-    if spf_walk_mode(mm) == "rcu":
-        await mm.kernel.rcu.read_lock()
-    else:
-        await local_irq_disable()
-
-
-async def spf_walk_end(mm: Any) -> None:
-    if spf_walk_mode(mm) == "rcu":
-        await mm.kernel.rcu.read_unlock()
-    else:
-        await local_irq_enable()
-
-
-async def spf_pte_map_lock(vmf: Vmf) -> bool:
-    """__pte_map_lock() for a speculative fault — the commit point:
-    SEQ1 (no writer since the snapshot), pmd_same (the PTE table is still
-    the one we walked to), spin_trylock of its PTL (never wait: the holder
-    may be a writer waiting on us), SEQ2 (no writer got in meanwhile).
-    Returns False, counted, on any failure; True with the PTL held."""
-    mm = vmf.mm
-    cfg = mm.config
-    await spf_walk_begin(mm)
-    if await spf_seq_changed(mm, vmf.seq, vmf.orig_vma, vmf.vma):
-        await spf_walk_end(mm)
-        spf_fail(vmf, "SPF_ABORT_PTE_MAP_LOCK_SEQ1")
-        return False
-    pmd = vmf.pmd
-    assert pmd is not None
-    if await load_item(pmd, pmd.entries, vmf.pmd_idx) is not vmf.orig_pmd:
-        await spf_walk_end(mm)
-        spf_fail(vmf, "SPF_ABORT_PTE_MAP_LOCK_PMD")
-        return False
-    pt = vmf.orig_pmd
-    assert pt is not None
-    if not await pt.ptl.trylock():
-        await spf_walk_end(mm)
-        spf_fail(vmf, "SPF_ABORT_PTE_MAP_LOCK_PTL")
-        return False
-    # knob no_seq2_check: commit although a writer may have run after SEQ1
-    if not cfg.knob("no_seq2_check") and \
-            await spf_seq_changed(mm, vmf.seq, vmf.orig_vma, vmf.vma):
-        await pt.ptl.unlock()
-        await spf_walk_end(mm)
-        spf_fail(vmf, "SPF_ABORT_PTE_MAP_LOCK_SEQ2")
-        return False
-    await spf_walk_end(mm)
-    vmf.ptl = pt.ptl
-    return True
-
-
 def pte_map_lock(vmf: Vmf) -> Any:
     """Lock the PTL of the faulting PTE's table: ``await pte_map_lock(vmf)``
     is False when the fault must be retried (only a speculative fault can
     fail).  The caller then re-reads the PTE."""
     if vmf.flags & FAULT_FLAG_SPECULATIVE:
-        return spf_pte_map_lock(vmf)
+        return spf.spf_pte_map_lock(vmf)
     pt = vmf.orig_pmd
     assert pt is not None and pt.ptl is not None
     vmf.ptl = pt.ptl
@@ -325,48 +142,27 @@ def set_pte_at(vmf: Vmf, pte: int) -> Any:
 
 
 # --------------------------------------------------------------------- entry
-async def handle_mm_fault(vma: VmArea, address: int, flags: int, seq: int = 0,
-                          orig_vma: VmArea | None = None) -> int:
-    """Resolve a fault at ``address`` in ``vma``.  Caller has checked access
-    rights against vma->vm_flags and holds what keeps the VMA alive — or,
-    with FAULT_FLAG_SPECULATIVE, passes a private copy of the VMA, the
-    ``mm_lock_seq`` snapshot ``seq`` and the VMA it copied."""
+async def handle_mm_fault(vma: VmArea, address: int, flags: int) -> int:
+    """Resolve a fault at ``address`` in ``vma`` (classic and VMA-lock
+    protocols; a speculative fault enters at spf.spf_handle_mm_fault).
+
+    We enter with mmap_lock held for read, or (FAULT_FLAG_VMA_LOCK) the
+    VMA read-locked — either keeps ``vma`` from changing while concurrent
+    faults run — and no page-table lock.  The caller has checked the
+    access against vm_flags.  The walk allocates the missing upper levels
+    (pud_alloc, pmd_alloc under page_table_lock); the PTE table is left to
+    the handler that installs a PTE.  We return with what we entered with
+    still held (mmap_lock or the VMA lock) and no PTL; VM_FAULT_* bits, 0
+    on success.  (Linux's handlers drop the VMA lock before returning
+    VM_FAULT_RETRY; the model's caller does.)"""
     mm = vma.vm_mm
     mm.vmstat["pgfault"] += 1
     vmf = Vmf(vma, address, flags)
-    if flags & FAULT_FLAG_SPECULATIVE:
-        vmf.seq = seq
-        vmf.orig_vma = orig_vma
-        ret = await spf_handle_mm_fault(vmf)
-        if ret & VM_FAULT_RETRY and vmf.committed:
-            raise ModelBug(f"aborted speculative fault at {address:#x} left a visible effect")
-        return ret
     pmd = await walk(mm, vmf.address, PMD_LEVEL, alloc=True)    # pud_alloc, pmd_alloc
     vmf.pmd = pmd
     vmf.pmd_idx = (vmf.address >> 21) & 511
     pt = vmf.orig_pmd = await pte_offset_map(pmd, vmf.address)
     vmf.orig_pte = 0 if pt is None else await load_item(pt, pt.entries, vmf.pte_idx)
-    return await handle_pte_fault(vmf)
-
-
-async def spf_handle_mm_fault(vmf: Vmf) -> int:
-    """The speculative walk: no table is allocated (a missing level
-    aborts), and the walk is protected against table freeing."""
-    mm = vmf.mm
-    await spf_walk_begin(mm)
-    pmd = await walk(mm, vmf.address, PMD_LEVEL)                # no alloc
-    if pmd.level != PMD_LEVEL:
-        await spf_walk_end(mm)
-        return spf_fail(vmf, "SPF_ABORT_PUD")
-    vmf.pmd = pmd
-    vmf.pmd_idx = (vmf.address >> 21) & 511
-    pt = await pte_offset_map(pmd, vmf.address)
-    if pt is None:
-        await spf_walk_end(mm)
-        return spf_fail(vmf, "SPF_ABORT_PMD")
-    vmf.orig_pmd = pt
-    vmf.orig_pte = await load_item(pt, pt.entries, vmf.pte_idx)
-    await spf_walk_end(mm)
     return await handle_pte_fault(vmf)
 
 
@@ -377,7 +173,7 @@ async def handle_pte_fault(vmf: Vmf) -> int:
         if vma.vm_file is None:
             return await do_anonymous_page(vmf)
         if vmf.flags & FAULT_FLAG_SPECULATIVE:
-            return spf_fail(vmf, "SPF_ABORT_NO_SPECULATE")
+            return spf.spf_fail(vmf, "SPF_ABORT_NO_SPECULATE")
         return await do_fault(vmf)
     assert pte_present(vmf.orig_pte), "handle_pte_fault: swap entries are not modelled"
     if vmf.flags & FAULT_FLAG_SPECULATIVE:
@@ -478,7 +274,7 @@ async def do_anonymous_page(vmf: Vmf) -> int:
         return 0
     if vma.anon_vma is None:
         if spec:
-            return spf_fail(vmf, "SPF_ABORT_ANON_VMA")
+            return spf.spf_fail(vmf, "SPF_ABORT_ANON_VMA")
         fault = await vmf_anon_prepare(vmf)
         if fault:
             return fault
@@ -566,7 +362,7 @@ async def wp_page_copy(vmf: Vmf) -> int:
     old = vmf.page
     if vma.anon_vma is None:
         if vmf.flags & FAULT_FLAG_SPECULATIVE:
-            return await _wp_copy_fail(vmf, spf_fail(vmf, "SPF_ABORT_ANON_VMA"))
+            return await _wp_copy_fail(vmf, spf.spf_fail(vmf, "SPF_ABORT_ANON_VMA"))
         fault = await vmf_anon_prepare(vmf)
         if fault:
             return await _wp_copy_fail(vmf, fault)
