@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from specfault.mm.fault import ACCESS_WRITE, do_user_addr_fault
-from specfault.mm.pgtable import _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_NX, PTE_PFN_MASK, hw_allows
+from specfault.mm.pgtable import _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_NX, PTE_PFN_MASK
 from specfault.runtime import STATE, ModelBug, Op, UseAfterFree
 
 
@@ -71,14 +71,20 @@ def mmu_walk(mm: Any, addr: int) -> Any:
     missing.  Atomic: it runs inside one op (:class:`UserAccess`), so it
     makes none; every table it reads is checked for use-after-free (a
     table the kernel freed while a CPU could still walk it)."""
-    table = mm.pgd
-    for shift in (39, 30, 21):
-        table = table.entries[(addr >> shift) & 511]
-        if table is None:
-            return None
-        if table.freed_at is not None:
-            raise UseAfterFree(table, table.freed_at, "MMU page-table walk")
-    return table
+    pud = mm.pgd.entries[(addr >> 39) & 511]
+    if pud is None:
+        return None
+    if pud.freed_at is not None:
+        raise UseAfterFree(pud, pud.freed_at, "MMU page-table walk")
+    pmd = pud.entries[(addr >> 30) & 511]
+    if pmd is None:
+        return None
+    if pmd.freed_at is not None:
+        raise UseAfterFree(pmd, pmd.freed_at, "MMU page-table walk")
+    pte = pmd.entries[(addr >> 21) & 511]
+    if pte is not None and pte.freed_at is not None:
+        raise UseAfterFree(pte, pte.freed_at, "MMU page-table walk")
+    return pte
 
 
 def hw_access(mm: Any, cpu: Any, addr: int, access: int, n: int, data: bytes) -> Any:
@@ -98,8 +104,8 @@ def hw_access(mm: Any, cpu: Any, addr: int, access: int, n: int, data: bytes) ->
             return FAULT
         idx = (addr >> 12) & 511
         pte = table.entries[idx]
-        if not hw_allows(pte, access == 1, access == 2):
-            return FAULT_PROT if pte & 1 else FAULT
+        if not pte & 1 or (access == 1 and not pte & 2) or (access == 2 and pte & _PAGE_NX):
+            return FAULT_PROT if pte & 1 else FAULT      # hw_allows(), inlined
         new = pte | _PAGE_ACCESSED | (_PAGE_DIRTY if access == 1 else 0)
         if new != pte:
             table.entries[idx] = new

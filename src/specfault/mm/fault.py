@@ -106,7 +106,8 @@ async def do_user_addr_fault(mm: Any, address: int, access: int, prot: bool = Fa
         raise SegmentationFault(address, SEGV_ACCERR)
     fault = await handle_mm_fault(vma, address, flags)
     await mmap_read_unlock(mm)
-    raise_for(fault, address)
+    if fault:
+        raise_for(fault, address)
 
 
 # --------------------------------------------------------------------- per-VMA

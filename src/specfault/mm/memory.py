@@ -38,7 +38,6 @@ from specfault.mm.mmu_gather import rss_kind
 from specfault.mm.page import GetPage, Page, alloc_page, put_page
 from specfault.mm.pgtable import (
     PMD_LEVEL,
-    PageTable,
     __pte_alloc,
     mk_pte,
     pte_mkdirty,
@@ -59,7 +58,27 @@ from specfault.runtime import load_item, store_item, work
 
 
 class Vmf:
-    """struct vm_fault: the state of one fault, passed to every helper."""
+    """struct vm_fault: the state of one fault, passed to every helper.
+
+    Fields — private to the faulting task (no lock guards the struct; the
+    objects it points to are protected as the entry protocol says: mmap_lock,
+    the VMA lock, or for a speculative fault nothing but the sequence check)
+    # set at entry, then read-only
+        vma       the VMA (speculative: the private copy ``pvma``)
+        mm, address (page-aligned), flags (FAULT_FLAG_*), pgoff, pte_idx
+        seq, orig_vma   speculative only: the sequence snapshot and the
+                  VMA ``vma`` was copied from (spf.py)
+    # set by the walk, before handle_pte_fault; read-only after
+        pmd       the PMD-level table; pmd_idx its entry for ``address``
+        orig_pmd  the PTE table that entry held (None: pmd_none; set by
+                  pte_alloc) — pmd_same compares against it
+        orig_pte  the PTE read without the PTL; re-checked under it
+    # set with the PTL held (pte_map_lock .. pte_unmap_unlock)
+        ptl       the PTL held, or None
+        committed a PTE was changed: an abort now would be visible
+    # the pages of a COW or file fault (references held by the fault)
+        page, cow_page
+    """
 
     __slots__ = ("vma", "mm", "address", "flags", "pgoff", "pmd", "pmd_idx", "orig_pmd",
                  "pte_idx", "orig_pte", "ptl", "page", "cow_page", "seq", "orig_vma",
@@ -68,20 +87,16 @@ class Vmf:
     def __init__(self, vma: VmArea, address: int, flags: int) -> None:
         self.vma = vma
         self.mm = vma.vm_mm
-        self.address = address & ~0xFFF
+        self.address = address = address & ~0xFFF
         self.flags = flags
-        self.pgoff = ((self.address - vma.vm_start) >> 12) + vma.vm_pgoff
-        self.pmd: PageTable | None = None     # the PMD-level table
-        self.pmd_idx = 0
-        self.orig_pmd: PageTable | None = None   # the PTE table the PMD pointed to
-        self.pte_idx = (self.address >> 12) & 511
-        self.orig_pte = 0
+        self.pgoff = ((address - vma.vm_start) >> 12) + vma.vm_pgoff
+        self.pte_idx = (address >> 12) & 511
+        self.pmd_idx = (address >> 21) & 511
         self.ptl: Any = None
         self.page: Page | None = None
         self.cow_page: Page | None = None
-        self.seq = 0     # mm_lock_seq (or, spf_seq="vma", vm_lock_seq) snapshot (speculative)
-        self.orig_vma: VmArea | None = None     # the VMA ``vma`` was copied from (speculative)
-        self.committed = False   # a PTE was changed: an abort now would be visible
+        self.committed = False
+        # set by the walk: pmd, orig_pmd, orig_pte; by a speculative entry: seq, orig_vma
 
 
 def vm_normal_page(mm: Any, pte: int) -> Page | None:
@@ -158,9 +173,7 @@ async def handle_mm_fault(vma: VmArea, address: int, flags: int) -> int:
     mm = vma.vm_mm
     mm.vmstat["pgfault"] += 1
     vmf = Vmf(vma, address, flags)
-    pmd = await walk(mm, vmf.address, PMD_LEVEL, alloc=True)    # pud_alloc, pmd_alloc
-    vmf.pmd = pmd
-    vmf.pmd_idx = (vmf.address >> 21) & 511
+    vmf.pmd = pmd = await walk(mm, vmf.address, PMD_LEVEL, alloc=True)   # pud/pmd_alloc
     pt = vmf.orig_pmd = await pte_offset_map(pmd, vmf.address)
     vmf.orig_pte = 0 if pt is None else await load_item(pt, pt.entries, vmf.pte_idx)
     return await handle_pte_fault(vmf)

@@ -102,6 +102,7 @@ class PhysMem:
         zero.refcount = 1 << 30  # never freed
         self.zero_page = zero
         self.pages[zero.pfn] = zero
+        self.alloc_op = AllocPage(self)   # carries no per-call state: built once
 
     def nr_free(self) -> int:
         return len(self.free_pfns)
@@ -208,8 +209,9 @@ def alloc_page(mem: PhysMem) -> AllocPage:
     """``page = await alloc_page(mem)``: the one allocation entry of the
     model's faults (Linux: vma_alloc_folio / alloc_anon_folio) — a Page,
     or None when no frame is free (the caller returns VM_FAULT_OOM).  See
-    :class:`AllocPage`."""
-    return AllocPage(mem)
+    :class:`AllocPage` (one per allocator, shared: it has no per-call
+    state, like a lock's ops)."""
+    return mem.alloc_op
 
 
 def put_page(mem: PhysMem, page: Page) -> PutPage:

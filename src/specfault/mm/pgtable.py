@@ -28,6 +28,7 @@ from specfault.sync import SpinLock
 
 PTRS_PER_TABLE = 512
 LEVEL_SHIFT = {1: 12, 2: 21, 3: 30, 4: 39}
+_SHIFT = (0, 12, 21, 30, 39)             # LEVEL_SHIFT by level, as a tuple
 PMD_SIZE = 1 << 21
 
 _PAGE_PRESENT = 1 << 0
@@ -176,7 +177,7 @@ async def walk(mm: Any, addr: int, level: int = PTE_LEVEL, alloc: bool = False) 
     the hardware's, inside one op: ``access.mmu_walk``.)"""
     table: PageTable = mm.pgd
     while table.level > level:
-        idx = (addr >> LEVEL_SHIFT[table.level]) & 511
+        idx = (addr >> _SHIFT[table.level]) & 511
         nxt = await load_item(table, table.entries, idx)
         if nxt is None:
             if not alloc:

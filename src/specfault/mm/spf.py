@@ -436,7 +436,6 @@ async def spf_handle_mm_fault(vma: Any, address: int, flags: int, seq: int, orig
         await spf_walk_end(mm)
         return spf_fail(vmf, "SPF_ABORT_PUD")
     vmf.pmd = pmd
-    vmf.pmd_idx = (vmf.address >> 21) & 511
     pt = await pte_offset_map(pmd, vmf.address)
     if pt is None:
         await spf_walk_end(mm)
