@@ -82,6 +82,13 @@ def raise_for(fault: int, address: int) -> None:
 
 
 async def do_user_addr_fault(mm: Any, address: int, access: int, prot: bool = False) -> None:
+    """arch/x86/mm/fault.c: a user page fault at ``address`` (``access``:
+    ACCESS_READ/WRITE/EXEC; ``prot``: the PF_PROT error-code bit).  Tries
+    the protocol's lockless path first (spf.do_speculative_fault, or
+    do_vma_locked_fault), then the classic one under mmap_lock (read).
+
+    We enter with no lock held (the faulting task was in user space) and
+    return with none; the access is then retried (access.user_access)."""
     if address >= TASK_SIZE:
         raise SegmentationFault(address, SEGV_MAPERR)
     flags = _FLAGS[access]
@@ -114,7 +121,10 @@ async def do_user_addr_fault(mm: Any, address: int, access: int, prot: bool = Fa
 async def do_vma_locked_fault(mm: Any, address: int, access: int, flags: int,
                               prot: bool = False) -> int | None:
     """Fault under the VMA lock.  Returns the fault result, or None when the
-    classic path must run."""
+    classic path must run.  We enter with no lock held: lock_vma_under_rcu
+    read-locks the VMA, handle_mm_fault(FAULT_FLAG_VMA_LOCK) runs under it,
+    and it is dropped here (vma_end_read) on every path: we return with no
+    lock held."""
     kernel = mm.kernel
     vma = await lock_vma_under_rcu(mm, address)
     if vma is None:

@@ -17,7 +17,14 @@ Inode
 # immutable
     ino, path, shmem, wants_writenotify
 OpenFile (struct file)
+# immutable
     inode, f_mode (FMODE_READ | FMODE_WRITE)
+# atomic (fget/fput)
+    f_count
+Filesystem
+# protected by the namespace lock (op atomicity in the model: create,
+# truncate and fput run between ops, never across one)
+    inodes (path -> Inode), shmem_inodes
 """
 
 from __future__ import annotations

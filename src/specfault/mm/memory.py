@@ -13,10 +13,17 @@ PTE present read-only, write          do_wp_page (reuse, or wp_page_copy;
 PTE present and allowed               spurious: mark young/dirty, done
 ====================================  =====================================
 
-Entry: the caller holds what keeps ``vmf.vma`` stable — mmap_lock (read),
-the VMA lock, or (FAULT_FLAG_SPECULATIVE) nothing but RCU and a sequence
-snapshot, in which case every commit goes through ``pte_map_lock``.
-Returns VM_FAULT_* bits; 0 is success.
+Locks.  Each handler states what it holds on entry and on return, as
+Linux's do.  "The fault's lock" below is what keeps ``vmf.vma`` stable,
+by protocol: mmap_lock held for read (classic), the VMA read-locked
+(FAULT_FLAG_VMA_LOCK), or — FAULT_FLAG_SPECULATIVE, see spf.py — no lock at
+all: ``vmf.vma`` is a private copy validated by a sequence snapshot, and
+every commit goes through ``pte_map_lock``, which then checks the sequence
+under the PTL.  Every handler returns with the fault's lock still held
+(the caller drops it) and the PTL released.  Returns VM_FAULT_* bits; 0
+is success.  The speculative path's helpers are in spf.py; this file
+calls back into it (``spf.spf_pte_map_lock``, ``spf.spf_fail``) and it
+into this one (``handle_pte_fault``): each imports the other as a module.
 """
 
 from __future__ import annotations
@@ -110,7 +117,9 @@ def vm_normal_page(mm: Any, pte: int) -> Page | None:
 async def pte_alloc(vmf: Vmf) -> bool:
     """pte_alloc(mm, vmf->pmd) for a fault whose walk found the PMD entry
     none (``vmf.orig_pmd`` None): install a PTE table (``__pte_alloc``, or
-    the one a racing fault installed first).  True on success."""
+    the one a racing fault installed first).  True on success.  Entered
+    with the fault's lock (never speculative: SPF allocates no table), no
+    PTL; takes and drops mm.page_table_lock."""
     assert vmf.pmd is not None
     pt = await __pte_alloc(vmf.mm, vmf.pmd, vmf.pmd_idx)
     vmf.orig_pmd = pt
@@ -118,9 +127,17 @@ async def pte_alloc(vmf: Vmf) -> bool:
 
 
 def pte_map_lock(vmf: Vmf) -> Any:
-    """Lock the PTL of the faulting PTE's table: ``await pte_map_lock(vmf)``
-    is False when the fault must be retried (only a speculative fault can
-    fail).  The caller then re-reads the PTE."""
+    """``ok = await pte_map_lock(vmf)``: lock the PTL of the faulting PTE's
+    table (``vmf.orig_pmd``), the commit point of every handler:
+
+    1. not speculative: take the PTL (spin_lock) — True;
+    2. speculative: spf.spf_pte_map_lock, which re-checks the sequence,
+       pmd_same, trylocks the PTL and re-checks the sequence — False, the
+       reason counted, when any of that fails: return VM_FAULT_RETRY.
+
+    Entered with the fault's lock and no PTL; returns with the PTL held
+    (``vmf.ptl``) when True, nothing more held when False.  The caller then
+    re-reads the PTE (``ptep_get``) and compares it with ``orig_pte``."""
     if vmf.flags & FAULT_FLAG_SPECULATIVE:
         return spf.spf_pte_map_lock(vmf)
     pt = vmf.orig_pmd
@@ -130,13 +147,15 @@ def pte_map_lock(vmf: Vmf) -> Any:
 
 
 def pte_unmap_unlock(vmf: Vmf) -> Any:
+    """``await pte_unmap_unlock(vmf)``: release the PTL pte_map_lock took."""
     ptl = vmf.ptl
     vmf.ptl = None
     return ptl.unlock()
 
 
 def ptep_get(vmf: Vmf) -> Any:
-    """``await ptep_get(vmf)``: READ_ONCE of the faulting PTE."""
+    """``await ptep_get(vmf)``: READ_ONCE of the faulting PTE (under the
+    PTL, to re-check what the walk read without it)."""
     pt = vmf.orig_pmd
     assert pt is not None
     return load_item(pt, pt.entries, vmf.pte_idx)
@@ -180,7 +199,13 @@ async def handle_mm_fault(vma: VmArea, address: int, flags: int) -> int:
 
 
 async def handle_pte_fault(vmf: Vmf) -> int:
-    """Dispatch on the PTE read by the walk (``vmf.orig_pte``)."""
+    """Dispatch on the PTE read by the walk (``vmf.orig_pte``), as the
+    table at the top of this file says.
+
+    We enter with the fault's lock held (mmap_lock read, the VMA lock, or
+    speculatively none) and the PTE read but neither mapped nor locked.  We
+    return with the fault's lock still held and the PTL released (the
+    handlers below take and drop it themselves)."""
     vma = vmf.vma
     if pte_none(vmf.orig_pte):
         if vma.vm_file is None:
@@ -216,7 +241,9 @@ def _retry() -> int:
 async def anon_vma_prepare(vma: VmArea) -> bool:
     """Give ``vma`` an anon_vma before its first anonymous page, reusing a
     compatible neighbour's (find_mergeable_anon_vma) so they may merge
-    later.  Returns False on allocation failure (never, in the model)."""
+    later.  Returns False on allocation failure (never, in the model).
+    Caller holds mmap_lock (read at least: the neighbours must not
+    change); sets it under mm.page_table_lock, taken and dropped here."""
     if vma.anon_vma is not None:
         return True
     mm = vma.vm_mm
@@ -242,7 +269,10 @@ async def vmf_anon_prepare(vmf: Vmf) -> int:
     """The faulting VMA needs an anon_vma (it has none): make one.  Under
     the VMA lock (6.7+) that needs mmap_lock too, so try it without
     waiting — a writer may be waiting on our VMA lock — and retry under
-    mmap_lock if it is taken.  Returns 0 or the VM_FAULT_* code."""
+    mmap_lock if it is taken.  Returns 0 or the VM_FAULT_* code.  Entered
+    and left with the fault's lock (mmap_lock read, or the VMA lock — then
+    mmap_lock read is taken and dropped here), no PTL; never speculative
+    (the speculative callers abort with SPF_ABORT_ANON_VMA first)."""
     vma = vmf.vma
     locked = vmf.flags & FAULT_FLAG_VMA_LOCK
     if locked and not await vma.vm_mm.mmap_lock.down_read_trylock():
@@ -261,6 +291,12 @@ async def do_anonymous_page(vmf: Vmf) -> int:
     3. verify the PTE is still none (a concurrent fault may have won);
     4. set the PTE to the new page;
     5. unlock the page table.
+
+    We enter with the fault's lock held (mmap_lock read, the VMA lock, or
+    speculatively none) and the PTE neither mapped nor locked (pte_none
+    read by the walk; ``orig_pmd`` None when there is no PTE table yet —
+    pte_alloc then, never speculatively).  We return with the fault's lock
+    still held and the PTE unmapped and unlocked.
     """
     vma, mm = vmf.vma, vmf.mm
     spec = vmf.flags & FAULT_FLAG_SPECULATIVE
@@ -327,8 +363,12 @@ def page_add_new_anon_rmap(page: Page, vma: VmArea, address: int) -> None:
 
 # --------------------------------------------------------------- write-protect
 async def do_wp_page(vmf: Vmf) -> int:
-    """Write to a present, write-protected PTE.  Entered with the PTL held
-    (by handle_pte_fault); returns with it released."""
+    """Write to a present, write-protected PTE: reuse the page if this mm
+    holds it exclusively, else copy it (wp_page_copy), or for a shared
+    mapping make it writable (wp_page_shared).  We enter with the fault's
+    lock held and the PTL held (taken by handle_pte_fault, the PTE
+    re-checked equal to ``orig_pte``); we return with the fault's lock still
+    held and the PTL released."""
     vma, mm = vmf.vma, vmf.mm
     if vmf.flags & FAULT_FLAG_SPECULATIVE:
         mm.kernel.count("SPF_ATTEMPT_WP")
@@ -369,6 +409,11 @@ async def wp_page_copy(vmf: Vmf) -> int:
        keeps the old translation), drop the old page's mapping;
     6. unlock; drop the reference taken in 1 (and the unused new page if
        the PTE changed under us).
+
+    We enter (from do_wp_page) with the fault's lock held and the PTL
+    released, holding a reference on the old page (``vmf.cow_page``).  We
+    return with the fault's lock still held, the PTL released and that
+    reference dropped — on every path, aborts included.
     """
     vma, mm = vmf.vma, vmf.mm
     mem = mm.kernel.mem
@@ -435,7 +480,9 @@ def _lost_race_overwrite(vmf: Vmf) -> None:
 async def wp_page_shared(vmf: Vmf, page: Page | None) -> int:
     """Write to a shared mapping's write-protected page: page_mkwrite, then
     make the PTE writable and dirty (wp_page_shared + finish_mkwrite_fault).
-    Entered with the PTL held; returns with it released."""
+    Entered with the fault's lock and the PTL held; drops the PTL for
+    page_mkwrite (which may sleep), retakes it and re-checks the PTE;
+    returns with the fault's lock still held and the PTL released."""
     await pte_unmap_unlock(vmf)
     await work("page_mkwrite")
     if await pte_map_lock(vmf) is False:
@@ -452,6 +499,10 @@ async def wp_page_shared(vmf: Vmf, page: Page | None) -> int:
 
 # ----------------------------------------------------------------- file pages
 async def do_fault(vmf: Vmf) -> int:
+    """A file (or shmem) page is not mapped: read, private write (COW) or
+    shared write.  Entered with the fault's lock (never speculative:
+    handle_pte_fault aborts those first), PTE none and not locked; returns
+    with the fault's lock held and the PTL released."""
     vma = vmf.vma
     if not vmf.flags & FAULT_FLAG_WRITE:
         return await do_read_fault(vmf)
@@ -462,7 +513,9 @@ async def do_fault(vmf: Vmf) -> int:
 
 async def do_read_fault(vmf: Vmf) -> int:
     """Read fault on a file page: map what is cached around it first
-    (fault-around), then fault in the page itself if still needed."""
+    (fault-around), then fault in the page itself if still needed.  Locks
+    as do_fault: the fault's lock held throughout, no PTL on entry or on
+    return."""
     mm = vmf.mm
     if mm.config.fault_around_bytes >> 12 > 1:
         ret = await do_fault_around(vmf)
@@ -476,7 +529,8 @@ async def do_read_fault(vmf: Vmf) -> int:
 
 async def do_cow_fault(vmf: Vmf) -> int:
     """Write fault on a private file mapping: copy the file page into a new
-    anonymous page."""
+    anonymous page.  Locks as do_fault (anon_vma_prepare takes
+    page_table_lock; finish_fault the PTL)."""
     vma, mm = vmf.vma, vmf.mm
     mem = mm.kernel.mem
     if not await anon_vma_prepare(vma):
@@ -497,6 +551,9 @@ async def do_cow_fault(vmf: Vmf) -> int:
 
 
 async def do_shared_fault(vmf: Vmf) -> int:
+    """Write fault on a shared file mapping: the page-cache page, made
+    writable and dirty (page_mkwrite, then finish_fault).  Locks as
+    do_fault."""
     mm = vmf.mm
     ret, page = await filemap_fault(mm.kernel, vmf.vma.vm_file.inode, vmf.pgoff)
     if page is None:
@@ -510,7 +567,10 @@ async def do_shared_fault(vmf: Vmf) -> int:
 
 async def finish_fault(vmf: Vmf, page: Page) -> int:
     """Map ``page`` (whose reference we hold) at the faulting address unless
-    a racing fault already filled the PTE."""
+    a racing fault already filled the PTE (VM_FAULT_NOPAGE; the reference
+    is dropped).  We enter with the fault's lock held and no PTL (the PTE
+    table allocated here if missing: pte_alloc); we return with the fault's
+    lock still held and the PTE unmapped and unlocked."""
     vma, mm = vmf.vma, vmf.mm
     mem = mm.kernel.mem
     if vmf.orig_pmd is None and not await pte_alloc(vmf):
@@ -543,7 +603,8 @@ async def do_fault_around(vmf: Vmf) -> int:
     """Map the cached pages in the fault_around_bytes-aligned window around
     the fault (clamped to the VMA, the PTE table and EOF) with read-only
     PTEs — filemap_map_pages().  Returns VM_FAULT_NOPAGE if the faulting
-    page itself got mapped."""
+    page itself got mapped.  Entered and left with the fault's lock held
+    and no PTL; takes the PTE table's PTL once for the whole window."""
     vma, mm = vmf.vma, vmf.mm
     inode = vma.vm_file.inode
     nr_pages = mm.config.fault_around_bytes >> 12

@@ -21,6 +21,11 @@ Page
     pfn, anon, mapping (AnonVma or Inode), index (pgoff)
 # protected by the data access path (copy/zero/user access)
     data
+PhysMem (the page allocator)
+# protected by the zone lock (op atomicity: AllocPage / PutPage are one op)
+    free_pfns, pages (pfn -> Page of every allocated frame), vmstat counts
+# immutable
+    nr_frames, zero_page, alloc_op (the shared AllocPage op)
 """
 
 from __future__ import annotations

@@ -52,7 +52,11 @@ async def do_speculative_fault(mm: Any, address: int, access: int, flags: int,
     """Try the fault without mmap_lock.  Returns the fault result, or None
     when it aborted (counted) and the classic path must run.  Lespinasse's
     SPF ("speculative") and Dufour's ("dufour": the knobs spf_seq="vma",
-    spf_vma_refcount, spf_vma_pin, spf_mm_rb_rwlock) both run here."""
+    spf_vma_refcount, spf_vma_pin, spf_mm_rb_rwlock) both run here; the
+    flow is this module's, steps 1-4.
+
+    We enter with no lock held and return with none (the RCU section of
+    the lookup is left before the walk; a Dufour pin is dropped)."""
     if mm.mm_users <= 1:
         return None                               # no_spf: nobody to race with
     kernel = mm.kernel
@@ -376,10 +380,22 @@ async def spf_walk_end(mm: Any) -> None:
 
 async def spf_pte_map_lock(vmf: Vmf) -> bool:
     """__pte_map_lock() for a speculative fault — the commit point:
-    SEQ1 (no writer since the snapshot), pmd_same (the PTE table is still
-    the one we walked to), spin_trylock of its PTL (never wait: the holder
-    may be a writer waiting on us), SEQ2 (no writer got in meanwhile).
-    Returns False, counted, on any failure; True with the PTL held."""
+
+    1. spf_walk_begin (rcu_read_lock, or interrupts off): the PTE table
+       cannot be freed while we look at it;
+    2. SEQ1: no writer since the snapshot (spf_seq_changed), else
+       SPF_ABORT_PTE_MAP_LOCK_SEQ1;
+    3. pmd_same: the PMD entry still points to the PTE table we walked to
+       (``vmf.orig_pmd``), else SPF_ABORT_PTE_MAP_LOCK_PMD;
+    4. spin_trylock its PTL — never wait: the holder may be a writer
+       waiting for us (interrupts off) — else SPF_ABORT_PTE_MAP_LOCK_PTL;
+    5. SEQ2: no writer got in between 2 and 4, else unlock,
+       SPF_ABORT_PTE_MAP_LOCK_SEQ2 (knob no_seq2_check skips it);
+    6. spf_walk_end.
+
+    We enter with no lock held.  We return True with the PTL held (from
+    here a writer that changes this PTE must wait for us), or False with
+    nothing held, the reason counted."""
     mm = vmf.mm
     cfg = mm.config
     await spf_walk_begin(mm)
