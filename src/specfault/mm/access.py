@@ -90,7 +90,8 @@ def mmu_walk(mm: Any, addr: int) -> Any:
 def hw_access(mm: Any, cpu: Any, addr: int, access: int, n: int, data: bytes) -> Any:
     """The MMU and the memory: see :class:`UserAccess`.  Returns the bytes
     read (b"" for a write or exec), or ``FAULT``."""
-    key = (id(mm), addr >> 12)
+    vpn = addr >> 12
+    key = (id(mm), vpn)
     tlb = cpu.tlb if cpu is not None else None
     pte = tlb.get(key) if tlb is not None else None
     # hw_allows(), inlined: present, RW for writes, not NX for execs
@@ -102,7 +103,7 @@ def hw_access(mm: Any, cpu: Any, addr: int, access: int, n: int, data: bytes) ->
         table = mmu_walk(mm, addr)
         if table is None:
             return FAULT
-        idx = (addr >> 12) & 511
+        idx = vpn & 511
         pte = table.entries[idx]
         if not pte & 1 or (access == 1 and not pte & 2) or (access == 2 and pte & _PAGE_NX):
             return FAULT_PROT if pte & 1 else FAULT      # hw_allows(), inlined

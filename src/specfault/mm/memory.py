@@ -298,18 +298,19 @@ async def do_anonymous_page(vmf: Vmf) -> int:
     pte_alloc then, never speculatively).  We return with the fault's lock
     still held and the PTE unmapped and unlocked.
     """
-    vma, mm = vmf.vma, vmf.mm
-    spec = vmf.flags & FAULT_FLAG_SPECULATIVE
+    vma, mm, flags = vmf.vma, vmf.mm, vmf.flags
+    spec = flags & FAULT_FLAG_SPECULATIVE
     if spec:
         mm.kernel.count("SPF_ATTEMPT_ANON")
-    if vma.vm_flags & VM_SHARED:
+    vm_flags = vma.vm_flags
+    if vm_flags & VM_SHARED:
         return VM_FAULT_SIGBUS
     if vmf.orig_pmd is None and not await pte_alloc(vmf):
         return VM_FAULT_OOM
     # knob no_pte_none_recheck: install without re-checking under the PTL
     # that no racing fault installed a page first
     recheck = not mm.no_pte_none_recheck
-    if not vmf.flags & FAULT_FLAG_WRITE:
+    if not flags & FAULT_FLAG_WRITE:
         zero = mm.kernel.mem.zero_page
         entry = pte_mkspecial(mk_pte(zero.pfn, vma.vm_page_prot))
         if await pte_map_lock(vmf) is False:
@@ -334,14 +335,14 @@ async def do_anonymous_page(vmf: Vmf) -> int:
         return VM_FAULT_OOM
     await work("clear_page")
     entry = pte_mkdirty(mk_pte(page.pfn, vma.vm_page_prot))
-    if vma.vm_flags & VM_WRITE:
+    if vm_flags & VM_WRITE:
         entry = pte_mkwrite(entry)
     if await pte_map_lock(vmf) is False:
-        await put_page(mm.kernel.mem, page)
+        await put_page(mem, page)
         return _retry()
     if recheck and not pte_none(await ptep_get(vmf)):
         await pte_unmap_unlock(vmf)
-        await put_page(mm.kernel.mem, page)
+        await put_page(mem, page)
         return 0
     if not recheck and not pte_none(await ptep_get(vmf)):
         _lost_race_overwrite(vmf)
