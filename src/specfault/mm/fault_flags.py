@@ -5,7 +5,7 @@ user access (``fault_flags``) and ``access_error``."""
 
 from typing import Any
 
-VM_READ, VM_WRITE, VM_EXEC = 0x1, 0x2, 0x4     # mm/vma.py's, for access_error
+from specfault.mm.vma import VM_EXEC, VM_READ, VM_WRITE
 
 FAULT_FLAG_WRITE = 1 << 0
 FAULT_FLAG_MKWRITE = 1 << 1

@@ -78,7 +78,7 @@ class Vmf:
     # set by the walk, before handle_pte_fault; read-only after
         pmd       the PMD-level table; pmd_idx its entry for ``address``
         orig_pmd  the PTE table that entry held (None: pmd_none; set by
-                  pte_alloc) — pmd_same compares against it
+                  vmf_pte_alloc) — pmd_same compares against it
         orig_pte  the PTE read without the PTL; re-checked under it
     # set with the PTL held (pte_map_lock .. pte_unmap_unlock)
         ptl       the PTL held, or None
@@ -114,12 +114,14 @@ def vm_normal_page(mm: Any, pte: int) -> Page | None:
 
 
 # --------------------------------------------------------------- page tables
-async def pte_alloc(vmf: Vmf) -> bool:
-    """pte_alloc(mm, vmf->pmd) for a fault whose walk found the PMD entry
-    none (``vmf.orig_pmd`` None): install a PTE table (``__pte_alloc``, or
-    the one a racing fault installed first).  True on success.  Entered
-    with the fault's lock (never speculative: SPF allocates no table), no
-    PTL; takes and drops mm.page_table_lock."""
+async def vmf_pte_alloc(vmf: Vmf) -> bool:
+    """pte_alloc(mm, vmf->pmd) for a fault whose walk read the PMD entry
+    none (``vmf.orig_pmd`` None — Linux's pte_alloc re-tests pmd_none, the
+    walk's read is that test here): ``__pte_alloc`` installs a PTE table,
+    or finds the one a racing fault installed first; ``vmf.orig_pmd`` is
+    then that table.  True on success.  Entered with the fault's lock
+    (never speculative: SPF allocates no table), no PTL; takes and drops
+    mm.page_table_lock."""
     assert vmf.pmd is not None
     pt = await __pte_alloc(vmf.mm, vmf.pmd, vmf.pmd_idx)
     vmf.orig_pmd = pt
@@ -295,8 +297,8 @@ async def do_anonymous_page(vmf: Vmf) -> int:
     We enter with the fault's lock held (mmap_lock read, the VMA lock, or
     speculatively none) and the PTE neither mapped nor locked (pte_none
     read by the walk; ``orig_pmd`` None when there is no PTE table yet —
-    pte_alloc then, never speculatively).  We return with the fault's lock
-    still held and the PTE unmapped and unlocked.
+    vmf_pte_alloc then, never speculatively).  We return with the fault's
+    lock still held and the PTE unmapped and unlocked.
     """
     vma, mm, flags = vmf.vma, vmf.mm, vmf.flags
     spec = flags & FAULT_FLAG_SPECULATIVE
@@ -305,7 +307,7 @@ async def do_anonymous_page(vmf: Vmf) -> int:
     vm_flags = vma.vm_flags
     if vm_flags & VM_SHARED:
         return VM_FAULT_SIGBUS
-    if vmf.orig_pmd is None and not await pte_alloc(vmf):
+    if vmf.orig_pmd is None and not await vmf_pte_alloc(vmf):
         return VM_FAULT_OOM
     # knob no_pte_none_recheck: install without re-checking under the PTL
     # that no racing fault installed a page first
@@ -570,11 +572,11 @@ async def finish_fault(vmf: Vmf, page: Page) -> int:
     """Map ``page`` (whose reference we hold) at the faulting address unless
     a racing fault already filled the PTE (VM_FAULT_NOPAGE; the reference
     is dropped).  We enter with the fault's lock held and no PTL (the PTE
-    table allocated here if missing: pte_alloc); we return with the fault's
-    lock still held and the PTE unmapped and unlocked."""
+    table allocated here if missing: vmf_pte_alloc); we return with the
+    fault's lock still held and the PTE unmapped and unlocked."""
     vma, mm = vmf.vma, vmf.mm
     mem = mm.kernel.mem
-    if vmf.orig_pmd is None and not await pte_alloc(vmf):
+    if vmf.orig_pmd is None and not await vmf_pte_alloc(vmf):
         await put_page(mem, page)
         return VM_FAULT_OOM
     if await pte_map_lock(vmf) is False:
@@ -618,7 +620,7 @@ async def do_fault_around(vmf: Vmf) -> int:
     if end_pgoff < start_pgoff or not any(
             i in inode.pages for i in range(start_pgoff, end_pgoff + 1)):
         return 0
-    if vmf.orig_pmd is None and not await pte_alloc(vmf):
+    if vmf.orig_pmd is None and not await vmf_pte_alloc(vmf):
         return VM_FAULT_OOM
     if await pte_map_lock(vmf) is False:
         return _retry()
