@@ -4,8 +4,10 @@ Each allocation returns a fresh :class:`Page` object for a free PFN, so a
 stale reference to a freed page is detectable (``freed`` is set) even though
 its PFN is reused — as with the kernel's page poisoning.
 
-Page contents are real bytes, materialised lazily: ``data is None`` means
-all zeroes (a freshly zeroed page costs nothing until written).
+Page contents are real bytes, materialised lazily: ``data`` holds the
+page's first ``len(data)`` bytes and the rest are zeroes (``None``: all
+zeroes) — a freshly zeroed page costs nothing until written, and a write
+costs what it writes, not a 4 KiB buffer.
 
 Fields
 ------
@@ -59,7 +61,8 @@ class Page:
             raise ModelBug(f"read of freed page pfn {self.pfn:#x}")
         if self.data is None:
             return bytes(n)
-        return bytes(self.data[off:off + n])
+        got = bytes(self.data[off:off + n])
+        return got if len(got) == n else got + bytes(n - len(got))   # zeroes past len(data)
 
     def write(self, off: int, data: bytes) -> None:
         if self.freed:
@@ -68,9 +71,15 @@ class Page:
             raise ModelBug("write to the zero page")
         if not data:
             return      # an empty store changes nothing (the simulator's touches)
-        if self.data is None:
-            self.data = bytearray(PAGE_SIZE)
-        self.data[off:off + len(data)] = data
+        end = off + len(data)
+        if end > PAGE_SIZE:
+            raise ModelBug(f"write past the end of page pfn {self.pfn:#x}")
+        buf = self.data
+        if buf is None:
+            self.data = buf = bytearray(end)          # bytes past ``end``: zeroes
+        elif len(buf) < end:
+            buf.extend(bytes(end - len(buf)))
+        buf[off:end] = data
 
     def copy_from(self, src: Page) -> None:
         """copy_user_highpage(): contents of ``src`` into this page."""
