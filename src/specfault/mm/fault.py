@@ -8,7 +8,7 @@ classic
     mmap_read_lock, find_vma, access check, handle_mm_fault,
     mmap_read_unlock.
 
-speculative (Michel Lespinasse's v2, the seed)
+speculative (Michel Lespinasse's v2, the seed) — the code is mm/spf.py
     never when the mm has a single user; count ``spf_attempt``;
     1. sample ``mm_lock_seq`` — odd (a writer is inside): abort;
     2. under ``rcu_read_lock()``, find the VMA locklessly and copy it
@@ -24,7 +24,7 @@ speculative (Michel Lespinasse's v2, the seed)
        the sequence (SEQ2).  Anything else aborts with VM_FAULT_RETRY,
        before any visible effect, and the fault is redone classically.
 
-dufour (Laurent Dufour's v11, the SPF shipped in Android kernels)
+dufour (Laurent Dufour's v11, the SPF shipped in Android kernels) — mm/spf.py
     the speculative path above with three decisions changed (knobs, set by
     the protocol: see config.DUFOUR_KNOBS): no mm-wide sequence — after the
     lookup (under ``mm_rb_lock``, a cost here) the VMA is pinned
@@ -34,7 +34,7 @@ dufour (Laurent Dufour's v11, the SPF shipped in Android kernels)
     VMA changed or left the tree, so a writer elsewhere in the mm does not
     abort the fault; ``put_vma`` when the attempt ends.
 
-pervma (Linux 6.4+)
+pervma (Linux 6.4+) — lock_vma_under_rcu is in mm/mmap_lock.py
     ``lock_vma_under_rcu``: find the VMA under RCU, ``vma_start_read`` it,
     re-check that it still covers the address; fault under the VMA lock;
     fall back to mmap_lock when the VMA is write-locked, has just been

@@ -1,7 +1,9 @@
 """Page-fault handling (mm/memory.c), under Linux's names.
 
-``handle_mm_fault`` walks (allocating) to the PMD, and ``handle_pte_fault``
-dispatches on the VMA, the original PTE and the access:
+``handle_mm_fault`` walks (``pgtable.walk``, allocating the upper levels)
+to the PMD and reads the PTE without the PTL; ``handle_pte_fault``
+dispatches on the VMA, that original PTE and the access (a speculative
+fault walks in spf.py, then enters here):
 
 ====================================  =====================================
 PTE none, anonymous VMA               do_anonymous_page (zero page on read)
