@@ -24,11 +24,11 @@ from specfault.mm.page import Page
 from specfault.mm.pgtable import (
     LEVEL_SHIFT,
     PageTable,
-    iter_pte_tables,
     pte_dirty,
     pte_pfn,
     pte_present,
     pte_special,
+    walk_range,
 )
 from specfault.mm.tlb import flush_tlb_range
 from specfault.runtime import LoadItem, StoreItem, Work
@@ -126,8 +126,8 @@ async def unmap_page_range(tlb: MmuGather, vma: Any, start: int, end: int) -> No
     end = min(end, vma.vm_end)
     if start >= end:
         return
-    for pt in list(iter_pte_tables(tlb.mm.pgd, start, end)):
-        await zap_pte_range(tlb, vma, pt, max(start, pt.base), min(end, pt.base + (1 << 21)))
+    for pt, lo, hi in await walk_range(tlb.mm, start, end):
+        await zap_pte_range(tlb, vma, pt, lo, hi)
     await Work("zap", (end - start) >> 12)
 
 

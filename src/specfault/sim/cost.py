@@ -73,7 +73,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from specfault.mm.access import UserAccess, _Fault
+from specfault.mm.access import PageFault, UserAccess
 from specfault.mm.page import AllocPage, PutPage
 from specfault.mm.tlb import FlushTlb
 from specfault.runtime import Load, LoadItem, Store, StoreItem, Work
@@ -391,7 +391,7 @@ class CostModel:
         return cost + ns
 
     #: the result types :meth:`after` charges for (it is 0.0 for any other)
-    after_types: frozenset[type] = frozenset({_Fault, Acquired})
+    after_types: frozenset[type] = frozenset({PageFault, Acquired})
 
     def after(self, op: Any, result: Any, cpu: int, t: float) -> float:
         """Result-dependent cost (called after perform): a user access that
@@ -402,7 +402,7 @@ class CostModel:
         down_write that only queues pays none, so a queue of writers hands
         the lock on only after each one's work."""
         tp = type(result)
-        if tp is _Fault:
+        if tp is PageFault:
             return self.p.fault_entry_ns
         if tp is Acquired and result.write:
             return self.vma_modify_ns

@@ -61,7 +61,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from specfault.mm.access import _Fault
+from specfault.mm.access import PageFault
 from specfault.report.perfetto import TraceWriter, ns
 from specfault.runtime import STATE
 from specfault.sync.rwsem import GRANTED, Acquired, Waiter
@@ -344,7 +344,7 @@ class SimTrace:
         T.last_op_t = t
         T.last_release = None
         e = t + cost
-        if type(result) is _Fault:
+        if type(result) is PageFault:
             self._begin_fault(T, t, e)
         elif op.kind in _PTL_KINDS and self.cut_at is None:
             self._ptl(T, op, result, t, e)

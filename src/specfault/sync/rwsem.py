@@ -84,7 +84,7 @@ class _DownRead(Op):
         sem = self.sem
         task = STATE.task
         if task is not None:
-            might_sleep(task, f"down_read({sem.name})")
+            might_sleep(task, "down_read", sem)
             if task.held:
                 LOCKDEP.acquire(task, sem)
         if sem.writer is None and not sem.waiters:
@@ -111,7 +111,7 @@ class _DownWrite(_DownRead):
         sem = self.sem
         task = STATE.task
         if task is not None:
-            might_sleep(task, f"down_write({sem.name})")
+            might_sleep(task, "down_write", sem)
             if task.held:
                 LOCKDEP.acquire(task, sem)
         if sem.writer is None and sem.readers == 0 and not sem.waiters:
@@ -199,13 +199,18 @@ class _Up(Op):
             if sem.writer is not task:
                 raise BadUnlock(f"up_write({sem.name}): not held for write by {task}")
             sem.writer = None
+            if task is not None:
+                task.held.remove(sem)
         else:
-            if sem.readers <= 0 or (task is not None and sem not in task.held):
+            if sem.readers <= 0:
                 raise BadUnlock(f"up_read({sem.name}): not held for read by {task}")
+            if task is not None:
+                try:
+                    task.held.remove(sem)
+                except ValueError:
+                    raise BadUnlock(f"up_read({sem.name}): not held for read by {task}") from None
             sem.readers -= 1
-        if task is not None:
-            task.held.remove(sem)
-        if sem.readers == 0 and sem.writer is None:
+        if sem.waiters and sem.readers == 0 and sem.writer is None:
             sem.wake()
 
     def footprint(self) -> tuple[tuple[object, str, str], ...]:

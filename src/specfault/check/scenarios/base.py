@@ -35,9 +35,9 @@ from specfault.check.linearizability import check_linearizable
 from specfault.check.scenario import Env, Scenario, Thread
 from specfault.config import Config
 from specfault.errors import OutOfMemory, SignalError
-from specfault.mm.access import user_access
+from specfault.mm.access import mmu_walk, user_access
 from specfault.mm.fault import ACCESS_EXEC, ACCESS_READ, ACCESS_WRITE
-from specfault.mm.pgtable import _PAGE_NX, _PAGE_PRESENT, pte_pfn, pte_special, pte_write, walk
+from specfault.mm.pgtable import _PAGE_NX, _PAGE_PRESENT, pte_pfn, pte_special, pte_write
 from specfault.mm.vma import VM_EXEC, VM_READ, VM_SHARED, VM_WRITE
 from specfault.runtime import direct
 
@@ -225,11 +225,10 @@ def step_invariant(world: World) -> str | None:
             continue
         for lo, hi in world.region:
             for addr in range(lo, hi, 4096):
-                found = walk(mm.pgd, addr)
-                if found is None:
+                table = mmu_walk(mm, addr)          # what the MMU would load
+                if table is None:
                     continue
-                table, idx = found
-                pte = table.entries[idx]
+                pte = table.entries[(addr >> 12) & 511]
                 if not pte or not pte & _PAGE_PRESENT:
                     continue
                 vma = mm.mm_mt.find(addr)
