@@ -60,9 +60,9 @@ from specfault.constants import (
     TASK_SIZE,
 )
 from specfault.errors import SegmentationFault
-from specfault.mm.access import _Fault, hw_access
+from specfault.mm.access import PageFault, hw_access, user_access
 from specfault.mm.exec import VDSO_X86_64, ElfImage, ExecError, ExecLayout, VdsoImage, load_elf_binary
-from specfault.mm.fault import ACCESS_EXEC, ACCESS_READ, ACCESS_WRITE, do_user_addr_fault
+from specfault.mm.fault import ACCESS_EXEC, ACCESS_READ, ACCESS_WRITE
 from specfault.mm.filemap import FMODE_READ, FMODE_WRITE, OpenFile
 from specfault.mm.fork import dup_mmap, exit_mmap
 from specfault.mm.gup import mm_populate
@@ -327,23 +327,22 @@ class _Context:
 
     # -- accesses --
     def _access(self, addr: int, access: int, n: int = 0, data: bytes = b"") -> Any:
-        """One access within one page: the MMU inline (no coroutine), the
-        fault handler through the direct driver when the MMU faults."""
+        """One access within one page: the MMU inline (no coroutine, no
+        driver); when it faults, the fault-retry loop (``user_access``)
+        through the direct driver, starting with that fault."""
         mm = self.mm
         if mm.dead:
             raise OSError(errno.ESRCH, f"process {self.process.pid} has exited")
         task = self.task
-        cpu = task.cpu
-        while True:
-            saved = STATE.task
-            STATE.task = task
-            try:
-                got = hw_access(mm, cpu, addr, access, n, data)
-            finally:
-                STATE.task = saved
-            if type(got) is not _Fault:
-                return got
-            self.machine.run(do_user_addr_fault(mm, addr, access, got.prot), task)
+        saved = STATE.task
+        STATE.task = task
+        try:
+            got = hw_access(mm, task.cpu, addr, access, n, data)
+        finally:
+            STATE.task = saved
+        if type(got) is PageFault:       # the exception path: handle, retry
+            got = self.machine.run(user_access(mm, addr, access, n, data, got), task)
+        return got
 
     def read(self, addr: int, n: int) -> bytes:
         """Load ``n`` bytes at ``addr`` (faulting as needed)."""
@@ -404,10 +403,10 @@ class _Context:
         addr = _ulong("pagemap", "addr", addr)
         if addr >= TASK_SIZE:
             return PagemapEntry(0)
-        return pagemap_entry(self.mm, addr & ~(PAGE_SIZE - 1))
+        return self.machine.run(pagemap_entry(self.mm, addr & ~(PAGE_SIZE - 1)), self.task)
 
     def smaps(self) -> list[dict[str, Any]]:
-        return smaps(self.mm)
+        return self.machine.run(smaps(self.mm), self.task)
 
 
 def _abs_path(what: str, path: Any) -> str:

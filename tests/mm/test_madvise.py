@@ -367,8 +367,9 @@ def test_cold_only_ages_pages():
     m = sf.Machine()
     p = m.spawn()
     s(p, 0x10000000)
-    from specfault.mm.pgtable import _PAGE_ACCESSED, get_pte
-    young = [bool(get_pte(p.mm.pgd, 0x10000000 + i * P) & _PAGE_ACCESSED) for i in range(8)]
+    from specfault.mm.pgtable import _PAGE_ACCESSED, follow_pte
+    young = [bool(m.run(follow_pte(p.mm, 0x10000000 + i * P), p.task) & _PAGE_ACCESSED)
+             for i in range(8)]
     assert young == [True, True, True, False, False, False, True, True]
 
 

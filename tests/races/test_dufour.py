@@ -22,7 +22,7 @@ from specfault.config import DUFOUR_KNOBS
 from specfault.config import Config as MmConfig
 from specfault.mm.kernel import SPF_ABORT_REASONS
 from specfault.mm.mprotect import sys_mprotect
-from specfault.mm.vma_ops import PutVma, get_vma, put_vma
+from specfault.mm.spf import PutVma, get_vma, put_vma
 
 RW = sf.PROT_READ | sf.PROT_WRITE
 ANON = sf.MAP_PRIVATE | sf.MAP_ANONYMOUS

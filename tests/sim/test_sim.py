@@ -196,3 +196,101 @@ def test_queued_writers_do_their_vma_work_inside_the_write_section() -> None:
     assert r.syscalls == 8
     assert r.wall_us * 1e3 >= 8 * work
     assert r.lock_hold["p50"] * 1e3 >= work
+
+
+def _gate_run(spins: bool) -> tuple[float, float]:
+    """Thread A waits at a blocking op (kind "gate", whatever ``spins``
+    says) until B, on the other CPU, opens the gate after 10 µs of work;
+    returns A's (spin, sleep) time."""
+    import specfault as sf
+    from specfault.runtime import Op, Store, Work
+    from specfault.sim.engine import Engine
+
+    class Gate(Op):
+        __slots__ = ("obj",)
+        kind = "gate"
+        blocking = True
+
+        def __init__(self, obj: object) -> None:
+            self.obj = obj
+
+        def enabled(self) -> bool:
+            return bool(self.obj.open)   # type: ignore[attr-defined]
+
+        def perform(self) -> None:
+            return None
+
+        def footprint(self) -> tuple[tuple[object, str, str], ...]:
+            return ((self.obj, "open", "r"),)
+
+    Gate.spins = spins
+
+    class Door:
+        open = False
+
+    door = Door()
+    eng = Engine(sf.Machine(nr_cpus=2), CostProfile(work_ns={"open": 10_000.0}))
+
+    async def waiter() -> None:
+        await Gate(door)
+
+    async def opener() -> None:
+        await Work("open")
+        await Store(door, "open", True)
+
+    a = eng.spawn("A", None, waiter())
+    eng.spawn("B", None, opener())
+    eng.run()
+    return a.spin, a.sleep
+
+
+def test_engine_spins_or_sleeps_as_the_op_class_says() -> None:
+    """A blocking op spins (keeps its CPU) when its class says ``spins``,
+    else sleeps — whatever its kind string."""
+    spin, sleep = _gate_run(spins=True)
+    assert spin >= 10_000.0 and sleep == 0.0
+    spin, sleep = _gate_run(spins=False)
+    assert spin == 0.0 and sleep >= 10_000.0
+
+
+def test_op_classes_flag_how_they_wait() -> None:
+    from specfault.sync.cpu import WaitIpis
+    from specfault.sync.rcu import _WaitGp
+    from specfault.sync.rwsem import _DownRead, _DownWrite, _Trylock, _Up, _WaitGranted
+    from specfault.sync.seqcount import SeqBegin
+    from specfault.sync.spinlock import SpinAcquire, SpinTrylock
+    from specfault.sync.vma_lock import RefIncNotZeroLimited
+
+    assert all(c.spins for c in (SpinAcquire, SeqBegin, WaitIpis))
+    assert not any(c.spins for c in (SpinTrylock, _WaitGranted, _WaitGp))
+    assert _WaitGp.waits_for_gp and not _WaitGranted.waits_for_gp
+    assert all(c.lockstat for c in (_DownRead, _DownWrite, _Trylock, _WaitGranted, _Up))
+    assert not RefIncNotZeroLimited.lockstat and not SpinAcquire.lockstat
+
+
+@pytest.mark.parametrize("by_steps", [False, True])
+def test_deadlock_is_reported_by_run_and_by_step(by_steps: bool) -> None:
+    """A thread parked forever (its CPU given away) is a deadlock, whether
+    the engine is driven by run() or by step() in a loop."""
+    import specfault as sf
+    from specfault.runtime import WaitUntil, Work
+    from specfault.sim.engine import Engine, SimError
+
+    class Flag:
+        up = False
+
+    flag = Flag()
+    eng = Engine(sf.Machine(nr_cpus=2), CostProfile())
+
+    async def waits() -> None:
+        await Work("x")
+        await WaitUntil(lambda: flag.up, "flag", (flag,))
+
+    eng.spawn("W", None, waits())
+    with pytest.raises(SimError, match="deadlock at .*W in wait flag"):
+        if by_steps:
+            while eng.step():
+                pass
+        else:
+            eng.run()
+    eng.close()

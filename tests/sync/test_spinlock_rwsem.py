@@ -90,10 +90,10 @@ def test_rwsem_waiting_writer_blocks_new_readers() -> None:
 
 def test_rwsem_release_wakes_all_queued_readers() -> None:
     sem = RwSemaphore("s")
-    from specfault.sync.rwsem import _Waiter
+    from specfault.sync.rwsem import Waiter
 
     sem.writer = object()
-    r1, w, r2 = _Waiter("r1", False), _Waiter("w", True), _Waiter("r2", False)
+    r1, w, r2 = Waiter("r1", False), Waiter("w", True), Waiter("r2", False)
     sem.waiters = [r1, w, r2]
     sem.writer = None
     sem.wake()   # head is a reader: every queued reader gets it (rwsem_mark_wake)
@@ -118,11 +118,52 @@ def test_rwsem_downgrade_lets_readers_in() -> None:
 
 def test_rwsem_trylock_fails_with_waiters() -> None:
     sem = RwSemaphore("s")
-    from specfault.sync.rwsem import _Waiter
+    from specfault.sync.rwsem import Waiter
 
     sem.readers = 1
-    sem.waiters = [_Waiter(None, True)]
+    sem.waiters = [Waiter(None, True)]
     assert direct.run(_await(sem.down_read_trylock()), Task(0, "T")) is False
+
+
+def test_rwsem_ops_return_how_they_acquired() -> None:
+    """Each acquisition op's result says how it went (what the simulator
+    charges and times from): at once, queued (the waiter), granted later,
+    by trylock; a failed trylock is False, a release None."""
+    from specfault.runtime import STATE
+    from specfault.sync.rwsem import (
+        READ_AT_ONCE,
+        READ_BY_TRYLOCK,
+        WRITE_AT_ONCE,
+        WRITE_BY_TRYLOCK,
+        WRITE_GRANTED,
+        Waiter,
+        _WaitGranted,
+    )
+
+    sem = RwSemaphore("s")
+    a, b = Task(0, "A"), Task(1, "B")
+    saved = STATE.task
+
+    def do(task: Task, op: object) -> object:
+        STATE.task = task
+        return op.perform()  # type: ignore[attr-defined]
+
+    try:
+        assert do(a, sem._dw) is WRITE_AT_ONCE
+        w = do(b, sem._dw)
+        assert type(w) is Waiter and w.write and w.task is b
+        assert do(b, sem._trr) is False
+        assert do(a, sem._uw) is None                  # hands the lock to B
+        assert sem.writer is b and w.granted
+        assert do(b, _WaitGranted(sem, w)) is WRITE_GRANTED and sem in b.held
+        assert do(b, sem._uw) is None
+        assert do(a, sem._dr) is READ_AT_ONCE
+        assert do(b, sem._trr) is READ_BY_TRYLOCK and sem.readers == 2
+        assert do(a, sem._ur) is None and do(b, sem._ur) is None
+        assert do(a, sem._trw) is WRITE_BY_TRYLOCK and sem.writer is a
+        assert WRITE_AT_ONCE.write and not READ_AT_ONCE.write
+    finally:
+        STATE.task = saved
 
 
 @pytest.mark.parametrize("name,expect_ok", [("litmus.rwsem", True), ("litmus.rwsem-broken", False)])

@@ -152,6 +152,13 @@ def register(sub: Any) -> None:
                    help="run one schedule line exactly")
     p.add_argument("--list", action="store_true", help="list registered scenarios")
     p.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+    p.add_argument("--trace", type=cliargs.writable_file(["json"], "trace file"), default=None,
+                   metavar="FILE.json",
+                   help="write each counterexample (the failing schedule) as a trace for "
+                        "ui.perfetto.dev / chrome://tracing (docs/reports.md)")
+    p.add_argument("--html", type=cliargs.writable_file(["html", "htm"], "HTML report"), default=None,
+                   metavar="FILE.html",
+                   help="write a self-contained HTML report (results, swimlanes, replay commands)")
     p.set_defaults(func=main)
 
 
@@ -160,9 +167,9 @@ _EXPLORE = {"strategy", "schedules", "budget", "preemptions", "reduction", "seed
             "step_limit", "no_minimize", "json"}
 _MODES: dict[str, set[str]] = {
     "list": set(), "list_scenarios": set(), "list_mutants": set(),
-    "replay": {"step_limit", "json"},
-    "mutants": {"mutant", "schedules", "budget", "seed", "save", "no_minimize", "json"},
-    "explore": _EXPLORE | {"scenarios", "scenario", "protocol", "mutant"},
+    "replay": {"step_limit", "json", "trace", "html"},
+    "mutants": {"mutant", "schedules", "budget", "seed", "save", "no_minimize", "json", "trace", "html"},
+    "explore": _EXPLORE | {"scenarios", "scenario", "protocol", "mutant", "trace", "html"},
 }
 
 
@@ -236,6 +243,43 @@ def _list_mutants() -> int:
     return 0
 
 
+def _command(args: argparse.Namespace) -> str:
+    """The command line of this run (for reports and traces)."""
+    import shlex
+
+    parts = ["specfault", "check", *args.scenarios] if args.scenarios else ["specfault", "check"]
+    for flag in ("scenario", "protocol", "mutant", "strategy", "budget", "schedules", "preemptions",
+                 "reduction", "seed", "pct_depth", "step_limit", "replay"):
+        v = getattr(args, flag, None)
+        if v is not None:
+            parts += [f"--{flag.replace('_', '-')}", str(v)]
+    for flag in ("mutants", "no_minimize"):
+        if getattr(args, flag, False):
+            parts.append(f"--{flag.replace('_', '-')}")
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def _replayed(line: str) -> tuple[Any, Schedule]:
+    """(execution, schedule) of a schedule line, run again."""
+    sched = Schedule.parse(line)
+    return replay(lookup(sched.scenario), sched), sched
+
+
+def _outputs(args: argparse.Namespace, runs: dict[str, tuple[Any, Any]], report: Any) -> None:
+    """Write --trace (one process per counterexample in ``runs``) and
+    --html (``report()`` builds it)."""
+    if args.trace:
+        from specfault.report.perfetto import TraceWriter, write_counterexample
+
+        with TraceWriter(args.trace, metadata={"command": _command(args)}) as w:
+            for name, (ex, sched) in runs.items():
+                write_counterexample(w, ex, sched, f"counterexample: {name}")
+        print(f"trace written to {args.trace} ({len(runs)} counterexample(s))", file=sys.stderr)
+    if args.html:
+        report().write(args.html)
+        print(f"HTML report written to {args.html}", file=sys.stderr)
+
+
 def _config(args: argparse.Namespace) -> ExploreConfig:
     """Defaults (a schedule budget, no time cap), then SPECFAULT_CHECK_*,
     then the command line."""
@@ -302,11 +346,15 @@ def _replay(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print(f"{sched.scenario}: replay interrupted", file=sys.stderr)
         return 130
+    data = {"schedule": str(sched), "steps": ex.steps, "preemptions": ex.preemptions,
+            "failure": None if ex.failure is None else
+            {"kind": ex.failure.kind, "message": ex.failure.message},
+            "replay": sched.replay_command(), "trace": ex.trace_lines()}
+    if args.trace or args.html:
+        from specfault.report.html import replay_report
+        _outputs(args, {sched.scenario: (ex, sched)}, lambda: replay_report(ex, sched, data))
     if args.json:
-        print(json.dumps({"schedule": str(sched), "steps": ex.steps, "preemptions": ex.preemptions,
-                          "failure": None if ex.failure is None else
-                          {"kind": ex.failure.kind, "message": ex.failure.message},
-                          "replay": sched.replay_command(), "trace": ex.trace_lines()}, indent=2))
+        print(json.dumps(data, indent=2))
     elif ex.failure is not None:
         print(failure_report(ex, sched))
     else:
@@ -353,8 +401,13 @@ def _kill_table(args: argparse.Namespace) -> int:
             nxt = names[len(kills)]
             kills.append(Kill(nxt, MUTANTS[nxt].protocol, False, interrupted=True))
         interrupted = True
+    data = [k.to_json() for k in kills]
+    if (args.trace or args.html) and not interrupted:
+        from specfault.report.html import kill_report
+        runs = {k.mutant: _replayed(k.schedule) for k in kills if k.killed}
+        _outputs(args, runs, lambda: kill_report(kills, data, _command(args), runs))
     if args.json:
-        print(json.dumps([k.to_json() for k in kills], indent=2))
+        print(json.dumps(data, indent=2))
     else:
         # the table may be cut to the terminal's width; the replay commands below never are
         out = Console(highlight=False)
@@ -415,8 +468,14 @@ def _explore_all(args: argparse.Namespace, names: list[str], cfg: ExploreConfig)
         print(f"interrupted: {done} of {len(names)} scenarios done (partial results "
               f"{'on stdout' if args.json else 'above'})", file=sys.stderr)
         return 130
+    data = [r.to_json() for r in results]
+    if args.trace or args.html:
+        from specfault.report.html import check_report
+        runs = {r.scenario: (r.execution, r.schedule) for r in results
+                if not r.ok and r.execution is not None and r.schedule is not None}
+        _outputs(args, runs, lambda: check_report(results, data, _command(args), runs))
     if args.json:
-        print(json.dumps([r.to_json() for r in results], indent=2))
+        print(json.dumps(data, indent=2))
     return 0 if all(r.ok for r in results) else 1
 
 

@@ -7,9 +7,11 @@ off, so each op is yielded to us; the task's *pending* op is what it will do
 when chosen.  A step is: ask the strategy's *chooser* which runnable actor
 goes (a task whose pending op is enabled, or the RCU callback processor when
 a callback's grace period has ended), perform that op atomically, send the
-result back into the coroutine and run it to its next op.  Everything the
-model does between two ops is private to the task, so choosing at ops
-explores every interleaving that matters.
+result back into the coroutine and run it to its next op.  Switching
+``STATE``, advancing and closing the coroutines and the preemptibility test
+are ``runtime/driver.py``'s, shared with the direct driver and the
+simulator.  Everything the model does between two ops is private to the
+task, so choosing at ops explores every interleaving that matters.
 
 State changes happen in :meth:`Execution.run` only; a strategy sees the
 execution (tasks, their pending ops, the step count) and returns a choice.
@@ -36,6 +38,7 @@ from typing import Any
 
 from specfault.check.scenario import Env, Scenario
 from specfault.runtime import STATE, ModelBug, Op, Task, UseAfterFree, Yield
+from specfault.runtime.driver import advance, close, enter, leave, preemptible
 from specfault.runtime.site import task_site
 from specfault.sync.lockdep import LOCKDEP, LockdepBug, check_exit
 
@@ -172,8 +175,8 @@ class Execution:
                     continue
             if self.shared_cpus:
                 cur = t.cpu.current
-                if cur is not t and cur is not None and not cur.done and (
-                        cur.irq_disabled or any(getattr(h, "spinning", False) for h in cur.held)):
+                if cur is not t and cur is not None and not cur.done and \
+                        not preemptible(cur, preempt_rcu=True):
                     continue  # its CPU runs a task that cannot be preempted
             enabled.append(i)
         rcu = self.rcu
@@ -186,8 +189,7 @@ class Execution:
 
     def run(self, choose: Chooser) -> Execution:
         st = STATE
-        saved = (st.inline, st.task)
-        st.inline = False
+        saved = enter(False, st.task)
         LOCKDEP.reset()   # each execution stands alone: replay must reproduce it
         tasks = self.tasks
         invariant = self.scenario.invariant
@@ -197,7 +199,7 @@ class Execution:
         try:
             for t in tasks:
                 st.task = t
-                t.advance(None)
+                advance(t)
                 if t.done and self._task_finished(t):
                     return self
             while True:
@@ -245,9 +247,12 @@ class Execution:
                         self._fail(kind, msg, c, site)
                         return self
                     self.yielded = c if type(op) is Yield else -1
-                    t.advance(result)
+                    advance(t, result)
                     if t.done and self._task_finished(t):
                         self.steps += 1
+                        # it failed in this step (the model raised after the
+                        # op): count it, as for an op that raised
+                        self.failure.step = self.steps  # type: ignore[union-attr]
                         return self
                 self.steps += 1
                 if invariant is not None:
@@ -266,18 +271,8 @@ class Execution:
                         self._fail("property", bad, None)
         finally:
             self.finished = not self.pruned
-            try:
-                for t in tasks:  # free suspended coroutines without warnings
-                    if not t.done and t.coro is not None:
-                        st.task = t
-                        try:
-                            t.coro.close()
-                        except (KeyboardInterrupt, SystemExit):
-                            raise
-                        except BaseException:  # noqa: BLE001 - a finally clause awaited
-                            pass
-            finally:
-                st.inline, st.task = saved
+            close(tasks)         # free suspended coroutines without warnings
+            leave(saved)
         return self
 
 

@@ -15,39 +15,49 @@ exists (Herlihy & Wing, TOPLAS 1990).  The search is a depth-first walk of
 orders, pruned as soon as a replayed step disagrees; replays of a prefix
 are rebuilt from scratch (the model has no cheap snapshot), and verdicts
 are memoised by history, so schedules with the same history cost nothing.
+
+This module is only the search: the scenario hands in how to build a fresh
+world, run one step on it and observe it (``check/scenarios/base.py`` does,
+with the direct driver), so it imports nothing of the scenarios.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable
 from typing import Any
 
-from specfault.config import Config
+#: one step of the history: (thread, index in the thread, start, end, result)
+Event = tuple[int, int, int, int, Any]
 
 _CACHE: dict[tuple[Any, ...], str | None] = {}
 _CACHE_LIMIT = 50_000
 
 
-def check_linearizable(spec: Any, config: Config, world: Any) -> str | None:
-    """None if ``world.history`` is linearizable, else a message."""
-    from specfault.check.scenarios.base import final_observation
+def check_linearizable(key: Hashable, history: list[Event], final: Any,
+                       fresh: Callable[[], Any], run_one: Callable[[Any, int, int], Any],
+                       observe: Callable[[Any], Any]) -> str | None:
+    """None if ``history`` (with ``final``, the final observation of the
+    concurrent run) is linearizable, else a message.
 
-    final = final_observation(world)
-    hist = sorted(world.history)
-    key = (spec.name, repr(config), tuple((t, k, s, e, repr(r)) for t, k, s, e, r in hist),
-           repr(final))
-    if key in _CACHE:
-        return _CACHE[key]
-    verdict = _search(spec, config, hist, final)
+    The scenario supplies the sequential model: ``fresh()`` builds a new
+    world as the run's setup did, ``run_one(world, t, k)`` runs step ``k``
+    of thread ``t`` on it to completion and returns its result, and
+    ``observe(world)`` is the final observation compared with ``final``.
+    ``key`` names the scenario and its configuration for the verdict
+    cache (same key, history and final observation: same verdict)."""
+    hist = sorted(history)
+    ckey = (key, tuple((t, k, s, e, repr(r)) for t, k, s, e, r in hist), repr(final))
+    if ckey in _CACHE:
+        return _CACHE[ckey]
+    verdict = _search(hist, final, fresh, run_one, observe)
     if len(_CACHE) > _CACHE_LIMIT:
         _CACHE.clear()
-    _CACHE[key] = verdict
+    _CACHE[ckey] = verdict
     return verdict
 
 
-def _search(spec: Any, config: Config, hist: list[tuple[int, int, int, int, Any]],
-            final: Any) -> str | None:
-    from specfault.check.scenarios.base import final_observation
-
+def _search(hist: list[Event], final: Any, fresh: Callable[[], Any],
+            run_one: Callable[[Any, int, int], Any], observe: Callable[[Any], Any]) -> str | None:
     ops = {(t, k): (s, e, r) for t, k, s, e, r in hist}
     order: list[tuple[int, int]] = []
     tried = 0
@@ -68,9 +78,9 @@ def _search(spec: Any, config: Config, hist: list[tuple[int, int, int, int, Any]
 
     def replay(prefix: list[tuple[int, int]]) -> tuple[bool, Any]:
         """Run ``prefix`` sequentially; (all results matched, world)."""
-        world = _fresh(spec, config)
+        world = fresh()
         for t, k in prefix:
-            got = _run_one(spec, world, t, k)
+            got = run_one(world, t, k)
             if repr(got) != repr(ops[(t, k)][2]):
                 return False, world
         return True, world
@@ -80,7 +90,7 @@ def _search(spec: Any, config: Config, hist: list[tuple[int, int, int, int, Any]
         if len(order) == len(ops):
             tried += 1
             ok, world = replay(order)
-            return ok and final_observation(world) == final
+            return ok and observe(world) == final
         for cand in candidates():
             order.append(cand)
             ok, _ = replay(order)
@@ -94,22 +104,3 @@ def _search(spec: Any, config: Config, hist: list[tuple[int, int, int, int, Any]
     shown = ", ".join(f"T{t}.{k} [{s},{e}] -> {r!r}" for t, k, s, e, r in hist)
     return (f"not linearizable: no sequential order of the steps explains the results "
             f"and final memory ({tried} complete orders tried); history: {shown}")
-
-
-def _fresh(spec: Any, config: Config) -> Any:
-    from specfault.check.scenarios.base import make_world
-    return make_world(spec, config)
-
-
-def _run_one(spec: Any, world: Any, t: int, k: int) -> Any:
-    from specfault.check.scenarios.base import run_step
-    from specfault.runtime import direct
-
-    step = spec.threads[t][1][k]
-    proc = world.thread_proc[t]
-    machine = world.machine
-    try:
-        return direct.run(run_step(step, world, t), proc.task)
-    finally:
-        if machine.kernel.rcu.callbacks:
-            machine.kernel.rcu.process()

@@ -41,7 +41,7 @@ from specfault.runtime import STATE, AtomicAdd, KObject, Load, LoadItem, Op, Sto
 from specfault.sync.cpu import Cpu, local_irq_disable, local_irq_enable
 from specfault.sync.mmap_lock import mmap_write_lock, mmap_write_unlock
 from specfault.sync.rcu import Rcu
-from specfault.sync.rwsem import RwSemaphore, _DownRead, _Waiter
+from specfault.sync.rwsem import READ_AT_ONCE, Acquired, RwSemaphore, Waiter, _DownRead
 from specfault.sync.seqcount import (
     mmap_lock_speculate_retry,
     mmap_lock_speculate_try_begin,
@@ -151,11 +151,11 @@ class _ReadIgnoresWriter(_DownRead):
 
     __slots__ = ()
 
-    def perform(self) -> _Waiter | None:
+    def perform(self) -> Acquired | Waiter:
         self.sem.readers += 1
         if STATE.task is not None:
             STATE.task.held.append(self.sem)
-        return None
+        return READ_AT_ONCE
 
 
 def _rwsem_setup(broken: bool) -> Callable[[Env], Shared]:

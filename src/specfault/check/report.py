@@ -21,7 +21,12 @@ def _cut(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "~"
 
 
-def swimlane(ex: Execution, width: int = _WIDTH) -> str:
+def swimlane_rows(ex: Execution) -> tuple[list[str], list[tuple[int, str, int, str]]]:
+    """The swimlane as data: the column heads (one per CPU, headed with the
+    tasks it runs, then ``rcu`` if the RCU processor ran), and per step
+    ``(step, mark, column, text)`` — mark ``>>`` a preemption (the previous
+    actor could have gone on), ``!!`` the step that failed, else ``""``;
+    text in full."""
     cpus: list[Any] = []
     for t in ex.tasks:
         if t.cpu not in cpus:
@@ -31,24 +36,31 @@ def swimlane(ex: Execution, width: int = _WIDTH) -> str:
     heads = []
     for cpu in cpus:
         names = ",".join(t.name for t in ex.tasks if t.cpu is cpu)
-        heads.append(_cut(f"cpu{cpu.id} [{names}]", width))
-    has_rcu = any(a == ex.rcu_actor for a, _ in ex.trace)
-    if has_rcu:
+        heads.append(f"cpu{cpu.id} [{names}]")
+    if any(a == ex.rcu_actor for a, _ in ex.trace):
         col_of[ex.rcu_actor] = len(cpus)
         heads.append("rcu")
-    ncols = len(heads)
-    lines = ["step  " + " | ".join(h.ljust(width) for h in heads)]
-    lines.append("-" * len(lines[0]))
     failed_at = ex.failure.step - 1 if ex.failure is not None and ex.failure.actor is not None else -1
     pre_steps = _preemption_steps(ex)
+    rows = []
     for i, (actor, op) in enumerate(ex.trace):
-        cells = [""] * ncols
-        mark = "!!" if i == failed_at else (">>" if i in pre_steps else "  ")
+        mark = "!!" if i == failed_at else (">>" if i in pre_steps else "")
         text = op.describe()
         if actor != ex.rcu_actor and ex.n_actors() > 1 and len(ex.tasks) != len(cpus):
             text = f"{ex.actor_name(actor)}: {text}"
-        cells[col_of[actor]] = _cut(text, width)
-        lines.append(f"{i:4d}{mark}" + " | ".join(c.ljust(width) for c in cells).rstrip())
+        rows.append((i, mark, col_of[actor], text))
+    return heads, rows
+
+
+def swimlane(ex: Execution, width: int = _WIDTH) -> str:
+    heads, rows = swimlane_rows(ex)
+    ncols = len(heads)
+    lines = ["step  " + " | ".join(_cut(h, width).ljust(width) for h in heads)]
+    lines.append("-" * len(lines[0]))
+    for i, mark, col, text in rows:
+        cells = [""] * ncols
+        cells[col] = _cut(text, width)
+        lines.append(f"{i:4d}{mark or '  '}" + " | ".join(c.ljust(width) for c in cells).rstrip())
     return "\n".join(lines)
 
 

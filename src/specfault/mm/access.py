@@ -1,12 +1,14 @@
-"""User-space accesses: the MMU, the TLB, and the fault loop.
+"""User-space accesses: the MMU, the TLB, and the fault-retry loop.
 
 A load or store by a user thread is one atomic op (:class:`UserAccess`):
 look up the running CPU's TLB; on a miss walk the page tables (setting the
 accessed/dirty bits as the hardware does) and fill the TLB; if the
 translation allows the access, do it on the page's bytes.  Otherwise the
-CPU raises a page fault: the TLB entry for the address is dropped (x86
-does so on every page fault) and ``do_user_addr_fault`` runs, after which
-the access is retried.
+CPU raises a page fault (:class:`PageFault`): the TLB entry for the address
+is dropped (x86 does so on every page fault), the arch handler
+``do_user_addr_fault`` runs, and when it returns the instruction is
+executed again — :func:`user_access`, the one retry loop (the API, the
+explorer's scenarios and the simulator's workloads all use it).
 """
 
 from __future__ import annotations
@@ -14,11 +16,11 @@ from __future__ import annotations
 from typing import Any
 
 from specfault.mm.fault import ACCESS_WRITE, do_user_addr_fault
-from specfault.mm.pgtable import _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_NX, PTE_PFN_MASK, hw_allows, walk
+from specfault.mm.pgtable import _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_NX, PTE_PFN_MASK
 from specfault.runtime import STATE, ModelBug, Op, UseAfterFree
 
 
-class _Fault:
+class PageFault:
     """The MMU raised a page fault; ``prot`` is x86's PF_PROT error-code
     bit: the translation was present but did not allow the access."""
 
@@ -31,9 +33,8 @@ class _Fault:
         return f"<page fault{' (protection)' if self.prot else ''}>"
 
 
-FAULT = _Fault(False)          # not present
-FAULT_PROT = _Fault(True)      # present, access not allowed
-_FAULT = FAULT
+FAULT = PageFault(False)          # not present
+FAULT_PROT = PageFault(True)      # present, access not allowed
 
 
 class UserAccess(Op):
@@ -64,10 +65,33 @@ class UserAccess(Op):
         return f"user {kind} {self.addr:#x}"
 
 
+def mmu_walk(mm: Any, addr: int) -> Any:
+    """The MMU's page-table walk (x86's page-miss handler — hardware, not
+    kernel code): the PTE table mapping ``addr``, or None when a level is
+    missing.  Atomic: it runs inside one op (:class:`UserAccess`), so it
+    makes none; every table it reads is checked for use-after-free (a
+    table the kernel freed while a CPU could still walk it)."""
+    pud = mm.pgd.entries[(addr >> 39) & 511]
+    if pud is None:
+        return None
+    if pud.freed_at is not None:
+        raise UseAfterFree(pud, pud.freed_at, "MMU page-table walk")
+    pmd = pud.entries[(addr >> 30) & 511]
+    if pmd is None:
+        return None
+    if pmd.freed_at is not None:
+        raise UseAfterFree(pmd, pmd.freed_at, "MMU page-table walk")
+    pte = pmd.entries[(addr >> 21) & 511]
+    if pte is not None and pte.freed_at is not None:
+        raise UseAfterFree(pte, pte.freed_at, "MMU page-table walk")
+    return pte
+
+
 def hw_access(mm: Any, cpu: Any, addr: int, access: int, n: int, data: bytes) -> Any:
     """The MMU and the memory: see :class:`UserAccess`.  Returns the bytes
     read (b"" for a write or exec), or ``FAULT``."""
-    key = (id(mm), addr >> 12)
+    vpn = addr >> 12
+    key = (id(mm), vpn)
     tlb = cpu.tlb if cpu is not None else None
     pte = tlb.get(key) if tlb is not None else None
     if access == 1 and tlb is not None and pte is not None and pte & 2 and not pte & _PAGE_DIRTY:
@@ -82,15 +106,13 @@ def hw_access(mm: Any, cpu: Any, addr: int, access: int, n: int, data: bytes) ->
         if pte is not None and tlb is not None:
             del tlb[key]          # x86 drops the entry on the fault
             return FAULT_PROT if pte & 1 else FAULT
-        found = walk(mm.pgd, addr)
-        if found is None:
+        table = mmu_walk(mm, addr)
+        if table is None:
             return FAULT
-        table, idx = found
-        if table.freed_at is not None:
-            raise UseAfterFree(table, table.freed_at, "MMU page-table walk")
+        idx = vpn & 511
         pte = table.entries[idx]
-        if not hw_allows(pte, access == 1, access == 2):
-            return FAULT_PROT if pte & 1 else FAULT
+        if not pte & 1 or (access == 1 and not pte & 2) or (access == 2 and pte & _PAGE_NX):
+            return FAULT_PROT if pte & 1 else FAULT      # hw_allows(), inlined
         new = pte | _PAGE_ACCESSED | (_PAGE_DIRTY if access == 1 else 0)
         if new != pte:
             table.entries[idx] = new
@@ -110,10 +132,33 @@ def hw_access(mm: Any, cpu: Any, addr: int, access: int, n: int, data: bytes) ->
     return page.read(addr & 0xFFF, n)
 
 
-async def user_access(mm: Any, addr: int, access: int, n: int = 0, data: bytes = b"") -> bytes:
-    """Do one access within one page, faulting as often as needed."""
+async def user_access(mm: Any, addr: int, access: int, n: int = 0, data: bytes = b"",
+                      fault: PageFault | None = None, watch: Any = None) -> bytes:
+    """One user access within one page, as the CPU executes it: the access
+    (:class:`UserAccess`); on a page fault, the arch handler
+    (``do_user_addr_fault``: exc_page_fault) and, when it returns, the
+    access again — the faulting instruction re-executed — as often as it
+    faults.  Returns the bytes read (b"" for a write or exec); raises the
+    signal the handler sends (SegmentationFault, BusError, OutOfMemory).
+
+    ``fault``: the access already ran outside any driver (the API's first
+    attempt, :func:`hw_access` called directly) and raised this fault: the
+    loop starts with its handling.  ``watch``: the simulator's stopwatch —
+    ``t0 = watch.start()`` before each attempt, ``watch.fault_done(t0)``
+    after each fault handled.
+
+    Locks: none held on entry or on return (the handler takes and drops
+    what its protocol needs)."""
+    t0 = None
     while True:
-        got = await UserAccess(mm, addr, access, n, data)
-        if type(got) is not _Fault:
-            return got  # type: ignore[no-any-return]
-        await do_user_addr_fault(mm, addr, access, got.prot)
+        if fault is None:
+            if watch is not None:
+                t0 = watch.start()
+            got = await UserAccess(mm, addr, access, n, data)
+            if type(got) is not PageFault:
+                return got  # type: ignore[no-any-return]
+            fault = got
+        await do_user_addr_fault(mm, addr, access, fault.prot)
+        fault = None
+        if watch is not None:
+            watch.fault_done(t0)

@@ -21,7 +21,14 @@ Inode
                    aligned 2 MiB of the file are placed 2 MiB-aligned.  The
                    model's own files behave as tmpfs files (False)
 OpenFile (struct file)
+# immutable
     inode, f_mode (FMODE_READ | FMODE_WRITE)
+# atomic (fget/fput)
+    f_count
+Filesystem
+# protected by the namespace lock (op atomicity in the model: create,
+# truncate and fput run between ops, never across one)
+    inodes (path -> Inode), shmem_inodes
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ import itertools
 from typing import Any
 
 from specfault.constants import PAGE_SIZE
-from specfault.mm.page import AllocPage, GetPage, Page
+from specfault.mm.page import GetPage, Page, alloc_page
 from specfault.runtime import Work
 
 FMODE_READ = 0x1
@@ -218,7 +225,7 @@ async def filemap_fault(kernel: Any, inode: Inode, index: int) -> tuple[int, Pag
     ret = 0
     page = inode.pages.get(index)
     if page is None:
-        page = await AllocPage(kernel.mem)
+        page = await alloc_page(kernel.mem)
         if page is None:
             return VM_FAULT_OOM, None
         if index in inode.pages:  # raced with another filler while allocating

@@ -18,19 +18,19 @@ from __future__ import annotations
 from typing import Any
 
 from specfault.mm.anon import anon_vma_fork
-from specfault.mm.memory import walk_alloc
 from specfault.mm.mm_struct import MmStruct
 from specfault.mm.mmap_lock import mmap_write_lock, mmap_write_unlock, vma_start_write
 from specfault.mm.mmu_gather import MmuGather, free_pgtables, rss_kind, unmap_page_range
 from specfault.mm.pgtable import (
     _PAGE_ACCESSED,
     _PAGE_DIRTY,
-    iter_pte_tables,
     pte_pfn,
     pte_present,
     pte_special,
     pte_write,
     pte_wrprotect,
+    walk,
+    walk_range,
 )
 from specfault.mm.tlb import flush_tlb_range
 from specfault.mm.vma import (
@@ -93,10 +93,8 @@ async def dup_mmap(oldmm: Any) -> MmStruct:
 async def copy_page_range(dst_vma: VmArea, src_vma: VmArea) -> None:
     src_mm, dst_mm = src_vma.vm_mm, dst_vma.vm_mm
     cow = src_vma.is_cow_mapping()
-    for spt in list(iter_pte_tables(src_mm.pgd, src_vma.vm_start, src_vma.vm_end)):
-        lo = max(src_vma.vm_start, spt.base)
-        hi = min(src_vma.vm_end, spt.base + (1 << 21))
-        dpt = await walk_alloc(dst_mm, lo, 1)
+    for spt, lo, hi in await walk_range(src_mm, src_vma.vm_start, src_vma.vm_end):
+        dpt = await walk(dst_mm, lo, alloc=True)
         await dpt.ptl.lock()
         await spt.ptl.lock()
         for i in range((lo - spt.base) >> 12, (hi - spt.base) >> 12):

@@ -10,7 +10,7 @@ from typing import Any
 from specfault.mm.fault_flags import FAULT_FLAG_WRITE, VM_FAULT_ERROR
 from specfault.mm.memory import handle_mm_fault
 from specfault.mm.mmap_lock import mmap_read_lock, mmap_read_unlock
-from specfault.mm.pgtable import get_pte, pte_present, pte_write
+from specfault.mm.pgtable import follow_pte, pte_present, pte_write
 from specfault.mm.vma import VM_EXEC, VM_IO, VM_PFNMAP, VM_READ, VM_SHARED, VM_WRITE
 
 
@@ -30,7 +30,7 @@ async def mm_populate(mm: Any, start: int, length: int) -> int:
                 continue
             write = (vma.vm_flags & (VM_WRITE | VM_SHARED)) == VM_WRITE
             while addr < stop:
-                pte = get_pte(mm.pgd, addr)
+                pte = await follow_pte(mm, addr)     # follow_page_pte()
                 if not pte_present(pte) or (write and not pte_write(pte)):
                     ret = await handle_mm_fault(vma, addr, FAULT_FLAG_WRITE if write else 0)
                     if ret & VM_FAULT_ERROR:

@@ -70,13 +70,13 @@ from specfault.mm.mmu_gather import MmuGather, rss_kind, unmap_page_range
 from specfault.mm.pgtable import (
     _PAGE_ACCESSED,
     _PAGE_DIRTY,
-    get_pte,
-    iter_pte_tables,
+    follow_pte,
     pte_dirty,
     pte_pfn,
     pte_present,
     pte_special,
     pte_write,
+    walk_range,
 )
 from specfault.mm.truncate import unmap_mapping_range
 from specfault.mm.vma import (
@@ -315,9 +315,7 @@ async def madvise_free_single_vma(mm: Any, vma: VmArea, start: int, end: int) ->
         return -errno.EINVAL
     mem = mm.kernel.mem
     tlb = MmuGather(mm)
-    for pt in list(iter_pte_tables(mm.pgd, start, end)):
-        lo = max(start, pt.base)
-        hi = min(end, pt.base + (1 << 21))
+    for pt, lo, hi in await walk_range(mm, start, end):
         await pt.ptl.lock()
         for i in range((lo - pt.base) >> 12, (hi - pt.base) >> 12):
             pte = await LoadItem(pt, pt.entries, i)
@@ -364,9 +362,7 @@ async def madvise_cold_or_pageout(mm: Any, vma: VmArea, start: int, end: int,
     mem = mm.kernel.mem
     tlb = MmuGather(mm)
     isolated = []
-    for pt in list(iter_pte_tables(mm.pgd, start, end)):
-        lo = max(start, pt.base)
-        hi = min(end, pt.base + (1 << 21))
+    for pt, lo, hi in await walk_range(mm, start, end):
         await pt.ptl.lock()
         for i in range((lo - pt.base) >> 12, (hi - pt.base) >> 12):
             pte = await LoadItem(pt, pt.entries, i)
@@ -484,7 +480,7 @@ async def madvise_populate(mm: Any, start: int, end: int, write: bool) -> int:
             return -errno.EINVAL
         stop = min(end, vma.vm_end)
         while addr < stop:
-            pte = get_pte(mm.pgd, addr)
+            pte = await follow_pte(mm, addr)
             if pte_present(pte) and (not write or pte_write(pte)):
                 if write and not pte_dirty(pte) and not pte_special(pte):
                     mem.pages[pte_pfn(pte)].dirty = True     # set_page_dirty()

@@ -1,7 +1,9 @@
 """Page-fault handling (mm/memory.c), under Linux's names.
 
-``handle_mm_fault`` walks (allocating) to the PMD, and ``handle_pte_fault``
-dispatches on the VMA, the original PTE and the access:
+``handle_mm_fault`` walks (``pgtable.walk``, allocating the upper levels)
+to the PMD and reads the PTE without the PTL; ``handle_pte_fault``
+dispatches on the VMA, that original PTE and the access (a speculative
+fault walks in spf.py, then enters here):
 
 ====================================  =====================================
 PTE none, anonymous VMA               do_anonymous_page (zero page on read)
@@ -13,10 +15,19 @@ PTE present read-only, write          do_wp_page (reuse, or wp_page_copy;
 PTE present and allowed               spurious: mark young/dirty, done
 ====================================  =====================================
 
-Entry: the caller holds what keeps ``vmf.vma`` stable — mmap_lock (read),
-the VMA lock, or (FAULT_FLAG_SPECULATIVE) nothing but RCU and a sequence
-snapshot, in which case every commit goes through ``pte_map_lock``.
-Returns VM_FAULT_* bits; 0 is success.
+Locks.  Each handler states what it holds on entry and on return, as
+Linux's do.  "The fault's lock" below is what keeps ``vmf.vma`` stable,
+by protocol: mmap_lock held for read (classic), the VMA read-locked
+(FAULT_FLAG_VMA_LOCK), or — FAULT_FLAG_SPECULATIVE, see spf.py — no lock at
+all: ``vmf.vma`` is a private copy validated by a sequence snapshot, and
+every commit goes through ``pte_map_lock``, which then checks the sequence
+under the PTL.  Every handler returns with the fault's lock still held
+(the caller drops it) and the PTL released.  Returns VM_FAULT_* bits; 0
+is success.  The speculative path's helpers are in spf.py, which imports
+this file (``Vmf``, ``handle_pte_fault``); this file never imports it: a
+speculative entry hands the handlers its commit point in the vmf
+(``vmf.spf_map_lock``, called by ``pte_map_lock``), and a handler that
+cannot speculate aborts with ``fault_flags.spf_fail``.
 """
 
 from __future__ import annotations
@@ -31,55 +42,74 @@ from specfault.mm.fault_flags import (
     VM_FAULT_OOM,
     VM_FAULT_RETRY,
     VM_FAULT_SIGBUS,
+    spf_fail,
 )
 from specfault.mm.filemap import filemap_fault
 from specfault.mm.mmu_gather import rss_kind
-from specfault.mm.page import AllocPage, GetPage, Page, alloc_page, put_page
+from specfault.mm.page import GetPage, Page, alloc_page, put_page
 from specfault.mm.pgtable import (
-    LEVEL_SHIFT,
-    PageTable,
+    PMD_LEVEL,
+    __pte_alloc,
     mk_pte,
     pte_mkdirty,
     pte_mkspecial,
     pte_mkwrite,
     pte_mkyoung,
     pte_none,
+    pte_offset_map,
     pte_pfn,
     pte_present,
     pte_special,
     pte_write,
+    walk,
 )
 from specfault.mm.tlb import flush_tlb_range
 from specfault.mm.vma import VM_SHARED, VM_WRITE, AnonVma, VmArea, reusable_anon_vma
-from specfault.runtime import STATE, Load, ModelBug, Op, UseAfterFree, load_item, store_item, work
-from specfault.sync.cpu import local_irq_disable, local_irq_enable
-from specfault.sync.seqcount import mmap_lock_speculate_retry
+from specfault.runtime import load_item, store_item, work
 
 
 class Vmf:
-    """struct vm_fault: the state of one fault, passed to every helper."""
+    """struct vm_fault: the state of one fault, passed to every helper.
+
+    Fields — private to the faulting task (no lock guards the struct; the
+    objects it points to are protected as the entry protocol says: mmap_lock,
+    the VMA lock, or for a speculative fault nothing but the sequence check)
+    # set at entry, then read-only
+        vma       the VMA (speculative: the private copy ``pvma``)
+        mm, address (page-aligned), flags (FAULT_FLAG_*), pgoff, pte_idx
+        seq, orig_vma   speculative only: the sequence snapshot and the
+                  VMA ``vma`` was copied from (spf.py)
+        spf_map_lock    speculative only: the commit point pte_map_lock
+                  calls (spf.spf_pte_map_lock, set by the entry)
+    # set by the walk, before handle_pte_fault; read-only after
+        pmd       the PMD-level table; pmd_idx its entry for ``address``
+        orig_pmd  the PTE table that entry held (None: pmd_none; set by
+                  vmf_pte_alloc) — pmd_same compares against it
+        orig_pte  the PTE read without the PTL; re-checked under it
+    # set with the PTL held (pte_map_lock .. pte_unmap_unlock)
+        ptl       the PTL held, or None
+        committed a PTE was changed: an abort now would be visible
+    # the pages of a COW or file fault (references held by the fault)
+        page, cow_page
+    """
 
     __slots__ = ("vma", "mm", "address", "flags", "pgoff", "pmd", "pmd_idx", "orig_pmd",
                  "pte_idx", "orig_pte", "ptl", "page", "cow_page", "seq", "orig_vma",
-                 "committed")
+                 "spf_map_lock", "committed")
 
     def __init__(self, vma: VmArea, address: int, flags: int) -> None:
         self.vma = vma
         self.mm = vma.vm_mm
-        self.address = address & ~0xFFF
+        self.address = address = address & ~0xFFF
         self.flags = flags
-        self.pgoff = ((self.address - vma.vm_start) >> 12) + vma.vm_pgoff
-        self.pmd: PageTable | None = None     # the PMD-level table
-        self.pmd_idx = 0
-        self.orig_pmd: PageTable | None = None   # the PTE table the PMD pointed to
-        self.pte_idx = (self.address >> 12) & 511
-        self.orig_pte = 0
+        self.pgoff = ((address - vma.vm_start) >> 12) + vma.vm_pgoff
+        self.pte_idx = (address >> 12) & 511
+        self.pmd_idx = (address >> 21) & 511
         self.ptl: Any = None
         self.page: Page | None = None
         self.cow_page: Page | None = None
-        self.seq = 0     # mm_lock_seq (or, spf_seq="vma", vm_lock_seq) snapshot (speculative)
-        self.orig_vma: VmArea | None = None     # the VMA ``vma`` was copied from (speculative)
-        self.committed = False   # a PTE was changed: an abort now would be visible
+        self.committed = False
+        # set by the walk: pmd, orig_pmd, orig_pte; by a speculative entry: seq, orig_vma
 
 
 def vm_normal_page(mm: Any, pte: int) -> Page | None:
@@ -90,235 +120,35 @@ def vm_normal_page(mm: Any, pte: int) -> Page | None:
 
 
 # --------------------------------------------------------------- page tables
-async def table_alloc(mm: Any, parent: PageTable, idx: int) -> PageTable | None:
-    """__pud_alloc / __pmd_alloc / __pte_alloc: allocate the missing table
-    below ``parent[idx]`` and install it under mm.page_table_lock unless a
-    racing fault installed one first.  Returns the table now there."""
-    level = parent.level - 1
-    span = 1 << (LEVEL_SHIFT[parent.level])
-    new = PageTable(level, parent.base + idx * span)
-    await work("pgtable_alloc")
-    await mm.page_table_lock.lock()
-    cur = await load_item(parent, parent.entries, idx)
-    if cur is None:
-        await store_item(parent, parent.entries, idx, new)   # pmd_populate()
-        parent.nr += 1
-        mm.kernel.count("nr_page_table_pages")
-        cur = new
-    await mm.page_table_lock.unlock()
-    return cur  # type: ignore[no-any-return]
-
-
-async def walk_alloc(mm: Any, addr: int, level: int) -> PageTable:
-    """The table of ``level`` (2 = PMD, 1 = PTE) covering ``addr``,
-    allocating missing levels on the way (pud_alloc/pmd_alloc/pte_alloc).
-    Caller holds mmap_lock (fork, mremap)."""
-    table: PageTable = mm.pgd
-    for lvl in range(4, level, -1):
-        idx = (addr >> LEVEL_SHIFT[lvl]) & 511
-        nxt = table.entries[idx]
-        if nxt is None:
-            nxt = await table_alloc(mm, table, idx)
-        table = nxt
-    return table
-
-
-async def pte_alloc(vmf: Vmf) -> bool:
-    """Make sure the PMD points to a PTE table; True on success."""
+async def vmf_pte_alloc(vmf: Vmf) -> bool:
+    """pte_alloc(mm, vmf->pmd) for a fault whose walk read the PMD entry
+    none (``vmf.orig_pmd`` None — Linux's pte_alloc re-tests pmd_none, the
+    walk's read is that test here): ``__pte_alloc`` installs a PTE table,
+    or finds the one a racing fault installed first; ``vmf.orig_pmd`` is
+    then that table.  True on success.  Entered with the fault's lock
+    (never speculative: SPF allocates no table), no PTL; takes and drops
+    mm.page_table_lock."""
     assert vmf.pmd is not None
-    pt = await table_alloc(vmf.mm, vmf.pmd, vmf.pmd_idx)
+    pt = await __pte_alloc(vmf.mm, vmf.pmd, vmf.pmd_idx)
     vmf.orig_pmd = pt
     return pt is not None
 
 
-# ----------------------------------------------------------- speculation
-def spf_abort(kernel: Any, reason: str) -> int | None:
-    """Count an abort decided before handle_mm_fault; None = fall back."""
-    kernel.count(reason)
-    kernel.count("spf_abort")
-    return None
-
-
-def spf_fail(vmf: Vmf, reason: str) -> int:
-    """Abort a speculative fault from inside handle_mm_fault."""
-    vmf.mm.kernel.count(reason)
-    return VM_FAULT_RETRY
-
-
-async def spf_seq_changed(mm: Any, seq: int, orig: Any, copy: Any) -> bool:
-    """mmap_seq_read_check(): has a writer taken mmap_lock since ``seq``?
-    Knob spf_seq="vma" (Dufour's SPF): has a writer changed *this* VMA
-    (``orig``) since ``seq``, its snapshot of the VMA's sequence (see
-    :func:`spf_vma_seq_begin`)?  Knob vma_recheck_not_mm_seq (a mutant)
-    instead compares the live VMA with the copy — unsafe: the COW ABA
-    interleaving restores the VMA."""
-    cfg = mm.config
-    if cfg.knob("vma_recheck_not_mm_seq"):
-        return bool(await VmaChanged(orig, copy))
-    if cfg.knob("spf_seq") == "vma":
-        return bool(await VmaSeqChanged(orig, seq))
-    return bool(await mmap_lock_speculate_retry(mm, seq))
-
-
-async def spf_vma_seq_begin(mm: Any, vma: Any) -> tuple[bool, int]:
-    """Dufour's per-VMA sequence (``vma->vm_sequence``), on the model's
-    per-VMA write marking: ``ok, seq = await spf_vma_seq_begin(mm, vma)``
-    right after the lookup (inside rcu_read_lock, the VMA pinned).
-
-    A writer changes a VMA only after ``vma_start_write(vma)`` has stored
-    its (odd) ``mm_lock_seq`` in ``vma.vm_lock_seq``, and ``mmap_write_unlock``
-    ends the write section of every VMA it marked at once.  So ``vm_lock_seq
-    == mm_lock_seq`` means "a writer is changing this VMA now" (the odd
-    ``vm_sequence``: ``ok`` False), and a later ``vm_lock_seq != seq`` means
-    "a writer touched it since" (:class:`VmaSeqChanged`).
-
-    The two loads are in this order on purpose: the VMA's value first.  If
-    it was stored by write section S, then when mm_lock_seq is read either
-    S is still running (equal: abort) or it has ended, with all of its
-    changes to the VMA made; any later section marks the VMA anew before
-    touching it.  Read the other way round, a writer could enter and mark
-    the VMA between the two loads, and its value would pass for a finished
-    section's (mutant dufour_seq_loads_reordered).
-
-    No ABA: the values a VMA's ``vm_lock_seq`` takes are the odd
-    ``mm_lock_seq`` of successive write sections of its mm (64 bits: no
-    wraparound), strictly increasing, so once it moves away from ``seq`` it
-    cannot come back to it.  The only other value, -1, is stored when a
-    (recycled, with vma_typesafe_rcu) VMA is re-initialised, which needs a
-    free, which the pin defers for a VMA pinned while in the tree; a VMA
-    pinned after its free is detached, or re-linked with a new value, or
-    belongs to another mm — each check of the fault catches one of those."""
-    # knob dufour_seq_loads_reordered (a mutant): mm_lock_seq first
-    if mm.config.knob("dufour_seq_loads_reordered"):
-        cur: int = await Load(mm, "mm_lock_seq")
-        seq: int = await Load(vma, "vm_lock_seq")
-        return (seq != cur, seq)
-    seq = await Load(vma, "vm_lock_seq")
-    return (seq != await Load(mm, "mm_lock_seq"), seq)
-
-
-class VmaSeqChanged(Op):
-    """Dufour's vma_has_changed(): the VMA left the tree (detached) or a
-    writer marked it since the snapshot ``seq`` of ``vm_lock_seq``."""
-
-    __slots__ = ("vma", "seq", "detached")
-    kind = "seq_retry"
-
-    def __init__(self, vma: Any, seq: int) -> None:
-        self.vma = vma
-        self.seq = seq
-        # knob dufour_no_detached_check (a mutant): only the sequence — a
-        # VMA found just before a writer removed it, its sequence sampled
-        # after that writer finished, carries the writer's value, unchanged
-        # since the snapshot
-        self.detached = not vma.vm_mm.config.knob("dufour_no_detached_check")
-
-    def perform(self) -> bool:
-        vma = self.vma
-        vma.check_live("speculative vm_lock_seq re-check")
-        return bool(vma.vm_lock_seq != self.seq or (self.detached and vma.detached))
-
-    def footprint(self) -> tuple[tuple[object, str, str], ...]:
-        return ((self.vma, "vm_lock_seq", "r"), (self.vma, "vm_refcnt", "r"))
-
-    def describe(self) -> str:
-        return f"vma_has_changed {self.vma.label()}"
-
-
-class VmaChanged(Op):
-    """The mutant's per-VMA re-check: do the live VMA's fields differ from
-    the speculative copy (or is it gone)?"""
-
-    __slots__ = ("vma", "copy")
-    kind = "vma_recheck"
-
-    def __init__(self, vma: Any, copy: Any) -> None:
-        self.vma = vma
-        self.copy = copy
-
-    def perform(self) -> bool:
-        v, c = self.vma, self.copy
-        if v is None or v.freed_at is not None or v.detached:
-            return True
-        return (v.vm_start, v.vm_end, v.vm_flags, v.vm_pgoff, v.anon_vma) != \
-            (c.vm_start, c.vm_end, c.vm_flags, c.vm_pgoff, c.anon_vma)
-
-    def footprint(self) -> tuple[tuple[object, str, str], ...]:
-        return ((self.vma, "fields", "r"),)
-
-    def describe(self) -> str:
-        return f"recheck {self.vma.label() if self.vma is not None else 'vma'}"
-
-
-def spf_walk_mode(mm: Any) -> str:
-    """How a speculative walk keeps page tables from being freed under it:
-    "rcu" when tables are freed after a grace period, "irq" (interrupts
-    off) when they are freed after an IPI round.  Knob spf_walk overrides
-    (the Lutomirski mutant walks with interrupts off while tables go
-    through RCU)."""
-    mode = mm.config.knob("spf_walk")
-    if mode == "auto":
-        return "irq" if mm.config.page_table_free == "ipi" else "rcu"
-    return str(mode)
-
-
-async def spf_walk_begin(mm: Any) -> None:
-    if spf_walk_mode(mm) == "rcu":
-        await mm.kernel.rcu.read_lock()
-    else:
-        await local_irq_disable()
-
-
-async def spf_walk_end(mm: Any) -> None:
-    if spf_walk_mode(mm) == "rcu":
-        await mm.kernel.rcu.read_unlock()
-    else:
-        await local_irq_enable()
-
-
-async def spf_pte_map_lock(vmf: Vmf) -> bool:
-    """__pte_map_lock() for a speculative fault — the commit point:
-    SEQ1 (no writer since the snapshot), pmd_same (the PTE table is still
-    the one we walked to), spin_trylock of its PTL (never wait: the holder
-    may be a writer waiting on us), SEQ2 (no writer got in meanwhile).
-    Returns False, counted, on any failure; True with the PTL held."""
-    mm = vmf.mm
-    cfg = mm.config
-    await spf_walk_begin(mm)
-    if await spf_seq_changed(mm, vmf.seq, vmf.orig_vma, vmf.vma):
-        await spf_walk_end(mm)
-        spf_fail(vmf, "SPF_ABORT_PTE_MAP_LOCK_SEQ1")
-        return False
-    pmd = vmf.pmd
-    assert pmd is not None
-    if await load_item(pmd, pmd.entries, vmf.pmd_idx) is not vmf.orig_pmd:
-        await spf_walk_end(mm)
-        spf_fail(vmf, "SPF_ABORT_PTE_MAP_LOCK_PMD")
-        return False
-    pt = vmf.orig_pmd
-    assert pt is not None
-    if not await pt.ptl.trylock():
-        await spf_walk_end(mm)
-        spf_fail(vmf, "SPF_ABORT_PTE_MAP_LOCK_PTL")
-        return False
-    # knob no_seq2_check: commit although a writer may have run after SEQ1
-    if not cfg.knob("no_seq2_check") and \
-            await spf_seq_changed(mm, vmf.seq, vmf.orig_vma, vmf.vma):
-        await pt.ptl.unlock()
-        await spf_walk_end(mm)
-        spf_fail(vmf, "SPF_ABORT_PTE_MAP_LOCK_SEQ2")
-        return False
-    await spf_walk_end(mm)
-    vmf.ptl = pt.ptl
-    return True
-
-
 def pte_map_lock(vmf: Vmf) -> Any:
-    """Lock the PTL of the faulting PTE's table: ``await pte_map_lock(vmf)``
-    is False when the fault must be retried (only a speculative fault can
-    fail).  The caller then re-reads the PTE."""
+    """``ok = await pte_map_lock(vmf)``: lock the PTL of the faulting PTE's
+    table (``vmf.orig_pmd``), the commit point of every handler:
+
+    1. not speculative: take the PTL (spin_lock) — True;
+    2. speculative: the entry's commit, ``vmf.spf_map_lock`` (spf.py's
+       spf_pte_map_lock), which re-checks the sequence,
+       pmd_same, trylocks the PTL and re-checks the sequence — False, the
+       reason counted, when any of that fails: return VM_FAULT_RETRY.
+
+    Entered with the fault's lock and no PTL; returns with the PTL held
+    (``vmf.ptl``) when True, nothing more held when False.  The caller then
+    re-reads the PTE (``ptep_get``) and compares it with ``orig_pte``."""
     if vmf.flags & FAULT_FLAG_SPECULATIVE:
-        return spf_pte_map_lock(vmf)
+        return vmf.spf_map_lock(vmf)
     pt = vmf.orig_pmd
     assert pt is not None and pt.ptl is not None
     vmf.ptl = pt.ptl
@@ -326,13 +156,15 @@ def pte_map_lock(vmf: Vmf) -> Any:
 
 
 def pte_unmap_unlock(vmf: Vmf) -> Any:
+    """``await pte_unmap_unlock(vmf)``: release the PTL pte_map_lock took."""
     ptl = vmf.ptl
     vmf.ptl = None
     return ptl.unlock()
 
 
 def ptep_get(vmf: Vmf) -> Any:
-    """``await ptep_get(vmf)``: READ_ONCE of the faulting PTE."""
+    """``await ptep_get(vmf)``: READ_ONCE of the faulting PTE (under the
+    PTL, to re-check what the walk read without it)."""
     pt = vmf.orig_pmd
     assert pt is not None
     return load_item(pt, pt.entries, vmf.pte_idx)
@@ -353,83 +185,36 @@ def set_pte_at(vmf: Vmf, pte: int) -> Any:
 
 
 # --------------------------------------------------------------------- entry
-async def handle_mm_fault(vma: VmArea, address: int, flags: int, seq: int = 0,
-                          orig_vma: VmArea | None = None) -> int:
-    """Resolve a fault at ``address`` in ``vma``.  Caller has checked access
-    rights against vma->vm_flags and holds what keeps the VMA alive — or,
-    with FAULT_FLAG_SPECULATIVE, passes a private copy of the VMA, the
-    ``mm_lock_seq`` snapshot ``seq`` and the VMA it copied."""
+async def handle_mm_fault(vma: VmArea, address: int, flags: int) -> int:
+    """Resolve a fault at ``address`` in ``vma`` (classic and VMA-lock
+    protocols; a speculative fault enters at spf.spf_handle_mm_fault).
+
+    We enter with mmap_lock held for read, or (FAULT_FLAG_VMA_LOCK) the
+    VMA read-locked — either keeps ``vma`` from changing while concurrent
+    faults run — and no page-table lock.  The caller has checked the
+    access against vm_flags.  The walk allocates the missing upper levels
+    (pud_alloc, pmd_alloc under page_table_lock); the PTE table is left to
+    the handler that installs a PTE.  We return with what we entered with
+    still held (mmap_lock or the VMA lock) and no PTL; VM_FAULT_* bits, 0
+    on success.  (Linux's handlers drop the VMA lock before returning
+    VM_FAULT_RETRY; the model's caller does.)"""
     mm = vma.vm_mm
     mm.vmstat["pgfault"] += 1
     vmf = Vmf(vma, address, flags)
-    if flags & FAULT_FLAG_SPECULATIVE:
-        vmf.seq = seq
-        vmf.orig_vma = orig_vma
-        ret = await spf_handle_mm_fault(vmf)
-        if ret & VM_FAULT_RETRY and vmf.committed:
-            raise ModelBug(f"aborted speculative fault at {address:#x} left a visible effect")
-        return ret
-    address = vmf.address
-    table: PageTable = mm.pgd
-    if STATE.inline:
-        # the direct driver's fast path: the same walk with the loads done
-        # in place (nothing can interleave in a sequential run)
-        for shift in (39, 30):
-            idx = (address >> shift) & 511
-            nxt = table.entries[idx]
-            if nxt is None:
-                nxt = await table_alloc(mm, table, idx)
-            table = nxt
-        if table.freed_at is not None:
-            raise UseAfterFree(table, table.freed_at, "handle_mm_fault walk")
-        vmf.pmd = table
-        vmf.pmd_idx = idx = (address >> 21) & 511
-        pt = table.entries[idx]
-        vmf.orig_pmd = pt
-        vmf.orig_pte = 0 if pt is None else pt.entries[vmf.pte_idx]
-        return await handle_pte_fault(vmf)
-    for level in (4, 3):
-        idx = (address >> LEVEL_SHIFT[level]) & 511
-        nxt = await load_item(table, table.entries, idx)
-        if nxt is None:
-            nxt = await table_alloc(mm, table, idx)
-            if nxt is None:
-                return VM_FAULT_OOM
-        table = nxt
-    vmf.pmd = table
-    vmf.pmd_idx = (address >> 21) & 511
-    pt = await load_item(table, table.entries, vmf.pmd_idx)
-    vmf.orig_pmd = pt
+    vmf.pmd = pmd = await walk(mm, vmf.address, PMD_LEVEL, alloc=True)   # pud/pmd_alloc
+    pt = vmf.orig_pmd = await pte_offset_map(pmd, vmf.address)
     vmf.orig_pte = 0 if pt is None else await load_item(pt, pt.entries, vmf.pte_idx)
     return await handle_pte_fault(vmf)
 
 
-async def spf_handle_mm_fault(vmf: Vmf) -> int:
-    """The speculative walk: no table is allocated (a missing level
-    aborts), and the walk is protected against table freeing."""
-    mm = vmf.mm
-    await spf_walk_begin(mm)
-    table: PageTable = mm.pgd
-    for level in (4, 3):
-        nxt = await load_item(table, table.entries, (vmf.address >> LEVEL_SHIFT[level]) & 511)
-        if nxt is None:
-            await spf_walk_end(mm)
-            return spf_fail(vmf, "SPF_ABORT_PUD")
-        table = nxt
-    vmf.pmd = table
-    vmf.pmd_idx = (vmf.address >> 21) & 511
-    pt = await load_item(table, table.entries, vmf.pmd_idx)
-    if pt is None:
-        await spf_walk_end(mm)
-        return spf_fail(vmf, "SPF_ABORT_PMD")
-    vmf.orig_pmd = pt
-    vmf.orig_pte = await load_item(pt, pt.entries, vmf.pte_idx)
-    await spf_walk_end(mm)
-    return await handle_pte_fault(vmf)
-
-
 async def handle_pte_fault(vmf: Vmf) -> int:
-    """Dispatch on the PTE read by the walk (``vmf.orig_pte``)."""
+    """Dispatch on the PTE read by the walk (``vmf.orig_pte``), as the
+    table at the top of this file says.
+
+    We enter with the fault's lock held (mmap_lock read, the VMA lock, or
+    speculatively none) and the PTE read but neither mapped nor locked.  We
+    return with the fault's lock still held and the PTL released (the
+    handlers below take and drop it themselves)."""
     vma = vmf.vma
     if pte_none(vmf.orig_pte):
         if vma.vm_file is None:
@@ -465,7 +250,9 @@ def _retry() -> int:
 async def anon_vma_prepare(vma: VmArea) -> bool:
     """Give ``vma`` an anon_vma before its first anonymous page, reusing a
     compatible neighbour's (find_mergeable_anon_vma) so they may merge
-    later.  Returns False on allocation failure (never, in the model)."""
+    later.  Returns False on allocation failure (never, in the model).
+    Caller holds mmap_lock (read at least: the neighbours must not
+    change); sets it under mm.page_table_lock, taken and dropped here."""
     if vma.anon_vma is not None:
         return True
     mm = vma.vm_mm
@@ -491,7 +278,10 @@ async def vmf_anon_prepare(vmf: Vmf) -> int:
     """The faulting VMA needs an anon_vma (it has none): make one.  Under
     the VMA lock (6.7+) that needs mmap_lock too, so try it without
     waiting — a writer may be waiting on our VMA lock — and retry under
-    mmap_lock if it is taken.  Returns 0 or the VM_FAULT_* code."""
+    mmap_lock if it is taken.  Returns 0 or the VM_FAULT_* code.  Entered
+    and left with the fault's lock (mmap_lock read, or the VMA lock — then
+    mmap_lock read is taken and dropped here), no PTL; never speculative
+    (the speculative callers abort with SPF_ABORT_ANON_VMA first)."""
     vma = vmf.vma
     locked = vmf.flags & FAULT_FLAG_VMA_LOCK
     if locked and not await vma.vm_mm.mmap_lock.down_read_trylock():
@@ -510,19 +300,26 @@ async def do_anonymous_page(vmf: Vmf) -> int:
     3. verify the PTE is still none (a concurrent fault may have won);
     4. set the PTE to the new page;
     5. unlock the page table.
+
+    We enter with the fault's lock held (mmap_lock read, the VMA lock, or
+    speculatively none) and the PTE neither mapped nor locked (pte_none
+    read by the walk; ``orig_pmd`` None when there is no PTE table yet —
+    vmf_pte_alloc then, never speculatively).  We return with the fault's
+    lock still held and the PTE unmapped and unlocked.
     """
-    vma, mm = vmf.vma, vmf.mm
-    spec = vmf.flags & FAULT_FLAG_SPECULATIVE
+    vma, mm, flags = vmf.vma, vmf.mm, vmf.flags
+    spec = flags & FAULT_FLAG_SPECULATIVE
     if spec:
         mm.kernel.count("SPF_ATTEMPT_ANON")
-    if vma.vm_flags & VM_SHARED:
+    vm_flags = vma.vm_flags
+    if vm_flags & VM_SHARED:
         return VM_FAULT_SIGBUS
-    if vmf.orig_pmd is None and not await pte_alloc(vmf):
+    if vmf.orig_pmd is None and not await vmf_pte_alloc(vmf):
         return VM_FAULT_OOM
     # knob no_pte_none_recheck: install without re-checking under the PTL
     # that no racing fault installed a page first
     recheck = not mm.no_pte_none_recheck
-    if not vmf.flags & FAULT_FLAG_WRITE:
+    if not flags & FAULT_FLAG_WRITE:
         zero = mm.kernel.mem.zero_page
         entry = pte_mkspecial(mk_pte(zero.pfn, vma.vm_page_prot))
         if await pte_map_lock(vmf) is False:
@@ -541,20 +338,20 @@ async def do_anonymous_page(vmf: Vmf) -> int:
         if fault:
             return fault
     mem = mm.kernel.mem
-    page = mem.alloc() if STATE.inline else await AllocPage(mem)   # alloc_page()
+    page = await alloc_page(mem)
     if page is None:
         mm.kernel.count("oom")
         return VM_FAULT_OOM
     await work("clear_page")
     entry = pte_mkdirty(mk_pte(page.pfn, vma.vm_page_prot))
-    if vma.vm_flags & VM_WRITE:
+    if vm_flags & VM_WRITE:
         entry = pte_mkwrite(entry)
     if await pte_map_lock(vmf) is False:
-        await put_page(mm.kernel.mem, page)
+        await put_page(mem, page)
         return _retry()
     if recheck and not pte_none(await ptep_get(vmf)):
         await pte_unmap_unlock(vmf)
-        await put_page(mm.kernel.mem, page)
+        await put_page(mem, page)
         return 0
     if not recheck and not pte_none(await ptep_get(vmf)):
         _lost_race_overwrite(vmf)
@@ -576,8 +373,12 @@ def page_add_new_anon_rmap(page: Page, vma: VmArea, address: int) -> None:
 
 # --------------------------------------------------------------- write-protect
 async def do_wp_page(vmf: Vmf) -> int:
-    """Write to a present, write-protected PTE.  Entered with the PTL held
-    (by handle_pte_fault); returns with it released."""
+    """Write to a present, write-protected PTE: reuse the page if this mm
+    holds it exclusively, else copy it (wp_page_copy), or for a shared
+    mapping make it writable (wp_page_shared).  We enter with the fault's
+    lock held and the PTL held (taken by handle_pte_fault, the PTE
+    re-checked equal to ``orig_pte``); we return with the fault's lock still
+    held and the PTL released."""
     vma, mm = vmf.vma, vmf.mm
     if vmf.flags & FAULT_FLAG_SPECULATIVE:
         mm.kernel.count("SPF_ATTEMPT_WP")
@@ -618,6 +419,11 @@ async def wp_page_copy(vmf: Vmf) -> int:
        keeps the old translation), drop the old page's mapping;
     6. unlock; drop the reference taken in 1 (and the unused new page if
        the PTE changed under us).
+
+    We enter (from do_wp_page) with the fault's lock held and the PTL
+    released, holding a reference on the old page (``vmf.cow_page``).  We
+    return with the fault's lock still held, the PTL released and that
+    reference dropped — on every path, aborts included.
     """
     vma, mm = vmf.vma, vmf.mm
     mem = mm.kernel.mem
@@ -684,7 +490,9 @@ def _lost_race_overwrite(vmf: Vmf) -> None:
 async def wp_page_shared(vmf: Vmf, page: Page | None) -> int:
     """Write to a shared mapping's write-protected page: page_mkwrite, then
     make the PTE writable and dirty (wp_page_shared + finish_mkwrite_fault).
-    Entered with the PTL held; returns with it released."""
+    Entered with the fault's lock and the PTL held; drops the PTL for
+    page_mkwrite (which may sleep), retakes it and re-checks the PTE;
+    returns with the fault's lock still held and the PTL released."""
     await pte_unmap_unlock(vmf)
     await work("page_mkwrite")
     if await pte_map_lock(vmf) is False:
@@ -701,6 +509,10 @@ async def wp_page_shared(vmf: Vmf, page: Page | None) -> int:
 
 # ----------------------------------------------------------------- file pages
 async def do_fault(vmf: Vmf) -> int:
+    """A file (or shmem) page is not mapped: read, private write (COW) or
+    shared write.  Entered with the fault's lock (never speculative:
+    handle_pte_fault aborts those first), PTE none and not locked; returns
+    with the fault's lock held and the PTL released."""
     vma = vmf.vma
     if not vmf.flags & FAULT_FLAG_WRITE:
         return await do_read_fault(vmf)
@@ -711,7 +523,9 @@ async def do_fault(vmf: Vmf) -> int:
 
 async def do_read_fault(vmf: Vmf) -> int:
     """Read fault on a file page: map what is cached around it first
-    (fault-around), then fault in the page itself if still needed."""
+    (fault-around), then fault in the page itself if still needed.  Locks
+    as do_fault: the fault's lock held throughout, no PTL on entry or on
+    return."""
     mm = vmf.mm
     if mm.config.fault_around_bytes >> 12 > 1:
         ret = await do_fault_around(vmf)
@@ -725,7 +539,8 @@ async def do_read_fault(vmf: Vmf) -> int:
 
 async def do_cow_fault(vmf: Vmf) -> int:
     """Write fault on a private file mapping: copy the file page into a new
-    anonymous page."""
+    anonymous page.  Locks as do_fault (anon_vma_prepare takes
+    page_table_lock; finish_fault the PTL)."""
     vma, mm = vmf.vma, vmf.mm
     mem = mm.kernel.mem
     if not await anon_vma_prepare(vma):
@@ -746,6 +561,9 @@ async def do_cow_fault(vmf: Vmf) -> int:
 
 
 async def do_shared_fault(vmf: Vmf) -> int:
+    """Write fault on a shared file mapping: the page-cache page, made
+    writable and dirty (page_mkwrite, then finish_fault).  Locks as
+    do_fault."""
     mm = vmf.mm
     ret, page = await filemap_fault(mm.kernel, vmf.vma.vm_file.inode, vmf.pgoff)
     if page is None:
@@ -759,10 +577,13 @@ async def do_shared_fault(vmf: Vmf) -> int:
 
 async def finish_fault(vmf: Vmf, page: Page) -> int:
     """Map ``page`` (whose reference we hold) at the faulting address unless
-    a racing fault already filled the PTE."""
+    a racing fault already filled the PTE (VM_FAULT_NOPAGE; the reference
+    is dropped).  We enter with the fault's lock held and no PTL (the PTE
+    table allocated here if missing: vmf_pte_alloc); we return with the
+    fault's lock still held and the PTE unmapped and unlocked."""
     vma, mm = vmf.vma, vmf.mm
     mem = mm.kernel.mem
-    if vmf.orig_pmd is None and not await pte_alloc(vmf):
+    if vmf.orig_pmd is None and not await vmf_pte_alloc(vmf):
         await put_page(mem, page)
         return VM_FAULT_OOM
     if await pte_map_lock(vmf) is False:
@@ -792,7 +613,8 @@ async def do_fault_around(vmf: Vmf) -> int:
     """Map the cached pages in the fault_around_bytes-aligned window around
     the fault (clamped to the VMA, the PTE table and EOF) with read-only
     PTEs — filemap_map_pages().  Returns VM_FAULT_NOPAGE if the faulting
-    page itself got mapped."""
+    page itself got mapped.  Entered and left with the fault's lock held
+    and no PTL; takes the PTE table's PTL once for the whole window."""
     vma, mm = vmf.vma, vmf.mm
     inode = vma.vm_file.inode
     nr_pages = mm.config.fault_around_bytes >> 12
@@ -805,7 +627,7 @@ async def do_fault_around(vmf: Vmf) -> int:
     if end_pgoff < start_pgoff or not any(
             i in inode.pages for i in range(start_pgoff, end_pgoff + 1)):
         return 0
-    if vmf.orig_pmd is None and not await pte_alloc(vmf):
+    if vmf.orig_pmd is None and not await vmf_pte_alloc(vmf):
         return VM_FAULT_OOM
     if await pte_map_lock(vmf) is False:
         return _retry()

@@ -12,16 +12,21 @@ protocol knobs that concern them are read:
   them the per-VMA locks, which are keyed on the same count.
 * The per-VMA lock reuses it: a writer marks each VMA it changes with the
   current (odd) value; mmap_write_unlock() unlocks them all at once.
+* Its reader side: :func:`lock_vma_under_rcu` (mm/mmap_lock.c), over the
+  lockless lookup :func:`find_vma_rcu` that the speculative faults use too.
 
 Lock order: mmap_lock -> vma lock -> page_table_lock -> PTL.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from typing import Any
 
+from specfault.runtime import Load
 from specfault.sync import vma_lock as _vl
 from specfault.sync.seqcount import write_seqcount_begin, write_seqcount_end
+from specfault.sync.vma_lock import VMA_EAGAIN, vma_end_read, vma_start_read
 
 
 def mmap_read_lock(mm: Any) -> Any:
@@ -79,3 +84,64 @@ async def vma_mark_detached(vma: Any) -> None:
         vma.vm_refcnt = 0
         return
     await _vl.vma_mark_detached(vma)
+
+
+# ------------------------------------------------------- the lockless readers
+async def find_vma_rcu(mm: Any, addr: int) -> Any:
+    """mas_walk() under rcu_read_lock(): the VMA whose range *in the tree*
+    contains ``addr``, or None.  One load for the published root, one per
+    node (a node freed too early raises UseAfterFree)."""
+    node = await Load(mm.mm_mt, "root")          # rcu_dereference(mt->ma_root)
+    while node is not None:
+        await Load(node, "slots")
+        i = bisect_right(node.ends, addr)
+        if i == len(node.ends):
+            return None
+        if node.leaf:
+            return node.slots[i] if node.starts[i] <= addr else None
+        node = node.slots[i]
+    return None
+
+
+async def lock_vma_under_rcu(mm: Any, address: int) -> Any:
+    """The per-VMA lookup (Linux 6.4+): find and read-lock the VMA covering
+    ``address`` without mmap_lock.
+
+    1. rcu_read_lock(); find the VMA in the tree locklessly
+       (:func:`find_vma_rcu`: VMAs and tree nodes are freed through RCU);
+    2. ``vma_start_read()``: fails if a writer holds the VMA
+       (``vm_lock_seq == mm_lock_seq``) or the VMA now belongs to another
+       mm (recycled, vma_typesafe_rcu); VMA_EAGAIN if it left the tree
+       between 1 and 2 — walk again (counted ``vma_lock_miss``);
+    3. under the read lock, re-check that it still covers ``address``: it
+       may have been freed and reused for another range of this mm
+       between 1 and 2 (knob pervma_no_recheck_after_lock skips this);
+    4. rcu_read_unlock().
+
+    We enter with no lock held.  We return the VMA read-locked (the caller
+    drops it with vma_end_read), or None with nothing held, counted
+    ``vma_lock_abort``: the fault then takes mmap_lock."""
+    kernel = mm.kernel
+    rcu = kernel.rcu
+    await rcu.read_lock()
+    while True:
+        vma = await find_vma_rcu(mm, address)
+        if vma is None:
+            break
+        got = await vma_start_read(mm, vma)
+        if got is VMA_EAGAIN:
+            kernel.count("vma_lock_miss")     # replaced under us: walk again
+            continue
+        if got is None:
+            break
+        # knob pervma_no_recheck_after_lock: trust the VMA found before it
+        # was locked — but it may have been freed and recycled meanwhile
+        if not mm.config.knob("pervma_no_recheck_after_lock") and (
+                address < await Load(got, "vm_start") or address >= await Load(got, "vm_end")):
+            await vma_end_read(got)
+            break
+        await rcu.read_unlock()
+        return got
+    await rcu.read_unlock()
+    kernel.count("vma_lock_abort")
+    return None

@@ -24,11 +24,11 @@ from specfault.mm.page import Page
 from specfault.mm.pgtable import (
     LEVEL_SHIFT,
     PageTable,
-    iter_pte_tables,
     pte_dirty,
     pte_pfn,
     pte_present,
     pte_special,
+    walk_range,
 )
 from specfault.mm.tlb import flush_tlb_range
 from specfault.runtime import LoadItem, StoreItem, Work
@@ -127,8 +127,7 @@ async def unmap_page_range(tlb: MmuGather, vma: Any, start: int, end: int) -> No
     if start >= end:
         return
     ptes = 0
-    for pt in list(iter_pte_tables(tlb.mm.pgd, start, end)):
-        lo, hi = max(start, pt.base), min(end, pt.base + (1 << 21))
+    for pt, lo, hi in await walk_range(tlb.mm, start, end):
         await zap_pte_range(tlb, vma, pt, lo, hi)
         ptes += (hi - lo) >> 12
     # zap_pte_range() walks the PTEs of the tables that exist; a range

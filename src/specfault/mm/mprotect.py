@@ -16,7 +16,6 @@ from specfault.mm.mmap import ULONG_MAX, calc_vm_prot_bits, page_align, prot_val
 from specfault.mm.mmap_lock import mmap_write_lock, mmap_write_unlock, vma_start_write
 from specfault.mm.mmu_gather import MmuGather
 from specfault.mm.pgtable import (
-    iter_pte_tables,
     pte_dirty,
     pte_mkwrite,
     pte_modify,
@@ -24,6 +23,7 @@ from specfault.mm.pgtable import (
     pte_present,
     pte_special,
     pte_write,
+    walk_range,
 )
 from specfault.mm.tlb import flush_tlb_range
 from specfault.mm.vma import (
@@ -58,9 +58,7 @@ async def change_protection(mm: Any, vma: VmArea, start: int, end: int) -> None:
     fault (an exclusive anon page in a writable private VMA)."""
     prot = vma.vm_page_prot
     changed = False
-    for pt in list(iter_pte_tables(mm.pgd, start, end)):
-        lo = max(start, pt.base)
-        hi = min(end, pt.base + (1 << 21))
+    for pt, lo, hi in await walk_range(mm, start, end):
         await pt.ptl.lock()
         for i in range((lo - pt.base) >> 12, (hi - pt.base) >> 12):
             pte = await LoadItem(pt, pt.entries, i)

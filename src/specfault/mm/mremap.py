@@ -22,10 +22,9 @@ from specfault.constants import (
     PMD_SIZE,
     TASK_SIZE,
 )
-from specfault.mm.memory import table_alloc, walk_alloc
 from specfault.mm.mmap import ULONG_MAX, do_vmi_munmap, get_unmapped_area, page_align
 from specfault.mm.mmap_lock import mmap_write_lock, mmap_write_unlock, vma_start_write
-from specfault.mm.pgtable import PageTable, walk, walk_pmd
+from specfault.mm.pgtable import PMD_LEVEL, PageTable, pte_alloc, pte_offset_map, walk
 from specfault.mm.tlb import flush_tlb_range
 from specfault.mm.vma import (
     VM_DONTEXPAND,
@@ -258,16 +257,17 @@ async def move_page_tables(mm: Any, old_addr: int, new_addr: int, length: int) -
     while o < old_end:
         extent = min(PMD_SIZE - (o & (PMD_SIZE - 1)), PMD_SIZE - (n & (PMD_SIZE - 1)),
                      old_end - o)
-        src_pmd = walk_pmd(mm.pgd, o)
-        if src_pmd is None or src_pmd.entries[(o >> 21) & 511] is None:
+        src_pmd = await walk(mm, o, PMD_LEVEL)
+        src = None if src_pmd.level != PMD_LEVEL else await pte_offset_map(src_pmd, o)
+        if src is None:
             o += extent
             n += extent
             continue
-        dst_pmd = await walk_alloc(mm, n, 2)
-        if extent == PMD_SIZE and dst_pmd.entries[(n >> 21) & 511] is None:
+        dst_pmd = await walk(mm, n, PMD_LEVEL, alloc=True)
+        if extent == PMD_SIZE and await pte_offset_map(dst_pmd, n) is None:
             await move_normal_pmd(mm, src_pmd, o, dst_pmd, n)
         else:
-            await move_ptes(mm, o, n, extent, dst_pmd)
+            await move_ptes(mm, src, o, n, extent, dst_pmd)
         o += extent
         n += extent
     await flush_tlb_range(mm, old_addr, old_end)
@@ -289,14 +289,11 @@ async def move_normal_pmd(mm: Any, src_pmd: PageTable, old: int, dst_pmd: PageTa
     await flush_tlb_range(mm, old, old + PMD_SIZE)
 
 
-async def move_ptes(mm: Any, old: int, new: int, extent: int, dst_pmd: PageTable) -> None:
-    found = walk(mm.pgd, old)
-    assert found is not None
-    src, _ = found
-    di = (new >> 21) & 511
-    dst = dst_pmd.entries[di]
-    if dst is None:
-        dst = await table_alloc(mm, dst_pmd, di)
+async def move_ptes(mm: Any, src: PageTable, old: int, new: int, extent: int,
+                    dst_pmd: PageTable) -> None:
+    """Move the PTEs of [old, old+extent) from their table ``src`` to the
+    table under ``dst_pmd`` for ``new`` (pte_alloc'ed), both PTLs held."""
+    dst = await pte_alloc(mm, dst_pmd, new)
     await dst.ptl.lock()
     if src is not dst:
         await src.ptl.lock()

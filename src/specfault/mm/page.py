@@ -4,8 +4,10 @@ Each allocation returns a fresh :class:`Page` object for a free PFN, so a
 stale reference to a freed page is detectable (``freed`` is set) even though
 its PFN is reused — as with the kernel's page poisoning.
 
-Page contents are real bytes, materialised lazily: ``data is None`` means
-all zeroes (a freshly zeroed page costs nothing until written).
+Page contents are real bytes, materialised lazily: ``data`` holds the
+page's first ``len(data)`` bytes and the rest are zeroes (``None``: all
+zeroes) — a freshly zeroed page costs nothing until written, and a write
+costs what it writes, not a 4 KiB buffer.
 
 Fields
 ------
@@ -24,6 +26,11 @@ Page
     pfn, anon, mapping (AnonVma or Inode), index (pgoff)
 # protected by the data access path (copy/zero/user access)
     data
+PhysMem (the page allocator)
+# protected by the zone lock (op atomicity: AllocPage / PutPage are one op)
+    free_pfns, pages (pfn -> Page of every allocated frame), vmstat counts
+# immutable
+    nr_frames, zero_page, alloc_op (the shared AllocPage op)
 """
 
 from __future__ import annotations
@@ -31,8 +38,7 @@ from __future__ import annotations
 from typing import Any
 
 from specfault.constants import PAGE_SIZE
-from specfault.runtime import STATE, ModelBug, Op
-from specfault.runtime.fast import DONE
+from specfault.runtime import ModelBug, Op
 
 
 class Page:
@@ -59,7 +65,8 @@ class Page:
             raise ModelBug(f"read of freed page pfn {self.pfn:#x}")
         if self.data is None:
             return bytes(n)
-        return bytes(self.data[off:off + n])
+        got = bytes(self.data[off:off + n])
+        return got if len(got) == n else got + bytes(n - len(got))   # zeroes past len(data)
 
     def write(self, off: int, data: bytes) -> None:
         if self.freed:
@@ -68,9 +75,15 @@ class Page:
             raise ModelBug("write to the zero page")
         if not data:
             return      # an empty store changes nothing (the simulator's touches)
-        if self.data is None:
-            self.data = bytearray(PAGE_SIZE)
-        self.data[off:off + len(data)] = data
+        end = off + len(data)
+        if end > PAGE_SIZE:
+            raise ModelBug(f"write past the end of page pfn {self.pfn:#x}")
+        buf = self.data
+        if buf is None:
+            self.data = buf = bytearray(end)          # bytes past ``end``: zeroes
+        elif len(buf) < end:
+            buf.extend(bytes(end - len(buf)))
+        buf[off:end] = data
 
     def copy_from(self, src: Page) -> None:
         """copy_user_highpage(): contents of ``src`` into this page."""
@@ -107,6 +120,7 @@ class PhysMem:
         zero.refcount = 1 << 30  # never freed
         self.zero_page = zero
         self.pages[zero.pfn] = zero
+        self.alloc_op = AllocPage(self)   # carries no per-call state: built once
 
     def nr_free(self) -> int:
         return len(self.free_pfns)
@@ -209,17 +223,15 @@ class PutPage(Op):
         return f"put_page {self.page.pfn:#x}"
 
 
-async def alloc_page(mem: PhysMem) -> Page | None:
-    """``await alloc_page(mem)``: :class:`AllocPage`, inline when direct."""
-    if STATE.inline:
-        return mem.alloc()
-    return await AllocPage(mem)  # type: ignore[no-any-return]
+def alloc_page(mem: PhysMem) -> AllocPage:
+    """``page = await alloc_page(mem)``: the one allocation entry of the
+    model's faults (Linux: vma_alloc_folio / alloc_anon_folio) — a Page,
+    or None when no frame is free (the caller returns VM_FAULT_OOM).  See
+    :class:`AllocPage` (one per allocator, shared: it has no per-call
+    state, like a lock's ops)."""
+    return mem.alloc_op
 
 
-def put_page(mem: PhysMem, page: Page) -> Any:
-    """``await put_page(mem, page)``: :class:`PutPage`, done on the spot
-    when direct."""
-    if STATE.inline:
-        mem.put_page(page)
-        return DONE
+def put_page(mem: PhysMem, page: Page) -> PutPage:
+    """``await put_page(mem, page)``: :class:`PutPage`."""
     return PutPage(mem, page)

@@ -23,11 +23,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from specfault.runtime import KObject
+from specfault.runtime import KObject, load_item, store_item, work
 from specfault.sync import SpinLock
 
 PTRS_PER_TABLE = 512
 LEVEL_SHIFT = {1: 12, 2: 21, 3: 30, 4: 39}
+_SHIFT = (0, 12, 21, 30, 39)             # LEVEL_SHIFT by level, as a tuple
 PMD_SIZE = 1 << 21
 
 _PAGE_PRESENT = 1 << 0
@@ -152,50 +153,110 @@ class PageTable(KObject):
         return f"<PageTable {self.label()} nr={self.nr}>"
 
 
-def walk(pgd: PageTable, addr: int) -> tuple[PageTable, int] | None:
-    """The MMU's walk (and any walker holding the PTL of the result or
-    mmap_lock): the PTE table and index for ``addr``, or None if a level is
-    missing.  No ops: callers that race with table freeing wrap it in one."""
-    t: Any = pgd
-    for level in (4, 3, 2):
-        t = t.entries[(addr >> LEVEL_SHIFT[level]) & 511]
-        if t is None:
-            return None
-    return t, (addr >> 12) & 511
+# ----------------------------------------------------------------- the walk
+PTE_LEVEL, PMD_LEVEL = 1, 2
 
 
-def walk_pmd(pgd: PageTable, addr: int) -> PageTable | None:
-    """The PMD-level table covering ``addr`` (or None)."""
-    t: Any = pgd
-    for level in (4, 3):
-        t = t.entries[(addr >> LEVEL_SHIFT[level]) & 511]
-        if t is None:
-            return None
-    return t  # type: ignore[no-any-return]
+async def walk(mm: Any, addr: int, level: int = PTE_LEVEL, alloc: bool = False) -> PageTable:
+    """xv6's ``walk(pagetable, va, alloc)``; Linux's pgd_offset / pud_offset
+    / pmd_offset, with pud_alloc / pmd_alloc / pte_alloc when ``alloc``.
+
+    Descends from ``mm.pgd`` towards the table of ``level`` (PTE_LEVEL: the
+    PTE table; PMD_LEVEL: the PMD table) covering ``addr``, reading each
+    entry with one READ_ONCE op (``load_item``), which checks the table it
+    reads for use-after-free — at every level.  A missing entry is
+    allocated when ``alloc`` (``__pte_alloc``: under page_table_lock, unless
+    a racing fault installed one first); otherwise the walk stops there and
+    returns the table it reached, whose ``level`` is then above ``level``.
+
+    The one software walk: the fault paths (classic, per-VMA and — no
+    alloc — speculative), the syscalls (zap, mprotect, mremap, the fork
+    copy), GUP and the /proc views all use it.  Callers hold what keeps the
+    tables they reach from being freed: mmap_lock, the VMA lock, or (a
+    speculative fault) rcu_read_lock / interrupts off.  (The MMU's walk is
+    the hardware's, inside one op: ``access.mmu_walk``.)"""
+    table: PageTable = mm.pgd
+    while table.level > level:
+        idx = (addr >> _SHIFT[table.level]) & 511
+        nxt = await load_item(table, table.entries, idx)
+        if nxt is None:
+            if not alloc:
+                return table
+            nxt = await __pte_alloc(mm, table, idx)
+        table = nxt
+    return table
 
 
-def get_pte(pgd: PageTable, addr: int) -> int:
-    found = walk(pgd, addr)
-    if found is None:
+async def __pte_alloc(mm: Any, parent: PageTable, idx: int) -> PageTable:
+    """__pte_alloc() (and __pmd_alloc / __pud_alloc, one level up): make the
+    missing table below ``parent[idx]`` and install it under
+    mm.page_table_lock unless a racing fault installed one first (the
+    one found is then used and ours dropped).  Returns the table now there."""
+    level = parent.level - 1
+    new = PageTable(level, parent.base + idx * (1 << LEVEL_SHIFT[parent.level]))
+    await work("pgtable_alloc")
+    await mm.page_table_lock.lock()
+    cur = await load_item(parent, parent.entries, idx)
+    if cur is None:
+        await store_item(parent, parent.entries, idx, new)   # pmd_populate()
+        parent.nr += 1
+        mm.kernel.count("nr_page_table_pages")
+        cur = new
+    await mm.page_table_lock.unlock()
+    return cur  # type: ignore[no-any-return]
+
+
+async def follow_pte(mm: Any, addr: int) -> int:
+    """The PTE mapping ``addr`` as a lockless lookup reads it (:func:`walk`
+    without alloc, then one READ_ONCE of the entry), or 0 (none) when a
+    table on the way is missing — follow_page_pte()'s lookup before it
+    takes the PTL.  Caller holds mmap_lock (or the VMA lock)."""
+    pt = await walk(mm, addr)
+    if pt.level != PTE_LEVEL:
         return 0
-    table, idx = found
-    return table.entries[idx]  # type: ignore[no-any-return]
+    return await load_item(pt, pt.entries, (addr >> 12) & 511)  # type: ignore[no-any-return]
 
 
-def iter_pte_tables(table: PageTable, lo: int, hi: int):  # type: ignore[no-untyped-def]
-    """Yield (pte_table) for every PTE table overlapping [lo, hi)."""
-    if table.level == 1:
-        yield table
-        return
-    shift = LEVEL_SHIFT[table.level]
-    span = 1 << shift
-    first = max(0, (lo - table.base) >> shift)
-    last = min(511, (hi - 1 - table.base) >> shift)
-    for i in range(first, last + 1):
-        child = table.entries[i]
-        if child is not None:
-            yield from iter_pte_tables(child, max(lo, table.base + i * span),
-                                       min(hi, table.base + (i + 1) * span))
+def pte_offset_map(pmd: PageTable, addr: int) -> Any:
+    """``pt = await pte_offset_map(pmd, addr)``: the PTE table the PMD entry
+    for ``addr`` points to, or None (pmd_none) — one READ_ONCE of the PMD
+    entry (pmdp_get_lockless), ``pmd`` checked for use-after-free."""
+    return load_item(pmd, pmd.entries, (addr >> 21) & 511)
+
+
+async def pte_alloc(mm: Any, pmd: PageTable, addr: int) -> PageTable:
+    """pte_alloc(): the PTE table under ``pmd`` for ``addr``, allocated
+    (``__pte_alloc``) if the PMD entry is none."""
+    pt = await pte_offset_map(pmd, addr)
+    if pt is None:
+        pt = await __pte_alloc(mm, pmd, (addr >> 21) & 511)
+    return pt  # type: ignore[no-any-return]
+
+
+def addr_end(table: PageTable, addr: int, end: int) -> int:
+    """pmd_addr_end() / pud_addr_end() / pgd_addr_end(), by the level the
+    walk stopped at: the end of what ``table`` (a PTE table) covers, or of
+    the missing entry of ``table`` (an upper level) that stopped the walk
+    at ``addr`` — capped at ``end``."""
+    span = 1 << (LEVEL_SHIFT[table.level] + 9 if table.level == PTE_LEVEL
+                 else LEVEL_SHIFT[table.level])
+    return min((addr & ~(span - 1)) + span, end)
+
+
+async def walk_range(mm: Any, start: int, end: int) -> list[tuple[PageTable, int, int]]:
+    """The PTE tables covering [start, end), as ``(pte_table, lo, hi)`` for
+    the part [lo, hi) of the range each covers: :func:`walk` (no alloc) once
+    per table, or per hole, skipping a missing entry's whole span (the shape
+    of zap_pmd_range / change_pmd_range / copy_pmd_range)."""
+    out = []
+    addr = start
+    while addr < end:
+        table = await walk(mm, addr)
+        nxt = addr_end(table, addr, end)
+        if table.level == PTE_LEVEL:
+            out.append((table, addr, nxt))
+        addr = nxt
+    return out
 
 
 def pte_soft_dirty(pte: int) -> bool:

@@ -6,8 +6,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from specfault.mm.pgtable import get_pte, pte_pfn, pte_present, pte_soft_dirty, pte_special
+from specfault.mm.mmap_lock import mmap_read_lock, mmap_read_unlock
+from specfault.mm.pgtable import (
+    PTE_LEVEL,
+    pte_pfn,
+    pte_present,
+    pte_soft_dirty,
+    pte_special,
+    walk,
+    walk_range,
+)
 from specfault.mm.vma import VM_EXEC, VM_MAYSHARE, VM_READ, VM_SOFTDIRTY, VM_WRITE
+from specfault.runtime import load_item
 
 PM_PFRAME_MASK = (1 << 55) - 1
 PM_SOFT_DIRTY = 1 << 55
@@ -90,14 +100,30 @@ class PagemapEntry:
     def pfn(self) -> int:
         return self.raw & PM_PFRAME_MASK if self.present else 0
 
+    def __repr__(self) -> str:
+        """The decoded bits, then the raw entry."""
+        return (f"PagemapEntry(present={self.present}, pfn={self.pfn:#x}, exclusive={self.exclusive}, "
+                f"file_shared={self.file_shared}, swapped={self.swapped}, soft_dirty={self.soft_dirty}, "
+                f"raw={self.raw:#018x})")
 
-def pagemap_entry(mm: Any, addr: int) -> PagemapEntry:
-    """pagemap_pmd_range/pte_to_pagemap_entry for one address."""
+
+async def pagemap_entry(mm: Any, addr: int) -> PagemapEntry:
+    """pagemap_pmd_range/pte_to_pagemap_entry for one address, under
+    mmap_lock (read) as pagemap_read() takes it."""
+    await mmap_read_lock(mm)
+    try:
+        return await _pagemap_entry(mm, addr)
+    finally:
+        await mmap_read_unlock(mm)
+
+
+async def _pagemap_entry(mm: Any, addr: int) -> PagemapEntry:
     vma = mm.vma_lookup(addr)
     flags = 0
     if vma is not None and vma.vm_flags & VM_SOFTDIRTY:
         flags |= PM_SOFT_DIRTY
-    pte = get_pte(mm.pgd, addr)
+    pt = await walk(mm, addr)
+    pte = await load_item(pt, pt.entries, (addr >> 12) & 511) if pt.level == PTE_LEVEL else 0
     if vma is None or not pte_present(pte):
         return PagemapEntry(flags)
     flags |= PM_PRESENT | pte_pfn(pte)
@@ -133,20 +159,24 @@ def vma_flags_mnemonics(vm_flags: int) -> list[str]:
     return out
 
 
-def smaps(mm: Any) -> list[dict[str, Any]]:
+async def smaps(mm: Any) -> list[dict[str, Any]]:
     """Per VMA: start, end, Size, Rss and Anonymous (kB), and VmFlags (a
-    list of mnemonics), as /proc/PID/smaps."""
+    list of mnemonics), as /proc/PID/smaps (smaps_pte_range over each
+    VMA's PTE tables, under mmap_lock read)."""
     out = []
+    await mmap_read_lock(mm)
     for vma in mm.vmas():
         rss = anon = 0
-        for addr in range(vma.vm_start, vma.vm_end, 4096):
-            pte = get_pte(mm.pgd, addr)
-            if not pte_present(pte) or pte_special(pte):
-                continue
-            rss += 4
-            if mm.kernel.mem.pages[pte_pfn(pte)].anon:
-                anon += 4
+        for pt, lo, hi in await walk_range(mm, vma.vm_start, vma.vm_end):
+            for i in range((lo >> 12) & 511, ((hi - 1) >> 12 & 511) + 1):
+                pte = await load_item(pt, pt.entries, i)
+                if not pte_present(pte) or pte_special(pte):
+                    continue
+                rss += 4
+                if mm.kernel.mem.pages[pte_pfn(pte)].anon:
+                    anon += 4
         out.append({"start": vma.vm_start, "end": vma.vm_end,
                     "Size": (vma.vm_end - vma.vm_start) >> 10, "Rss": rss, "Anonymous": anon,
                     "VmFlags": vma_flags_mnemonics(vma.vm_flags)})
+    await mmap_read_unlock(mm)
     return out

@@ -14,7 +14,7 @@ from typing import Any
 
 from specfault.mm.filemap import Inode
 from specfault.mm.mmu_gather import MmuGather, rss_kind
-from specfault.mm.pgtable import iter_pte_tables, pte_dirty, pte_pfn, pte_present, pte_special
+from specfault.mm.pgtable import pte_dirty, pte_pfn, pte_present, pte_special, walk_range
 from specfault.runtime import LoadItem, StoreItem
 
 
@@ -35,9 +35,7 @@ async def zap_file_ptes(tlb: MmuGather, vma: Any, start: int, end: int, even_cow
     anonymous copies (COWed pages) too."""
     mm = tlb.mm
     mem = mm.kernel.mem
-    for pt in list(iter_pte_tables(mm.pgd, start, end)):
-        lo = max(start, pt.base)
-        hi = min(end, pt.base + (1 << 21))
+    for pt, lo, hi in await walk_range(mm, start, end):
         await pt.ptl.lock()
         for i in range((lo - pt.base) >> 12, (hi - pt.base) >> 12):
             pte = await LoadItem(pt, pt.entries, i)

@@ -31,6 +31,11 @@ VmArea
 # last pin and frees the VMA then; only with spf_vma_pin
     vm_free_pending  None, or the free site: the VMA is out of the tree, its
                    grace period is over, and the last put_vma frees it
+AnonVma (struct anon_vma)
+# immutable once made (by anon_vma_prepare under page_table_lock, or by
+# anon_vma_fork under the parent's mmap_lock write); the model keeps no
+# rmap interval tree, so nothing in it changes after that
+    id, parent, root
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from specfault.mm.vma import (
     can_merge_after,
     can_merge_before,
 )
-from specfault.runtime import AtomicAdd, ModelBug, Op, Store
+from specfault.runtime import Op, Store
 
 DEFAULT_MAX_MAP_COUNT = 65530
 ENOMEM = 12
@@ -126,57 +126,6 @@ class VmaFreeOrDefer(Op):
 
     def describe(self) -> str:
         return f"vm_area_free {self.vma.label()} (unless pinned)"
-
-
-def get_vma(vma: VmArea) -> AtomicAdd:
-    """``await get_vma(vma)``: atomic_inc(&vma->vm_ref_count).  The caller
-    found ``vma`` under rcu_read_lock() and is still inside it, so the VMA
-    is not freed yet; from here the pin keeps it (with spf_vma_pin)."""
-    return AtomicAdd(vma, "vm_ref_count", 1)
-
-
-def put_vma(vma: VmArea) -> Op:
-    """``await put_vma(vma)``: drop a pin.  With spf_vma_pin, the last put of
-    a VMA whose free was deferred frees it (atomic_dec_and_test); without,
-    a plain atomic decrement (the count is a cost only)."""
-    if vma.vm_mm.config.knob("spf_vma_pin"):
-        return PutVma(vma)
-    return AtomicAdd(vma, "vm_ref_count", -1)
-
-
-class PutVma(Op):
-    """put_vma(): ``if (atomic_dec_and_test(&vma->vm_ref_count))`` free the
-    VMA if its free was deferred.  Returns the new count."""
-
-    __slots__ = ("vma",)
-    kind = "atomic"
-
-    def __init__(self, vma: VmArea) -> None:
-        self.vma = vma
-
-    def perform(self) -> int:
-        vma = self.vma
-        vma.check_live("put_vma vm_ref_count")
-        count: int = vma.vm_ref_count - 1
-        if count < 0:
-            raise ModelBug(f"put_vma: {vma.label()} vm_ref_count underflow")
-        vma.vm_ref_count = count
-        site = vma.vm_free_pending
-        if count == 0 and site is not None:
-            vma.vm_free_pending = None
-            _free_now(vma, site)
-        return count
-
-    def _frees(self) -> bool:
-        vma = self.vma
-        return vma.vm_ref_count == 1 and vma.vm_free_pending is not None
-
-    def footprint(self) -> tuple[tuple[object, str, str], ...]:
-        # the put that frees writes the whole VMA (poison, or reuse)
-        return ((self.vma, "*" if self._frees() else "vm_ref_count", "w"),)
-
-    def describe(self) -> str:
-        return f"put_vma {self.vma.label()}"
 
 
 async def remove_from_tree(mm: Any, vma: VmArea) -> None:

@@ -226,6 +226,16 @@ def serve() -> None:
     out = sys.stdout
     sys.stdout = sys.stderr   # nothing else may write to the protocol stream
     try:
+        _serve(out)
+    except BrokenPipeError:
+        # the caller is gone (killed by Ctrl-C, perhaps while this
+        # coordinator was still starting): end quietly, and let the
+        # interpreter's final flush of the dead pipe go nowhere
+        os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
+
+
+def _serve(out: Any) -> None:
+    try:
         coord = Coordinator()
         out.write(json.dumps({"ready": True}) + "\n")
     except Exception as exc:  # report why the host is unusable
@@ -239,11 +249,8 @@ def serve() -> None:
             rec = coord.run(prog)
         except Exception as exc:  # a coordinator bug must not hang the caller
             rec = {"side": "host", "initial": None, "steps": [], "error": f"coordinator: {exc!r}"}
-        try:
-            out.write(json.dumps(rec) + "\n")
-            out.flush()
-        except BrokenPipeError:     # the caller is gone
-            return
+        out.write(json.dumps(rec) + "\n")
+        out.flush()
 
 
 # --------------------------------------------------------------------------------------

@@ -1,1 +1,3 @@
-"""Outer room: human-facing reports (the demo tour, tables, plots)."""
+"""Outer room: human-facing reports — the demo tour (demo, tour, demo_cli,
+demo_html), traces for Perfetto / chrome://tracing (perfetto), HTML
+reports (html)."""

@@ -15,9 +15,20 @@ RW = sf.PROT_READ | sf.PROT_WRITE
 ANON = sf.MAP_PRIVATE | sf.MAP_ANONYMOUS
 
 
+#: what a cell of the demo's frame rows means (the labels of _pfn_label)
+PAGE_LEGEND = (
+    ("-", "not present: no page mapped yet"),
+    ("zero", "the shared zero page (a read fault of untouched anonymous memory)"),
+    ("P3", "physical page number 3 of this tour, numbered in order of first appearance "
+           "(a name per page, not its PFN: freed PFNs are reused)"),
+    ("x", "suffix: mapped exactly once, exclusive (pagemap bit 56): a write needs no copy"),
+    ("s", "suffix: shared, mapped by more than one process (after fork, copy-on-write)"),
+)
+
+
 def _pfn_label(m: Any, entry: Any, names: dict[int, str]) -> str:
     """A short stable name per physical page (not per PFN: PFNs get reused),
-    suffixed x (mapped once: exclusive) or s (shared)."""
+    suffixed x (mapped once: exclusive) or s (shared); see PAGE_LEGEND."""
     if not entry.present:
         return "-"
     if entry.pfn == m.kernel.mem.zero_page.pfn:

@@ -37,14 +37,19 @@ def register(sub: Any) -> None:
             "COW pages, printing maps, frames and counters (invariants checked after "
             "each step); (2) check the speculative page-fault protocol on the core "
             "races; (3) take one design decision away (a mutant) and show the "
-            "counterexample the checker finds; (4) compare classic, speculative and "
-            "per-VMA-lock faults on the simulator (app_launch, pft) and write plots.", 78),
+            "counterexample the checker finds; (4) compare classic, speculative, "
+            "per-VMA-lock and Dufour's speculative faults on the simulator (app_launch, "
+            "pft) and write plots; then write the whole tour as one HTML page "
+            "(OUT/report.html) and print its path.", 78),
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--json", action="store_true", help="print a JSON summary instead")
     p.add_argument("--only", choices=PARTS, action="append",
                    help="run only this part (repeatable; default: all)")
     p.add_argument("--out", default=None, metavar="DIR", type=cliargs.writable_dir,
-                   help="where the plots go (default: ./specfault-demo); created if missing")
+                   help="where the plots and the HTML report go (default: ./specfault-demo); "
+                        "created if missing")
+    p.add_argument("--html", type=cliargs.writable_file(["html", "htm"], "HTML report"), default=None,
+                   metavar="FILE.html", help="write the HTML report here instead (default: OUT/report.html)")
     p.set_defaults(func=main)
 
 
@@ -55,7 +60,7 @@ def sim_table(cmp: Any) -> Table:
     for col in ("CPUs", "protocol", "elapsed ms" if elapsed else "faults/s", "vs classic",
                 "fault p99 µs", "mmap writer p99 µs", "mmap_lock wait p99 µs", "aborts"):
         t.add_column(col, justify="right")
-    order = {"classic": 0, "speculative": 1, "pervma": 2}
+    order = {"classic": 0, "speculative": 1, "pervma": 2, "dufour": 3}
     for r in sorted(cmp.runs, key=lambda r: (r.cpus, order.get(r.protocol, 9))):
         ratio = cmp.ratio(r.protocol, r.cpus)
         fig = f"{r.wall_us / 1e3:.2f}" if elapsed else f"{r.faults_per_s / 1e6:.2f}M"
@@ -77,6 +82,14 @@ def main(args: argparse.Namespace) -> int:
             out_dir = cliargs.writable_dir("specfault-demo")
         except argparse.ArgumentTypeError as exc:
             raise cliargs.BadArgument("--out", f"the default ./specfault-demo: {exc}") from None
+    if args.html:
+        html_path = Path(args.html)
+    else:                                       # before any work: the report must be writable
+        try:
+            out = out_dir if out_dir is not None else cliargs.writable_dir("specfault-demo")
+        except argparse.ArgumentTypeError as exc:
+            raise cliargs.BadArgument("--out", f"the default ./specfault-demo: {exc}") from None
+        html_path = Path(out) / "report.html"
     console = Console(highlight=False)
     if not console.is_terminal:
         console = Console(highlight=False, width=140)
@@ -85,8 +98,11 @@ def main(args: argparse.Namespace) -> int:
     #: what the parts emitted so far (kept for a partial summary on Ctrl-C)
     rows: list[dict[str, Any]] = []
     sims: list[dict[str, Any]] = []
+    story: list[tuple[str, Any]] = []       # everything emitted, in order, for the HTML report
+    legend_shown = [False]
 
     def emit(kind: str, payload: Any) -> None:
+        story.append((kind, payload))
         if args.json:
             return
         if kind == "step":
@@ -94,6 +110,14 @@ def main(args: argparse.Namespace) -> int:
         elif kind == "maps":
             console.print(payload.rstrip("\n"), style="green")
         elif kind == "pages":
+            if not legend_shown[0]:
+                legend_shown[0] = True
+                console.print("  [bold]frame cells[/], one per page: [bold]-[/] nothing mapped, "
+                              "[bold]zero[/] the shared zero page, [bold]P3[/] the tour's 3rd physical "
+                              "page (numbered as first seen; PFNs get reused)\n"
+                              "  suffix [bold]x[/] mapped once (exclusive: a write needs no copy), "
+                              "[bold]s[/] shared by several processes (copy-on-write after fork)",
+                              style="dim")
             who, labels = payload
             for i in range(0, len(labels), 10):
                 head = f"  {who:>6} frames:" if i == 0 else " " * 16
@@ -110,6 +134,7 @@ def main(args: argparse.Namespace) -> int:
             last.update(payload)
 
     def emit2(kind: str, payload: Any) -> None:
+        story.append((kind, payload))
         if kind == "check":
             rows.append(payload)
         elif kind == "sim":
@@ -124,7 +149,7 @@ def main(args: argparse.Namespace) -> int:
                           f"dfs {r['dfs_schedules']} schedules ({how}, <=1 preemption) + "
                           f"pct {r['pct_schedules']}  {r['seconds']}s")
         elif kind == "kill":
-            k, report = payload
+            k, report, _ex, _sched = payload
             console.print(f"  mutant [bold]{k['mutant']}[/]: {k['breaks']}")
             if k["killed"]:
                 console.print(f"  killed by {k['scenario']} ({k['strategy']}) after "
@@ -168,7 +193,15 @@ def main(args: argparse.Namespace) -> int:
             if not args.json:
                 console.print("\n[bold cyan]What each protocol buys: the simulator, same model "
                               "code, many CPUs[/]")
-            summary["sim"] = more.simulate(emit2, Path(out_dir))
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+            err = Console(stderr=True)
+            with Progress(TextColumn("  simulating {task.description}"), BarColumn(),
+                          TextColumn("{task.completed}/{task.total} runs"), TimeElapsedColumn(),
+                          console=err, transient=True, disable=not err.is_terminal) as prog:
+                bar = prog.add_task("", total=more.sim_runs())
+                summary["sim"] = more.simulate(emit2, Path(out_dir),
+                                               lambda what: prog.update(bar, advance=1, description=what))
     except KeyboardInterrupt:
         done = [p for p in parts if p in summary]
         if current == "check" and rows:
@@ -181,8 +214,17 @@ def main(args: argparse.Namespace) -> int:
         print(f"specfault demo: interrupted during {current} (done: {', '.join(done) or 'nothing'}; "
               f"partial results {'on stdout' if args.json else 'above'})", file=sys.stderr)
         return 130
+    from specfault.report.demo_html import demo_report
+
+    summary["partial"] = False
+    html_path.parent.mkdir(parents=True, exist_ok=True)
+    demo_report(summary, story).write(html_path)
     if args.json:
-        print(json.dumps({**summary, "partial": False}, default=str))
+        print(json.dumps(summary, default=str))
+        print(f"HTML report: {html_path}", file=sys.stderr)
+    else:
+        console.print(f"\n[bold]The whole tour as one page (tables, plots, the counterexample, "
+                      f"copyable commands): {html_path}[/]")
     ok = all(r["ok"] for r in summary.get("check", [])) and \
         summary.get("mutant", {"killed": True})["killed"]
     return 0 if ok else 1

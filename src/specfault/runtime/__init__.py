@@ -1,5 +1,7 @@
-"""The op-yielding runtime: ops, tasks, and the direct driver."""
+"""The op-yielding runtime: ops, tasks, what every driver shares (driver.py),
+and the direct driver."""
 
+from specfault.runtime.driver import switch
 from specfault.runtime.fast import load_item, store_item, work
 from specfault.runtime.ops import (
     AtomicAdd,
@@ -14,7 +16,7 @@ from specfault.runtime.ops import (
     Work,
     Yield,
 )
-from specfault.runtime.state import STATE, Deadlock, ModelBug, UseAfterFree, current, switch
+from specfault.runtime.state import STATE, Deadlock, ModelBug, UseAfterFree, current
 from specfault.runtime.task import Task
 
 __all__ = [

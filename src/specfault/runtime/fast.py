@@ -18,19 +18,15 @@ from specfault.runtime.ops import KObject, LoadItem, StoreItem, Work
 from specfault.runtime.state import STATE, UseAfterFree
 
 
-def load_item(owner: KObject, slots: MutableSequence[Any], index: int) -> Any:
+async def load_item(owner: KObject, slots: MutableSequence[Any], index: int) -> Any:
     """``await load_item(...)``: READ_ONCE(owner->slots[index]) — see
-    :class:`LoadItem`.  Other drivers get the op itself; the direct driver
-    a coroutine that does the load."""
+    :class:`LoadItem`; the direct driver does the load (and its
+    use-after-free check) on the spot, every other driver gets the op."""
     if STATE.inline:
-        return _load_item_now(owner, slots, index)
-    return LoadItem(owner, slots, index)
-
-
-async def _load_item_now(owner: KObject, slots: MutableSequence[Any], index: int) -> Any:
-    if owner.freed_at is not None:
-        raise UseAfterFree(owner, owner.freed_at, f"load [{index}]")
-    return slots[index]
+        if owner.freed_at is not None:
+            raise UseAfterFree(owner, owner.freed_at, f"load [{index}]")
+        return slots[index]
+    return await LoadItem(owner, slots, index)
 
 
 class _Done(tuple):  # type: ignore[type-arg]

@@ -44,7 +44,12 @@ Time and blocking:
 =================  ========================================================
 
 ``sync/`` adds the lock, seqcount and RCU ops as subclasses of :class:`Op`;
-``mm/`` adds page allocation and TLB-flush ops.  Every op may declare a
+``mm/`` adds page allocation and TLB-flush ops.  What a driver must know of
+an op beyond its :meth:`~Op.perform` is said by class attributes, never by
+its ``kind`` string (which only names it in traces): ``blocking`` (has an
+:meth:`~Op.enabled` condition), ``spins`` (its waiter keeps the CPU),
+``waits_for_gp`` (woken by an RCU grace period), ``lockstat`` (its result is
+a lock acquisition or release).  Every op may declare a
 *footprint* — ``(object, field, mode)`` triples, mode ``"r"``/``"w"`` — so the
 explorer can tell independent ops apart and the simulator can charge
 cache-line traffic.
@@ -88,6 +93,18 @@ class Op:
     __slots__ = ()
     #: does the op wait for a condition?  Only then is :meth:`enabled` called.
     blocking: ClassVar[bool] = False
+    #: a blocking op whose waiter keeps its CPU busy (spin_lock, a seqcount
+    #: reader waiting for an even count, csd_lock_wait); other blocking ops
+    #: sleep and give the CPU away.  The simulator reads it.
+    spins: ClassVar[bool] = False
+    #: a blocking op that waits for an RCU grace period (synchronize_rcu):
+    #: it can only be woken by the grace-period machinery, not by a change
+    #: to its footprint.  The simulator reads it.
+    waits_for_gp: ClassVar[bool] = False
+    #: is its result a lock-statistics event (a sleeping lock's acquisition
+    #: or release: see ``sync/rwsem.py``)?  The simulator times waits and
+    #: holds from it.
+    lockstat: ClassVar[bool] = False
     #: short name used in traces and swimlanes
     kind: ClassVar[str] = "op"
 

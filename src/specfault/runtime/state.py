@@ -3,8 +3,8 @@
 ``STATE.inline`` tells an op to perform itself on the spot (direct driver);
 ``STATE.task`` is the task whose code is running (lock owners, RCU readers
 and per-CPU state are found through it).  Drivers save and restore both with
-:func:`switch` so drivers can nest (the linearizability check runs the
-sequential model from inside the explorer).
+``driver.enter`` / ``driver.leave`` so drivers can nest (the linearizability
+check runs the sequential model from inside the explorer).
 """
 
 from __future__ import annotations
@@ -46,25 +46,6 @@ class _State:
 
 
 STATE = _State()
-
-
-class switch:
-    """Context manager: run with the given inline flag and current task."""
-
-    __slots__ = ("inline", "task", "saved")
-
-    def __init__(self, inline: bool, task: Task | None) -> None:
-        self.inline = inline
-        self.task = task
-        self.saved: tuple[bool, Task | None] = (True, None)
-
-    def __enter__(self) -> None:
-        self.saved = (STATE.inline, STATE.task)
-        STATE.inline = self.inline
-        STATE.task = self.task
-
-    def __exit__(self, *exc: object) -> None:
-        STATE.inline, STATE.task = self.saved
 
 
 def current() -> Task:

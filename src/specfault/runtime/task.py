@@ -7,8 +7,8 @@ RCU read-side nesting, the interrupt-disable depth of its CPU.
 
 Fields
 ------
-# private to the driver running the task
-    coro, pending, done, result, error
+# private to the driver running the task (see runtime/driver.py)
+    coro, send, pending, done, result, error
 # private to the task (its own kernel state)
     held, rcu_nesting, irq_disabled
 """
@@ -23,7 +23,7 @@ from specfault.runtime.ops import Op
 
 class Task:
     __slots__ = (
-        "tid", "name", "coro", "mm", "cpu", "pending", "done", "result", "error",
+        "tid", "name", "coro", "send", "mm", "cpu", "pending", "done", "result", "error",
         "held", "rcu_nesting", "irq_disabled", "steps",
     )
 
@@ -32,6 +32,8 @@ class Task:
         self.tid = tid
         self.name = name
         self.coro = coro
+        #: ``coro.send``, bound once: the drivers resume the task at every op
+        self.send: Any = coro.send if coro is not None else None
         self.mm = mm
         self.cpu = cpu
         # private to the driver
@@ -46,45 +48,14 @@ class Task:
         self.irq_disabled = 0              # local_irq_disable() depth
 
     def start(self, coro: Coroutine[Any, Any, Any]) -> None:
-        """Give the task a new coroutine to run (drivers call :meth:`advance`)."""
+        """Give the task a new coroutine to run (drivers resume it with
+        ``driver.advance``)."""
         self.coro = coro
+        self.send = coro.send
         self.pending = None
         self.done = False
         self.result = None
         self.error = None
-
-    def advance(self, value: Any = None) -> Op | None:
-        """Resume the coroutine with ``value``; return its next op, or None
-        when it finished (``result``/``error`` are then set)."""
-        assert self.coro is not None, "advance: task has no coroutine"
-        try:
-            op = self.coro.send(value)
-        except StopIteration as stop:
-            self.done, self.result, self.pending = True, stop.value, None
-            return None
-        except (KeyboardInterrupt, SystemExit):  # Ctrl-C / exit: not the model's doing
-            raise
-        except BaseException as exc:  # the model raised: record, driver decides
-            self.done, self.error, self.pending = True, exc, None
-            return None
-        self.pending = op
-        return op
-
-    def throw(self, exc: BaseException) -> Op | None:
-        """Raise ``exc`` inside the coroutine at its pending op."""
-        assert self.coro is not None
-        try:
-            op = self.coro.throw(exc)
-        except StopIteration as stop:
-            self.done, self.result, self.pending = True, stop.value, None
-            return None
-        except (KeyboardInterrupt, SystemExit):
-            raise
-        except BaseException as e:
-            self.done, self.error, self.pending = True, e, None
-            return None
-        self.pending = op
-        return op
 
     def __repr__(self) -> str:
         return f"<Task {self.tid} {self.name}>"

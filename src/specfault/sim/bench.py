@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from specfault.config import Config
+from specfault.report.perfetto import TraceWriter
 from specfault.sim.cost import CostProfile
 from specfault.sim.metrics import RunResult, collect
 from specfault.sim.workloads import WORKLOADS, build
@@ -35,15 +36,24 @@ def knob_config(knobs: dict[str, Any] | None) -> Config:
 
 
 def run(workload: str, protocol: str, cpus: int, profile: CostProfile | None = None,
-        knobs: dict[str, Any] | None = None, **params: Any) -> RunResult:
+        knobs: dict[str, Any] | None = None, trace: TraceWriter | None = None,
+        trace_budget: int | None = None, **params: Any) -> RunResult:
     """Simulate one workload under one protocol on ``cpus`` CPUs, the
     machine configured with ``knobs`` (names from config.KNOBS; the run's
-    protocol, CPU count and memory size override theirs)."""
+    protocol, CPU count and memory size override theirs).  With ``trace``,
+    the run is written to it as one process (sim/trace.py), in detail for
+    at most ``trace_budget`` events (default: the writer's whole budget)."""
     built = build(workload, protocol, cpus, profile=profile, config=knob_config(knobs), **params)
+    tracer = None
+    if trace is not None:
+        from specfault.sim.trace import SimTrace
+        tracer = SimTrace(built.engine, trace, f"{workload} {protocol} {cpus} CPUs", trace_budget)
     try:
         built.engine.run()
     finally:
         built.engine.close()
+        if tracer is not None:
+            tracer.close()
     return collect(workload, protocol, cpus, built)
 
 
@@ -84,8 +94,10 @@ class Comparison:
 def compare(workload: str, cpus: Iterable[int] = (1, 4, 16, 48),
             protocols: Iterable[str] = DEFAULT_PROTOCOLS, profile: CostProfile | None = None,
             progress: Callable[[str], None] | None = None, knobs: dict[str, Any] | None = None,
-            **params: Any) -> Comparison:
-    """Run ``workload`` under each protocol at each CPU count (see module doc)."""
+            trace: TraceWriter | None = None, **params: Any) -> Comparison:
+    """Run ``workload`` under each protocol at each CPU count (see module
+    doc); with ``trace``, every run is traced into it, each in detail for
+    an equal share of its event budget."""
     if workload not in WORKLOADS:
         raise ValueError(f"unknown workload {workload!r}; choose from {', '.join(WORKLOADS)}")
     protocols = list(protocols)
@@ -97,9 +109,11 @@ def compare(workload: str, cpus: Iterable[int] = (1, 4, 16, 48),
         raise ValueError("cpus must be positive integers")
     knob_config(knobs)                   # refuse a bad knob before the first run
     cmp = Comparison(workload, dict(params, **({"knobs": dict(knobs)} if knobs else {})))
+    share = trace.budget // (len(cpus) * len(protocols)) if trace is not None else None
     for n in cpus:
         for p in protocols:
-            cmp.runs.append(run(workload, p, n, profile=profile, knobs=knobs, **params))
+            cmp.runs.append(run(workload, p, n, profile=profile, knobs=knobs, trace=trace,
+                                trace_budget=share, **params))
             if progress is not None:
                 progress(f"{workload} {p} {n} CPUs")
     return cmp

@@ -208,6 +208,12 @@ def register(sub: Any) -> None:
     b.add_argument("--max-memory", type=cliargs.size, default=None, metavar="SIZE",
                    help="refuse a run estimated to need more (default: half this machine's "
                         "memory, at most 4G)")
+    b.add_argument("--trace", type=cliargs.writable_file(["json"], "trace file"), default=None,
+                   metavar="FILE.json",
+                   help="write a trace of every run for ui.perfetto.dev / chrome://tracing "
+                        "(docs/reports.md)")
+    b.add_argument("--html", type=cliargs.writable_file(["html", "htm"], "HTML report"), default=None,
+                   metavar="FILE.html", help="write a self-contained HTML report (tables, plots)")
     b.set_defaults(func=cmd_bench)
 
     c = sub.add_parser("calibrate", help="measure host costs and write a simulator cost profile",
@@ -388,20 +394,29 @@ def cmd_bench(args: argparse.Namespace) -> int:
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), console=err, transient=True, disable=not err.is_terminal) as prog:
         task = prog.add_task(f"simulating {args.workload}", total=total)
+        writer = None
+        if args.trace:
+            from specfault.report.perfetto import TraceWriter
+            writer = TraceWriter(args.trace, metadata={"command": _command(args)})
+        share = writer.budget // total if writer is not None else None
         try:
             for n in cpus:
                 for p in protocols:
                     prog.update(task, description=f"{args.workload} {p} {n} CPUs")
-                    cmp.runs.append(run(args.workload, p, n, profile=profile, knobs=knobs, **params))
+                    cmp.runs.append(run(args.workload, p, n, profile=profile, knobs=knobs, trace=writer,
+                                        trace_budget=share, **params))
                     prog.advance(task)
         except KeyboardInterrupt:
             interrupted = f"interrupted after {len(cmp.runs)} of {total} runs"
         except SimError as exc:
             failed = cliargs.one_line(str(exc))
+        finally:
+            if writer is not None:
+                writer.close()
     partial = interrupted is not None or failed is not None
+    out = cmp.to_dict()
+    out["partial"] = partial
     if args.json:
-        out = cmp.to_dict()
-        out["partial"] = partial
         print(json.dumps(out, indent=2), flush=True)
     elif cmp.runs:
         Console(width=max(150, Console().width)).print(table(cmp, partial))
@@ -412,6 +427,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if failed:
         print(f"specfault bench: a simulation failed: {failed}", file=sys.stderr)
         return 1
+    if args.html:
+        from specfault.report.html import bench_report
+        bench_report(cmp, _command(args), trace=args.trace, data=out).write(args.html)
     if args.plot:
         from specfault.sim.plots import plot
         try:
@@ -421,7 +439,30 @@ def cmd_bench(args: argparse.Namespace) -> int:
             return 1
         if not args.json:
             print(f"plot written to {args.plot}")
+    for what, path in (("trace", args.trace), ("HTML report", args.html)):
+        if path:
+            print(f"{what} written to {path}", file=sys.stderr if args.json else sys.stdout)
     return 0
+
+
+def _command(args: argparse.Namespace) -> str:
+    """The command line that reproduces this run (for reports and traces)."""
+    import shlex
+
+    def csv(v: Any) -> str:
+        return ",".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)
+
+    parts = ["specfault", "bench", "-w", args.workload, "--cpus", csv(args.cpus),
+             "--protocols", csv(args.protocols)]
+    if args.faults is not None:
+        parts += ["--faults", str(args.faults)]
+    parts += ["--seed", str(args.seed)]
+    for opt in ("param", "knob"):
+        for kv in getattr(args, opt, []) or []:
+            parts += [f"--{opt}", kv if isinstance(kv, str) else "=".join(map(str, kv))]
+    if isinstance(args.profile, str):
+        parts += ["--profile", args.profile]
+    return " ".join(shlex.quote(p) for p in parts)
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:

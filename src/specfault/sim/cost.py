@@ -19,7 +19,8 @@ The costs are of five kinds.
    and VMA-struct work the model does in plain Python inside the write
    section (maple-tree store, vma_merge, split) — charged when the writer
    gets the lock (at once, or at its grant after queueing), never while it
-   waits.
+   waits: the rwsem op's result says which (``sync/rwsem.py``,
+   :class:`~specfault.sync.rwsem.Acquired`), nothing here re-derives it.
 
 2. **Cache-line ownership** (a MESI directory, one entry per line).  Lines
    are named by the op's ``footprint()``: ``(object, field)``, with PTE slots
@@ -72,9 +73,12 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from specfault.mm.access import UserAccess, _Fault
+from specfault.mm.access import PageFault, UserAccess
 from specfault.mm.page import AllocPage, PutPage
+from specfault.mm.tlb import FlushTlb
 from specfault.runtime import Load, LoadItem, Store, StoreItem, Work
+from specfault.sync.cpu import SendIpis
+from specfault.sync.rwsem import Acquired
 
 PAGE = 4096
 
@@ -192,10 +196,9 @@ class CostModel:
 
     def __init__(self, profile: CostProfile, nr_frames: int, ncpus: int) -> None:
         self.p = profile
-        #: the VMA work the last rwsem op routed to _charge_write_section
-        #: was charged (0.0 if it did not take the lock for write); the
-        #: engine's lock statistics read it
-        self.write_section_ns = 0.0
+        #: the VMA work charged to an acquisition of an rwsem for write
+        #: (see after()); the engine's lock statistics read it
+        self.vma_modify_ns = profile.vma_modify_ns
         self.lines: dict[tuple[int, str], Line] = {}
         self.transfers = 0
         self.nr_frames = nr_frames
@@ -271,8 +274,8 @@ class CostModel:
     # -- the op table --
     def charge(self, op: Any, cpu: int, t: float) -> float:
         """The op's latency on ``cpu`` at ``t``, before it is performed: IPI
-        handler time the CPU owes first, then by op type, else by kind,
-        else the lines of its footprint (see :meth:`_route`)."""
+        handler time the CPU owes first, then by op class, else the lines
+        of its footprint (see :meth:`_route`)."""
         cost = self.stolen[cpu]
         if cost:
             self.stolen[cpu] = 0.0
@@ -300,26 +303,20 @@ class CostModel:
         return how(op, cpu, t, cost)
 
     def _route(self, tp: type) -> Any:
-        """How ops of class ``tp`` are charged: by exact type, else by
-        ``kind`` (a class attribute), else by footprint.  Each way is a
-        method ``(op, cpu, t, cost) -> cost`` adding the op's latency to
-        ``cost`` (the IPI time owed)."""
-        by_type = {LoadItem: self._charge_read, Load: self._charge_read,
-                   StoreItem: self._charge_write, Store: self._charge_write,
-                   Work: self._charge_work, UserAccess: self._charge_user,
-                   AllocPage: self._charge_alloc, PutPage: self._charge_put}
-        how = by_type.get(tp)
-        if how is not None:
-            return how
-        kind = tp.kind                                       # type: ignore[attr-defined]
-        if kind == "user_access":
-            return self._charge_user
-        if kind == "tlb_flush":
-            return self._charge_tlb_flush
-        if kind == "ipi_send":
-            return self._charge_ipi_send
-        if kind == "down_write" or kind == "rwsem_wait" or kind == "down_trylock":
-            return self._charge_write_section
+        """How ops of class ``tp`` are charged: by the nearest class in its
+        MRO that has a way of its own (a FlushTlb is an IPI send charged as
+        a TLB flush), else by footprint.  Each way is a method
+        ``(op, cpu, t, cost) -> cost`` adding the op's latency to ``cost``
+        (the IPI time owed)."""
+        by_class = {LoadItem: self._charge_read, Load: self._charge_read,
+                    StoreItem: self._charge_write, Store: self._charge_write,
+                    Work: self._charge_work, UserAccess: self._charge_user,
+                    AllocPage: self._charge_alloc, PutPage: self._charge_put,
+                    FlushTlb: self._charge_tlb_flush, SendIpis: self._charge_ipi_send}
+        for cls in tp.__mro__:
+            how = by_class.get(cls)
+            if how is not None:
+                return how
         return self._charge_footprint
 
     @staticmethod
@@ -379,31 +376,6 @@ class CostModel:
             cost += self._access(obj, name, mode == "w", cpu, t)     # touch()
         return cost or self.op_ns
 
-    def _charge_write_section(self, op: Any, cpu: int, t: float, cost: float) -> float:
-        """An rwsem op that may take the lock for write (down_write, a
-        queued waiter's grant, a trylock): its lines, and — only when it
-        does take it for write — the VMA work done inside the write section
-        (``vma_modify_ns``).  A down_write that will queue is charged no VMA
-        work: its waiter is, at the grant, so a queue of writers hands the
-        lock on only after each one's work.  (The op is performed right
-        after it is charged, at the same instant, so "will it take the
-        lock" is decided here exactly as its perform() will.)"""
-        for obj, fld, mode in op.footprint():
-            if type(obj) is str and obj == "*":
-                cost += self.op_ns * 10
-                continue
-            cost += self._access(obj, _GROUP.get(fld, fld), mode == "w", cpu, t)
-        kind = op.kind
-        if kind == "rwsem_wait":
-            takes = op.waiter.write
-        else:
-            sem = op.sem
-            takes = (kind == "down_write" or op.write) and sem.writer is None and \
-                sem.readers == 0 and not sem.waiters
-        work = self.p.vma_modify_ns if takes else 0.0
-        self.write_section_ns = work
-        return (cost + work) or self.op_ns
-
     def _charge_work(self, op: Any, cpu: int, t: float, cost: float) -> float:
         what = op.what
         ns = self.work.get(what)
@@ -419,12 +391,21 @@ class CostModel:
         return cost + ns
 
     #: the result types :meth:`after` charges for (it is 0.0 for any other)
-    after_types: frozenset[type] = frozenset({_Fault})
+    after_types: frozenset[type] = frozenset({PageFault, Acquired})
 
     def after(self, op: Any, result: Any, cpu: int, t: float) -> float:
-        """Result-dependent cost (called after perform)."""
-        if type(result) is _Fault:
+        """Result-dependent cost (called after perform): a user access that
+        faulted pays the fault entry; an rwsem op that took the lock for
+        write (at once, by trylock, or at its grant after queueing: its
+        :class:`~specfault.sync.rwsem.Acquired` result says so) pays the
+        VMA work done inside the write section, ``vma_modify_ns`` — a
+        down_write that only queues pays none, so a queue of writers hands
+        the lock on only after each one's work."""
+        tp = type(result)
+        if tp is PageFault:
             return self.p.fault_entry_ns
+        if tp is Acquired and result.write:
+            return self.vma_modify_ns
         return 0.0
 
     # -- resources --

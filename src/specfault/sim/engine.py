@@ -14,13 +14,17 @@ is a pure function of its inputs (the seed only feeds the workloads).
 A blocking op that is not enabled *parks* its thread, indexed by the
 objects in its footprint; an op that touches one of those objects re-checks
 the threads parked on it (the model's wakeups are state changes, so no
-model code is needed to wake anyone).  Spinlocks, seqcount begins and IPI
-waits spin: the CPU stays busy.  Everything else (rwsem, the VMA-lock
-drain, synchronize_rcu) sleeps: the CPU runs the next runnable thread, and
-the wakeup costs ``wakeup_ns``.  RCU callbacks run on a grace-period tick.
+model code is needed to wake anyone).  Ops whose class says ``spins``
+(spinlocks, seqcount begins, IPI waits) spin: the CPU stays busy.  Every
+other blocking op (rwsem, the VMA-lock drain, synchronize_rcu) sleeps: the
+CPU runs the next runnable thread, and the wakeup costs ``wakeup_ns``.  RCU
+callbacks run on a grace-period tick, which also wakes the ops that say
+``waits_for_gp``.
 
 State changes happen in :meth:`Engine.step`; :meth:`Engine.run` is
-``step`` in a loop.
+``step`` in a loop.  Switching ``STATE``, advancing and closing the threads'
+coroutines and the preemptibility test are ``runtime/driver.py``'s, shared
+with the direct driver and the explorer.
 
 Fields
 ------
@@ -37,11 +41,11 @@ from heapq import heappop, heappush, heapreplace
 from typing import Any
 
 from specfault.runtime import STATE, Op, Task
+from specfault.runtime.driver import advance, close, enter, finished, leave, preemptible
 from specfault.sim.cost import CostModel, CostProfile
+from specfault.sync.rwsem import AT_ONCE, GRANTED, Acquired, Waiter
 
 RUN, SPIN, SLEEP, READY, DONE = range(5)
-_SPIN_KINDS = frozenset({"spin_lock", "seq_begin", "ipi_wait"})
-_RWSEM_KINDS = frozenset({"down_read", "down_write", "rwsem_wait", "up", "down_trylock"})
 
 
 
@@ -69,15 +73,16 @@ class SimSleep(Op):
         return f"sleep {self.ns:.0f}ns"
 
 
-# What the engine must know of an op class before it charges an op (``kind``
-# and ``blocking`` are class attributes of every op): computed once per class.
-_BLOCKING, _SLEEP, _RWSEM = 1, 2, 4
+# What the engine must know of an op class before it charges an op
+# (``blocking`` and ``lockstat`` are class attributes of every op): computed
+# once per class.
+_BLOCKING, _SLEEP, _LOCKSTAT = 1, 2, 4
 
 
 #: the heap entry of the thread whose ops run now (see Engine._events)
 _HEAD = (-math.inf, 0, None)
 
-#: op class -> ``_BLOCKING | _SLEEP | _RWSEM`` bits (0 for most ops)
+#: op class -> ``_BLOCKING | _SLEEP | _LOCKSTAT`` bits (0 for most ops)
 _OP_FLAGS: dict[type, int] = {}
 
 
@@ -85,7 +90,7 @@ def _op_flags(cls: type) -> int:
     """``_OP_FLAGS[cls]``, computed on first sight of the class."""
     flags = ((_BLOCKING if cls.blocking else 0)               # type: ignore[attr-defined]
              | (_SLEEP if cls is SimSleep else 0)
-             | (_RWSEM if cls.kind in _RWSEM_KINDS else 0))   # type: ignore[attr-defined]
+             | (_LOCKSTAT if cls.lockstat else 0))                # type: ignore[attr-defined]
     _OP_FLAGS[cls] = flags
     return flags
 
@@ -99,13 +104,12 @@ class SimThread:
 
     __slots__ = ("task", "name", "state", "cpu", "slice_end", "park_t", "park_keys",
                  "busy", "spin", "sleep", "lock_wait_t0", "lock_write", "hold_t0", "done_at",
-                 "meta", "send")
+                 "meta")
 
     def __init__(self, task: Task, name: str) -> None:
         self.task = task
         self.name = name
         assert task.coro is not None, "SimThread: the task has no coroutine"
-        self.send = task.coro.send   # made once: the engine resumes it at every op
         self.state = READY
         self.cpu: SimCpu | None = None
         self.slice_end = 0.0
@@ -163,6 +167,9 @@ class Engine:
         self.lock_holds: list[float] = []
         self.write_waits: list[float] = []
         self.on_done: Callable[[SimThread], None] | None = None
+        #: told of every busy interval, lock event and wakeup when set (a
+        #: sim.trace.SimTrace); None, the default, costs one test per op
+        self.observer: Any = None
 
     # -- building --
     def spawn(self, name: str, mm: Any, coro: Coroutine[Any, Any, Any], at: float = 0.0) -> SimThread:
@@ -185,7 +192,7 @@ class Engine:
         st = STATE
         st.task = th.task
         self.now = t
-        op = th.task.advance(None)
+        op = advance(th.task)
         if op is None:
             self._finish(th, t)
             return
@@ -212,6 +219,8 @@ class Engine:
             task.mm.cpumask.add(c.cpu)            # switch_mm()
         th.slice_end = t + self.profile.timeslice_ns
         if c.last is not th and c.last is not None:
+            if self.observer is not None:
+                self.observer.switch(cpu_id, th, t, self.profile.context_switch_ns)
             t += self.profile.context_switch_ns
             c.busy += self.profile.context_switch_ns
         c.last = th
@@ -245,11 +254,18 @@ class Engine:
 
     # -- the one place state changes --
     def step(self) -> bool:
-        """Run the earliest event; False when nothing is left."""
-        if not self.heap:
-            return False
-        self._events(-math.inf, once=True)
-        return True
+        """Run the earliest event; False when nothing is left.  When no
+        event is left but threads are parked, first wake those whose op
+        became enabled (or raise :class:`SimError`: a deadlock)."""
+        saved = enter(False, STATE.task)     # every op is yielded to us
+        try:
+            while not self.heap:
+                if not self._unstick():
+                    return False
+            self._events(-math.inf, once=True)
+            return True
+        finally:
+            leave(saved)
 
     def _events(self, until: float, once: bool = False) -> bool:
         """Run events in order while the earliest is at or before ``until``
@@ -281,6 +297,7 @@ class Engine:
         after_types = cost_model.after_types
         flags_of = _OP_FLAGS
         rcu = self.kernel.rcu
+        obs = self.observer
         horizon = -math.inf if once else until
         steps = 0
         try:
@@ -302,7 +319,7 @@ class Engine:
                 c = th.cpu
                 assert c is not None
                 cpu = c.id
-                send = th.send
+                send = task.send
                 while True:                     # th's ops, while it runs on
                     op: Any = task.pending      # a running thread always has one
                     try:
@@ -326,8 +343,10 @@ class Engine:
                                        f"{type(exc).__name__}: {exc}") from exc
                     if type(result) in after_types:     # else after() is 0.0
                         cost += after(op, result, cpu, t)
-                    if flags & _RWSEM:
-                        self._rwsem_stats(th, op, result, t + cost)
+                    if obs is not None:
+                        obs.op(th, cpu, t, cost, op, result)
+                    if flags & _LOCKSTAT:
+                        self._lock_stat(th, op, result, t + cost)
                     t2 = t + cost
                     th.busy += cost
                     c.busy += cost
@@ -335,16 +354,11 @@ class Engine:
                     if self.nparked:
                         self._wake_check(op, t2)
                     self.now = t2
-                    # nxt = task.advance(result), inlined
+                    # nxt = advance(task, result), without the call
                     try:
                         nxt = send(result)
-                    except StopIteration as stop:
-                        task.done, task.result, task.pending = True, stop.value, None
-                        nxt = None
-                    except (KeyboardInterrupt, SystemExit):     # Ctrl-C: not a model error
-                        raise
-                    except BaseException as exc:  # the model raised: _finish reports it
-                        task.done, task.error, task.pending = True, exc, None
+                    except BaseException as exc:  # noqa: BLE001 - _finish reports an error
+                        finished(task, exc)
                         nxt = None
                     else:
                         task.pending = nxt
@@ -352,7 +366,7 @@ class Engine:
                     if nxt is None:
                         heappop(heap)
                         self._finish(th, t2)
-                    elif self.runq and t2 >= th.slice_end and self._preemptible(task):
+                    elif self.runq and t2 >= th.slice_end and preemptible(task):
                         heappop(heap)
                         self.runq.append(th)
                         th.state = READY
@@ -380,50 +394,38 @@ class Engine:
         return max((th.done_at for th in self.threads), default=0.0)
 
     def run(self, until: float | None = None) -> None:
-        """Run until every thread finished (or simulated time ``until``)."""
-        saved = (STATE.inline, STATE.task)
-        STATE.inline = False
+        """Run until every thread finished (or simulated time ``until``):
+        :meth:`step` in a loop (in batches: ``_events`` runs every event up
+        to ``until`` before returning)."""
+        saved = enter(False, STATE.task)
         try:
             until_t = math.inf if until is None else until
-            while True:
-                if self._events(until_t):
-                    break
-                if self.nparked or self.rcu_waiters:
-                    if self._rescue():
-                        continue
-                    stuck = "; ".join(f"{th.name} in {_pending(th).describe()}"
-                                      for th in self.threads if th.state in (SPIN, SLEEP))
-                    raise SimError(f"deadlock at t={self.now:.0f}ns: {stuck}")
-                break
+            while not self._events(until_t) and self._unstick():
+                pass
         finally:
-            STATE.inline, STATE.task = saved
+            leave(saved)
+
+    def _unstick(self) -> bool:
+        """No event is left: True if a parked thread whose op is enabled
+        was woken (events are queued again); False if no thread is parked
+        (the run is over); a deadlock (:class:`SimError`) if some are and
+        none can go."""
+        if not (self.nparked or self.rcu_waiters):
+            return False
+        if self._rescue():
+            return True
+        stuck = "; ".join(f"{th.name} in {_pending(th).describe()}"
+                          for th in self.threads if th.state in (SPIN, SLEEP))
+        raise SimError(f"deadlock at t={self.now:.0f}ns: {stuck}")
 
     def close(self) -> None:
         """Close unfinished coroutines without warnings."""
-        st = STATE
-        try:
-            for th in self.threads:
-                coro = th.task.coro
-                if th.state != DONE and coro is not None:
-                    st.task = th.task
-                    try:
-                        coro.close()
-                    except (KeyboardInterrupt, SystemExit):
-                        raise
-                    except BaseException:  # noqa: BLE001 - a finally clause awaited
-                        pass
-        finally:
-            st.task = None
+        close(th.task for th in self.threads)
 
     # -- blocking --
-    def _preemptible(self, task: Task) -> bool:
-        if task.irq_disabled or task.rcu_nesting:
-            return False
-        return not any(getattr(h, "spinning", False) for h in task.held)
-
     def _park(self, th: SimThread, op: Any, t: float) -> None:
         th.park_t = t
-        if op.kind == "rcu_wait":
+        if op.waits_for_gp:
             self.rcu_waiters.append(th)
             th.park_keys = ()
         else:
@@ -437,7 +439,7 @@ class Engine:
                 else:
                     lst.append(th)
         self.nparked += 1
-        if op.kind in _SPIN_KINDS:
+        if op.spins:
             th.state = SPIN                 # keeps its CPU, burning cycles
         else:
             th.state = SLEEP
@@ -452,7 +454,7 @@ class Engine:
             st = STATE
             st.task = th.task
             self.now = t2
-            if th.task.advance(None) is None:
+            if advance(th.task) is None:
                 th.cpu = None
                 self._finish(th, t2)
             else:
@@ -473,6 +475,8 @@ class Engine:
     def _wake(self, th: SimThread, t: float) -> None:
         waited = t - th.park_t
         if th.state == SPIN:
+            if self.observer is not None:
+                self.observer.spun(th, th.park_t, t)
             th.spin += waited
             th.busy += waited
             assert th.cpu is not None
@@ -495,6 +499,8 @@ class Engine:
                 st.task = th.task
                 if _pending(th).enabled():
                     self._unpark(th)
+                    if self.observer is not None:
+                        self.observer.woken(th, op, t)
                     self._wake(th, t)
         st.task = me
 
@@ -534,34 +540,41 @@ class Engine:
             self.rcu_armed = False
 
     # -- mmap_lock statistics --
-    def _rwsem_stats(self, th: SimThread, op: Any, result: Any, t: float) -> None:
+    def _lock_stat(self, th: SimThread, op: Any, result: Any, t: float) -> None:
+        """Waits and holds of ``mmap_lock``, from what a ``lockstat`` op
+        returned (``sync/rwsem.py``): Acquired — the hold starts (a
+        down_* that took it at once counts a wait of 0, one granted after
+        queueing the wait since it queued; a trylock counts no wait); a
+        Waiter — a wait starts; None — a release ends the hold; False — a
+        failed trylock."""
         sem = op.sem
         if not sem.name.startswith("mmap_lock"):
             return
-        kind = op.kind
-        # ``t`` is the end of the op's charge, and a write acquisition's
-        # charge ends with the write section's VMA work
-        # (cost._charge_write_section): the lock was taken that long before
-        if kind == "down_write" or kind == "rwsem_wait" or kind == "down_trylock":
-            t -= self.cost.write_section_ns
-        if kind == "down_read" or kind == "down_write":
-            th.lock_write = kind == "down_write"
-            if result is None:
-                th.hold_t0 = t
+        acquired = type(result) is Acquired
+        if acquired and result.write:
+            # ``t`` is the end of the op's charge, and a write acquisition's
+            # charge ends with the write section's VMA work (cost.after()):
+            # the lock was taken that long before
+            t -= self.cost.vma_modify_ns
+        if self.observer is not None:
+            self.observer.rwsem(th, op, result, t)
+        if acquired:
+            write = result.write
+            how = result.how
+            if how == AT_ONCE:
+                th.lock_write = write
                 self.lock_waits.append(0.0)
-                if th.lock_write:
+                if write:
                     self.write_waits.append(0.0)
-            else:
-                th.lock_wait_t0 = t
-        elif kind == "rwsem_wait":
-            w = t - th.lock_wait_t0
-            self.lock_waits.append(w)
-            if th.lock_write:
-                self.write_waits.append(w)
+            elif how == GRANTED:
+                w = t - th.lock_wait_t0
+                self.lock_waits.append(w)
+                if th.lock_write:
+                    self.write_waits.append(w)
             th.hold_t0 = t
-        elif kind == "down_trylock":
-            if result:
-                th.hold_t0 = t
-        elif kind == "up" and th.hold_t0 >= 0:
+        elif type(result) is Waiter:
+            th.lock_write = result.write
+            th.lock_wait_t0 = t
+        elif result is None and th.hold_t0 >= 0:
             self.lock_holds.append(t - th.hold_t0)
             th.hold_t0 = -1.0

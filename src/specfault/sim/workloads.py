@@ -38,8 +38,8 @@ from typing import Any
 import specfault as sf
 from specfault.config import Config
 from specfault.constants import MAP_ANONYMOUS, MAP_PRIVATE, MAP_SHARED, PROT_READ, PROT_WRITE
-from specfault.mm.access import UserAccess, _Fault
-from specfault.mm.fault import ACCESS_READ, ACCESS_WRITE, do_user_addr_fault
+from specfault.mm.access import user_access
+from specfault.mm.fault import ACCESS_READ, ACCESS_WRITE
 from specfault.mm.mmap import sys_mmap, sys_munmap
 from specfault.mm.mprotect import sys_mprotect
 from specfault.runtime import Work
@@ -65,18 +65,25 @@ class Ctx:
         self.syscalls = 0
 
     async def touch(self, mm: Any, addr: int, write: bool = True) -> None:
-        """One user access (``user_access``), timing each fault it takes."""
-        eng = self.engine
-        access = ACCESS_WRITE if write else ACCESS_READ
+        """One user access (``user_access``), timing each fault it takes
+        (this context is its stopwatch: :meth:`start`, :meth:`fault_done`)."""
         self.accesses += 1
-        while True:
-            t0 = eng.now
-            got = await UserAccess(mm, addr, access, 0 if write else 1, b"")
-            if type(got) is not _Fault:
-                return
-            await do_user_addr_fault(mm, addr, access, got.prot)
-            self.faults += 1
-            self.fault_lat.append(eng.now - t0)
+        if write:
+            await user_access(mm, addr, ACCESS_WRITE, 0, b"", None, self)
+        else:
+            await user_access(mm, addr, ACCESS_READ, 1, b"", None, self)
+
+    def start(self) -> float:
+        """``user_access`` is about to try the access: the time now."""
+        return self.engine.now
+
+    def fault_done(self, t0: float) -> None:
+        """``user_access`` handled a fault: its latency, from the attempt
+        (at ``t0``) that faulted to the handler's return."""
+        self.faults += 1
+        self.fault_lat.append(self.engine.now - t0)
+        if self.engine.observer is not None:
+            self.engine.observer.fault_end()
 
     async def user(self, ns: float) -> None:
         """User-space work between memory operations."""
@@ -91,10 +98,14 @@ class Ctx:
     async def _timed(self, coro: Coroutine[Any, Any, Any]) -> Any:
         eng = self.engine
         t0 = eng.now
+        if eng.observer is not None:
+            eng.observer.syscall_begin(getattr(coro, "__name__", "syscall"))
         await Work("syscall")
         ret = await coro
         self.syscalls += 1
         self.writer_lat.append(eng.now - t0)
+        if eng.observer is not None:
+            eng.observer.syscall_end()
         return ret
 
     async def mmap(self, mm: Any, length: int, prot: int = RW, flags: int = ANON,

@@ -212,6 +212,7 @@ class WaitIpis(Op):
     __slots__ = ("rnd",)
     kind = "ipi_wait"
     blocking = True
+    spins = True
 
     def __init__(self, rnd: IpiRound) -> None:
         self.rnd = rnd

@@ -59,6 +59,8 @@ def default_class(name: str) -> str:
 
 def lock_class(lock: Any) -> str:
     cls = getattr(lock, "lock_class", None)
+    if type(cls) is str:
+        return cls
     return str(cls) if cls is not None else str(getattr(lock, "name", type(lock).__name__))
 
 
@@ -92,13 +94,20 @@ class Lockdep:
         """``task`` (holding ``task.held``) is about to take ``lock``."""
         if not self.enabled or not task.held:
             return
-        new = lock_class(lock)
+        new = getattr(lock, "lock_class", None)
+        if type(new) is not str:
+            new = lock_class(lock)
+        edges = self.edges
         for held in task.held:
-            old = lock_class(held)
+            old = getattr(held, "lock_class", None)
+            if type(old) is not str:
+                old = lock_class(held)
             if old == new:
                 continue  # same class nesting (e.g. dst/src PTL): *_nested in Linux
-            succ = self.edges.setdefault(old, {})
-            if new in succ:
+            succ = edges.get(old)
+            if succ is None:
+                succ = edges[old] = {}
+            elif new in succ:
                 continue
             path = self._reaches(new, old)
             if path is not None:
@@ -126,12 +135,19 @@ def in_atomic(task: Any) -> str | None:
     return None
 
 
-def might_sleep(task: Any, what: str) -> None:
-    """Raise :class:`SleepInAtomic` if ``task`` may not sleep here."""
+def might_sleep(task: Any, what: str, lock: Any = None) -> None:
+    """Raise :class:`SleepInAtomic` if ``task`` may not sleep here (in
+    ``what``, or ``what(lock.name)`` when ``lock`` is given: the message is
+    only built when it is needed)."""
     if task is None or not LOCKDEP.enabled:
         return
+    if not (task.held or task.rcu_nesting or task.irq_disabled
+            or getattr(task.cpu, "irq_disabled", 0)):
+        return                  # in_atomic()'s answer, without the call
     why = in_atomic(task)
     if why is not None:
+        if lock is not None:
+            what = f"{what}({lock.name})"
         raise SleepInAtomic(f"BUG: sleeping function called from invalid context: {what} "
                             f"by {task.name} {why}")
 

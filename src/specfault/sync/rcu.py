@@ -131,6 +131,7 @@ class _WaitGp(Op):
     __slots__ = ("rcu", "cb")
     kind = "rcu_wait"
     blocking = True
+    waits_for_gp = True
 
     def __init__(self, rcu: Rcu, cb: _Callback) -> None:
         self.rcu = rcu

@@ -5,12 +5,23 @@ queued reader at once (rwsem_mark_wake).
 
 Used for ``mmap_lock``.  Lock order: mmap_lock is outermost in mm/.
 
+What the ops return
+-------------------
+Every acquisition op says how it went, in lockstat's terms: an
+:class:`Acquired` when it took the lock (``lock_acquired``: for read or
+write; at once, by a trylock, or granted after queueing), the task's
+:class:`Waiter` when a ``down_*`` queued (``lock_contended``), False when a
+trylock failed; a release returns None (``lock_release``).  The model code
+only tests which came back; the simulator reads the same result to charge a
+write section's VMA work and to time waits and holds (its ops are flagged
+``lockstat``), so the locking decision is made once, here.
+
 Fields
 ------
 # protected by the op atomicity (the rwsem's internal wait_lock)
     readers   number of read holders
     writer    task holding it for write, or None
-    waiters   FIFO of _Waiter records (task, mode, granted)
+    waiters   FIFO of Waiter records (task, mode, granted)
 """
 
 from __future__ import annotations
@@ -22,7 +33,34 @@ from specfault.runtime.fast import DONE
 from specfault.sync.lockdep import LOCKDEP, BadUnlock, default_class, might_sleep
 
 
-class _Waiter:
+class Acquired:
+    """The result of an acquisition op that took the lock: ``write`` (else
+    read) and ``how`` (:data:`AT_ONCE`, :data:`BY_TRYLOCK`, or
+    :data:`GRANTED` after queueing).  One instance per pair, made below."""
+
+    __slots__ = ("write", "how")
+
+    def __init__(self, write: bool, how: int) -> None:
+        self.write = write
+        self.how = how
+
+    def __repr__(self) -> str:
+        return f"<Acquired {'write' if self.write else 'read'} {_HOW[self.how]}>"
+
+
+#: Acquired.how: the down_* found the lock free / a trylock took it / the
+#: releaser handed it to the queued waiter (rwsem_mark_wake)
+AT_ONCE, BY_TRYLOCK, GRANTED = range(3)
+_HOW = ("at once", "by trylock", "granted")
+READ_AT_ONCE, WRITE_AT_ONCE = Acquired(False, AT_ONCE), Acquired(True, AT_ONCE)
+READ_BY_TRYLOCK, WRITE_BY_TRYLOCK = Acquired(False, BY_TRYLOCK), Acquired(True, BY_TRYLOCK)
+READ_GRANTED, WRITE_GRANTED = Acquired(False, GRANTED), Acquired(True, GRANTED)
+
+
+class Waiter:
+    """A task queued on the rwsem (what a ``down_*`` that queued returns);
+    ``granted`` is set by the releaser that hands it the lock."""
+
     __slots__ = ("task", "write", "granted")
 
     def __init__(self, task: Any, write: bool) -> None:
@@ -32,27 +70,29 @@ class _Waiter:
 
 
 class _DownRead(Op):
-    """Fast path of down_read: take it, or queue and return the waiter."""
+    """Fast path of down_read: take it (:data:`READ_AT_ONCE`), or queue and
+    return the waiter."""
 
     __slots__ = ("sem",)
     kind = "down_read"
+    lockstat = True
 
     def __init__(self, sem: RwSemaphore) -> None:
         self.sem = sem
 
-    def perform(self) -> _Waiter | None:
+    def perform(self) -> Acquired | Waiter:
         sem = self.sem
         task = STATE.task
         if task is not None:
-            might_sleep(task, f"down_read({sem.name})")
+            might_sleep(task, "down_read", sem)
             if task.held:
                 LOCKDEP.acquire(task, sem)
         if sem.writer is None and not sem.waiters:
             sem.readers += 1
             if task is not None:
                 task.held.append(sem)
-            return None
-        w = _Waiter(task, False)
+            return READ_AT_ONCE
+        w = Waiter(task, False)
         sem.waiters.append(w)
         return w
 
@@ -67,19 +107,19 @@ class _DownWrite(_DownRead):
     __slots__ = ()
     kind = "down_write"
 
-    def perform(self) -> _Waiter | None:
+    def perform(self) -> Acquired | Waiter:
         sem = self.sem
         task = STATE.task
         if task is not None:
-            might_sleep(task, f"down_write({sem.name})")
+            might_sleep(task, "down_write", sem)
             if task.held:
                 LOCKDEP.acquire(task, sem)
         if sem.writer is None and sem.readers == 0 and not sem.waiters:
             sem.writer = task
             if task is not None:
                 task.held.append(sem)
-            return None
-        w = _Waiter(task, True)
+            return WRITE_AT_ONCE
+        w = Waiter(task, True)
         sem.waiters.append(w)
         return w
 
@@ -95,7 +135,7 @@ class _Trylock(_DownRead):
         super().__init__(sem)
         self.write = write
 
-    def perform(self) -> bool:  # type: ignore[override]
+    def perform(self) -> Acquired | bool:  # type: ignore[override]
         sem = self.sem
         task = STATE.task
         if sem.writer is not None or sem.waiters or (self.write and sem.readers):
@@ -106,30 +146,33 @@ class _Trylock(_DownRead):
             sem.readers += 1
         if task is not None:
             task.held.append(sem)
-        return True
+        return WRITE_BY_TRYLOCK if self.write else READ_BY_TRYLOCK
 
     def describe(self) -> str:
         return f"down_{'write' if self.write else 'read'}_trylock {self.sem.name}"
 
 
 class _WaitGranted(Op):
-    """Sleep until the releaser handed us the lock."""
+    """Sleep until the releaser handed us the lock; then it is ours
+    (:data:`READ_GRANTED` / :data:`WRITE_GRANTED`)."""
 
     __slots__ = ("sem", "waiter")
     kind = "rwsem_wait"
     blocking = True
+    lockstat = True
 
-    def __init__(self, sem: RwSemaphore, waiter: _Waiter) -> None:
+    def __init__(self, sem: RwSemaphore, waiter: Waiter) -> None:
         self.sem = sem
         self.waiter = waiter
 
     def enabled(self) -> bool:
         return self.waiter.granted
 
-    def perform(self) -> None:
+    def perform(self) -> Acquired:
         task = STATE.task
         if task is not None:
             task.held.append(self.sem)
+        return WRITE_GRANTED if self.waiter.write else READ_GRANTED
 
     def footprint(self) -> tuple[tuple[object, str, str], ...]:
         return ((self.sem, "count", "r"),)
@@ -139,8 +182,11 @@ class _WaitGranted(Op):
 
 
 class _Up(Op):
+    """up_read / up_write: release, and hand the lock on if it is free."""
+
     __slots__ = ("sem", "write")
     kind = "up"
+    lockstat = True
 
     def __init__(self, sem: RwSemaphore, write: bool) -> None:
         self.sem = sem
@@ -153,13 +199,18 @@ class _Up(Op):
             if sem.writer is not task:
                 raise BadUnlock(f"up_write({sem.name}): not held for write by {task}")
             sem.writer = None
+            if task is not None:
+                task.held.remove(sem)
         else:
-            if sem.readers <= 0 or (task is not None and sem not in task.held):
+            if sem.readers <= 0:
                 raise BadUnlock(f"up_read({sem.name}): not held for read by {task}")
+            if task is not None:
+                try:
+                    task.held.remove(sem)
+                except ValueError:
+                    raise BadUnlock(f"up_read({sem.name}): not held for read by {task}") from None
             sem.readers -= 1
-        if task is not None:
-            task.held.remove(sem)
-        if sem.readers == 0 and sem.writer is None:
+        if sem.waiters and sem.readers == 0 and sem.writer is None:
             sem.wake()
 
     def footprint(self) -> tuple[tuple[object, str, str], ...]:
@@ -209,7 +260,7 @@ class RwSemaphore:
         self.lock_class = lock_class if lock_class is not None else default_class(name)
         self.readers = 0
         self.writer: Any = None
-        self.waiters: list[_Waiter] = []
+        self.waiters: list[Waiter] = []
         self._dr = _DownRead(self)
         self._dw = _DownWrite(self)
         self._ur = _Up(self, False)
@@ -247,15 +298,17 @@ class RwSemaphore:
 
     async def _down_read_slow(self) -> None:
         w = await self._dr
-        if w is not None:
+        if type(w) is Waiter:
             await _WaitGranted(self, w)
 
     async def down_write(self) -> None:
         w = await self._dw
-        if w is not None:
+        if type(w) is Waiter:
             await _WaitGranted(self, w)
 
     def down_read_trylock(self) -> _Trylock:
+        """``await sem.down_read_trylock()``: an :class:`Acquired` (true)
+        if it took the lock, else False."""
         return self._trr
 
     def down_write_trylock(self) -> _Trylock:

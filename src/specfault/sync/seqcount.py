@@ -77,6 +77,7 @@ class SeqBegin(Op):
     __slots__ = ("obj", "field")
     kind = "seq_begin"
     blocking = True
+    spins = True
 
     def __init__(self, obj: Any, field: str) -> None:
         self.obj = obj

@@ -21,6 +21,7 @@ class SpinAcquire(Op):
     __slots__ = ("lock",)
     kind = "spin_lock"
     blocking = True
+    spins = True
 
     def __init__(self, lock: SpinLock) -> None:
         self.lock = lock
@@ -50,6 +51,7 @@ class SpinTrylock(SpinAcquire):
     __slots__ = ()
     kind = "spin_trylock"
     blocking = False
+    spins = False
 
     def perform(self) -> bool:  # type: ignore[override]
         lock = self.lock

@@ -43,7 +43,7 @@ def plot(runs: list[Any], path: str, trace: Any) -> None:
     ax = axes[-1]
     for r in runs:
         x = r.result
-        color, marker = _STYLE.get(x.protocol, (None, "x"))
+        color = _STYLE.get(x.protocol, (None,))[0]
         if x.cdf:
             n = len(x.cdf)
             ax.plot(x.cdf, [(i + 1) / n for i in range(n)], color=color,

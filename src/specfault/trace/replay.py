@@ -65,7 +65,7 @@ from specfault.mm.mm_struct import MmStruct
 from specfault.mm.mmap import sys_brk, sys_mmap, sys_munmap
 from specfault.mm.mprotect import sys_mprotect
 from specfault.mm.mremap import sys_mremap
-from specfault.mm.pgtable import get_pte, hw_allows, pte_present
+from specfault.mm.pgtable import LEVEL_SHIFT, hw_allows, pte_present
 from specfault.mm.proc import vma_flags_mnemonics, vma_name
 from specfault.mm.truncate import unmap_mapping_range
 from specfault.mm.vma import VM_EXEC, VM_MAYSHARE, VM_READ, VM_WRITE
@@ -168,6 +168,17 @@ class ReplayResult:
             "unsupported": self.unsupported, "divergences": self.n_divergences,
             "first_divergences": [d.to_json() for d in self.divergences], "notes": self.notes,
             "partial": self.partial, "seconds": round(self.seconds, 3)}
+
+
+def get_pte(mm: Any, addr: int) -> int:
+    """The PTE mapping ``addr`` (0 if a table on the way is missing), read
+    directly between events (no task runs)."""
+    table = mm.pgd
+    while table.level > 1:
+        table = table.entries[(addr >> LEVEL_SHIFT[table.level]) & 511]
+        if table is None:
+            return 0
+    return int(table.entries[(addr >> 12) & 511])
 
 
 def model_perm(vma: Any) -> str:
@@ -587,7 +598,7 @@ class Replayer:
         mpages = set()
         for v in mm.vmas():
             for a in range(v.vm_start, v.vm_end, PAGE_SIZE):
-                if pte_present(get_pte(mm.pgd, a)):
+                if pte_present(get_pte(mm, a)):
                     mpages.add(a >> 12)
         p = self.res.present
         p["host"] = p.get("host", 0) + len(hpages)
@@ -619,7 +630,7 @@ class Replayer:
             return
         kind = access_of(err)
         mm = t.ctx.mm
-        before = get_pte(mm.pgd, addr)
+        before = get_pte(mm, addr)
         got: list[int] | None = None
         try:
             if kind == "write":
@@ -641,7 +652,7 @@ class Replayer:
                 self.diverge(i, ev, "signal", _sig_str(sig), _sig_str(got),
                              f"a {kind} at {addr:#x}")
             return
-        pte = get_pte(mm.pgd, addr)
+        pte = get_pte(mm, addr)
         ok = pte_present(pte) and hw_allows(pte, kind == "write", kind == "exec")
         tally.add(ok)
         if ok and pte == before:

@@ -39,8 +39,7 @@ from typing import Any
 from specfault.config import Config
 from specfault.constants import MAP_ANONYMOUS, MAP_HUGETLB, PAGE_SIZE
 from specfault.errors import SignalError
-from specfault.mm.access import UserAccess, _Fault
-from specfault.mm.fault import do_user_addr_fault
+from specfault.mm.access import user_access
 from specfault.mm.fork import dup_mmap, exit_mmap
 from specfault.mm.gup import mm_populate
 from specfault.mm.madvise import sys_madvise
@@ -246,6 +245,26 @@ def plan(trace: fmt.Trace) -> tuple[dict[int, list[Step]], int]:
     return steps, root
 
 
+class _Watch:
+    """user_access()'s stopwatch for one thread: each fault's latency and
+    its place on the timeline."""
+
+    __slots__ = ("sim", "tid")
+
+    def __init__(self, sim: TraceSim, tid: int) -> None:
+        self.sim = sim
+        self.tid = tid
+
+    def start(self) -> float:
+        return float(self.sim.eng.now)
+
+    def fault_done(self, t0: float) -> None:
+        sim = self.sim
+        sim.ctx.faults += 1
+        sim.ctx.fault_lat.append(sim.eng.now - t0)
+        sim._mark(self.tid, "fault", t0)
+
+
 # --------------------------------------------------------------- the run
 @dataclass
 class TraceRun:
@@ -383,25 +402,16 @@ class TraceSim:
             await exit_mmap(mm)
 
     async def fault(self, tid: int, mm: Any, addr: int, err: int, sig: Any) -> None:
-        eng = self.eng
+        """The access, through the MMU and the fault-retry loop; each fault
+        it takes is timed (from the access to the handler's return)."""
         access = ACCESS[access_of(err)]
-        t0 = eng.now
         got_sig = None
-        faulted = False
-        while True:
-            got = await UserAccess(mm, addr, access, 1 if access == 0 else 0, b"")
-            if type(got) is not _Fault:
-                break
-            faulted = True
+        try:
+            await user_access(mm, addr, access, 1 if access == 0 else 0, b"",
+                              watch=_Watch(self, tid))
+        except SignalError as exc:
+            got_sig = [exc.signo, exc.si_code]
             self.ctx.faults += 1
-            try:
-                await do_user_addr_fault(mm, addr, access, got.prot)
-            except SignalError as exc:
-                got_sig = [exc.signo, exc.si_code]
-                break
-        if faulted:
-            self.ctx.fault_lat.append(eng.now - t0)
-            self._mark(tid, "fault", t0)
         if got_sig != sig:
             self.mismatches += 1
 

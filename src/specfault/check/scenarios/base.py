@@ -31,13 +31,15 @@ from typing import Any
 
 import specfault as sf
 from specfault.check.invariants import kernel_problems, mm_problems
+from specfault.check.linearizability import check_linearizable
 from specfault.check.scenario import Env, Scenario, Thread
 from specfault.config import Config
 from specfault.errors import OutOfMemory, SignalError
-from specfault.mm.access import user_access
+from specfault.mm.access import mmu_walk, user_access
 from specfault.mm.fault import ACCESS_EXEC, ACCESS_READ, ACCESS_WRITE
-from specfault.mm.pgtable import _PAGE_NX, _PAGE_PRESENT, pte_pfn, pte_special, pte_write, walk
+from specfault.mm.pgtable import _PAGE_NX, _PAGE_PRESENT, pte_pfn, pte_special, pte_write
 from specfault.mm.vma import VM_EXEC, VM_READ, VM_SHARED, VM_WRITE
+from specfault.runtime import direct
 
 ACCESS = {"read": ACCESS_READ, "write": ACCESS_WRITE, "exec": ACCESS_EXEC}
 
@@ -116,8 +118,6 @@ class MmSpec:
     linearizable: bool = True
 
     def build(self, config: Config) -> Scenario:
-        from specfault.check.linearizability import check_linearizable
-
         spec = self
         config = config.with_(nr_frames=self.frames, nr_cpus=max(2, len(self.threads)),
                               **self.knobs)
@@ -140,7 +140,7 @@ class MmSpec:
             if bad:
                 return bad
             if spec.linearizable:
-                return check_linearizable(spec, config, world)
+                return linearizability(spec, config, world)
             return None
 
         return Scenario(name=f"mm.{self.name}", setup=setup, threads=threads, check=check,
@@ -190,6 +190,29 @@ async def run_step(step: Step, world: Any, t: int) -> Any:
     return ret
 
 
+def replay_step(spec: MmSpec, world: World, t: int, k: int) -> Any:
+    """Run step ``k`` of thread ``t`` alone on ``world`` with the direct
+    driver (then its RCU callbacks); its result as :func:`run_step` gives
+    it.  The sequential model the linearizability check replays."""
+    step = spec.threads[t][1][k]
+    proc = world.thread_proc[t]
+    rcu = world.machine.kernel.rcu
+    try:
+        return direct.run(run_step(step, world, t), proc.task)
+    finally:
+        if rcu.callbacks:
+            rcu.process()
+
+
+def linearizability(spec: MmSpec, config: Config, world: World) -> str | None:
+    """None if the run's history is linearizable (see
+    :mod:`specfault.check.linearizability`), else a message."""
+    return check_linearizable((spec.name, repr(config)), world.history, final_observation(world),
+                              fresh=lambda: make_world(spec, config),
+                              run_one=lambda w, t, k: replay_step(spec, w, t, k),
+                              observe=final_observation)
+
+
 # --------------------------------------------------------------- properties
 def step_invariant(world: World) -> str | None:
     """Cheap per-step check of the scenario's region (see module doc)."""
@@ -202,11 +225,10 @@ def step_invariant(world: World) -> str | None:
             continue
         for lo, hi in world.region:
             for addr in range(lo, hi, 4096):
-                found = walk(mm.pgd, addr)
-                if found is None:
+                table = mmu_walk(mm, addr)          # what the MMU would load
+                if table is None:
                     continue
-                table, idx = found
-                pte = table.entries[idx]
+                pte = table.entries[(addr >> 12) & 511]
                 if not pte or not pte & _PAGE_PRESENT:
                     continue
                 vma = mm.mm_mt.find(addr)
