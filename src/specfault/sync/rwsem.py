@@ -296,8 +296,16 @@ class RwSemaphore:
         acquisition is done here (an already-complete awaitable comes back);
         otherwise the coroutine that may wait is returned."""
         st = STATE
-        if st.inline and st.task is not None and self.writer is None and not self.waiters:
-            self._dr.perform()
+        task = st.task
+        if st.inline and task is not None and self.writer is None and not self.waiters:
+            if task.held or task.rcu_nesting or task.irq_disabled \
+                    or getattr(task.cpu, "irq_disabled", 0):
+                self._dr.perform()      # might_sleep() and lockdep have work
+            else:
+                # _DownRead.perform() with nothing held (a fault's first
+                # lock), written out: keep the two in step
+                self.readers += 1
+                task.held.append(self)
             return DONE
         return self._down_read_slow()
 
@@ -322,8 +330,15 @@ class RwSemaphore:
     def up_read(self) -> Any:
         """``await sem.up_read()`` (done on the spot in the direct driver)."""
         st = STATE
-        if st.inline and st.task is not None:
-            self._ur.perform()
+        task = st.task
+        if st.inline and task is not None:
+            if self.readers > 0 and not self.waiters and task.held and task.held[-1] is self:
+                # _Up.perform() of the lock taken last, nobody queued (the
+                # fault's mmap_lock), written out: keep the two in step
+                task.held.pop()
+                self.readers -= 1
+            else:
+                self._ur.perform()
             return DONE
         return self._ur
 
