@@ -91,16 +91,15 @@ class Lockdep:
         return None
 
     def acquire(self, task: Any, lock: Any) -> None:
-        """``task`` (holding ``task.held``) is about to take ``lock``.
+        """``task`` (holding ``task.held``) is about to take ``lock`` (a
+        SpinLock or RwSemaphore; what it holds may be anything lockable).
 
         The common case — every *held -> new* edge already in the graph —
         costs one dictionary probe per held lock; only a new edge searches
         the graph for a cycle (:meth:`_add`)."""
         if not self.enabled:
             return
-        new = getattr(lock, "lock_class", None)
-        if type(new) is not str:
-            new = lock_class(lock)
+        new = lock.lock_class          # a SpinLock's or RwSemaphore's: a str
         edges = self.edges
         for held in task.held:
             old = getattr(held, "lock_class", None)
