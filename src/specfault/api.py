@@ -63,8 +63,8 @@ from specfault.constants import (
     TASK_SIZE,
 )
 from specfault.errors import SegmentationFault
-from specfault.mm.access import PageFault, hw_access
-from specfault.mm.fault import ACCESS_EXEC, ACCESS_READ, ACCESS_WRITE, do_user_addr_fault
+from specfault.mm.access import PageFault, hw_access, user_access
+from specfault.mm.fault import ACCESS_EXEC, ACCESS_READ, ACCESS_WRITE
 from specfault.mm.filemap import FMODE_READ, FMODE_WRITE, OpenFile
 from specfault.mm.fork import dup_mmap, exit_mmap
 from specfault.mm.gup import mm_populate
@@ -331,28 +331,22 @@ class _Context:
 
     # -- accesses --
     def _access(self, addr: int, access: int, n: int = 0, data: bytes = b"") -> Any:
-        """One access within one page, as ``access.user_access`` does it:
-        the access, and on a page fault the arch handler
-        (``do_user_addr_fault``) then the access again, as often as it
-        faults.  The access is the MMU (hardware: it runs no kernel code)
-        and runs here in place, outside any driver, as the simulator's and
-        the explorer's ``UserAccess`` op runs it; only the handler goes
-        through the direct driver (an op object and a coroutine per retry
-        were ~6% of a fault's instructions, callgrind)."""
+        """One access within one page: the MMU inline (no coroutine, no
+        driver); when it faults, the fault-retry loop (``user_access``)
+        through the direct driver, starting with that fault."""
         mm = self.mm
         if mm.dead:
             raise OSError(errno.ESRCH, f"process {self.process.pid} has exited")
         task = self.task
-        while True:
-            saved = STATE.task
-            STATE.task = task
-            try:
-                got = hw_access(mm, task.cpu, addr, access, n, data)
-            finally:
-                STATE.task = saved
-            if type(got) is not PageFault:
-                return got
-            self.machine.run(do_user_addr_fault(mm, addr, access, got.prot), task)
+        saved = STATE.task
+        STATE.task = task
+        try:
+            got = hw_access(mm, task.cpu, addr, access, n, data)
+        finally:
+            STATE.task = saved
+        if type(got) is PageFault:       # the exception path: handle, retry
+            got = self.machine.run(user_access(mm, addr, access, n, data, got), task)
+        return got
 
     def read(self, addr: int, n: int) -> bytes:
         """Load ``n`` bytes at ``addr`` (faulting as needed)."""

@@ -7,10 +7,8 @@ translation allows the access, do it on the page's bytes.  Otherwise the
 CPU raises a page fault (:class:`PageFault`): the TLB entry for the address
 is dropped (x86 does so on every page fault), the arch handler
 ``do_user_addr_fault`` runs, and when it returns the instruction is
-executed again — :func:`user_access`, the retry loop of the explorer's
-scenarios and the simulator's workloads.  The API runs that loop with the
-access in place (:func:`hw_access`, no op: nothing interleaves in a
-sequential run) and only the handler through the direct driver.
+executed again — :func:`user_access`, the one retry loop (the API, the
+explorer's scenarios and the simulator's workloads all use it).
 """
 
 from __future__ import annotations
@@ -152,28 +150,32 @@ def hw_access(mm: Any, cpu: Any, addr: int, access: int, n: int, data: bytes) ->
 
 
 async def user_access(mm: Any, addr: int, access: int, n: int = 0, data: bytes = b"",
-                      watch: Any = None) -> bytes:
+                      fault: PageFault | None = None, watch: Any = None) -> bytes:
     """One user access within one page, as the CPU executes it: the access
     (:class:`UserAccess`); on a page fault, the arch handler
     (``do_user_addr_fault``: exc_page_fault) and, when it returns, the
     access again — the faulting instruction re-executed — as often as it
     faults.  Returns the bytes read (b"" for a write or exec); raises the
     signal the handler sends (SegmentationFault, BusError, OutOfMemory).
-    The explorer's scenarios and the simulator's workloads use it; the API
-    (``api._Context._access``) runs the same loop with the access in place
-    (:func:`hw_access` called directly: hardware, no op to interleave in a
-    sequential run) and the handler through the direct driver.
 
-    ``watch``: the simulator's stopwatch — ``t0 = watch.start()`` before
-    each attempt, ``watch.fault_done(t0)`` after each fault handled.
+    ``fault``: the access already ran outside any driver (the API's first
+    attempt, :func:`hw_access` called directly) and raised this fault: the
+    loop starts with its handling.  ``watch``: the simulator's stopwatch —
+    ``t0 = watch.start()`` before each attempt, ``watch.fault_done(t0)``
+    after each fault handled.
 
     Locks: none held on entry or on return (the handler takes and drops
     what its protocol needs)."""
+    t0 = None
     while True:
-        t0 = watch.start() if watch is not None else None
-        got = await UserAccess(mm, addr, access, n, data)
-        if type(got) is not PageFault:
-            return got  # type: ignore[no-any-return]
-        await do_user_addr_fault(mm, addr, access, got.prot)
+        if fault is None:
+            if watch is not None:
+                t0 = watch.start()
+            got = await UserAccess(mm, addr, access, n, data)
+            if type(got) is not PageFault:
+                return got  # type: ignore[no-any-return]
+            fault = got
+        await do_user_addr_fault(mm, addr, access, fault.prot)
+        fault = None
         if watch is not None:
             watch.fault_done(t0)

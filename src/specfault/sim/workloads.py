@@ -69,9 +69,9 @@ class Ctx:
         (this context is its stopwatch: :meth:`start`, :meth:`fault_done`)."""
         self.accesses += 1
         if write:
-            await user_access(mm, addr, ACCESS_WRITE, 0, b"", watch=self)
+            await user_access(mm, addr, ACCESS_WRITE, 0, b"", None, self)
         else:
-            await user_access(mm, addr, ACCESS_READ, 1, b"", watch=self)
+            await user_access(mm, addr, ACCESS_READ, 1, b"", None, self)
 
     def start(self) -> float:
         """``user_access`` is about to try the access: the time now."""
