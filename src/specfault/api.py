@@ -33,10 +33,7 @@ from typing import Any, TypeVar
 from specfault.config import KNOBS, Config, UnknownKnob
 from specfault.constants import (
     MAP_ANONYMOUS,
-    MAP_GROWSDOWN,
     MAP_HUGETLB,
-    MAP_PRIVATE,
-    MAP_TYPE,
     O_ACCMODE,
     O_APPEND,
     O_CLOEXEC,
@@ -64,6 +61,7 @@ from specfault.constants import (
 )
 from specfault.errors import SegmentationFault
 from specfault.mm.access import PageFault, hw_access, user_access
+from specfault.mm.exec import VDSO_X86_64, ElfImage, ExecError, ExecLayout, VdsoImage, load_elf_binary
 from specfault.mm.fault import ACCESS_EXEC, ACCESS_READ, ACCESS_WRITE
 from specfault.mm.filemap import FMODE_READ, FMODE_WRITE, OpenFile
 from specfault.mm.fork import dup_mmap, exit_mmap
@@ -280,8 +278,6 @@ class _Context:
         offset = _ulong("mmap", "offset", offset)
         if flags & MAP_ANONYMOUS and flags & MAP_HUGETLB:
             raise ValueError("mmap: flags: MAP_HUGETLB is not modelled (no hugetlbfs)")
-        if flags & MAP_ANONYMOUS and flags & MAP_TYPE == MAP_PRIVATE and flags & MAP_GROWSDOWN:
-            raise ValueError("mmap: flags: MAP_GROWSDOWN is not modelled (no stack growth)")
         if offset & (PAGE_SIZE - 1):
             raise _oserror(-errno.EINVAL, "mmap")
         file = None
@@ -454,6 +450,69 @@ class Process(_Context):
             child.files[fd] = f
         self.machine.processes.append(child)
         return child
+
+    def exec(self, executable: ElfImage, interpreter: ElfImage | None = None, *,
+             arg_pages: int = 1, rlimit_stack: int | None = 8 << 20,
+             executable_stack: bool = False, vdso: VdsoImage | None = VDSO_X86_64,
+             load_bias: int | None = None) -> ExecLayout:
+        """execve(2) of an ELF executable, as Linux 6.18 lays it out without
+        randomisation (mm/exec.py): the old address space goes (and the
+        process's other threads with it), a new one gets the stack (its top
+        ``arg_pages`` pages written: the arguments; ``VM_GROWSDOWN``, grown
+        on faults up to ``rlimit_stack``, None: unlimited), the
+        executable's and the interpreter's PT_LOAD segments (files of the
+        model's filesystem, mapped private), their bss, the vDSO and vvar
+        special mappings and the brk start.  Returns where each went.
+        ``load_bias`` places an ET_DYN executable elsewhere than
+        ELF_ET_DYN_BASE.  A segment that cannot be mapped raises OSError."""
+        if not isinstance(executable, ElfImage) or not (
+                interpreter is None or isinstance(interpreter, ElfImage)):
+            raise TypeError("exec: executable and interpreter must be ElfImage")
+        arg_pages = _int("exec", "arg_pages", arg_pages)
+        if not 1 <= arg_pages <= 32 * 1024:
+            raise ValueError(f"exec: arg_pages must be in 1..32768, not {arg_pages}")
+        if rlimit_stack is not None:
+            rlimit_stack = _ulong("exec", "rlimit_stack", rlimit_stack)
+            if rlimit_stack < (arg_pages << 12):
+                raise ValueError("exec: rlimit_stack is smaller than the arguments")
+        if load_bias is not None:
+            load_bias = _ulong("exec", "load_bias", load_bias)
+        fs = self.machine.kernel.fs
+        files = []
+        for image in (executable, interpreter):
+            if image is None:
+                continue
+            _abs_path("exec", image.path)
+            if image.path not in fs.inodes:
+                raise OSError(errno.ENOENT, f"exec: {os.strerror(errno.ENOENT)}: {image.path!r}")
+            if not image.segments:
+                raise ValueError(f"exec: {image.path} has no PT_LOAD segment")
+            for seg in image.segments:
+                if seg.filesz > seg.memsz or min(seg.vaddr, seg.filesz, seg.offset) < 0 \
+                        or seg.prot & ~7 or (seg.vaddr - seg.offset) & 0xFFF:
+                    raise ValueError(f"exec: {image.path}: bad PT_LOAD {seg}")
+        if self.mm.dead:
+            raise OSError(errno.ESRCH, f"process {self.pid} has exited")
+        self.machine.run(exit_mmap(self.mm), self.task)
+        kernel = self.machine.kernel
+        mm = MmStruct(kernel)
+        kernel.mms.append(mm)
+        self.mm = mm
+        self.task.mm = mm
+        self.threads = []                       # de_thread(): the others are gone
+        for image in (executable, interpreter):
+            files.append(None if image is None else OpenFile(fs.inodes[image.path], FMODE_READ))
+        try:
+            return self.machine.run(load_elf_binary(
+                mm, executable, files[0], interpreter, files[-1] if interpreter else None,
+                arg_pages=arg_pages, rlimit_stack=rlimit_stack, executable_stack=executable_stack,
+                vdso=vdso, load_bias=load_bias), self.task)
+        except ExecError as exc:
+            raise OSError(-exc.err, str(exc)) from None
+        finally:
+            for f in files:
+                if f is not None:
+                    fs.fput(f)
 
     def exit(self) -> None:
         """exit(2): tear down the address space, close every fd."""

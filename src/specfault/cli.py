@@ -25,6 +25,7 @@ COMMANDS = [
     "specfault.check.cli",
     "specfault.oracle.cli",
     "specfault.sim.cli",
+    "specfault.trace.cli",
     "specfault.knobs_cli",
 ]
 

@@ -162,6 +162,19 @@ def test_mremap_moves_several_vmas_and_gaps():
     assert_linux(s, ([(40, 41, "rw-p", 0), (42, 44, "r--p", 0)], b"A"))
 
 
+def test_mremap_several_vmas_leaves_a_gaps_destination_alone():
+    """Each VMA moved unmaps only its own destination: what was mapped where
+    a gap of the source lands stays (and merges with the moved VMA).
+        source  a.   (a at 1, gap at 2)   destination  .b  (b at 9)
+        after   a at 8, b at 9: one VMA [8, 10)"""
+    def s(h, b):
+        for page in (9, 0, 1):
+            h.mmap(b + page * P, P, PROT_NONE, PA)
+        got = h.mremap(b + P, 2 * P, 2 * P, MREMAP_MAYMOVE | MREMAP_FIXED, b + 8 * P)
+        return (got - b) // P, L(h, b)
+    assert_linux(s, (8, [(0, 1, "---p", 0), (8, 10, "---p", 0)]))
+
+
 def test_mremap_shared_zero_old_len_duplicates():
     def s(h, b):
         h.mmap(b, P, RW, MAP_SHARED | MAP_ANONYMOUS | MAP_FIXED)

@@ -67,8 +67,10 @@ from specfault.mm.fault_flags import (
     fault_flags,
 )
 from specfault.mm.memory import handle_mm_fault
+from specfault.mm.mmap import expand_stack
 from specfault.mm.mmap_lock import lock_vma_under_rcu, mmap_read_lock, mmap_read_unlock
 from specfault.mm.spf import do_speculative_fault
+from specfault.mm.vma import VM_GROWSDOWN
 from specfault.sync.vma_lock import vma_end_read
 
 
@@ -105,6 +107,10 @@ async def do_user_addr_fault(mm: Any, address: int, access: int, prot: bool = Fa
             return
     await mmap_read_lock(mm)
     vma = mm.find_vma(address)
+    if vma is not None and vma.vm_start > address and vma.vm_flags & VM_GROWSDOWN:
+        vma = await expand_stack(mm, address)     # lock_mm_and_find_vma(): grow the stack
+        if vma is None:                            # (mmap_lock dropped)
+            raise SegmentationFault(address, SEGV_MAPERR)
     if vma is None or vma.vm_start > address:
         await mmap_read_unlock(mm)
         raise SegmentationFault(address, SEGV_MAPERR)

@@ -16,6 +16,10 @@ Inode
     pages
 # immutable
     ino, path, shmem, wants_writenotify
+    thp_get_unmapped_area  the filesystem's f_op->get_unmapped_area is
+                   thp_get_unmapped_area (ext4, xfs): mappings holding an
+                   aligned 2 MiB of the file are placed 2 MiB-aligned.  The
+                   model's own files behave as tmpfs files (False)
 OpenFile (struct file)
 # immutable
     inode, f_mode (FMODE_READ | FMODE_WRITE)
@@ -41,7 +45,8 @@ FMODE_WRITE = 0x2
 
 
 class Inode:
-    __slots__ = ("ino", "path", "size", "data", "pages", "shmem", "wants_writenotify", "dev")
+    __slots__ = ("ino", "path", "size", "data", "pages", "shmem", "wants_writenotify", "dev",
+                 "thp_get_unmapped_area")
 
     def __init__(self, ino: int, path: str, shmem: bool = False) -> None:
         self.ino = ino
@@ -53,6 +58,7 @@ class Inode:
         # regular files track dirty pages: shared writable PTEs start read-only
         self.wants_writenotify = not shmem
         self.dev = (0, 1) if shmem else (0, 0x2a)
+        self.thp_get_unmapped_area = False
 
     def nr_pages(self) -> int:
         return (self.size + PAGE_SIZE - 1) // PAGE_SIZE

@@ -62,6 +62,8 @@ async def dup_mmap(oldmm: Any) -> MmStruct:
     await mmap_write_lock(oldmm)
     await mmap_write_lock(mm)                    # mmap_write_lock_nested(mm)
     mm.start_brk, mm.brk, mm.mmap_base = oldmm.start_brk, oldmm.brk, oldmm.mmap_base
+    mm.start_stack, mm.rlimit_stack, mm.mmap_min_addr = \
+        oldmm.start_stack, oldmm.rlimit_stack, oldmm.mmap_min_addr
     for mpnt in oldmm.vmas():
         # knob pervma_fork_no_vma_lock: without this, a write fault under
         # the parent's VMA lock races with the COW write-protect below

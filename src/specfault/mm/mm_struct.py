@@ -6,6 +6,10 @@ Fields
 # locklessly under RCU (mm_mt, validated by mm_lock_seq)
     mm_mt          the VMA tree (VmaTree; ``mm_mt.root`` is rcu_assign'ed)
     map_count, total_vm, start_brk, brk, mmap_base
+    start_stack    bprm->p at exec: the initial stack is the VMA holding it
+# set at exec (or fork), then read-only: the task's limits as the mm sees them
+    rlimit_stack   RLIMIT_STACK (bytes): how far a stack may grow
+    mmap_min_addr  vm.mmap_min_addr
 # the locks
     mmap_lock      rw_semaphore; outermost lock of the mm
     mm_lock_seq    seqcount, odd while mmap_lock is write-held (WRITE_ONCE'd)
@@ -23,7 +27,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from specfault.constants import MMAP_BASE
+from specfault.constants import MMAP_BASE, MMAP_MIN_ADDR
 from specfault.mm.pgtable import PageTable
 from specfault.mm.vma_tree import VmaTree
 from specfault.sync import RwSemaphore, SpinLock
@@ -56,6 +60,9 @@ class MmStruct:
         self.start_brk = START_BRK
         self.brk = START_BRK
         self.mmap_base = MMAP_BASE
+        self.start_stack = 0
+        self.rlimit_stack = 8 << 20           # _STK_LIM
+        self.mmap_min_addr = MMAP_MIN_ADDR
         self.cpumask: set[Any] = set()
         self.dead = False
 

@@ -1,8 +1,15 @@
-"""mmap, munmap and brk (mm/mmap.c, mm/vma.c), returning -errno like the kernel.
+"""mmap, munmap, brk and stack growth (mm/mmap.c, mm/vma.c), returning
+-errno like the kernel.
 
 Layout: top-down from ``mm.mmap_base`` (0x7ffff7fff000, the x86-64 base
 without randomisation), anonymous private mappings whose length is a
 multiple of 2 MiB aligned to 2 MiB (THP alignment), as on Linux 6.18.
+
+Stacks: a ``VM_GROWSDOWN`` VMA (the initial stack, or ``MAP_GROWSDOWN``)
+grows down on a fault below it (:func:`expand_stack`), up to
+``RLIMIT_STACK`` and never closer than ``stack_guard_gap`` (256 pages) to
+the accessible mapping below; the gap also keeps new mappings away from
+it (:func:`vm_start_gap`).
 """
 
 from __future__ import annotations
@@ -34,7 +41,6 @@ from specfault.constants import (
     MAP_SYNC,
     MAP_TYPE,
     MAP_UNINITIALIZED,
-    MMAP_MIN_ADDR,
     PAGE_MASK,
     PAGE_SIZE,
     PMD_SIZE,
@@ -45,7 +51,13 @@ from specfault.constants import (
     TASK_SIZE,
 )
 from specfault.mm.filemap import FMODE_READ, FMODE_WRITE
-from specfault.mm.mmap_lock import mmap_write_lock, mmap_write_unlock, vma_start_write
+from specfault.mm.mmap_lock import (
+    mmap_read_unlock,
+    mmap_write_downgrade,
+    mmap_write_lock,
+    mmap_write_unlock,
+    vma_start_write,
+)
 from specfault.mm.mmu_gather import MmuGather, free_pgtables, unmap_page_range
 from specfault.mm.vma import (
     VM_ACCOUNT,
@@ -103,11 +115,12 @@ def calc_vm_prot_bits(prot: int) -> int:
 
 
 def calc_vm_flag_bits(flags: int) -> int:
-    """The VM_* flags mmap() flags imply.  MAP_GROWSDOWN (VM_GROWSDOWN) is
-    refused before here where it would make a VMA: the model has no stack
-    growth.  MAP_SYNC gives VM_SYNC even where it is otherwise ignored
-    (MAP_SHARED, MAP_PRIVATE), as on Linux."""
-    return (VM_LOCKED if flags & MAP_LOCKED else 0) \
+    """The VM_* flags mmap() flags imply.  MAP_GROWSDOWN gives VM_GROWSDOWN
+    (do_mmap refuses it but for private anonymous memory).  MAP_SYNC gives
+    VM_SYNC even where it is otherwise ignored (MAP_SHARED, MAP_PRIVATE),
+    as on Linux."""
+    return (VM_GROWSDOWN if flags & MAP_GROWSDOWN else 0) \
+        | (VM_LOCKED if flags & MAP_LOCKED else 0) \
         | (VM_SYNC if flags & MAP_SYNC else 0) \
         | (VM_NOHUGEPAGE if flags & MAP_STACK else 0)     # CONFIG_TRANSPARENT_HUGEPAGE
 
@@ -125,24 +138,61 @@ def accountable_mapping(vm_flags: int) -> bool:
     return (vm_flags & (VM_NORESERVE | VM_SHARED | VM_WRITE)) == VM_WRITE
 
 
+# ---------------------------------------------------------- stack guard gap
+#: stack_guard_gap (mm/mmap.c): 256 pages between a stack and the mapping
+#: it grows towards (the boot parameter stack_guard_gap= changes it)
+STACK_GUARD_GAP = 256 << 12
+#: VM_GROWSUP is VM_NONE on x86-64: no stack grows up
+VM_GROWSUP = 0
+#: the VM flags of a stack: VM_STARTGAP_FLAGS
+VM_STARTGAP_FLAGS = VM_GROWSDOWN | VM_GROWSUP
+
+
+def vm_start_gap(vma: Any) -> int:
+    """vm_start_gap(): where the room a VMA needs begins — a stack's guard
+    gap lies below it (0 if that would wrap)."""
+    if vma.vm_flags & VM_GROWSDOWN:
+        return max(vma.vm_start - STACK_GUARD_GAP, 0)
+    return int(vma.vm_start)
+
+
+def vm_end_gap(vma: Any) -> int:
+    """vm_end_gap(): where it ends (VM_GROWSUP stacks only: none on x86-64)."""
+    return int(vma.vm_end)
+
+
 # ------------------------------------------------------------ address search
 def unmapped_area_topdown(mm: Any, length: int, low: int, high: int) -> int:
     """unmapped_area_topdown(): the highest gap within [low, high) that
     fits ``length``; returns its top minus length, or -ENOMEM.  The gap
-    search is the tree's (mas_empty_area_rev()), O(log n)."""
-    gap_end = mm.mm_mt.empty_area_rev(low, high, length)
-    if gap_end is None:
-        return -errno.ENOMEM
-    return gap_end - length
+    search is the tree's (mas_empty_area_rev()), O(log n); a gap whose
+    top reaches into the guard gap below a stack is cut there and the
+    search retried."""
+    while True:
+        gap_end = mm.mm_mt.empty_area_rev(low, high, length)
+        if gap_end is None:
+            return -errno.ENOMEM
+        tmp = mm.find_vma(gap_end)
+        if tmp is not None and tmp.vm_flags & VM_STARTGAP_FLAGS and vm_start_gap(tmp) < gap_end:
+            high = vm_start_gap(tmp)
+            continue
+        return gap_end - length
 
 
 def unmapped_area_bottomup(mm: Any, length: int, low: int, high: int) -> int:
     """unmapped_area(): the lowest gap within [low, high) that fits
-    ``length`` (mas_empty_area()); its start, or -ENOMEM."""
-    gap_start = mm.mm_mt.empty_area(low, high, length)
-    if gap_start is None:
-        return -errno.ENOMEM
-    return gap_start
+    ``length`` (mas_empty_area()); its start, or -ENOMEM.  A gap that
+    reaches into a stack's guard gap is skipped."""
+    while True:
+        gap_start = mm.mm_mt.empty_area(low, high, length)
+        if gap_start is None:
+            return -errno.ENOMEM
+        tmp = mm.find_vma(gap_start)
+        if tmp is not None and tmp.vm_flags & VM_STARTGAP_FLAGS \
+                and vm_start_gap(tmp) < gap_start + length:
+            low = tmp.vm_end
+            continue
+        return gap_start
 
 
 def arch_get_unmapped_area_32bit(mm: Any, addr: int, length: int) -> int:
@@ -155,13 +205,13 @@ def arch_get_unmapped_area_32bit(mm: Any, addr: int, length: int) -> int:
     if addr:
         addr = page_align(addr)
         vma = mm.find_vma(addr)
-        if end - length >= addr and (vma is None or addr + length <= vma.vm_start):
+        if end - length >= addr and (vma is None or addr + length <= vm_start_gap(vma)):
             return addr
     return unmapped_area_bottomup(mm, length, begin, end)
 
 
 def arch_get_unmapped_area_topdown(mm: Any, addr: int, length: int, flags: int) -> int:
-    if length > TASK_SIZE - MMAP_MIN_ADDR:
+    if length > TASK_SIZE - mm.mmap_min_addr:
         return -errno.ENOMEM
     if flags & MAP_FIXED:
         return addr
@@ -171,7 +221,7 @@ def arch_get_unmapped_area_topdown(mm: Any, addr: int, length: int, flags: int) 
         addr &= PAGE_MASK
         if not TASK_SIZE - length < addr:
             vma = mm.find_vma(addr)
-            if vma is None or addr + length <= vma.vm_start:
+            if vma is None or addr + length <= vm_start_gap(vma):
                 return addr
     got = unmapped_area_topdown(mm, length, PAGE_SIZE, mm.mmap_base)
     if got >= 0:
@@ -180,17 +230,24 @@ def arch_get_unmapped_area_topdown(mm: Any, addr: int, length: int, flags: int) 
     return unmapped_area_bottomup(mm, length, mm.mmap_base // 3 & PAGE_MASK, TASK_SIZE)
 
 
-def thp_get_unmapped_area(mm: Any, addr: int, length: int, flags: int) -> int:
-    """thp_get_unmapped_area_vmflags() for anonymous memory: pad the search
-    by PMD_SIZE and return a PMD-aligned address in the gap found."""
-    if length < PMD_SIZE:
+def thp_get_unmapped_area(mm: Any, addr: int, length: int, off: int, flags: int) -> int:
+    """__thp_get_unmapped_area(): for a mapping that holds a whole
+    PMD-aligned 2 MiB of its file (or of anonymous memory, ``off`` 0), pad
+    the search by PMD_SIZE and return an address congruent to ``off``
+    modulo 2 MiB in the gap found (a free hint is kept as it is).  0 when
+    it does not apply."""
+    off_end = off + length
+    off_align = (off + PMD_SIZE - 1) & ~(PMD_SIZE - 1)
+    if off_end <= off_align or off_end - off_align < PMD_SIZE:
         return 0
     ret = arch_get_unmapped_area_topdown(mm, addr, length + PMD_SIZE, flags)
     if ret < 0:
         return 0
-    off_sub = (0 - ret) & (PMD_SIZE - 1)
+    if ret == addr:
+        return addr
+    off_sub = (off - ret) & (PMD_SIZE - 1)
     if not off_sub:
-        return ret + PMD_SIZE
+        return ret + PMD_SIZE                         # MMF_TOPDOWN
     return ret + off_sub
 
 
@@ -198,12 +255,15 @@ def get_unmapped_area(mm: Any, file: Any, addr: int, length: int, pgoff: int, fl
     """__get_unmapped_area()."""
     if length > TASK_SIZE:
         return -errno.ENOMEM
-    if file is None and not flags & MAP_SHARED and not addr and length % PMD_SIZE == 0 \
+    got = 0
+    if file is not None and file.inode.thp_get_unmapped_area:
+        # f_op->get_unmapped_area = thp_get_unmapped_area (ext4, xfs...)
+        got = thp_get_unmapped_area(mm, addr, length, pgoff << 12, flags)
+    elif file is None and not flags & MAP_SHARED and not addr and length % PMD_SIZE == 0 \
             and not flags & MAP_FIXED:
-        got = thp_get_unmapped_area(mm, addr, length, flags)
-        if got:
-            return got
-    got = arch_get_unmapped_area_topdown(mm, addr, length, flags)
+        got = thp_get_unmapped_area(mm, addr, length, 0, flags)
+    if not got:
+        got = arch_get_unmapped_area_topdown(mm, addr, length, flags)
     if got < 0:
         return got
     if got > TASK_SIZE - length:
@@ -222,8 +282,8 @@ async def do_mmap(mm: Any, file: Any, addr: int, length: int, prot: int, flags: 
         return -errno.EINVAL, 0
     if flags & MAP_FIXED_NOREPLACE:
         flags |= MAP_FIXED
-    if not flags & MAP_FIXED and addr < MMAP_MIN_ADDR and addr:
-        addr = page_align(MMAP_MIN_ADDR)          # round_hint_to_min()
+    if not flags & MAP_FIXED and addr < mm.mmap_min_addr and addr:
+        addr = page_align(mm.mmap_min_addr)       # round_hint_to_min()
     length = page_align(length)
     if not length or length > TASK_SIZE:
         return -errno.ENOMEM, 0
@@ -408,26 +468,136 @@ async def _do_brk(mm: Any, brk: int) -> int:
     if get_unmapped_area(mm, None, oldbrk, (newbrk - oldbrk) & ULONG_MAX, 0, MAP_FIXED) < 0:
         return origbrk
     nxt = mm.find_vma(oldbrk)
-    if nxt is not None and newbrk + PAGE_SIZE > nxt.vm_start:   # stack_guard_gap: 1 page here
+    if nxt is not None and newbrk + PAGE_SIZE > vm_start_gap(nxt):
         return origbrk
     brkvma = mm.mm_mt.prev(oldbrk) if oldbrk > mm.start_brk else None
     if brkvma is not None and brkvma.vm_end <= mm.start_brk:
         brkvma = None
     flags = VM_DATA_DEFAULT_FLAGS | VM_ACCOUNT
     length = newbrk - oldbrk
+    # do_brk_flags(): only the VMA of the heap itself (one that reaches
+    # above start_brk: vma_prev_limit()) is extended — never the bss below
+    # start_brk, nor the next VMA; otherwise the heap is a VMA of its own
     if brkvma is not None and brkvma.vm_end == oldbrk and brkvma.vm_flags & ~VM_SOFTDIRTY == flags \
             and brkvma.vm_file is None:
         await vma_set_range(mm, brkvma, brkvma.vm_start, newbrk, brkvma.vm_pgoff)
     else:
-        prev = mm.mm_mt.prev(oldbrk)
-        merged = await vma_merge_new_range(mm, prev, nxt, oldbrk, newbrk, flags, None,
-                                           oldbrk >> 12)
-        if merged is None:
-            vma = VmArea.alloc(mm, oldbrk, newbrk, flags | VM_SOFTDIRTY, oldbrk >> 12)
-            await vma_link(mm, vma)
+        vma = VmArea.alloc(mm, oldbrk, newbrk, flags | VM_SOFTDIRTY, oldbrk >> 12)
+        await vma_link(mm, vma)
     mm.total_vm += length >> 12
     mm.brk = brk
     return brk
+
+
+# --------------------------------------------------------------- stack growth
+#: RLIMIT_STACK's default soft limit (_STK_LIM, 8 MiB)
+STK_LIM = 8 << 20
+
+
+def acct_stack_growth(mm: Any, vma: Any, size: int, grow: int) -> int:
+    """acct_stack_growth(): may ``vma`` become ``size`` bytes (``grow``
+    pages more)?  0 or -ENOMEM.  The model checks RLIMIT_STACK; RLIMIT_AS
+    is unlimited, there is no mlock or overcommit limit."""
+    if size > mm.rlimit_stack:
+        return -errno.ENOMEM
+    return 0
+
+
+async def expand_downwards(mm: Any, vma: Any, address: int) -> int:
+    """expand_downwards(): grow the VM_GROWSDOWN ``vma`` down to cover
+    ``address``.  Caller holds mmap_lock for write.  0 or -errno:
+
+    1. only a VM_GROWSDOWN VMA grows (-EFAULT), never below mmap_min_addr
+       (-EPERM);
+    2. the guard gap: the previous VMA, if accessible and not itself a
+       stack, must end ``stack_guard_gap`` below ``address`` (-ENOMEM);
+    3. the VMA gets its anon_vma, and is write-locked so no fault runs
+       under its VMA lock while its range changes;
+    4. RLIMIT_STACK (acct_stack_growth) and ``grow <= vm_pgoff``; then
+       vm_start and vm_pgoff move down, and the tree is updated.
+    """
+    from specfault.mm.memory import anon_vma_prepare
+
+    if not vma.vm_flags & VM_GROWSDOWN:
+        return -errno.EFAULT
+    address &= PAGE_MASK
+    if address < mm.mmap_min_addr:
+        return -errno.EPERM
+    prev = mm.mm_mt.prev(vma.vm_start)
+    if prev is not None and not prev.vm_flags & VM_GROWSDOWN \
+            and prev.vm_flags & (VM_READ | VM_WRITE | VM_EXEC) \
+            and address - prev.vm_end < STACK_GUARD_GAP:
+        return -errno.ENOMEM
+    if not await anon_vma_prepare(vma):
+        return -errno.ENOMEM
+    await vma_start_write(vma)
+    if address >= vma.vm_start:
+        return 0                          # somebody else expanded it already
+    size = vma.vm_end - address
+    grow = (vma.vm_start - address) >> 12
+    if grow > vma.vm_pgoff:
+        return -errno.ENOMEM
+    err = acct_stack_growth(mm, vma, size, grow)
+    if err:
+        return err
+    await vma_set_range(mm, vma, address, vma.vm_end, vma.vm_pgoff - grow)
+    mm.total_vm += grow
+    return 0
+
+
+async def expand_stack_locked(mm: Any, vma: Any, address: int) -> int:
+    """expand_stack_locked(): x86-64 stacks only grow down."""
+    return await expand_downwards(mm, vma, address)
+
+
+async def expand_stack(mm: Any, address: int) -> Any:
+    """The fault path's stack growth (lock_mm_and_find_vma() after find_vma
+    found no VMA at ``address`` but a VM_GROWSDOWN one above it).  Called
+    with mmap_lock held for read; x86 cannot upgrade it, so it is dropped,
+    taken for write, the VMA looked up again (it may have changed) and
+    grown, and the lock downgraded.  Returns the VMA now covering
+    ``address`` with mmap_lock held for read, or None with it released
+    (the caller raises SIGSEGV)."""
+    await mmap_read_unlock(mm)
+    await mmap_write_lock(mm)
+    vma = mm.find_vma(address)
+    if vma is None:
+        await mmap_write_unlock(mm)
+        return None
+    if vma.vm_start > address:
+        if not vma.vm_flags & VM_GROWSDOWN or await expand_stack_locked(mm, vma, address):
+            await mmap_write_unlock(mm)
+            return None
+    await mmap_write_downgrade(mm)
+    return vma
+
+
+async def _do_brk_flags(mm: Any, addr: int, length: int, flags: int) -> int:
+    """vm_brk_flags() + do_brk_flags() for exec's bss: anonymous memory at
+    exactly [addr, addr+length), replacing what is there, extending the
+    VMA just below when it is anonymous with the same flags.  Caller
+    holds mmap_lock for write.  0 or -errno."""
+    length = page_align(length)
+    if get_unmapped_area(mm, None, addr, length, 0, MAP_FIXED) < 0:
+        return -errno.ENOMEM
+    err = await do_vmi_munmap(mm, addr, length)
+    if err:
+        return err
+    if mm.map_count > 65530:
+        return -errno.ENOMEM
+    vm_flags = VM_DATA_DEFAULT_FLAGS | VM_ACCOUNT | flags
+    prev = mm.mm_mt.prev(addr)
+    merged = None
+    if prev is not None and prev.vm_end == addr:
+        merged = await vma_merge_new_range(mm, prev, None, addr, addr + length, vm_flags, None,
+                                           addr >> 12)
+    if merged is None:
+        vma = VmArea.alloc(mm, addr, addr + length, vm_flags | VM_SOFTDIRTY, addr >> 12)
+        await vma_link(mm, vma)
+    else:
+        merged.vm_flags |= VM_SOFTDIRTY
+    mm.total_vm += length >> 12
+    return 0
 
 
 # ------------------------------------------------------------------ mmap(2)
@@ -449,5 +619,6 @@ async def sys_mmap(mm: Any, addr: int, length: int, prot: int, flags: int, file:
     return ret, populate
 
 
-__all__ = ["do_mmap", "do_vmi_munmap", "get_unmapped_area", "prot_valid", "sys_brk", "sys_mmap",
-           "sys_munmap", "VM_GROWSDOWN"]
+__all__ = ["do_mmap", "do_vmi_munmap", "expand_downwards", "expand_stack", "expand_stack_locked",
+           "get_unmapped_area", "prot_valid", "sys_brk", "sys_mmap", "sys_munmap", "vm_start_gap",
+           "VM_GROWSDOWN"]

@@ -53,6 +53,15 @@ async def mmap_write_unlock(mm: Any) -> None:
     await mm.mmap_lock.up_write()
 
 
+async def mmap_write_downgrade(mm: Any) -> None:
+    """Write hold -> read hold (expand_stack): the VMAs write-locked so far
+    are unlocked (vma_end_write_all) and readers may enter; no writer can
+    slip in between."""
+    if not mm.no_seq_bump:
+        await write_seqcount_end(mm, "mm_lock_seq")
+    await mm.mmap_lock.downgrade_write()
+
+
 async def vma_start_write(vma: Any) -> None:
     """Write-lock ``vma`` until mmap_write_unlock (caller holds mmap_lock
     for write); waits for its readers to leave."""

@@ -126,9 +126,13 @@ async def unmap_page_range(tlb: MmuGather, vma: Any, start: int, end: int) -> No
     end = min(end, vma.vm_end)
     if start >= end:
         return
+    ptes = 0
     for pt, lo, hi in await walk_range(tlb.mm, start, end):
         await zap_pte_range(tlb, vma, pt, lo, hi)
-    await Work("zap", (end - start) >> 12)
+        ptes += (hi - lo) >> 12
+    # zap_pte_range() walks the PTEs of the tables that exist; a range
+    # with no PTE table (pmd_none) is skipped whole
+    await Work("zap", ptes)
 
 
 async def free_pgtables(tlb: MmuGather, floor: int, ceiling: int, start: int, end: int) -> None:

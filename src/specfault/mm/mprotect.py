@@ -2,7 +2,9 @@
 splitting, and rewrite the PTEs (change_protection).  A hole stops the walk
 with -ENOMEM after the VMAs before it were changed, as on Linux; a range
 whose end wraps past 2**64 is refused with -ENOMEM before anything changes
-(do_mprotect_pkey(): ``end <= start``)."""
+(do_mprotect_pkey(): ``end <= start``).  ``PROT_GROWSDOWN`` extends the
+range down to the start of the VM_GROWSDOWN VMA it begins in (-EINVAL on
+any other VMA); ``PROT_GROWSUP`` is -EINVAL (no VM_GROWSUP on x86-64)."""
 
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from specfault.mm.tlb import flush_tlb_range
 from specfault.mm.vma import (
     VM_ACCESS_FLAGS,
     VM_ACCOUNT,
+    VM_GROWSDOWN,
     VM_HUGETLB,
     VM_NORESERVE,
     VM_SHARED,
@@ -111,19 +114,28 @@ async def sys_mprotect(mm: Any, start: int, length: int, prot: int) -> int:
         return -errno.ENOMEM
     if not prot_valid(prot):
         return -errno.EINVAL
-    if grows:
-        return -errno.EINVAL      # no VM_GROWSDOWN/UP VMAs in the model
     await mmap_write_lock(mm)
     try:
-        return await _do_mprotect(mm, start, end, prot)
+        return await _do_mprotect(mm, start, end, prot, grows)
     finally:
         await mmap_write_unlock(mm)
 
 
-async def _do_mprotect(mm: Any, start: int, end: int, prot: int) -> int:
+async def _do_mprotect(mm: Any, start: int, end: int, prot: int, grows: int = 0) -> int:
     vma = mm.find_vma_intersection(start, end)
-    if vma is None or vma.vm_start > start:
+    if vma is None:
         return -errno.ENOMEM
+    if grows & PROT_GROWSDOWN:
+        # the change reaches down to the start of the stack VMA (the part
+        # it will grow into gets the same protection)
+        start = vma.vm_start
+        if not vma.vm_flags & VM_GROWSDOWN:
+            return -errno.EINVAL
+    else:
+        if vma.vm_start > start:
+            return -errno.ENOMEM
+        if grows & PROT_GROWSUP:
+            return -errno.EINVAL          # VM_GROWSUP does not exist on x86-64
     prev = vma if start > vma.vm_start else mm.mm_mt.prev(vma.vm_start)
     tlb = MmuGather(mm)
     nstart = start

@@ -27,11 +27,21 @@ PM_SWAP = 1 << 62
 PM_PRESENT = 1 << 63
 
 
+def vma_is_initial_stack(mm: Any, vma: Any) -> bool:
+    """The stack exec set up: the VMA holding ``mm->start_stack``."""
+    return bool(vma.vm_start <= mm.start_stack <= vma.vm_end)
+
+
 def vma_name(mm: Any, vma: Any) -> str:
+    """get_vma_name(): the file, a special mapping's name, [heap], [stack]."""
     if vma.vm_file is not None:
         return str(vma.vm_file.inode.path)
+    if vma.vm_special is not None:
+        return str(vma.vm_special)
     if vma.vm_start <= mm.brk and vma.vm_end >= mm.start_brk:
         return "[heap]"
+    if vma_is_initial_stack(mm, vma):
+        return "[stack]"
     return ""
 
 

@@ -8,6 +8,9 @@ VmArea
 # the VMA lock (vma_start_read), or copy it speculatively and validate with
 # mm_lock_seq.  Writers vma_start_write() before changing any of them.
     vm_start, vm_end, vm_pgoff, vm_flags, vm_page_prot, vm_file
+# set when installed, then read-only
+    vm_special     the name of a special mapping (_install_special_mapping:
+                   "[vdso]", "[vvar]", "[vvar_vclock]"), else None
 # protected by mmap_lock (read) + mm.page_table_lock to set (anon_vma_prepare)
     anon_vma, anon_vma_chain
 # the per-VMA lock (Linux 6.4+): see mm/mmap_lock.py
@@ -106,7 +109,7 @@ class AnonVma:
 class VmArea(KObject):
     __slots__ = ("vm_mm", "vm_start", "vm_end", "vm_pgoff", "vm_flags", "vm_page_prot", "vm_file",
                  "anon_vma", "anon_vma_chain", "vm_lock_seq", "vm_refcnt", "vm_ref_count",
-                 "vm_free_pending")
+                 "vm_free_pending", "vm_special")
 
     def __init__(self, mm: Any, start: int, end: int, flags: int, pgoff: int,
                  file: Any = None) -> None:
@@ -124,6 +127,7 @@ class VmArea(KObject):
         self.vm_refcnt = 0
         self.vm_ref_count = 0      # Dufour's SPF only (knob spf_vma_refcount)
         self.vm_free_pending: str | None = None    # knob spf_vma_pin only
+        self.vm_special: str | None = None
 
     @classmethod
     def alloc(cls, mm: Any, start: int, end: int, flags: int, pgoff: int,
@@ -149,6 +153,7 @@ class VmArea(KObject):
         new = VmArea.alloc(self.vm_mm, self.vm_start, self.vm_end, self.vm_flags, self.vm_pgoff,
                            self.vm_file)
         new.vm_page_prot = self.vm_page_prot
+        new.vm_special = self.vm_special
         if self.vm_file is not None:
             self.vm_file.f_count += 1                       # get_file()
         new.anon_vma = self.anon_vma
@@ -166,7 +171,8 @@ class VmArea(KObject):
         new.freed_at = None
         new.vm_free_pending = None
         for name in ("vm_mm", "vm_start", "vm_end", "vm_pgoff", "vm_flags", "vm_page_prot",
-                     "vm_file", "anon_vma", "anon_vma_chain", "vm_lock_seq", "vm_refcnt", "vm_ref_count"):
+                     "vm_file", "anon_vma", "anon_vma_chain", "vm_lock_seq", "vm_refcnt", "vm_ref_count",
+                     "vm_special"):
             setattr(new, name, getattr(self, name))
         return new
 
