@@ -33,6 +33,8 @@ class PageFault:
         return f"<page fault{' (protection)' if self.prot else ''}>"
 
 
+_PAGE_ACCESSED_DIRTY = _PAGE_ACCESSED | _PAGE_DIRTY     # what a store's walk sets
+
 FAULT = PageFault(False)          # not present
 FAULT_PROT = PageFault(True)      # present, access not allowed
 
@@ -91,32 +93,47 @@ def hw_access(mm: Any, cpu: Any, addr: int, access: int, n: int, data: bytes) ->
     """The MMU and the memory: see :class:`UserAccess`.  Returns the bytes
     read (b"" for a write or exec), or ``FAULT``."""
     vpn = addr >> 12
-    key = (id(mm), vpn)
     tlb = cpu.tlb if cpu is not None else None
-    pte = tlb.get(key) if tlb is not None else None
-    if access == 1 and tlb is not None and pte is not None and pte & 2 and not pte & _PAGE_DIRTY:
-        # a store through a clean writable entry: x86 walks the tables to set
-        # the dirty bit (faulting, the entry dropped, if the PTE no longer
-        # allows it) — MADV_FREE and reclaim rely on the bit
-        del tlb[key]
-        pte = None
-    # hw_allows(), inlined: present, RW for writes, not NX for execs
-    if pte is None or not pte & 1 or (access == 1 and not pte & 2) \
-            or (access == 2 and pte & _PAGE_NX):
-        if pte is not None and tlb is not None:
-            del tlb[key]          # x86 drops the entry on the fault
-            return FAULT_PROT if pte & 1 else FAULT
-        table = mmu_walk(mm, addr)
+    pte = None
+    if tlb is not None:
+        key = (id(mm), vpn)
+        pte = tlb.get(key)
+        if pte is not None:
+            if access == 1 and pte & 2 and not pte & _PAGE_DIRTY:
+                # a store through a clean writable entry: x86 walks the tables
+                # to set the dirty bit (faulting, the entry dropped, if the PTE
+                # no longer allows it) — MADV_FREE and reclaim rely on the bit
+                del tlb[key]
+                pte = None
+            elif not pte & 1 or (access == 1 and not pte & 2) or (access == 2 and pte & _PAGE_NX):
+                del tlb[key]          # x86 drops the entry on the fault
+                return FAULT_PROT if pte & 1 else FAULT
+    if pte is None:
+        # the page-miss handler: mmu_walk(), written out (a call per access
+        # is ~1% of a fault's instructions, callgrind) — keep the two in step
+        table = mm.pgd.entries[(addr >> 39) & 511]
         if table is None:
             return FAULT
+        if table.freed_at is not None:
+            raise UseAfterFree(table, table.freed_at, "MMU page-table walk")
+        table = table.entries[(addr >> 30) & 511]
+        if table is None:
+            return FAULT
+        if table.freed_at is not None:
+            raise UseAfterFree(table, table.freed_at, "MMU page-table walk")
+        table = table.entries[(addr >> 21) & 511]
+        if table is None:
+            return FAULT
+        if table.freed_at is not None:
+            raise UseAfterFree(table, table.freed_at, "MMU page-table walk")
         idx = vpn & 511
         pte = table.entries[idx]
+        # hw_allows(), inlined: present, RW for writes, not NX for execs
         if not pte & 1 or (access == 1 and not pte & 2) or (access == 2 and pte & _PAGE_NX):
-            return FAULT_PROT if pte & 1 else FAULT      # hw_allows(), inlined
-        new = pte | _PAGE_ACCESSED | (_PAGE_DIRTY if access == 1 else 0)
+            return FAULT_PROT if pte & 1 else FAULT
+        new = pte | (_PAGE_ACCESSED_DIRTY if access == 1 else _PAGE_ACCESSED)
         if new != pte:
-            table.entries[idx] = new
-            pte = new
+            table.entries[idx] = pte = new
         if tlb is not None:
             tlb[key] = pte
             mm.cpumask.add(cpu)

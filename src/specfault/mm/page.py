@@ -126,13 +126,8 @@ class PhysMem:
         return len(self.free_pfns)
 
     def alloc(self) -> Page | None:
-        if not self.free_pfns:
-            self.vmstat["pgalloc_fail"] = self.vmstat.get("pgalloc_fail", 0) + 1
-            return None
-        page = Page(self.free_pfns.pop())
-        self.pages[page.pfn] = page
-        self.vmstat["pgalloc"] += 1
-        return page
+        """A fresh page, or None; what :class:`AllocPage` does."""
+        return self.alloc_op.perform()
 
     def free(self, page: Page) -> None:
         if page.freed or page.zero:
@@ -171,7 +166,14 @@ class AllocPage(Op):
         self.mem = mem
 
     def perform(self) -> Page | None:
-        return self.mem.alloc()
+        mem = self.mem
+        if not mem.free_pfns:
+            mem.vmstat["pgalloc_fail"] = mem.vmstat.get("pgalloc_fail", 0) + 1
+            return None
+        page = Page(mem.free_pfns.pop())
+        mem.pages[page.pfn] = page
+        mem.vmstat["pgalloc"] += 1
+        return page
 
     def footprint(self) -> tuple[tuple[object, str, str], ...]:
         return ((self.mem, "free", "w"),)

@@ -13,21 +13,27 @@ from __future__ import annotations
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-from specfault.runtime.driver import enter, leave
-from specfault.runtime.state import ModelBug
+from specfault.runtime.state import STATE, ModelBug
 from specfault.runtime.task import Task
 
 T = TypeVar("T")
 
 
 def run(coro: Coroutine[Any, Any, T], task: Task) -> T:
-    """Run ``coro`` to completion as ``task``; return its value or raise."""
-    saved = enter(True, task)
+    """Run ``coro`` to completion as ``task``; return its value or raise.
+
+    ``driver.enter`` / ``driver.leave``, written out: every call of the API
+    that faults comes through here."""
+    st = STATE
+    inline, current = st.inline, st.task
+    st.inline = True
+    st.task = task
     try:
         coro.send(None)
     except StopIteration as stop:
         return stop.value  # type: ignore[no-any-return]
     finally:
-        leave(saved)
+        st.inline = inline
+        st.task = current
     coro.close()
     raise ModelBug("direct.run: an op suspended in a sequential run")

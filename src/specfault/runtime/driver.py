@@ -19,10 +19,12 @@ mechanisms, defined here and nowhere else:
 * the **preemptibility** test (:func:`preemptible`): may the driver give the
   task's CPU to another task at its next op?
 
-Written out where it happens: setting ``STATE.task`` (one attribute), and
-in the simulator's per-op loop the ``send`` itself (a Python call per op
-costs it ~3% of its instructions, callgrind): it hands the end of the
-coroutine to :func:`finished` like :func:`advance` does.
+Written out where it happens: setting ``STATE.task`` (one attribute);
+:func:`enter` / :func:`leave` in the direct driver's ``run`` (every API
+call that faults goes through it); and in the simulator's per-op loop the
+``send`` itself (a Python call per op costs it ~3% of its instructions,
+callgrind): it hands the end of the coroutine to :func:`finished` like
+:func:`advance` does.
 """
 
 from __future__ import annotations

@@ -91,32 +91,36 @@ class Lockdep:
         return None
 
     def acquire(self, task: Any, lock: Any) -> None:
-        """``task`` (holding ``task.held``) is about to take ``lock``."""
-        if not self.enabled or not task.held:
+        """``task`` (holding ``task.held``) is about to take ``lock`` (a
+        SpinLock or RwSemaphore; what it holds may be anything lockable).
+
+        The common case — every *held -> new* edge already in the graph —
+        costs one dictionary probe per held lock; only a new edge searches
+        the graph for a cycle (:meth:`_add`)."""
+        if not self.enabled:
             return
-        new = getattr(lock, "lock_class", None)
-        if type(new) is not str:
-            new = lock_class(lock)
+        new = lock.lock_class          # a SpinLock's or RwSemaphore's: a str
         edges = self.edges
         for held in task.held:
             old = getattr(held, "lock_class", None)
             if type(old) is not str:
                 old = lock_class(held)
-            if old == new:
-                continue  # same class nesting (e.g. dst/src PTL): *_nested in Linux
-            succ = edges.get(old)
-            if succ is None:
-                succ = edges[old] = {}
-            elif new in succ:
-                continue
-            path = self._reaches(new, old)
-            if path is not None:
-                first = self.edges[path[0]][path[1]]
-                raise LockOrderViolation(
-                    f"possible circular locking dependency: {task.name} takes {new} while holding "
-                    f"{old}, but {' -> '.join(path)} was seen before ({path[0]} -> {path[1]} "
-                    f"first by {first})")
-            succ[new] = task.name
+            if old != new:      # same class nesting (dst/src PTL): *_nested in Linux
+                succ = edges.get(old)
+                if succ is None or new not in succ:
+                    self._add(task, old, new)
+
+    def _add(self, task: Any, old: str, new: str) -> None:
+        """Record the edge *old -> new*, first seen now; raise
+        :class:`LockOrderViolation` if *new* already reaches *old*."""
+        path = self._reaches(new, old)
+        if path is not None:
+            first = self.edges[path[0]][path[1]]
+            raise LockOrderViolation(
+                f"possible circular locking dependency: {task.name} takes {new} while holding "
+                f"{old}, but {' -> '.join(path)} was seen before ({path[0]} -> {path[1]} "
+                f"first by {first})")
+        self.edges.setdefault(old, {})[new] = task.name
 
 
 LOCKDEP = Lockdep()

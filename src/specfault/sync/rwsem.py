@@ -83,7 +83,11 @@ class _DownRead(Op):
     def perform(self) -> Acquired | Waiter:
         sem = self.sem
         task = STATE.task
-        if task is not None:
+        # might_sleep() and lockdep, called only when the task holds a lock
+        # or may be atomic (might_sleep's own first test, written out: the
+        # uncontended fault path, which holds nothing, makes no call)
+        if task is not None and (task.held or task.rcu_nesting or task.irq_disabled
+                                 or getattr(task.cpu, "irq_disabled", 0)):
             might_sleep(task, "down_read", sem)
             if task.held:
                 LOCKDEP.acquire(task, sem)
@@ -291,8 +295,17 @@ class RwSemaphore:
         """``await sem.down_read()``.  In the direct driver an uncontended
         acquisition is done here (an already-complete awaitable comes back);
         otherwise the coroutine that may wait is returned."""
-        if STATE.inline and STATE.task is not None and self.writer is None and not self.waiters:
-            self._dr.perform()
+        st = STATE
+        task = st.task
+        if st.inline and task is not None and self.writer is None and not self.waiters:
+            if task.held or task.rcu_nesting or task.irq_disabled \
+                    or getattr(task.cpu, "irq_disabled", 0):
+                self._dr.perform()      # might_sleep() and lockdep have work
+            else:
+                # _DownRead.perform() with nothing held (a fault's first
+                # lock), written out: keep the two in step
+                self.readers += 1
+                task.held.append(self)
             return DONE
         return self._down_read_slow()
 
@@ -316,8 +329,16 @@ class RwSemaphore:
 
     def up_read(self) -> Any:
         """``await sem.up_read()`` (done on the spot in the direct driver)."""
-        if STATE.inline and STATE.task is not None:
-            self._ur.perform()
+        st = STATE
+        task = st.task
+        if st.inline and task is not None:
+            if self.readers > 0 and not self.waiters and task.held and task.held[-1] is self:
+                # _Up.perform() of the lock taken last, nobody queued (the
+                # fault's mmap_lock), written out: keep the two in step
+                task.held.pop()
+                self.readers -= 1
+            else:
+                self._ur.perform()
             return DONE
         return self._ur
 

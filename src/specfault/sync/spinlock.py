@@ -116,10 +116,17 @@ class SpinLock:
         """``await lock.lock()``.  In the direct driver the acquisition is
         done here and an already-complete awaitable returned (no frame);
         elsewhere the op is returned for the driver to schedule."""
-        if STATE.inline and STATE.task is not None:
+        st = STATE
+        task = st.task
+        if st.inline and task is not None:
             if self.owner is not None:
                 raise Deadlock(f"spin_lock {self.name} would block in a sequential run")
-            self._acq.perform()
+            # SpinAcquire.perform() on a free lock, written out (the PTL of
+            # every fault): keep the two in step
+            if task.held:
+                LOCKDEP.acquire(task, self)
+            self.owner = task
+            task.held.append(self)
             return DONE
         return self._acq
 
@@ -128,8 +135,15 @@ class SpinLock:
 
     def unlock(self) -> Any:
         """``await lock.unlock()`` (done on the spot in the direct driver)."""
-        if STATE.inline and STATE.task is not None:
-            self._rel.perform()
+        st = STATE
+        task = st.task
+        if st.inline and task is not None and self.owner is task:
+            # SpinRelease.perform() by the owner, written out: keep in step
+            self.owner = None
+            task.held.remove(self)
+            return DONE
+        if st.inline and task is not None:
+            self._rel.perform()         # not the owner: BadUnlock
             return DONE
         return self._rel
 
