@@ -109,23 +109,9 @@ def hw_access(mm: Any, cpu: Any, addr: int, access: int, n: int, data: bytes) ->
                 del tlb[key]          # x86 drops the entry on the fault
                 return FAULT_PROT if pte & 1 else FAULT
     if pte is None:
-        # the page-miss handler: mmu_walk(), written out (a call per access
-        # is ~1% of a fault's instructions, callgrind) — keep the two in step
-        table = mm.pgd.entries[(addr >> 39) & 511]
+        table = mmu_walk(mm, addr)            # the page-miss handler
         if table is None:
             return FAULT
-        if table.freed_at is not None:
-            raise UseAfterFree(table, table.freed_at, "MMU page-table walk")
-        table = table.entries[(addr >> 30) & 511]
-        if table is None:
-            return FAULT
-        if table.freed_at is not None:
-            raise UseAfterFree(table, table.freed_at, "MMU page-table walk")
-        table = table.entries[(addr >> 21) & 511]
-        if table is None:
-            return FAULT
-        if table.freed_at is not None:
-            raise UseAfterFree(table, table.freed_at, "MMU page-table walk")
         idx = vpn & 511
         pte = table.entries[idx]
         # hw_allows(), inlined: present, RW for writes, not NX for execs

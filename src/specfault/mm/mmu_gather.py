@@ -108,14 +108,7 @@ async def zap_pte_range(tlb: MmuGather, vma: Any, pt: PageTable, start: int, end
         pt.nr -= 1
         if not pte_present(pte) or pte_special(pte):
             continue
-        page = mem.pages[pte_pfn(pte)]
-        if pte_dirty(pte) and not page.anon:
-            page.dirty = True
-        page.mapcount -= 1
-        if page.mapcount == 0:
-            page.anon_exclusive = False
-        mm.rss[rss_kind(page)] -= 1
-        tlb.pages.append(page)
+        zap_present_page(tlb, pte, mem.pages[pte_pfn(pte)])
     await pt.ptl.unlock()
     tlb.track(start, end)
 
@@ -187,3 +180,18 @@ def _subtree(t: PageTable) -> list[PageTable]:
             if c is not None:
                 out.extend(_subtree(c))
     return out
+
+
+def zap_present_page(tlb: MmuGather, pte: int, page: Any) -> None:
+    """zap_present_folio_ptes() for one page whose PTE the caller has just
+    cleared under the PTL: carry the PTE's dirty bit to a file page
+    (folio_mark_dirty), drop the mapping (folio_remove_rmap_pte), the RSS
+    count, and queue the page's reference for freeing after the TLB flush
+    (tlb_remove_page)."""
+    if pte_dirty(pte) and not page.anon:
+        page.dirty = True
+    page.mapcount -= 1
+    if page.mapcount == 0:
+        page.anon_exclusive = False
+    tlb.mm.rss[rss_kind(page)] -= 1
+    tlb.pages.append(page)

@@ -13,8 +13,8 @@ from __future__ import annotations
 from typing import Any
 
 from specfault.mm.filemap import Inode
-from specfault.mm.mmu_gather import MmuGather, rss_kind
-from specfault.mm.pgtable import pte_dirty, pte_pfn, pte_present, pte_special, walk_range
+from specfault.mm.mmu_gather import MmuGather, zap_present_page
+from specfault.mm.pgtable import pte_pfn, pte_present, pte_special, walk_range
 from specfault.runtime import LoadItem, StoreItem
 
 
@@ -46,15 +46,8 @@ async def zap_file_ptes(tlb: MmuGather, vma: Any, start: int, end: int, even_cow
                 continue                         # should_zap_folio(): keep the COWed copy
             await StoreItem(pt, pt.entries, i, 0)
             pt.nr -= 1
-            if page is None:
-                continue
-            if pte_dirty(pte) and not page.anon:
-                page.dirty = True
-            page.mapcount -= 1
-            if page.mapcount == 0:
-                page.anon_exclusive = False
-            mm.rss[rss_kind(page)] -= 1
-            tlb.pages.append(page)
+            if page is not None:
+                zap_present_page(tlb, pte, page)
         await pt.ptl.unlock()
         tlb.track(lo, hi)
 
