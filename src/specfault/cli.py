@@ -23,6 +23,7 @@ from specfault.cliargs import BadArgument, one_line
 COMMANDS = [
     "specfault.report.demo_cli",
     "specfault.check.cli",
+    "specfault.check.fuzz.cli",
     "specfault.oracle.cli",
     "specfault.sim.cli",
     "specfault.trace.cli",

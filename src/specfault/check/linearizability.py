@@ -13,7 +13,8 @@ The history is *linearizable* if some total order of the steps
 
 exists (Herlihy & Wing, TOPLAS 1990).  The search is a depth-first walk of
 orders, pruned as soon as a replayed step disagrees; replays of a prefix
-are rebuilt from scratch (the model has no cheap snapshot), and verdicts
+are rebuilt from scratch after a backtrack (the model has no cheap snapshot;
+extending an order by one step runs that step alone), and verdicts
 are memoised by history, so schedules with the same history cost nothing.
 
 This module is only the search: the scenario hands in how to build a fresh
@@ -76,21 +77,37 @@ def _search(hist: list[Event], final: Any, fresh: Callable[[], Any],
             out.append((t, k))
         return sorted(out)
 
+    # the world of the last replay and how many steps of ``order`` it ran:
+    # extending the order by one step runs that step only (a backtrack, a
+    # mismatch or the final observation, which reads memory, spoil it)
+    cur: list[Any] = [None, -1]
+
     def replay(prefix: list[tuple[int, int]]) -> tuple[bool, Any]:
         """Run ``prefix`` sequentially; (all results matched, world)."""
-        world = fresh()
-        for t, k in prefix:
-            got = run_one(world, t, k)
-            if repr(got) != repr(ops[(t, k)][2]):
-                return False, world
-        return True, world
+        world, done = cur
+        if world is None or done != len(prefix) - 1:
+            world, done = fresh(), 0
+            for t, k in prefix[:-1]:
+                run_one(world, t, k)        # matched when this prefix was first run
+        t, k = prefix[-1]
+        got = run_one(world, t, k)
+        ok = repr(got) == repr(ops[(t, k)][2])
+        cur[0], cur[1] = (world, len(prefix)) if ok else (None, -1)
+        return ok, world
 
     def dfs() -> bool:
         nonlocal tried
         if len(order) == len(ops):
             tried += 1
-            ok, world = replay(order)
-            return ok and observe(world) == final
+            world = cur[0] if cur[1] == len(order) else None
+            if world is None and not order:
+                world = fresh()
+            elif world is None:
+                ok, world = replay(order)
+                if not ok:
+                    return False
+            cur[0], cur[1] = None, -1
+            return bool(observe(world) == final)
         for cand in candidates():
             order.append(cand)
             ok, _ = replay(order)

@@ -20,13 +20,19 @@ SPF_ABORT_REASONS = (
     "SPF_ABORT_PTE_MAP_LOCK_SEQ2", "SPF_ABORT_USERFAULTFD", "SPF_ABORT_FAULT", "SPF_ABORT_SWAP",
 )
 SPF_ATTEMPT_KINDS = ("SPF_ATTEMPT_ANON", "SPF_ATTEMPT_NUMA", "SPF_ATTEMPT_PTE", "SPF_ATTEMPT_WP")
+# which fault handler ran (model-only but pgreuse, Linux's PGREUSE):
+# do_anonymous_page for a new page, wp_page_reuse, wp_page_shared,
+# do_read_fault, do_cow_fault, do_shared_fault (zero_page_fault, cow_fault
+# and fault_around above are the others); the fuzzer's coverage reads them
+FAULT_HANDLER_EVENTS = ("anon_fault", "pgreuse", "wp_shared_fault", "file_read_fault",
+                        "file_cow_fault", "file_shared_fault")
 
 VMSTAT_EVENTS = (
     "pgfault", "pgmajfault", "pgalloc", "pgfree", "pgalloc_fail", "pgpgin", "pgpgout",
     "thp_fault_alloc", "cow_fault", "zero_page_fault", "fault_around",
     "spf_attempt", "spf_abort", "spf_success", "vma_lock_success", "vma_lock_abort", "vma_lock_retry",
     "vma_lock_miss", "tlb_flush", "nr_page_table_pages", "oom",
-) + SPF_ABORT_REASONS + SPF_ATTEMPT_KINDS
+) + SPF_ABORT_REASONS + SPF_ATTEMPT_KINDS + FAULT_HANDLER_EVENTS
 
 
 class Kernel:

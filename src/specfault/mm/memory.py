@@ -331,6 +331,7 @@ async def do_anonymous_page(vmf: Vmf) -> int:
         await pte_unmap_unlock(vmf)
         mm.kernel.count("zero_page_fault")
         return 0
+    mm.kernel.count("anon_fault")
     if vma.anon_vma is None:
         if spec:
             return spf_fail(vmf, "SPF_ABORT_ANON_VMA")
@@ -395,6 +396,7 @@ async def do_wp_page(vmf: Vmf) -> int:
                 entry = pte_mkwrite(entry)
             await set_pte_at(vmf, entry)        # wp_page_reuse()
             await pte_unmap_unlock(vmf)
+            mm.kernel.count("pgreuse")
             return 0
     # knob no_page_ref_in_wp_copy: copy from the old page without holding a
     # reference — a racing unmap may free it while we copy
@@ -493,6 +495,7 @@ async def wp_page_shared(vmf: Vmf, page: Page | None) -> int:
     Entered with the fault's lock and the PTL held; drops the PTL for
     page_mkwrite (which may sleep), retakes it and re-checks the PTE;
     returns with the fault's lock still held and the PTL released."""
+    vmf.mm.kernel.count("wp_shared_fault")
     await pte_unmap_unlock(vmf)
     await work("page_mkwrite")
     if await pte_map_lock(vmf) is False:
@@ -527,6 +530,7 @@ async def do_read_fault(vmf: Vmf) -> int:
     as do_fault: the fault's lock held throughout, no PTL on entry or on
     return."""
     mm = vmf.mm
+    mm.kernel.count("file_read_fault")
     if mm.config.fault_around_bytes >> 12 > 1:
         ret = await do_fault_around(vmf)
         if ret:
@@ -543,6 +547,7 @@ async def do_cow_fault(vmf: Vmf) -> int:
     page_table_lock; finish_fault the PTL)."""
     vma, mm = vmf.vma, vmf.mm
     mem = mm.kernel.mem
+    mm.kernel.count("file_cow_fault")
     if not await anon_vma_prepare(vma):
         return VM_FAULT_OOM
     cow = await alloc_page(mem)
@@ -565,6 +570,7 @@ async def do_shared_fault(vmf: Vmf) -> int:
     writable and dirty (page_mkwrite, then finish_fault).  Locks as
     do_fault."""
     mm = vmf.mm
+    mm.kernel.count("file_shared_fault")
     ret, page = await filemap_fault(mm.kernel, vmf.vma.vm_file.inode, vmf.pgoff)
     if page is None:
         return ret
