@@ -20,7 +20,7 @@ step and, for every access, records one *combination*::
 ``wp_reuse``, ``file_read`` ...; ``none`` when the access needed no fault)
 and the signal it earned; ``abort reason`` the speculative or per-VMA lock
 aborts on the way (``-``: none); ``writers`` the syscalls of other threads
-in flight at any step of the access; ``lock contended`` the lock class the
+in flight (its first op run, its last not yet) at any step of the access; ``lock contended`` the lock class the
 access queued or spun on (``-``: none).  A counter is attributed to the
 thread whose step incremented it: counters change only inside steps.
 """
@@ -81,13 +81,19 @@ class Probe:
         self.vmstat: dict[str, int] = world.machine.kernel.vmstat
         self.snap = dict(self.vmstat)
         self.inflight: dict[int, str] = {}
+        # syscalls begun but whose first op has not run yet: [kind, armed]
+        # (armed: the thread's next step runs it)
+        self.starting: dict[int, list[Any]] = {}
+        self.stepping = False
         self.access: dict[int, _Access] = {}
         self.ended: list[int] = []
 
     async def wrap(self, t: int, op: Any, coro: Coroutine[Any, Any, Any]) -> Any:
         rec = None
         if VOCAB[op.name].syscall:
-            self.inflight[t] = coverage_kind(op)
+            # begun before the first step (armed) or inside a step of t (its
+            # next step runs the syscall's first op)
+            self.starting[t] = [coverage_kind(op), not self.stepping]
         else:
             rec = self.access[t] = _Access(op.name)
         try:
@@ -99,6 +105,7 @@ class Probe:
         finally:
             if rec is None:
                 self.inflight.pop(t, None)
+                self.starting.pop(t, None)
             else:       # recorded once this step's counters are in
                 self.ended.append((t, rec))
 
@@ -109,6 +116,14 @@ class Probe:
         # the access of the actor: one that ended in this step (its last
         # op's counters are in), else the one in progress
         rec = next((r for u, r in self.ended if u == t), None) or self.access.get(t)
+        self.stepping = True
+        begun = self.starting.get(t)
+        if begun is not None:
+            if begun[1]:
+                self.inflight[t] = begun[0]
+                del self.starting[t]
+            else:
+                begun[1] = True
         if vm != self.snap:
             snap = self.snap
             changed = [k for k, v in vm.items() if k in _WATCHED and snap.get(k) != v]

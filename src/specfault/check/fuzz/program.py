@@ -31,8 +31,9 @@ from dataclasses import dataclass
 from typing import Any
 
 PAGE = 4096
-#: the window's middle is this PMD boundary (2 MiB aligned)
-PMD_BOUNDARY = 0x7F0000000000
+#: the window's middle is this PMD boundary (2 MiB aligned, not 1 GiB: the
+#: two PTE tables share their upper levels)
+PMD_BOUNDARY = 0x7F0000200000
 #: the far window starts this many pages below the window
 FAR_OFFSET = 64
 
