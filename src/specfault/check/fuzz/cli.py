@@ -235,7 +235,9 @@ def _finding(args: argparse.Namespace, cfg: Any, out: Any) -> dict[str, Any]:
         from specfault.check.fuzz.run import shrink
 
         shrunk = shrink(res, cfg)
+        assert shrunk.execution is not None
         prog, ex = shrunk.program, shrunk.execution
+    assert ex.failure is not None, "the finding no longer fails"
     reg = Regression(prog, res.protocol, cfg.mutant, list(ex.choices), ex.failure.kind,
                      ex.failure.message)
     saved = str(reg.save(args.save)) if args.save else None

@@ -86,7 +86,7 @@ class Probe:
         self.starting: dict[int, list[Any]] = {}
         self.stepping = False
         self.access: dict[int, _Access] = {}
-        self.ended: list[int] = []
+        self.ended: list[tuple[int, _Access]] = []
 
     async def wrap(self, t: int, op: Any, coro: Coroutine[Any, Any, Any]) -> Any:
         rec = None

@@ -17,7 +17,15 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
-from specfault.check.fuzz.program import MAX_OPS, MAX_SETUP, MAX_THREADS, Op, Program, ProgramError, ThreadProg
+from specfault.check.fuzz.program import (
+    MAX_OPS,
+    MAX_SETUP,
+    MAX_THREADS,
+    Op,
+    Program,
+    ProgramError,
+    ThreadProg,
+)
 from specfault.check.fuzz.vocab import PARAMS, VOCAB, Ctx, draw_op
 
 

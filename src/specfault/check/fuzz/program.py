@@ -202,7 +202,7 @@ class Program:
 
         weight = self.window + self.file_pages
         for op in [op for _, op in self.setup] + [op for t in self.threads for op in t.ops]:
-            for p, a in zip(VOCAB[op.name].params, op.args):
+            for p, a in zip(VOCAB[op.name].params, op.args, strict=False):
                 if isinstance(a, int):
                     weight += a
                 elif PARAMS[p].simpler(a, None):  # type: ignore[arg-type]

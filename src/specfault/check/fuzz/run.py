@@ -137,12 +137,12 @@ def candidates(prog: Program) -> Iterator[Program]:
     ctx = Ctx(prog.window, prog.file_pages)
     for i, t in enumerate(prog.threads):                 # simpler arguments
         for j, op in enumerate(t.ops):
-            for a, (p, v) in enumerate(zip(VOCAB[op.name].params, op.args)):
+            for a, (p, v) in enumerate(zip(VOCAB[op.name].params, op.args, strict=False)):
                 for s in PARAMS[p].simpler(v, ctx):
                     args = op.args[:a] + (s,) + op.args[a + 1:]
                     yield _thread_ops(prog, i, t.ops[:j] + (Op(op.name, args),) + t.ops[j + 1:])
     for j, (who, op) in enumerate(prog.setup):
-        for a, (p, v) in enumerate(zip(VOCAB[op.name].params, op.args)):
+        for a, (p, v) in enumerate(zip(VOCAB[op.name].params, op.args, strict=False)):
             for s in PARAMS[p].simpler(v, ctx):
                 args = op.args[:a] + (s,) + op.args[a + 1:]
                 yield replace(prog, setup=prog.setup[:j] + ((who, Op(op.name, args)),)

@@ -72,7 +72,7 @@ class Param:
 def _words(name: str, words: tuple[str, ...], weights: tuple[int, ...] | None = None,
            only: Callable[[str, Ctx], bool] | None = None) -> Param:
     def draw(rng: random.Random, ctx: Ctx) -> Arg:
-        pool = [(w, wt) for w, wt in zip(words, weights or (1,) * len(words))
+        pool = [(w, wt) for w, wt in zip(words, weights or (1,) * len(words), strict=False)
                 if only is None or only(w, ctx)]
         return rng.choices([w for w, _ in pool], [wt for _, wt in pool])[0]
 
@@ -288,7 +288,7 @@ def check_op(op: Op, prog: Program, setup: bool) -> None:
         raise ProgramError(f"{op.text()}: {op.name} takes {len(kind.params)} arguments "
                            f"({', '.join(kind.params)})")
     ctx = Ctx(prog.window, prog.file_pages)
-    for p, v in zip(kind.params, op.args):
+    for p, v in zip(kind.params, op.args, strict=False):
         if not PARAMS[p].valid(v, ctx):
             raise ProgramError(f"{op.text()}: {p} must be {PARAMS[p].what}, not {v!r}")
 
