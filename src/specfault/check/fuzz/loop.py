@@ -13,8 +13,8 @@ seed gives the same programs, corpus, coverage and findings whatever
 ``jobs`` is.
 
 Budgets: ``programs`` (a count: the same result on every machine) and
-``seconds`` (a cap, checked between batches: how far a capped run gets
-depends on the machine).  Ctrl-C raises
+``seconds`` (a cap, checked between programs — between batches with
+``jobs`` > 1: how far a capped run gets depends on the machine).  Ctrl-C raises
 :class:`~specfault.check.explore.Interrupted` carrying the partial
 :class:`FuzzResult`.
 """
@@ -132,15 +132,19 @@ def fuzz(cfg: FuzzConfig, programs: int | None = None, seconds: float | None = N
                 results = pool.map(cfg, progs)
             else:
                 results = (run_program(p, cfg) for p in progs)
-            for res in results:
+            for i, res in enumerate(results):
                 _merge(out, res)
                 if out.failure is not None:
+                    break
+                if pool is None and seconds is not None and i + 1 < len(progs) \
+                        and time.monotonic() - start >= seconds:
+                    out.capped = True           # in one process, the cap cuts a batch short
                     break
             out.growth.append((out.programs, len(out.coverage)))
             out.elapsed = time.monotonic() - start
             if progress is not None:
                 progress(out)
-            if out.failure is not None:
+            if out.failure is not None or out.capped:
                 break
             b += 1
         terminate = False
