@@ -210,3 +210,10 @@ def test_fuzz_program_checks_like_the_races() -> None:
     bad = explore(build(prog, "pervma", "pervma_mprotect_no_vma_lock"), strategy="dfs",
                   max_schedules=2000, budget_seconds=None, minimize=False)
     assert not bad.ok and bad.failure is not None
+
+
+def test_the_time_cap_stops_between_programs() -> None:
+    out = fuzz(FuzzConfig(("classic",), None, 3, 0), seconds=1e-9)
+    assert out.capped and out.programs == 1 and out.stop_reason() == "time cap"
+    with pytest.raises(ValueError):
+        fuzz(FuzzConfig(("classic",), None, 3, 0))
