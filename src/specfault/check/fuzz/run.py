@@ -108,6 +108,12 @@ def run_program(prog: Program, cfg: FuzzConfig) -> ProgramResult:
                          elapsed=time.perf_counter() - start)
 
 
+def run_unit(unit: tuple[Program, FuzzConfig]) -> ProgramResult:
+    """:func:`run_program` on one ``(program, config)`` unit (the shape a
+    campaign's ``map_units(fn, units)`` farms out)."""
+    return run_program(*unit)
+
+
 # ------------------------------------------------------------------ shrinking
 def _valid(prog: Program) -> bool:
     try:
