@@ -31,12 +31,12 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-import specfault as sf
 from specfault.check.fuzz.program import PAGE, Program, regions
 from specfault.check.fuzz.vocab import FILE_PATH, VOCAB, Ctx, coverage_kind
 from specfault.check.scenario import Scenario
 from specfault.check.scenarios.base import MmSpec, Step
 from specfault.config import Config
+from specfault.constants import O_RDWR
 from specfault.errors import OutOfMemory, SignalError
 from specfault.mm.kernel import SPF_ABORT_REASONS
 from specfault.runtime import STATE
@@ -166,14 +166,16 @@ def _file_data(pages: int) -> bytes:
 
 
 def _setup(prog: Program):  # type: ignore[no-untyped-def]
+    """The program's setup, run with the public API on the machine the
+    races' ``make_world`` builds (an ``sf.Machine``)."""
     ctx = Ctx(prog.window, prog.file_pages)
 
-    def setup(m: sf.Machine) -> tuple[dict[str, Any], dict[str, int], list[tuple[int, int]]]:
+    def setup(m: Any) -> tuple[dict[str, Any], dict[str, int], list[tuple[int, int]]]:
         if prog.file_pages:
             m.create_file(FILE_PATH, _file_data(prog.file_pages))
         p = m.spawn("P")
         if prog.file_pages:
-            p.open(FILE_PATH, sf.O_RDWR)
+            p.open(FILE_PATH, O_RDWR)
         procs: dict[str, Any] = {"P": p}
         for i, (name, op) in enumerate(prog.setup):
             proc = procs[name]

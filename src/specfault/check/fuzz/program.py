@@ -30,55 +30,23 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-PAGE = 4096
-#: the window's middle is this PMD boundary (2 MiB aligned, not 1 GiB: the
-#: two PTE tables share their upper levels)
-PMD_BOUNDARY = 0x7F0000200000
-#: the far window starts this many pages below the window
-FAR_OFFSET = 64
-
-#: the largest program accepted (what :meth:`Program.check` enforces)
-MAX_THREADS = 4
-MAX_OPS = 8           # per thread
-MAX_SETUP = 12
-MAX_WINDOW = 8
-MAX_FILE_PAGES = 8
-
-Arg = int | str
-
-
-def window_base(window: int) -> int:
-    return PMD_BOUNDARY - (window // 2) * PAGE
-
-
-def page_addr(window: int, slot: int) -> int:
-    """The address of page slot ``slot`` (see the module doc)."""
-    if slot < window:
-        return window_base(window) + slot * PAGE
-    return window_base(window) - FAR_OFFSET * PAGE + (slot - window) * PAGE
-
-
-def regions(window: int) -> list[tuple[int, int]]:
-    """The observed ranges: the window and the far window."""
-    base = window_base(window)
-    far = base - FAR_OFFSET * PAGE
-    return [(base, base + window * PAGE), (far, far + window * PAGE)]
-
-
-class ProgramError(ValueError):
-    """A program that does not parse or does not fit the vocabulary."""
-
-
-@dataclass(frozen=True)
-class Op:
-    name: str
-    args: tuple[Arg, ...] = ()
-
-    def text(self) -> str:
-        return f"{self.name}({','.join(str(a) for a in self.args)})"
-
-    def __str__(self) -> str:
-        return self.text()
+from specfault.check.fuzz.base import (  # noqa: F401 - re-exported
+    FAR_OFFSET,
+    MAX_FILE_PAGES,
+    MAX_OPS,
+    MAX_SETUP,
+    MAX_THREADS,
+    MAX_WINDOW,
+    PAGE,
+    PMD_BOUNDARY,
+    Arg,
+    Op,
+    ProgramError,
+    page_addr,
+    regions,
+    window_base,
+)
+from specfault.check.fuzz.vocab import PARAMS, VOCAB, check_op
 
 
 @dataclass(frozen=True)
@@ -158,8 +126,6 @@ class Program:
     def check(self) -> None:
         """Raise :class:`ProgramError` unless every op is in the vocabulary
         with arguments in range, and the processes exist."""
-        from specfault.check.fuzz.vocab import VOCAB, check_op
-
         if not 1 <= self.window <= MAX_WINDOW:
             raise ProgramError(f"window must be 1..{MAX_WINDOW} pages, not {self.window}")
         if not 0 <= self.file_pages <= MAX_FILE_PAGES:
@@ -198,8 +164,6 @@ class Program:
         """What shrinking lowers: threads, ops, setup ops, then how
         elaborate the arguments are (the integers' sum, the window, the
         file, and each word argument that is not its kind's simplest)."""
-        from specfault.check.fuzz.vocab import PARAMS, VOCAB
-
         weight = self.window + self.file_pages
         for op in [op for _, op in self.setup] + [op for t in self.threads for op in t.ops]:
             for p, a in zip(VOCAB[op.name].params, op.args, strict=False):

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import specfault.constants as C
-from specfault.check.fuzz.program import PAGE, Arg, Op, ProgramError, page_addr
+from specfault.check.fuzz.base import PAGE, Arg, Op, ProgramError, page_addr
 from specfault.errors import OutOfMemory, SignalError
 from specfault.mm.access import user_access
 from specfault.mm.fault import ACCESS_EXEC, ACCESS_READ, ACCESS_WRITE
@@ -39,7 +39,7 @@ from specfault.mm.mprotect import sys_mprotect
 from specfault.mm.mremap import sys_mremap
 from specfault.runtime import AtomicAdd
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:   # (program.py imports this module)
     from specfault.check.fuzz.program import Program
 
 #: the fd of /f in the first process (and the children it forks)
