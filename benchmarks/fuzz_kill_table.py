@@ -20,7 +20,7 @@ from pathlib import Path
 
 from specfault.check.fuzz.loop import fuzz
 from specfault.check.fuzz.regress import Regression
-from specfault.check.fuzz.run import FuzzConfig, shrink
+from specfault.check.fuzz.run import FuzzConfig, run_program, shrink
 from specfault.check.mutants import MUTANTS
 from specfault.check.portfolio import kill
 
@@ -53,9 +53,14 @@ def main() -> None:
             small = shrink(out.failure, cfg)
             reg = Regression(small.program, m.protocol, name, small.choices, out.failure.kind,
                              small.message)
+            # the same program under the correct protocol: a failure there
+            # is the model's (or a property's), not the mutant's
+            plain = run_program(small.program, FuzzConfig((m.protocol,), None,
+                                                          args.schedules_per_program, args.seed))
             row.update(kind=out.failure.kind, program=small.program.text(),
-                       found=out.failure.program.text(), replay=reg.replay_command())
-            if args.save:
+                       found=out.failure.program.text(), replay=reg.replay_command(),
+                       message=small.message, correct_fails=not plain.ok)
+            if args.save and plain.ok:
                 reg.save(args.save)
         row["seconds"] = round(time.monotonic() - t0, 1)
         if not args.no_scenarios:
@@ -66,10 +71,13 @@ def main() -> None:
         prog = "`{}`".format(str(row["program"]).replace("|", "\\|")) if row["killed"] else ""
         scen = (f"{row['scenario_schedules']:,} ({row['scenario']})"
                 if not args.no_scenarios else "")
-        print(f"| {name} | {m.protocol} | {'killed' if row['killed'] else 'survived'} | "
+        verdict = "killed" if row["killed"] else "survived"
+        if row.get("correct_fails"):
+            verdict = "model bug (fails without the mutant too)"
+        print(f"| {name} | {m.protocol} | {verdict} | "
               f"{out.programs} | {out.schedules:,} | {row.get('kind', '')} | {prog} | {scen} |",
               flush=True)
-    killed = sum(1 for r in rows if r["killed"])
+    killed = sum(1 for r in rows if r["killed"] and not r.get("correct_fails"))
     print(f"\n{killed} of {len(rows)} mutants killed; {args.programs} programs of "
           f"{args.schedules_per_program} schedules at most, seed {args.seed}")
     if args.json:

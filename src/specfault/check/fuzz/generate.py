@@ -65,7 +65,8 @@ def generate(rng: random.Random) -> Program:
     if rng.random() < 0.15:
         setup.append(("P", draw_op(rng, ctx, setup=True)))
     setup = setup[:MAX_SETUP]
-    threads = [_thread(rng, ctx, procs) for _ in range(rng.choices((2, 3, 4), (5, 4, 1))[0])]
+    # small programs mostly: the portfolio covers their interleavings best
+    threads = [_thread(rng, ctx, procs) for _ in range(rng.choices((2, 3, 4), (6, 3, 1))[0])]
     prog = Program(w, file_pages, tuple(setup), tuple(threads))
     prog.check()                     # draws stay in range: never raises
     return prog
@@ -73,7 +74,7 @@ def generate(rng: random.Random) -> Program:
 
 def _thread(rng: random.Random, ctx: Ctx, procs: Sequence[str]) -> ThreadProg:
     proc = procs[-1] if len(procs) > 1 and rng.random() < 0.3 else "P"
-    n = rng.choices((1, 2, 3, 4), (3, 4, 2, 1))[0]
+    n = rng.choices((1, 2, 3, 4), (5, 4, 2, 1))[0]
     ops = [draw_op(rng, ctx, allow_last=(i == n - 1)) for i in range(n)]
     return ThreadProg(proc, tuple(ops))
 

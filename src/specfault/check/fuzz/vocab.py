@@ -102,14 +102,23 @@ def _int_param(name: str, lo: Callable[[Ctx], int], hi: Callable[[Ctx], int],
 
 
 def _draw_page(rng: random.Random, ctx: Ctx) -> int:
-    # mostly the window, sometimes the far window (where mremap moves to)
-    if rng.random() < 0.8:
+    # mostly the window — often where a mapping or a page table starts
+    # (page 0, the PMD boundary in the middle), so syscalls cover whole
+    # mappings and tables and faults land where they act — sometimes the
+    # far window (where mremap moves to)
+    x = rng.random()
+    if x < 0.3:
+        return 0
+    if x < 0.45:
+        return ctx.window // 2
+    if x < 0.85:
         return rng.randrange(ctx.window)
     return ctx.window + rng.randrange(ctx.window)
 
 
 def _draw_count(rng: random.Random, ctx: Ctx) -> int:
-    return min(ctx.window, rng.choice((1, 1, 2, 2, ctx.window)))
+    # one page, a PTE table's half of the window, or all of it
+    return max(1, min(ctx.window, rng.choice((1, 1, 2, ctx.window // 2, ctx.window, ctx.window))))
 
 
 PROTS = {"rw": C.PROT_READ | C.PROT_WRITE, "r": C.PROT_READ, "none": C.PROT_NONE,
