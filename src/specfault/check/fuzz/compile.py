@@ -242,13 +242,16 @@ def build(prog: Program, protocol: str, mutant: str | None = None,
     scen.name = scenario_name(prog, protocol, mutant)
     if sink is None:
         return scen
-    setup, invariant, check = scen.setup, scen.invariant, scen.check
+    invariant, check = scen.invariant, scen.check
     assert invariant is not None and check is not None
+    first = scen.threads[0]
+    first_fn = first.fn
 
-    def probed_setup(env: Any) -> Any:
-        world = setup(env)
+    def start(world: Any) -> Coroutine[Any, Any, Any]:
+        # the first task is made at the start of every execution, after the
+        # world is built (or restored): a fresh probe for the execution
         world.fuzz_probe = Probe(world, protocol, sink)
-        return world
+        return first_fn(world)
 
     def probed_invariant(world: Any) -> Any:
         world.fuzz_probe.after_step()
@@ -258,5 +261,6 @@ def build(prog: Program, protocol: str, mutant: str | None = None,
         world.fuzz_probe.flush()
         return check(world)
 
-    scen.setup, scen.invariant, scen.check = probed_setup, probed_invariant, probed_check
+    first.fn = start
+    scen.invariant, scen.check = probed_invariant, probed_check
     return scen
