@@ -52,11 +52,15 @@ def generate(rng: random.Random) -> Program:
     file_pages = rng.choice((0, 0, 0, 2, 4))
     ctx = Ctx(w, file_pages)
     setup: list[tuple[str, Op]] = [("P", op) for op in _base_mappings(rng, w, file_pages)]
+    # touch some pages: the first of each PTE table mostly (its table and
+    # the anon_vma then exist, so the lockless paths have something to
+    # speculate on), others less often (left for the threads to fault)
     for k in range(w):
         x = rng.random()
-        if x < 0.35:
+        first = k in (0, w // 2)
+        if x < (0.7 if first else 0.2):
             setup.append(("P", Op("write", (k,))))
-        elif x < 0.5:
+        elif x < (0.8 if first else 0.35):
             setup.append(("P", Op("read", (k,))))
     procs = ["P"]
     if rng.random() < 0.25:
@@ -66,10 +70,53 @@ def generate(rng: random.Random) -> Program:
         setup.append(("P", draw_op(rng, ctx, setup=True)))
     setup = setup[:MAX_SETUP]
     # small programs mostly: the portfolio covers their interleavings best
-    threads = [_thread(rng, ctx, procs) for _ in range(rng.choices((2, 3, 4), (6, 3, 1))[0])]
+    threads = [_thread(rng, ctx, procs) for _ in range(rng.choices((2, 3, 4), (7, 2, 1))[0])]
+    touched = {int(op.args[0]) for _, op in setup if op.name in ("read", "write")}
+    threads = [_untouched(rng, t, w, touched) for t in threads]
+    if rng.random() < AIM:
+        threads = _aim(rng, threads, ctx)
     prog = Program(w, file_pages, tuple(setup), tuple(threads))
     prog.check()                     # draws stay in range: never raises
     return prog
+
+
+#: chance that a fresh program aims a syscall of one thread at a page
+#: another thread accesses (syzkaller's resources: ops that share an
+#: object are the ones that race)
+AIM = 0.6
+
+
+def _untouched(rng: random.Random, t: ThreadProg, w: int, touched: set[int]) -> ThreadProg:
+    """Point most accesses at pages the setup did not touch: those fault."""
+    fresh = [k for k in range(w) if k not in touched]
+    if not fresh:
+        return t
+    ops = [Op(op.name, (rng.choice(fresh),)) if not VOCAB[op.name].syscall and op.args
+           and rng.random() < 0.6 else op for op in t.ops]
+    return ThreadProg(t.proc, tuple(ops))
+
+
+def _aim(rng: random.Random, threads: list[ThreadProg], ctx: Ctx) -> list[ThreadProg]:
+    """Make a syscall's range (its ``start``, ``count``) cover a page that
+    an access of another thread touches."""
+    accesses = [(i, op) for i, t in enumerate(threads) for op in t.ops
+                if not VOCAB[op.name].syscall and op.args[0] < ctx.window]
+    calls = [(i, j) for i, t in enumerate(threads) for j, op in enumerate(t.ops)
+             if VOCAB[op.name].params[:2] == ("start", "count")]
+    pairs = [(a, c) for a in accesses for c in calls if a[0] != c[0]]
+    if not pairs:
+        return threads
+    (_, acc), (i, j) = rng.choice(pairs)
+    page = int(acc.args[0])
+    half = ctx.window // 2
+    start = rng.choice((page, 0 if page < half else half, 0))
+    count = rng.randint(page - start + 1, ctx.window - start)
+    op = threads[i].ops[j]
+    ops = list(threads[i].ops)
+    ops[j] = Op(op.name, (start, count) + op.args[2:])
+    out = list(threads)
+    out[i] = ThreadProg(threads[i].proc, tuple(ops))
+    return out
 
 
 def _thread(rng: random.Random, ctx: Ctx, procs: Sequence[str]) -> ThreadProg:

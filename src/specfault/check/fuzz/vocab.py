@@ -102,18 +102,23 @@ def _int_param(name: str, lo: Callable[[Ctx], int], hi: Callable[[Ctx], int],
 
 
 def _draw_page(rng: random.Random, ctx: Ctx) -> int:
-    # mostly the window — often where a mapping or a page table starts
-    # (page 0, the PMD boundary in the middle), so syscalls cover whole
-    # mappings and tables and faults land where they act — sometimes the
-    # far window (where mremap moves to)
-    x = rng.random()
-    if x < 0.3:
-        return 0
-    if x < 0.45:
-        return ctx.window // 2
-    if x < 0.85:
+    # where an access lands: anywhere in the window, sometimes the far
+    # window (where mremap moves to)
+    if rng.random() < 0.85:
         return rng.randrange(ctx.window)
     return ctx.window + rng.randrange(ctx.window)
+
+
+def _draw_start(rng: random.Random, ctx: Ctx) -> int:
+    # where a syscall's range starts: often where a mapping or a page table
+    # starts (page 0, the PMD boundary in the middle), so syscalls cover
+    # whole mappings and tables; else as an access
+    x = rng.random()
+    if x < 0.35:
+        return 0
+    if x < 0.55:
+        return ctx.window // 2
+    return _draw_page(rng, ctx)
 
 
 def _draw_count(rng: random.Random, ctx: Ctx) -> int:
@@ -134,6 +139,8 @@ _ADVICE_WEIGHT = {"DONTNEED": 8, "FREE": 4, "REMOVE": 3, "PAGEOUT": 3, "COLD": 2
 
 PARAMS: dict[str, Param] = {p.name: p for p in [
     _int_param("page", lambda c: 0, lambda c: 2 * c.window - 1, _draw_page,
+               "a page slot 0..2*window-1"),
+    _int_param("start", lambda c: 0, lambda c: 2 * c.window - 1, _draw_start,
                "a page slot 0..2*window-1"),
     _int_param("count", lambda c: 1, lambda c: c.window, _draw_count, "a page count 1..window"),
     _int_param("pgoff", lambda c: 0, lambda c: max(c.file_pages - 1, 0),
@@ -266,16 +273,16 @@ VOCAB: dict[str, OpKind] = {k.name: k for k in [
            doc="store the thread's tag at page k (a write fault, COW)"),
     OpKind("exec", ("page",), _acc(ACCESS_EXEC), weight=1, syscall=False,
            doc="fetch an instruction from page k"),
-    OpKind("mmap", ("page", "count", "prot", "kind", "share", "place", "pgoff"), _mmap, weight=3,
+    OpKind("mmap", ("start", "count", "prot", "kind", "share", "place", "pgoff"), _mmap, weight=3,
            doc="mmap(2) of n pages at page k: anonymous or /f at pgoff, private or shared, "
                "MAP_FIXED, a hint, MAP_FIXED_NOREPLACE, or MAP_FIXED|MAP_POPULATE"),
-    OpKind("munmap", ("page", "count"), _munmap, weight=3, doc="munmap(2) of n pages at page k"),
-    OpKind("mprotect", ("page", "count", "prot"), _mprotect, weight=3,
+    OpKind("munmap", ("start", "count"), _munmap, weight=3, doc="munmap(2) of n pages at page k"),
+    OpKind("mprotect", ("start", "count", "prot"), _mprotect, weight=3,
            doc="mprotect(2) of n pages at page k"),
-    OpKind("mremap", ("page", "count", "count", "mode", "page"), _mremap, weight=2,
+    OpKind("mremap", ("start", "count", "count", "mode", "start"), _mremap, weight=2,
            doc="mremap(2) of n pages at page k to m pages: in place, MAYMOVE, MAYMOVE|FIXED "
                "to page d, or MAYMOVE|FIXED|DONTUNMAP to page d"),
-    OpKind("madvise", ("page", "count", "advice"), _madvise, weight=3,
+    OpKind("madvise", ("start", "count", "advice"), _madvise, weight=3,
            doc="madvise(2) of n pages at page k, any advice the model supports"),
     OpKind("fork_exit", ("page",), _fork_exit, where="thread", weight=2,
            doc="fork(2); the child reads page k and exits"),
