@@ -19,8 +19,8 @@ regression file the test suite replays.
 Budgets: --programs N is the deterministic budget: the same seed gives the
 same programs, coverage and findings on every machine and with any --jobs.
 --budget is a time cap (checked between programs; between batches of 8
-with --jobs), so how far it gets depends on the machine.  With neither, the cap is 60 s.  Both: the
-first reached.
+with --jobs), so how far it gets depends on the machine.  With neither,
+the cap is 60 s.  Both: the first reached.
 
 Protocols: --protocol all (the default without --mutant) explores every
 program under all four; with --mutant, the mutant's own protocol.
