@@ -126,7 +126,7 @@ def _check_combination(args: argparse.Namespace) -> None:
             raise cliargs.BadArgument("--" + dest.replace("_", "-"), "is not used with --replay")
 
 
-def _report(ex: Any, line: str, command: str) -> str:
+def _report(ex: Any, command: str) -> str:
     from specfault.check.report import swimlane
 
     f = ex.failure
@@ -159,7 +159,7 @@ def _replay(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(data, indent=2))
     elif ex.failure is not None:
-        print(_report(ex, reg.line(), reg.replay_command()))
+        print(_report(ex, reg.replay_command()))
     else:
         print(f"{ex.scenario.name}: no violation in {ex.steps} steps ({ex.preemptions} preemptions)")
     return 1 if ex.failure is not None else 0
@@ -285,7 +285,7 @@ def _print(args: argparse.Namespace, out: Any, finding: dict[str, Any] | None) -
             print(f"shrunk in {shrunk.tried} candidates ({shrunk.schedules:,} schedules) to: "
                   f"{reg.program.text()}")
         print()
-        print(_report(finding["execution"], reg.line(), reg.replay_command()))
+        print(_report(finding["execution"], reg.replay_command()))
         if finding["saved"]:
             print(f"saved: {finding['saved']}")
     sys.stdout.flush()
