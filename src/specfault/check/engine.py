@@ -37,8 +37,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from specfault.check.scenario import Env, Scenario
-from specfault.runtime import STATE, ModelBug, Op, Task, UseAfterFree, Yield
-from specfault.runtime.driver import advance, close, enter, leave, preemptible
+from specfault.runtime import STATE, ModelBug, Task, UseAfterFree, Yield
+from specfault.runtime.driver import advance, close, enter, finished, leave, preemptible
 from specfault.runtime.site import task_site
 from specfault.sync.lockdep import LOCKDEP, LockdepBug, check_exit
 
@@ -97,8 +97,7 @@ class Execution:
     def __init__(self, scenario: Scenario, step_limit: int = 10_000) -> None:
         self.scenario = scenario
         self.step_limit = step_limit
-        env = scenario.make_env()
-        self.state = scenario.setup(env)
+        env, self.state = scenario.world(self)
         self.env: Env = env
         self.rcu = env.rcu if scenario.rcu else None
         cpus = env.cpus
@@ -188,6 +187,11 @@ class Execution:
         return enabled
 
     def run(self, choose: Chooser) -> Execution:
+        """Run to the end (or the first failure, or until ``choose``
+        returns STOP).  The step loop is the explorer's hot path: what
+        :meth:`_runnable`, ``driver.advance`` and :func:`_verdict` do is
+        written out in it (the same code, without a call each per step;
+        see "The driver" in docs/explorer.md)."""
         st = STATE
         saved = enter(False, st.task)
         LOCKDEP.reset()   # each execution stands alone: replay must reproduce it
@@ -196,6 +200,12 @@ class Execution:
         state = self.state
         trace = self.trace
         choices = self.choices
+        rcu = self.rcu
+        rcu_actor = self.rcu_actor
+        shared_cpus = self.shared_cpus
+        step_limit = self.step_limit
+        indexed = list(enumerate(tasks))
+        _Yield = Yield
         try:
             for t in tasks:
                 st.task = t
@@ -203,15 +213,35 @@ class Execution:
                 if t.done and self._task_finished(t):
                     return self
             while True:
-                enabled = self._runnable()
+                # -- who can run (_runnable, written out) --
+                enabled: list[int] = []
+                for i, t in indexed:
+                    if t.done:
+                        continue
+                    op = t.pending
+                    if op is not None and op.blocking:
+                        st.task = t
+                        if not op.enabled():
+                            continue
+                    if shared_cpus:
+                        cur = t.cpu.current
+                        if cur is not t and cur is not None and not cur.done and \
+                                not preemptible(cur, preempt_rcu=True):
+                            continue  # its CPU runs a task that cannot be preempted
+                    enabled.append(i)
+                if rcu is not None and rcu.callbacks and rcu.ready():
+                    enabled.append(rcu_actor)
+                y = self.yielded
+                if y >= 0 and len(enabled) > 1 and y in enabled:
+                    enabled.remove(y)   # fairness: a task that yielded waits for someone else's step
                 if not enabled:
                     if any(not t.done for t in tasks):
                         blocked = "; ".join(f"{t.name} waits in {t.pending.describe() if t.pending else '?'}"
                                             for t in tasks if not t.done)
                         self._fail("deadlock", f"no task can run: {blocked}", None)
                     break
-                if self.steps >= self.step_limit:
-                    self._fail("livelock", f"step limit {self.step_limit} reached", None)
+                if self.steps >= step_limit:
+                    self._fail("livelock", f"step limit {step_limit} reached", None)
                     break
                 c = choose(self, enabled)
                 if c == STOP:
@@ -223,20 +253,20 @@ class Execution:
                     self.preempted_at.append(self.steps)
                 self.prev = c
                 choices.append(c)
-                if c == self.rcu_actor:
+                if c == rcu_actor:
                     self.yielded = -1
                     st.task = None
-                    what = self.rcu.process_one()  # type: ignore[union-attr]
+                    what = rcu.process_one()  # type: ignore[union-attr]
                     trace.append((c, _RcuOp(what)))
                 else:
                     t = tasks[c]
-                    op: Op = t.pending  # type: ignore[assignment]
+                    op = t.pending
                     st.task = t
-                    if self.shared_cpus:
+                    if shared_cpus:
                         t.cpu.current = t
                     trace.append((c, op))
                     try:
-                        result = op.perform()
+                        result = op.perform()  # type: ignore[union-attr]
                     except Exception as exc:  # noqa: BLE001 - an op failing is a finding
                         kind = type(exc).__name__ if isinstance(exc, ModelBug) else "error"
                         site = task_site(t)
@@ -246,24 +276,34 @@ class Execution:
                         self.steps += 1
                         self._fail(kind, msg, c, site)
                         return self
-                    self.yielded = c if type(op) is Yield else -1
-                    advance(t, result)
-                    if t.done and self._task_finished(t):
-                        self.steps += 1
-                        # it failed in this step (the model raised after the
-                        # op): count it, as for an op that raised
-                        self.failure.step = self.steps  # type: ignore[union-attr]
-                        return self
+                    self.yielded = c if type(op) is _Yield else -1
+                    # -- driver.advance, written out --
+                    try:
+                        t.pending = t.send(result)
+                    except BaseException as end:  # noqa: BLE001 - the end, or a model error
+                        finished(t, end)
+                        if self._task_finished(t):
+                            self.steps += 1
+                            # it failed in this step (the model raised after the
+                            # op): count it, as for an op that raised
+                            self.failure.step = self.steps  # type: ignore[union-attr]
+                            return self
                 self.steps += 1
                 if invariant is not None:
-                    bad = _verdict(invariant, state)
-                    if bad is not None:
-                        self._fail("invariant", bad, c)
+                    # -- _verdict, written out --
+                    try:
+                        ok = invariant(state)
+                    except AssertionError as exc:
+                        self._fail("invariant", str(exc) or "assertion failed", c)
+                        return self
+                    if ok is not None and ok is not True:
+                        self._fail("invariant", getattr(invariant, "__name__", "property") + " is false"
+                                   if ok is False else str(ok), c)
                         return self
             if self.failure is None:
-                if self.rcu is not None:
+                if rcu is not None:
                     st.task = None
-                    self.rcu.process()
+                    rcu.process()
                 check = self.scenario.check
                 if check is not None:
                     bad = _verdict(check, state)

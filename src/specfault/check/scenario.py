@@ -11,7 +11,11 @@ observations, which is how the reduction's soundness is tested.
 
 The explorer builds an :class:`Env` per execution — the CPUs and one RCU
 domain — and hands it to ``setup``; setup may replace ``env.cpus`` and
-``env.rcu`` with its machine's own.  The explorer runs "process one RCU
+``env.rcu`` with its machine's own.  A scenario whose setup is costly
+(a whole machine, built with the public API) sets ``snapshot``: the world
+is then built once and restored in place before each execution
+(``runtime/fast.py``'s :class:`~specfault.runtime.fast.WorldPool`), which
+gives the same executions as a build per execution.  The explorer runs "process one RCU
 callback whose grace period ended" as a schedulable choice of its own, so
 callback timing is explored like any other interleaving.
 
@@ -27,6 +31,7 @@ from collections.abc import Callable, Coroutine, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
+from specfault.runtime.fast import WorldPool
 from specfault.sync.cpu import Cpu
 from specfault.sync.rcu import Rcu
 
@@ -78,11 +83,32 @@ class Scenario:
     check_exit: bool = True
     description: str = ""
     tags: tuple[str, ...] = field(default_factory=tuple)
+    #: build the world once and restore a snapshot of it before each
+    #: execution, instead of running ``setup`` for each (see the module doc)
+    snapshot: bool = False
+    _pool: WorldPool | None = field(default=None, init=False, repr=False, compare=False)
 
     def make_env(self) -> Env:
         rcu = Rcu() if self.rcu else None
         n = self.cpus if self.cpus is not None else len(self.threads)
         return Env([Cpu(i, rcu) for i in range(max(n, 1))], rcu)
+
+    def build_world(self) -> tuple[Env, Any]:
+        """A new env and the state ``setup`` builds on it."""
+        env = self.make_env()
+        return env, self.setup(env)
+
+    def world(self, owner: Any) -> tuple[Env, Any]:
+        """The env and state for one execution, ``owner``: built by
+        :meth:`build_world`, or with ``snapshot`` a pooled world restored to
+        its initial state, lent to ``owner`` until it is garbage."""
+        if not self.snapshot:
+            return self.build_world()
+        pool = self._pool
+        if pool is None:
+            pool = self._pool = WorldPool(self.build_world)
+        world: tuple[Env, Any] = pool.acquire(owner)
+        return world
 
 
 _REGISTRY: dict[str, Callable[[], Scenario]] = {}

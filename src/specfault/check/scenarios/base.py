@@ -145,7 +145,7 @@ class MmSpec:
 
         return Scenario(name=f"mm.{self.name}", setup=setup, threads=threads, check=check,
                         invariant=invariant, observe=observe, rcu=True,
-                        description=self.description, tags=("mm",))
+                        description=self.description, tags=("mm",), snapshot=True)
 
 
 def make_world(spec: MmSpec, config: Config) -> World:
