@@ -11,7 +11,6 @@ Use them on the fault path; everywhere else the op classes read better.
 
 from __future__ import annotations
 
-import copy
 import itertools
 import types
 import weakref
@@ -94,8 +93,9 @@ def work(what: str, amount: int = 1) -> Any:
 # snapshots the objects reachable from both (``shared``) — a build from
 # scratch shares them too, so they carry over between executions exactly as
 # before.  A few C types without in-place assignment are rebuilt at each
-# restore from their snapshot (``itertools.count``: ``copy.copy`` of the
-# counter as it was, so the next pid is the same in every execution).
+# restore from their snapshot (``itertools.count``: a new counter from the
+# ``__reduce__`` recipe of the one recorded, so the next pid is the same in
+# every execution).
 # Anything else the rules do not cover — a C type with hidden state
 # (``random.Random``, a generator, a weak reference, ``array``...) —
 # raises :class:`SnapshotError` naming its type and a path to it from the
@@ -116,8 +116,9 @@ _ATOMS = frozenset({type(None), bool, int, float, complex, str, bytes, range, ty
                     types.MethodWrapperType, types.WrapperDescriptorType,
                     types.MethodDescriptorType, types.GetSetDescriptorType,
                     types.MemberDescriptorType, types.ModuleType, type})
-#: C types that cannot be assigned in place: a fresh copy at every restore
-_REBUILT: dict[type, Callable[[Any], Any]] = {itertools.count: copy.copy}
+#: C types that cannot be assigned in place: rebuilt at every restore from
+#: the ``__reduce__`` recipe of the object as it was (``count(5)``)
+_REBUILT = frozenset({itertools.count})
 #: builtin bases a Python class may derive from and still be covered (their
 #: contents are restored as containers, their fields as instances)
 _PLAIN_BASES = frozenset({object, list, dict, set, tuple, frozenset, int, str, bytes, float,
@@ -258,7 +259,7 @@ class Snapshot:
     as they are now; :meth:`restore` writes them back in place."""
 
     __slots__ = ("dicts", "lists", "sets", "slots", "unset", "cells", "deques", "rebuilt",
-                 "objects")
+                 "objects", "_assign")
 
     def __init__(self, roots: Any, skip: frozenset[int] = frozenset()) -> None:
         self.dicts: list[tuple[dict[Any, Any], dict[Any, Any]]] = []
@@ -269,7 +270,7 @@ class Snapshot:
         self.unset: list[tuple[Any, Any]] = []            # (descriptor, obj): a slot not set
         self.cells: list[tuple[Any, Any]] = []
         #: how to put a fresh copy of a rebuilt object (an itertools.count)
-        #: back where it was: (template, copier, [(setter, holder, key)])
+        #: back where it was: (constructor, args, [(how, holder, key)])
         self.rebuilt: dict[int, tuple[Any, Any, list[tuple[str, Any, Any]]]] = {}
         objs = reachable(roots, skip)
         #: every recorded object, kept alive (their ids key ``rebuilt``)
@@ -322,10 +323,46 @@ class Snapshot:
                     self._note(v, "slot", desc.__set__, obj)
 
     def _note(self, value: Any, how: str, holder: Any, key: Any) -> None:
-        copier = _REBUILT.get(type(value))
-        if copier is not None:
-            entry = self.rebuilt.setdefault(id(value), (value, copier, []))
+        if type(value) in _REBUILT:
+            entry = self.rebuilt.get(id(value))
+            if entry is None:
+                recipe = value.__reduce__()
+                if len(recipe) != 2:
+                    raise SnapshotError(f"cannot snapshot {value!r}: its __reduce__ carries state")
+                entry = self.rebuilt[id(value)] = (recipe[0], recipe[1], [])
             entry[2].append((how, holder, key))
+
+        self._assign = self._compile()
+
+    def _compile(self) -> Callable[[], None]:
+        """The slot assignments as straight-line code: ``o.field = value``
+        is one specialised bytecode (STORE_ATTR_SLOT), where a loop calling
+        each descriptor's ``__set__`` costs five times as much.  Classes
+        with their own ``__setattr__`` (frozen dataclasses) keep the
+        descriptor call, which bypasses it as ``object.__setattr__`` would."""
+        objs: list[Any] = []
+        values: list[Any] = []
+        lines = ["def assign(O, V, S):"]
+        last = None
+        rest = []
+        for setter, obj, value in self.slots:
+            name = setter.__self__.__name__
+            if type(obj).__setattr__ is not object.__setattr__ or not name.isidentifier():
+                rest.append((setter, obj, value))
+                continue
+            if obj is not last:
+                lines.append(f"    o = O[{len(objs)}]")
+                objs.append(obj)
+                last = obj
+            lines.append(f"    o.{name} = V[{len(values)}]")
+            values.append(value)
+        lines.append("    for setter, obj, value in S:")
+        lines.append("        setter(obj, value)")
+        ns: dict[str, Any] = {}
+        exec(compile("\n".join(lines), "<snapshot restore>", "exec"), ns)  # noqa: S102 - our own text
+        assign = ns["assign"]
+        objs_t, values_t, rest_t = tuple(objs), tuple(values), tuple(rest)
+        return lambda: assign(objs_t, values_t, rest_t)  # type: ignore[no-any-return]
 
     def restore(self) -> None:
         """Put every recorded object back as it was when the snapshot was taken."""
@@ -340,8 +377,7 @@ class Snapshot:
         for dq, items in self.deques:
             dq.clear()
             dq.extend(items)
-        for setter, obj, value in self.slots:
-            setter(obj, value)
+        self._assign()
         for desc, obj in self.unset:
             try:
                 desc.__delete__(obj)
@@ -349,8 +385,8 @@ class Snapshot:
                 pass
         for cell, value in self.cells:
             cell.cell_contents = value
-        for template, copier, places in self.rebuilt.values():
-            fresh = copier(template)
+        for make, args, places in self.rebuilt.values():
+            fresh = make(*args)
             for how, holder, key in places:
                 if how == "item":
                     holder[key] = fresh
