@@ -12,6 +12,7 @@ Use them on the fault path; everywhere else the op classes read better.
 from __future__ import annotations
 
 import itertools
+import sys
 import types
 import weakref
 from collections import deque
@@ -123,7 +124,24 @@ _REBUILT = frozenset({itertools.count})
 #: contents are restored as containers, their fields as instances)
 _PLAIN_BASES = frozenset({object, list, dict, set, tuple, frozenset, int, str, bytes, float,
                           BaseException, Exception})
-_HEAPTYPE = 1 << 9          # Py_TPFLAGS_HEAPTYPE: a class defined in Python
+_HEAPTYPE = 1 << 9          # Py_TPFLAGS_HEAPTYPE: a class not built into the interpreter
+_PYCLASS: dict[type, bool] = {}
+
+
+def _python_class(cls: type) -> bool:
+    """Was ``cls`` defined by a ``class`` statement in Python source?
+    Extension modules' types are heap types too (``_random.Random``): what
+    tells them apart is where they come from — a module with a ``.py``
+    file (or ``__main__``)."""
+    got = _PYCLASS.get(cls)
+    if got is None:
+        got = False
+        if cls.__flags__ & _HEAPTYPE:
+            name = getattr(cls, "__module__", None)
+            mod = sys.modules.get(name) if isinstance(name, str) else None
+            got = name == "__main__" or str(getattr(mod, "__file__", None) or "").endswith(".py")
+        _PYCLASS[cls] = got
+    return got
 _UNSET = object()
 
 
@@ -156,19 +174,19 @@ def _instance_layout(cls: type) -> tuple[bool, list[Any]]:
     got = _COVERED.get(cls)
     if got is None:
         for klass in cls.__mro__:
-            if not klass.__flags__ & _HEAPTYPE and klass not in _PLAIN_BASES:
-                raise SnapshotError(
-                    f"cannot snapshot a {cls.__module__}.{cls.__qualname__}: its base "
-                    f"{klass.__qualname__} keeps state Python cannot see (runtime/fast.py "
-                    f"lists what a world may hold)")
-        has_dict = any("__dict__" in k.__dict__ for k in cls.__mro__ if k.__flags__ & _HEAPTYPE)
+            if not _python_class(klass) and klass not in _PLAIN_BASES:
+                raise SnapshotError(cls, klass)
+        has_dict = any("__dict__" in k.__dict__ for k in cls.__mro__ if _python_class(k))
         got = (has_dict, _slot_descriptors(cls))
         _COVERED[cls] = got
     return got
 
 
 def _step(step: Any) -> str:
-    return step if isinstance(step, str) else f"[{step!r}]"
+    """A field (``.name``) as is; an index, or a dict key (a 1-tuple), in brackets."""
+    if isinstance(step, str):
+        return step
+    return f"[{step[0]!r}]" if isinstance(step, tuple) else f"[{step!r}]"
 
 
 def _path(seen: dict[int, tuple[Any, int, Any]], key: int) -> str:
@@ -211,7 +229,7 @@ def reachable(roots: Any, skip: frozenset[int] = frozenset(),
             push((obj.__kwdefaults__, parent, f"{_step(step)}.__kwdefaults__"))
             continue
         seen[key] = (obj, parent, step)
-        heap = t.__flags__ & _HEAPTYPE
+        heap = _python_class(t)
         if t is types.CellType:
             try:
                 push((obj.cell_contents, key, ".cell_contents"))
@@ -229,7 +247,7 @@ def reachable(roots: Any, skip: frozenset[int] = frozenset(),
         elif isinstance(obj, dict) and (heap or t is dict):
             for k, v in obj.items():
                 push((k, key, " key"))
-                push((v, key, k))
+                push((v, key, (k,)))
         elif not heap:
             if strict:
                 raise SnapshotError(
@@ -241,7 +259,10 @@ def reachable(roots: Any, skip: frozenset[int] = frozenset(),
                 has_dict, slots = _instance_layout(t)
             except SnapshotError as exc:
                 if strict:
-                    raise SnapshotError(f"{exc} at {_path(seen, key)}") from None
+                    raise SnapshotError(
+                        f"cannot snapshot a {t.__module__}.{t.__qualname__} at {_path(seen, key)}: "
+                        f"its base {exc.args[1].__module__}.{exc.args[1].__qualname__} keeps state "
+                        f"Python cannot see (runtime/fast.py lists what a world may hold)") from None
                 continue
             if has_dict:
                 for k, v in obj.__dict__.items():
@@ -306,7 +327,7 @@ class Snapshot:
                             f"cannot snapshot a {type(v).__qualname__} inside a tuple at "
                             f"{_path(objs, key)}: it is rebuilt at each restore, a tuple cannot "
                             f"take the new one")
-            if t.__flags__ & _HEAPTYPE:
+            if _python_class(t):
                 has_dict, descs = _instance_layout(t)
                 if has_dict:
                     d = obj.__dict__
@@ -321,6 +342,7 @@ class Snapshot:
                         continue
                     self.slots.append((desc.__set__, obj, v))
                     self._note(v, "slot", desc.__set__, obj)
+        self._assign = self._compile()
 
     def _note(self, value: Any, how: str, holder: Any, key: Any) -> None:
         if type(value) in _REBUILT:
@@ -331,8 +353,6 @@ class Snapshot:
                     raise SnapshotError(f"cannot snapshot {value!r}: its __reduce__ carries state")
                 entry = self.rebuilt[id(value)] = (recipe[0], recipe[1], [])
             entry[2].append((how, holder, key))
-
-        self._assign = self._compile()
 
     def _compile(self) -> Callable[[], None]:
         """The slot assignments as straight-line code: ``o.field = value``
@@ -405,20 +425,28 @@ class WorldPool:
     object that can be weakly referenced: the explorer's ``Execution``) is
     gone, so a world is never restored under someone still holding the
     execution that ran on it.  The first two builds tell which objects every
-    build shares (see the essay above); at most ``keep`` free worlds are
-    kept."""
+    build shares (see the essay above).
 
-    __slots__ = ("build", "keep", "free", "lent", "skip", "_shared")
+    Memory stays bounded whatever the callers keep: at most ``keep`` free
+    worlds are kept, and at most ``lend`` lent ones are tracked — beyond
+    that the oldest is left to its owner (it goes when the owner goes; a
+    world that refers back to its owner would otherwise never come back)."""
 
-    def __init__(self, build: Callable[[], Any], keep: int = 4) -> None:
+    __slots__ = ("build", "keep", "lend", "free", "lent", "skip", "_shared", "builds")
+
+    def __init__(self, build: Callable[[], Any], keep: int = 4, lend: int = 64) -> None:
         self.build = build
         self.keep = keep
+        self.lend = lend
         self.free: list[tuple[Any, Snapshot]] = []
         self.lent: list[tuple[weakref.ref[Any], Any, Snapshot]] = []
         self.skip: frozenset[int] | None = None
         self._shared: list[Any] = []     # keeps the shared objects (and so their ids) alive
+        #: how many worlds were built (the rest of the acquisitions restored one)
+        self.builds = 0
 
     def acquire(self, owner: Any) -> Any:
+        """A world in its initial state, lent to ``owner`` until it is garbage."""
         lent = self.lent
         for i in range(len(lent) - 1, -1, -1):
             if lent[i][0]() is None:
@@ -427,20 +455,24 @@ class WorldPool:
         if self.free:
             world, snap = self.free.pop()
             snap.restore()
+        elif self.skip is None:
+            world, snap = self._first()
         else:
-            if self.skip is None:
-                world, snap = self._first()
-            else:
-                world = self.build()
-                snap = Snapshot(world, self.skip)
+            world = self._build()
+            snap = Snapshot(world, self.skip)
         lent.append((weakref.ref(owner), world, snap))
+        del lent[:-self.lend]
         del self.free[self.keep:]
         return world
 
+    def _build(self) -> Any:
+        self.builds += 1
+        return self.build()
+
     def _first(self) -> tuple[Any, Snapshot]:
         """Build twice; what both reach is shared, the rest is each one's own."""
-        a = self.build()
-        b = self.build()
+        a = self._build()
+        b = self._build()
         in_a = reachable(a, strict=False)
         in_b = reachable(b, strict=False)
         shared = [obj for key, (obj, _, _) in in_a.items() if key in in_b]
