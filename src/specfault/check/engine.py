@@ -204,8 +204,12 @@ class Execution:
         rcu_actor = self.rcu_actor
         shared_cpus = self.shared_cpus
         step_limit = self.step_limit
-        indexed = list(enumerate(tasks))
         _Yield = Yield
+        # the counters strategies read (ex.steps, ex.prev, ...) are kept in
+        # locals and written back as they change: one store, no loads
+        steps = self.steps
+        prev = self.prev
+        yielded = self.yielded
         try:
             for t in tasks:
                 st.task = t
@@ -215,7 +219,7 @@ class Execution:
             while True:
                 # -- who can run (_runnable, written out) --
                 enabled: list[int] = []
-                for i, t in indexed:
+                for i, t in enumerate(tasks):     # (tasks may be added while it runs)
                     if t.done:
                         continue
                     op = t.pending
@@ -231,30 +235,29 @@ class Execution:
                     enabled.append(i)
                 if rcu is not None and rcu.callbacks and rcu.ready():
                     enabled.append(rcu_actor)
-                y = self.yielded
-                if y >= 0 and len(enabled) > 1 and y in enabled:
-                    enabled.remove(y)   # fairness: a task that yielded waits for someone else's step
+                if yielded >= 0 and len(enabled) > 1 and yielded in enabled:
+                    enabled.remove(yielded)   # fairness: a task that yielded waits for someone else's step
                 if not enabled:
                     if any(not t.done for t in tasks):
                         blocked = "; ".join(f"{t.name} waits in {t.pending.describe() if t.pending else '?'}"
                                             for t in tasks if not t.done)
                         self._fail("deadlock", f"no task can run: {blocked}", None)
                     break
-                if self.steps >= step_limit:
+                if steps >= step_limit:
                     self._fail("livelock", f"step limit {step_limit} reached", None)
                     break
                 c = choose(self, enabled)
                 if c == STOP:
                     self.pruned = True
                     return self
-                prev = self.prev
                 if prev != c and prev in enabled:
                     self.preemptions += 1
-                    self.preempted_at.append(self.steps)
-                self.prev = c
+                    self.preempted_at.append(steps)
+                self.prev = prev = c
                 choices.append(c)
                 if c == rcu_actor:
-                    self.yielded = -1
+                    if yielded != -1:
+                        self.yielded = yielded = -1
                     st.task = None
                     what = rcu.process_one()  # type: ignore[union-attr]
                     trace.append((c, _RcuOp(what)))
@@ -273,22 +276,24 @@ class Execution:
                         msg = str(exc)
                         if isinstance(exc, UseAfterFree):
                             msg += f"; accessed at {site}"
-                        self.steps += 1
+                        self.steps = steps + 1
                         self._fail(kind, msg, c, site)
                         return self
-                    self.yielded = c if type(op) is _Yield else -1
+                    y = c if type(op) is _Yield else -1
+                    if y != yielded:
+                        self.yielded = yielded = y
                     # -- driver.advance, written out --
                     try:
                         t.pending = t.send(result)
                     except BaseException as end:  # noqa: BLE001 - the end, or a model error
                         finished(t, end)
                         if self._task_finished(t):
-                            self.steps += 1
+                            self.steps = steps + 1
                             # it failed in this step (the model raised after the
                             # op): count it, as for an op that raised
-                            self.failure.step = self.steps  # type: ignore[union-attr]
+                            self.failure.step = steps + 1  # type: ignore[union-attr]
                             return self
-                self.steps += 1
+                self.steps = steps = steps + 1
                 if invariant is not None:
                     # -- _verdict, written out --
                     try:
