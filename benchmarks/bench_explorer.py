@@ -17,6 +17,10 @@ checkout's, alternately, ``--rounds`` times; the ratio printed is the
 median over rounds of (this / baseline) — side by side, so load that comes
 and goes hits both.  Nothing is asserted on wall time.
 
+``--split``: where one schedule's time goes, in this checkout — the same
+run with the per-step invariant, the final check, or both switched off
+(µs per schedule, CPU clock, median of ``--rounds``).
+
 ``--synthetic``: two threads of 25 ops each (a spinlock-protected counter,
 52 steps per schedule) under each strategy — the engine's own overhead,
 without the model.
@@ -107,7 +111,7 @@ def mm(args: argparse.Namespace) -> int:
         line = f"{pair:42s} {steps:9.1f} {statistics.median(mr):8.0f}"
         if base is not None:
             br = [_rate(b[pair], clock) for _, b in rounds if b is not None]
-            rr = [x / y for x, y in zip(mr, br)]
+            rr = [x / y for x, y in zip(mr, br, strict=True)]
             r = statistics.median(rr)
             ratios.append(r)
             same = all(m[pair]["steps"] == b[pair]["steps"] for m, b in rounds if b is not None)
@@ -120,6 +124,37 @@ def mm(args: argparse.Namespace) -> int:
         print(f"{'geometric mean of the ratios':42s} {'':9s} {'':8s} {'':8s} "
               f"{statistics.geometric_mean(ratios):5.2f}x  (min {min(ratios):.2f}, max {max(ratios):.2f})")
     print(f"(rates from the process's {'CPU' if clock == 'cpu' else 'wall'} clock)")
+    return 0
+
+
+# ------------------------------------------------------------- split
+def split(args: argparse.Namespace) -> int:
+    """µs per schedule with the scenario's properties on and off."""
+    from specfault.check.explore import explore
+    from specfault.check.scenarios import build
+
+    pairs = args.pairs or ["fault-vs-munmap@speculative"]
+    schedules = args.schedules or 1000
+    print(f"python {platform.python_version()}; random strategy, {schedules} schedules, "
+          f"{args.rounds} round(s); CPU µs per schedule (median)")
+    print(f"{'scenario@protocol':36s} {'all':>7s} {'-invariant':>10s} {'-check':>7s} {'-both':>7s}"
+          f"   restore+steps  invariant  final check")
+    for pair in pairs:
+        spec, _, protocol = pair.partition("@")
+        sc = build(spec, protocol)
+        inv, chk = sc.invariant, sc.check
+        explore(sc, strategy="random", max_schedules=100, budget_seconds=None, seed=10**6)
+        cols: dict[str, list[float]] = {"all": [], "inv": [], "chk": [], "both": []}
+        for _ in range(args.rounds):
+            for key in cols:
+                sc.invariant = None if key in ("inv", "both") else inv
+                sc.check = None if key in ("chk", "both") else chk
+                c0 = time.process_time()
+                explore(sc, strategy="random", max_schedules=schedules, budget_seconds=None, seed=args.seed)
+                cols[key].append((time.process_time() - c0) / schedules * 1e6)
+        m = {k: statistics.median(v) for k, v in cols.items()}
+        print(f"{pair:36s} {m['all']:7.0f} {m['inv']:10.0f} {m['chk']:7.0f} {m['both']:7.0f}"
+              f"   {m['both']:13.0f}  {m['all'] - m['inv']:9.0f}  {m['all'] - m['chk']:11.0f}")
     return 0
 
 
@@ -178,6 +213,7 @@ def main() -> int:
     ap.add_argument("--baseline", metavar="DIR", help="another checkout (its src/) to compare with")
     ap.add_argument("--clock", choices=("cpu", "wall"), default="cpu")
     ap.add_argument("--synthetic", action="store_true", help="the engine alone, per strategy")
+    ap.add_argument("--split", action="store_true", help="time per schedule with properties on/off")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.schedules < 0 or args.rounds < 1:
@@ -189,6 +225,8 @@ def main() -> int:
         return 0
     if args.synthetic:
         return synthetic(args)
+    if args.split:
+        return split(args)
     return mm(args)
 
 
