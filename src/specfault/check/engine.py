@@ -97,6 +97,9 @@ class Execution:
     def __init__(self, scenario: Scenario, step_limit: int = 10_000) -> None:
         self.scenario = scenario
         self.step_limit = step_limit
+        # a world lent to this execution (Scenario.snapshot) goes back to
+        # its pool once this execution is garbage: nothing the world keeps
+        # (env included) may refer back to the execution, or it never does
         env, self.state = scenario.world(self)
         self.env: Env = env
         self.rcu = env.rcu if scenario.rcu else None

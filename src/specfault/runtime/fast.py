@@ -284,7 +284,7 @@ class Snapshot:
 
     def __init__(self, roots: Any, skip: frozenset[int] = frozenset()) -> None:
         self.dicts: list[tuple[dict[Any, Any], dict[Any, Any]]] = []
-        self.lists: list[tuple[Any, list[Any]]] = []      # list and bytearray: x[:] = saved
+        self.lists: list[tuple[Any, Any]] = []      # list and bytearray: x[:] = saved
         self.sets: list[tuple[set[Any], set[Any]]] = []
         self.deques: list[tuple[deque[Any], list[Any]]] = []
         self.slots: list[tuple[Any, Any, Any]] = []       # (descriptor.__set__, obj, value)
