@@ -91,6 +91,7 @@ def mm(args: argparse.Namespace) -> int:
           f"{args.rounds} round(s)" + (f"; baseline {base.parent}" if base else ""))
     rounds: list[tuple[dict[str, Any], dict[str, Any] | None]] = []
     for i in range(args.rounds):
+        print(f"round {i + 1}/{args.rounds}...", file=sys.stderr, flush=True)
         # alternate which goes first, so a trend in the load hits both alike
         if base is not None and i % 2:
             b = _measure(base, pairs, schedules, args.seed)
