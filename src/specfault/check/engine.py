@@ -40,6 +40,7 @@ from specfault.check.scenario import Env, Scenario
 from specfault.runtime import STATE, ModelBug, Op, Task, UseAfterFree, Yield
 from specfault.runtime.driver import advance, close, enter, leave, preemptible
 from specfault.runtime.site import task_site
+from specfault.sync.cpu import Cpu
 from specfault.sync.lockdep import LOCKDEP, LockdepBug, check_exit
 
 #: a chooser returns an actor from ``enabled``, or STOP to abandon the run
@@ -64,6 +65,23 @@ class Failure:
     def same_as(self, other: Failure) -> bool:
         """Same property violated (used by minimisation)."""
         return self.kind == other.kind
+
+
+class Started(Op):
+    """The first step of a spawned task: its coroutine starts (runs to its
+    first op).  Touches nothing shared."""
+
+    __slots__ = ("name",)
+    kind = "start"
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def perform(self) -> None:
+        return None
+
+    def describe(self) -> str:
+        return f"start {self.name}"
 
 
 class _RcuOp:
@@ -98,6 +116,7 @@ class Execution:
         self.scenario = scenario
         self.step_limit = step_limit
         env = scenario.make_env()
+        env.spawn = self.spawn      # the one hook for tasks created while running
         self.state = scenario.setup(env)
         self.env: Env = env
         self.rcu = env.rcu if scenario.rcu else None
@@ -133,6 +152,23 @@ class Execution:
         if actor == self.rcu_actor:
             return None
         return self.tasks[actor].pending
+
+    def spawn(self, name: str, coro: Any, mm: Any = None) -> Task:
+        """Create a task while the execution runs (called by a task's op,
+        e.g. ``check.api.spawn``).  It gets the next actor number and a CPU
+        of its own; its first step (:class:`Started`) starts its coroutine.
+        Actor numbers must stay stable for schedules to replay, so a
+        scenario with an RCU processor (actor n) cannot spawn."""
+        if self.rcu is not None:
+            raise ModelBug(f"spawn {name}: scenario {self.scenario.name!r} has RCU "
+                           f"(its callback processor is actor {self.rcu_actor}); use rcu=False")
+        cpu = Cpu(len(self.env.cpus), None)
+        self.env.cpus.append(cpu)
+        task = Task(len(self.tasks), name, coro, mm, cpu)
+        cpu.current = task
+        task.pending = Started(name)
+        self.tasks.append(task)
+        return task
 
     def n_actors(self) -> int:
         return len(self.tasks) + (1 if self.rcu is not None else 0)

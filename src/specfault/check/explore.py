@@ -29,12 +29,13 @@ from specfault.check.pct import Pct
 from specfault.check.random_walk import RandomWalk
 from specfault.check.replay import Replay
 from specfault.check.report import failure_report
+from specfault.check.roundrobin import RoundRobin
 from specfault.check.scenario import Scenario
 from specfault.check.schedule import Schedule
 from specfault.check.strategy import Strategy
 from specfault.sync.lockdep import LOCKDEP
 
-STRATEGIES = ("random", "pct", "dfs", "replay")
+STRATEGIES = ("random", "pct", "dfs", "portfolio", "replay")
 
 
 class Interrupted(KeyboardInterrupt):
@@ -52,7 +53,8 @@ class ExploreConfig:
     """How to explore.  Every field has a safe default."""
 
     #: "random" (random walk), "pct" (Burckhardt et al.), "dfs" (CHESS-style
-    #: exhaustive, preemption-bounded), "replay" (run ``replay`` once)
+    #: exhaustive, preemption-bounded), "portfolio" (several strategies taking
+    #: turns: check/roundrobin.py), "replay" (run ``replay`` once)
     strategy: str = "dfs"
     #: wall-clock cap in seconds (None: no time limit); when it cuts a run
     #: short, the result depends on the machine's speed (Result.capped)
@@ -200,6 +202,8 @@ def make_strategy(cfg: ExploreConfig) -> Strategy:
         return Pct(cfg.seed, cfg.pct_depth)
     if cfg.strategy == "dfs":
         return Dfs(cfg.max_preemptions, cfg.reduction)
+    if cfg.strategy == "portfolio":
+        return RoundRobin(cfg.seed)
     if cfg.strategy == "replay":
         if cfg.replay is None:
             raise ValueError("strategy 'replay' needs config.replay (a schedule line)")
@@ -212,7 +216,7 @@ def explore(scenario: Scenario, config: ExploreConfig | None = None, **overrides
     accepted as keyword arguments)."""
     cfg = replace(config, **overrides) if config is not None else ExploreConfig(**overrides)
     strategy = make_strategy(cfg)
-    LOCKDEP.enabled = cfg.lockdep
+    LOCKDEP.enabled = cfg.lockdep and scenario.lockdep
     start = time.perf_counter()
     deadline = start + cfg.budget_seconds if cfg.budget_seconds is not None else None
     schedules = steps = failures = 0
@@ -274,4 +278,5 @@ def replay(scenario: Scenario, schedule: str | Schedule, step_limit: int = 10_00
     """Run ``schedule`` (a line or a :class:`Schedule`) on ``scenario``
     exactly; returns the execution (``failure``, ``trace_lines()``, ``state``)."""
     sched = Schedule.parse(schedule) if isinstance(schedule, str) else schedule
+    LOCKDEP.enabled = scenario.lockdep
     return Execution(scenario, step_limit).run(replay_chooser(sched.choices, strict))

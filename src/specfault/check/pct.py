@@ -10,7 +10,8 @@ scheduler always runs the highest-priority runnable actor, and at the
 every initial priority).  A bug of *depth* ``d`` (needing ``d`` ordering
 constraints) is then found by each execution with probability at least
 ``1 / (n * k^(d-1))``.  ``k`` is estimated as the longest execution seen so
-far.
+far.  A task spawned while the execution runs gets a random priority
+among the initial ones when it first becomes runnable.
 """
 
 from __future__ import annotations
@@ -50,6 +51,9 @@ class Pct:
                 rng.shuffle(order)
                 for rank, actor in enumerate(order):
                     prio[actor if actor < len(ex.tasks) else ex.rcu_actor] = d + rank
+            for a in enabled:
+                if a not in prio:   # a task spawned while running: a random rank
+                    prio[a] = d + rng.random() * (len(prio) + 1)
             best = max(enabled, key=prio.__getitem__)
             low = change.get(ex.steps)
             if low is not None:

@@ -51,6 +51,9 @@ class Env:
 
     cpus: list[Cpu]
     rcu: Rcu | None
+    #: ``spawn(name, coro, mm=None) -> Task``: create a task while running,
+    #: set by a driver that can (the explorer: ``Execution.spawn``)
+    spawn: Callable[..., Any] | None = None
 
     def use_rcu(self, rcu: Rcu) -> None:
         """Replace the RCU domain (e.g. by a machine's own or a mutant)."""
@@ -76,6 +79,8 @@ class Scenario:
     rcu: bool = True
     #: report tasks that finish holding locks / in RCU / irqs off
     check_exit: bool = True
+    #: run the lockdep validator for this scenario (and ExploreConfig.lockdep)
+    lockdep: bool = True
     description: str = ""
     tags: tuple[str, ...] = field(default_factory=tuple)
 
