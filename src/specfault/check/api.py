@@ -81,7 +81,6 @@ Its name is ``module:attr``, so the replay line of a report runs again.
 from __future__ import annotations
 
 import inspect
-import sys
 from collections.abc import Callable, Coroutine, Hashable
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
@@ -216,9 +215,10 @@ def program(main: Callable[..., Coroutine[Any, Any, Any]] | None = None, *, name
 
 
 def _default_name(fn: Callable[..., Any]) -> str:
-    mod = sys.modules.get(fn.__module__)
-    path = getattr(mod, "__specfault_path__", None)     # loaded from a file by the CLI
-    return f"{path or fn.__module__}:{fn.__name__}"
+    """``module:function`` (a file the command line loaded by path is a
+    module named by that path): what ``lookup`` and ``--replay`` resolve,
+    when the program is a module-level attribute of the function's name."""
+    return f"{fn.__module__}:{fn.__name__}"
 
 
 # -- shared cells ------------------------------------------------------------
@@ -542,8 +542,9 @@ class _LockBase:
     async def __aenter__(self) -> None:
         await self.lock()
 
-    async def __aexit__(self, *exc: object) -> None:
-        await self.unlock()
+    async def __aexit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is None:        # a failing or abandoned thread leaves it held
+            await self.unlock()
 
 
 class Mutex(_LockBase):
@@ -649,8 +650,9 @@ class SpinLock(_SpinLock):
     async def __aenter__(self) -> None:
         await self.lock()
 
-    async def __aexit__(self, *exc: object) -> None:
-        await self.unlock()
+    async def __aexit__(self, exc_type: object, *exc: object) -> None:
+        if exc_type is None:        # a failing or abandoned thread leaves it held
+            await self.unlock()
 
 
 class Semaphore:
