@@ -467,11 +467,20 @@ class _Spawn(Op):
             raise ModelBug("spawn: this driver cannot create tasks")
         world.spawned += 1
         name = self.name or f"T{world.spawned}"
-        self.made = spawn(name, coro, world)
+        try:
+            self.made = spawn(name, coro, world)
+        except BaseException:
+            coro.close()
+            raise
         return Handle(self.made)
 
     def footprint(self) -> tuple[tuple[object, str, str], ...]:
-        return (("*", "*", "w"),)      # creates an actor: ordered with everything
+        # it creates the next actor: ordered with every other spawn (the
+        # actor numbers and default names follow the order), independent
+        # of everything else (the new thread's first step, its start,
+        # touches nothing shared)
+        world = STATE.task.mm if STATE.task is not None else None
+        return ((world if isinstance(world, World) else _Spawn, "threads", "w"),)
 
     def describe(self) -> str:
         return f"spawn {self.made.name if self.made is not None else self.name or ''}".rstrip()
