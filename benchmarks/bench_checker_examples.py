@@ -22,6 +22,7 @@ from specfault.check.api import explore, verify
 from specfault.check.examples import CASES
 
 SINGLE = (("random", {}), ("pct", {"pct_depth": 3}), ("dfs", {"max_preemptions": 2}))
+LABEL = {"random": "random walk", "pct": "PCT d=3", "dfs": "DFS ≤2 preemptions"}
 
 
 def main() -> None:
@@ -29,8 +30,14 @@ def main() -> None:
     ap.add_argument("--budget", type=int, default=10_000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--correct", action="store_true", help="also check the correct programs")
+    ap.add_argument("--seeds", type=int, default=1,
+                    help="also run the portfolio with seeds 0..N-1: the most schedules any needed")
     args = ap.parse_args()
-    heads = ["bug", "threads", "found as", "portfolio", *(n for n, _ in SINGLE), "s"]
+    heads = ["program", "the bug", "threads", "found as", "portfolio",
+             *(LABEL[n] for n, _ in SINGLE)]
+    if args.seeds > 1:
+        heads.append(f"portfolio, worst of {args.seeds} seeds")
+    heads.append("s")
     print("| " + " | ".join(heads) + " |")
     print("|" + "---|" * len(heads))
     for case in CASES:
@@ -38,11 +45,15 @@ def main() -> None:
         t = time.perf_counter()
         res = explore(broken, args.budget, seed=args.seed, minimize=False)
         secs = time.perf_counter() - t
-        cells = [case.name, str(case.threads), res.failure.kind if res.failure else "-",
+        cells = [f"`{case.name}`", case.bug, str(case.threads), res.failure.kind if res.failure else "-",
                  f"{res.schedules:,}" if not res.ok else "-"]
         for name, kw in SINGLE:
             r = explore(broken, args.budget, strategy=name, seed=args.seed, minimize=False, **kw)
             cells.append(f"{r.schedules:,}" if not r.ok else "-")
+        if args.seeds > 1:
+            runs = [explore(broken, args.budget, seed=s, minimize=False) for s in range(args.seeds)]
+            worst = max(r.schedules for r in runs)
+            cells.append(f"{worst:,}" + ("" if all(not r.ok for r in runs) else " (missed)"))
         cells.append(f"{secs:.2f}")
         print("| " + " | ".join(cells) + " |", flush=True)
     if args.correct:
@@ -65,7 +76,7 @@ def main() -> None:
             verdict = "ok" if r.ok else f"FAIL {r.failure.kind if r.failure else ''}"
             if r.exhausted:
                 verdict += ", exhausted"
-            print(f"| {correct.name.rpartition('.')[2]} | {case.threads} | {how} | {r.schedules:,} | "
+            print(f"| `{correct.name.rpartition('.')[2]}` | {case.threads} | {how} | {r.schedules:,} | "
                   f"{verdict} | {time.perf_counter() - t:.1f} |", flush=True)
 
 

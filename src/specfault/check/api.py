@@ -305,10 +305,25 @@ class _CellOp(Op):
         return ((self.cell, "value", "w" if self.write else "r"),)
 
     def shown(self) -> str:
-        return "" if self.got is _UNSET else f" -> {self.got!r}"
+        return "" if self.got is _UNSET else f" -> {_show(self.got)}"
 
 
 _UNSET = object()
+
+
+def _show(v: Any) -> str:
+    """A value as reports print it: the same in every run (an object
+    without a repr of its own shows its name or class, never an address)."""
+    if isinstance(v, tuple):
+        return "(" + ", ".join(_show(x) for x in v) + ("," if len(v) == 1 else "") + ")"
+    label = getattr(v, "label", None)
+    if callable(label):
+        return str(label())
+    if type(v).__repr__ is object.__repr__:
+        name = getattr(v, "name", None)
+        return str(name) if isinstance(name, str) else f"<{type(v).__name__}>"
+    text = repr(v)
+    return text if len(text) <= 40 else text[:39] + "~"
 
 
 class _Load(_CellOp):
@@ -336,7 +351,7 @@ class _Store(_CellOp):
         self.live().value = self.new
 
     def describe(self) -> str:
-        return f"store {self.cell.name} = {self.new!r}"
+        return f"store {self.cell.name} = {_show(self.new)}"
 
 
 class _Cmpxchg(_CellOp):
@@ -356,10 +371,10 @@ class _Cmpxchg(_CellOp):
         return cur
 
     def describe(self) -> str:
-        what = f"cmpxchg {self.cell.name} {self.old!r} -> {self.new!r}"
+        what = f"cmpxchg {self.cell.name} {_show(self.old)} -> {_show(self.new)}"
         if self.got is _UNSET:
             return what
-        return what + (" ok" if self.got == self.old else f" failed (found {self.got!r})")
+        return what + (" ok" if self.got == self.old else f" failed (found {_show(self.got)})")
 
 
 class _Rmw(_CellOp):
@@ -382,7 +397,7 @@ class _Rmw(_CellOp):
         return self.got
 
     def describe(self) -> str:
-        return f"{self.name} {self.cell.name} {self.arg!r}{self.shown()}"
+        return f"{self.name} {self.cell.name} {_show(self.arg)}{self.shown()}"
 
 
 class _WaitUntil(_CellOp):

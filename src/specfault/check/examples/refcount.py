@@ -16,6 +16,8 @@ from specfault.check.api import Mutex, Shared, check, join, program, spawn
 
 
 class Obj:
+    name = "obj"
+
     def __init__(self) -> None:
         self.refcount = Shared("obj.refcount", 1)     # the slot's reference
         self.data = Shared("obj.data", 42)
