@@ -37,7 +37,7 @@ class Pct:
         self.i += 1
         rng = random.Random(seed)
         d = self.depth
-        prio: dict[int, int] = {}
+        prio: dict[int, float] = {}
         change: dict[int, int] = {}
         for i in range(1, d):  # change point steps -> the low priority they assign
             step = rng.randrange(self.k)

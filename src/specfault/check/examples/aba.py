@@ -15,7 +15,6 @@ from typing import Any
 from specfault.check.api import Shared, check, join, program, spawn
 
 
-
 class Node:
     def __init__(self, name: str) -> None:
         self.name = name
@@ -66,7 +65,7 @@ async def _run(tagged: bool) -> None:
     t2 = await spawn(recycler, name="recycler")
     got1 = await join(t1)
     got2 = await join(t2)
-    on_stack = []
+    on_stack: list[Node] = []
     node = ptr(top.value)
     while node is not None and len(on_stack) < 5:
         on_stack.append(node)

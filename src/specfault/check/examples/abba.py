@@ -10,7 +10,6 @@ Correct: both take A before B.
 from specfault.check.api import Checks, Mutex, Shared, join, program, spawn
 
 
-
 async def _run(inverted: bool) -> int:
     a, b = Mutex("A"), Mutex("B")
     balance = Shared("balance", 0)

@@ -10,7 +10,6 @@ order A < B < C).
 from specfault.check.api import Checks, Mutex, join, program, spawn
 
 
-
 async def _run(cycle: bool) -> None:
     a, b, c = Mutex("A"), Mutex("B"), Mutex("C")
 

@@ -10,7 +10,6 @@ the condition under the mutex, in a loop, as ``wait_event`` does.
 from specfault.check.api import CondVar, Mutex, Shared, join, program, spawn
 
 
-
 async def _run(locked_test: bool) -> None:
     ready = Shared("ready", False)
     m = Mutex("m")

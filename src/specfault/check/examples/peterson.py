@@ -12,7 +12,6 @@ is sequentially consistent, so it shows this bug, not that one.)
 from specfault.check.api import Shared, check, cpu_relax, join, program, spawn
 
 
-
 async def _run(flag_first: bool) -> None:
     flag = [Shared("flag[0]", False), Shared("flag[1]", False)]
     turn = Shared("turn", 0)

@@ -14,7 +14,6 @@ unpublish under one mutex, so a reference is never taken from zero.
 from specfault.check.api import Mutex, Shared, check, join, program, spawn
 
 
-
 class Obj:
     name = "obj"
 

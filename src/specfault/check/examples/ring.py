@@ -8,6 +8,8 @@ overwrites the oldest unread item, and the consumer reads a value out of
 order.
 """
 
+from collections.abc import Callable
+
 from specfault.check.api import Shared, check, join, program, spawn
 
 SIZE = 2
@@ -19,10 +21,13 @@ async def _run(strict: bool) -> None:
     tail = Shared("tail", 0)
     buf = [Shared(f"buf[{i}]", None) for i in range(SIZE)]
 
-    def has_room(h: int):          # noqa: ANN202
+    def has_room(h: int) -> Callable[[int], bool]:
         if strict:
             return lambda t: h - t < SIZE
         return lambda t: h - t <= SIZE
+
+    def beyond(t: int) -> Callable[[int], bool]:
+        return lambda h: h > t
 
     async def producer() -> None:
         for i in range(ITEMS):
@@ -34,7 +39,7 @@ async def _run(strict: bool) -> None:
     async def consumer() -> None:
         for i in range(ITEMS):
             t = await tail.load()
-            await head.wait_until(lambda h: h > t, "an item in the ring")
+            await head.wait_until(beyond(t), "an item in the ring")
             v = await buf[t % SIZE].load()
             check(v == i, f"consumer read {v} from buf[{t % SIZE}], expected {i}: "
                           f"the producer overwrote an unread slot")
