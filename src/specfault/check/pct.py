@@ -51,10 +51,13 @@ class Pct:
                 rng.shuffle(order)
                 for rank, actor in enumerate(order):
                     prio[actor if actor < len(ex.tasks) else ex.rcu_actor] = d + rank
-            for a in enabled:
-                if a not in prio:   # a task spawned while running: a random rank
-                    prio[a] = d + rng.random() * (len(prio) + 1)
-            best = max(enabled, key=prio.__getitem__)
+            try:
+                best = max(enabled, key=prio.__getitem__)
+            except KeyError:        # a task spawned while running: a random rank
+                for a in enabled:
+                    if a not in prio:
+                        prio[a] = d + rng.random() * (len(prio) + 1)
+                best = max(enabled, key=prio.__getitem__)
             low = change.get(ex.steps)
             if low is not None:
                 prio[best] = low
