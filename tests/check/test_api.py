@@ -33,7 +33,7 @@ from specfault.check.api import (
 from specfault.check.engine import Execution, nonpreemptive
 from specfault.check.pytest import assert_finds_bug, assert_no_bug, assert_verified
 from specfault.check.roundrobin import PORTFOLIO, RoundRobin
-from specfault.runtime import ModelBug
+from specfault.runtime import ModelBug, Task
 from specfault.sync.lockdep import LOCKDEP
 
 SRC = Path(__file__).resolve().parents[2] / "src"
@@ -467,3 +467,28 @@ def test_cli_runs_a_program_from_a_file_under_the_portfolio(tmp_path: Path) -> N
 
 def test_model_bug_is_a_finding_not_a_crash() -> None:
     assert issubclass(ModelBug, Exception)
+
+
+def test_trace_lines_say_what_each_step_did() -> None:
+    @program
+    async def contended() -> None:
+        m = Mutex("m")
+
+        async def t() -> None:
+            got = await m.trylock()
+            if got:
+                await m.unlock()
+            else:
+                await m.lock()
+                await m.unlock()
+
+        h1, h2 = await spawn(t), await spawn(t)
+        await join(h1)
+        await join(h2)
+
+    lines = Execution(contended).run(nonpreemptive).trace_lines()
+    assert "T1: mutex_trylock m -> True" in lines
+    assert not any("held by" in ln for ln in lines)       # only a waiting lock says who holds it
+    waiting = Mutex("w")
+    waiting.owner = Task(0, "main")
+    assert waiting.lock().describe() == "mutex_lock w (held by main)"

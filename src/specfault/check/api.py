@@ -609,12 +609,13 @@ def _release(lock: _LockBase, what: str) -> Task:
 
 
 class _MutexLock(Op):
-    __slots__ = ("m",)
+    __slots__ = ("m", "got")
     kind = "mutex_lock"
     blocking = True
 
     def __init__(self, m: Mutex) -> None:
         self.m = m
+        self.got: Any = _UNSET
 
     def enabled(self) -> bool:
         return self.m.owner is None
@@ -623,13 +624,16 @@ class _MutexLock(Op):
         task = _task()
         might_sleep(task, "mutex_lock", self.m)
         _take(self.m, task, True)
+        self.got = None
 
     def footprint(self) -> tuple[tuple[object, str, str], ...]:
         return ((self.m, "owner", "w"),)
 
     def describe(self) -> str:
         owner = self.m.owner
-        return f"mutex_lock {self.m.name}" + (f" (held by {owner.name})" if owner is not None else "")
+        if self.got is _UNSET and owner is not None:     # still waiting: for whom
+            return f"mutex_lock {self.m.name} (held by {owner.name})"
+        return f"mutex_lock {self.m.name}"
 
 
 class _MutexTrylock(_MutexLock):
@@ -639,12 +643,14 @@ class _MutexTrylock(_MutexLock):
 
     def perform(self) -> bool:  # type: ignore[override]
         if self.m.owner is not None:
+            self.got = False
             return False
         _take(self.m, _task(), False)     # a trylock cannot deadlock: no lockdep edge
+        self.got = True
         return True
 
     def describe(self) -> str:
-        return f"mutex_trylock {self.m.name}"
+        return f"mutex_trylock {self.m.name}" + ("" if self.got is _UNSET else f" -> {self.got}")
 
 
 class _MutexUnlock(Op):
