@@ -492,3 +492,11 @@ def test_trace_lines_say_what_each_step_did() -> None:
     waiting = Mutex("w")
     waiting.owner = Task(0, "main")
     assert waiting.lock().describe() == "mutex_lock w (held by main)"
+
+
+def test_the_explorers_own_explore_defaults_to_the_portfolio_on_programs() -> None:
+    from specfault.check import explore as base_explore
+    from specfault.check.examples import check_then_act
+    res = base_explore(check_then_act.broken)
+    assert res.strategy == "portfolio" and not res.ok
+    assert base_explore(check_then_act.broken, strategy="dfs", max_schedules=50).strategy == "dfs"

@@ -38,6 +38,10 @@ from specfault.sync.lockdep import LOCKDEP
 STRATEGIES = ("random", "pct", "dfs", "portfolio", "replay")
 
 
+#: a program's (check.api) default budget when explore() is given no config
+PROGRAM_SCHEDULES = 10_000
+
+
 class Interrupted(KeyboardInterrupt):
     """Ctrl-C while exploring: still a ``KeyboardInterrupt``; ``result``
     holds what was done until then (a :class:`Result` with
@@ -213,7 +217,15 @@ def make_strategy(cfg: ExploreConfig) -> Strategy:
 
 def explore(scenario: Scenario, config: ExploreConfig | None = None, **overrides: Any) -> Result:
     """Explore ``scenario``; see :class:`ExploreConfig` for the knobs (also
-    accepted as keyword arguments)."""
+    accepted as keyword arguments).  A program written with
+    ``specfault.check.api`` given no config runs under the portfolio for
+    :data:`PROGRAM_SCHEDULES` schedules, without a time cap, unless the
+    keywords say otherwise."""
+    if config is None and "program" in scenario.tags:
+        # a program of check.api: its defaults (the portfolio, a budget in
+        # schedules, no time cap) unless the caller chose
+        overrides = {"strategy": "portfolio", "max_schedules": PROGRAM_SCHEDULES,
+                     "budget_seconds": None, **overrides}
     cfg = replace(config, **overrides) if config is not None else ExploreConfig(**overrides)
     strategy = make_strategy(cfg)
     LOCKDEP.enabled = cfg.lockdep and scenario.lockdep
