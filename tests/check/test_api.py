@@ -500,3 +500,68 @@ def test_the_explorers_own_explore_defaults_to_the_portfolio_on_programs() -> No
     res = base_explore(check_then_act.broken)
     assert res.strategy == "portfolio" and not res.ok
     assert base_explore(check_then_act.broken, strategy="dfs", max_schedules=50).strategy == "dfs"
+
+
+# -- the portfolio on bugs hidden among 8 busy threads ------------------------------
+
+def _busy(kind: str, noise: int = 20) -> Scenario:
+    """8 threads doing ``noise`` private steps each around one racy pair:
+    ``late``: one thread increments with load+store while 7 fetch_add
+    (it must be preempted between its two steps, while another adds);
+    ``window``: one thread must read x inside another's short x=1 window."""
+    async def main() -> None:
+        x = Shared("x", 0)
+        priv = [Shared(f"p{i}", 0) for i in range(8)]
+
+        async def busy(i: int) -> None:
+            for k in range(noise):
+                await priv[i].store(k)
+
+        async def adder(i: int) -> None:
+            await busy(i)
+            await x.fetch_add(1)
+
+        async def racer() -> None:
+            await busy(7)
+            v = await x.load()
+            await x.store(v + 1)
+
+        async def flasher() -> None:
+            await x.store(1)
+            await priv[0].store(-1)
+            await x.store(0)
+
+        async def reader() -> None:
+            await busy(1)
+            check(await x.load() == 0, "read x inside the window")
+
+        if kind == "late":
+            hs = [await spawn(adder, i) for i in range(7)] + [await spawn(racer)]
+        else:
+            hs = [await spawn(flasher), await spawn(reader)] + [await spawn(busy, i) for i in range(2, 8)]
+        for h in hs:
+            await join(h)
+        if kind == "late":
+            check(x.value == 8, f"x is {x.value}, expected 8")
+    return program(main, name=f"t:busy-{kind}")
+
+
+@pytest.mark.parametrize("kind", ["late", "window"])
+def test_portfolio_finds_a_bug_hidden_among_8_busy_threads(kind: str) -> None:
+    res = assert_finds_bug(_busy(kind), "property", within=10_000, minimize=False)
+    assert res.schedules <= 500        # measured: 22 and 187; the budget is 10,000
+
+
+def test_pct_ranks_a_spawned_thread_anywhere_even_below_its_creator() -> None:
+    # with d=1 (no change points) PCT is a random priority order: a thread
+    # spawned below main waits until main blocks in join; above, it runs at once
+    from specfault.check.pct import Pct
+    firsts = set()
+    pct = Pct(0, 1)
+    prog = _busy("late", 1)
+    for _ in range(40):
+        _, choose = pct.next()
+        ex = Execution(prog).run(choose)
+        pct.done_with(ex)
+        firsts.add(ex.trace_lines()[1])            # what follows the first spawn
+    assert "main: spawn T2" in firsts and "T1: start T1" in firsts

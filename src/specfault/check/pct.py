@@ -10,8 +10,8 @@ scheduler always runs the highest-priority runnable actor, and at the
 every initial priority).  A bug of *depth* ``d`` (needing ``d`` ordering
 constraints) is then found by each execution with probability at least
 ``1 / (n * k^(d-1))``.  ``k`` is estimated as the longest execution seen so
-far.  A task spawned while the execution runs gets a random priority
-among the initial ones when it first becomes runnable.
+far.  A task spawned while the execution runs gets a random rank among
+the others (its creator included) when it first becomes runnable.
 """
 
 from __future__ import annotations
@@ -19,6 +19,19 @@ from __future__ import annotations
 import random
 
 from specfault.check.engine import Chooser, Execution
+
+
+def _insert(prio: dict[int, float], d: int, rng: random.Random) -> float:
+    """A priority for an actor that appeared while the execution runs: a
+    uniformly random rank among the actors' initial-range priorities (above
+    the change points' ``1..d-1``), as if it had been ranked with the
+    others from the start — the creator included, so a new thread does not
+    always run before its creator goes on."""
+    ranks = sorted(p for p in prio.values() if p > d - 1)
+    j = rng.randrange(len(ranks) + 1)
+    below = ranks[j - 1] if j > 0 else d - 1
+    above = ranks[j] if j < len(ranks) else (ranks[-1] + 1 if ranks else d + 1)
+    return (below + above) / 2
 
 
 class Pct:
@@ -56,7 +69,7 @@ class Pct:
             except KeyError:        # a task spawned while running: a random rank
                 for a in enabled:
                     if a not in prio:
-                        prio[a] = d + rng.random() * (len(prio) + 1)
+                        prio[a] = _insert(prio, d, rng)
                 best = max(enabled, key=prio.__getitem__)
             low = change.get(ex.steps)
             if low is not None:
