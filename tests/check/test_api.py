@@ -461,6 +461,8 @@ def test_cli_runs_a_program_from_a_file_under_the_portfolio(tmp_path: Path) -> N
     assert ok.returncode == 0 and "OK — portfolio, 300 schedules" in ok.stdout, ok.stdout + ok.stderr
     dfs = _cli("specfault.check.examples.ticket:correct", "--strategy", "dfs", "--schedules", "50")
     assert dfs.returncode == 0 and "OK — dfs, 50 schedules" in dfs.stdout
+    implied = _cli("specfault.check.examples.ticket:correct", "--preemptions", "1", "--schedules", "40")
+    assert implied.returncode == 0 and "OK — dfs, 40 schedules" in implied.stdout
     missing = _cli(f"{tmp_path}/nope.py:broken")
     assert missing.returncode == 2 and "no such file" in missing.stderr
 

@@ -445,13 +445,18 @@ def _kill_table(args: argparse.Namespace) -> int:
 def _for_program(sc: Any, args: argparse.Namespace, cfg: ExploreConfig) -> ExploreConfig:
     """A program written with ``specfault.check.api`` runs under the
     portfolio unless a strategy was chosen (--strategy or
-    SPECFAULT_CHECK_STRATEGY)."""
+    SPECFAULT_CHECK_STRATEGY) or implied (--preemptions, --reduction: dfs;
+    --pct-depth: pct)."""
     import os
     from dataclasses import replace
 
-    if "program" in sc.tags and args.strategy is None and "SPECFAULT_CHECK_STRATEGY" not in os.environ:
-        return replace(cfg, strategy="portfolio")
-    return cfg
+    if "program" not in sc.tags or args.strategy is not None or "SPECFAULT_CHECK_STRATEGY" in os.environ:
+        return cfg
+    if args.preemptions is not None or args.reduction is not None:
+        return cfg                                  # dfs, the configured default
+    if args.pct_depth is not None:
+        return replace(cfg, strategy="pct")
+    return replace(cfg, strategy="portfolio")
 
 
 def _explore_all(args: argparse.Namespace, names: list[str], cfg: ExploreConfig) -> int:
