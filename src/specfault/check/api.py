@@ -5,7 +5,7 @@ state, spawns threads, joins them and checks what they did; the explorer
 runs it under every interleaving it chooses, re-running ``main`` from the
 start for each schedule (so every schedule gets fresh state)::
 
-    from specfault.check.api import Shared, check, join, program, spawn
+    from specfault.check.api import Shared, check, find_bug, join, program, spawn
 
     @program
     async def lost_update():

@@ -2,7 +2,7 @@
 (:mod:`specfault.check.api`).  Each module has a ``correct`` and a
 ``broken`` program (some have more variants); :data:`CASES` lists the
 pairs with their thread counts and the failure the broken one shows.  They
-are examples and tests at once (``tests/check/test_api_examples.py``);
+are examples and tests at once (``tests/check/test_checker_examples.py``);
 ``docs/explorer.md`` ("Checking your own protocol") tables the schedules
 the default portfolio needs to find each bug
 (``python benchmarks/bench_checker_examples.py``).
