@@ -32,15 +32,26 @@ someone unfinished), livelock (step limit), and the final property.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from specfault.check.scenario import Env, Scenario
-from specfault.runtime import STATE, ModelBug, Task, UseAfterFree, Yield
+from specfault.runtime import STATE, ModelBug, Op, Task, UseAfterFree, Yield
 from specfault.runtime.driver import advance, close, enter, finished, leave, preemptible
 from specfault.runtime.site import task_site
+from specfault.sync.cpu import Cpu
 from specfault.sync.lockdep import LOCKDEP, LockdepBug, check_exit
+
+
+def _weak_spawn(ref: weakref.WeakMethod[Any]) -> Callable[..., Any]:
+    def spawn(*args: Any, **kwargs: Any) -> Any:
+        method = ref()
+        assert method is not None, "spawn: the execution is gone"
+        return method(*args, **kwargs)
+    return spawn
+
 
 #: a chooser returns an actor from ``enabled``, or STOP to abandon the run
 STOP = -1
@@ -64,6 +75,23 @@ class Failure:
     def same_as(self, other: Failure) -> bool:
         """Same property violated (used by minimisation)."""
         return self.kind == other.kind
+
+
+class Started(Op):
+    """The first step of a spawned task: its coroutine starts (runs to its
+    first op).  Touches nothing shared."""
+
+    __slots__ = ("name",)
+    kind = "start"
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def perform(self) -> None:
+        return None
+
+    def describe(self) -> str:
+        return f"start {self.name}"
 
 
 class _RcuOp:
@@ -101,6 +129,9 @@ class Execution:
         # its pool once this execution is garbage: nothing the world keeps
         # (env included) may refer back to the execution, or it never does
         env, self.state = scenario.world(self)
+        # the one hook for tasks created while running (check.api.spawn),
+        # held weakly for that reason
+        env.spawn = _weak_spawn(weakref.WeakMethod(self.spawn))
         self.env: Env = env
         self.rcu = env.rcu if scenario.rcu else None
         cpus = env.cpus
@@ -135,6 +166,23 @@ class Execution:
         if actor == self.rcu_actor:
             return None
         return self.tasks[actor].pending
+
+    def spawn(self, name: str, coro: Any, mm: Any = None) -> Task:
+        """Create a task while the execution runs (called by a task's op,
+        e.g. ``check.api.spawn``).  It gets the next actor number and a CPU
+        of its own; its first step (:class:`Started`) starts its coroutine.
+        Actor numbers must stay stable for schedules to replay, so a
+        scenario with an RCU processor (actor n) cannot spawn."""
+        if self.rcu is not None:
+            raise ModelBug(f"spawn {name}: scenario {self.scenario.name!r} has RCU "
+                           f"(its callback processor is actor {self.rcu_actor}); use rcu=False")
+        cpu = Cpu(len(self.env.cpus), None)
+        self.env.cpus.append(cpu)
+        task = Task(len(self.tasks), name, coro, mm, cpu)
+        cpu.current = task
+        task.pending = Started(name)
+        self.tasks.append(task)
+        return task
 
     def n_actors(self) -> int:
         return len(self.tasks) + (1 if self.rcu is not None else 0)
