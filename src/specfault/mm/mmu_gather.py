@@ -45,6 +45,7 @@ class MmuGather:
         self.tables: list[PageTable] = []
         self.start = 1 << 64
         self.end = 0
+        mm.tlb_flush_pending += 1          # tlb_gather_mmu(): inc_tlb_flush_pending()
 
     def track(self, start: int, end: int) -> None:
         self.start = min(self.start, start)
@@ -56,6 +57,7 @@ class MmuGather:
         if self.end > self.start:
             mm.kernel.count("tlb_flush")
             await flush_tlb_range(mm, self.start, self.end)
+        mm.tlb_flush_pending -= 1          # dec_tlb_flush_pending(), after the flush
         mem = mm.kernel.mem
         for page in self.pages:
             mem.put_page(page)
