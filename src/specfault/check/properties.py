@@ -212,6 +212,10 @@ class History:
         self.fills: dict[tuple[Any, Any, int], int] = {}
         self.flushes: dict[Any, list[tuple[int, int, int]]] = {}
         self.stores = self.loads = self.tlb_hits = 0
+        # loads are judged once translations are observed after every step
+        # (the explorer's step invariant); a driver that runs no invariant
+        # (the direct driver) cannot see discards, so its loads are not
+        self.observing = False
 
     # -- what the model reports --
     def flush_done(self, mm: Any, start: int, end: int) -> None:
@@ -279,7 +283,7 @@ class History:
     def _load(self, key: tuple[Any, int], addr: int, got: bytes, cpu: Any) -> None:
         self.loads += 1
         adm = self.adm.get(key)
-        if not adm:
+        if not adm or not self.observing:
             return
         off = addr & 0xFFF
         for i, b in enumerate(got):
@@ -316,6 +320,7 @@ class History:
     def observe(self) -> None:
         """Diff the translations of the region and of every tracked address
         against what was last observed (called after every step)."""
+        self.observing = True
         changes: list[tuple[tuple[Any, int], Any, Any]] = []
         tracked: dict[Any, set[int]] = {}
         for mm, vpn in self.mapped:
@@ -402,9 +407,10 @@ class History:
 
 
 def history_of(world: Any) -> History:
-    """The recorder of ``world``'s execution, attached on first use (by the
-    first step invariant: accesses before it are not recorded, which only
-    leaves later loads less constrained)."""
+    """The recorder of ``world``'s execution: attached when the scenario's
+    setup has built the world (``MmSpec.build``), else on first use by the
+    step invariant (accesses before it are not recorded, which only leaves
+    later loads less constrained)."""
     kernel = world.machine.kernel
     obs = kernel.observer
     if obs is None:

@@ -54,11 +54,18 @@ class MmuGather:
     async def finish(self) -> None:
         """tlb_finish_mmu(): flush, then free pages, then free tables."""
         mm = self.mm
+        mem = mm.kernel.mem
+        # knob tlb_free_pages_before_flush (a mutant): the batch of pages is
+        # freed before the TLB flush — a CPU still holding an entry for one
+        # of them reads or writes a freed (or reused) frame
+        if mm.config.knob("tlb_free_pages_before_flush"):
+            for page in self.pages:
+                mem.put_page(page)
+            self.pages = []
         if self.end > self.start:
             mm.kernel.count("tlb_flush")
             await flush_tlb_range(mm, self.start, self.end)
         mm.tlb_flush_pending -= 1          # dec_tlb_flush_pending(), after the flush
-        mem = mm.kernel.mem
         for page in self.pages:
             mem.put_page(page)
         self.pages = []

@@ -131,7 +131,11 @@ async def _spf_with_vma(mm: Any, kernel: Any, cfg: Any, rcu: Any, vma: Any, seq:
     """do_speculative_fault() after the lockless lookup found ``vma``
     (inside rcu_read_lock, which it drops).  ``per_vma``: ``seq`` is still
     to be sampled, from the VMA."""
-    if per_vma:
+    # knob dufour_seq_after_copy (a mutant): the VMA is copied before its
+    # sequence is sampled — a writer that changes the VMA after the copy
+    # and is done before the sample leaves a stale copy with a fresh sequence
+    late = per_vma and cfg.knob("dufour_seq_after_copy")
+    if per_vma and not late:
         ok, seq = await spf_vma_seq_begin(mm, vma)
         if not ok:                                # a writer is changing this VMA
             await rcu.read_unlock()
@@ -140,6 +144,11 @@ async def _spf_with_vma(mm: Any, kernel: Any, cfg: Any, rcu: Any, vma: Any, seq:
         await rcu.read_unlock()
         return spf_abort(kernel, "SPF_ABORT_NO_SPECULATE")
     pvma = await VmaCopy(vma)
+    if late:
+        ok, seq = await spf_vma_seq_begin(mm, vma)
+        if not ok:
+            await rcu.read_unlock()
+            return spf_abort(kernel, "SPF_ABORT_ODD")
     await rcu.read_unlock()
     # knob no_seq_check_after_lookup: trust a copy a writer may have torn
     if not cfg.knob("no_seq_check_after_lookup") and \

@@ -37,7 +37,7 @@ from typing import Any
 import specfault as sf
 from specfault.check.invariants import kernel_problems, mm_problems
 from specfault.check.linearizability import check_linearizable
-from specfault.check.properties import final_properties, step_properties
+from specfault.check.properties import final_properties, history_of, step_properties
 from specfault.check.scenario import Env, Scenario, Thread
 from specfault.config import Config
 from specfault.errors import OutOfMemory, SignalError
@@ -130,6 +130,7 @@ class MmSpec:
 
         def setup(env: Env) -> World:
             world = make_world(spec, config)
+            history_of(world)           # record accesses from the first step
             env.cpus = world.machine.kernel.cpus
             env.use_rcu(world.machine.kernel.rcu)
             return world
