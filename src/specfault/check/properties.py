@@ -227,8 +227,7 @@ class History:
         self.seq += 1
         vpn = addr >> 12
         key = (mm, vpn)
-        if key not in self.mapped:
-            self._observe_key(key)
+        self._observe_key(key)          # the translation as of this access
         if hit:
             self.tlb_hits += 1
             self._tlb_check(mm, cpu, addr, access, pte)
@@ -379,6 +378,26 @@ class History:
                     self.adm.pop(key, None)
             # old is a page: a direct switch (COW copy) keeps the values
 
+    def final_sweep(self) -> str | None:
+        """No lost write at the end, when nothing is in flight: observe the
+        translations once more and load (from the page each address maps
+        now) every byte that has admissible values — as a load by the
+        program after its last step would."""
+        if not self.observing:
+            return None          # a driver without the step invariant
+        self.observe()
+        for (mm, vpn), adm in self.adm.items():
+            page = self.mapped.get((mm, vpn))
+            if page is None or not adm:
+                continue
+            for off, want in sorted(adm.items()):
+                got = page.read(off, 1)[0]
+                if got not in want:
+                    return (f"lost write: at the end, byte {(vpn << 12) + off:#x} in "
+                            f"{mm.label()} holds {got}, but it was last stored as "
+                            f"{sorted(want)} and neither overwritten nor discarded since")
+        return None
+
     # -- rmap at every step --
     def rmap_step(self, region: list[tuple[int, int]]) -> str | None:
         """Reverse-mapping consistency over ``region`` in every mm no
@@ -430,11 +449,15 @@ def step_properties(world: Any) -> str | None:
 
 def final_properties(world: Any) -> str | None:
     """At the end: a violation recorded but not yet reported (none, when
-    the step invariant ran after every step)."""
+    the step invariant ran after every step), then the last load of every
+    address: each byte whose last store was not discarded must still hold
+    it (:meth:`History.final_sweep`)."""
     obs = world.machine.kernel.observer
-    if obs is not None and obs.violations:
+    if obs is None:
+        return None
+    if obs.violations:
         return obs.violations[0]
-    return None
+    return obs.final_sweep()
 
 
 __all__ = ["History", "file_mappings", "final_properties", "history_of", "pte_table",
