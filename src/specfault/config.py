@@ -226,8 +226,8 @@ KNOBS: dict[str, Knob] = _knobs(
          "the mmu_gather frees its pages before the TLB flush, not after"),
     Knob("vma_merge_free_immediate", False, "mutant",
          "a VMA absorbed by an mprotect/madvise merge is freed at once, not after RCU"),
-    Knob("seq_bump_after_write", False, "mutant",
-         "mmap_write_lock makes mm_lock_seq odd only at unlock (after the writer's changes)"),
+    Knob("spf_walk_end_early", False, "mutant",
+         "the speculative walk leaves its RCU section before reading the PTE"),
     Knob("dufour_seq_after_copy", False, "mutant",
          "Dufour's fault copies the VMA before sampling its sequence"),
 )

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 import specfault as sf
+from specfault.check.engine import Execution
 from specfault.check.explore import ExploreConfig, Result, explore
 from specfault.check.invariants import InvariantViolation, mm_problems
 from specfault.check.properties import History, rmap_problem
@@ -137,23 +138,37 @@ def test_tlb_coherence_catches_a_flush_that_missed_a_cpu() -> None:
 
 
 # --------------------------------------------------------- no lost write
+def _reader_writer_reader(ex: Execution, enabled: list[int]) -> int:
+    """T0's first step, then T1 to its end, then T0 again."""
+    world = ex.state
+    t0_first_done = any(t == 0 for t, *_ in world.history)
+    want = 1 if t0_first_done and not ex.tasks[1].done else 0
+    return want if want in enabled else enabled[0]
+
+
 def test_no_lost_write_catches_a_reader_of_the_old_page() -> None:
     """wp_copy_no_flush: T0 reads page1 (the zero page, cached in its TLB),
     T1's write copies it without a flush, T0 reads again through its stale
-    entry: T1's completed store is lost to T0 (and the entry is stale)."""
+    entry: T1's completed store is lost to T0 (and the entry is stale).
+    The search finds it; the correct kernel passes the same search."""
     spec = MmSpec("props-cow-flush", "T0 reads page1 twice while T1 writes it", zero_mapped(),
                   [("P", [access("R1", "read"), access("R1", "read")]),
                    ("P", [access("R1", "write")])])
-    bad = _hunt(spec, "speculative", {"wp_copy_no_flush": True})
+    knobs = {"wp_copy_no_flush": True}
+    bad = _hunt(spec, "speculative", knobs)
     assert not bad.ok and bad.failure is not None
-    ex = bad.execution
-    assert ex is not None
+    assert "TLB coherence" in bad.failure.message
+    ex = Execution(spec.build(Config(fault_protocol="speculative").with_(**knobs)))
+    ex.run(_reader_writer_reader)
     hist = ex.state.machine.kernel.observer
-    assert any(v.startswith("lost write") for v in hist.violations), hist.violations
-    assert any(v.startswith("TLB coherence") for v in hist.violations), hist.violations
+    assert ex.failure is not None and ex.failure.kind == "invariant", ex.failure
+    assert [v.split(":")[0] for v in hist.violations] == ["TLB coherence", "lost write"]
+    assert "read b'\\x00" in hist.violations[1] and "[84]" in hist.violations[1]   # T1's 'T'
     for protocol in PROTOCOLS:
         res = _hunt(spec, protocol)
         assert res.ok and res.exhausted, (protocol, res.report)
+        good = Execution(spec.build(Config(fault_protocol=protocol))).run(_reader_writer_reader)
+        assert good.failure is None, good.failure
 
 
 def test_no_lost_write_follows_a_moved_page_and_forgets_a_discarded_one() -> None:

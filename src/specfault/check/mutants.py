@@ -174,11 +174,11 @@ NEW_MUTANTS: dict[str, Mutant] = {m.name: m for m in [
            "a VMA absorbed by an mprotect/madvise merge is freed at once (it is "
            "out of the tree already), not after an RCU grace period",
            {"vma_merge_free_immediate": True}, ("cow-aba", "fault-vs-mprotect")),
-    Mutant("seq_bump_after_write", "speculative",
-           "mmap_write_lock() makes mm_lock_seq odd only at unlock, after the "
-           "writer's changes: a speculative fault inside the write section sees "
-           "an even, unchanged count",
-           {"seq_bump_after_write": True}, ("fault-vs-munmap", "fault-vs-mprotect")),
+    Mutant("spf_walk_end_early", "speculative",
+           "the speculative walk leaves its RCU section once it has the PTE "
+           "table, before it reads the entry (\"only the table pointer needs "
+           "protecting\"): munmap frees the table in between",
+           {"spf_walk_end_early": True}, ("fault-vs-munmap",)),
     Mutant("dufour_seq_after_copy", "dufour",
            "the speculative fault copies the VMA before sampling its sequence: a "
            "writer that changes the VMA after the copy and finishes before the "

@@ -385,6 +385,22 @@ class History:
         program after its last step would."""
         if not self.observing:
             return None          # a driver without the step invariant
+        # TLB coherence at the end: every writer is done, so a cached
+        # entry that lets a load do what its PTE does not is stale for good
+        # (a load on that CPU after the last step would use it)
+        live = {id(mm): mm for mm in self.kernel.mms if not mm.dead}
+        for cpu in self.kernel.cpus:
+            for (mm_id, vpn), tlb_pte in sorted(cpu.tlb.items()):
+                mm = live.get(mm_id)
+                if mm is None:
+                    continue
+                pt = pte_table(mm, vpn << 12)
+                cur = pt.entries[vpn & 511] if pt is not None else 0
+                why = _more_permissive(tlb_pte, cur, 0)
+                if why is not None:
+                    return (f"TLB coherence: at the end, cpu{cpu.id} still caches {tlb_pte:#x} "
+                            f"for {vpn << 12:#x} in {mm.label()} ({why}; PTE {cur:#x}): every "
+                            f"writer is done, its TLB flush never came")
         self.observe()
         for (mm, vpn), adm in self.adm.items():
             page = self.mapped.get((mm, vpn))

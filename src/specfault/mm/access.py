@@ -60,7 +60,11 @@ class UserAccess(Op):
                          self.access, self.n, self.data)
 
     def footprint(self) -> tuple[tuple[object, str, str], ...]:
-        return ((self.mm, f"page {self.addr >> 12:#x}", "w" if self.access == ACCESS_WRITE else "r"),)
+        # the access may fill the running CPU's TLB and set its bit in
+        # mm_cpumask (what a shootdown reads)
+        cpu = STATE.task.cpu if STATE.task is not None else None
+        return ((self.mm, f"page {self.addr >> 12:#x}", "w" if self.access == ACCESS_WRITE else "r"),
+                (cpu, "tlb", "w"), (self.mm, "cpumask", "w"))
 
     def describe(self) -> str:
         kind = {0: "read", 1: "write", 2: "exec"}[self.access]

@@ -43,17 +43,12 @@ async def mmap_write_lock(mm: Any) -> None:
     await mm.mmap_lock.down_write()
     # knob no_seq_bump_on_write_lock: without the bump, speculative faults
     # cannot see that a writer ran, and commit on a stale VMA copy
-    # knob seq_bump_after_write (a mutant): the count goes odd only when
-    # the writer is done (at unlock) — a speculative fault that samples
-    # and commits while the writer is inside sees nothing
-    if not mm.no_seq_bump and not mm.config.knob("seq_bump_after_write"):
+    if not mm.no_seq_bump:
         await write_seqcount_begin(mm, "mm_lock_seq")
 
 
 async def mmap_write_unlock(mm: Any) -> None:
     if not mm.no_seq_bump:
-        if mm.config.knob("seq_bump_after_write"):
-            await write_seqcount_begin(mm, "mm_lock_seq")
         await write_seqcount_end(mm, "mm_lock_seq")    # vma_end_write_all()
     await mm.mmap_lock.up_write()
 
@@ -63,8 +58,6 @@ async def mmap_write_downgrade(mm: Any) -> None:
     are unlocked (vma_end_write_all) and readers may enter; no writer can
     slip in between."""
     if not mm.no_seq_bump:
-        if mm.config.knob("seq_bump_after_write"):
-            await write_seqcount_begin(mm, "mm_lock_seq")
         await write_seqcount_end(mm, "mm_lock_seq")
     await mm.mmap_lock.downgrade_write()
 

@@ -462,8 +462,16 @@ async def spf_handle_mm_fault(vma: Any, address: int, flags: int, seq: int, orig
         await spf_walk_end(mm)
         return spf_fail(vmf, "SPF_ABORT_PMD")
     vmf.orig_pmd = pt
-    vmf.orig_pte = await load_item(pt, pt.entries, vmf.pte_idx)
-    await spf_walk_end(mm)
+    # knob spf_walk_end_early (a mutant): the walk's RCU section (or
+    # interrupts-off section) ends once the PTE table is found, before its
+    # entry is read — "we only need the table pointer" — and munmap frees
+    # the table in between
+    if mm.config.knob("spf_walk_end_early"):
+        await spf_walk_end(mm)
+        vmf.orig_pte = await load_item(pt, pt.entries, vmf.pte_idx)
+    else:
+        vmf.orig_pte = await load_item(pt, pt.entries, vmf.pte_idx)
+        await spf_walk_end(mm)
     ret = await memory.handle_pte_fault(vmf)
     if ret & VM_FAULT_RETRY and vmf.committed:
         raise ModelBug(f"aborted speculative fault at {address:#x} left a visible effect")
