@@ -42,10 +42,10 @@ def test_each_new_mutant_is_registered_with_its_knobs() -> None:
         assert all(s in SPEC_BY_NAME for s in m.scenarios), m
 
 
-def _dfs(spec: MmSpec, protocol: str, knobs: dict[str, Any], preemptions: int,
-         schedules: int) -> Any:
+def _pct(spec: MmSpec, protocol: str, knobs: dict[str, Any], schedules: int) -> Any:
+    """PCT (depth 3, seed 0) on ``spec``: at most ``schedules``."""
     cfg = Config(fault_protocol=protocol).with_(**knobs)
-    return explore(spec.build(cfg), ExploreConfig(strategy="dfs", max_preemptions=preemptions,
+    return explore(spec.build(cfg), ExploreConfig(strategy="pct", pct_depth=3, seed=0,
                                                   max_schedules=schedules, budget_seconds=None,
                                                   minimize=False))
 
@@ -70,51 +70,51 @@ async def _fork_then_exit(w: Any, p: Any) -> int:
     return 0
 
 
-#: mutant -> (program, protocol, DFS preemptions, schedule cap, what the failure says)
-RACES: dict[str, tuple[MmSpec, str, int, int, str]] = {
+#: mutant -> (program, protocol, what the failure says)
+RACES: dict[str, tuple[MmSpec, str, str]] = {
     "wp_no_pte_same_recheck": (
         MmSpec("nm-two-cow", "T0 and T1 write page0, COW-shared with a child", forked(),
                [("P", [access("R", "write")]), ("P", [access("R", "write")])]),
-        "classic", 1, 2000, ""),
+        "classic", ""),
     "wp_copy_no_flush": (
         MmSpec("nm-cow-reader", "T0 reads page0 (COW-shared) twice while T1 writes it", forked(),
                [("P", [access("R", "read"), access("R", "read")]), ("P", [access("R", "write")])]),
-        "speculative", 1, 2000, "TLB coherence"),
-    "pervma_mremap_no_vma_lock": (SPEC_BY_NAME["fault-vs-mremap"], "pervma", 2, 20000, ""),
-    "pervma_unlock_before_ptl": (SPEC_BY_NAME["fault-vs-munmap"], "pervma", 2, 20000, ""),
+        "speculative", "TLB coherence"),
+    "pervma_mremap_no_vma_lock": (SPEC_BY_NAME["fault-vs-mremap"], "pervma", ""),
+    "pervma_unlock_before_ptl": (SPEC_BY_NAME["fault-vs-munmap"], "pervma", ""),
     "fork_flush_before_wrprotect": (
         MmSpec("nm-fork-tlb", "T0 reads then writes page0 while T1 forks", region(),
                [("P", [access("R", "read"), access("R", "write", data=b"W")]),
                 ("P", [syscall("fork", _fork_keep)])]),
-        "pervma", 2, 20000, "TLB coherence"),
+        "pervma", "TLB coherence"),
     "mprotect_no_flush_on_wrprotect": (
         MmSpec("nm-wp-flush", "T0 writes page0 twice while T1 makes it read-only", region(),
                [("P", [access("R", "write"), access("R", "write", data=b"2")]),
                 ("P", [syscall("mprotect R ro", _mprotect("R", 2, sf.PROT_READ))])]),
-        "classic", 1, 2000, "TLB coherence"),
+        "classic", "TLB coherence"),
     "tlb_free_pages_before_flush": (
         MmSpec("nm-free-early", "T0 reads page0 twice while T1 zaps it", region(),
                [("P", [access("R", "read"), access("R", "read")]),
                 ("P", [syscall("madvise DONTNEED R", _dontneed)])]),
-        "classic", 1, 2000, ""),
+        "classic", ""),
     "vma_merge_free_immediate": (
         MmSpec("nm-merge", "T0 writes page1 while T1 splits it off and merges it back",
                region(), [("P", [access("R1", "write")]),
                           ("P", [syscall("mprotect R1 ro", _mprotect("R1", 1, sf.PROT_READ)),
                                  syscall("mprotect R1 rw", _mprotect("R1", 1, RW))])]),
-        "speculative", 2, 20000, "UseAfterFree"),
-    "spf_walk_end_early": (SPEC_BY_NAME["fault-vs-munmap"], "speculative", 2, 20000, "UseAfterFree"),
-    "dufour_seq_after_copy": (SPEC_BY_NAME["fault-vs-mprotect"], "dufour", 2, 20000, ""),
+        "speculative", "UseAfterFree"),
+    "spf_walk_end_early": (SPEC_BY_NAME["fault-vs-munmap"], "speculative", "UseAfterFree"),
+    "dufour_seq_after_copy": (SPEC_BY_NAME["fault-vs-mprotect"], "dufour", ""),
 }
 
 
 @pytest.mark.parametrize("mutant", sorted(RACES))
 def test_the_knob_breaks_a_directed_race(mutant: str) -> None:
-    spec, protocol, preemptions, cap, says = RACES[mutant]
-    bad = _dfs(spec, protocol, NEW_MUTANTS[mutant].knobs, preemptions, cap)
+    spec, protocol, says = RACES[mutant]
+    bad = _pct(spec, protocol, NEW_MUTANTS[mutant].knobs, 1000)
     assert not bad.ok, f"{mutant}: no failure in {bad.schedules} schedules"
     assert says in bad.failure.headline(), bad.failure.headline()
-    good = _dfs(spec, protocol, {}, preemptions, bad.schedules)
+    good = _pct(spec, protocol, {}, max(bad.schedules, 100))
     assert good.ok, good.report
 
 
