@@ -211,6 +211,10 @@ class History:
         # TLB coherence: (cpu, mm, vpn) -> seq of the fill; mm -> flushes
         self.fills: dict[tuple[Any, Any, int], int] = {}
         self.flushes: dict[Any, list[tuple[int, int, int]]] = {}
+        # what observe() walks: mm -> {PTE table index (vpn >> 9): vpns};
+        # and the raw PTE (with its table) last seen for each (mm, vpn)
+        self.tables: dict[Any, dict[int, set[int]]] = {}
+        self.raw: dict[tuple[Any, int], tuple[Any, int]] = {}
         self.stores = self.loads = self.tlb_hits = 0
         # loads are judged once translations are observed after every step
         # (the explorer's step invariant); a driver that runs no invariant
@@ -314,41 +318,74 @@ class History:
     def _observe_key(self, key: tuple[Any, int]) -> None:
         page, ok = self._page_of(*key)
         if ok:
-            self._apply([(key, _MISSING, page)])
+            old = self.mapped.get(key, _MISSING)
+            if old is not page:
+                self._apply([(key, old, page)])
 
     def observe(self) -> None:
         """Diff the translations of the region and of every tracked address
-        against what was last observed (called after every step)."""
+        against what was last observed (called after every step).  Per PTE
+        table: one walk, skipped whole while its PTL is held; per PTE: the
+        page is looked up only when the entry's value changed."""
         self.observing = True
+        kernel = self.kernel
+        live = kernel.mms
+        for mm in [m for m in self.tables if m.dead or m not in live]:
+            self._forget(mm)
         changes: list[tuple[tuple[Any, int], Any, Any]] = []
-        tracked: dict[Any, set[int]] = {}
-        for mm, vpn in self.mapped:
-            tracked.setdefault(mm, set()).add(vpn)
-        for mm in tracked:
-            if mm.dead or mm not in self.kernel.mms:      # exited: forget it
-                for vpn in tracked[mm]:
-                    key = (mm, vpn)
-                    old = self.mapped.pop(key)
-                    self.adm.pop(key, None)
-                    users = self.mapped_by.get(old)
-                    if users is not None:
-                        users.discard(key)
-                        if not users:
-                            del self.mapped_by[old]
-        for mm in self.kernel.mms:
+        raw = self.raw
+        mapped = self.mapped
+        pages = kernel.mem.pages
+        zero = kernel.mem.zero_page
+        for mm in live:
             if mm.dead:
                 continue
-            vpns = tracked.get(mm, set()).union(self.region_vpns)
-            for vpn in vpns:
-                key = (mm, vpn)
-                page, ok = self._page_of(mm, vpn)
-                if not ok:
-                    continue
-                old = self.mapped.get(key, _MISSING)
-                if old is not page:
-                    changes.append((key, old, page))
+            groups = self.tables.get(mm)
+            if groups is None:
+                groups = self.tables[mm] = {}
+                for vpn in self.region_vpns:
+                    groups.setdefault(vpn >> 9, set()).add(vpn)
+            for gi, vpns in groups.items():
+                pt = pte_table(mm, gi << 21)
+                if pt is not None and pt.ptl.owner is not None:
+                    continue                # a PTL section: observe when it ends
+                entries = pt.entries if pt is not None else None
+                for vpn in vpns:
+                    pte = entries[vpn & 511] if entries is not None else 0
+                    key = (mm, vpn)
+                    seen = raw.get(key)
+                    if seen is not None and seen[0] is pt and seen[1] == pte:
+                        continue
+                    raw[key] = (pt, pte)
+                    if not pte or not pte_present(pte):
+                        page = None
+                    elif pte_special(pte):
+                        page = zero
+                    else:
+                        page = pages.get(pte_pfn(pte))
+                    old = mapped.get(key, _MISSING)
+                    if old is not page:
+                        changes.append((key, old, page))
         if changes:
             self._apply(changes)
+
+    def _track(self, key: tuple[Any, int]) -> None:
+        mm, vpn = key
+        self.tables.setdefault(mm, {}).setdefault(vpn >> 9, set()).add(vpn)
+
+    def _forget(self, mm: Any) -> None:
+        """An exited mm: its translations and values go."""
+        for vpns in self.tables.pop(mm, {}).values():
+            for vpn in vpns:
+                key = (mm, vpn)
+                self.raw.pop(key, None)
+                self.adm.pop(key, None)
+                old = self.mapped.pop(key, None)
+                users = self.mapped_by.get(old)
+                if users is not None:
+                    users.discard(key)
+                    if not users:
+                        del self.mapped_by[old]
 
     def _apply(self, changes: list[tuple[tuple[Any, int], Any, Any]]) -> None:
         zero = self.kernel.mem.zero_page
@@ -366,6 +403,8 @@ class History:
                 if adm and old is not zero and old.anon and old not in self.mapped_by:
                     self.orphan[old] = adm        # it may reappear elsewhere (mremap)
         for key, old, new in changes:
+            if old is _MISSING:
+                self._track(key)
             self.mapped[key] = new
             if new is None:
                 continue
