@@ -60,7 +60,13 @@ program built on ``check/scenarios/base.py``'s checking functions).
    a discard).
 
    A load at an address with no recorded store since its last discard is
-   unconstrained (the setup's stores are not recorded).
+   unconstrained (the setup's stores are not recorded), and so is a load
+   from a page-cache page (file or shmem), whose contents also change
+   through the file (write(2), truncation, hole punching) with no user
+   store to record.  Reclaim of a MADV_FREE page is a discard even of a
+   store made after the MADV_FREE (the property cannot tell); such a store
+   is lost only if it went through a TLB entry dirtier than its PTE, which
+   TLB coherence reports.
 
 3. **TLB coherence** (:meth:`History.user_access`): an access that used a
    cached translation (a TLB hit) is incoherent if
@@ -239,7 +245,9 @@ class History:
             self.fills[(cpu, mm, vpn)] = self.seq
         if access == 1:
             self._store(key, addr & 0xFFF, data, page)
-        elif access == 0:
+        elif access == 0 and (page.anon or page.zero):
+            # a page-cache page also changes through the file (write(2),
+            # truncation, hole punching), which no user store records
             self._load(key, addr, data, cpu)
 
     # -- TLB coherence --
@@ -443,7 +451,7 @@ class History:
         self.observe()
         for (mm, vpn), adm in self.adm.items():
             page = self.mapped.get((mm, vpn))
-            if page is None or not adm:
+            if page is None or not adm or not (page.anon or page.zero):
                 continue
             for off, want in sorted(adm.items()):
                 got = page.read(off, 1)[0]
