@@ -137,13 +137,13 @@ NEW_MUTANTS: dict[str, Mutant] = {m.name: m for m in [
            "flushing (\"nobody can write through a read-only entry\"): other CPUs "
            "keep reading the old page and miss the stores to the copy",
            {"wp_copy_no_flush": True}, ("two-reads-then-write", "two-cow-faults", "cow-aba"),
-           caught_by="TLB coherence; no lost write (tests/check/test_properties.py)"),
+           caught_by="TLB coherence; no lost write (tests/check/test_scenario_properties.py)"),
     Mutant("wp_copy_no_anon_vma_prepare", "classic",
            "wp_page_copy skips anon_vma_prepare (\"a page is mapped, so the VMA has "
            "an anon_vma\"): copying the zero page a read fault mapped installs an "
            "anonymous page the rmap cannot reach",
            {"wp_copy_no_anon_vma_prepare": True}, ("two-reads-then-write", "read-then-write-vs-mprotect"),
-           expect="fuzz", caught_by="rmap (tests/check/test_properties.py)"),
+           expect="fuzz", caught_by="rmap (tests/check/test_scenario_properties.py)"),
     Mutant("pervma_mremap_no_vma_lock", "pervma",
            "mremap's move_vma does not vma_start_write the source VMA: a fault "
            "under its VMA lock installs a PTE behind move_page_tables",
@@ -171,12 +171,12 @@ NEW_MUTANTS: dict[str, Mutant] = {m.name: m for m in [
            "mprotect(PROT_READ) returned",
            {"mprotect_no_flush_on_wrprotect": True},
            ("fault-vs-mprotect", "read-then-write-vs-mprotect", "cow-aba"),
-           caught_by="linearizability; TLB coherence (tests/check/test_properties.py)"),
+           caught_by="linearizability; TLB coherence (tests/check/test_scenario_properties.py)"),
     Mutant("madv_free_no_flush", "classic",
            "MADV_FREE cleans the PTEs without flushing the TLBs: a store through a "
            "cached dirty entry does not dirty the PTE, and reclaim discards it",
            {"madv_free_no_flush": True}, ("fault-vs-dontneed",),
-           expect="fuzz", caught_by="TLB coherence (tests/check/test_properties.py)"),
+           expect="fuzz", caught_by="TLB coherence (tests/check/test_scenario_properties.py)"),
     Mutant("tlb_free_pages_before_flush", "classic",
            "tlb_finish_mmu frees the gathered pages before flushing the TLBs: a "
            "CPU still holding an entry reads or writes a freed frame",
