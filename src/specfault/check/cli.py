@@ -56,7 +56,7 @@ EXAMPLES = """examples:
   specfault check --scenario fault-vs-munmap --protocol speculative
   specfault check 'litmus.*' --preemptions none            # exhaustive, unbounded preemptions
   specfault check litmus.rcu-broken --strategy pct --schedules 500 --seed 7
-  specfault check --mutants                                # the kill table (about 30 s)
+  specfault check --mutants                                # the kill table
   specfault check --mutants --mutant no_seq2_check --save tests/regressions
   specfault check --replay "$(cat tests/regressions/no_seq2_check.schedule)"
 """
