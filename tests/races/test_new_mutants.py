@@ -155,3 +155,8 @@ def test_madv_free_no_flush_loses_a_store_to_reclaim() -> None:
         p.write(a, b"y")
         p.madvise(a, PAGE, sf.MADV_PAGEOUT)
         assert p.read(a, 1) == (b"\0" if broken else b"y")
+
+
+def test_every_new_mutant_has_a_directed_test() -> None:
+    sequential = {"fork_no_wrprotect_parent", "wp_copy_no_anon_vma_prepare", "madv_free_no_flush"}
+    assert set(RACES) | sequential == set(NEW_MUTANTS)
