@@ -15,7 +15,11 @@ Every check is an executable statement of a rule from the kernel:
   its refcount equals mapcount + the page cache's reference, and no frame
   is allocated without an owner (no leaks) — these hold whenever no fault
   or syscall is in flight (quiescent=True);
-* the mm's RSS counters equal the pages its PTEs map.
+* the mm's RSS counters equal the pages its PTEs map;
+* the reverse map finds every PTE (``properties.rmap_problem``): an
+  anonymous page's anon_vma is on its VMA's chain and its index is the
+  VMA's linear index of the address; a file page is in its file's page
+  cache at that index and its VMA among the file's mappings.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from specfault.check.properties import rmap_problem
 from specfault.mm.mmu_gather import rss_kind
 from specfault.mm.pgtable import (
     _PAGE_NX,
@@ -86,6 +91,7 @@ def mm_problems(mm: Any, quiescent: bool = True) -> list[str]:
     tables: list[PageTable] = []
     _tables(mm.pgd, tables)
     rss: Counter[str] = Counter()
+    mappings: dict[int, list[Any]] = {}
     for t in tables:
         if t.freed_at is not None:
             problems.append(f"{t.label()} reachable but freed ({t.freed_at})")
@@ -127,6 +133,9 @@ def mm_problems(mm: Any, quiescent: bool = True) -> list[str]:
                 problems.append(f"PTE at {addr:#x} maps free pfn {pte_pfn(pte):#x}")
                 continue
             rss[rss_kind(page)] += 1
+            bad = rmap_problem(mm.kernel, vma, addr, page, mappings)
+            if bad is not None:
+                problems.append(f"rmap: {bad}")
             if pte_write(pte) and not flags & VM_SHARED:
                 if not page.anon or not page.anon_exclusive:
                     problems.append(f"writable PTE at {addr:#x} in a private mapping maps a "

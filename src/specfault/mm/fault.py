@@ -139,10 +139,16 @@ async def do_vma_locked_fault(mm: Any, address: int, access: int, flags: int,
         await vma_end_read(vma)
         kernel.count("vma_lock_success")
         raise SegmentationFault(address, SEGV_ACCERR)
+    # knob pervma_unlock_before_ptl (a mutant): the VMA lock is dropped once
+    # the VMA is found and checked, before the handler takes the PTL — "the
+    # PTL protects the PTE": nothing keeps munmap or mprotect out any more
+    early = mm.config.knob("pervma_unlock_before_ptl")
+    if early:
+        await vma_end_read(vma)
     fault = await handle_mm_fault(vma, address, flags | FAULT_FLAG_VMA_LOCK)
     # (Linux's handlers drop the VMA lock themselves before VM_FAULT_RETRY;
     # the model's return it held, so it is dropped here in both cases)
-    if not fault & VM_FAULT_COMPLETED:
+    if not fault & VM_FAULT_COMPLETED and not early:
         await vma_end_read(vma)
     if not fault & VM_FAULT_RETRY:
         kernel.count("vma_lock_success")

@@ -64,6 +64,12 @@ async def dup_mmap(oldmm: Any) -> MmStruct:
     mm.start_brk, mm.brk, mm.mmap_base = oldmm.start_brk, oldmm.brk, oldmm.mmap_base
     mm.start_stack, mm.rlimit_stack, mm.mmap_min_addr = \
         oldmm.start_stack, oldmm.rlimit_stack, oldmm.mmap_min_addr
+    # knob fork_flush_before_wrprotect (a mutant): the parent's TLBs are
+    # flushed before its PTEs are write-protected, not after — a CPU that
+    # refills a writable entry in between keeps writing the shared page
+    early = oldmm.config.knob("fork_flush_before_wrprotect")
+    if early:
+        await flush_tlb_range(oldmm, 0, TASK_END)
     for mpnt in oldmm.vmas():
         # knob pervma_fork_no_vma_lock: without this, a write fault under
         # the parent's VMA lock races with the COW write-protect below
@@ -83,7 +89,8 @@ async def dup_mmap(oldmm: Any) -> MmStruct:
         mm.total_vm += tmp.pages()
         if not tmp.vm_flags & VM_WIPEONFORK and vma_needs_copy(mpnt):
             await copy_page_range(tmp, mpnt)
-    await flush_tlb_range(oldmm, 0, TASK_END)    # flush_tlb_mm(oldmm)
+    if not early:
+        await flush_tlb_range(oldmm, 0, TASK_END)    # flush_tlb_mm(oldmm)
     await mmap_write_unlock(mm)
     await mmap_write_unlock(oldmm)
     oldmm.kernel.mms.append(mm)
@@ -110,7 +117,11 @@ async def copy_page_range(dst_vma: VmArea, src_vma: VmArea) -> None:
                 dst_mm.rss[rss_kind(page)] += 1
             if cow and pte_write(pte):
                 pte = pte_wrprotect(pte)
-                await StoreItem(spt, spt.entries, i, pte)   # ptep_set_wrprotect()
+                # knob fork_no_wrprotect_parent (a mutant): only the child's
+                # copy is write-protected; the parent keeps writing a page
+                # the child maps
+                if not src_mm.config.knob("fork_no_wrprotect_parent"):
+                    await StoreItem(spt, spt.entries, i, pte)   # ptep_set_wrprotect()
             child = pte & ~_PAGE_ACCESSED                  # pte_mkold()
             if src_vma.vm_flags & VM_SHARED:
                 child &= ~_PAGE_DIRTY                      # pte_mkclean()

@@ -52,6 +52,11 @@ class Kernel:
         # VMAs out of the tree whose free waits for the last put_vma (knob
         # spf_vma_pin), by id: at quiescence a leftover one is a leaked pin
         self.vma_free_deferred: dict[int, Any] = {}
+        # the checker's recorder of user accesses and TLB flushes
+        # (check/properties.py History), or None: hooks in mm/access.py
+        # (hw_access) and mm/tlb.py (flush_tlb_range) call it; never
+        # read by the model
+        self.observer: Any = None
 
     def count(self, event: str, n: int = 1) -> None:
         self.vmstat[event] = self.vmstat.get(event, 0) + n

@@ -330,7 +330,11 @@ async def madvise_free_single_vma(mm: Any, vma: VmArea, start: int, end: int) ->
                 # clear_young_dirty_ptes() + tlb_remove_tlb_entries()
                 await StoreItem(pt, pt.entries, i, pte & ~(_PAGE_ACCESSED | _PAGE_DIRTY))
                 addr = pt.base + (i << 12)
-                tlb.track(addr, addr + PAGE_SIZE)
+                # knob madv_free_no_flush (a mutant): "only bits changed, the
+                # page stays mapped" — a CPU's cached dirty entry lets a store
+                # through without dirtying the PTE, and reclaim discards it
+                if not mm.config.knob("madv_free_no_flush"):
+                    tlb.track(addr, addr + PAGE_SIZE)
             page.lazyfree = True             # folio_mark_lazyfree()
         await pt.ptl.unlock()
     await tlb.finish()

@@ -228,11 +228,17 @@ async def handle_pte_fault(vmf: Vmf) -> int:
     if await pte_map_lock(vmf) is False:
         return VM_FAULT_RETRY
     entry = await ptep_get(vmf)
-    if entry != vmf.orig_pte:
+    # knob wp_no_pte_same_recheck (a mutant): a write to a write-protected
+    # PTE goes to do_wp_page on the PTE read without the PTL — not
+    # re-checked, so do_wp_page reuses or copies a page that a racing COW
+    # or zap may have replaced meanwhile
+    unchecked = vmf.flags & FAULT_FLAG_WRITE and not pte_write(vmf.orig_pte) and \
+        vmf.mm.config.knob("wp_no_pte_same_recheck")
+    if entry != vmf.orig_pte and not unchecked:
         await pte_unmap_unlock(vmf)
         return 0
     if vmf.flags & FAULT_FLAG_WRITE:
-        if not pte_write(entry):
+        if unchecked or not pte_write(entry):
             return await do_wp_page(vmf)        # returns with the PTL released
         entry = pte_mkdirty(entry)
     entry = pte_mkyoung(entry)
@@ -430,7 +436,11 @@ async def wp_page_copy(vmf: Vmf) -> int:
     vma, mm = vmf.vma, vmf.mm
     mem = mm.kernel.mem
     old = vmf.page
-    if vma.anon_vma is None:
+    # knob wp_copy_no_anon_vma_prepare (a mutant): "a page is mapped, so the
+    # VMA has an anon_vma" — not when it is the zero page a read fault
+    # mapped: the copy is installed with no anon_vma (the rmap cannot find
+    # it, and fork will not copy the VMA's pages)
+    if vma.anon_vma is None and not mm.config.knob("wp_copy_no_anon_vma_prepare"):
         if vmf.flags & FAULT_FLAG_SPECULATIVE:
             return await _wp_copy_fail(vmf, spf_fail(vmf, "SPF_ABORT_ANON_VMA"))
         fault = await vmf_anon_prepare(vmf)
@@ -455,7 +465,11 @@ async def wp_page_copy(vmf: Vmf) -> int:
         if vma.vm_flags & VM_WRITE:
             entry = pte_mkwrite(entry)
         await set_pte_at(vmf, 0)                 # ptep_clear_flush()
-        await flush_tlb_range(mm, vmf.address, vmf.address + 4096)
+        # knob wp_copy_no_flush (a mutant): "the old PTE was read-only, no
+        # CPU can write through it" — but other CPUs keep *reading* the old
+        # page through their entries, and miss every store to the copy
+        if not mm.config.knob("wp_copy_no_flush"):
+            await flush_tlb_range(mm, vmf.address, vmf.address + 4096)
         page_add_new_anon_rmap(new, vma, vmf.address)
         mm.rss["anon"] += 1
         await set_pte_at(vmf, entry)

@@ -18,6 +18,10 @@ Fields
     rss            {"anon", "file", "shmem"} resident pages
 # atomic
     mm_users       threads using the mm (SPF does not speculate when 1)
+    tlb_flush_pending  mmu_gathers open on the mm (inc_tlb_flush_pending in
+                   tlb_gather_mmu, dec in tlb_finish_mmu after the flush):
+                   while non-zero, PTEs may have changed whose TLB flush is
+                   still to come (mm_tlb_flush_pending())
 # the CPUs that may cache translations of this mm (mm_cpumask)
     cpumask
 """
@@ -57,6 +61,7 @@ class MmStruct:
         self.total_vm = 0
         self.rss = {"anon": 0, "file": 0, "shmem": 0}
         self.mm_users = 1
+        self.tlb_flush_pending = 0
         self.start_brk = START_BRK
         self.brk = START_BRK
         self.mmap_base = MMAP_BASE

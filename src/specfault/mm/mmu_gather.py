@@ -45,6 +45,7 @@ class MmuGather:
         self.tables: list[PageTable] = []
         self.start = 1 << 64
         self.end = 0
+        mm.tlb_flush_pending += 1          # tlb_gather_mmu(): inc_tlb_flush_pending()
 
     def track(self, start: int, end: int) -> None:
         self.start = min(self.start, start)
@@ -53,10 +54,18 @@ class MmuGather:
     async def finish(self) -> None:
         """tlb_finish_mmu(): flush, then free pages, then free tables."""
         mm = self.mm
+        mem = mm.kernel.mem
+        # knob tlb_free_pages_before_flush (a mutant): the batch of pages is
+        # freed before the TLB flush — a CPU still holding an entry for one
+        # of them reads or writes a freed (or reused) frame
+        if mm.config.knob("tlb_free_pages_before_flush"):
+            for page in self.pages:
+                mem.put_page(page)
+            self.pages = []
         if self.end > self.start:
             mm.kernel.count("tlb_flush")
             await flush_tlb_range(mm, self.start, self.end)
-        mem = mm.kernel.mem
+        mm.tlb_flush_pending -= 1          # dec_tlb_flush_pending(), after the flush
         for page in self.pages:
             mem.put_page(page)
         self.pages = []

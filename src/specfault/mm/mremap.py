@@ -227,7 +227,11 @@ async def copy_vma(mm: Any, vma: VmArea, addr: int, length: int, pgoff: int) -> 
 
 async def move_vma(mm: Any, vma: VmArea, old_addr: int, old_len: int, new_len: int,
                    new_addr: int, flags: int) -> int:
-    await vma_start_write(vma)
+    # knob pervma_mremap_no_vma_lock (a mutant): the source VMA is not
+    # write-locked — a fault under its VMA lock installs a PTE behind
+    # move_page_tables, left in the old range (and zapped with it)
+    if not mm.config.knob("pervma_mremap_no_vma_lock"):
+        await vma_start_write(vma)
     new_pgoff = vma.vm_pgoff + ((old_addr - vma.vm_start) >> 12)
     new_vma = await copy_vma(mm, vma, new_addr, new_len, new_pgoff)
     await vma_start_write(new_vma)

@@ -218,6 +218,19 @@ async def vma_merge_new_range(mm: Any, prev: VmArea | None, nxt: VmArea | None, 
     return None
 
 
+async def _free_merged(mm: Any, vma: VmArea) -> None:
+    """Free a VMA a merge absorbed (remove_vma)."""
+    # knob vma_merge_free_immediate (a mutant): "it is out of the tree
+    # already" — freed at once, not after a grace period: a lockless
+    # lookup that found it before the merge reads freed memory
+    if mm.config.knob("vma_merge_free_immediate"):
+        if vma.vm_file is not None:
+            mm.kernel.fs.fput(vma.vm_file)
+        vma.poison(f"vma {vma.vm_start:#x}-{vma.vm_end:#x} freed at once by a merge of {mm.label()}")
+        return
+    await vm_area_free(mm, vma)
+
+
 async def vma_modify(mm: Any, prev: VmArea | None, vma: VmArea, start: int, end: int,
                      newflags: int) -> VmArea | int:
     """vma_modify_flags(): give [start, end) of ``vma`` the flags
@@ -244,8 +257,8 @@ async def vma_modify(mm: Any, prev: VmArea | None, vma: VmArea, start: int, end:
         await remove_from_tree(mm, vma)
         await remove_from_tree(mm, nxt)
         await vma_set_range(mm, prev, prev.vm_start, nxt.vm_end, prev.vm_pgoff)
-        await vm_area_free(mm, vma)
-        await vm_area_free(mm, nxt)
+        await _free_merged(mm, vma)
+        await _free_merged(mm, nxt)
         return prev
     if merge_left:
         assert prev is not None
@@ -253,7 +266,7 @@ async def vma_modify(mm: Any, prev: VmArea | None, vma: VmArea, start: int, end:
         if right_side:
             await remove_from_tree(mm, vma)
             await vma_set_range(mm, prev, prev.vm_start, end, prev.vm_pgoff)
-            await vm_area_free(mm, vma)
+            await _free_merged(mm, vma)
         else:
             await vma_set_range(mm, vma, end, vma.vm_end, vma.vm_pgoff + npages)
             await vma_set_range(mm, prev, prev.vm_start, end, prev.vm_pgoff)
@@ -264,7 +277,7 @@ async def vma_modify(mm: Any, prev: VmArea | None, vma: VmArea, start: int, end:
         if left_side:
             await remove_from_tree(mm, vma)
             await vma_set_range(mm, nxt, start, nxt.vm_end, pgoff)
-            await vm_area_free(mm, vma)
+            await _free_merged(mm, vma)
         else:
             await vma_set_range(mm, vma, vma.vm_start, start, vma.vm_pgoff)
             await vma_set_range(mm, nxt, start, nxt.vm_end, pgoff)

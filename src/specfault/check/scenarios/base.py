@@ -10,8 +10,13 @@ checked for:
   VMA and is no more permissive than it (a speculative commit after a
   munmap or mprotect breaks this), and no writable PTE of a private mapping
   maps a page that is not exclusively ours (broken COW);
+* at every step too: the properties of :mod:`specfault.check.properties`
+  — reverse-mapping consistency over the region, TLB coherence of every
+  access that used a cached translation, and no lost write (every load
+  returns the latest store to its address not discarded since);
 * at the end, with every thread done and RCU drained: ``check_mm`` on the
-  whole machine (refcounts, mapcounts, RSS, tree, tables), no lock held and
+  whole machine (refcounts, mapcounts, RSS, tree, tables, the reverse map
+  of every PTE), no lock held and
   no RCU section open (the engine's lockdep exit check), and after every
   process exits, no leaked frame;
 * linearizability: the history of steps (their results, and the final
@@ -32,6 +37,7 @@ from typing import Any
 import specfault as sf
 from specfault.check.invariants import kernel_problems, mm_problems
 from specfault.check.linearizability import check_linearizable
+from specfault.check.properties import final_properties, history_of, step_properties
 from specfault.check.scenario import Env, Scenario, Thread
 from specfault.config import Config
 from specfault.errors import OutOfMemory, SignalError
@@ -124,6 +130,7 @@ class MmSpec:
 
         def setup(env: Env) -> World:
             world = make_world(spec, config)
+            history_of(world)           # record accesses from the first step
             env.cpus = world.machine.kernel.cpus
             env.use_rcu(world.machine.kernel.rcu)
             return world
@@ -145,7 +152,7 @@ class MmSpec:
 
         return Scenario(name=f"mm.{self.name}", setup=setup, threads=threads, check=check,
                         invariant=invariant, observe=observe, rcu=True,
-                        description=self.description, tags=("mm",))
+                        description=self.description, tags=("mm",), snapshot=True)
 
 
 def make_world(spec: MmSpec, config: Config) -> World:
@@ -248,11 +255,15 @@ def step_invariant(world: World) -> str | None:
                     if not page.anon_exclusive:
                         return (f"{mm.label()}: writable PTE at {addr:#x} maps a shared page "
                                 f"{page!r}: a write would reach another mm (COW broken)")
-    return None
+    # rmap consistency, TLB coherence, no lost write (check/properties.py)
+    return step_properties(world)
 
 
 def final_check(world: World) -> str | None:
     kernel = world.machine.kernel
+    bad = final_properties(world)
+    if bad:
+        return bad
     problems = kernel_problems(kernel)
     for mm in kernel.mms:
         problems += mm_problems(mm)
