@@ -100,7 +100,7 @@ def _aim(rng: random.Random, threads: list[ThreadProg], ctx: Ctx) -> list[Thread
     """Make a syscall's range (its ``start``, ``count``) cover a page that
     an access of another thread touches."""
     accesses = [(i, op) for i, t in enumerate(threads) for op in t.ops
-                if not VOCAB[op.name].syscall and op.args[0] < ctx.window]
+                if not VOCAB[op.name].syscall and int(op.args[0]) < ctx.window]
     calls = [(i, j) for i, t in enumerate(threads) for j, op in enumerate(t.ops)
              if VOCAB[op.name].params[:2] == ("start", "count")]
     pairs = [(a, c) for a in accesses for c in calls if a[0] != c[0]]
