@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from specfault.check.pressure_invariants import pressure_problems
 from specfault.mm.mmu_gather import rss_kind
 from specfault.mm.pgtable import (
     _PAGE_NX,
@@ -181,6 +182,7 @@ def kernel_problems(kernel: Any, quiescent: bool = True) -> list[str]:
         for vma in kernel.vma_free_deferred.values():
             problems.append(f"{vma.label()} never freed: vm_ref_count {vma.vm_ref_count} "
                             f"(a speculative fault's pin was not dropped)")
+    problems += pressure_problems(kernel, quiescent)
     if len(mem.pages) - 1 + len(mem.free_pfns) != mem.nr_frames:
         problems.append(f"frames lost: {len(mem.pages) - 1} allocated + {len(mem.free_pfns)} "
                         f"free != {mem.nr_frames}")

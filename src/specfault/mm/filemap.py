@@ -14,6 +14,8 @@ Inode
     size, data (backing bytes of pages not cached)
 # protected by the page-cache lock (xa_lock): insertions and removals
     pages
+# the reverse map of the file (mm/rmap.py: its lock rule, i_mmap_rwsem's role)
+    i_mmap    the VMAs mapping the inode (VmaIntervalTree)
 # immutable
     ino, path, shmem, wants_writenotify
     thp_get_unmapped_area  the filesystem's f_op->get_unmapped_area is
@@ -38,6 +40,7 @@ from typing import Any
 
 from specfault.constants import PAGE_SIZE
 from specfault.mm.page import GetPage, Page, alloc_page
+from specfault.mm.rmap import VmaIntervalTree
 from specfault.runtime import Work
 
 FMODE_READ = 0x1
@@ -46,7 +49,7 @@ FMODE_WRITE = 0x2
 
 class Inode:
     __slots__ = ("ino", "path", "size", "data", "pages", "shmem", "wants_writenotify", "dev",
-                 "thp_get_unmapped_area")
+                 "thp_get_unmapped_area", "i_mmap")
 
     def __init__(self, ino: int, path: str, shmem: bool = False) -> None:
         self.ino = ino
@@ -59,6 +62,7 @@ class Inode:
         self.wants_writenotify = not shmem
         self.dev = (0, 1) if shmem else (0, 0x2a)
         self.thp_get_unmapped_area = False
+        self.i_mmap = VmaIntervalTree()
 
     def nr_pages(self) -> int:
         return (self.size + PAGE_SIZE - 1) // PAGE_SIZE

@@ -63,6 +63,7 @@ from specfault.mm.pgtable import (
     pte_write,
     walk,
 )
+from specfault.mm.rmap import anon_vma_chain_link
 from specfault.mm.tlb import flush_tlb_range
 from specfault.mm.vma import VM_SHARED, VM_WRITE, AnonVma, VmArea, reusable_anon_vma
 from specfault.runtime import load_item, store_item, work
@@ -268,8 +269,7 @@ async def anon_vma_prepare(vma: VmArea) -> bool:
         av = AnonVma()
     await mm.page_table_lock.lock()
     if vma.anon_vma is None:
-        vma.anon_vma = av
-        vma.anon_vma_chain = [av]
+        anon_vma_chain_link(vma, av, [av])
     await mm.page_table_lock.unlock()
     return True
 

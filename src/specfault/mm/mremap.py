@@ -34,6 +34,7 @@ from specfault.mm.vma import (
     VM_SHARED,
     VmArea,
 )
+from specfault.mm.rmap import anon_vma_chain_link
 from specfault.mm.vma_ops import vma_link, vma_merge_new_range
 from specfault.runtime import LoadItem, StoreItem, Work
 
@@ -237,8 +238,7 @@ async def move_vma(mm: Any, vma: VmArea, old_addr: int, old_len: int, new_len: i
         # the old VMA stays, empty, unlocked; its anon_vma links are dropped
         vma.set_flags(vma.vm_flags & ~VM_LOCKED)
         if new_vma is not vma and vma.vm_start == old_addr and vma.vm_end == old_addr + old_len:
-            vma.anon_vma = None                  # unlink_anon_vmas()
-            vma.anon_vma_chain = []
+            anon_vma_chain_link(vma, None, [])   # unlink_anon_vmas()
         return new_addr
     if not old_len:
         return new_addr           # old_len 0 on a shared mapping: a duplicate
