@@ -25,6 +25,7 @@ from specfault.constants import (
 from specfault.mm.mmap import ULONG_MAX, do_vmi_munmap, get_unmapped_area, page_align
 from specfault.mm.mmap_lock import mmap_write_lock, mmap_write_unlock, vma_start_write
 from specfault.mm.pgtable import PMD_LEVEL, PageTable, pte_alloc, pte_offset_map, walk
+from specfault.mm.rmap import anon_vma_chain_link
 from specfault.mm.tlb import flush_tlb_range
 from specfault.mm.vma import (
     VM_DONTEXPAND,
@@ -34,7 +35,6 @@ from specfault.mm.vma import (
     VM_SHARED,
     VmArea,
 )
-from specfault.mm.rmap import anon_vma_chain_link
 from specfault.mm.vma_ops import vma_link, vma_merge_new_range
 from specfault.runtime import LoadItem, StoreItem, Work
 
