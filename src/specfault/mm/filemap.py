@@ -39,8 +39,8 @@ import itertools
 from typing import Any
 
 from specfault.constants import PAGE_SIZE
-from specfault.mm.page import GetPage, Page, alloc_page
-from specfault.mm.rmap import VmaIntervalTree
+from specfault.mm.interval_tree import VmaIntervalTree
+from specfault.mm.page import GetPage, Page, alloc_page, lru_add
 from specfault.runtime import Work
 
 FMODE_READ = 0x1
@@ -134,7 +134,7 @@ class Filesystem:
         page = self.kernel.mem.alloc()
         if page is None:
             return None
-        _fill(inode, index, page)
+        _fill(inode, index, page, self.kernel.mem)
         return page
 
     def read(self, inode: Inode, off: int, n: int) -> bytes:
@@ -207,7 +207,7 @@ class Filesystem:
         inode.size = size
 
 
-def _fill(inode: Inode, index: int, page: Page) -> None:
+def _fill(inode: Inode, index: int, page: Page, mem: Any) -> None:
     """Insert a freshly allocated page into the cache, contents from disk."""
     data = inode.data.pop(index, None)
     if data is not None:
@@ -215,6 +215,7 @@ def _fill(inode: Inode, index: int, page: Page) -> None:
     page.mapping = inode
     page.index = index
     inode.pages[index] = page   # the cache holds the allocation's reference
+    lru_add(mem, page)          # folio_add_lru(): the inactive file list
 
 
 async def filemap_fault(kernel: Any, inode: Inode, index: int) -> tuple[int, Page | None]:
@@ -242,6 +243,6 @@ async def filemap_fault(kernel: Any, inode: Inode, index: int) -> tuple[int, Pag
                 await Work("read_page")
                 ret |= VM_FAULT_MAJOR
                 kernel.count("pgmajfault")
-            _fill(inode, index, page)
+            _fill(inode, index, page, kernel.mem)
     await GetPage(page)
     return ret, page

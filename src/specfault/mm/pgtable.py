@@ -6,6 +6,16 @@ mapping: present to the kernel, not to the MMU), 9 special (the zero page),
 11 soft-dirty, 63 NX; PFN in bits 12-51.  ``0`` is pte_none.  Upper levels
 hold :class:`PageTable` objects (or None), so ``pmd_same`` is identity.
 
+A swap PTE (is_swap_pte: not none, not present — neither _PAGE_PRESENT nor
+_PAGE_PROTNONE) is laid out as x86-64's since the L1TF fix
+(arch/x86/include/asm/pgtable_64.h): the swap type in bits 59-63, the
+offset *inverted* in bits 9-58 (so the "PFN" bits of a non-present PTE
+never point at real memory), and the software bits below 9:
+_PAGE_SWP_SOFT_DIRTY (bit 1, _PAGE_RW's place), _PAGE_SWP_EXCLUSIVE (bit 3,
+_PAGE_PWT's place: the page was PageAnonExclusive when it was unmapped).
+``swp_entry_t`` is Linux's arch-independent value: type in the top 5 bits,
+offset below (include/linux/swapops.h), an int here.
+
 Fields
 ------
 PageTable
@@ -63,6 +73,70 @@ def vm_get_page_prot(vm_flags: int, file: Any = None) -> int:
     return prot
 
 
+# ------------------------------------------------------------ swap entries
+SWP_TYPE_BITS = 5
+SWP_OFFSET_FIRST_BIT = 9                  # _PAGE_BIT_PROTNONE + 1
+SWP_OFFSET_SHIFT = SWP_OFFSET_FIRST_BIT + SWP_TYPE_BITS
+_PAGE_SWP_SOFT_DIRTY = 1 << 1
+_PAGE_SWP_EXCLUSIVE = 1 << 3
+_U64 = (1 << 64) - 1
+MAX_SWAPFILES_SHIFT = 5
+SWP_TYPE_SHIFT = 64 - MAX_SWAPFILES_SHIFT
+SWP_OFFSET_MASK = (1 << SWP_TYPE_SHIFT) - 1
+
+
+def swp_entry(type_: int, offset: int) -> int:
+    """swp_entry(): the arch-independent swp_entry_t value."""
+    return (type_ << SWP_TYPE_SHIFT) | (offset & SWP_OFFSET_MASK)
+
+
+def swp_type(entry: int) -> int:
+    return entry >> SWP_TYPE_SHIFT
+
+
+def swp_offset(entry: int) -> int:
+    return entry & SWP_OFFSET_MASK
+
+
+def swp_entry_to_pte(entry: int) -> int:
+    """__swp_entry_to_pte(): type in bits 59-63, offset inverted in 9-58."""
+    type_, offset = swp_type(entry), swp_offset(entry)
+    return (((~offset << SWP_OFFSET_SHIFT) & _U64) >> SWP_TYPE_BITS) | (type_ << (64 - SWP_TYPE_BITS))
+
+
+def pte_to_swp_entry(pte: int) -> int:
+    """__pte_to_swp_entry(), the software bits ignored."""
+    type_ = pte >> (64 - SWP_TYPE_BITS)
+    offset = ((~pte << SWP_TYPE_BITS) & _U64) >> SWP_OFFSET_SHIFT
+    return swp_entry(type_, offset)
+
+
+def is_swap_pte(pte: int) -> bool:
+    """Not none and not present: a swap entry (the model has no migration
+    entries or PTE markers)."""
+    return pte != 0 and not pte & (_PAGE_PRESENT | _PAGE_PROTNONE)
+
+
+def pte_swp_exclusive(pte: int) -> bool:
+    return bool(pte & _PAGE_SWP_EXCLUSIVE)
+
+
+def pte_swp_mkexclusive(pte: int) -> int:
+    return pte | _PAGE_SWP_EXCLUSIVE
+
+
+def pte_swp_clear_exclusive(pte: int) -> int:
+    return pte & ~_PAGE_SWP_EXCLUSIVE
+
+
+def pte_swp_soft_dirty(pte: int) -> bool:
+    return bool(pte & _PAGE_SWP_SOFT_DIRTY)
+
+
+def pte_swp_mksoft_dirty(pte: int) -> int:
+    return pte | _PAGE_SWP_SOFT_DIRTY
+
+
 def mk_pte(pfn: int, prot: int) -> int:
     return (pfn << 12) | prot
 
@@ -97,6 +171,10 @@ def pte_mkwrite(pte: int) -> int:
 
 def pte_mkdirty(pte: int) -> int:
     return pte | _PAGE_DIRTY | _PAGE_SOFT_DIRTY
+
+
+def pte_mksoft_dirty(pte: int) -> int:
+    return pte | _PAGE_SOFT_DIRTY
 
 
 def pte_mkspecial(pte: int) -> int:

@@ -56,38 +56,29 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from specfault.mm.interval_tree import VmaIntervalTree
+from specfault.mm.mmu_gather import rss_kind
+from specfault.mm.page import lru_move
+from specfault.mm.pgtable import (
+    _PAGE_ACCESSED,
+    PMD_LEVEL,
+    pte_dirty,
+    pte_offset_map,
+    pte_pfn,
+    pte_present,
+    pte_soft_dirty,
+    pte_swp_mkexclusive,
+    pte_swp_mksoft_dirty,
+    pte_write,
+    swp_entry_to_pte,
+    walk,
+)
+from specfault.mm.swapfile import swap_duplicate
+from specfault.mm.tlb import flush_tlb_range
+from specfault.mm.vma import VM_DROPPABLE
+from specfault.runtime import load_item, store_item
 
-class VmaIntervalTree:
-    """``struct rb_root_cached`` of VMAs keyed by their file-page interval
-    (``vma_interval_tree_*`` / ``anon_vma_interval_tree_*``)."""
-
-    __slots__ = ("vmas",)
-
-    def __init__(self) -> None:
-        self.vmas: dict[int, Any] = {}
-
-    def insert(self, vma: Any) -> None:
-        self.vmas[id(vma)] = vma
-
-    def remove(self, vma: Any) -> None:
-        self.vmas.pop(id(vma), None)
-
-    def __contains__(self, vma: Any) -> bool:
-        return id(vma) in self.vmas
-
-    def __len__(self) -> int:
-        return len(self.vmas)
-
-    def foreach(self, first: int, last: int) -> Iterator[Any]:
-        """The VMAs whose pages [vm_pgoff, vm_pgoff + pages - 1] meet
-        [first, last] (a snapshot: the caller may sleep between them)."""
-        for vma in list(self.vmas.values()):
-            start = vma.vm_pgoff
-            if start <= last and start + ((vma.vm_end - vma.vm_start) >> 12) - 1 >= first:
-                yield vma
-
-    def all(self) -> list[Any]:
-        return list(self.vmas.values())
+__all__ = ["VmaIntervalTree"]
 
 
 def vma_interval_tree_foreach(mapping: Any, first: int, last: int) -> Iterator[Any]:
@@ -217,3 +208,190 @@ def check_rmap(kernel: Any) -> list[str]:
                 if not any(av.rb_root is root for av in vma.anon_vma_chain):
                     problems.append(f"{name} holds {vma.label()}, whose chain does not name it")
     return problems
+
+
+# ------------------------------------------------------------- the walkers
+class TlbUbc:
+    """struct tlbflush_unmap_batch: the TLB flushes try_to_unmap deferred
+    (TTU_BATCH_FLUSH), by mm, as address ranges; flushed by
+    try_to_unmap_flush() before a page they cover is written or freed."""
+
+    __slots__ = ("ranges", "writable")
+
+    def __init__(self) -> None:
+        self.ranges: dict[int, list[Any]] = {}    # id(mm) -> [mm, start, end]
+        self.writable = False                      # a cleared PTE was writable
+
+    def add(self, mm: Any, addr: int, writable: bool) -> None:
+        r = self.ranges.get(id(mm))
+        if r is None:
+            self.ranges[id(mm)] = [mm, addr, addr + 4096]
+        else:
+            r[1] = min(r[1], addr)
+            r[2] = max(r[2], addr + 4096)
+        self.writable |= writable
+
+
+async def try_to_unmap_flush(ubc: TlbUbc) -> None:
+    """try_to_unmap_flush(): every deferred flush, now."""
+    ranges = list(ubc.ranges.values())
+    ubc.ranges.clear()
+    ubc.writable = False
+    for mm, start, end in ranges:
+        mm.kernel.count("tlb_flush")
+        await flush_tlb_range(mm, start, end)
+
+
+async def try_to_unmap_flush_dirty(ubc: TlbUbc) -> None:
+    """try_to_unmap_flush_dirty(): flush if a cleared PTE was writable — a
+    CPU could otherwise still store to the page while it is written out."""
+    if ubc.writable:
+        await try_to_unmap_flush(ubc)
+
+
+async def page_vma_mapped(vma: Any, addr: int, page: Any) -> Any:
+    """page_vma_mapped_walk() for one page: walk ``vma``'s mm to ``addr``
+    (no allocation), lock the PTE table's PTL and re-check that the PMD
+    still holds that table (pte_offset_map_lock()'s pmd_same: mremap may
+    have moved the whole table); return ``(pt, idx, pte)`` with the PTL
+    held if the PTE maps ``page``, else None with nothing held.  Caller
+    holds rcu_read_lock (page tables are freed after a grace period)."""
+    mm = vma.vm_mm
+    pmd = await walk(mm, addr, PMD_LEVEL)
+    if pmd.level != PMD_LEVEL:
+        return None
+    pt = await pte_offset_map(pmd, addr)
+    if pt is None:
+        return None
+    idx = (addr >> 12) & 511
+    # knob try_to_unmap_no_ptl: the walker reads and clears the PTE without
+    # the PTL — a fault committing under the PTL meanwhile is overwritten
+    no_ptl = mm.config.knob("try_to_unmap_no_ptl")
+    if not no_ptl:
+        await pt.ptl.lock()
+    # knob rmap_no_pmd_recheck: trust the table found before the PTL was
+    # taken — a table mremap moved meanwhile maps other addresses now
+    if not mm.config.knob("rmap_no_pmd_recheck") \
+            and await load_item(pmd, pmd.entries, (addr >> 21) & 511) is not pt:
+        if not no_ptl:
+            await pt.ptl.unlock()
+        return None
+    pte = await load_item(pt, pt.entries, idx)
+    if not pte_present(pte) or pte_pfn(pte) != page.pfn:
+        if not no_ptl:
+            await pt.ptl.unlock()
+        return None
+    return pt, idx, pte
+
+
+async def folio_referenced(page: Any) -> int:
+    """folio_referenced(): how many PTEs mapping ``page`` had their
+    accessed bit set — cleared now (ptep_clear_flush_young_notify, which
+    on x86 clears without a flush: a stale TLB entry only delays the next
+    accessed bit).  Walks the reverse map under rcu_read_lock, each PTE
+    under its PTL.  Caller holds a reference on the page."""
+    referenced = 0
+    rcu = None
+    for vma, addr in rmap_vmas(page):
+        if rcu is None:
+            rcu = vma.vm_mm.kernel.rcu
+            await rcu.read_lock()
+        got = await page_vma_mapped(vma, addr, page)
+        if got is None:
+            continue
+        pt, idx, pte = got
+        if pte & _PAGE_ACCESSED:
+            referenced += 1
+            await store_item(pt, pt.entries, idx, pte & ~_PAGE_ACCESSED)
+        if not vma.vm_mm.config.knob("try_to_unmap_no_ptl"):
+            await pt.ptl.unlock()
+    if rcu is not None:
+        await rcu.read_unlock()
+    return referenced
+
+
+async def try_to_unmap(page: Any, ubc: TlbUbc) -> None:
+    """try_to_unmap(folio, TTU_BATCH_FLUSH): clear every PTE mapping
+    ``page``, found through the reverse map, each under its PTL and no
+    mmap_lock.  Flushes are deferred into ``ubc``.  Per PTE
+    (try_to_unmap_one):
+
+    1. ptep_get_and_clear; a dirty PTE makes the folio dirty;
+    2. a lazily freeable anonymous folio (MADV_FREE): discarded if nobody
+       but its mappings holds it and it is clean (or VM_DROPPABLE) — else
+       the PTE is restored, the folio swap-backed again, and the walk stops;
+    3. another anonymous folio must be in the swap cache (add_to_swap):
+       the PTE becomes its swap entry (swap_duplicate), exclusive if the
+       page was PageAnonExclusive, soft-dirty if the PTE was; the mm's
+       anon RSS moves to MM_SWAPENTS;
+    4. a file folio just loses the mapping;
+    5. folio_remove_rmap_pte and the mapping's reference dropped (the
+       caller's isolation reference keeps the folio until after the flush).
+
+    The caller holds the folio lock and a reference; the folio's mapcount
+    tells it whether every mapping went."""
+    rcu = None
+    for vma, addr in rmap_vmas(page):
+        mm = vma.vm_mm
+        kernel = mm.kernel
+        if rcu is None:
+            rcu = kernel.rcu
+            await rcu.read_lock()
+        got = await page_vma_mapped(vma, addr, page)
+        if got is None:
+            continue
+        pt, idx, pte = got
+        no_ptl = mm.config.knob("try_to_unmap_no_ptl")
+        await store_item(pt, pt.entries, idx, 0)          # ptep_get_and_clear
+        ubc.add(mm, addr, pte_write(pte))
+        if pte_dirty(pte):
+            page.dirty = True                              # folio_mark_dirty
+        if page.anon:
+            if page.lazyfree:
+                droppable = bool(vma.vm_flags & VM_DROPPABLE)
+                if page.refcount == 1 + page.mapcount and (not page.dirty or droppable):
+                    new = 0                                # discard
+                else:
+                    await store_item(pt, pt.entries, idx, pte)   # set_pte_at(pteval)
+                    if not droppable:
+                        _set_swapbacked(kernel, page)
+                    if not no_ptl:
+                        await pt.ptl.unlock()
+                    break
+            else:
+                entry = page.swap
+                if not page.swapcache or swap_duplicate(kernel, entry) < 0:
+                    await store_item(pt, pt.entries, idx, pte)
+                    if not no_ptl:
+                        await pt.ptl.unlock()
+                    break
+                new = swp_entry_to_pte(entry)
+                if page.anon_exclusive:
+                    new = pte_swp_mkexclusive(new)
+                    page.anon_exclusive = False            # folio_try_share_anon_rmap_pte
+                if pte_soft_dirty(pte):
+                    new = pte_swp_mksoft_dirty(new)
+                mm.rss["swap"] += 1
+            if new:
+                await store_item(pt, pt.entries, idx, new)
+            else:
+                pt.nr -= 1
+        else:
+            pt.nr -= 1
+        mm.rss[rss_kind(page)] -= 1
+        page.mapcount -= 1                                 # folio_remove_rmap_pte
+        if page.mapcount == 0:
+            page.anon_exclusive = False
+        kernel.mem.put_page(page)                          # the mapping's reference
+        if not no_ptl:
+            await pt.ptl.unlock()
+    if rcu is not None:
+        await rcu.read_unlock()
+
+
+def _set_swapbacked(kernel: Any, page: Any) -> None:
+    """folio_set_swapbacked(): a redirtied MADV_FREE page is anonymous
+    memory again (and moves to the anon LRU)."""
+    page.lazyfree = False
+    if page.lru is not None:
+        lru_move(kernel.mem, page, page.active)

@@ -48,8 +48,8 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
+from specfault.mm.interval_tree import VmaIntervalTree
 from specfault.mm.pgtable import vm_get_page_prot
-from specfault.mm.rmap import VmaIntervalTree
 from specfault.runtime import KObject
 
 VM_NONE = 0x0
