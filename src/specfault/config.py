@@ -214,9 +214,6 @@ KNOBS: dict[str, Knob] = _knobs(
     Knob("try_to_unmap_no_ptl", False, "mutant",
          "the reverse-map walkers (try_to_unmap, folio_referenced) read and "
          "change PTEs without taking the PTL"),
-    Knob("rmap_no_pmd_recheck", False, "mutant",
-         "page_vma_mapped_walk does not re-check, under the PTL, that the PMD "
-         "still holds the PTE table it walked to (mremap moves whole tables)"),
     Knob("reclaim_free_before_flush", False, "mutant",
          "shrink_folio_list frees reclaimed folios (and writes dirty ones out) "
          "before the deferred TLB flush of their unmapped PTEs"),

@@ -90,7 +90,7 @@ from specfault.mm.vma import (
     VmArea,
     reusable_anon_vma,
 )
-from specfault.runtime import load_item, store_item, work
+from specfault.runtime import Yield, load_item, store_item, work
 
 
 class Vmf:
@@ -444,9 +444,8 @@ async def do_swap_page(vmf: Vmf) -> int:
     if spec and mm.config.knob("spf_swap") == "abort":
         return spf_fail(vmf, "SPF_ABORT_SWAP")
     ret = 0
-    folio = swap_cache_get_folio(kernel, entry)
+    folio = await swap_cache_get_folio(kernel, entry)      # with a reference
     if folio is not None:
-        await GetPage(folio)
         await folio_lock(folio)
         if not folio.swapcache or folio.swap != entry:
             await folio_unlock(folio)                       # reclaim freed its slot
@@ -462,8 +461,11 @@ async def do_swap_page(vmf: Vmf) -> int:
         err = swapcache_prepare(kernel, entry)
         if err:
             # another swap-in owns the slot's cache bit (its folio is on
-            # the way into the cache), or the entry was freed: refault
+            # the way into the cache: let it run — Linux sleeps a tick,
+            # schedule_timeout_uninterruptible(1)), or the entry was freed:
+            # refault
             await put_page(mem, folio)
+            await Yield()
             return 0
         folio.anon = True                                    # __folio_set_swapbacked
         await folio_lock(folio)
@@ -494,10 +496,14 @@ async def do_swap_page(vmf: Vmf) -> int:
     entry_pte = mk_pte(folio.pfn, vma.vm_page_prot)
     if pte_swp_soft_dirty(vmf.orig_pte):
         entry_pte = pte_mksoft_dirty(entry_pte)
-    if write and exclusive and vma.vm_flags & VM_WRITE:
-        entry_pte = pte_mkwrite(pte_mkdirty(entry_pte))
-        write = False                                         # nothing left for do_wp_page
-        folio.dirty = True
+    if exclusive and vma.vm_flags & VM_WRITE:
+        # an exclusive page is mapped writable even on a read fault (a
+        # later store needs no fault); a write fault also makes it dirty
+        entry_pte = pte_mkwrite(entry_pte)
+        if write:
+            entry_pte = pte_mkdirty(entry_pte)
+            write = False                                     # nothing left for do_wp_page
+            folio.dirty = True
     if folio.mapping is None:
         # __folio_set_anon(): a folio that may be shared must be found from
         # every mapping: the oldest anon_vma (the root) when not exclusive
