@@ -24,7 +24,14 @@ from typing import Any
 import specfault as sf
 from specfault.check.scenarios.base import MmSpec, access, syscall
 from specfault.check.scenarios.races import PAGE, _mmap, _munmap
-from specfault.mm.vmscan import ScanControl, isolate_lru_folios, shrink_folio_list
+from specfault.mm.access import mmu_walk
+from specfault.mm.pgtable import pte_pfn, pte_present, pte_special
+from specfault.mm.vmscan import (
+    ScanControl,
+    folio_isolate_lru,
+    isolate_lru_folios,
+    shrink_folio_list,
+)
 
 RW = sf.PROT_READ | sf.PROT_WRITE
 ANON = sf.MAP_PRIVATE | sf.MAP_ANONYMOUS
@@ -63,17 +70,32 @@ def cow_shared(threads: int = 2):  # type: ignore[no-untyped-def]
     return setup
 
 
-async def _kswapd(w: Any, p: Any) -> int:
-    """A reclaim pass: isolate every folio on the LRU, shrink them all
-    (references ignored)."""
-    kernel = p.mm.kernel
-    mem = kernel.mem
-    folios = []
-    for lru in range(len(mem.lru)):
-        folios += isolate_lru_folios(mem, lru, len(mem.lru[lru]))
-    await shrink_folio_list(kernel, folios, ScanControl(len(folios), kswapd=True,
-                                                        ignore_references=True))
-    return 0          # how many it freed depends on the interleaving: not a result
+def _kswapd(*keys: str):  # type: ignore[no-untyped-def]
+    """A reclaim pass, as kswapd runs it (no mmap_lock): isolate the folios
+    mapped at ``keys`` when the step starts (every folio on the LRU if no
+    key is given) and shrink them, references ignored — the cold end of
+    the LRU under maximal pressure."""
+
+    async def run(w: Any, p: Any) -> int:
+        kernel = p.mm.kernel
+        mem = kernel.mem
+        folios: list[Any] = []
+        if not keys:
+            for lru in range(len(mem.lru)):
+                folios += isolate_lru_folios(mem, lru, len(mem.lru[lru]))
+        for key in keys:
+            table = mmu_walk(p.mm, w.addr[key])
+            pte = table.entries[(w.addr[key] >> 12) & 511] if table is not None else 0
+            if pte_present(pte) and not pte_special(pte):
+                page = mem.pages[pte_pfn(pte)]
+                if folio_isolate_lru(mem, page):
+                    page.refcount += 1             # the isolation reference, same step
+                    folios.append(page)
+        await shrink_folio_list(kernel, folios, ScanControl(len(folios), kswapd=True,
+                                                            ignore_references=True))
+        return 0      # how many it freed depends on the interleaving: not a result
+
+    return run
 
 
 def _pageout(key: str, pages: int):  # type: ignore[no-untyped-def]
@@ -123,7 +145,7 @@ SPECS: list[MmSpec] = [
         "swap entries under their PTLs, with no mmap_lock: the COW either copies "
         "first (and its pte_same sees nothing changed) or backs off and swaps "
         "the page in; C keeps the old contents.",
-        cow_shared(), [("P", [access("R", "write")]), ("P", [syscall("kswapd", _kswapd)])],
+        cow_shared(), [("P", [access("R", "write")]), ("P", [syscall("kswapd R", _kswapd("R"))])],
         knobs=SWAP),
     MmSpec(
         "write-vs-reclaim",
@@ -133,7 +155,7 @@ SPECS: list[MmSpec] = [
         "the write-out and the free.",
         swapped(out=()), [("P", [access("R1", "read"), access("R1", "write", data=b"T0-a"),
                                  access("R1", "write", data=b"T0-b")]),
-                          ("P", [syscall("kswapd", _kswapd)])],
+                          ("P", [syscall("kswapd R1", _kswapd("R1"))])],
         knobs=SWAP),
     MmSpec(
         "reclaim-vs-munmap",
@@ -141,7 +163,7 @@ SPECS: list[MmSpec] = [
         "munmap's zap and try_to_unmap both change the PTEs, serialised by the "
         "PTL alone (reclaim holds no mmap_lock); no slot or frame leaks.",
         swapped(out=()), [("P", [syscall("munmap R", _munmap("R", 2))]),
-                          ("P", [syscall("kswapd", _kswapd)])],
+                          ("P", [syscall("kswapd", _kswapd())])],
         knobs=SWAP, linearizable=False),
     MmSpec(
         "fault-vs-pageout",
