@@ -49,7 +49,10 @@ def test_pageout_swaps_anon_pages_out_and_a_read_brings_them_back() -> None:
     faults, majors = v["pgfault"], v["pgmajfault"]
     assert p.read(a + P, 5) == b"page1"
     v = m.vmstat()
-    assert v["pswpin"] == 1 and v["pgmajfault"] == majors + 1 and v["pgfault"] == faults + 1
+    # a major fault: the read drops mmap_lock and the fault is retried
+    # (handle_mm_fault runs twice: pgfault counts both, as Linux's does)
+    assert v["pswpin"] == 1 and v["pgmajfault"] == majors + 1 and v["pgfault"] == faults + 2
+    assert v["fault_retry"] == 1
     e = p.pagemap(a + P)
     assert e.present and not e.swapped and e.exclusive
     # a read swap-in keeps the slot: the page is in the swap cache, clean
@@ -246,4 +249,47 @@ def test_reclaim_drops_clean_file_pages_first() -> None:
     assert v["pgsteal_file"] > 0 and v["pgsteal_file"] >= v["pgsteal_anon"]
     fd = p.open("/f")
     assert p.pread(fd, 4, 23 * P) == b"ffff"     # dropped pages come back from the file
+    m.check()
+
+
+@pytest.mark.parametrize("protocol", ["classic", "speculative", "pervma", "dufour"])
+def test_swap_read_holds_neither_mmap_lock_nor_a_vma_lock(protocol: str, monkeypatch) -> None:
+    """VM_FAULT_RETRY: the swap-in drops the fault's lock for the I/O and
+    the fault is retried with FAULT_FLAG_TRIED (which maps the folio the
+    read left in the swap cache)."""
+    import specfault.mm.memory as memory
+    from specfault.runtime import STATE
+
+    held_during_io: list[list[str]] = []
+    real = memory.swap_read_folio
+
+    async def spy(kernel, page, entry):  # type: ignore[no-untyped-def]
+        held_during_io.append([getattr(lk, "name", "?") for lk in STATE.task.held])
+        await real(kernel, page, entry)
+
+    monkeypatch.setattr(memory, "swap_read_folio", spy)
+    m = _machine(fault_protocol=protocol)
+    p = m.spawn()
+    p.thread()                                   # two users: speculation is tried
+    a = _filled(p, 2)
+    p.madvise(a, 2 * P, sf.MADV_PAGEOUT)
+    assert p.read(a + P, 5) == b"page1"
+    assert len(held_during_io) == 1
+    assert not [n for n in held_during_io[0] if "mmap_lock" in n or "vma" in n], held_during_io
+    assert m.vmstat()["fault_retry"] == 1
+    if protocol == "pervma":
+        assert m.vmstat()["vma_lock_retry"] == 1
+    m.check()
+
+
+def test_populate_reads_swap_under_the_lock_without_retry() -> None:
+    """GUP-style callers (MADV_POPULATE_*) pass no FAULT_FLAG_ALLOW_RETRY:
+    the swap-in reads under mmap_lock and maps at once."""
+    m = _machine()
+    p = m.spawn()
+    a = _filled(p, 2)
+    p.madvise(a, 2 * P, sf.MADV_PAGEOUT)
+    p.madvise(a, 2 * P, sf.MADV_POPULATE_READ)
+    assert p.pagemap(a).present and p.pagemap(a + P).present
+    assert m.vmstat()["fault_retry"] == 0 and m.vmstat()["pswpin"] == 2
     m.check()

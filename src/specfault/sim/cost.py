@@ -45,12 +45,19 @@ The costs are of five kinds.
 
 4. **Pages.**  ``alloc_page`` is served from a per-CPU list (``pcp_batch``
    pages); refilling it takes the zone lock, one serialised resource for the
-   machine, for ``zone_lock_ns`` per page.  Below the low watermark
-   (``reclaim_watermark`` of all frames free) an allocation whose CPU has no
-   reclaimed pages left enters direct reclaim: ``reclaim_ns`` for a pass that
-   frees ``reclaim_batch`` (SWAP_CLUSTER_MAX) pages, which that CPU's next
-   allocations use (mm/vmscan.c shrink_node; the model's frame count is not
-   changed — reclaim's *latency* is what matters here).
+   machine, for ``zone_lock_ns`` per page.  Reclaim costs the work it does,
+   per unit: ``work_ns["reclaim_scan"]`` per folio scanned,
+   ``["reclaim_unmap"]`` per PTE unmapped, ``["swap_write"]`` per page
+   written to swap (``["swap_read"]`` per page a major fault reads back).
+   When the machine has watermarks (knob ``watermark_min``) the model
+   reclaims for real (mm/vmscan.py: kswapd, direct reclaim in the
+   allocating fault) and emits those units as ``Work`` ops, so a pass that
+   scans more costs more.  Without them, memory below
+   ``reclaim_watermark`` of all frames is *emulated* pressure: an
+   allocation whose CPU has no reclaimed pages left pays for a pass that
+   reclaims ``reclaim_batch`` (SWAP_CLUSTER_MAX) pages, each scanned,
+   unmapped and written once (:meth:`CostModel.reclaim_pass_ns`), which that
+   CPU's next allocations use (the model's frame count is not changed).
    clear_page/copy_page also consume DRAM bandwidth (``dram_gbps``, one
    serialised channel): at high CPU counts the zeroing itself saturates memory,
    which is what bounds even lockless faults.
@@ -91,6 +98,12 @@ def _default_work() -> dict[str, float]:
         "zap": 30.0,              # zap_pte_range, per PTE
         "move_ptes": 30.0,        # per PTE moved
         "read_page": 2000.0,      # page-cache fill (a minor, cached read)
+        # reclaim and swap (mm/vmscan.py, mm/swap_state.py), per unit: the
+        # model's reclaim charges them for what it actually did
+        "reclaim_scan": 400.0,    # per folio scanned: LRU isolation + folio_referenced rmap walk
+        "reclaim_unmap": 350.0,   # per PTE try_to_unmap cleared: rmap lookup, PTL, xchg, rmap/RSS
+        "swap_write": 8625.0,     # per page written to swap (submission + a fast SSD's 4 KiB write)
+        "swap_read": 25000.0,     # per page read from swap: the major fault's wait (NVMe 4 KiB read)
         "page_mkwrite": 300.0,    # shared file write notification
         "user_ns": 1.0,           # workload's own user-space time, per ns
         "syscall": 150.0,         # syscall entry/exit (with mitigations)
@@ -125,11 +138,10 @@ class CostProfile:
     pcp_batch: int = 63
     #: zone->lock hold time per page moved between zone and pcp
     zone_lock_ns: float = 25.0
-    #: fraction of frames below which allocations direct-reclaim
+    #: emulated pressure (a machine without watermarks): the fraction of
+    #: frames below which allocations direct-reclaim
     reclaim_watermark: float = 0.10
-    #: one direct-reclaim pass (shrink_node for SWAP_CLUSTER_MAX pages)
-    reclaim_ns: float = 300_000.0
-    #: pages one reclaim pass frees (the next allocations are fast)
+    #: pages one emulated reclaim pass frees (the next allocations are fast)
     reclaim_batch: int = 32
     #: DRAM bandwidth, all sockets (clear/copy page traffic), GB/s
     dram_gbps: float = 100.0
@@ -210,6 +222,9 @@ class CostModel:
         self.stolen = [0.0] * ncpus                         # IPI handler time owed
         self.reclaims = 0
         self.reclaimed = [0] * ncpus
+        #: set by the engine: the model reclaims itself (watermarks set), so
+        #: allocations are not charged an emulated pass
+        self.model_reclaims = False
         self.zone_wait = 0.0
         w = profile.work_ns
         self.work = dict(w)
@@ -423,14 +438,23 @@ class CostModel:
             cost += self._zone(t, batch)
             self.pcp[cpu] = batch
         self.pcp[cpu] -= 1
+        if self.model_reclaims:
+            return cost
         free = self.free_frames()
         if free < self.low:
             if self.reclaimed[cpu] <= 0:
                 self.reclaims += 1
-                cost += self.p.reclaim_ns
+                cost += self.reclaim_pass_ns()
                 self.reclaimed[cpu] = self.p.reclaim_batch
             self.reclaimed[cpu] -= 1
         return cost
+
+    def reclaim_pass_ns(self) -> float:
+        """An emulated direct-reclaim pass: ``reclaim_batch`` pages, each
+        scanned, unmapped from one PTE and written to swap once — the
+        per-unit costs the model's real reclaim is charged."""
+        w = self.work
+        return self.p.reclaim_batch * (w["reclaim_scan"] + w["reclaim_unmap"] + w["swap_write"])
 
     def _free(self, cpu: int, t: float) -> float:
         self.pcp[cpu] += 1

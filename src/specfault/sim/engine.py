@@ -150,6 +150,7 @@ class Engine:
         self.cost = CostModel(self.profile, self.kernel.mem.nr_frames, ncpus)
         mem = self.kernel.mem
         self.cost.free_frames = mem.nr_free   # type: ignore[method-assign]
+        self.cost.model_reclaims = bool(mem.watermark["min"])
         self.cpus = [SimCpu(i, c) for i, c in enumerate(self.kernel.cpus)]
         self.idle: list[int] = list(range(ncpus))
         self.runq: deque[SimThread] = deque()
