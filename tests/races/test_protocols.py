@@ -22,7 +22,7 @@ PRESSURE = {s.name for s in PRESSURE_SPECS}
 
 @pytest.mark.parametrize("spec,protocol", CASES)
 def test_protocol_is_correct(spec: str, protocol: str) -> None:
-    n = 40 if spec in PRESSURE else 150
+    n = 25 if spec in PRESSURE else 150
     for cfg in (ExploreConfig(strategy="random", max_schedules=n, budget_seconds=None, seed=7),
                 ExploreConfig(strategy="pct", max_schedules=n, budget_seconds=None, seed=7)):
         res = explore(build(spec, protocol), cfg)

@@ -184,3 +184,39 @@ SPECS: list[MmSpec] = [
                         p.mm, w.addr["R"], 2 * PAGE, RW, ANON | sf.MAP_FIXED))])],
         knobs=SWAP),
 ]
+
+
+def filled(pages: int, threads: int = 2):  # type: ignore[no-untyped-def]
+    """Setup: a region of ``pages`` anonymous pages, all but the last two
+    written and then made cold (MADV_COLD: old PTEs, the inactive list's
+    cold end) — with free memory at the low watermark, so the threads'
+    next allocations wake kswapd and (at min) reclaim directly."""
+
+    def setup(m: sf.Machine) -> tuple[dict[str, Any], dict[str, int], list[tuple[int, int]]]:
+        p = m.spawn("P")
+        for _ in range(threads - 1):
+            p.thread()
+        r = p.mmap(0, pages * PAGE, RW, ANON)
+        for i in range(pages - 2):
+            p.write(r + i * PAGE, b"old%d" % i)
+        p.madvise(r, (pages - 2) * PAGE, sf.MADV_COLD)
+        m.kernel.kswapd_wait = False            # the setup's own wakeups are over
+        last = r + (pages - 2) * PAGE
+        return {"P": p}, {"R": r, "R1": r + PAGE, "N0": last, "N1": last + PAGE}, \
+            [(r, r + pages * PAGE)]
+
+    return setup
+
+
+SPECS += [
+    MmSpec(
+        "faults-under-pressure",
+        "T0 and T1 write-fault new pages with free memory at the watermarks: "
+        "their allocations wake kswapd and, below min, reclaim directly — "
+        "swapping out the region's old pages through the reverse map while "
+        "kswapd (an actor of its own) does the same and T1 reads an old page "
+        "back; every page keeps its contents.",
+        filled(9), [("P", [access("N0", "write"), access("R", "read")]),
+                    ("P", [access("N1", "write"), access("R1", "read")])],
+        knobs={"swap_pages": 16, "watermark_min": 2}, frames=10, kswapd=True),
+]
