@@ -293,3 +293,21 @@ def test_populate_reads_swap_under_the_lock_without_retry() -> None:
     assert p.pagemap(a).present and p.pagemap(a + P).present
     assert m.vmstat()["fault_retry"] == 0 and m.vmstat()["pswpin"] == 2
     m.check()
+
+
+def test_a_write_reuses_a_swap_cache_page_once_its_slot_is_unused() -> None:
+    """wp_can_reuse_anon_folio(): the parent's page, shared through a swap
+    entry with a child that has exited, is reused (its slot freed), not
+    copied."""
+    m = _machine()
+    p = m.spawn()
+    a = _filled(p, 1)
+    p.madvise(a, P, sf.MADV_PAGEOUT)
+    c = p.fork()
+    assert c.read(a, 5) == b"page0" and p.read(a, 5) == b"page0"
+    pfn = p.pagemap(a).pfn
+    c.exit()
+    p.write(a, b"P")
+    assert p.pagemap(a).pfn == pfn and m.vmstat()["cow_fault"] == 0
+    assert m.meminfo() == {"SwapTotal": 256, "SwapFree": 256, "SwapCached": 0}
+    m.check()

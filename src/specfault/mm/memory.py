@@ -619,6 +619,11 @@ async def do_wp_page(vmf: Vmf) -> int:
         return await wp_page_shared(vmf, page)
     if page is not None and page.anon:
         # wp_can_reuse_anon_folio(): exclusive, or we hold the only reference
+        # — after dropping the swap cache's, if the slot is no longer used
+        if not page.anon_exclusive and page.swapcache and page.refcount == 2 \
+                and await folio_trylock(page):
+            await folio_free_swap(vmf.mm.kernel, page)
+            await folio_unlock(page)
         if page.anon_exclusive or page.refcount == 1:
             page.anon_exclusive = True
             page.mapping = vma.anon_vma
