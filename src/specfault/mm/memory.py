@@ -453,7 +453,8 @@ async def do_swap_page(vmf: Vmf) -> int:
     vma, mm = vmf.vma, vmf.mm
     kernel = mm.kernel
     mem = kernel.mem
-    entry = pte_to_swp_entry(vmf.orig_pte)
+    orig_pte: int = vmf.orig_pte  # type: ignore[attr-defined]  # set by the walk
+    entry = pte_to_swp_entry(orig_pte)
     spec = vmf.flags & FAULT_FLAG_SPECULATIVE
     if spec and mm.config.knob("spf_swap") == "abort":
         return spf_fail(vmf, "SPF_ABORT_SWAP")
@@ -506,13 +507,13 @@ async def do_swap_page(vmf: Vmf) -> int:
         await folio_unlock(folio)
         await put_page(mem, folio)
         return VM_FAULT_RETRY
-    if not mm.config.knob("no_pte_same_after_swapin") and await ptep_get(vmf) != vmf.orig_pte:
+    if not mm.config.knob("no_pte_same_after_swapin") and await ptep_get(vmf) != orig_pte:
         await pte_unmap_unlock(vmf)
         await _swapin_drop(kernel, folio, entry)
         return ret
     # 5. map it
     write = bool(vmf.flags & FAULT_FLAG_WRITE)
-    exclusive = pte_swp_exclusive(vmf.orig_pte)
+    exclusive = pte_swp_exclusive(orig_pte)
     swap_free(kernel, entry)
     mm.rss["swap"] -= 1
     if folio.swapcache and (vm_swap_full(kernel) or vma.vm_flags & VM_LOCKED
@@ -521,7 +522,7 @@ async def do_swap_page(vmf: Vmf) -> int:
     if not exclusive and folio.mapcount == 0 and folio.refcount == 1:
         exclusive = True        # out of the swap cache and unmapped: only ours
     entry_pte = mk_pte(folio.pfn, vma.vm_page_prot)
-    if pte_swp_soft_dirty(vmf.orig_pte):
+    if pte_swp_soft_dirty(orig_pte):
         entry_pte = pte_mksoft_dirty(entry_pte)
     if exclusive and vma.vm_flags & VM_WRITE:
         # an exclusive page is mapped writable even on a read fault (a
@@ -534,7 +535,9 @@ async def do_swap_page(vmf: Vmf) -> int:
     if folio.mapping is None:
         # __folio_set_anon(): a folio that may be shared must be found from
         # every mapping: the oldest anon_vma (the root) when not exclusive
-        folio.mapping = vma.anon_vma if exclusive else vma.anon_vma.root
+        av = vma.anon_vma
+        assert av is not None, "do_swap_page: a swap PTE in a VMA without anon_vma"
+        folio.mapping = av if exclusive else av.root
         folio.index = vma.linear_page_index(vmf.address)
     folio.mapcount += 1
     folio.refcount += 1                                      # the mapping's reference
@@ -545,7 +548,7 @@ async def do_swap_page(vmf: Vmf) -> int:
     await folio_unlock(folio)
     await put_page(mem, folio)                               # the lookup's reference
     if write:
-        vmf.orig_pte = entry_pte
+        vmf.orig_pte = entry_pte  # type: ignore[attr-defined]
         return ret | await do_wp_page(vmf)                   # releases the PTL
     await pte_unmap_unlock(vmf)
     return ret
