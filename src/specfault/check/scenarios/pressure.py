@@ -167,10 +167,11 @@ SPECS: list[MmSpec] = [
         knobs=SWAP, linearizable=False),
     MmSpec(
         "fault-vs-pageout",
-        "T0 write-faults page1 (first touch of a PTE that MADV_PAGEOUT is turning "
-        "into a swap entry) while T1 pages the region out: the speculative "
-        "fault's commit sees the rmap walker's change (no mm_lock_seq bump) in "
-        "its pte_same check.",
+        "T0 reads page0 and writes page1 while T1 pages the region out "
+        "(MADV_PAGEOUT: try_to_unmap through the reverse map): an access that "
+        "finds its PTE turned into a swap entry faults the page back, and a "
+        "speculative fault's commit sees the rmap walker's change (no "
+        "mm_lock_seq bump) in its pte_same check.",
         swapped(out=()), [("P", [access("R", "read"), access("R1", "write")]),
                           ("P", [syscall("madvise PAGEOUT R", _pageout("R", 2))])],
         knobs=SWAP),
