@@ -14,9 +14,8 @@ def test_faults_under_pressure_interleave_kswapd_and_direct_reclaim() -> None:
     seen = {"kswapd steps": 0, "pgsteal_kswapd": 0, "pgsteal_direct": 0, "pswpout": 0,
             "pswpin": 0, "fault_retry": 0}
     for seed in range(12):
-        rnd = random.Random(seed)
         ex = Execution(build("faults-under-pressure", "pervma"))
-        ex.run(lambda e, enabled: rnd.choice(enabled))
+        ex.run(lambda e, enabled, rnd=random.Random(seed): rnd.choice(enabled))
         assert ex.failure is None, ex.failure
         seen["kswapd steps"] += sum(1 for a, _ in ex.trace if ex.actor_name(a) == "kswapd0")
         v = ex.state.machine.kernel.vmstat
