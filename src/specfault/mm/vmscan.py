@@ -48,6 +48,7 @@ needs.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from specfault.mm.page import (
@@ -75,7 +76,7 @@ from specfault.mm.swap_state import (
     swap_writepage,
 )
 from specfault.mm.swapfile import nr_swap_pages
-from specfault.runtime import Work
+from specfault.runtime import Op, Work
 
 SWAP_CLUSTER_MAX = 32
 DEF_PRIORITY = 12
@@ -227,25 +228,54 @@ async def reclaim_pages(kernel: Any, folios: list[Page]) -> int:
     return await shrink_folio_list(kernel, folios, ScanControl(len(folios), ignore_references=True))
 
 
-def isolate_lru_folios(mem: Any, lru: int, nr: int) -> list[Page]:
-    """isolate_lru_folios(): up to ``nr`` folios from the old end of list
-    ``lru``, each taken off the list with a reference (one step, under
-    lru_lock)."""
-    out = []
-    lst = mem.lru[lru]
-    for pfn in list(lst)[:nr]:
-        page = lst[pfn]
-        lru_del(mem, page)
-        page.refcount += 1                         # folio_try_get in the same step
-        out.append(page)
-    return out
+class IsolateLruFolios(Op):
+    """isolate_lru_folios() under lruvec->lru_lock, as one step: up to
+    ``nr`` folios from the old end of list ``lru`` — or, with ``pages``
+    (a function called inside the step, naming the folios wanted), those
+    of them still on an LRU list — each taken off its list with a
+    reference (folio_try_get in the same critical section).  Returns the
+    list isolated."""
+
+    __slots__ = ("mem", "lru", "nr", "pages")
+    kind = "lru_isolate"
+
+    def __init__(self, mem: Any, lru: int = 0, nr: int = 0,
+                 pages: Callable[[], list[Page]] | None = None) -> None:
+        self.mem = mem
+        self.lru = lru
+        self.nr = nr
+        self.pages = pages
+
+    def perform(self) -> list[Page]:
+        mem = self.mem
+        if self.pages is not None:
+            cand = [p for p in self.pages() if p.lru is not None and not p.freed]
+        else:
+            lst = mem.lru[self.lru]
+            cand = [lst[pfn] for pfn in list(lst)[:self.nr]]
+        for page in cand:
+            lru_del(mem, page)
+            page.refcount += 1
+        return cand
+
+    def footprint(self) -> tuple[tuple[object, str, str], ...]:
+        return ((self.mem, "lru", "w"),)
+
+    def describe(self) -> str:
+        return "isolate_lru_folios" + (f" list {self.lru} x{self.nr}" if self.pages is None else "")
+
+
+def isolate_lru_folios(mem: Any, lru: int, nr: int) -> IsolateLruFolios:
+    """``folios = await isolate_lru_folios(mem, lru, nr)``: see
+    :class:`IsolateLruFolios`."""
+    return IsolateLruFolios(mem, lru, nr)
 
 
 async def shrink_active_list(kernel: Any, lru: int, nr: int) -> None:
     """shrink_active_list(): age the active list — folios whose PTEs were
     not young go to the inactive list (their accessed bits cleared)."""
     mem = kernel.mem
-    folios = isolate_lru_folios(mem, lru, nr)
+    folios = await isolate_lru_folios(mem, lru, nr)
     kernel.count("pgrefill", len(folios))
     await Work("reclaim_scan", len(folios))
     for folio in folios:
@@ -259,7 +289,7 @@ async def shrink_active_list(kernel: Any, lru: int, nr: int) -> None:
 async def shrink_inactive_list(kernel: Any, lru: int, nr: int, sc: ScanControl) -> int:
     """shrink_inactive_list(): isolate ``nr`` folios from the inactive list
     ``lru`` and shrink them."""
-    folios = isolate_lru_folios(kernel.mem, lru, nr)
+    folios = await isolate_lru_folios(kernel.mem, lru, nr)
     if not folios:
         return 0
     sc.nr_scanned += len(folios)

@@ -27,8 +27,8 @@ from specfault.check.scenarios.races import PAGE, _mmap, _munmap
 from specfault.mm.access import mmu_walk
 from specfault.mm.pgtable import pte_pfn, pte_present, pte_special
 from specfault.mm.vmscan import (
+    IsolateLruFolios,
     ScanControl,
-    folio_isolate_lru,
     isolate_lru_folios,
     shrink_folio_list,
 )
@@ -79,18 +79,20 @@ def _kswapd(*keys: str):  # type: ignore[no-untyped-def]
     async def run(w: Any, p: Any) -> int:
         kernel = p.mm.kernel
         mem = kernel.mem
-        folios: list[Any] = []
         if not keys:
+            folios: list[Any] = []
             for lru in range(len(mem.lru)):
-                folios += isolate_lru_folios(mem, lru, len(mem.lru[lru]))
-        for key in keys:
-            table = mmu_walk(p.mm, w.addr[key])
-            pte = table.entries[(w.addr[key] >> 12) & 511] if table is not None else 0
-            if pte_present(pte) and not pte_special(pte):
-                page = mem.pages[pte_pfn(pte)]
-                if folio_isolate_lru(mem, page):
-                    page.refcount += 1             # the isolation reference, same step
-                    folios.append(page)
+                folios += await isolate_lru_folios(mem, lru, len(mem.lru[lru]))
+        else:
+            def mapped() -> list[Any]:
+                want = []
+                for key in keys:
+                    table = mmu_walk(p.mm, w.addr[key])
+                    pte = table.entries[(w.addr[key] >> 12) & 511] if table is not None else 0
+                    if pte_present(pte) and not pte_special(pte):
+                        want.append(mem.pages[pte_pfn(pte)])
+                return want
+            folios = await IsolateLruFolios(mem, pages=mapped)
         await shrink_folio_list(kernel, folios, ScanControl(len(folios), kswapd=True,
                                                             ignore_references=True))
         return 0      # how many it freed depends on the interleaving: not a result
