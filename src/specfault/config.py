@@ -214,9 +214,6 @@ KNOBS: dict[str, Knob] = _knobs(
     Knob("try_to_unmap_no_ptl", False, "mutant",
          "the reverse-map walkers (try_to_unmap, folio_referenced) read and "
          "change PTEs without taking the PTL"),
-    Knob("rmap_no_pmd_recheck", False, "mutant",
-         "page_vma_mapped_walk does not re-check, under the PTL, that the PMD "
-         "still holds the PTE table it walked to (mremap moves whole tables)"),
     Knob("reclaim_free_before_flush", False, "mutant",
          "shrink_folio_list frees reclaimed folios (and writes dirty ones out) "
          "before the deferred TLB flush of their unmapped PTEs"),
@@ -371,10 +368,16 @@ _dataclass_init = Config.__init__
 
 def _config_init(self: Config, *args: Any, **kwargs: Any) -> None:
     # the dataclass __init__, with an unknown keyword named with its closest
-    # valid spelling (Config(fault_protcol=...) is a typo, not a new knob)
-    for name in kwargs:
+    # valid spelling (Config(fault_protcol=...) is a typo, not a new knob);
+    # a registered knob that is not a field goes into ``knobs``
+    extra = {}
+    for name in list(kwargs):
         if name not in _INIT_NAMES:
-            raise UnknownKnob(name, "Config(): ")
+            if name not in KNOBS:
+                raise UnknownKnob(name, "Config(): ")
+            extra[name] = kwargs.pop(name)
+    if extra:
+        kwargs["knobs"] = {**dict(kwargs.get("knobs") or {}), **extra}
     _dataclass_init(self, *args, **kwargs)
 
 

@@ -35,8 +35,10 @@ def swap_problems(kernel: Any, quiescent: bool = True) -> list[str]:
     * a slot has SWAP_HAS_CACHE exactly when the swap cache holds a folio
       for it, and that folio says so (PG_swapcache, folio->swap);
     * at quiescence no slot is leaked: one no PTE refers to must hold a
-      folio still mapped (a read swap-in keeps its slot) — after exit,
-      nothing is left."""
+      folio that is mapped (a read swap-in keeps its slot) or on the LRU,
+      where reclaim will find it and free the slot (Linux's orphaned
+      swap-cache folios: a zap that found the folio locked by reclaim
+      leaves it so)."""
     problems: list[str] = []
     refs: dict[int, int] = {}
     for mm in kernel.mms:
@@ -64,7 +66,7 @@ def swap_problems(kernel: Any, quiescent: bool = True) -> list[str]:
         if quiescent and count != refs.get(entry, 0):
             problems.append(f"slot {entry:#x}: swap count {count} but {refs.get(entry, 0)} swap PTEs")
         if quiescent and not count and folio is not None and not folio.mapcount \
-                and not folio_test_locked(folio):
+                and not folio_test_locked(folio) and folio.lru is None:
             problems.append(f"slot {entry:#x} leaked: no swap PTE, its folio {folio!r} unmapped")
     for entry, folio in kernel.swap_cache.items():
         if not folio.swapcache or folio.swap != entry:

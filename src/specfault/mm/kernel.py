@@ -31,7 +31,7 @@ VMSTAT_EVENTS = (
     "pswpin", "pswpout", "pgscan_kswapd", "pgscan_direct", "pgsteal_kswapd",
     "pgsteal_direct", "pgscan_anon", "pgscan_file", "pgsteal_anon", "pgsteal_file",
     "pgactivate", "pgdeactivate", "pglazyfreed", "pgrefill", "allocstall", "kswapd_wake",
-    "pageoutrun", "swap_alloc_fail", "swap_slot_free", "thp_swpout",
+    "pageoutrun", "swap_alloc_fail", "swap_slot_free", "fault_retry",
 ) + SPF_ABORT_REASONS + SPF_ATTEMPT_KINDS
 
 

@@ -1,6 +1,7 @@
 """madvise(2) (mm/madvise.c), as Linux 6.18 on x86-64 with THP, KSM and
-swap configured (the host's config) — but a machine without THPs, swap
-devices or a running ksmd.
+swap configured (the host's config) — but a machine without THPs or a
+running ksmd, and without swap devices unless the machine has one (knob
+``swap_pages``).
 
 Every advice Linux 6.18 accepts is accepted, except the guard-region pair
 (MADV_GUARD_INSTALL/REMOVE, which need PTE markers in the fault path: EINVAL
@@ -286,8 +287,9 @@ def madvise_collapse(vma: VmArea) -> int:
 
 def madvise_willneed(mm: Any, vma: VmArea, start: int, end: int) -> int:
     """Read a regular file's pages into the page cache (vfs_fadvise
-    POSIX_FADV_WILLNEED); anonymous and shmem memory would be swapped in:
-    the model has no swap, so there is nothing to do."""
+    POSIX_FADV_WILLNEED); anonymous and shmem memory would be swapped in
+    (swapin_walk_pmd_entry: readahead into the swap cache) — the model has
+    no swap-in readahead: swapped pages come back when touched."""
     if vma.vm_file is not None and not vma.vm_file.inode.shmem:
         inode = vma.vm_file.inode
         first = vma.linear_page_index(start)

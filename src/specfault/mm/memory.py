@@ -37,7 +37,9 @@ from __future__ import annotations
 from typing import Any
 
 from specfault.mm.fault_flags import (
+    FAULT_FLAG_ALLOW_RETRY,
     FAULT_FLAG_SPECULATIVE,
+    FAULT_FLAG_TRIED,
     FAULT_FLAG_VMA_LOCK,
     FAULT_FLAG_WRITE,
     VM_FAULT_MAJOR,
@@ -48,6 +50,7 @@ from specfault.mm.fault_flags import (
     spf_fail,
 )
 from specfault.mm.filemap import filemap_fault
+from specfault.mm.mmap_lock import mmap_read_unlock
 from specfault.mm.mmu_gather import rss_kind
 from specfault.mm.page import GetPage, Page, alloc_page, lru_add, put_page
 from specfault.mm.pgtable import (
@@ -75,6 +78,7 @@ from specfault.mm.swap_state import (
     add_to_swap_cache,
     folio_free_swap,
     folio_lock,
+    folio_trylock,
     folio_unlock,
     swap_cache_get_folio,
     swap_read_folio,
@@ -90,7 +94,8 @@ from specfault.mm.vma import (
     VmArea,
     reusable_anon_vma,
 )
-from specfault.runtime import load_item, store_item, work
+from specfault.runtime import Yield, load_item, store_item, work
+from specfault.sync.vma_lock import vma_end_read
 
 
 class Vmf:
@@ -305,11 +310,14 @@ async def vmf_anon_prepare(vmf: Vmf) -> int:
     waiting — a writer may be waiting on our VMA lock — and retry under
     mmap_lock if it is taken.  Returns 0 or the VM_FAULT_* code.  Entered
     and left with the fault's lock (mmap_lock read, or the VMA lock — then
-    mmap_lock read is taken and dropped here), no PTL; never speculative
-    (the speculative callers abort with SPF_ABORT_ANON_VMA first)."""
+    mmap_lock read is taken and dropped here), no PTL — except on
+    VM_FAULT_RETRY, returned with the VMA lock released (Linux 6.7+); never
+    speculative (the speculative callers abort with SPF_ABORT_ANON_VMA
+    first)."""
     vma = vmf.vma
     locked = vmf.flags & FAULT_FLAG_VMA_LOCK
     if locked and not await vma.vm_mm.mmap_lock.down_read_trylock():
+        await release_fault_lock(vmf)            # VM_FAULT_RETRY: the VMA lock goes
         return VM_FAULT_RETRY
     ok = await anon_vma_prepare(vma)
     if locked:
@@ -415,9 +423,14 @@ async def do_swap_page(vmf: Vmf) -> int:
        swap-in of the same entry holds it → back off and refault; the slot
        was freed by a racing zap → refault), lock the folio, add it to the
        swap cache and the LRU, read the slot (slow I/O: VM_FAULT_MAJOR,
-       pgmajfault); a hit: lock the folio (waiting for a read in progress)
-       and re-check it is still this entry's swap-cache folio (reclaim may
-       have removed it meanwhile) — else refault;
+       pgmajfault) — with FAULT_FLAG_ALLOW_RETRY on a first attempt the
+       fault's lock is dropped for the read and VM_FAULT_RETRY returned
+       (the retry, FAULT_FLAG_TRIED, finds the folio in the swap cache); a
+       hit: lock the folio (folio_lock_or_retry: a folio locked by a read
+       in progress or by reclaim is waited for without the fault's lock,
+       and the fault retried) and re-check it is still this entry's
+       swap-cache folio (reclaim may have removed it meanwhile) — else
+       refault;
     4. lock the PTL and re-check that the PTE still holds the entry
        (pte_same — a racing munmap, swap-in or fork changed it: drop
        everything and refault).  Mutant ``no_pte_same_after_swapin`` skips
@@ -434,20 +447,24 @@ async def do_swap_page(vmf: Vmf) -> int:
 
     We enter with the fault's lock (mmap_lock read, the VMA lock, or
     speculatively none) and no PTL; we return with the fault's lock still
-    held and the PTL released.  The folio lock is taken and released
-    here (it is a sleeping lock: never under the PTL)."""
+    held and the PTL released — except VM_FAULT_RETRY from 3, returned
+    with the fault's lock released (release_fault_lock).  The folio lock
+    is taken and released here (a sleeping lock: never under the PTL)."""
     vma, mm = vmf.vma, vmf.mm
     kernel = mm.kernel
     mem = kernel.mem
-    entry = pte_to_swp_entry(vmf.orig_pte)
+    orig_pte: int = vmf.orig_pte  # type: ignore[attr-defined]  # set by the walk
+    entry = pte_to_swp_entry(orig_pte)
     spec = vmf.flags & FAULT_FLAG_SPECULATIVE
     if spec and mm.config.knob("spf_swap") == "abort":
         return spf_fail(vmf, "SPF_ABORT_SWAP")
     ret = 0
-    folio = swap_cache_get_folio(kernel, entry)
+    folio = await swap_cache_get_folio(kernel, entry)      # with a reference
     if folio is not None:
-        await GetPage(folio)
-        await folio_lock(folio)
+        retry = await folio_lock_or_retry(folio, vmf)
+        if retry:
+            await put_page(mem, folio)
+            return retry
         if not folio.swapcache or folio.swap != entry:
             await folio_unlock(folio)                       # reclaim freed its slot
             await put_page(mem, folio)
@@ -462,28 +479,41 @@ async def do_swap_page(vmf: Vmf) -> int:
         err = swapcache_prepare(kernel, entry)
         if err:
             # another swap-in owns the slot's cache bit (its folio is on
-            # the way into the cache), or the entry was freed: refault
+            # the way into the cache: let it run — Linux sleeps a tick,
+            # schedule_timeout_uninterruptible(1)), or the entry was freed:
+            # refault
             await put_page(mem, folio)
+            await Yield()
             return 0
         folio.anon = True                                    # __folio_set_swapbacked
         await folio_lock(folio)
         add_to_swap_cache(kernel, folio, entry)
         lru_add(mem, folio)
-        await swap_read_folio(kernel, folio, entry)
         kernel.count("pgmajfault")
         ret = VM_FAULT_MAJOR
+        if fault_flag_allow_retry_first(vmf.flags):
+            # the read is in flight with the folio locked: folio_lock_or_retry
+            # finds it locked, drops the fault's lock for the I/O and asks
+            # for a retry, which finds the folio in the swap cache
+            await release_fault_lock(vmf)
+            await swap_read_folio(kernel, folio, entry)
+            await folio_unlock(folio)                        # the I/O's completion
+            await put_page(mem, folio)
+            kernel.count("fault_retry")
+            return ret | VM_FAULT_RETRY
+        await swap_read_folio(kernel, folio, entry)
     # 4. the PTE must still hold the entry
     if await pte_map_lock(vmf) is False:
         await folio_unlock(folio)
         await put_page(mem, folio)
         return VM_FAULT_RETRY
-    if not mm.config.knob("no_pte_same_after_swapin") and await ptep_get(vmf) != vmf.orig_pte:
+    if not mm.config.knob("no_pte_same_after_swapin") and await ptep_get(vmf) != orig_pte:
         await pte_unmap_unlock(vmf)
         await _swapin_drop(kernel, folio, entry)
         return ret
     # 5. map it
     write = bool(vmf.flags & FAULT_FLAG_WRITE)
-    exclusive = pte_swp_exclusive(vmf.orig_pte)
+    exclusive = pte_swp_exclusive(orig_pte)
     swap_free(kernel, entry)
     mm.rss["swap"] -= 1
     if folio.swapcache and (vm_swap_full(kernel) or vma.vm_flags & VM_LOCKED
@@ -492,16 +522,22 @@ async def do_swap_page(vmf: Vmf) -> int:
     if not exclusive and folio.mapcount == 0 and folio.refcount == 1:
         exclusive = True        # out of the swap cache and unmapped: only ours
     entry_pte = mk_pte(folio.pfn, vma.vm_page_prot)
-    if pte_swp_soft_dirty(vmf.orig_pte):
+    if pte_swp_soft_dirty(orig_pte):
         entry_pte = pte_mksoft_dirty(entry_pte)
-    if write and exclusive and vma.vm_flags & VM_WRITE:
-        entry_pte = pte_mkwrite(pte_mkdirty(entry_pte))
-        write = False                                         # nothing left for do_wp_page
-        folio.dirty = True
+    if exclusive and vma.vm_flags & VM_WRITE:
+        # an exclusive page is mapped writable even on a read fault (a
+        # later store needs no fault); a write fault also makes it dirty
+        entry_pte = pte_mkwrite(entry_pte)
+        if write:
+            entry_pte = pte_mkdirty(entry_pte)
+            write = False                                     # nothing left for do_wp_page
+            folio.dirty = True
     if folio.mapping is None:
         # __folio_set_anon(): a folio that may be shared must be found from
         # every mapping: the oldest anon_vma (the root) when not exclusive
-        folio.mapping = vma.anon_vma if exclusive else vma.anon_vma.root
+        av = vma.anon_vma
+        assert av is not None, "do_swap_page: a swap PTE in a VMA without anon_vma"
+        folio.mapping = av if exclusive else av.root
         folio.index = vma.linear_page_index(vmf.address)
     folio.mapcount += 1
     folio.refcount += 1                                      # the mapping's reference
@@ -512,10 +548,49 @@ async def do_swap_page(vmf: Vmf) -> int:
     await folio_unlock(folio)
     await put_page(mem, folio)                               # the lookup's reference
     if write:
-        vmf.orig_pte = entry_pte
+        vmf.orig_pte = entry_pte  # type: ignore[attr-defined]
         return ret | await do_wp_page(vmf)                   # releases the PTL
     await pte_unmap_unlock(vmf)
     return ret
+
+
+async def release_fault_lock(vmf: Vmf) -> None:
+    """release_fault_lock(): drop the lock the fault holds — the VMA lock
+    (FAULT_FLAG_VMA_LOCK) or mmap_lock (read).  Never speculative."""
+    if vmf.flags & FAULT_FLAG_VMA_LOCK:
+        await vma_end_read(vmf.vma)
+    else:
+        await mmap_read_unlock(vmf.mm)
+
+
+def fault_flag_allow_retry_first(flags: int) -> bool:
+    """fault_flag_allow_retry_first(): may this fault drop its lock and
+    ask to be retried (the first attempt, retries allowed)?"""
+    return bool(flags & FAULT_FLAG_ALLOW_RETRY) and not flags & FAULT_FLAG_TRIED
+
+
+async def folio_lock_or_retry(folio: Page, vmf: Vmf) -> int:
+    """folio_lock_or_retry(): lock the folio, or — when it is locked (I/O
+    in progress, reclaim) and the fault may be retried — drop the fault's
+    lock, wait for the folio to be unlocked (folio_wait_locked) and return
+    VM_FAULT_RETRY: the fault is retried with FAULT_FLAG_TRIED, and nobody
+    waits for I/O holding mmap_lock or a VMA lock.  Returns 0 with the
+    folio locked, or VM_FAULT_RETRY with nothing held (the folio's
+    reference is the caller's to drop).  Speculative: never sleeps — a
+    locked folio aborts the attempt (VM_FAULT_RETRY, the fault's nothing
+    still held)."""
+    if await folio_trylock(folio):
+        return 0
+    if vmf.flags & FAULT_FLAG_SPECULATIVE:
+        return spf_fail(vmf, "SPF_ABORT_SWAP")
+    if fault_flag_allow_retry_first(vmf.flags):
+        await release_fault_lock(vmf)
+        await folio_lock(folio)                 # folio_wait_locked()
+        await folio_unlock(folio)
+        vmf.mm.kernel.count("fault_retry")
+        return VM_FAULT_RETRY
+    await folio_lock(folio)
+    return 0
 
 
 async def _swapin_drop(kernel: Any, folio: Page, entry: int) -> None:
@@ -547,6 +622,11 @@ async def do_wp_page(vmf: Vmf) -> int:
         return await wp_page_shared(vmf, page)
     if page is not None and page.anon:
         # wp_can_reuse_anon_folio(): exclusive, or we hold the only reference
+        # — after dropping the swap cache's, if the slot is no longer used
+        if not page.anon_exclusive and page.swapcache and page.refcount == 2 \
+                and await folio_trylock(page):
+            await folio_free_swap(vmf.mm.kernel, page)
+            await folio_unlock(page)
         if page.anon_exclusive or page.refcount == 1:
             page.anon_exclusive = True
             page.mapping = vma.anon_vma

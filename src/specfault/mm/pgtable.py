@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from specfault.runtime import KObject, load_item, store_item, work
+from specfault.runtime import KObject, Op, UseAfterFree, load_item, store_item, work
 from specfault.sync import SpinLock
 
 PTRS_PER_TABLE = 512
@@ -201,6 +201,48 @@ def hw_allows(pte: int, write: bool, exec_: bool) -> bool:
     if write and not pte & _PAGE_RW:
         return False
     return not (exec_ and pte & _PAGE_NX)
+
+
+class PteClear(Op):
+    """An atomic read-modify-write of one PTE that clears ``mask`` and
+    returns the old value: ptep_get_and_clear() (mask all ones: an xchg
+    with 0) and ptep_test_and_clear_young() (mask _PAGE_ACCESSED: a locked
+    btr).  Atomic against the MMU, which sets accessed/dirty bits without
+    the PTL — a separate load and store would lose a dirty bit set between
+    them."""
+
+    __slots__ = ("table", "index", "mask")
+    kind = "xchg"
+
+    def __init__(self, table: Any, index: int, mask: int) -> None:
+        self.table = table
+        self.index = index
+        self.mask = mask
+
+    def perform(self) -> int:
+        t = self.table
+        if t.freed_at is not None:
+            raise UseAfterFree(t, t.freed_at, f"xchg [{self.index}]")
+        old: int = t.entries[self.index]
+        t.entries[self.index] = old & ~self.mask
+        return old
+
+    def footprint(self) -> tuple[tuple[object, str, str], ...]:
+        return ((self.table, str(self.index), "w"),)
+
+    def describe(self) -> str:
+        return f"xchg {self.table.label()}[{self.index}]"
+
+
+def ptep_get_and_clear(table: Any, index: int) -> PteClear:
+    """``old = await ptep_get_and_clear(pt, idx)``: the PTE, now none."""
+    return PteClear(table, index, -1)
+
+
+def ptep_test_and_clear_young(table: Any, index: int) -> PteClear:
+    """``old = await ptep_test_and_clear_young(pt, idx)``: the PTE before
+    its accessed bit was cleared."""
+    return PteClear(table, index, _PAGE_ACCESSED)
 
 
 def index(level: int, addr: int) -> int:

@@ -70,6 +70,8 @@ from specfault.mm.pgtable import (
     pte_swp_mkexclusive,
     pte_swp_mksoft_dirty,
     pte_write,
+    ptep_get_and_clear,
+    ptep_test_and_clear_young,
     swp_entry_to_pte,
     walk,
 )
@@ -269,10 +271,9 @@ async def page_vma_mapped(vma: Any, addr: int, page: Any) -> Any:
     no_ptl = mm.config.knob("try_to_unmap_no_ptl")
     if not no_ptl:
         await pt.ptl.lock()
-    # knob rmap_no_pmd_recheck: trust the table found before the PTL was
-    # taken — a table mremap moved meanwhile maps other addresses now
-    if not mm.config.knob("rmap_no_pmd_recheck") \
-            and await load_item(pmd, pmd.entries, (addr >> 21) & 511) is not pt:
+    # pmd_same: a table mremap moved meanwhile (move_normal_pmd) maps
+    # other addresses now
+    if await load_item(pmd, pmd.entries, (addr >> 21) & 511) is not pt:
         if not no_ptl:
             await pt.ptl.unlock()
         return None
@@ -302,7 +303,7 @@ async def folio_referenced(page: Any) -> int:
         pt, idx, pte = got
         if pte & _PAGE_ACCESSED:
             referenced += 1
-            await store_item(pt, pt.entries, idx, pte & ~_PAGE_ACCESSED)
+            await ptep_test_and_clear_young(pt, idx)
         if not vma.vm_mm.config.knob("try_to_unmap_no_ptl"):
             await pt.ptl.unlock()
     if rcu is not None:
@@ -342,7 +343,7 @@ async def try_to_unmap(page: Any, ubc: TlbUbc) -> None:
             continue
         pt, idx, pte = got
         no_ptl = mm.config.knob("try_to_unmap_no_ptl")
-        await store_item(pt, pt.entries, idx, 0)          # ptep_get_and_clear
+        pte = await ptep_get_and_clear(pt, idx)          # A/D bits as the MMU left them
         ubc.add(mm, addr, pte_write(pte))
         if pte_dirty(pte):
             page.dirty = True                              # folio_mark_dirty

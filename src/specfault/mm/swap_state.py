@@ -34,7 +34,7 @@ from specfault.mm.swapfile import (
     put_swap_folio,
     swap_count,
 )
-from specfault.runtime import ModelBug, Work
+from specfault.runtime import ModelBug, Op, Work
 from specfault.sync import RwSemaphore
 
 
@@ -68,13 +68,39 @@ def folio_test_locked(page: Page) -> bool:
     return lock is not None and (lock.writer is not None or bool(lock.waiters))
 
 
-def swap_cache_get_folio(kernel: Any, entry: int) -> Page | None:
-    """The folio the swap cache holds for ``entry``, or None (the caller
-    takes its reference with GetPage, in the same step as the lookup in
-    Linux's filemap_get_folio; the model's lookup and GetPage are two steps
-    with nothing between them that could free the folio: freeing it takes
-    the folio lock, which the caller then waits for)."""
-    return kernel.swap_cache.get(entry)  # type: ignore[no-any-return]
+class SwapCacheGetFolio(Op):
+    """swap_cache_get_folio() (filemap_get_folio + folio_try_get under
+    RCU): the folio the swap cache holds for ``entry`` with a reference
+    taken in the same step, or None.  One op: a lookup followed by a
+    separate get_page could take a reference on a folio reclaim freed in
+    between."""
+
+    __slots__ = ("kernel", "entry")
+    kind = "swap_cache_get"
+
+    def __init__(self, kernel: Any, entry: int) -> None:
+        self.kernel = kernel
+        self.entry = entry
+
+    def perform(self) -> Page | None:
+        page: Page | None = self.kernel.swap_cache.get(self.entry)
+        if page is not None:
+            if page.freed:
+                raise ModelBug(f"swap cache holds freed {page!r}")
+            page.refcount += 1
+        return page
+
+    def footprint(self) -> tuple[tuple[object, str, str], ...]:
+        return ((self.kernel, "swap_cache", "w"),)
+
+    def describe(self) -> str:
+        return f"swap_cache_get_folio {self.entry:#x}"
+
+
+def swap_cache_get_folio(kernel: Any, entry: int) -> SwapCacheGetFolio:
+    """``folio = await swap_cache_get_folio(kernel, entry)``: see
+    :class:`SwapCacheGetFolio` (a reference is taken)."""
+    return SwapCacheGetFolio(kernel, entry)
 
 
 def add_to_swap_cache(kernel: Any, page: Page, entry: int) -> None:

@@ -48,6 +48,7 @@ needs.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from specfault.mm.page import (
@@ -75,16 +76,17 @@ from specfault.mm.swap_state import (
     swap_writepage,
 )
 from specfault.mm.swapfile import nr_swap_pages
-from specfault.runtime import Work
+from specfault.runtime import Op, Work
 
 SWAP_CLUSTER_MAX = 32
+DEF_PRIORITY = 12
 
 
 class ScanControl:
     """struct scan_control: what one reclaim pass wants and what it did."""
 
     __slots__ = ("nr_to_reclaim", "nr_scanned", "nr_reclaimed", "ignore_references", "kswapd",
-                 "nr_unmapped", "nr_written")
+                 "nr_unmapped", "nr_written", "priority")
 
     def __init__(self, nr_to_reclaim: int = SWAP_CLUSTER_MAX, kswapd: bool = False,
                  ignore_references: bool = False) -> None:
@@ -95,6 +97,7 @@ class ScanControl:
         self.kswapd = kswapd
         self.nr_unmapped = 0
         self.nr_written = 0
+        self.priority = 0            # scan size >> priority of each list
 
 
 def folio_isolate_lru(mem: Any, page: Page) -> bool:
@@ -225,25 +228,54 @@ async def reclaim_pages(kernel: Any, folios: list[Page]) -> int:
     return await shrink_folio_list(kernel, folios, ScanControl(len(folios), ignore_references=True))
 
 
-def isolate_lru_folios(mem: Any, lru: int, nr: int) -> list[Page]:
-    """isolate_lru_folios(): up to ``nr`` folios from the old end of list
-    ``lru``, each taken off the list with a reference (one step, under
-    lru_lock)."""
-    out = []
-    lst = mem.lru[lru]
-    for pfn in list(lst)[:nr]:
-        page = lst[pfn]
-        lru_del(mem, page)
-        page.refcount += 1                         # folio_try_get in the same step
-        out.append(page)
-    return out
+class IsolateLruFolios(Op):
+    """isolate_lru_folios() under lruvec->lru_lock, as one step: up to
+    ``nr`` folios from the old end of list ``lru`` — or, with ``pages``
+    (a function called inside the step, naming the folios wanted), those
+    of them still on an LRU list — each taken off its list with a
+    reference (folio_try_get in the same critical section).  Returns the
+    list isolated."""
+
+    __slots__ = ("mem", "lru", "nr", "pages")
+    kind = "lru_isolate"
+
+    def __init__(self, mem: Any, lru: int = 0, nr: int = 0,
+                 pages: Callable[[], list[Page]] | None = None) -> None:
+        self.mem = mem
+        self.lru = lru
+        self.nr = nr
+        self.pages = pages
+
+    def perform(self) -> list[Page]:
+        mem = self.mem
+        if self.pages is not None:
+            cand = [p for p in self.pages() if p.lru is not None and not p.freed]
+        else:
+            lst = mem.lru[self.lru]
+            cand = [lst[pfn] for pfn in list(lst)[:self.nr]]
+        for page in cand:
+            lru_del(mem, page)
+            page.refcount += 1
+        return cand
+
+    def footprint(self) -> tuple[tuple[object, str, str], ...]:
+        return ((self.mem, "lru", "w"),)
+
+    def describe(self) -> str:
+        return "isolate_lru_folios" + (f" list {self.lru} x{self.nr}" if self.pages is None else "")
+
+
+def isolate_lru_folios(mem: Any, lru: int, nr: int) -> IsolateLruFolios:
+    """``folios = await isolate_lru_folios(mem, lru, nr)``: see
+    :class:`IsolateLruFolios`."""
+    return IsolateLruFolios(mem, lru, nr)
 
 
 async def shrink_active_list(kernel: Any, lru: int, nr: int) -> None:
     """shrink_active_list(): age the active list — folios whose PTEs were
     not young go to the inactive list (their accessed bits cleared)."""
     mem = kernel.mem
-    folios = isolate_lru_folios(mem, lru, nr)
+    folios = await isolate_lru_folios(mem, lru, nr)
     kernel.count("pgrefill", len(folios))
     await Work("reclaim_scan", len(folios))
     for folio in folios:
@@ -257,7 +289,7 @@ async def shrink_active_list(kernel: Any, lru: int, nr: int) -> None:
 async def shrink_inactive_list(kernel: Any, lru: int, nr: int, sc: ScanControl) -> int:
     """shrink_inactive_list(): isolate ``nr`` folios from the inactive list
     ``lru`` and shrink them."""
-    folios = isolate_lru_folios(kernel.mem, lru, nr)
+    folios = await isolate_lru_folios(kernel.mem, lru, nr)
     if not folios:
         return 0
     sc.nr_scanned += len(folios)
@@ -271,22 +303,23 @@ async def shrink_inactive_list(kernel: Any, lru: int, nr: int, sc: ScanControl) 
 
 
 async def shrink_lruvec(kernel: Any, sc: ScanControl) -> None:
-    """shrink_lruvec() for the one node: scan the inactive lists (anon only
-    when there is swap), refill them from the active lists when they run
-    short (inactive_is_low), until ``sc.nr_to_reclaim`` are reclaimed or
-    nothing is left to scan.  Pages are scanned SWAP_CLUSTER_MAX at a time;
-    the file list first, as Linux's default swappiness balance favours."""
+    """shrink_lruvec() for the one node at ``sc.priority``: scan each
+    evictable inactive list ``size >> priority`` folios (get_scan_count;
+    anonymous lists only when there is swap — file first, as a default
+    swappiness favours), SWAP_CLUSTER_MAX at a time, refilling an inactive
+    list from its active one when it runs short (inactive_is_low), until
+    ``sc.nr_to_reclaim`` folios are reclaimed."""
     mem = kernel.mem
     lrus = [LRU_INACTIVE_FILE]
     if can_reclaim_anon_pages(kernel):
         lrus.append(LRU_INACTIVE_ANON)
     for lru in lrus:
         active = LRU_ACTIVE_FILE if lru == LRU_INACTIVE_FILE else LRU_ACTIVE_ANON
-        budget = len(mem.lru[lru]) + len(mem.lru[active])
+        budget = (len(mem.lru[lru]) + len(mem.lru[active])) >> sc.priority
         while sc.nr_reclaimed < sc.nr_to_reclaim and budget > 0:
             if len(mem.lru[lru]) < len(mem.lru[active]):        # inactive_is_low()
-                await shrink_active_list(kernel, active, SWAP_CLUSTER_MAX)
-            nr = min(SWAP_CLUSTER_MAX, len(mem.lru[lru]))
+                await shrink_active_list(kernel, active, min(SWAP_CLUSTER_MAX, budget))
+            nr = min(SWAP_CLUSTER_MAX, len(mem.lru[lru]), budget)
             if not nr:
                 break
             budget -= nr
@@ -294,28 +327,36 @@ async def shrink_lruvec(kernel: Any, sc: ScanControl) -> None:
 
 
 async def try_to_free_pages(kernel: Any) -> int:
-    """try_to_free_pages(): direct reclaim by an allocating task, for
-    SWAP_CLUSTER_MAX pages.  The caller may hold mmap_lock (read) or a
-    VMA lock (the faulting task); reclaim takes neither."""
+    """try_to_free_pages() / do_try_to_free_pages(): direct reclaim by an
+    allocating task, for SWAP_CLUSTER_MAX pages, at falling priorities
+    (DEF_PRIORITY down to 0: each pass scans twice as much) until enough
+    is reclaimed.  The caller may hold mmap_lock (read) or a VMA lock (the
+    faulting task); reclaim takes neither."""
     kernel.count("allocstall")
     sc = ScanControl(SWAP_CLUSTER_MAX)
-    await shrink_lruvec(kernel, sc)
+    for priority in range(DEF_PRIORITY, -1, -1):
+        sc.priority = priority
+        await shrink_lruvec(kernel, sc)
+        if sc.nr_reclaimed >= sc.nr_to_reclaim:
+            break
     return sc.nr_reclaimed
 
 
 async def balance_pgdat(kernel: Any) -> int:
-    """balance_pgdat(): kswapd's pass — reclaim until free memory is above
-    the high watermark, or nothing more can be reclaimed."""
+    """balance_pgdat(): kswapd's pass — reclaim at falling priorities
+    (DEF_PRIORITY down to 1) until free memory is above the high watermark
+    (pgdat_balanced)."""
     mem = kernel.mem
     kernel.count("pageoutrun")
-    total = 0
-    while mem.nr_free() < mem.watermark["high"]:
-        sc = ScanControl(mem.watermark["high"] - mem.nr_free(), kswapd=True)
-        await shrink_lruvec(kernel, sc)
-        if not sc.nr_reclaimed:
+    sc = ScanControl(0, kswapd=True)
+    for priority in range(DEF_PRIORITY, 0, -1):
+        if mem.nr_free() >= mem.watermark["high"]:
             break
-        total += sc.nr_reclaimed
-    return total
+        sc.priority = priority
+        sc.nr_to_reclaim = sc.nr_reclaimed + max(SWAP_CLUSTER_MAX,
+                                                 mem.watermark["high"] - mem.nr_free())
+        await shrink_lruvec(kernel, sc)
+    return sc.nr_reclaimed
 
 
 def wakeup_kswapd(kernel: Any) -> None:

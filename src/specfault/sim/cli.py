@@ -116,13 +116,13 @@ def _protocol_list(text: str) -> list[str]:
 
 # ---- cost profiles ----
 #: fields that must be > 0 (a divisor, a period, a batch), not just >= 0
-_POSITIVE = {"dram_gbps", "rcu_gp_ns", "timeslice_ns", "pcp_batch", "reclaim_batch"}
+_POSITIVE = {"dram_gbps", "rcu_gp_ns", "timeslice_ns", "pcp_batch"}
 
 
 def profile_errors(data: dict[str, Any]) -> list[str]:
     """Why ``data`` (a profile's JSON object) is not a valid profile: every
-    cost a finite number >= 0 (> 0 where it divides or paces), the
-    watermark a fraction, work kinds known."""
+    cost a finite number >= 0 (> 0 where it divides or paces), work and
+    I/O kinds known."""
     errors: list[str] = []
     known = {f.name: f for f in fields(CostProfile)}
     for key, value in data.items():
@@ -131,24 +131,22 @@ def profile_errors(data: dict[str, Any]) -> list[str]:
         elif key == "source":
             if not isinstance(value, str):
                 errors.append("source must be a string")
-        elif key == "work_ns":
+        elif key in ("work_ns", "io_ns"):
             if not isinstance(value, dict):
-                errors.append("work_ns must be an object of kind: ns")
+                errors.append(f"{key} must be an object of kind: ns")
                 continue
-            kinds = CostProfile().work_ns
+            kinds = getattr(CostProfile(), key)
             for kind, ns in value.items():
                 if kind not in kinds:
-                    errors.append(f"unknown work_ns kind {kind!r}{cliargs.close_matches(kind, kinds)}")
+                    errors.append(f"unknown {key} kind {kind!r}{cliargs.close_matches(kind, kinds)}")
                 elif not _finite(ns) or ns < 0:
-                    errors.append(f"work_ns.{kind} must be a finite number >= 0, not {ns!r}")
+                    errors.append(f"{key}.{kind} must be a finite number >= 0, not {ns!r}")
         elif not _finite(value) or value < 0:
             errors.append(f"{key} must be a finite number >= 0, not {value!r}")
         elif key in _POSITIVE and value <= 0:
             errors.append(f"{key} must be > 0, not {value!r}")
-        elif key in ("pcp_batch", "reclaim_batch") and not float(value).is_integer():
+        elif key == "pcp_batch" and not float(value).is_integer():
             errors.append(f"{key} must be a whole number, not {value!r}")
-        elif key == "reclaim_watermark" and value >= 1:
-            errors.append(f"reclaim_watermark must be a fraction below 1, not {value!r}")
     return errors
 
 
@@ -171,10 +169,11 @@ def profile_arg(text: str) -> CostProfile:
         raise argparse.ArgumentTypeError(f"{text}: {errors[0]}{more}")
     work = dict(CostProfile().work_ns)
     work.update(data.pop("work_ns", {}))
-    for key in ("pcp_batch", "reclaim_batch"):
-        if key in data:
-            data[key] = int(data[key])
-    return CostProfile(work_ns=work, **data)
+    io = dict(CostProfile().io_ns)
+    io.update(data.pop("io_ns", {}))
+    if "pcp_batch" in data:
+        data["pcp_batch"] = int(data["pcp_batch"])
+    return CostProfile(work_ns=work, io_ns=io, **data)
 
 
 def register(sub: Any) -> None:
