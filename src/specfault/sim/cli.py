@@ -44,6 +44,9 @@ PARAMS: dict[str, tuple[type, float, float]] = {
     "max_pages": (int, 1, 1 << 20), "map_pages": (int, 1, 1 << 20),
     "loaders": (int, 0, 1000), "maps": (int, 0, 100_000),
     "free_frac": (float, 1e-4, 1.0),
+    # pressure
+    "passes": (int, 1, 1000), "limit": (float, 0.01, 16.0), "faulters": (int, 1, 10_000),
+    "writer_pages": (int, 1, 1 << 16), "writer_gap_ns": _NS,
 }
 #: set by the command itself, never by --param
 _FIXED = {"protocol", "cpus", "profile", "seed", "faults", "kind", "config"}
@@ -315,7 +318,14 @@ def estimate_bytes(workload: str, cpus: int, params: dict[str, Any]) -> tuple[fl
         threads = (p["threads"] or 4 * cpus) + p["loaders"]
         need = f + p["loaders"] * p["maps"] * p["map_pages"] + 4096
         frames = int(need / p["free_frac"]) + 1
-        faults = f + p["loaders"] * p["maps"]
+        # and about ``2 * need`` pages of other apps' page cache, each a
+        # Page like a fault's
+        faults = f + p["loaders"] * p["maps"] + 2 * need
+    elif workload == "pressure":
+        threads = p["faulters"] + 1
+        region = max(1, f // p["passes"])
+        frames = int(region * p["limit"]) + region // 16 + 8192
+        faults = f + 2 * region                  # + a swap slot per page
     need_bytes = (B_BASE + B_FRAME * frames + B_FAULT * faults + B_THREAD * threads
                   + B_FILE_PAGE * file_pages)
     driver = "--faults"

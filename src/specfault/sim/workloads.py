@@ -418,15 +418,17 @@ async def _loader(ctx: Ctx, mm: Any, maps: int, pages: int, io_ns: float) -> Non
 
 # ------------------------------------------------------------- pressure
 def pressure(protocol: str, cpus: int, *, faults: int = 8192, passes: int = 2, limit: float = 0.5,
-             faulters: int = 1, writer_pages: int = 16, think_ns: float = 100.0,
-             profile: CostProfile | None = None, seed: int = 1,
+             faulters: int = 1, writer_pages: int = 16, writer_gap_ns: float = 10_000.0,
+             think_ns: float = 100.0, profile: CostProfile | None = None, seed: int = 1,
              config: Config | None = None) -> Built:
     """The seed's case: ``faulters`` threads write one byte per page of an
     anonymous region of ``faults // passes`` pages, ``passes`` times over,
     on a machine whose memory holds only ``limit`` of the region (with swap
     for the rest: kswapd and direct reclaim swap pages out, the next pass
     swaps them in), while one more thread maps and unmaps ``writer_pages``
-    pages in a loop until the faulters are done.  ``writer_lat`` is the
+    pages in a loop until the faulters are done, sleeping ``writer_gap_ns``
+    between pairs (the host's writer loops flat out; the gap bounds the
+    samples a long run keeps, not their latency).  ``writer_lat`` is the
     writer's mmap+munmap latency; ``fault_lat`` the faults'.  ``limit`` >= 1
     is the no-pressure baseline.  The host's counterpart is
     ``benchmarks/bench_pressure_host.py`` (a memory cgroup instead of a
@@ -449,7 +451,7 @@ def pressure(protocol: str, cpus: int, *, faults: int = 8192, passes: int = 2, l
     for i, share in enumerate(_split(region, faulters)):
         start = region_addr + sum(_split(region, faulters)[:i]) * PAGE
         eng.spawn(f"faulter/{i}", mm, _pressure_faulter(ctx, mm, start, share, passes, think_ns, done))
-    eng.spawn("writer", mm, _pressure_writer(ctx, mm, writer_pages, faulters, done))
+    eng.spawn("writer", mm, _pressure_writer(ctx, mm, writer_pages, writer_gap_ns, faulters, done))
     return Built(eng, ctx, faulters + 1, faulters)
 
 
@@ -466,7 +468,8 @@ async def _pressure_faulter(ctx: Ctx, mm: Any, start: int, pages: int, passes: i
 PRESSURE_WRITER_MAX = 200_000
 
 
-async def _pressure_writer(ctx: Ctx, mm: Any, pages: int, faulters: int, done: list[int]) -> None:
+async def _pressure_writer(ctx: Ctx, mm: Any, pages: int, gap_ns: float, faulters: int,
+                           done: list[int]) -> None:
     """mmap + munmap of ``pages`` pages until the faulters are done; each
     pair's latency (both syscalls) is one ``writer_lat`` sample."""
     eng = ctx.engine
@@ -484,6 +487,7 @@ async def _pressure_writer(ctx: Ctx, mm: Any, pages: int, faulters: int, done: l
             raise RuntimeError(f"pressure writer: munmap failed: {ret}")
         ctx.syscalls += 2
         ctx.writer_lat.append(eng.now - t0)
+        await ctx.sleep(gap_ns)
 
 
 #: name -> (builder, one-line description)
