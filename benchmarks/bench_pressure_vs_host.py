@@ -11,9 +11,11 @@ and swap-ins.
 Host (``--host``, root): ``bench_pressure_host.py`` — the same two threads on
 this machine's kernel (per-VMA locks) in a memory cgroup with a swap file —
 and the ratio host/sim of the writer's p99 against the simulator's
-``pervma`` at the same limit.  ``--costs`` first measures on the host what
-the simulator charges for reclaim and swap (MADV_PAGEOUT of anonymous and of
-clean file pages, a swap-in) and runs the simulator with those costs.
+``pervma`` at the same limit.  ``--costs`` first calibrates the simulator
+on this host (``specfault calibrate``'s profile: fault, mmap+munmap,
+clear/copy page) and measures what it charges for reclaim and swap
+(MADV_PAGEOUT of anonymous and of clean file pages, a swap-in), and runs
+the simulator with that profile.
 
     python benchmarks/bench_pressure_vs_host.py [--limits 2,1,0.75,0.5,0.25]
         [--sim-faults 8192] [--host] [--costs] [--json] [--plot FILE.png]
@@ -89,14 +91,18 @@ def host_costs(pages: int = 8192) -> dict[str, float]:
 
 
 def profile_for(costs: dict[str, float] | None) -> CostProfile:
-    p = CostProfile()
+    """The default profile; with host ``costs``, the profile ``specfault
+    calibrate`` makes on this host (fault, mmap+munmap, clear/copy page)
+    with reclaim and swap costs from ``costs``."""
     if costs is None:
-        return p
+        return CostProfile()
+    from specfault.sim.calibrate import measure, profile_from
+    p = profile_from(measure())
     p.work_ns = {**p.work_ns, "reclaim_scan": costs["file_pageout_ns"] * 2 / 3,
                  "reclaim_unmap": costs["file_pageout_ns"] / 3}
     p.io_ns = {**p.io_ns, "swap_read": costs["swap_in_ns"],
                "swap_write": max(0.0, costs["anon_pageout_ns"] - costs["file_pageout_ns"])}
-    p.source = f"defaults, reclaim/swap measured on this host: {costs}"
+    p.source = f"{p.source}; reclaim/swap measured on this host: {costs}"
     return p
 
 

@@ -48,6 +48,8 @@ PARAMS: dict[str, tuple[type, float, float]] = {
     "passes": (int, 1, 1000), "limit": (float, 0.01, 16.0), "faulters": (int, 1, 10_000),
     "writer_pages": (int, 1, 1 << 16), "writer_gap_ns": _NS,
 }
+#: parameters that take one of a few words
+CHOICES: dict[str, tuple[str, ...]] = {"other": ("anon", "file")}
 #: set by the command itself, never by --param
 _FIXED = {"protocol", "cpus", "profile", "seed", "faults", "kind", "config"}
 #: app_launch keeps 4,096 spare frames; each fault thread's heap takes one
@@ -81,6 +83,9 @@ def _params_help() -> str:
     for name in WORKLOADS:
         items = []
         for key in accepted_params(name):
+            if key in CHOICES:
+                items.append(f"{key}={'|'.join(CHOICES[key])}")
+                continue
             kind, lo, hi = PARAMS[key]
             items.append(f"{key}=true|false" if kind is bool else
                          f"{key}={cliargs.fmt(lo)}..{cliargs.fmt(hi)}")
@@ -251,6 +256,10 @@ def _param_value(workload: str, key: str, text: str) -> Any:
         raise cliargs.BadArgument("--param", f"{workload} takes no parameter {key!r}"
                                              f"{cliargs.close_matches(key, accepted)}; it takes "
                                              f"{', '.join(accepted)}")
+    if key in CHOICES:
+        if text not in CHOICES[key]:
+            raise cliargs.BadArgument("--param", f"{key} is one of {', '.join(CHOICES[key])}, not {text!r}")
+        return text
     kind, lo, hi = PARAMS[key]
     if kind is bool:
         if text.lower() not in ("true", "false"):

@@ -340,7 +340,7 @@ async def _spf_thread(ctx: Ctx, mm: Any, vmas: int, pages: int, guard: bool = Fa
 def app_launch(protocol: str, cpus: int, *, faults: int = 6000, threads: int = 0,
                loaders: int = 2, maps: int = 40, map_pages: int = 16, free_frac: float = 0.06,
                think_ns: float = 2000.0, io_ns: float = 200_000.0, loader_io_ns: float = 20_000.0,
-               profile: CostProfile | None = None, seed: int = 1,
+               other: str = "anon", profile: CostProfile | None = None, seed: int = 1,
                config: Config | None = None) -> Built:
     """An Android-style app launch: ``threads`` (default 4 per CPU) fault
     their heaps (anonymous VMAs that already have an anon_vma) while
@@ -359,11 +359,17 @@ def app_launch(protocol: str, cpus: int, *, faults: int = 6000, threads: int = 0
     frames = int(need / free_frac) + 1
     free = max(16, int(frames * free_frac))
     cache = need + free                            # other apps' clean page cache
+    if other not in ("anon", "file"):
+        raise ValueError(f"app_launch: other must be 'anon' or 'file', not {other!r}")
     base = config if config is not None else Config()
-    cfg = base if "watermark_min" in base.knobs else base.with_(watermark_min=free)
+    knobs = {"watermark_min": free, "swap_pages": cache + 16 if other == "anon" else 0}
+    cfg = base.with_(**{k: v for k, v in knobs.items() if k not in base.knobs})
     m, eng, ctx = _setup(protocol, cpus, frames, profile, seed, cfg)
     mem = m.kernel.mem
-    _read_from_disk(m, "/other-apps", cache)
+    if other == "file":
+        _read_from_disk(m, "/other-apps", cache)
+    else:
+        _background_heap(m, cache)
     p = m.spawn("app")
     mm = p.mm
     _users(mm, n + loaders)
@@ -396,6 +402,15 @@ def _read_from_disk(m: sf.Machine, path: str, pages: int) -> None:
     p.munmap(addr, pages * PAGE)
     p.close(fd)
     p.exit()
+
+
+def _background_heap(m: sf.Machine, pages: int) -> None:
+    """Other apps' anonymous memory: a process that wrote ``pages`` pages
+    of its heap and went to the background (swap-backed, on the LRU)."""
+    p = m.spawn("background")
+    addr = p.mmap(0, pages * PAGE, RW, ANON)
+    for i in range(pages):
+        p.write(addr + i * PAGE, b"\1")
 
 
 async def _app_thread(ctx: Ctx, mm: Any, start: int, pages: int, think_ns: float,
