@@ -56,7 +56,6 @@ from specfault.mm.page import (
     LRU_ACTIVE_FILE,
     LRU_INACTIVE_ANON,
     LRU_INACTIVE_FILE,
-    GetPage,
     Page,
     lru_del,
     lru_move,
@@ -388,5 +387,7 @@ async def alloc_pages_slowpath(kernel: Any) -> Page | None:
     return await mem.alloc_op  # type: ignore[no-any-return]
 
 
-__all__ = ["GetPage", "ScanControl", "balance_pgdat", "kswapd_run", "reclaim_pages",
-           "shrink_folio_list", "try_to_free_pages", "wakeup_kswapd"]
+__all__ = ["DEF_PRIORITY", "SWAP_CLUSTER_MAX", "IsolateLruFolios", "ScanControl",
+           "alloc_pages_slowpath", "balance_pgdat", "folio_isolate_lru", "isolate_lru_folios",
+           "kswapd_run", "reclaim_pages", "shrink_folio_list", "try_to_free_pages",
+           "wakeup_kswapd"]

@@ -151,12 +151,14 @@ SPECS: list[MmSpec] = [
         knobs=SWAP),
     MmSpec(
         "write-vs-reclaim",
-        "T0 reads page1 and writes it twice (through its TLB) while kswapd "
+        "T0 reads page1 and writes it four times (through its TLB) while kswapd "
         "swaps the page out: every write lands in the page before it is written "
         "to swap, or faults and swaps it back in — the flush must come before "
         "the write-out and the free.",
         swapped(out=()), [("P", [access("R1", "read"), access("R1", "write", data=b"T0-a"),
-                                 access("R1", "write", data=b"T0-b")]),
+                                 access("R1", "write", data=b"T0-b"),
+                                 access("R1", "write", data=b"T0-c"),
+                                 access("R1", "write", data=b"T0-d")]),
                           ("P", [syscall("kswapd R1", _kswapd("R1"))])],
         knobs=SWAP),
     MmSpec(
