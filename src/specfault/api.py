@@ -72,8 +72,11 @@ from specfault.mm.mm_struct import MmStruct
 from specfault.mm.mmap import sys_brk, sys_mmap, sys_munmap
 from specfault.mm.mprotect import sys_mprotect
 from specfault.mm.mremap import sys_mremap
+from specfault.mm.page import LRU_NAMES
 from specfault.mm.proc import PagemapEntry, maps, pagemap_entry, smaps
+from specfault.mm.swapfile import nr_swap_pages, total_swap_pages
 from specfault.mm.truncate import unmap_mapping_range
+from specfault.mm.vmscan import kswapd_run
 from specfault.runtime import STATE, Task, direct
 
 T = TypeVar("T")
@@ -183,6 +186,7 @@ class Machine:
         self.config = config
         self.kernel = Kernel(config)
         self.processes: list[Process] = []
+        self._kswapd_task: Task | None = None
 
     # -- running model code --
     def run(self, coro: Coroutine[Any, Any, T], task: Task) -> T:
@@ -194,6 +198,20 @@ class Machine:
         finally:
             if self.kernel.rcu.callbacks:
                 self.kernel.rcu.process()
+            if self.kernel.kswapd_wait:
+                self._kswapd()
+
+    def _kswapd(self) -> None:
+        """kswapd, woken by an allocation below the low watermark, runs its
+        pass (balance_pgdat) once the woken call returns: the direct
+        driver's stand-in for a kernel thread scheduled on another CPU."""
+        kernel = self.kernel
+        if self._kswapd_task is None:
+            tid = next(kernel.tids)
+            self._kswapd_task = Task(tid, "kswapd0", cpu=kernel.cpus[-1])
+        direct.run(kswapd_run(kernel), self._kswapd_task)
+        if kernel.rcu.callbacks:
+            kernel.rcu.process()
 
     def _new_task(self, name: str, mm: MmStruct) -> Task:
         tid = next(self.kernel.tids)
@@ -238,7 +256,17 @@ class Machine:
         out["nr_anon_pages"] = sum(mm.rss["anon"] for mm in self.kernel.mms if not mm.dead)
         out["nr_file_pages"] = sum(len(i.pages) for i in self.kernel.fs.inodes.values()) \
             + sum(len(i.pages) for i in self.kernel.fs.shmem_inodes)
+        for name, lst in zip(LRU_NAMES, self.kernel.mem.lru, strict=True):
+            out["nr_" + name] = len(lst)
+        out["nr_swapcached"] = len(self.kernel.swap_cache)
         return out
+
+    def meminfo(self) -> dict[str, int]:
+        """The swap lines of /proc/meminfo, in kB: SwapTotal, SwapFree,
+        SwapCached (the pages of the swap cache)."""
+        k = self.kernel
+        return {"SwapTotal": total_swap_pages(k) * 4, "SwapFree": nr_swap_pages(k) * 4,
+                "SwapCached": len(k.swap_cache) * 4}
 
     def check(self) -> None:
         """Run every structural invariant (check_mm on all live mms)."""

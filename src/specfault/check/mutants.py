@@ -115,7 +115,23 @@ MUTANTS: dict[str, Mutant] = {m.name: m for m in [
            "mprotect changes vm_flags without vma_start_write: a fault under "
            "the VMA lock maps a page with the old permissions",
            {"pervma_mprotect_no_vma_lock": True}, ("fault-vs-mprotect",)),
-
+    # ------------------------------------------- reclaim and swap (issue 12)
+    Mutant("no_pte_same_after_swapin", "classic",
+           "do_swap_page maps the folio it read without re-checking under the "
+           "PTL that the PTE still holds the swap entry: a racing munmap, "
+           "MAP_FIXED or second swap-in changed it while the read slept",
+           {"no_pte_same_after_swapin": True},
+           ("two-swapins", "swapin-vs-munmap", "swapin-vs-mmap-fixed")),
+    Mutant("reclaim_free_before_flush", "classic",
+           "shrink_folio_list writes the folio out and frees it before the "
+           "deferred TLB flush of the PTEs try_to_unmap cleared: a CPU still "
+           "holding the translation stores into a page already written or freed",
+           {"reclaim_free_before_flush": True}, ("write-vs-reclaim",)),
+    Mutant("try_to_unmap_no_ptl", "classic",
+           "the reverse-map walkers read and replace PTEs without the PTL: a "
+           "zap or a COW fault that changes the PTE meanwhile is overwritten "
+           "(reclaim holds no mmap_lock, so nothing else orders them)",
+           {"try_to_unmap_no_ptl": True}, ("reclaim-vs-munmap", "cow-vs-reclaim")),
 ]}
 
 #: Mutants written after the scenarios, as plausible kernel-developer bugs

@@ -14,6 +14,8 @@ Inode
     size, data (backing bytes of pages not cached)
 # protected by the page-cache lock (xa_lock): insertions and removals
     pages
+# the reverse map of the file (mm/rmap.py: its lock rule, i_mmap_rwsem's role)
+    i_mmap    the VMAs mapping the inode (VmaIntervalTree)
 # immutable
     ino, path, shmem, wants_writenotify
     thp_get_unmapped_area  the filesystem's f_op->get_unmapped_area is
@@ -37,7 +39,8 @@ import itertools
 from typing import Any
 
 from specfault.constants import PAGE_SIZE
-from specfault.mm.page import GetPage, Page, alloc_page
+from specfault.mm.interval_tree import VmaIntervalTree
+from specfault.mm.page import GetPage, Page, alloc_page, lru_add
 from specfault.runtime import Work
 
 FMODE_READ = 0x1
@@ -46,7 +49,7 @@ FMODE_WRITE = 0x2
 
 class Inode:
     __slots__ = ("ino", "path", "size", "data", "pages", "shmem", "wants_writenotify", "dev",
-                 "thp_get_unmapped_area")
+                 "thp_get_unmapped_area", "i_mmap")
 
     def __init__(self, ino: int, path: str, shmem: bool = False) -> None:
         self.ino = ino
@@ -59,6 +62,7 @@ class Inode:
         self.wants_writenotify = not shmem
         self.dev = (0, 1) if shmem else (0, 0x2a)
         self.thp_get_unmapped_area = False
+        self.i_mmap = VmaIntervalTree()
 
     def nr_pages(self) -> int:
         return (self.size + PAGE_SIZE - 1) // PAGE_SIZE
@@ -130,7 +134,7 @@ class Filesystem:
         page = self.kernel.mem.alloc()
         if page is None:
             return None
-        _fill(inode, index, page)
+        _fill(inode, index, page, self.kernel.mem)
         return page
 
     def read(self, inode: Inode, off: int, n: int) -> bytes:
@@ -203,7 +207,7 @@ class Filesystem:
         inode.size = size
 
 
-def _fill(inode: Inode, index: int, page: Page) -> None:
+def _fill(inode: Inode, index: int, page: Page, mem: Any) -> None:
     """Insert a freshly allocated page into the cache, contents from disk."""
     data = inode.data.pop(index, None)
     if data is not None:
@@ -211,6 +215,7 @@ def _fill(inode: Inode, index: int, page: Page) -> None:
     page.mapping = inode
     page.index = index
     inode.pages[index] = page   # the cache holds the allocation's reference
+    lru_add(mem, page)          # folio_add_lru(): the inactive file list
 
 
 async def filemap_fault(kernel: Any, inode: Inode, index: int) -> tuple[int, Page | None]:
@@ -238,6 +243,6 @@ async def filemap_fault(kernel: Any, inode: Inode, index: int) -> tuple[int, Pag
                 await Work("read_page")
                 ret |= VM_FAULT_MAJOR
                 kernel.count("pgmajfault")
-            _fill(inode, index, page)
+            _fill(inode, index, page, kernel.mem)
     await GetPage(page)
     return ret, page

@@ -15,7 +15,8 @@ Fields
     mm_lock_seq    seqcount, odd while mmap_lock is write-held (WRITE_ONCE'd)
     page_table_lock  protects installing upper page-table levels
 # protected by the PTLs of the PTEs they count (atomic counters in Linux)
-    rss            {"anon", "file", "shmem"} resident pages
+    rss            {"anon", "file", "shmem"} resident pages, "swap": swap
+                   PTEs (MM_SWAPENTS)
 # atomic
     mm_users       threads using the mm (SPF does not speculate when 1)
     tlb_flush_pending  mmu_gathers open on the mm (inc_tlb_flush_pending in
@@ -59,7 +60,7 @@ class MmStruct:
         self.page_table_lock = SpinLock(f"page_table_lock#{self.id}")
         self.map_count = 0
         self.total_vm = 0
-        self.rss = {"anon": 0, "file": 0, "shmem": 0}
+        self.rss = {"anon": 0, "file": 0, "shmem": 0, "swap": 0}
         self.mm_users = 1
         self.tlb_flush_pending = 0
         self.start_brk = START_BRK

@@ -278,7 +278,7 @@ class Replayer:
                 page = mem.alloc()
                 if page is None:
                     raise OutOfMemory(errno.ENOMEM, "replay: page cache")
-                _fill(inode, idx, page)
+                _fill(inode, idx, page, mem)
 
     def open_file(self, fid: int, mode: int | None, flags: int, prot: int,
                   ofd: int | None = None) -> OpenFile:
