@@ -27,8 +27,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from specfault.check.properties import rmap_problem
 from specfault.check.pressure_invariants import pressure_problems
+from specfault.check.properties import rmap_problem
 from specfault.mm.mmu_gather import rss_kind
 from specfault.mm.pgtable import (
     _PAGE_NX,

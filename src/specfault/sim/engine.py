@@ -40,8 +40,8 @@ from collections.abc import Callable, Coroutine
 from heapq import heappop, heappush, heapreplace
 from typing import Any
 
-from specfault.runtime import STATE, Op, Task, WaitUntil, Work
 from specfault.mm.vmscan import kswapd_run
+from specfault.runtime import STATE, Op, Task, WaitUntil, Work
 from specfault.runtime.driver import advance, close, enter, finished, leave, preemptible
 from specfault.sim.cost import CostModel, CostProfile
 from specfault.sync.rwsem import AT_ONCE, GRANTED, Acquired, Waiter
