@@ -23,6 +23,9 @@ Fields
                    tlb_gather_mmu, dec in tlb_finish_mmu after the flush):
                    while non-zero, PTEs may have changed whose TLB flush is
                    still to come (mm_tlb_flush_pending())
+    tlb_flush_batched  reclaim cleared PTEs of this mm and deferred their
+                   flush (set_tlb_ubc_flush_pending, rmap.TlbUbc); cleared
+                   when try_to_unmap_flush has flushed them
 # the CPUs that may cache translations of this mm (mm_cpumask)
     cpumask
 """
@@ -63,6 +66,7 @@ class MmStruct:
         self.rss = {"anon": 0, "file": 0, "shmem": 0, "swap": 0}
         self.mm_users = 1
         self.tlb_flush_pending = 0
+        self.tlb_flush_batched = False
         self.start_brk = START_BRK
         self.brk = START_BRK
         self.mmap_base = MMAP_BASE

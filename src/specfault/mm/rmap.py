@@ -225,6 +225,7 @@ class TlbUbc:
         self.writable = False                      # a cleared PTE was writable
 
     def add(self, mm: Any, addr: int, writable: bool) -> None:
+        mm.tlb_flush_batched = True                # set_tlb_ubc_flush_pending()
         r = self.ranges.get(id(mm))
         if r is None:
             self.ranges[id(mm)] = [mm, addr, addr + 4096]
@@ -242,6 +243,7 @@ async def try_to_unmap_flush(ubc: TlbUbc) -> None:
     for mm, start, end in ranges:
         mm.kernel.count("tlb_flush")
         await flush_tlb_range(mm, start, end)
+        mm.tlb_flush_batched = False
 
 
 async def try_to_unmap_flush_dirty(ubc: TlbUbc) -> None:

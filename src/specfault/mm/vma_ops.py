@@ -229,6 +229,7 @@ async def _free_merged(mm: Any, vma: VmArea) -> None:
     # already" — freed at once, not after a grace period: a lockless
     # lookup that found it before the merge reads freed memory
     if mm.config.knob("vma_merge_free_immediate"):
+        vma_unlink_rmap(vma)
         if vma.vm_file is not None:
             mm.kernel.fs.fput(vma.vm_file)
         vma.poison(f"vma {vma.vm_start:#x}-{vma.vm_end:#x} freed at once by a merge of {mm.label()}")
