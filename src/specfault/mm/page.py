@@ -23,7 +23,12 @@ Page
                  PG_swapbacked): reclaim (MADV_PAGEOUT) discards it while
                  it stays clean
 # set once at allocation (by the allocating path, before the page is visible)
-    pfn, anon, mapping (AnonVma or Inode), index (pgoff)
+    pfn, anon, index (pgoff)
+    mapping      AnonVma or Inode; a page-cache page's is cleared (None) when
+                 truncation or hole punching removes it from the cache, under
+                 the folio lock (filemap.py: the fault re-checks it under it)
+# the folio lock itself (PG_locked; a sleeping bit lock: filemap.folio_lock)
+    folio_sem    created on first use
 # protected by the data access path (copy/zero/user access)
     data
 PhysMem (the page allocator)
@@ -43,7 +48,7 @@ from specfault.runtime import ModelBug, Op
 
 class Page:
     __slots__ = ("pfn", "refcount", "mapcount", "anon", "anon_exclusive", "mapping", "index",
-                 "data", "dirty", "lazyfree", "freed", "zero")
+                 "data", "dirty", "lazyfree", "freed", "zero", "folio_sem")
 
     def __init__(self, pfn: int) -> None:
         self.pfn = pfn
@@ -58,6 +63,7 @@ class Page:
         self.lazyfree = False
         self.freed = False
         self.zero = False
+        self.folio_sem: Any = None
 
     # -- contents --
     def read(self, off: int, n: int) -> bytes:
