@@ -21,9 +21,10 @@ import socket
 from typing import Any
 
 from . import probe, wire
-from .program import MADV, MAP, MREMAP, PAGE_SIZE, prot_value
+from .program import FALLOC, MADV, MAP, MREMAP, PAGE_SIZE, prot_value
 
 SYS_MMAP, SYS_MPROTECT, SYS_MUNMAP, SYS_MREMAP, SYS_MADVISE = 9, 10, 11, 25, 28
+SYS_FTRUNCATE, SYS_FALLOCATE = 77, 285
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
@@ -41,8 +42,9 @@ class Worker:
     """State of one worker: its socket, the window, the file descriptors."""
 
     def __init__(self, sock: socket.socket, region_start: int, window: tuple[int, int],
-                 fds: list[int]) -> None:
+                 fds: list[int], paths: list[str]) -> None:
         self.sock = sock
+        self.paths = paths
         self.region_start = region_start
         self.window = window              # [lo, hi) absolute addresses
         self.fds = fds
@@ -114,6 +116,17 @@ class Worker:
                 return {"ret": os.pwrite(self.fds[s["file"]], bytes([s["val"]]) * s["len"], s["off"])}
             except OSError as exc:
                 return {"errno": exc.errno}
+        if op == "ftruncate":
+            return syscall(SYS_FTRUNCATE, self.fds[s["file"]], s["size"])
+        if op == "fallocate":
+            return syscall(SYS_FALLOCATE, self.fds[s["file"]], sum(FALLOC[n] for n in set(s["mode"])),
+                           s["off"], s["len"])
+        if op == "otrunc":
+            try:
+                os.close(os.open(self.paths[s["file"]], os.O_RDWR | os.O_TRUNC))
+            except OSError as exc:
+                return {"errno": exc.errno}
+            return {"ret": 0}
         raise AssertionError(f"Worker.execute: unknown op {op!r}")
 
     def contain(self, res: dict[str, int], npages: int) -> dict[str, int]:
@@ -160,7 +173,7 @@ def worker_main(sock: socket.socket, region_start: int, window: tuple[int, int],
         res = syscall(SYS_MUNMAP, region_start, region_pages * PAGE_SIZE)
         if res.get("ret") != 0:
             raise OSError(f"cannot open the region: {res}")
-        worker = Worker(sock, region_start, window, fds)
+        worker = Worker(sock, region_start, window, fds, paths)
         wire.send(sock, {"ready": True})
     except BaseException as exc:  # report, then die: the coordinator records the error
         try:
