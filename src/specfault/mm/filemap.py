@@ -41,8 +41,8 @@ import itertools
 from typing import Any
 
 from specfault.constants import PAGE_SIZE
-from specfault.mm.page import GetPage, Page, PutPage, alloc_page
-from specfault.runtime import Load, Work
+from specfault.mm.page import Page, PutPage, alloc_page
+from specfault.runtime import Load, Op, Work
 from specfault.sync.rwsem import RwSemaphore
 
 FMODE_READ = 0x1
@@ -211,6 +211,33 @@ def _fill(inode: Inode, index: int, page: Page) -> None:
     inode.pages[index] = page   # the cache holds the allocation's reference
 
 
+class FindGetPage(Op):
+    """``page = await FindGetPage(inode, index)``: filemap_get_entry() — the
+    page-cache page at ``index`` with a reference taken, or None.  One op:
+    Linux's lookup under RCU with folio_try_get() and the re-check of the
+    slot amounts to an atomic find-and-get (a page being freed is not
+    found)."""
+
+    __slots__ = ("inode", "index")
+    kind = "find_get_page"
+
+    def __init__(self, inode: Inode, index: int) -> None:
+        self.inode = inode
+        self.index = index
+
+    def perform(self) -> Page | None:
+        page = self.inode.pages.get(self.index)
+        if page is not None:
+            page.refcount += 1
+        return page
+
+    def footprint(self) -> tuple[tuple[object, str, str], ...]:
+        return ((self.inode, "pages", "r"),)
+
+    def describe(self) -> str:
+        return f"find_get_page {self.inode.path}[{self.index}]"
+
+
 # ------------------------------------------------------------- the folio lock
 def _folio_sem(page: Page) -> RwSemaphore:
     sem = page.folio_sem
@@ -253,8 +280,8 @@ async def filemap_fault(kernel: Any, inode: Inode, index: int) -> tuple[int, Pag
     1. beyond i_size: VM_FAULT_SIGBUS;
     2. find the page in the cache, or allocate one and insert it (filled
        from the backing store);
-    3. take a reference and lock it (folio_lock: sleeps while truncation
-       holds it);
+    3. (the lookup took a reference: FindGetPage) lock it (folio_lock:
+       sleeps while truncation holds it);
     4. ``folio->mapping`` re-checked: truncation or a hole punch removed it
        from the cache while we waited (it is no longer the file's page):
        unlock, put, look it up again (retry_find) — knob
@@ -279,27 +306,28 @@ async def filemap_fault(kernel: Any, inode: Inode, index: int) -> tuple[int, Pag
         if index >= (size + PAGE_SIZE - 1) // PAGE_SIZE:
             return VM_FAULT_SIGBUS, None
         created = False
-        page = inode.pages.get(index)                                  # 2.
+        page = await FindGetPage(inode, index)                         # 2., 3.
         if page is None:
             page = await alloc_page(kernel.mem)
             if page is None:
                 return VM_FAULT_OOM, None
-            if index in inode.pages:  # raced with another filler while allocating
+            # filemap_add_folio() of a new folio: locked before it is
+            # visible, our reference and the cache's; read in under the lock
+            await folio_lock(page)
+            if index in inode.pages:  # raced with another filler meanwhile
+                await folio_unlock(page)
                 kernel.mem.put_page(page)
-                page = inode.pages[index]
+                continue
             else:
+                page.refcount += 1
+                _fill(inode, index, page)
+                created = True
                 if not inode.shmem:
                     await Work("read_page")
                     ret |= VM_FAULT_MAJOR
                     kernel.count("pgmajfault")
-                if index in inode.pages:   # filled by a racing fault during the read
-                    kernel.mem.put_page(page)
-                    page = inode.pages[index]
-                else:
-                    _fill(inode, index, page)
-                    created = True
-        await GetPage(page)                                            # 3.
-        await folio_lock(page)
+        if not created:
+            await folio_lock(page)                                     # 3.
         if page.mapping is not inode and not config.knob("no_folio_mapping_recheck"):   # 4.
             await folio_unlock(page)
             await PutPage(kernel.mem, page)

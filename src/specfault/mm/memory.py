@@ -44,7 +44,7 @@ from specfault.mm.fault_flags import (
     VM_FAULT_SIGBUS,
     spf_fail,
 )
-from specfault.mm.filemap import filemap_fault, folio_trylock, folio_unlock, i_size_read
+from specfault.mm.filemap import FindGetPage, filemap_fault, folio_trylock, folio_unlock, i_size_read
 from specfault.mm.mmu_gather import rss_kind
 from specfault.mm.page import GetPage, Page, alloc_page, put_page
 from specfault.mm.pgtable import (
@@ -648,22 +648,27 @@ async def do_fault_around(vmf: Vmf) -> int:
     assert pt is not None
     ret = 0
     mapped = 0
+    mem = mm.kernel.mem
     for pgoff in range(start_pgoff, end_pgoff + 1):
-        page = inode.pages.get(pgoff)
-        if page is None:
+        if pgoff not in inode.pages:
             continue
         idx = from_pte + (pgoff - start_pgoff)
         if not pte_none(await load_item(pt, pt.entries, idx)):
             continue
-        # next_uptodate_folio(): skip a page locked by someone (truncation),
-        # no longer the file's, or beyond i_size (read now: a truncation
+        # next_uptodate_folio(): the page with a reference (the mapping's,
+        # if it is mapped); skipped if locked by someone (truncation), no
+        # longer the file's, or beyond i_size (read now: a truncation
         # writes it before it locks the pages)
+        page = await FindGetPage(inode, pgoff)
+        if page is None:
+            continue
         if not await folio_trylock(page):
+            await put_page(mem, page)
             continue
         if page.mapping is not inode or pgoff >= (await i_size_read(inode) + 4095) >> 12:
             await folio_unlock(page)
+            await put_page(mem, page)
             continue
-        page.refcount += 1
         page.mapcount += 1
         mm.rss[rss_kind(page)] += 1
         pt.nr += 1

@@ -53,9 +53,16 @@ from __future__ import annotations
 from typing import Any
 
 from specfault.constants import PAGE_SIZE
-from specfault.mm.filemap import Inode, filemap_remove_folio, folio_lock, folio_unlock, i_size_read
+from specfault.mm.filemap import (
+    FindGetPage,
+    Inode,
+    filemap_remove_folio,
+    folio_lock,
+    folio_unlock,
+    i_size_read,
+)
 from specfault.mm.mmu_gather import MmuGather, zap_present_page
-from specfault.mm.page import GetPage, PutPage
+from specfault.mm.page import PutPage
 from specfault.mm.pgtable import pte_pfn, pte_present, pte_special, walk_range
 from specfault.runtime import LoadItem, Store, StoreItem
 
@@ -134,10 +141,9 @@ async def truncate_inode_pages_range(kernel: Any, inode: Inode, lstart: int, len
     first = (lstart + PAGE_SIZE - 1) // PAGE_SIZE         # first whole page
     stop = 1 << 64 if lend < 0 else (lend + 1) // PAGE_SIZE   # first page after the whole ones
     for idx in sorted(i for i in inode.pages if first <= i < stop):
-        page = inode.pages.get(idx)
+        page = await FindGetPage(inode, idx)               # find_lock_entries()
         if page is None:
             continue
-        await GetPage(page)                                # find_lock_entries()
         await folio_lock(page)
         if page.mapping is inode and inode.pages.get(idx) is page:
             # truncate_inode_folio(): unmap (a fault may have mapped it since
@@ -164,9 +170,8 @@ async def truncate_inode_pages_range(kernel: Any, inode: Inode, lstart: int, len
         hi = (PAGE_SIZE if lend < 0 else min(lend + 1, base + PAGE_SIZE) - base)
         if hi <= lo:
             continue
-        page = inode.pages.get(idx)
+        page = await FindGetPage(inode, idx)
         if page is not None:
-            await GetPage(page)
             await folio_lock(page)
             if page.mapping is inode:
                 page.write(lo, bytes(hi - lo))             # truncate_inode_partial_folio()

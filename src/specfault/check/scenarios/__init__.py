@@ -11,10 +11,13 @@ from collections.abc import Callable
 
 from specfault.check.scenario import Scenario, register
 from specfault.check.scenarios.base import MmSpec
-from specfault.check.scenarios.races import SPEC_BY_NAME, SPECS
+from specfault.check.scenarios.races import SPECS as RACE_SPECS
+from specfault.check.scenarios.truncation import SPECS as TRUNCATION_SPECS
 from specfault.config import Config
 
 PROTOCOLS = ("classic", "speculative", "pervma", "dufour")
+SPECS = RACE_SPECS + TRUNCATION_SPECS
+SPEC_BY_NAME = {s.name: s for s in SPECS}
 
 
 def scenario_name(spec: str, protocol: str, mutant: str | None = None) -> str:
