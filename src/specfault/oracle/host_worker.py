@@ -156,10 +156,23 @@ class Worker:
         return out
 
 
+def pin_to_one_cpu() -> int:
+    """Run this worker (and the processes it forks) on one CPU: LRU add
+    batches are per CPU and MADV_PAGEOUT drains only the local one, so a
+    page faulted in on another CPU may still sit in that CPU's batch —
+    not on the LRU — and be skipped (seen by hand on the reference host).
+    The CPU is one of those allowed, chosen by pid so parallel jobs spread."""
+    allowed = sorted(os.sched_getaffinity(0))
+    cpu = allowed[os.getpid() % len(allowed)]
+    os.sched_setaffinity(0, {cpu})
+    return cpu
+
+
 def worker_main(sock: socket.socket, region_start: int, window: tuple[int, int],
                 region_pages: int, paths: list[str]) -> None:
     """Entry of process 0 (just forked from the coordinator): set up, then serve forever."""
     try:
+        pin_to_one_cpu()
         lib = probe.load()
         if lib.probe_install() != 0:
             raise OSError("probe_install failed")

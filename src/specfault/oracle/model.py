@@ -172,7 +172,8 @@ class _Run:
                 pages.append(PageObs(bool(e.present), bool(e.swapped), bool(e.file_shared),
                                      bool(e.exclusive), int(e.pfn) if e.present else 0))
             smaps = [{"start": int(v["start"]), "end": int(v["end"]), "Rss": int(v["Rss"]),
-                      "Anonymous": int(v["Anonymous"])} for v in proc.smaps()]
+                      "Anonymous": int(v["Anonymous"]), "Swap": int(v.get("Swap", 0))}
+                     for v in proc.smaps()]
             obs[k] = ProcObs(proc.maps(), pages, smaps)
         return snapshot(self.geo, obs, self.labeller, self.zero_pfn, fresh)
 
