@@ -208,3 +208,40 @@ def test_access_after_truncating_a_mapped_file_to_zero_is_sigbus_in_the_model():
         p.madvise(anon, 4096, sf.MADV_REMOVE)
     assert exc.value.errno == 22                            # EINVAL: no file
     m.check()
+
+
+# ------------------------------------------------------- the random programs
+def test_random_programs_truncate_and_punch_mapped_files_then_touch_them():
+    import random
+
+    from specfault.oracle.gen import random_program
+
+    ps = [random_program(random.Random(f"5:{i}")) for i in range(300)]
+
+    def frac(pred):
+        return sum(1 for p in ps if pred(p)) / len(ps)
+
+    def touched_after(p, op):
+        ops = [s["op"] for s in p.steps]
+        return op in ops and "touch" in ops[ops.index(op):] and "mmap" in ops[:ops.index(op)]
+
+    assert frac(lambda p: touched_after(p, "ftruncate")) > 0.3
+    assert frac(lambda p: touched_after(p, "fallocate")) > 0.15
+    assert frac(lambda p: any(s["op"] == "ftruncate" and s["size"] == 0 for s in p.steps)) > 0.05
+    assert frac(lambda p: any(s["op"] == "otrunc" for s in p.steps)) > 0.05
+    assert frac(lambda p: any(s["op"] == "madvise" and s["advice"] == "MADV_REMOVE"
+                              for s in p.steps)) > 0.05
+
+
+def test_a_small_campaign_with_truncation_agrees_with_the_host(host_runner, model_ready):
+    """The default suite's share of the 2,000-program campaign (docs/oracle.md):
+    a budget of programs, not seconds."""
+    from specfault.oracle.campaign import campaign
+
+    from specfault.oracle.campaign import Oracle
+
+    oracle = Oracle(host=host_runner)
+    verdicts = [(o.run, o.verdict) for o in campaign(50, seed=12, max_steps=14, oracle=oracle)]
+    assert len(verdicts) == 50
+    bad = [(run, v) for run, v in verdicts if v.status != "agree"]
+    assert not bad, bad[:3]
