@@ -326,6 +326,7 @@ async def filemap_fault(kernel: Any, inode: Inode, index: int) -> tuple[int, Pag
                     await Work("read_page")
                     ret |= VM_FAULT_MAJOR
                     kernel.count("pgmajfault")
+        assert page is not None
         if not created:
             await folio_lock(page)                                     # 3.
         if page.mapping is not inode and not config.knob("no_folio_mapping_recheck"):   # 4.
@@ -336,7 +337,7 @@ async def filemap_fault(kernel: Any, inode: Inode, index: int) -> tuple[int, Pag
         size = await i_size_read(inode)                                # 5.
         if index >= (size + PAGE_SIZE - 1) // PAGE_SIZE \
                 and not config.knob("no_isize_recheck_after_lock"):
-            if created and inode.pages.get(index) is page:
+            if created and page.mapping is inode:
                 filemap_remove_folio(kernel, inode, page)     # shmem: drop what we added
             await folio_unlock(page)
             await PutPage(kernel.mem, page)
