@@ -240,9 +240,10 @@ class FindGetPage(Op):
 
 # ------------------------------------------------------------- the folio lock
 def _folio_sem(page: Page) -> RwSemaphore:
-    sem = page.folio_sem
+    """The folio's PG_locked as a sleeping lock, made on first use."""
+    sem = page.lock
     if sem is None:
-        sem = page.folio_sem = RwSemaphore(f"folio_lock@{page.pfn:#x}", "folio_lock")
+        sem = page.lock = RwSemaphore(f"folio_lock@{page.pfn:#x}", "folio_lock")
     return sem
 
 

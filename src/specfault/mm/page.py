@@ -28,7 +28,7 @@ Page
                  truncation or hole punching removes it from the cache, under
                  the folio lock (filemap.py: the fault re-checks it under it)
 # the folio lock itself (PG_locked; a sleeping bit lock: filemap.folio_lock)
-    folio_sem    created on first use
+    lock         RwSemaphore used as a mutex, created on first use, or None
 # protected by the data access path (copy/zero/user access)
     data
 PhysMem (the page allocator)
@@ -48,7 +48,7 @@ from specfault.runtime import ModelBug, Op
 
 class Page:
     __slots__ = ("pfn", "refcount", "mapcount", "anon", "anon_exclusive", "mapping", "index",
-                 "data", "dirty", "lazyfree", "freed", "zero", "folio_sem")
+                 "data", "dirty", "lazyfree", "freed", "zero", "lock")
 
     def __init__(self, pfn: int) -> None:
         self.pfn = pfn
@@ -63,7 +63,7 @@ class Page:
         self.lazyfree = False
         self.freed = False
         self.zero = False
-        self.folio_sem: Any = None
+        self.lock: Any = None
 
     # -- contents --
     def read(self, off: int, n: int) -> bytes:
