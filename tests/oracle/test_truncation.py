@@ -241,7 +241,7 @@ def test_a_small_campaign_with_truncation_agrees_with_the_host(host_runner, mode
     from specfault.oracle.campaign import Oracle
 
     oracle = Oracle(host=host_runner)
-    verdicts = [(o.run, o.verdict) for o in campaign(50, seed=12, max_steps=14, oracle=oracle)]
-    assert len(verdicts) == 50
+    verdicts = [(o.run, o.verdict) for o in campaign(30, seed=12, max_steps=12, oracle=oracle)]
+    assert len(verdicts) == 30
     bad = [(run, v) for run, v in verdicts if v.status != "agree"]
     assert not bad, bad[:3]
