@@ -236,9 +236,7 @@ def test_random_programs_truncate_and_punch_mapped_files_then_touch_them():
 def test_a_small_campaign_with_truncation_agrees_with_the_host(host_runner, model_ready):
     """The default suite's share of the 2,000-program campaign (docs/oracle.md):
     a budget of programs, not seconds."""
-    from specfault.oracle.campaign import campaign
-
-    from specfault.oracle.campaign import Oracle
+    from specfault.oracle.campaign import Oracle, campaign
 
     oracle = Oracle(host=host_runner)
     verdicts = [(o.run, o.verdict) for o in campaign(30, seed=12, max_steps=12, oracle=oracle)]
