@@ -32,6 +32,13 @@ from typing import Any, TypeVar
 
 from specfault.config import KNOBS, Config, UnknownKnob
 from specfault.constants import (
+    FALLOC_FL_COLLAPSE_RANGE,
+    FALLOC_FL_INSERT_RANGE,
+    FALLOC_FL_KEEP_SIZE,
+    FALLOC_FL_PUNCH_HOLE,
+    FALLOC_FL_UNSHARE_RANGE,
+    FALLOC_FL_WRITE_ZEROES,
+    FALLOC_FL_ZERO_RANGE,
     MAP_ANONYMOUS,
     MAP_HUGETLB,
     O_ACCMODE,
@@ -75,7 +82,7 @@ from specfault.mm.mremap import sys_mremap
 from specfault.mm.page import LRU_NAMES
 from specfault.mm.proc import PagemapEntry, maps, pagemap_entry, smaps
 from specfault.mm.swapfile import nr_swap_pages, total_swap_pages
-from specfault.mm.truncate import unmap_mapping_range
+from specfault.mm.truncate import do_truncate, shmem_punch_hole
 from specfault.mm.vmscan import kswapd_run
 from specfault.runtime import STATE, Task, direct
 
@@ -90,6 +97,10 @@ _O_NO_EFFECT = O_NOCTTY | O_NONBLOCK | O_DSYNC | O_SYNC | O_LARGEFILE | O_NOFOLL
 _O_NOT_MODELLED = {O_TMPFILE: "O_TMPFILE", O_APPEND: "O_APPEND", O_DIRECT: "O_DIRECT",
                    O_DIRECTORY: "O_DIRECTORY", O_PATH: "O_PATH"}
 MAX_RW_COUNT = 0x7FFFF000               # INT_MAX & PAGE_MASK: the most one read returns
+MAX_LFS_FILESIZE = (1 << 63) - 1         # tmpfs's s_maxbytes
+# FALLOC_FL_MODE_MASK (Linux 6.18): the modes vfs_fallocate() knows
+FALLOC_FL_MODE_MASK = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_COLLAPSE_RANGE | FALLOC_FL_ZERO_RANGE \
+    | FALLOC_FL_INSERT_RANGE | FALLOC_FL_UNSHARE_RANGE | FALLOC_FL_WRITE_ZEROES
 
 
 def SegmentationFault_(addr: int) -> SegmentationFault:  # noqa: N802
@@ -237,16 +248,14 @@ class Machine:
         data = _bytes("create_file", "data", data)
         inode = self.kernel.fs.inodes.get(path)
         if inode is not None:
-            self._truncate_pagecache(inode, Task(0, "create_file"))
+            self._truncate(inode, 0, Task(0, "create_file"))
         self.kernel.fs.create(path, data)
 
-    def _truncate_pagecache(self, inode: Any, task: Task) -> None:
-        """Truncate a file to size 0 (truncate_pagecache()): unmap it from
-        every address space, private COWed copies included, then drop its
-        pages; a later access to a mapping of it is beyond end of file
-        (SIGBUS)."""
-        self.run(unmap_mapping_range(self.kernel, inode, 0, 0, even_cows=True), task)
-        self.kernel.fs.truncate(inode, 0)
+    def _truncate(self, inode: Any, size: int, task: Task) -> None:
+        """Truncate a file to ``size`` (truncate.do_truncate: shmem_setattr):
+        mappings beyond the new end lose their pages, private COWed copies
+        included, and a later access there is beyond end of file (SIGBUS)."""
+        self.run(do_truncate(self.kernel, inode, size), task)
 
     # -- observation --
     def vmstat(self) -> dict[str, int]:
@@ -574,8 +583,8 @@ class Process(_Context):
             inode = fs.create(path)
         elif flags & O_CREAT and flags & O_EXCL:
             raise OSError(errno.EEXIST, f"open: {os.strerror(errno.EEXIST)}: {path!r}")
-        elif flags & O_TRUNC and inode.size:
-            self.machine._truncate_pagecache(inode, self.task)
+        elif flags & O_TRUNC:
+            self.machine._truncate(inode, 0, self.task)      # handle_truncate()
         # OPEN_FMODE(): O_RDONLY -> read, O_WRONLY -> write, O_RDWR -> both, 3 -> neither
         mode = {O_RDONLY: FMODE_READ, O_WRONLY: FMODE_WRITE, O_RDWR: FMODE_READ | FMODE_WRITE,
                 O_ACCMODE: 0}[flags & O_ACCMODE]
@@ -627,6 +636,64 @@ class Process(_Context):
         if ret < 0:
             raise _oserror(ret, "pwrite")
         return ret
+
+    def ftruncate(self, fd: int, length: int) -> None:
+        """ftruncate(2) (do_sys_ftruncate, then shmem_setattr): in Linux's
+        order, a negative length is EINVAL, then a bad fd EBADF, then an fd
+        not open for writing EINVAL.  Shrinking unmaps the pages beyond the
+        new end from every mapping (private COWed copies too: an access
+        there is SIGBUS) and zeroes the rest of the last page; growing only
+        sets the size."""
+        fd = _cint("ftruncate", "fd", fd)
+        length = _loff("ftruncate", "length", length)
+        if length < 0:
+            raise OSError(errno.EINVAL, f"ftruncate: {os.strerror(errno.EINVAL)} (length < 0)")
+        f = self.files.get(fd)
+        if f is None:
+            raise OSError(errno.EBADF, f"ftruncate: {os.strerror(errno.EBADF)}")
+        if not f.f_mode & FMODE_WRITE:
+            raise OSError(errno.EINVAL, f"ftruncate: {os.strerror(errno.EINVAL)} (not open for writing)")
+        self.machine._truncate(f.inode, length, self.task)
+
+    def fallocate(self, fd: int, mode: int, offset: int, length: int) -> None:
+        """fallocate(2) on a tmpfs file (vfs_fallocate, then
+        shmem_fallocate), errors in Linux's order: a bad fd EBADF; a
+        negative offset or a length <= 0 EINVAL; a mode vfs_fallocate does
+        not know, or PUNCH_HOLE without KEEP_SIZE, EOPNOTSUPP; an fd not open
+        for writing EBADF; an end past 2**63-1 EFBIG; a mode tmpfs does not
+        do (ZERO_RANGE, COLLAPSE_RANGE, ...) EOPNOTSUPP.
+        ``FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE`` punches a hole
+        (truncate.shmem_punch_hole: whole pages unmapped and dropped, private
+        COWed copies kept, partial pages zeroed); mode 0 / KEEP_SIZE
+        allocates — in the model only the size grows (without KEEP_SIZE):
+        tmpfs's preallocated pages are not uptodate, so no fault-around maps
+        them, and nothing user space sees in the model tells them apart."""
+        fd = _cint("fallocate", "fd", fd)
+        mode = _cint("fallocate", "mode", mode)
+        offset = _loff("fallocate", "offset", offset)
+        length = _loff("fallocate", "length", length)
+        f = self.files.get(fd)
+        if f is None:
+            raise OSError(errno.EBADF, f"fallocate: {os.strerror(errno.EBADF)}")
+        if offset < 0 or length <= 0:
+            raise OSError(errno.EINVAL, f"fallocate: {os.strerror(errno.EINVAL)}")
+        kind = mode & FALLOC_FL_MODE_MASK
+        if mode & ~(FALLOC_FL_MODE_MASK | FALLOC_FL_KEEP_SIZE) or kind & (kind - 1) \
+                or (kind == FALLOC_FL_PUNCH_HOLE and not mode & FALLOC_FL_KEEP_SIZE) \
+                or (kind in (FALLOC_FL_COLLAPSE_RANGE, FALLOC_FL_INSERT_RANGE)
+                    and mode & FALLOC_FL_KEEP_SIZE):
+            raise OSError(errno.EOPNOTSUPP, f"fallocate: {os.strerror(errno.EOPNOTSUPP)}")
+        if not f.f_mode & FMODE_WRITE:
+            raise OSError(errno.EBADF, f"fallocate: {os.strerror(errno.EBADF)}")
+        if offset + length > MAX_LFS_FILESIZE:
+            raise OSError(errno.EFBIG, f"fallocate: {os.strerror(errno.EFBIG)}")
+        if mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE):
+            raise OSError(errno.EOPNOTSUPP, f"fallocate: {os.strerror(errno.EOPNOTSUPP)} (tmpfs)")
+        inode = f.inode
+        if mode & FALLOC_FL_PUNCH_HOLE:
+            self._run(shmem_punch_hole(self.machine.kernel, inode, offset, length))
+        elif not mode & FALLOC_FL_KEEP_SIZE and offset + length > inode.size:
+            inode.size = offset + length                   # i_size_write()
 
     def __repr__(self) -> str:
         return f"<Process {self.pid}{' (exited)' if self.mm.dead else ''}>"

@@ -201,6 +201,15 @@ KNOBS: dict[str, Knob] = _knobs(
          "wp_page_copy replaces the PTE without checking it still maps the page it copied"),
     Knob("no_page_ref_in_wp_copy", False, "mutant",
          "wp_page_copy copies the old page without holding a reference"),
+    Knob("no_isize_recheck_after_lock", False, "mutant",
+         "filemap_fault does not re-check i_size under the folio lock: a page it "
+         "inserted after truncation swept the cache is mapped beyond EOF"),
+    Knob("no_folio_mapping_recheck", False, "mutant",
+         "filemap_fault does not re-check folio->mapping under the folio lock: it "
+         "maps a page truncation or a hole punch already removed from the file"),
+    Knob("truncate_drops_before_unmap", False, "mutant",
+         "truncation and hole punching remove a page from the page cache before "
+         "unmapping it (and skip the first unmap_mapping_range)"),
     Knob("vma_recheck_not_mm_seq", False, "mutant",
          "the commit re-checks only the VMA, not mm_lock_seq (the COW ABA)"),
     Knob("dufour_seq_loads_reordered", False, "mutant",

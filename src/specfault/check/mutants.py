@@ -111,6 +111,21 @@ MUTANTS: dict[str, Mutant] = {m.name: m for m in [
            "mapping (Jann Horn)",
            {"pervma_no_recheck_after_lock": True, "vma_typesafe_rcu": True},
            ("fault-vs-remap-elsewhere",)),
+    Mutant("no_isize_recheck_after_lock", "classic",
+           "filemap_fault does not re-check i_size under the folio lock: a page "
+           "it read in after a truncation swept the cache is mapped beyond the "
+           "new end of file (every protocol takes this path for a file fault)",
+           {"no_isize_recheck_after_lock": True}, ("truncate-vs-read-fault",)),
+    Mutant("no_folio_mapping_recheck", "classic",
+           "filemap_fault does not re-check folio->mapping under the folio lock: "
+           "it maps a page a hole punch removed from the file while the fault "
+           "waited for the lock — one mapping keeps a page the file no longer has",
+           {"no_folio_mapping_recheck": True}, ("punch-vs-shared-fault",)),
+    Mutant("truncate_drops_before_unmap", "classic",
+           "truncation and hole punching remove a page from the page cache "
+           "before unmapping it: until the unmap, a mapping writes to a page "
+           "the file no longer has while other mappings fault in a fresh one",
+           {"truncate_drops_before_unmap": True}, ("punch-vs-shared-fault", "punch-vs-pread")),
     Mutant("pervma_mprotect_no_vma_lock", "pervma",
            "mprotect changes vm_flags without vma_start_write: a fault under "
            "the VMA lock maps a page with the old permissions",

@@ -89,7 +89,7 @@ from specfault.mm.swap_state import (
     folio_unlock,
     free_swap_and_cache,
 )
-from specfault.mm.truncate import unmap_mapping_range
+from specfault.mm.truncate import shmem_punch_hole
 from specfault.mm.vma import (
     VM_DONTCOPY,
     VM_DONTDUMP,
@@ -435,12 +435,16 @@ async def madvise_cold_or_pageout(mm: Any, vma: VmArea, start: int, end: int,
 # ------------------------------------------------------------------ REMOVE
 async def madvise_remove(mm: Any, vma: VmArea, start: int, end: int) -> int:
     """MADV_REMOVE: punch a hole in the file behind a shared writable
-    mapping (vfs_fallocate(PUNCH_HOLE | KEEP_SIZE)): every mapping of the
-    range, in every process, loses its PTEs for the file's pages (private
-    COWed copies stay), and the range reads back as zeroes.  The model's
-    files and shmem both support hole punching (as tmpfs and ext4 do).
-    Caller holds this mm's mmap_lock for read (Linux drops it around
-    vfs_fallocate(); the other mms' PTEs are zapped under their PTLs)."""
+    mapping (vfs_fallocate(PUNCH_HOLE | KEEP_SIZE), as shmem_fallocate does
+    it: truncate.shmem_punch_hole): every mapping of the range, in every
+    process, loses its PTEs for the file's pages (private COWed copies
+    stay), and the range reads back as zeroes.  The model's files are
+    tmpfs files, and shmem supports hole punching.  Errors as Linux's:
+    VM_LOCKED or no file (anonymous private memory) EINVAL, not a shared
+    writable mapping (a private file mapping) EACCES.  Caller holds this
+    mm's mmap_lock for read; as Linux (mark_mmap_lock_dropped), it is
+    dropped around the punch — which takes the inode lock, ordered before
+    mmap_lock — and retaken: the caller looks the next VMA up afresh."""
     if vma.vm_flags & VM_LOCKED:
         return -errno.EINVAL
     file = vma.vm_file
@@ -448,11 +452,14 @@ async def madvise_remove(mm: Any, vma: VmArea, start: int, end: int) -> int:
         return -errno.EINVAL
     if (vma.vm_flags & (VM_SHARED | VM_MAYWRITE)) != VM_SHARED | VM_MAYWRITE:
         return -errno.EACCES                 # !vma_is_shared_maywrite()
-    inode = file.inode
-    first = vma.linear_page_index(start)
-    nr = (end - start) >> 12
-    await unmap_mapping_range(mm.kernel, inode, first, nr, even_cows=False)
-    mm.kernel.fs.punch_hole(inode, first, first + nr - 1)
+    offset = vma.linear_page_index(start) << 12
+    file.f_count += 1                        # get_file()
+    await mmap_read_unlock(mm)
+    try:
+        await shmem_punch_hole(mm.kernel, file.inode, offset, end - start)
+    finally:
+        mm.kernel.fs.fput(file)
+        await mmap_read_lock(mm)
     return 0
 
 

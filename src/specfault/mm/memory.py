@@ -49,7 +49,7 @@ from specfault.mm.fault_flags import (
     VM_FAULT_SIGBUS,
     spf_fail,
 )
-from specfault.mm.filemap import filemap_fault
+from specfault.mm.filemap import FindGetPage, filemap_fault, i_size_read
 from specfault.mm.mmap_lock import mmap_read_unlock
 from specfault.mm.mmu_gather import rss_kind
 from specfault.mm.page import GetPage, Page, alloc_page, lru_add, put_page
@@ -788,13 +788,19 @@ async def do_read_fault(vmf: Vmf) -> int:
     ret, page = await filemap_fault(mm.kernel, vmf.vma.vm_file.inode, vmf.pgoff)
     if page is None:
         return ret
-    return ret | await finish_fault(vmf, page)
+    ret |= await finish_fault(vmf, page)        # mapped under the folio lock
+    await folio_unlock(page)
+    return ret
 
 
 async def do_cow_fault(vmf: Vmf) -> int:
     """Write fault on a private file mapping: copy the file page into a new
-    anonymous page.  Locks as do_fault (anon_vma_prepare takes
-    page_table_lock; finish_fault the PTL)."""
+    anonymous page and map the copy — holding the file page's folio lock
+    until the copy is mapped, so a truncation that removes the page (and
+    waits for that lock) finds the copy mapped and its second
+    unmap_mapping_range(even_cows) removes it (truncate.py, step 4).
+    Locks as do_fault (anon_vma_prepare takes page_table_lock; filemap_fault
+    the folio lock, held to the end; finish_fault the PTL)."""
     vma, mm = vmf.vma, vmf.mm
     mem = mm.kernel.mem
     if not await anon_vma_prepare(vma):
@@ -809,15 +815,19 @@ async def do_cow_fault(vmf: Vmf) -> int:
         return ret
     await work("copy_page")
     cow.copy_from(page)
-    await put_page(mem, page)
     cow.anon = True          # __do_fault + copy: finish_fault maps it as anon
-    return ret | await finish_fault(vmf, cow)
+    ret |= await finish_fault(vmf, cow)
+    await folio_unlock(page)
+    await put_page(mem, page)
+    return ret
 
 
 async def do_shared_fault(vmf: Vmf) -> int:
     """Write fault on a shared file mapping: the page-cache page, made
-    writable and dirty (page_mkwrite, then finish_fault).  Locks as
-    do_fault."""
+    writable and dirty (page_mkwrite, then finish_fault), mapped under its
+    folio lock (do_page_mkwrite returns it locked, after re-checking
+    ``folio->mapping``: the page is still the file's here, as the lock
+    was held since filemap_fault checked).  Locks as do_fault."""
     mm = vmf.mm
     ret, page = await filemap_fault(mm.kernel, vmf.vma.vm_file.inode, vmf.pgoff)
     if page is None:
@@ -825,7 +835,8 @@ async def do_shared_fault(vmf: Vmf) -> int:
     await work("page_mkwrite")
     ret |= await finish_fault(vmf, page)
     if page.mapcount:
-        page.dirty = True
+        page.dirty = True                       # fault_dirty_shared_page()
+    await folio_unlock(page)
     return ret
 
 
@@ -866,7 +877,9 @@ async def finish_fault(vmf: Vmf, page: Page) -> int:
 async def do_fault_around(vmf: Vmf) -> int:
     """Map the cached pages in the fault_around_bytes-aligned window around
     the fault (clamped to the VMA, the PTE table and EOF) with read-only
-    PTEs — filemap_map_pages().  Returns VM_FAULT_NOPAGE if the faulting
+    PTEs — filemap_map_pages(), each page under its folio lock (trylock:
+    a locked page is skipped) after re-checking it is still the file's
+    and within i_size.  Returns VM_FAULT_NOPAGE if the faulting
     page itself got mapped.  Entered and left with the fault's lock held
     and no PTL; takes the PTE table's PTL once for the whole window."""
     vma, mm = vmf.vma, vmf.mm
@@ -889,18 +902,32 @@ async def do_fault_around(vmf: Vmf) -> int:
     assert pt is not None
     ret = 0
     mapped = 0
+    mem = mm.kernel.mem
     for pgoff in range(start_pgoff, end_pgoff + 1):
-        page = inode.pages.get(pgoff)
-        if page is None:
+        if pgoff not in inode.pages:
             continue
         idx = from_pte + (pgoff - start_pgoff)
         if not pte_none(await load_item(pt, pt.entries, idx)):
             continue
-        page.refcount += 1
+        # next_uptodate_folio(): the page with a reference (the mapping's,
+        # if it is mapped); skipped if locked by someone (truncation), no
+        # longer the file's, or beyond i_size (read now: a truncation
+        # writes it before it locks the pages)
+        page = await FindGetPage(inode, pgoff)
+        if page is None:
+            continue
+        if not await folio_trylock(page):
+            await put_page(mem, page)
+            continue
+        if page.mapping is not inode or pgoff >= (await i_size_read(inode) + 4095) >> 12:
+            await folio_unlock(page)
+            await put_page(mem, page)
+            continue
         page.mapcount += 1
         mm.rss[rss_kind(page)] += 1
         pt.nr += 1
         await store_item(pt, pt.entries, idx, mk_pte(page.pfn, vma.vm_page_prot))
+        await folio_unlock(page)
         mapped += 1
         if idx == vmf.pte_idx:
             ret = VM_FAULT_NOPAGE

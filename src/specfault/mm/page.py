@@ -23,14 +23,17 @@ Page
                  PG_swapbacked): reclaim (MADV_PAGEOUT) discards it while
                  it stays clean
 # set once at allocation (by the allocating path, before the page is visible)
-    pfn, anon, mapping (AnonVma or Inode), index (pgoff)
+    pfn, anon, index (pgoff)
+    mapping      AnonVma or Inode; a page-cache page's is cleared (None) when
+                 truncation or hole punching removes it from the cache, under
+                 the folio lock (filemap.py: the fault re-checks it under it)
 # the swap cache (mm/swap_state.py): changed under the folio lock and the
 # swap cache's lock (op atomicity in the model)
     swap         folio->swap: the swap entry of a page in the swap cache, else 0
     swapcache    PG_swapcache
 # the folio lock (PG_locked): a sleeping lock, made when the folio first
-# needs one (entering the swap cache, or isolated for reclaim) — before
-# any other task can see it
+# needs one (entering the swap or page cache, isolated for reclaim, locked
+# by a fault) — before any other task can see it unlocked
     lock         RwSemaphore used as a mutex (folio_lock/folio_unlock), or None
 # protected by the LRU lock (lruvec->lru_lock; op atomicity in the model)
     lru          which LRU list holds the page (LRU_* index), or None
@@ -56,6 +59,7 @@ from typing import Any
 
 from specfault.constants import PAGE_SIZE
 from specfault.runtime import ModelBug, Op
+from specfault.sync.rwsem import RwSemaphore
 
 
 class Page:
@@ -266,6 +270,39 @@ class PutPage(Op):
 
 LRU_INACTIVE_ANON, LRU_ACTIVE_ANON, LRU_INACTIVE_FILE, LRU_ACTIVE_FILE = 0, 1, 2, 3
 LRU_NAMES = ("inactive_anon", "active_anon", "inactive_file", "active_file")
+
+
+# ------------------------------------------------------------ the folio lock
+def folio_lock_of(page: Page) -> Any:
+    """The folio's PG_locked as a sleeping lock, made on first use (by a
+    task that owns the folio: freshly allocated, or isolated from the LRU
+    with a reference held — nobody else can be locking it yet)."""
+    lock = page.lock
+    if lock is None:
+        lock = page.lock = RwSemaphore(f"folio_lock@{page.pfn:#x}", "folio_lock")
+    return lock  # type: ignore[no-any-return]
+
+
+def folio_lock(page: Page) -> Any:
+    """``await folio_lock(page)``: sleep until the folio is ours."""
+    return folio_lock_of(page).down_write()
+
+
+def folio_trylock(page: Page) -> Any:
+    """``if await folio_trylock(page)``: take the folio lock if free."""
+    return folio_lock_of(page).down_write_trylock()
+
+
+def folio_unlock(page: Page) -> Any:
+    """``await folio_unlock(page)``."""
+    return folio_lock_of(page).up_write()
+
+
+def folio_test_locked(page: Page) -> bool:
+    lock = page.lock
+    return lock is not None and (lock.writer is not None or bool(lock.waiters))
+
+
 
 
 def folio_lru_list(page: Page) -> int:

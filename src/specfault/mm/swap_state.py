@@ -25,7 +25,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from specfault.mm.page import Page, put_page
+from specfault.mm.page import (  # noqa: F401  (the folio lock, re-exported)
+    Page,
+    folio_lock,
+    folio_lock_of,
+    folio_test_locked,
+    folio_trylock,
+    folio_unlock,
+    put_page,
+)
 from specfault.mm.pgtable import swp_offset
 from specfault.mm.swapfile import (
     SWAP_HAS_CACHE,
@@ -35,37 +43,6 @@ from specfault.mm.swapfile import (
     swap_count,
 )
 from specfault.runtime import ModelBug, Op, Work
-from specfault.sync import RwSemaphore
-
-
-def folio_lock_of(page: Page) -> RwSemaphore:
-    """The folio's PG_locked as a sleeping lock, made on first use (by a
-    task that owns the folio: freshly allocated, or isolated from the LRU
-    with a reference held — nobody else can be locking it yet)."""
-    lock = page.lock
-    if lock is None:
-        lock = page.lock = RwSemaphore(f"folio_lock@{page.pfn:#x}", "folio_lock")
-    return lock  # type: ignore[no-any-return]
-
-
-def folio_lock(page: Page) -> Any:
-    """``await folio_lock(page)``: sleep until the folio is ours."""
-    return folio_lock_of(page).down_write()
-
-
-def folio_trylock(page: Page) -> Any:
-    """``if await folio_trylock(page)``: take the folio lock if free."""
-    return folio_lock_of(page).down_write_trylock()
-
-
-def folio_unlock(page: Page) -> Any:
-    """``await folio_unlock(page)``."""
-    return folio_lock_of(page).up_write()
-
-
-def folio_test_locked(page: Page) -> bool:
-    lock = page.lock
-    return lock is not None and (lock.writer is not None or bool(lock.waiters))
 
 
 class SwapCacheGetFolio(Op):

@@ -423,7 +423,9 @@ class CostModel:
         tp = type(result)
         if tp is PageFault:
             return self.p.fault_entry_ns
-        if tp is Acquired and result.write:
+        if tp is Acquired and result.write and op.sem.name.startswith("mmap_lock"):
+            # only mmap_lock's write sections do VMA work (a folio lock or
+            # the inode lock taken for write does none)
             return self.vma_modify_ns
         return 0.0
 

@@ -13,6 +13,7 @@ from specfault.check.scenario import Scenario, register
 from specfault.check.scenarios.base import MmSpec
 from specfault.check.scenarios.pressure import SPECS as PRESSURE_SPECS
 from specfault.check.scenarios.races import SPECS as RACE_SPECS
+from specfault.check.scenarios.truncation import SPECS as TRUNCATION_SPECS
 from specfault.config import Config
 
 #: every race: the mmap_lock writers' (races.py), then reclaim's and
@@ -20,6 +21,8 @@ from specfault.config import Config
 SPECS = RACE_SPECS + PRESSURE_SPECS
 SPEC_BY_NAME = {s.name: s for s in SPECS}
 PROTOCOLS = ("classic", "speculative", "pervma", "dufour")
+SPECS = RACE_SPECS + TRUNCATION_SPECS
+SPEC_BY_NAME = {s.name: s for s in SPECS}
 
 
 def scenario_name(spec: str, protocol: str, mutant: str | None = None) -> str:
