@@ -16,13 +16,11 @@ from specfault.check.scenarios.races import SPECS as RACE_SPECS
 from specfault.check.scenarios.truncation import SPECS as TRUNCATION_SPECS
 from specfault.config import Config
 
-#: every race: the mmap_lock writers' (races.py), then reclaim's and
-#: swap-in's (pressure.py)
-SPECS = RACE_SPECS + PRESSURE_SPECS
+#: every race: the mmap_lock writers' (races.py), reclaim's and swap-in's
+#: (pressure.py), truncation's and hole punching's (truncation.py)
+SPECS = RACE_SPECS + PRESSURE_SPECS + TRUNCATION_SPECS
 SPEC_BY_NAME = {s.name: s for s in SPECS}
 PROTOCOLS = ("classic", "speculative", "pervma", "dufour")
-SPECS = RACE_SPECS + TRUNCATION_SPECS
-SPEC_BY_NAME = {s.name: s for s in SPECS}
 
 
 def scenario_name(spec: str, protocol: str, mutant: str | None = None) -> str:
