@@ -27,12 +27,14 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from specfault.check.pressure_invariants import pressure_problems
 from specfault.check.properties import rmap_problem
 from specfault.mm.mmu_gather import rss_kind
 from specfault.mm.pgtable import (
     _PAGE_NX,
     _PAGE_PRESENT,
     PageTable,
+    is_swap_pte,
     pte_pfn,
     pte_present,
     pte_special,
@@ -113,8 +115,9 @@ def mm_problems(mm: Any, quiescent: bool = True) -> list[str]:
                 problems.append(f"PTE {pte:#x} at {addr:#x} outside every VMA")
                 continue
             if not pte_present(pte):
-                problems.append(f"non-present non-none PTE {pte:#x} at {addr:#x} (no swap)")
-                continue
+                if not is_swap_pte(pte):
+                    problems.append(f"non-present non-none PTE {pte:#x} at {addr:#x}")
+                continue                 # swap PTEs: pressure_invariants.swap_problems
             flags = vma.vm_flags
             if pte_write(pte) and not flags & VM_WRITE:
                 problems.append(f"writable PTE at {addr:#x} in {vma.label()} without VM_WRITE")
@@ -177,7 +180,7 @@ def kernel_problems(kernel: Any, quiescent: bool = True) -> list[str]:
         if page.mapcount != mapped[pfn]:
             problems.append(f"{page!r}: mapcount {page.mapcount} but {mapped[pfn]} PTEs map it")
         if quiescent:
-            want = mapped[pfn] + cached[pfn]
+            want = mapped[pfn] + cached[pfn] + int(page.swapcache)
             if page.refcount != want:
                 what = "leaked (no mapping, not cached)" if want == 0 else f"expected {want}"
                 problems.append(f"{page!r}: refcount {page.refcount}, {what}")
@@ -190,6 +193,7 @@ def kernel_problems(kernel: Any, quiescent: bool = True) -> list[str]:
         for vma in kernel.vma_free_deferred.values():
             problems.append(f"{vma.label()} never freed: vm_ref_count {vma.vm_ref_count} "
                             f"(a speculative fault's pin was not dropped)")
+    problems += pressure_problems(kernel, quiescent)
     if len(mem.pages) - 1 + len(mem.free_pfns) != mem.nr_frames:
         problems.append(f"frames lost: {len(mem.pages) - 1} allocated + {len(mem.free_pfns)} "
                         f"free != {mem.nr_frames}")

@@ -111,11 +111,42 @@ MUTANTS: dict[str, Mutant] = {m.name: m for m in [
            "mapping (Jann Horn)",
            {"pervma_no_recheck_after_lock": True, "vma_typesafe_rcu": True},
            ("fault-vs-remap-elsewhere",)),
+    Mutant("no_isize_recheck_after_lock", "classic",
+           "filemap_fault does not re-check i_size under the folio lock: a page "
+           "it read in after a truncation swept the cache is mapped beyond the "
+           "new end of file (every protocol takes this path for a file fault)",
+           {"no_isize_recheck_after_lock": True}, ("truncate-vs-read-fault",)),
+    Mutant("no_folio_mapping_recheck", "classic",
+           "filemap_fault does not re-check folio->mapping under the folio lock: "
+           "it maps a page a hole punch removed from the file while the fault "
+           "waited for the lock — one mapping keeps a page the file no longer has",
+           {"no_folio_mapping_recheck": True}, ("punch-vs-shared-fault",)),
+    Mutant("truncate_drops_before_unmap", "classic",
+           "truncation and hole punching remove a page from the page cache "
+           "before unmapping it: until the unmap, a mapping writes to a page "
+           "the file no longer has while other mappings fault in a fresh one",
+           {"truncate_drops_before_unmap": True}, ("punch-vs-shared-fault", "punch-vs-pread")),
     Mutant("pervma_mprotect_no_vma_lock", "pervma",
            "mprotect changes vm_flags without vma_start_write: a fault under "
            "the VMA lock maps a page with the old permissions",
            {"pervma_mprotect_no_vma_lock": True}, ("fault-vs-mprotect",)),
-
+    # ------------------------------------------- reclaim and swap (issue 12)
+    Mutant("no_pte_same_after_swapin", "classic",
+           "do_swap_page maps the folio it read without re-checking under the "
+           "PTL that the PTE still holds the swap entry: a racing munmap, "
+           "MAP_FIXED or second swap-in changed it while the read slept",
+           {"no_pte_same_after_swapin": True},
+           ("two-swapins", "swapin-vs-munmap", "swapin-vs-mmap-fixed")),
+    Mutant("reclaim_free_before_flush", "classic",
+           "shrink_folio_list writes the folio out and frees it before the "
+           "deferred TLB flush of the PTEs try_to_unmap cleared: a CPU still "
+           "holding the translation stores into a page already written or freed",
+           {"reclaim_free_before_flush": True}, ("write-vs-reclaim",)),
+    Mutant("try_to_unmap_no_ptl", "classic",
+           "the reverse-map walkers read and replace PTEs without the PTL: a "
+           "zap or a COW fault that changes the PTE meanwhile is overwritten "
+           "(reclaim holds no mmap_lock, so nothing else orders them)",
+           {"try_to_unmap_no_ptl": True}, ("reclaim-vs-munmap", "cow-vs-reclaim")),
 ]}
 
 #: Mutants written after the scenarios, as plausible kernel-developer bugs

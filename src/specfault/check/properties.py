@@ -80,12 +80,13 @@ program built on ``check/scenarios/base.py``'s checking functions).
       not dirty the PTE) or executable where the PTE is not — and no
       writer can be between changing that PTE and flushing: nobody holds
       the mm's ``mmap_lock`` for write, nobody holds the PTL of the PTE's
-      table, and no ``mmu_gather`` is open on the mm
-      (``mm.tlb_flush_pending``).  Every writer of the model changes a
+      table, no ``mmu_gather`` is open on the mm
+      (``mm.tlb_flush_pending``), and reclaim has no flush of it deferred
+      (``mm.tlb_flush_batched``, try_to_unmap's batch).  Every writer of the model changes a
       PTE and flushes within one of those: wp_page_copy under the PTL
       (``ptep_clear_flush``), mprotect/munmap/mremap/fork under
       ``mmap_lock`` for write, madvise and truncation through an
-      ``mmu_gather``.  A writer that returns without its flush leaves
+      ``mmu_gather``, reclaim through its batch.  A writer that returns without its flush leaves
       exactly such an entry (a TLB may cache a *less* permissive entry:
       the access faults and drops it, as after do_wp_page's reuse).
 
@@ -270,7 +271,7 @@ class History:
         if why is None:
             return
         if mm.mmap_lock.writer is not None or mm.tlb_flush_pending > 0 or \
-                (pt is not None and pt.ptl.owner is not None):
+                mm.tlb_flush_batched or (pt is not None and pt.ptl.owner is not None):
             return      # a writer is between changing the PTE and its flush
         self.violations.append(
             f"TLB coherence: {who} {_KIND[access]} at {addr:#x} in {mm.label()} went through a "

@@ -24,14 +24,19 @@ from specfault.mm.mmu_gather import MmuGather, free_pgtables, rss_kind, unmap_pa
 from specfault.mm.pgtable import (
     _PAGE_ACCESSED,
     _PAGE_DIRTY,
+    is_swap_pte,
     pte_pfn,
     pte_present,
     pte_special,
+    pte_swp_clear_exclusive,
+    pte_swp_exclusive,
+    pte_to_swp_entry,
     pte_write,
     pte_wrprotect,
     walk,
     walk_range,
 )
+from specfault.mm.swapfile import swap_duplicate
 from specfault.mm.tlb import flush_tlb_range
 from specfault.mm.vma import (
     VM_DONTCOPY,
@@ -106,6 +111,18 @@ async def copy_page_range(dst_vma: VmArea, src_vma: VmArea) -> None:
         await spt.ptl.lock()
         for i in range((lo - spt.base) >> 12, (hi - spt.base) >> 12):
             pte = await LoadItem(spt, spt.entries, i)
+            if is_swap_pte(pte):
+                # copy_nonpresent_pte(): one more reference to the slot; the
+                # entry is no longer exclusive to the parent
+                if swap_duplicate(src_mm.kernel, pte_to_swp_entry(pte)) < 0:
+                    raise AssertionError("fork: a swap PTE names a free slot")
+                if pte_swp_exclusive(pte):
+                    pte = pte_swp_clear_exclusive(pte)
+                    await StoreItem(spt, spt.entries, i, pte)
+                dst_mm.rss["swap"] += 1
+                await StoreItem(dpt, dpt.entries, i, pte)
+                dpt.nr += 1
+                continue
             if not pte_present(pte):
                 continue
             if not pte_special(pte):

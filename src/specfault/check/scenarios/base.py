@@ -93,6 +93,8 @@ class World:
     thread_proc: list[Any] = field(default_factory=list)
     clock: int = 0
     history: list[tuple[int, int, int, int, Any]] = field(default_factory=list)
+    #: the scenario threads that have run all their steps (kswapd's cue)
+    finished: int = 0
     region: list[tuple[int, int]] = field(default_factory=list)
 
     def stamp(self, t: int) -> bytes:
@@ -122,10 +124,16 @@ class MmSpec:
     #: check linearizability (off for scenarios whose results are
     #: order-free by construction)
     linearizable: bool = True
+    #: run kswapd as one more actor: a kernel thread (no mm) that sleeps
+    #: until an allocation wakes it (below the low watermark) and then
+    #: reclaims (mm/vmscan.py balance_pgdat), interleaved by the explorer
+    #: with the scenario's threads; it ends when they have all finished
+    kswapd: bool = False
 
     def build(self, config: Config) -> Scenario:
         spec = self
-        config = config.with_(nr_frames=self.frames, nr_cpus=max(2, len(self.threads)),
+        config = config.with_(nr_frames=self.frames,
+                              nr_cpus=max(2, len(self.threads) + int(self.kswapd)),
                               **self.knobs)
 
         def setup(env: Env) -> World:
@@ -138,6 +146,9 @@ class MmSpec:
         threads = [Thread(f"T{i}:{pname}", _thread_fn(i, steps), cpu=i,
                           mm=_mm_of(i))
                    for i, (pname, steps) in enumerate(self.threads)]
+        if self.kswapd:
+            threads.append(Thread("kswapd0", _kswapd_fn(len(self.threads)),
+                                  cpu=len(self.threads)))
 
         def invariant(world: World) -> str | None:
             return step_invariant(world)
@@ -180,6 +191,26 @@ def _thread_fn(i: int, steps: list[Step]) -> Callable[[World], Coroutine[Any, An
             start = world.tick()
             result = await run_step(step, world, i)
             world.history.append((i, k, start, world.tick(), result))
+        world.finished += 1
+
+    return body
+
+
+def _kswapd_fn(nthreads: int) -> Callable[[World], Coroutine[Any, Any, Any]]:
+    """kswapd(): sleep until woken (an allocation below the low watermark
+    set ``kswapd_wait``), balance the node, sleep again — until the
+    scenario's ``nthreads`` threads are done (and kswapd is not woken)."""
+    from specfault.mm.vmscan import kswapd_run
+    from specfault.runtime import WaitUntil
+
+    async def body(world: World) -> None:
+        kernel = world.machine.kernel
+        while True:
+            await WaitUntil(lambda: kernel.kswapd_wait or world.finished == nthreads,
+                            "kswapd_wait", (kernel,))
+            if not kernel.kswapd_wait:
+                return
+            await kswapd_run(kernel)
 
     return body
 
