@@ -223,10 +223,17 @@ def to_spec(prog: Program) -> MmSpec:
 def config_for(protocol: str, mutant: str | None) -> Config:
     from specfault.check.mutants import MUTANTS
 
-    config = Config(fault_protocol=protocol)
+    # a swap device, so MADV_PAGEOUT reclaims anonymous pages for real and
+    # threads fault them back in (reclaim and swap-in are in every program's
+    # reach)
+    config = Config(fault_protocol=protocol, swap_pages=FUZZ_SWAP_PAGES)
     if mutant is not None:
         config = config.with_(**MUTANTS[mutant].knobs)
     return config
+
+
+#: the fuzz machine's swap device, in pages (a program's window is <= 8 pages)
+FUZZ_SWAP_PAGES = 64
 
 
 def scenario_name(prog: Program, protocol: str, mutant: str | None) -> str:

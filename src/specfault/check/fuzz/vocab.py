@@ -11,10 +11,11 @@ so the explorer interleaves it at every op the model awaits.
 The kernel's own actors come with the explorer, not the table: the RCU
 callback processor is an actor of every program (``rcu`` in traces), and
 TLB shootdowns are taken by the CPUs of the threads inside every flush
-(a CPU with interrupts off delays its acknowledgement).  Kernel work that
-is a separate task in Linux (reclaim, kswapd, truncation) becomes an op
-here with ``who="kernel"`` once the model has it: it then runs on a thread
-of its own (process ``K``: no mm of its own).
+(a CPU with interrupts off delays its acknowledgement).  Truncation and
+hole punching are ops of a thread (they change other mms' page tables
+without their mmap_lock); reclaim comes through ``madvise(PAGEOUT)`` and
+``COLD`` on a machine with a small swap device (``compile.config_for``),
+so pages go to swap and come back through ``do_swap_page``.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from specfault.mm.madvise import sys_madvise
 from specfault.mm.mmap import sys_mmap, sys_munmap
 from specfault.mm.mprotect import sys_mprotect
 from specfault.mm.mremap import sys_mremap
+from specfault.mm.truncate import do_truncate, shmem_punch_hole
 from specfault.runtime import AtomicAdd
 
 if TYPE_CHECKING:   # (program.py imports this module)
@@ -233,6 +235,24 @@ async def _madvise(ctx: Ctx, world: Any, proc: Any, tag: bytes, args: tuple[Arg,
     return await sys_madvise(proc.mm, *_span(ctx, args), getattr(C, f"MADV_{args[2]}"))
 
 
+async def _ftruncate(ctx: Ctx, world: Any, proc: Any, tag: bytes, args: tuple[Arg, ...]) -> Any:
+    """ftruncate(2) of /f to k pages (truncation: unmaps through every mm)."""
+    file = proc.files.get(FILE_FD)
+    if file is None:
+        return -errno.EBADF
+    await do_truncate(proc.mm.kernel, file.inode, int(args[0]) * PAGE)
+    return 0
+
+
+async def _punch(ctx: Ctx, world: Any, proc: Any, tag: bytes, args: tuple[Arg, ...]) -> Any:
+    """fallocate(2) PUNCH_HOLE|KEEP_SIZE of n pages of /f at page k."""
+    file = proc.files.get(FILE_FD)
+    if file is None:
+        return -errno.EBADF
+    await shmem_punch_hole(proc.mm.kernel, file.inode, int(args[0]) * PAGE, int(args[1]) * PAGE)
+    return 0
+
+
 async def _fork_exit(ctx: Ctx, world: Any, proc: Any, tag: bytes, args: tuple[Arg, ...]) -> Any:
     """fork(); the child reads page ``args[0]`` (what it sees is the
     step's result) and exits."""
@@ -284,6 +304,11 @@ VOCAB: dict[str, OpKind] = {k.name: k for k in [
                "to page d, or MAYMOVE|FIXED|DONTUNMAP to page d"),
     OpKind("madvise", ("start", "count", "advice"), _madvise, weight=3,
            doc="madvise(2) of n pages at page k, any advice the model supports"),
+    OpKind("ftruncate", ("pgoff",), _ftruncate, weight=1,
+           doc="ftruncate(2) of /f to k pages: unmaps the rest from every mapping, "
+               "without mmap_lock (mm/truncate.py)"),
+    OpKind("punch", ("pgoff", "count"), _punch, weight=1,
+           doc="fallocate(2) PUNCH_HOLE|KEEP_SIZE of n pages of /f at page k"),
     OpKind("fork_exit", ("page",), _fork_exit, where="thread", weight=2,
            doc="fork(2); the child reads page k and exits"),
     OpKind("exit", (), _exit, where="thread", weight=1, last=True,
