@@ -4,8 +4,11 @@ Two ops are *dependent* when they touch the same ``(object, field)`` and at
 least one writes it.  The field ``"wait"`` or ``"*"`` stands for every field
 of its object (``WaitUntil`` declares the objects its predicate reads that
 way); the object ``"*"`` stands for everything (``runtime.call.Call``).  A
-blocking op that declares nothing, and the RCU callback processor (whose
-callbacks may free anything), are dependent on every step.
+blocking op that declares nothing is dependent on every step, and so is
+the RCU callback processor's step unless the callback it runs next
+declared its footprint (``Rcu.call_rcu(fn, what, footprint)``; ``kfree_rcu``
+declares the object it frees): then the step touches the RCU state and
+that footprint.
 
 Two things the engine adds to what the ops declare, because its scheduler
 reads them (``check/engine.py``):
@@ -38,7 +41,7 @@ _WILD_FIELDS = ("wait", "*")
 
 def footprint_of(ex: Any, actor: int) -> Footprint:
     if actor == ex.rcu_actor:
-        return None
+        return ex.rcu.next_footprint()    # None unless the callback declares its footprint
     task = ex.tasks[actor]
     op = task.pending
     if type(op) is Yield:
