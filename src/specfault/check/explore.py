@@ -33,11 +33,10 @@ from specfault.check.random_walk import RandomWalk
 from specfault.check.replay import Replay
 from specfault.check.report import failure_report
 from specfault.check.scenario import Scenario
-from specfault.check.schedule import Schedule
+from specfault.check.schedule import STRATEGIES, Schedule
 from specfault.check.strategy import Strategy
 from specfault.sync.lockdep import LOCKDEP
 
-STRATEGIES = ("random", "pct", "dfs", "ipb", "delay", "dpor", "replay")
 
 
 class Interrupted(KeyboardInterrupt):
