@@ -172,8 +172,13 @@ class Dpor:
         self.acts: list[int] = []
         self.fps: list[Footprint] = []
         self.ticks: list[bool] = []
+        #: per event: could another actor's step have enabled it (a blocking
+        #: op, the RCU processor, the step after a Yield, a shared CPU)?
+        self.blocking: list[bool] = []
         self._clock: Callable[[Any], Hashable] | None = None
         self._last: Hashable = None
+        self.vcs: list[list[int]] = []        # per event: its vector clock
+        self.seqs: list[int] = []             # per event: its index among its actor's events (from 1)
 
     # ------------------------------------------------------------------ run
     def _child_sleep(self, parent: _Node, fp: Footprint, tick: bool) -> dict[int, bool]:
@@ -194,7 +199,8 @@ class Dpor:
         acts: list[int] = []
         fps: list[Footprint] = []
         ticks: list[bool] = []
-        self.acts, self.fps, self.ticks = acts, fps, ticks
+        blocking: list[bool] = []
+        self.acts, self.fps, self.ticks, self.blocking = acts, fps, ticks, blocking
         self._clock = None
         self._last = None
         started = [False]
@@ -236,6 +242,11 @@ class Dpor:
                 stack.append(node)
             acts.append(a)
             fps.append(footprint_of(ex, a))
+            if a == ex.rcu_actor or ex.shared_cpus:
+                blocking.append(True)
+            else:
+                op = ex.tasks[a].pending
+                blocking.append(op.blocking or ex.yielded == a)
             return a
 
         return 0, choose
@@ -271,21 +282,24 @@ class Dpor:
         """Vector clocks of the run's events; the races of its new events."""
         acts, fps, ticks = self.acts, self.fps, self.ticks
         n = len(acts)
-        vcs: list[list[int]] = []
-        seqs: list[int] = []
+        first_new = self.first_new
+        # the events before first_new are those of the last run: keep their clocks
+        vcs: list[list[int]] = self.vcs[:first_new]
+        seqs: list[int] = self.seqs[:first_new]
         last = [-1] * n_actors
         counts = [0] * n_actors
         records: dict[Any, list[Any]] = {}       # location -> [last write, reads since]
         fields: dict[int, set[str]] = {}          # object -> its fields seen
         g = -1                                    # the last event dependent on everything
-        first_new = self.first_new
         self.vcs, self.seqs = vcs, seqs
         for j in range(n):
             a = acts[j]
             fp = fps[j]
             tick = ticks[j] if j < len(ticks) else False
             deps: list[int] = []
-            if fp is None:
+            if j < first_new:
+                counts[a] += 1
+            elif fp is None:
                 deps = [last[b] for b in range(n_actors) if b != a and last[b] >= 0]
             else:
                 if g >= 0:
@@ -306,19 +320,20 @@ class Dpor:
                     rec = records.get(_CLOCK)
                     if rec is not None:
                         deps.append(rec[0])
-            p = last[a]
-            vc = list(vcs[p]) if p >= 0 else [0] * n_actors
-            for x in deps:
-                vx = vcs[x]
-                for b in range(n_actors):
-                    if vx[b] > vc[b]:
-                        vc[b] = vx[b]
-            counts[a] += 1
-            vc[a] = counts[a]
-            vcs.append(vc)
-            seqs.append(counts[a])
-            if j >= first_new and deps:
-                self._races(j, deps, p)
+            if j >= first_new:
+                p = last[a]
+                vc = list(vcs[p]) if p >= 0 else [0] * n_actors
+                for x in deps:
+                    vx = vcs[x]
+                    for b in range(n_actors):
+                        if vx[b] > vc[b]:
+                            vc[b] = vx[b]
+                counts[a] += 1
+                vc[a] = counts[a]
+                vcs.append(vc)
+                seqs.append(counts[a])
+                if deps:
+                    self._races(j, deps, p)
             if fp is None:
                 records.clear()
                 fields.clear()
@@ -356,13 +371,18 @@ class Dpor:
             if any(x != i and vcs[x][b] >= s for x in deps):
                 continue
             self.races += 1
-            if self._insert(i, j):
-                continue
-            self._walk_back(i, j, p)
+            if self.blocking[j]:
+                # e may be what enabled e' (an unlock before a lock): e' may
+                # not be able to run first; reverse the earlier steps too
+                self._insert(i, j)
+                self._walk_back(i, j, p, every=True)
+            elif not self._insert(i, j):
+                self._walk_back(i, j, p)
 
-    def _walk_back(self, i: int, j: int, p: int) -> None:
+    def _walk_back(self, i: int, j: int, p: int, every: bool = False) -> None:
         """Step 2c: the race (i, j) cannot be reversed at i; reverse an
-        earlier step dependent with j instead."""
+        earlier step dependent with j instead (the latest one that can be,
+        or with ``every``, each one)."""
         acts, fps, ticks, vcs, seqs = self.acts, self.fps, self.ticks, self.vcs, self.seqs
         aj = acts[j]
         fj, tj = fps[j], ticks[j] if j < len(ticks) else False
@@ -372,7 +392,7 @@ class Dpor:
                 continue
             if not _dep(fps[k], ticks[k], fj, tj):
                 continue
-            if self._insert(k, j):
+            if self._insert(k, j) and not every:
                 return
 
     def _insert(self, i: int, j: int) -> bool:
