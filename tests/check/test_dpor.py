@@ -47,7 +47,8 @@ def test_dpor_is_sound_and_smaller_on_litmus(name: str) -> None:
 @pytest.mark.parametrize("name", BROKEN)
 def test_dpor_finds_every_broken_litmus_variant(name: str) -> None:
     res = explore(lookup(name), strategy="dpor", budget_seconds=None)
-    assert not res.ok, name
+    assert not res.ok and res.failure is not None, name
+    assert res.failure.kind != "error", res.failure.message     # the bug, not a crash
     # the failure it reports replays (the schedule line names dpor)
     assert res.schedule is not None and res.schedule.strategy == "dpor"
     from specfault.check.explore import replay
