@@ -128,6 +128,7 @@ from typing import Any
 from specfault.check.engine import STOP, Chooser, Execution
 from specfault.check.independence import Footprint, dependent, footprint_of
 from specfault.check.schedule import ScheduleError
+from specfault.runtime.ops import UNDECLARED_WRITES
 
 _WILD = ("wait", "*")
 _CLOCK = ("clock",)
@@ -141,18 +142,23 @@ class _Node:
 
     __slots__ = ("enabled", "choice", "backtrack", "done", "sleep", "ticks", "cur")
 
-    def __init__(self, enabled: list[int], sleep: dict[int, bool], choice: int) -> None:
+    def __init__(self, enabled: list[int], sleep: dict[int, int], choice: int) -> None:
         self.enabled = enabled
         self.sleep = sleep
         self.choice = choice
         self.backtrack = {choice}
         self.done: set[int] = set()
-        self.ticks: dict[int, bool] = {}     # done actor -> its step moved the clock
+        self.ticks: dict[int, int] = {}      # done actor -> its step's flags (TICK, WILD)
         self.cur: dict[int, Footprint] = {}
 
 
-def _dep(fa: Footprint, ta: bool, fb: Footprint, tb: bool) -> bool:
-    return (ta and tb) or dependent(fa, fb)
+#: per-event flags, known once the step ran: it moved the scenario's clock;
+#: a task's step made a write no footprint shows (``UNDECLARED_WRITES``)
+TICK, WILD = 1, 2
+
+
+def _dep(fa: Footprint, ta: int, fb: Footprint, tb: int) -> bool:
+    return bool((ta | tb) & WILD or ta & tb & TICK) or dependent(fa, fb)
 
 
 class Dpor:
@@ -171,19 +177,20 @@ class Dpor:
         # the current execution's events
         self.acts: list[int] = []
         self.fps: list[Footprint] = []
-        self.ticks: list[bool] = []
+        self.ticks: list[int] = []            # per event: TICK | WILD
         #: per event: could another actor's step have enabled it (a blocking
         #: op, the RCU processor, the step after a Yield, a shared CPU)?
         self.blocking: list[bool] = []
         self._clock: Callable[[Any], Hashable] | None = None
         self._last: Hashable = None
+        self._hid = 0
         self.vcs: list[list[int]] = []        # per event: its vector clock
         self.seqs: list[int] = []             # per event: its index among its actor's events (from 1)
 
     # ------------------------------------------------------------------ run
-    def _child_sleep(self, parent: _Node, fp: Footprint, tick: bool) -> dict[int, bool]:
+    def _child_sleep(self, parent: _Node, fp: Footprint, tick: int) -> dict[int, int]:
         cur = parent.cur
-        out: dict[int, bool] = {}
+        out: dict[int, int] = {}
         for a in chain(parent.sleep, parent.done):
             if a == parent.choice:
                 continue
@@ -198,7 +205,7 @@ class Dpor:
         stack = self.stack
         acts: list[int] = []
         fps: list[Footprint] = []
-        ticks: list[bool] = []
+        ticks: list[int] = []
         blocking: list[bool] = []
         self.acts, self.fps, self.ticks, self.blocking = acts, fps, ticks, blocking
         self._clock = None
@@ -211,13 +218,13 @@ class Dpor:
                 started[0] = True
                 self._clock = ex.scenario.clock
             clock = self._clock
-            if clock is not None:
-                now = clock(ex.state)
-                if d:
-                    ticks.append(now != self._last)
-                self._last = now
-            elif d:
-                ticks.append(False)
+            now = clock(ex.state) if clock is not None else None
+            hid = UNDECLARED_WRITES[0]
+            if d:
+                ticks.append((TICK if now != self._last else 0)
+                             | (WILD if hid != self._hid and acts[d - 1] != ex.rcu_actor else 0))
+            self._last = now
+            self._hid = hid
             if d < len(stack):
                 node = stack[d]
                 a = node.choice
@@ -258,9 +265,12 @@ class Dpor:
         else:
             self.complete += 1
         acts, ticks = self.acts, self.ticks
-        if len(ticks) < len(acts):     # the last event: did it move the clock?
+        if len(ticks) < len(acts):     # the last event's flags
             clock = self._clock
-            ticks.append(clock is not None and clock(ex.state) != self._last)
+            now = clock(ex.state) if clock is not None else None
+            ticks.append((TICK if now != self._last else 0)
+                         | (WILD if UNDECLARED_WRITES[0] != self._hid
+                            and acts[-1] != ex.rcu_actor else 0))
         self._analyse(ex.n_actors())
         stack = self.stack
         # the run may end before the stack does (a failure): drop the rest
@@ -269,7 +279,7 @@ class Dpor:
             d = len(stack) - 1
             node = stack[d]
             node.done.add(node.choice)
-            node.ticks[node.choice] = ticks[d] if d < len(ticks) else False
+            node.ticks[node.choice] = ticks[d] if d < len(ticks) else WILD
             todo = [a for a in node.backtrack if a not in node.done and a not in node.sleep]
             if todo:
                 node.choice = min(todo)
@@ -294,8 +304,8 @@ class Dpor:
         self.vcs, self.seqs = vcs, seqs
         for j in range(n):
             a = acts[j]
-            fp = fps[j]
-            tick = ticks[j] if j < len(ticks) else False
+            tick = ticks[j] if j < len(ticks) else WILD
+            fp = None if tick & WILD else fps[j]
             deps: list[int] = []
             if j < first_new:
                 counts[a] += 1
@@ -316,7 +326,7 @@ class Dpor:
                             deps.append(rec[0])
                         if m == "w":
                             deps.extend(rec[1])
-                if tick:
+                if tick & TICK:
                     rec = records.get(_CLOCK)
                     if rec is not None:
                         deps.append(rec[0])
@@ -352,7 +362,7 @@ class Dpor:
                         rec[1] = []
                     else:
                         rec[1].append(j)
-                if tick:
+                if tick & TICK:
                     records[_CLOCK] = [j, []]
             last[a] = j
 
@@ -385,7 +395,7 @@ class Dpor:
         or with ``every``, each one)."""
         acts, fps, ticks, vcs, seqs = self.acts, self.fps, self.ticks, self.vcs, self.seqs
         aj = acts[j]
-        fj, tj = fps[j], ticks[j] if j < len(ticks) else False
+        fj, tj = fps[j], ticks[j] if j < len(ticks) else WILD
         for k in range(i - 1, -1, -1):
             b = acts[k]
             if b == aj or (p >= 0 and vcs[p][b] >= seqs[k]):
