@@ -50,7 +50,13 @@ from its setup and replays the stack's choices)
       walk back from ``e`` over the earlier events ``e0`` of other actors
       that are dependent with ``e'`` and not happening before ``e'``'s
       actor's previous event, and do (a)–(b) for the pair ``(e0, e')``
-      until one is covered or added.
+      until one is covered or added;
+   d. if ``e'`` may have been *enabled* by ``e`` — its op blocks (a lock,
+      a ``WaitUntil``), it is the RCU processor's, it follows its actor's
+      ``Yield``, or tasks share CPUs — do (a)–(b) and also (c) for *every*
+      such ``e0``: ``e'`` may not be able to run before ``e`` at all (an
+      ``unlock`` then the other task's ``lock``), so the order that matters
+      is the one of the steps before (the two ``lock`` s).
 3. Backtrack: the deepest node ``n`` with an actor in
    ``backtrack(n) − done(n) − sleep(n)``: mark its current choice done
    (it goes to sleep for the later siblings), choose that actor, drop the
@@ -65,12 +71,20 @@ Soundness conditions and limits (be exact about what is verified)
   large only costs executions.  ``runtime.call.Call`` and blocking ops
   without a footprint are dependent on everything.
 * **Code between ops must be private** to its task (the engine's rule).
-  One exception is declared, not guessed: ``Scenario.clock`` names a value
-  that the code between ops changes (the mm scenarios' history clock, which
-  orders steps in real time for the linearizability check); events that
-  change it are dependent on each other (and a sleeping actor whose step
-  changed it wakes when another such step runs), so every real-time order
-  of the scenario's steps that the interleavings allow stays explored.
+  Two exceptions are detected, not guessed.  ``Scenario.clock`` names a
+  value that the code between ops changes (the mm scenarios' history
+  clock, which orders steps in real time for the linearizability check);
+  events that change it are dependent on each other (and a sleeping actor
+  whose step changed it wakes when another such step runs), so every
+  real-time order of the scenario's steps stays explored.  And
+  ``runtime.ops.UNDECLARED_WRITES`` counts the writes no footprint can
+  show — an object freed (poisoned) or a VMA recycled in place, by an op
+  or by the code after it (the ``*_free_immediate`` mutants free at once,
+  outside any op): a task's step during which it moved is dependent on
+  every step (the RCU processor's frees are declared by its callbacks).
+  These flags are known only once a step ran; a sleeping actor keeps the
+  flags its step had when it was explored (its step is the same while it
+  sleeps).
 * **What is preserved**: one execution per equivalence class of complete
   executions, hence every final state, every final-property verdict (it
   depends on the final state and the tasks' results), every deadlock,
@@ -96,13 +110,18 @@ Soundness conditions and limits (be exact about what is verified)
 * **Disabled actors** (blocked on a lock or a ``WaitUntil``, a CPU held by
   a task that cannot be preempted, the fairness rule): the enabledness of
   an actor at each node is what the engine found runnable there.  A race
-  whose initials are all disabled at ``E'`` — the typical one: ``unlock``
-  then the other task's ``lock`` — cannot be reversed there; step 2c
-  reverses the dependent step before it instead (the two ``lock`` s), as
-  Flanagan & Godefroid (POPL 2005) do with their "co-enabled" condition.
-  Initials are computed from the happens-before of ``E``, which can only
-  make the set smaller (a spurious predecessor): the check of 2a then
-  adds more, never less.
+  whose initials are all disabled at ``E'``, or whose later step may have
+  been enabled by the earlier one — the typical one: ``unlock`` then the
+  other task's ``lock`` — may not be reversible there; steps 2c/2d reverse
+  the dependent steps before it too (the two ``lock`` s), as Flanagan &
+  Godefroid (POPL 2005) do with their "co-enabled" condition.  That is an
+  over-approximation (more backtracking, never less).  Note that an
+  initial being runnable at ``n`` is a property of the *actor*: its first
+  step in ``v`` may run while ``e'`` itself could not (the bug 2d fixes
+  was exactly this: a random program whose lock order was never
+  reversed).  Initials are computed from the happens-before of ``E``,
+  which can only make the set smaller (a spurious predecessor): the check
+  of 2a then adds more, never less.
 * **The step limit** bounds each execution; a scenario whose executions
   do not terminate (a spin loop without ``Yield``) is reported as a
   livelock, exactly like every other strategy.  DPOR does not preserve
@@ -113,10 +132,12 @@ Soundness conditions and limits (be exact about what is verified)
   avoid; every complete execution it runs is of a distinct class.
 
 Tested (``tests/check/test_dpor.py``): the same set of final observations
-as plain unbounded enumeration on every litmus program, on random
-programs with locks and atomics, and on small mm scenarios; never more
-executions than plain enumeration; every broken litmus variant and every
-named mutant on its scenario found.
+as plain unbounded enumeration on every litmus program, on 40 random
+programs (loads, stores, atomics, a spinlock, ``Yield``, a blocking
+``WaitUntil``, some with all tasks on one CPU) and on four small mm
+scenarios; never more executions than plain enumeration; every broken
+litmus variant found.  ``benchmarks/dpor_table.py --mutants`` runs DPOR
+alone against the named mutants.
 """
 
 from __future__ import annotations

@@ -38,7 +38,6 @@ from specfault.check.strategy import Strategy
 from specfault.sync.lockdep import LOCKDEP
 
 
-
 class Interrupted(KeyboardInterrupt):
     """Ctrl-C while exploring: still a ``KeyboardInterrupt``; ``result``
     holds what was done until then (a :class:`Result` with

@@ -69,7 +69,6 @@ from typing import Any, ClassVar
 
 from specfault.runtime.state import STATE, Deadlock, UseAfterFree
 
-
 #: bumped by each write to a shared object that no op's footprint can show:
 #: an object freed (poisoned) or recycled in place — possibly by the code
 #: between two ops (an immediate free, a VMA reused at once).  The explorer's

@@ -34,7 +34,6 @@ from specfault.runtime import STATE, KObject, ModelBug, Op
 from specfault.runtime.site import task_site
 from specfault.sync.lockdep import might_sleep
 
-
 #: what a callback touches, as an op's footprint (None: undeclared — anything)
 CallbackFootprint = tuple[tuple[object, str, str], ...] | None
 
