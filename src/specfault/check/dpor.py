@@ -274,7 +274,7 @@ class Dpor:
                 blocking.append(True)
             else:
                 op = ex.tasks[a].pending
-                blocking.append(op.blocking or ex.yielded == a)
+                blocking.append(op is None or op.blocking or ex.yielded == a)
             return a
 
         return 0, choose
