@@ -17,6 +17,7 @@ on the machine's speed and says ``time cap``).
     python benchmarks/dpor_table.py [--schedules 200000] [--cap SECONDS]
         [--scenario NAME[,NAME...]] [--protocol P[,P...]] [--no-dfs] [--json]
     python benchmarks/dpor_table.py --mutants [--schedules N] [--json]
+    python benchmarks/dpor_table.py --render A.json [B.json ...]   # the table of saved runs
 
 ``--mutants``: DPOR alone against every named mutant, on the mutant's own
 scenarios (the ones the portfolio hunts it on first), in turn until one
@@ -105,6 +106,10 @@ def _mutants(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv[:1] == ["--render"]:
+        return render(argv[1:])
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--schedules", type=int, default=200_000,
                     help="budget per run, in schedules (default 200,000)")
@@ -156,21 +161,45 @@ def main(argv: list[str] | None = None) -> int:
                           "seconds": round(total, 1), "interrupted": interrupted, "rows": rows},
                          indent=2))
     else:
-        print("| race | protocol | threads | DPOR schedules | exhaustive | s | DFS ≤2 schedules "
-              "| exhaustive | s |")
-        print("|---|---|---|---|---|---|---|---|---|")
-        for row in rows:
-            d, f = _cell(row["dpor"]), _cell(row["dfs2"])
-            print(f"| {row['scenario']} | {row['protocol']} | {row['threads']} | {d[0]} | {d[1]} | "
-                  f"{d[2]} | {f[0]} | {f[1]} | {f[2]} |")
-        done = sum(1 for r in rows if r["dpor"]["exhaustive"] == "yes")
-        failed = [f"{r['scenario']}@{r['protocol']}" for r in rows if not r["dpor"]["ok"]]
-        print(f"\nDPOR exhaustive on {done} of {len(rows)} pairs"
-              f"{' (interrupted)' if interrupted else ''}; budget {args.schedules:,} schedules a "
-              f"run{'' if args.cap is None else f', cap {args.cap:g} s'}; {total:.0f} s in all")
-        if failed:
-            print("violations: " + ", ".join(failed))
+        _table(rows, args.schedules, args.cap, total, interrupted)
     return 130 if interrupted else 0 if all(r["dpor"]["ok"] for r in rows) else 1
+
+
+def _table(rows: list[dict[str, Any]], budget: int, cap: float | None, total: float,
+           interrupted: bool) -> None:
+    print("| race | protocol | threads | DPOR schedules | exhaustive | s | DFS ≤2 schedules "
+          "| exhaustive | s |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for row in rows:
+        d, f = _cell(row["dpor"]), _cell(row["dfs2"])
+        print(f"| {row['scenario']} | {row['protocol']} | {row['threads']} | {d[0]} | {d[1]} | "
+              f"{d[2]} | {f[0]} | {f[1]} | {f[2]} |")
+    done = sum(1 for r in rows if r["dpor"]["exhaustive"] == "yes")
+    failed = [f"{r['scenario']}@{r['protocol']}" for r in rows if not r["dpor"]["ok"]]
+    print(f"\nDPOR exhaustive on {done} of {len(rows)} pairs"
+          f"{' (interrupted)' if interrupted else ''}; budget {budget:,} schedules a "
+          f"run{'' if cap is None else f', cap {cap:g} s'}; {total:.0f} s in all")
+    if failed:
+        print("violations: " + ", ".join(failed))
+
+
+def render(paths: list[str]) -> int:
+    """Print the table of one or more saved ``--json`` outputs (rows in
+    the order of the registered races and protocols)."""
+    rows: list[dict[str, Any]] = []
+    budget, cap, total, interrupted = 0, None, 0.0, False
+    for path in paths:
+        with open(path) as f:
+            data = json.load(f)
+        rows += data["rows"]
+        budget = max(budget, data["schedules_budget"])
+        cap = data["cap_seconds"]
+        total += data["seconds"]
+        interrupted = interrupted or data["interrupted"]
+    order = {(s.name, p): k for k, (s, p) in enumerate((s, p) for s in SPECS for p in PROTOCOLS)}
+    rows.sort(key=lambda r: order[(r["scenario"], r["protocol"])])
+    _table(rows, budget, cap, total, interrupted)
+    return 0
 
 
 if __name__ == "__main__":
