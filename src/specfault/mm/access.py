@@ -63,7 +63,7 @@ class UserAccess(Op):
         """What :func:`hw_access` will touch, found by the same lookups
         without their effects: this CPU's TLB (looked up, filled, dropped:
         a write); on a walk, each table entry read on the way down and the
-        PTE (the accessed/dirty bits: a write), and the mm's cpumask; the
+        PTE (a write when it sets the accessed/dirty bits), and the mm's cpumask; the
         frame table (``mem.pages``, which alloc and free change) and the
         page's bytes.  The explorer's reductions rely on it being complete
         (``check/independence.py``)."""
@@ -94,10 +94,13 @@ class UserAccess(Op):
             if table is None or table.freed_at is not None:
                 return tuple(fp)
             idx = (addr >> 12) & 511
-            fp.append((table, str(idx), "w"))
             pte = table.entries[idx]
             if not pte & 1 or (access == 1 and not pte & 2) or (access == 2 and pte & _PAGE_NX):
+                fp.append((table, str(idx), "r"))
                 return tuple(fp)
+            # the walk writes the PTE only to set accessed/dirty bits not yet set
+            ad = _PAGE_ACCESSED_DIRTY if access == 1 else _PAGE_ACCESSED
+            fp.append((table, str(idx), "r" if pte | ad == pte else "w"))
             if tlb is not None:
                 fp.append((mm, "cpumask", "w"))
         mem = mm.kernel.mem
