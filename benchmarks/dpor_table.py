@@ -17,7 +17,9 @@ on the machine's speed and says ``time cap``).
     python benchmarks/dpor_table.py [--schedules 200000] [--cap SECONDS]
         [--scenario NAME[,NAME...]] [--protocol P[,P...]] [--no-dfs] [--json]
     python benchmarks/dpor_table.py --mutants [--schedules N] [--json]
-    python benchmarks/dpor_table.py --render A.json [B.json ...]   # the table of saved runs
+    python benchmarks/dpor_table.py --render A.json [B.err ...]   # the table of saved runs
+        (--json outputs, or the progress logs of runs cut short; a pair given
+        twice takes each column from the last file that has it)
 
 ``--mutants``: DPOR alone against every named mutant, on the mutant's own
 scenarios (the ones the portfolio hunts it on first), in turn until one
@@ -176,11 +178,40 @@ def _table(rows: list[dict[str, Any]], budget: int, cap: float | None, total: fl
               f"{d[2]} | {f[0]} | {f[1]} | {f[2]} |")
     done = sum(1 for r in rows if r["dpor"]["exhaustive"] == "yes")
     failed = [f"{r['scenario']}@{r['protocol']}" for r in rows if not r["dpor"]["ok"]]
+    what = f"budget {budget:,} schedules a run" if budget else "budgets as run (progress logs)"
     print(f"\nDPOR exhaustive on {done} of {len(rows)} pairs"
-          f"{' (interrupted)' if interrupted else ''}; budget {budget:,} schedules a "
-          f"run{'' if cap is None else f', cap {cap:g} s'}; {total:.0f} s in all")
+          f"{' (cut short)' if interrupted else ''}; {what}"
+          f"{'' if cap is None else f', cap {cap:g} s'}; {total:.0f} s in all")
     if failed:
         print("violations: " + ", ".join(failed))
+
+
+def _from_log(text: str) -> list[dict[str, Any]]:
+    """Rows of a progress log: ``[k/n] race@protocol ...`` then
+    ``dpor (schedules, exhaustive, s)  dfs<=2 (...)`` per finished pair."""
+    import ast
+    import re
+
+    rows: list[dict[str, Any]] = []
+    pair = None
+    for line in text.splitlines():
+        m = re.match(r"\[\d+/\d+\] (\S+)@(\S+) \.\.\.", line)
+        if m:
+            pair = (m.group(1), m.group(2))
+            continue
+        m = re.match(r"\s+dpor (\(.*?\))  dfs<=2 (\(.*?\))", line)
+        if m and pair is not None:
+            cells = []
+            for cell in (m.group(1), m.group(2)):
+                n, ex, sec = ast.literal_eval(cell)
+                cells.append(None if n == "-" else {
+                    "schedules": int(n.replace(",", "")), "exhaustive": ex, "seconds": float(sec),
+                    "ok": ex != "FAIL"})
+            rows.append({"scenario": pair[0], "protocol": pair[1],
+                         "threads": len(SPEC_BY_NAME[pair[0]].threads), "dpor": cells[0],
+                         "dfs2": cells[1]})
+            pair = None
+    return rows
 
 
 def render(paths: list[str]) -> int:
@@ -190,15 +221,30 @@ def render(paths: list[str]) -> int:
     budget, cap, total, interrupted = 0, None, 0.0, False
     for path in paths:
         with open(path) as f:
-            data = json.load(f)
+            text = f.read()
+        if not text.lstrip().startswith("{"):      # a progress log (stderr) of a cut run
+            got = _from_log(text)
+            rows += got
+            interrupted = interrupted or bool(got)
+            continue
+        data = json.loads(text)
         rows += data["rows"]
         budget = max(budget, data["schedules_budget"])
         cap = data["cap_seconds"]
         total += data["seconds"]
         interrupted = interrupted or data["interrupted"]
+    # a pair given twice: the later file's columns win where it has them
+    merged: dict[tuple[str, str], dict[str, Any]] = {}
+    for row in rows:
+        key = (row["scenario"], row["protocol"])
+        old = merged.get(key)
+        if old is None:
+            merged[key] = dict(row)
+        else:
+            old.update({k: v for k, v in row.items() if v is not None})
     order = {(s.name, p): k for k, (s, p) in enumerate((s, p) for s in SPECS for p in PROTOCOLS)}
-    rows.sort(key=lambda r: order[(r["scenario"], r["protocol"])])
-    _table(rows, budget, cap, total, interrupted)
+    out = sorted(merged.values(), key=lambda r: order[(r["scenario"], r["protocol"])])
+    _table(out, budget, cap, total, interrupted)
     return 0
 
 
