@@ -147,6 +147,8 @@ EXCEPTIONS: dict[tuple[str, str], str] = {
     # facade (sf.Machine, Process.mmap ...), as a user would
     ("specfault.check.scenarios.base", "api"): "builds machines with sf.Machine",
     ("specfault.check.scenarios.races", "api"): "builds machines with sf.Machine",
+    ("specfault.check.scenarios.pressure", "api"): "builds machines with sf.Machine",
+    ("specfault.check.scenarios.truncation", "api"): "builds machines with sf.Machine",
     ("specfault.sim.workloads", "api"): "builds machines with sf.Machine",
     # the Trace Event writer is a file format with no imports of ours; the
     # simulator's observer and bench's run loop write through it

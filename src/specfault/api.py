@@ -32,6 +32,13 @@ from typing import Any, TypeVar
 
 from specfault.config import KNOBS, Config, UnknownKnob
 from specfault.constants import (
+    FALLOC_FL_COLLAPSE_RANGE,
+    FALLOC_FL_INSERT_RANGE,
+    FALLOC_FL_KEEP_SIZE,
+    FALLOC_FL_PUNCH_HOLE,
+    FALLOC_FL_UNSHARE_RANGE,
+    FALLOC_FL_WRITE_ZEROES,
+    FALLOC_FL_ZERO_RANGE,
     MAP_ANONYMOUS,
     MAP_HUGETLB,
     O_ACCMODE,
@@ -72,8 +79,11 @@ from specfault.mm.mm_struct import MmStruct
 from specfault.mm.mmap import sys_brk, sys_mmap, sys_munmap
 from specfault.mm.mprotect import sys_mprotect
 from specfault.mm.mremap import sys_mremap
+from specfault.mm.page import LRU_NAMES
 from specfault.mm.proc import PagemapEntry, maps, pagemap_entry, smaps
-from specfault.mm.truncate import unmap_mapping_range
+from specfault.mm.swapfile import nr_swap_pages, total_swap_pages
+from specfault.mm.truncate import do_truncate, shmem_punch_hole
+from specfault.mm.vmscan import kswapd_run
 from specfault.runtime import STATE, Task, direct
 
 T = TypeVar("T")
@@ -87,6 +97,10 @@ _O_NO_EFFECT = O_NOCTTY | O_NONBLOCK | O_DSYNC | O_SYNC | O_LARGEFILE | O_NOFOLL
 _O_NOT_MODELLED = {O_TMPFILE: "O_TMPFILE", O_APPEND: "O_APPEND", O_DIRECT: "O_DIRECT",
                    O_DIRECTORY: "O_DIRECTORY", O_PATH: "O_PATH"}
 MAX_RW_COUNT = 0x7FFFF000               # INT_MAX & PAGE_MASK: the most one read returns
+MAX_LFS_FILESIZE = (1 << 63) - 1         # tmpfs's s_maxbytes
+# FALLOC_FL_MODE_MASK (Linux 6.18): the modes vfs_fallocate() knows
+FALLOC_FL_MODE_MASK = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_COLLAPSE_RANGE | FALLOC_FL_ZERO_RANGE \
+    | FALLOC_FL_INSERT_RANGE | FALLOC_FL_UNSHARE_RANGE | FALLOC_FL_WRITE_ZEROES
 
 
 def SegmentationFault_(addr: int) -> SegmentationFault:  # noqa: N802
@@ -183,6 +197,7 @@ class Machine:
         self.config = config
         self.kernel = Kernel(config)
         self.processes: list[Process] = []
+        self._kswapd_task: Task | None = None
 
     # -- running model code --
     def run(self, coro: Coroutine[Any, Any, T], task: Task) -> T:
@@ -194,6 +209,20 @@ class Machine:
         finally:
             if self.kernel.rcu.callbacks:
                 self.kernel.rcu.process()
+            if self.kernel.kswapd_wait:
+                self._kswapd()
+
+    def _kswapd(self) -> None:
+        """kswapd, woken by an allocation below the low watermark, runs its
+        pass (balance_pgdat) once the woken call returns: the direct
+        driver's stand-in for a kernel thread scheduled on another CPU."""
+        kernel = self.kernel
+        if self._kswapd_task is None:
+            tid = next(kernel.tids)
+            self._kswapd_task = Task(tid, "kswapd0", cpu=kernel.cpus[-1])
+        direct.run(kswapd_run(kernel), self._kswapd_task)
+        if kernel.rcu.callbacks:
+            kernel.rcu.process()
 
     def _new_task(self, name: str, mm: MmStruct) -> Task:
         tid = next(self.kernel.tids)
@@ -219,16 +248,14 @@ class Machine:
         data = _bytes("create_file", "data", data)
         inode = self.kernel.fs.inodes.get(path)
         if inode is not None:
-            self._truncate_pagecache(inode, Task(0, "create_file"))
+            self._truncate(inode, 0, Task(0, "create_file"))
         self.kernel.fs.create(path, data)
 
-    def _truncate_pagecache(self, inode: Any, task: Task) -> None:
-        """Truncate a file to size 0 (truncate_pagecache()): unmap it from
-        every address space, private COWed copies included, then drop its
-        pages; a later access to a mapping of it is beyond end of file
-        (SIGBUS)."""
-        self.run(unmap_mapping_range(self.kernel, inode, 0, 0, even_cows=True), task)
-        self.kernel.fs.truncate(inode, 0)
+    def _truncate(self, inode: Any, size: int, task: Task) -> None:
+        """Truncate a file to ``size`` (truncate.do_truncate: shmem_setattr):
+        mappings beyond the new end lose their pages, private COWed copies
+        included, and a later access there is beyond end of file (SIGBUS)."""
+        self.run(do_truncate(self.kernel, inode, size), task)
 
     # -- observation --
     def vmstat(self) -> dict[str, int]:
@@ -238,7 +265,17 @@ class Machine:
         out["nr_anon_pages"] = sum(mm.rss["anon"] for mm in self.kernel.mms if not mm.dead)
         out["nr_file_pages"] = sum(len(i.pages) for i in self.kernel.fs.inodes.values()) \
             + sum(len(i.pages) for i in self.kernel.fs.shmem_inodes)
+        for name, lst in zip(LRU_NAMES, self.kernel.mem.lru, strict=True):
+            out["nr_" + name] = len(lst)
+        out["nr_swapcached"] = len(self.kernel.swap_cache)
         return out
+
+    def meminfo(self) -> dict[str, int]:
+        """The swap lines of /proc/meminfo, in kB: SwapTotal, SwapFree,
+        SwapCached (the pages of the swap cache)."""
+        k = self.kernel
+        return {"SwapTotal": total_swap_pages(k) * 4, "SwapFree": nr_swap_pages(k) * 4,
+                "SwapCached": len(k.swap_cache) * 4}
 
     def check(self) -> None:
         """Run every structural invariant (check_mm on all live mms)."""
@@ -546,8 +583,8 @@ class Process(_Context):
             inode = fs.create(path)
         elif flags & O_CREAT and flags & O_EXCL:
             raise OSError(errno.EEXIST, f"open: {os.strerror(errno.EEXIST)}: {path!r}")
-        elif flags & O_TRUNC and inode.size:
-            self.machine._truncate_pagecache(inode, self.task)
+        elif flags & O_TRUNC:
+            self.machine._truncate(inode, 0, self.task)      # handle_truncate()
         # OPEN_FMODE(): O_RDONLY -> read, O_WRONLY -> write, O_RDWR -> both, 3 -> neither
         mode = {O_RDONLY: FMODE_READ, O_WRONLY: FMODE_WRITE, O_RDWR: FMODE_READ | FMODE_WRITE,
                 O_ACCMODE: 0}[flags & O_ACCMODE]
@@ -599,6 +636,64 @@ class Process(_Context):
         if ret < 0:
             raise _oserror(ret, "pwrite")
         return ret
+
+    def ftruncate(self, fd: int, length: int) -> None:
+        """ftruncate(2) (do_sys_ftruncate, then shmem_setattr): in Linux's
+        order, a negative length is EINVAL, then a bad fd EBADF, then an fd
+        not open for writing EINVAL.  Shrinking unmaps the pages beyond the
+        new end from every mapping (private COWed copies too: an access
+        there is SIGBUS) and zeroes the rest of the last page; growing only
+        sets the size."""
+        fd = _cint("ftruncate", "fd", fd)
+        length = _loff("ftruncate", "length", length)
+        if length < 0:
+            raise OSError(errno.EINVAL, f"ftruncate: {os.strerror(errno.EINVAL)} (length < 0)")
+        f = self.files.get(fd)
+        if f is None:
+            raise OSError(errno.EBADF, f"ftruncate: {os.strerror(errno.EBADF)}")
+        if not f.f_mode & FMODE_WRITE:
+            raise OSError(errno.EINVAL, f"ftruncate: {os.strerror(errno.EINVAL)} (not open for writing)")
+        self.machine._truncate(f.inode, length, self.task)
+
+    def fallocate(self, fd: int, mode: int, offset: int, length: int) -> None:
+        """fallocate(2) on a tmpfs file (vfs_fallocate, then
+        shmem_fallocate), errors in Linux's order: a bad fd EBADF; a
+        negative offset or a length <= 0 EINVAL; a mode vfs_fallocate does
+        not know, or PUNCH_HOLE without KEEP_SIZE, EOPNOTSUPP; an fd not open
+        for writing EBADF; an end past 2**63-1 EFBIG; a mode tmpfs does not
+        do (ZERO_RANGE, COLLAPSE_RANGE, ...) EOPNOTSUPP.
+        ``FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE`` punches a hole
+        (truncate.shmem_punch_hole: whole pages unmapped and dropped, private
+        COWed copies kept, partial pages zeroed); mode 0 / KEEP_SIZE
+        allocates — in the model only the size grows (without KEEP_SIZE):
+        tmpfs's preallocated pages are not uptodate, so no fault-around maps
+        them, and nothing user space sees in the model tells them apart."""
+        fd = _cint("fallocate", "fd", fd)
+        mode = _cint("fallocate", "mode", mode)
+        offset = _loff("fallocate", "offset", offset)
+        length = _loff("fallocate", "length", length)
+        f = self.files.get(fd)
+        if f is None:
+            raise OSError(errno.EBADF, f"fallocate: {os.strerror(errno.EBADF)}")
+        if offset < 0 or length <= 0:
+            raise OSError(errno.EINVAL, f"fallocate: {os.strerror(errno.EINVAL)}")
+        kind = mode & FALLOC_FL_MODE_MASK
+        if mode & ~(FALLOC_FL_MODE_MASK | FALLOC_FL_KEEP_SIZE) or kind & (kind - 1) \
+                or (kind == FALLOC_FL_PUNCH_HOLE and not mode & FALLOC_FL_KEEP_SIZE) \
+                or (kind in (FALLOC_FL_COLLAPSE_RANGE, FALLOC_FL_INSERT_RANGE)
+                    and mode & FALLOC_FL_KEEP_SIZE):
+            raise OSError(errno.EOPNOTSUPP, f"fallocate: {os.strerror(errno.EOPNOTSUPP)}")
+        if not f.f_mode & FMODE_WRITE:
+            raise OSError(errno.EBADF, f"fallocate: {os.strerror(errno.EBADF)}")
+        if offset + length > MAX_LFS_FILESIZE:
+            raise OSError(errno.EFBIG, f"fallocate: {os.strerror(errno.EFBIG)}")
+        if mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE):
+            raise OSError(errno.EOPNOTSUPP, f"fallocate: {os.strerror(errno.EOPNOTSUPP)} (tmpfs)")
+        inode = f.inode
+        if mode & FALLOC_FL_PUNCH_HOLE:
+            self._run(shmem_punch_hole(self.machine.kernel, inode, offset, length))
+        elif not mode & FALLOC_FL_KEEP_SIZE and offset + length > inode.size:
+            inode.size = offset + length                   # i_size_write()
 
     def __repr__(self) -> str:
         return f"<Process {self.pid}{' (exited)' if self.mm.dead else ''}>"

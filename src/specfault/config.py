@@ -143,6 +143,12 @@ KNOBS: dict[str, Knob] = _knobs(
     Knob("tlb_flush_paravirt", False, "model",
          "TLB flushes go through the hypervisor and never wait for an IPI, "
          "so interrupts-off does not hold a flush back (Xen PV, Hyper-V)"),
+    Knob("swap_pages", 0, "model",
+         "size of the swap device in pages, its header included (swapon); 0: no "
+         "swap, as on the host — anonymous pages are then never reclaimed"),
+    Knob("watermark_min", 0, "model",
+         "the zone's min watermark in free pages (low and high: a quarter "
+         "of it apart above); 0: no watermarks, no kswapd or direct reclaim"),
     # -------------------------------------------------------------- protocols
     Knob("fault_protocol", "classic", "protocol",
          "the arch fault entry: classic (mmap_lock), speculative (the seed, "
@@ -168,6 +174,11 @@ KNOBS: dict[str, Knob] = _knobs(
          "each speculative attempt pins the VMA it found (Dufour's get_vma/put_vma)"),
     Knob("spf_vma_pin", False, "protocol",
          "the pin is honoured: a VMA is not freed while pinned (vm_ref_count)"),
+    Knob("spf_swap", "abort", "protocol",
+         "a speculative fault on a swap PTE: abort (Lespinasse's v2: "
+         "do_swap_page does not speculate, SPF_ABORT_SWAP) or cache (Dufour's "
+         "v11: a swap-cache hit is handled speculatively, a miss aborts — no "
+         "I/O or readahead while speculating)", ("abort", "cache")),
     Knob("vma_typesafe_rcu", False, "protocol",
          "VMAs come from a SLAB_TYPESAFE_BY_RCU cache: a freed VMA may be "
          "reused at once as another VMA (readers re-check what they locked)"),
@@ -190,6 +201,15 @@ KNOBS: dict[str, Knob] = _knobs(
          "wp_page_copy replaces the PTE without checking it still maps the page it copied"),
     Knob("no_page_ref_in_wp_copy", False, "mutant",
          "wp_page_copy copies the old page without holding a reference"),
+    Knob("no_isize_recheck_after_lock", False, "mutant",
+         "filemap_fault does not re-check i_size under the folio lock: a page it "
+         "inserted after truncation swept the cache is mapped beyond EOF"),
+    Knob("no_folio_mapping_recheck", False, "mutant",
+         "filemap_fault does not re-check folio->mapping under the folio lock: it "
+         "maps a page truncation or a hole punch already removed from the file"),
+    Knob("truncate_drops_before_unmap", False, "mutant",
+         "truncation and hole punching remove a page from the page cache before "
+         "unmapping it (and skip the first unmap_mapping_range)"),
     Knob("vma_recheck_not_mm_seq", False, "mutant",
          "the commit re-checks only the VMA, not mm_lock_seq (the COW ABA)"),
     Knob("dufour_seq_loads_reordered", False, "mutant",
@@ -200,8 +220,45 @@ KNOBS: dict[str, Knob] = _knobs(
          "lock_vma_under_rcu() does not re-check the VMA after locking it"),
     Knob("pervma_fork_no_vma_lock", False, "mutant",
          "dup_mmap() does not write-lock the parent's VMAs before COW-protecting them"),
+    Knob("try_to_unmap_no_ptl", False, "mutant",
+         "the reverse-map walkers (try_to_unmap, folio_referenced) read and "
+         "change PTEs without taking the PTL"),
+    Knob("reclaim_free_before_flush", False, "mutant",
+         "shrink_folio_list frees reclaimed folios (and writes dirty ones out) "
+         "before the deferred TLB flush of their unmapped PTEs"),
+    Knob("no_pte_same_after_swapin", False, "mutant",
+         "do_swap_page maps the folio it read without re-checking, under the "
+         "PTL, that the PTE still holds the swap entry"),
     Knob("pervma_mprotect_no_vma_lock", False, "mutant",
          "mprotect does not write-lock the VMA before changing its PTEs"),
+    # mutants nobody tuned the scenarios to (check/mutants.py, docs/protocols.md)
+    Knob("wp_no_pte_same_recheck", False, "mutant",
+         "handle_pte_fault sends a write to a write-protected PTE to do_wp_page "
+         "without re-checking the PTE under the PTL"),
+    Knob("wp_copy_no_flush", False, "mutant",
+         "wp_page_copy replaces the old read-only PTE without flushing the TLBs"),
+    Knob("wp_copy_no_anon_vma_prepare", False, "mutant",
+         "wp_page_copy assumes the VMA has an anon_vma (not so after a zero-page read fault)"),
+    Knob("pervma_mremap_no_vma_lock", False, "mutant",
+         "mremap's move_vma does not write-lock the source VMA"),
+    Knob("pervma_unlock_before_ptl", False, "mutant",
+         "the per-VMA fault drops the VMA lock before the handler takes the PTL"),
+    Knob("fork_no_wrprotect_parent", False, "mutant",
+         "fork write-protects the child's copy of a PTE but not the parent's"),
+    Knob("fork_flush_before_wrprotect", False, "mutant",
+         "fork flushes the parent's TLBs before write-protecting its PTEs, not after"),
+    Knob("mprotect_no_flush_on_wrprotect", False, "mutant",
+         "mprotect skips the TLB flush when PTEs only lose write permission"),
+    Knob("madv_free_no_flush", False, "mutant",
+         "MADV_FREE cleans the PTEs' dirty bits without flushing the TLBs"),
+    Knob("tlb_free_pages_before_flush", False, "mutant",
+         "the mmu_gather frees its pages before the TLB flush, not after"),
+    Knob("vma_merge_free_immediate", False, "mutant",
+         "a VMA absorbed by an mprotect/madvise merge is freed at once, not after RCU"),
+    Knob("spf_walk_end_early", False, "mutant",
+         "the speculative walk leaves its RCU section before reading the PTE"),
+    Knob("dufour_seq_after_copy", False, "mutant",
+         "Dufour's fault copies the VMA before sampling its sequence"),
 )
 
 #: Laurent Dufour's SPF (v11, 2017-2019, shipped in Android kernels) is the
@@ -216,6 +273,10 @@ DUFOUR_KNOBS: dict[str, Any] = {
     "spf_vma_pin": True,
     # the lookup runs under read_lock(&mm->mm_rb_lock) (a cost only here)
     "spf_mm_rb_rwlock": True,
+    # a swap PTE whose folio is in the swap cache is mapped speculatively
+    # ("mm: don't do swap readahead during speculative page fault": a miss
+    # aborts)
+    "spf_swap": "cache",
 }
 
 #: knobs a protocol implies; a function of the protocol alone (see the

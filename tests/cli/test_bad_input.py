@@ -140,6 +140,8 @@ CASES: list[tuple[list[str], str]] = [
     # -------- bench: sizes beyond memory
     (["bench", "--faults", "100000000"], "--faults"),
     (["bench", "-w", "app_launch", "--param", "free_frac=0.0001"], "--param"),
+    (["bench", "-w", "app_launch", "--param", "other=zram"], "--param"),
+    (["bench", "-w", "pressure", "--param", "limit=0"], "--param"),
     (["bench", "-w", "app_launch", "--cpus", "1024"], "--cpus"),
     (["bench", "-w", "app_launch", "--cpus", "4", "--param", "threads=5000"], "--param"),
     (["bench", "--faults", "1000", "--max-memory", "1k"], "--max-memory"),
@@ -283,9 +285,9 @@ def test_refused_by_the_real_command(argv: list[str], arg: str) -> None:
 def test_every_workload_parameter_has_a_range() -> None:
     """A parameter added to a workload must be given a range here, or
     --param would not know how to check it."""
-    from specfault.sim.cli import PARAMS, accepted_params
+    from specfault.sim.cli import CHOICES, PARAMS, accepted_params
     from specfault.sim.workloads import WORKLOADS
 
     for name in WORKLOADS:
-        missing = set(accepted_params(name)) - set(PARAMS)
+        missing = set(accepted_params(name)) - set(PARAMS) - set(CHOICES)
         assert not missing, f"{name}: no range for {missing}"

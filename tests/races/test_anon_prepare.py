@@ -12,6 +12,7 @@ from specfault.check.explore import ExploreConfig, explore
 from specfault.check.scenarios import build
 from specfault.config import Config as MmConfig
 from specfault.mm.fault import ACCESS_WRITE, do_vma_locked_fault, fault_flags
+from specfault.mm.fault_flags import VM_FAULT_RETRY
 from specfault.mm.mmap_lock import mmap_write_lock, mmap_write_unlock
 
 RW = sf.PROT_READ | sf.PROT_WRITE
@@ -32,7 +33,8 @@ def _first_write(locked_by_writer: bool) -> dict[str, int]:
         p._run(mmap_write_lock(mm))
         ret = p._run(do_vma_locked_fault(mm, r, ACCESS_WRITE, fault_flags(ACCESS_WRITE)))
         p._run(mmap_write_unlock(mm))
-        assert ret is None                    # retry: the classic path must run
+        # retry: the classic path must run (the VMA lock already dropped)
+        assert ret is not None and ret & VM_FAULT_RETRY
         assert mm.find_vma(r).anon_vma is None
     else:
         p.write(r, b"x")

@@ -10,9 +10,13 @@ from pathlib import Path
 import pytest
 
 from specfault.check.explore import ExploreConfig, explore, replay
-from specfault.check.mutants import MUTANTS
+from specfault.check.mutants import MUTANTS as ALL_MUTANTS
 from specfault.check.scenario import lookup
 from specfault.check.schedule import Schedule
+
+#: the kill table: the mutants the scenario portfolio kills (the others,
+#: ``expect="fuzz"``, are the fuzzer's input: docs/protocols.md)
+MUTANTS = {n: m for n, m in ALL_MUTANTS.items() if m.expect == "scenarios"}
 
 REGRESSIONS = Path(__file__).resolve().parent.parent / "regressions"
 

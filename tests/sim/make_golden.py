@@ -36,6 +36,7 @@ PARAMS: dict[str, dict[str, Any]] = {
     "ebizzy": {"faults": 400, "max_pages": 16},
     "spf_test": {"faults": 300},
     "app_launch": {"faults": 400, "maps": 10},
+    "pressure": {"faults": 256, "limit": 0.5},
 }
 assert set(PARAMS) == set(WORKLOADS), "make_golden: every workload needs a small run"
 

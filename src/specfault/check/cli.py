@@ -11,8 +11,9 @@
     specfault check --replay 'SCENARIO:STRATEGY:SEED:CHOICES' [--step-limit N] [--json]
     specfault check --list | --list-scenarios | --list-mutants
 
-SCENARIO is a registered name (--list; globs like 'litmus.*' work) or
-module:attr.  The memory-manager races (--list-scenarios) run under a fault
+SCENARIO is a registered name (--list; globs like 'litmus.*' work),
+module:attr or path/to/file.py:attr (a program written with
+specfault.check.api: it runs under the portfolio strategy by default).  The memory-manager races (--list-scenarios) run under a fault
 protocol and optionally a mutant (--list-mutants), named
 mm.<race>@<protocol>[+<mutant>].
 
@@ -59,7 +60,9 @@ EXAMPLES = """examples:
   specfault check --scenario all --protocol all --strategy dpor   # every race, every schedule class
   specfault check --scenario cow-aba --strategy ipb --bound 3     # fewest preemptions first
   specfault check litmus.rcu-broken --strategy pct --schedules 500 --seed 7
-  specfault check --mutants                                # the kill table (about 30 s)
+  specfault check specfault.check.examples.ticket:broken    # your own program (check.api)
+  specfault check path/to/my_lock.py:broken --schedules 10000
+  specfault check --mutants                                # the kill table
   specfault check --mutants --mutant no_seq2_check --save tests/regressions
   specfault check --replay "$(cat tests/regressions/no_seq2_check.schedule)"
 """
@@ -123,9 +126,11 @@ def register(sub: Any) -> None:
     p.add_argument("scenarios", nargs="*", metavar="SCENARIO", help="scenario names or globs (see --list)")
     p.add_argument("--strategy", choices=_STRATEGIES, default=None,
                    help="dfs (exhaustive, preemption-bounded, fewest preemptions first; the "
-                        "default), ipb (iterative preemption bounding, no upper bound), delay "
-                        "(iterative delay bounding), dpor (source-set DPOR: every class of "
-                        "schedules, no bound), random, or pct")
+                        "default for registered scenarios), ipb (iterative preemption bounding, "
+                        "no upper bound), delay (iterative delay bounding), dpor (source-set "
+                        "DPOR: every class of schedules, no bound), random, pct, or portfolio "
+                        "(several taking turns: the default for programs written with "
+                        "specfault.check.api)")
     p.add_argument("--schedules", type=_schedules, default=None, metavar="N",
                    help=f"budget: at most N schedules per scenario (default {DEFAULT_SCHEDULES:,}); "
                         "with --mutants, per mutant (default 24,000); 'none': no budget (an "
@@ -141,7 +146,8 @@ def register(sub: Any) -> None:
     p.add_argument("--mutant", type=_mutant_arg, default=None, metavar="NAME",
                    help="run with this mutant's knobs (see --list-mutants); with --mutants, hunt only it")
     p.add_argument("--mutants", action="store_true",
-                   help="hunt every mutant with the default portfolio; print the kill table")
+                   help="hunt every mutant of the kill table (those the scenarios kill; --mutant "
+                        "hunts any, the fuzzer's too) with the default portfolio; print the table")
     p.add_argument("--save", type=cliargs.writable_dir, metavar="DIR", default=None,
                    help="with --mutants: write each kill's schedule to DIR/<mutant>.schedule")
     p.add_argument("--list-scenarios", action="store_true", help="list the memory-manager races")
@@ -181,9 +187,10 @@ def register(sub: Any) -> None:
 _EXPLORE = {"strategy", "schedules", "budget", "preemptions", "reduction", "bound", "seed",
             "pct_depth", "step_limit", "no_minimize", "json"}
 #: --strategy's choices
-_STRATEGIES = ("dfs", "ipb", "delay", "dpor", "random", "pct")
+_STRATEGIES = ("dfs", "ipb", "delay", "dpor", "random", "pct", "portfolio")
 #: options that only some strategies use (given with another one: refused)
-_STRATEGY_OPTIONS = {"preemptions": ("dfs", "random", "pct"), "reduction": ("dfs", "random", "pct"),
+_STRATEGY_OPTIONS = {"preemptions": ("dfs", "random", "pct", "portfolio"),
+                     "reduction": ("dfs", "random", "pct", "portfolio"),
                      "bound": ("ipb", "delay")}
 _MODES: dict[str, set[str]] = {
     "list": set(), "list_scenarios": set(), "list_mutants": set(),
@@ -259,7 +266,8 @@ def _list_scenarios() -> int:
 def _list_mutants() -> int:
     from specfault.check.mutants import MUTANTS
     for m in MUTANTS.values():
-        print(f"{m.name:34} [{m.protocol}] {m.breaks}")
+        fuzz = "(the scenarios miss it: for the fuzzer) " if m.expect == "fuzz" else ""
+        print(f"{m.name:34} [{m.protocol}] {fuzz}{m.breaks}")
     return 0
 
 
@@ -398,7 +406,9 @@ def _kill_table(args: argparse.Namespace) -> int:
     from specfault.check.portfolio import DEFAULT_SCHEDULES as PER_MUTANT
     from specfault.check.portfolio import Kill, kill, save
 
-    names = [args.mutant] if args.mutant else list(MUTANTS)
+    # the kill table: the mutants the scenarios kill; one the scenarios miss
+    # (expect="fuzz", the fuzzer's input) is hunted when named with --mutant
+    names = [args.mutant] if args.mutant else [n for n, m in MUTANTS.items() if m.expect == "scenarios"]
     schedules: float = args.schedules or PER_MUTANT
     if schedules == UNBOUNDED:
         schedules = float("inf")
@@ -459,6 +469,23 @@ def _kill_table(args: argparse.Namespace) -> int:
     return 0 if all(k.killed for k in kills) else 1
 
 
+def _for_program(sc: Any, args: argparse.Namespace, cfg: ExploreConfig) -> ExploreConfig:
+    """A program written with ``specfault.check.api`` runs under the
+    portfolio unless a strategy was chosen (--strategy or
+    SPECFAULT_CHECK_STRATEGY) or implied (--preemptions, --reduction: dfs;
+    --pct-depth: pct)."""
+    import os
+    from dataclasses import replace
+
+    if "program" not in sc.tags or args.strategy is not None or "SPECFAULT_CHECK_STRATEGY" in os.environ:
+        return cfg
+    if args.preemptions is not None or args.reduction is not None:
+        return cfg                                  # dfs, the configured default
+    if args.pct_depth is not None:
+        return replace(cfg, strategy="pct")
+    return replace(cfg, strategy="portfolio")
+
+
 def _explore_all(args: argparse.Namespace, names: list[str], cfg: ExploreConfig) -> int:
     results: list[Result] = []
     shown = 0
@@ -475,7 +502,8 @@ def _explore_all(args: argparse.Namespace, names: list[str], cfg: ExploreConfig)
 
     try:
         for name in names:
-            results.append(explore(lookup(name), cfg))
+            sc = lookup(name)
+            results.append(explore(sc, _for_program(sc, args, cfg)))
             show()
     except KeyboardInterrupt as exc:     # Ctrl-C: what was done, the interrupted one marked
         if isinstance(exc, Interrupted) and isinstance(exc.result, Result):

@@ -32,15 +32,26 @@ someone unfinished), livelock (step limit), and the final property.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from specfault.check.scenario import Env, Scenario
 from specfault.runtime import STATE, ModelBug, Op, Task, UseAfterFree, Yield
-from specfault.runtime.driver import advance, close, enter, leave, preemptible
+from specfault.runtime.driver import advance, close, enter, finished, leave, preemptible
 from specfault.runtime.site import task_site
+from specfault.sync.cpu import Cpu
 from specfault.sync.lockdep import LOCKDEP, LockdepBug, check_exit
+
+
+def _weak_spawn(ref: weakref.WeakMethod[Any]) -> Callable[..., Any]:
+    def spawn(*args: Any, **kwargs: Any) -> Any:
+        method = ref()
+        assert method is not None, "spawn: the execution is gone"
+        return method(*args, **kwargs)
+    return spawn
+
 
 #: a chooser returns an actor from ``enabled``, or STOP to abandon the run
 STOP = -1
@@ -64,6 +75,23 @@ class Failure:
     def same_as(self, other: Failure) -> bool:
         """Same property violated (used by minimisation)."""
         return self.kind == other.kind
+
+
+class Started(Op):
+    """The first step of a spawned task: its coroutine starts (runs to its
+    first op).  Touches nothing shared."""
+
+    __slots__ = ("name",)
+    kind = "start"
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def perform(self) -> None:
+        return None
+
+    def describe(self) -> str:
+        return f"start {self.name}"
 
 
 class _RcuOp:
@@ -97,8 +125,13 @@ class Execution:
     def __init__(self, scenario: Scenario, step_limit: int = 10_000) -> None:
         self.scenario = scenario
         self.step_limit = step_limit
-        env = scenario.make_env()
-        self.state = scenario.setup(env)
+        # a world lent to this execution (Scenario.snapshot) goes back to
+        # its pool once this execution is garbage: nothing the world keeps
+        # (env included) may refer back to the execution, or it never does
+        env, self.state = scenario.world(self)
+        # the one hook for tasks created while running (check.api.spawn),
+        # held weakly for that reason
+        env.spawn = _weak_spawn(weakref.WeakMethod(self.spawn))
         self.env: Env = env
         self.rcu = env.rcu if scenario.rcu else None
         cpus = env.cpus
@@ -133,6 +166,23 @@ class Execution:
         if actor == self.rcu_actor:
             return None
         return self.tasks[actor].pending
+
+    def spawn(self, name: str, coro: Any, mm: Any = None) -> Task:
+        """Create a task while the execution runs (called by a task's op,
+        e.g. ``check.api.spawn``).  It gets the next actor number and a CPU
+        of its own; its first step (:class:`Started`) starts its coroutine.
+        Actor numbers must stay stable for schedules to replay, so a
+        scenario with an RCU processor (actor n) cannot spawn."""
+        if self.rcu is not None:
+            raise ModelBug(f"spawn {name}: scenario {self.scenario.name!r} has RCU "
+                           f"(its callback processor is actor {self.rcu_actor}); use rcu=False")
+        cpu = Cpu(len(self.env.cpus), None)
+        self.env.cpus.append(cpu)
+        task = Task(len(self.tasks), name, coro, mm, cpu)
+        cpu.current = task
+        task.pending = Started(name)
+        self.tasks.append(task)
+        return task
 
     def n_actors(self) -> int:
         return len(self.tasks) + (1 if self.rcu is not None else 0)
@@ -188,6 +238,11 @@ class Execution:
         return enabled
 
     def run(self, choose: Chooser) -> Execution:
+        """Run to the end (or the first failure, or until ``choose``
+        returns STOP).  The step loop is the explorer's hot path: what
+        :meth:`_runnable`, ``driver.advance`` and :func:`_verdict` do is
+        written out in it (the same code, without a call each per step;
+        see "The driver" in docs/explorer.md)."""
         st = STATE
         saved = enter(False, st.task)
         LOCKDEP.reset()   # each execution stands alone: replay must reproduce it
@@ -196,6 +251,16 @@ class Execution:
         state = self.state
         trace = self.trace
         choices = self.choices
+        rcu = self.rcu
+        rcu_actor = self.rcu_actor
+        shared_cpus = self.shared_cpus
+        step_limit = self.step_limit
+        _Yield = Yield
+        # the counters strategies read (ex.steps, ex.prev, ...) are kept in
+        # locals and written back as they change: one store, no loads
+        steps = self.steps
+        prev = self.prev
+        yielded = self.yielded
         try:
             for t in tasks:
                 st.task = t
@@ -203,67 +268,98 @@ class Execution:
                 if t.done and self._task_finished(t):
                     return self
             while True:
-                enabled = self._runnable()
+                # -- who can run (_runnable, written out) --
+                enabled: list[int] = []
+                for i, t in enumerate(tasks):     # (tasks may be added while it runs)
+                    if t.done:
+                        continue
+                    op = t.pending
+                    if op is not None and op.blocking:
+                        st.task = t
+                        if not op.enabled():
+                            continue
+                    if shared_cpus:
+                        cur = t.cpu.current
+                        if cur is not t and cur is not None and not cur.done and \
+                                not preemptible(cur, preempt_rcu=True):
+                            continue  # its CPU runs a task that cannot be preempted
+                    enabled.append(i)
+                if rcu is not None and rcu.callbacks and rcu.ready():
+                    enabled.append(rcu_actor)
+                if yielded >= 0 and len(enabled) > 1 and yielded in enabled:
+                    enabled.remove(yielded)   # fairness: a task that yielded waits for someone else's step
                 if not enabled:
                     if any(not t.done for t in tasks):
                         blocked = "; ".join(f"{t.name} waits in {t.pending.describe() if t.pending else '?'}"
                                             for t in tasks if not t.done)
                         self._fail("deadlock", f"no task can run: {blocked}", None)
                     break
-                if self.steps >= self.step_limit:
-                    self._fail("livelock", f"step limit {self.step_limit} reached", None)
+                if steps >= step_limit:
+                    self._fail("livelock", f"step limit {step_limit} reached", None)
                     break
                 c = choose(self, enabled)
                 if c == STOP:
                     self.pruned = True
                     return self
-                prev = self.prev
                 if prev != c and prev in enabled:
                     self.preemptions += 1
-                    self.preempted_at.append(self.steps)
-                self.prev = c
+                    self.preempted_at.append(steps)
+                self.prev = prev = c
                 choices.append(c)
-                if c == self.rcu_actor:
-                    self.yielded = -1
+                if c == rcu_actor:
+                    if yielded != -1:
+                        self.yielded = yielded = -1
                     st.task = None
-                    what = self.rcu.process_one()  # type: ignore[union-attr]
+                    what = rcu.process_one()  # type: ignore[union-attr]
                     trace.append((c, _RcuOp(what)))
                 else:
                     t = tasks[c]
-                    op: Op = t.pending  # type: ignore[assignment]
+                    op = t.pending
                     st.task = t
-                    if self.shared_cpus:
+                    if shared_cpus:
                         t.cpu.current = t
                     trace.append((c, op))
                     try:
-                        result = op.perform()
+                        result = op.perform()  # type: ignore[union-attr]
                     except Exception as exc:  # noqa: BLE001 - an op failing is a finding
                         kind = type(exc).__name__ if isinstance(exc, ModelBug) else "error"
                         site = task_site(t)
                         msg = str(exc)
                         if isinstance(exc, UseAfterFree):
                             msg += f"; accessed at {site}"
-                        self.steps += 1
+                        self.steps = steps + 1
                         self._fail(kind, msg, c, site)
                         return self
-                    self.yielded = c if type(op) is Yield else -1
-                    advance(t, result)
-                    if t.done and self._task_finished(t):
-                        self.steps += 1
-                        # it failed in this step (the model raised after the
-                        # op): count it, as for an op that raised
-                        self.failure.step = self.steps  # type: ignore[union-attr]
-                        return self
-                self.steps += 1
+                    y = c if type(op) is _Yield else -1
+                    if y != yielded:
+                        self.yielded = yielded = y
+                    # -- driver.advance, written out --
+                    try:
+                        t.pending = t.send(result)
+                    except BaseException as end:  # noqa: BLE001 - the end, or a model error
+                        finished(t, end)
+                        if self._task_finished(t):
+                            self.steps = steps + 1
+                            # it failed in this step (the model raised after the
+                            # op): count it, as for an op that raised
+                            self.failure.step = steps + 1  # type: ignore[union-attr]
+                            return self
+                self.steps = steps = steps + 1
                 if invariant is not None:
-                    bad = _verdict(invariant, state)
-                    if bad is not None:
-                        self._fail("invariant", bad, c)
+                    # -- _verdict, written out --
+                    try:
+                        ok = invariant(state)
+                    except AssertionError as exc:
+                        self._fail("invariant", str(exc) or "assertion failed", c)
+                        return self
+                    if ok is not None and ok is not True:
+                        self._fail("invariant", getattr(invariant, "__name__", "property") + " is false"
+                                   if ok is False else str(ok), c)
                         return self
             if self.failure is None:
-                if self.rcu is not None:
+                if rcu is not None:
                     st.task = None
-                    self.rcu.process()
+                    rcu.process()
                 check = self.scenario.check
                 if check is not None:
                     bad = _verdict(check, state)

@@ -32,10 +32,15 @@ from specfault.check.pct import Pct
 from specfault.check.random_walk import RandomWalk
 from specfault.check.replay import Replay
 from specfault.check.report import failure_report
+from specfault.check.roundrobin import RoundRobin
 from specfault.check.scenario import Scenario
 from specfault.check.schedule import STRATEGIES, Schedule
 from specfault.check.strategy import Strategy
 from specfault.sync.lockdep import LOCKDEP
+
+
+#: a program's (check.api) default budget when explore() is given no config
+PROGRAM_SCHEDULES = 10_000
 
 
 class Interrupted(KeyboardInterrupt):
@@ -56,7 +61,8 @@ class ExploreConfig:
     #: exhaustive, preemption-bounded, fewest preemptions first), "ipb"
     #: (iterative preemption bounding, no upper bound unless ``max_bound``),
     #: "delay" (iterative delay bounding), "dpor" (source-set DPOR with
-    #: sleep sets: exhaustive, unbounded), "replay" (run ``replay`` once)
+    #: sleep sets: exhaustive, unbounded), "portfolio" (several strategies
+    #: taking turns: check/roundrobin.py), "replay" (run ``replay`` once)
     strategy: str = "dfs"
     #: wall-clock cap in seconds (None: no time limit); when it cuts a run
     #: short, the result depends on the machine's speed (Result.capped)
@@ -213,6 +219,8 @@ def make_strategy(cfg: ExploreConfig) -> Strategy:
         return Delay(cfg.max_bound)
     if cfg.strategy == "dpor":
         return Dpor()
+    if cfg.strategy == "portfolio":
+        return RoundRobin(cfg.seed)
     if cfg.strategy == "replay":
         if cfg.replay is None:
             raise ValueError("strategy 'replay' needs config.replay (a schedule line)")
@@ -222,10 +230,18 @@ def make_strategy(cfg: ExploreConfig) -> Strategy:
 
 def explore(scenario: Scenario, config: ExploreConfig | None = None, **overrides: Any) -> Result:
     """Explore ``scenario``; see :class:`ExploreConfig` for the knobs (also
-    accepted as keyword arguments)."""
+    accepted as keyword arguments).  A program written with
+    ``specfault.check.api`` given no config runs under the portfolio for
+    :data:`PROGRAM_SCHEDULES` schedules, without a time cap, unless the
+    keywords say otherwise."""
+    if config is None and "program" in scenario.tags:
+        # a program of check.api: its defaults (the portfolio, a budget in
+        # schedules, no time cap) unless the caller chose
+        overrides = {"strategy": "portfolio", "max_schedules": PROGRAM_SCHEDULES,
+                     "budget_seconds": None, **overrides}
     cfg = replace(config, **overrides) if config is not None else ExploreConfig(**overrides)
     strategy = make_strategy(cfg)
-    LOCKDEP.enabled = cfg.lockdep
+    LOCKDEP.enabled = cfg.lockdep and scenario.lockdep
     start = time.perf_counter()
     deadline = start + cfg.budget_seconds if cfg.budget_seconds is not None else None
     schedules = steps = failures = 0
@@ -287,4 +303,5 @@ def replay(scenario: Scenario, schedule: str | Schedule, step_limit: int = 10_00
     """Run ``schedule`` (a line or a :class:`Schedule`) on ``scenario``
     exactly; returns the execution (``failure``, ``trace_lines()``, ``state``)."""
     sched = Schedule.parse(schedule) if isinstance(schedule, str) else schedule
+    LOCKDEP.enabled = scenario.lockdep
     return Execution(scenario, step_limit).run(replay_chooser(sched.choices, strict))

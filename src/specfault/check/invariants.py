@@ -15,7 +15,11 @@ Every check is an executable statement of a rule from the kernel:
   its refcount equals mapcount + the page cache's reference, and no frame
   is allocated without an owner (no leaks) — these hold whenever no fault
   or syscall is in flight (quiescent=True);
-* the mm's RSS counters equal the pages its PTEs map.
+* the mm's RSS counters equal the pages its PTEs map;
+* the reverse map finds every PTE (``properties.rmap_problem``): an
+  anonymous page's anon_vma is on its VMA's chain and its index is the
+  VMA's linear index of the address; a file page is in its file's page
+  cache at that index and its VMA among the file's mappings.
 """
 
 from __future__ import annotations
@@ -23,11 +27,14 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from specfault.check.pressure_invariants import pressure_problems
+from specfault.check.properties import rmap_problem
 from specfault.mm.mmu_gather import rss_kind
 from specfault.mm.pgtable import (
     _PAGE_NX,
     _PAGE_PRESENT,
     PageTable,
+    is_swap_pte,
     pte_pfn,
     pte_present,
     pte_special,
@@ -86,6 +93,7 @@ def mm_problems(mm: Any, quiescent: bool = True) -> list[str]:
     tables: list[PageTable] = []
     _tables(mm.pgd, tables)
     rss: Counter[str] = Counter()
+    mappings: dict[int, list[Any]] = {}
     for t in tables:
         if t.freed_at is not None:
             problems.append(f"{t.label()} reachable but freed ({t.freed_at})")
@@ -107,8 +115,9 @@ def mm_problems(mm: Any, quiescent: bool = True) -> list[str]:
                 problems.append(f"PTE {pte:#x} at {addr:#x} outside every VMA")
                 continue
             if not pte_present(pte):
-                problems.append(f"non-present non-none PTE {pte:#x} at {addr:#x} (no swap)")
-                continue
+                if not is_swap_pte(pte):
+                    problems.append(f"non-present non-none PTE {pte:#x} at {addr:#x}")
+                continue                 # swap PTEs: pressure_invariants.swap_problems
             flags = vma.vm_flags
             if pte_write(pte) and not flags & VM_WRITE:
                 problems.append(f"writable PTE at {addr:#x} in {vma.label()} without VM_WRITE")
@@ -127,6 +136,9 @@ def mm_problems(mm: Any, quiescent: bool = True) -> list[str]:
                 problems.append(f"PTE at {addr:#x} maps free pfn {pte_pfn(pte):#x}")
                 continue
             rss[rss_kind(page)] += 1
+            bad = rmap_problem(mm.kernel, vma, addr, page, mappings)
+            if bad is not None:
+                problems.append(f"rmap: {bad}")
             if pte_write(pte) and not flags & VM_SHARED:
                 if not page.anon or not page.anon_exclusive:
                     problems.append(f"writable PTE at {addr:#x} in a private mapping maps a "
@@ -168,7 +180,7 @@ def kernel_problems(kernel: Any, quiescent: bool = True) -> list[str]:
         if page.mapcount != mapped[pfn]:
             problems.append(f"{page!r}: mapcount {page.mapcount} but {mapped[pfn]} PTEs map it")
         if quiescent:
-            want = mapped[pfn] + cached[pfn]
+            want = mapped[pfn] + cached[pfn] + int(page.swapcache)
             if page.refcount != want:
                 what = "leaked (no mapping, not cached)" if want == 0 else f"expected {want}"
                 problems.append(f"{page!r}: refcount {page.refcount}, {what}")
@@ -181,6 +193,7 @@ def kernel_problems(kernel: Any, quiescent: bool = True) -> list[str]:
         for vma in kernel.vma_free_deferred.values():
             problems.append(f"{vma.label()} never freed: vm_ref_count {vma.vm_ref_count} "
                             f"(a speculative fault's pin was not dropped)")
+    problems += pressure_problems(kernel, quiescent)
     if len(mem.pages) - 1 + len(mem.free_pfns) != mem.nr_frames:
         problems.append(f"frames lost: {len(mem.pages) - 1} allocated + {len(mem.free_pfns)} "
                         f"free != {mem.nr_frames}")

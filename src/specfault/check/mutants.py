@@ -20,6 +20,15 @@ class Mutant:
     breaks: str
     knobs: dict[str, Any] = field(default_factory=dict)
     scenarios: tuple[str, ...] = ()
+    #: "scenarios": the default portfolio kills it (the kill table, whose
+    #: budget test holds it to half the default); "fuzz": written without
+    #: tuning any scenario to it, and the scenario portfolio does not kill
+    #: it — the input ``specfault fuzz`` must find (docs/protocols.md,
+    #: "Mutants nobody tuned the scenarios to")
+    expect: str = "scenarios"
+    #: what catches it: the check that failed in the portfolio's kill, or
+    #: for the fuzzer's mutants the property a directed test shows failing
+    caught_by: str = ""
 
 
 MUTANTS: dict[str, Mutant] = {m.name: m for m in [
@@ -102,8 +111,124 @@ MUTANTS: dict[str, Mutant] = {m.name: m for m in [
            "mapping (Jann Horn)",
            {"pervma_no_recheck_after_lock": True, "vma_typesafe_rcu": True},
            ("fault-vs-remap-elsewhere",)),
+    Mutant("no_isize_recheck_after_lock", "classic",
+           "filemap_fault does not re-check i_size under the folio lock: a page "
+           "it read in after a truncation swept the cache is mapped beyond the "
+           "new end of file (every protocol takes this path for a file fault)",
+           {"no_isize_recheck_after_lock": True}, ("truncate-vs-read-fault",)),
+    Mutant("no_folio_mapping_recheck", "classic",
+           "filemap_fault does not re-check folio->mapping under the folio lock: "
+           "it maps a page a hole punch removed from the file while the fault "
+           "waited for the lock — one mapping keeps a page the file no longer has",
+           {"no_folio_mapping_recheck": True}, ("punch-vs-shared-fault",)),
+    Mutant("truncate_drops_before_unmap", "classic",
+           "truncation and hole punching remove a page from the page cache "
+           "before unmapping it: until the unmap, a mapping writes to a page "
+           "the file no longer has while other mappings fault in a fresh one",
+           {"truncate_drops_before_unmap": True}, ("punch-vs-shared-fault", "punch-vs-pread")),
     Mutant("pervma_mprotect_no_vma_lock", "pervma",
            "mprotect changes vm_flags without vma_start_write: a fault under "
            "the VMA lock maps a page with the old permissions",
            {"pervma_mprotect_no_vma_lock": True}, ("fault-vs-mprotect",)),
+    # ------------------------------------------- reclaim and swap (issue 12)
+    Mutant("no_pte_same_after_swapin", "classic",
+           "do_swap_page maps the folio it read without re-checking under the "
+           "PTL that the PTE still holds the swap entry: a racing munmap, "
+           "MAP_FIXED or second swap-in changed it while the read slept",
+           {"no_pte_same_after_swapin": True},
+           ("two-swapins", "swapin-vs-munmap", "swapin-vs-mmap-fixed")),
+    Mutant("reclaim_free_before_flush", "classic",
+           "shrink_folio_list writes the folio out and frees it before the "
+           "deferred TLB flush of the PTEs try_to_unmap cleared: a CPU still "
+           "holding the translation stores into a page already written or freed",
+           {"reclaim_free_before_flush": True}, ("write-vs-reclaim",)),
+    Mutant("try_to_unmap_no_ptl", "classic",
+           "the reverse-map walkers read and replace PTEs without the PTL: a "
+           "zap or a COW fault that changes the PTE meanwhile is overwritten "
+           "(reclaim holds no mmap_lock, so nothing else orders them)",
+           {"try_to_unmap_no_ptl": True}, ("reclaim-vs-munmap", "cow-vs-reclaim")),
 ]}
+
+#: Mutants written after the scenarios, as plausible kernel-developer bugs
+#: in every protocol and every writer, with no scenario added for them.
+#: ``scenarios`` names the existing scenarios that run the code path each
+#: one breaks (its writer or handler), chosen before any hunt, as for the
+#: mutants above; the portfolio hunts there first, then through every
+#: other scenario of its protocol.  ``expect`` says what that hunt found
+#: (``specfault check --mutants --mutant M``, 24,000 schedules).
+NEW_MUTANTS: dict[str, Mutant] = {m.name: m for m in [
+    Mutant("wp_no_pte_same_recheck", "classic",
+           "handle_pte_fault hands a write to a write-protected PTE to do_wp_page "
+           "without the pte_same re-check under the PTL (the other handlers keep "
+           "theirs): do_wp_page reuses a page a racing COW already replaced",
+           {"wp_no_pte_same_recheck": True}, ("two-cow-faults", "cow-aba", "cow-vs-munmap"),
+           caught_by="check_mm (a leaked page)"),
+    Mutant("wp_copy_no_flush", "speculative",
+           "wp_page_copy clears the old read-only PTE and sets the copy without "
+           "flushing (\"nobody can write through a read-only entry\"): other CPUs "
+           "keep reading the old page and miss the stores to the copy",
+           {"wp_copy_no_flush": True}, ("two-reads-then-write", "two-cow-faults", "cow-aba"),
+           caught_by="TLB coherence; no lost write (tests/check/test_scenario_properties.py)"),
+    Mutant("wp_copy_no_anon_vma_prepare", "classic",
+           "wp_page_copy skips anon_vma_prepare (\"a page is mapped, so the VMA has "
+           "an anon_vma\"): copying the zero page a read fault mapped installs an "
+           "anonymous page the rmap cannot reach",
+           {"wp_copy_no_anon_vma_prepare": True}, ("two-reads-then-write", "read-then-write-vs-mprotect"),
+           expect="fuzz", caught_by="rmap (tests/check/test_scenario_properties.py)"),
+    Mutant("pervma_mremap_no_vma_lock", "pervma",
+           "mremap's move_vma does not vma_start_write the source VMA: a fault "
+           "under its VMA lock installs a PTE behind move_page_tables",
+           {"pervma_mremap_no_vma_lock": True}, ("fault-vs-mremap",),
+           caught_by="linearizability"),
+    Mutant("pervma_unlock_before_ptl", "pervma",
+           "the per-VMA fault drops the VMA lock once the VMA is found and checked, "
+           "before the handler takes the PTL (\"the PTL protects the PTE\")",
+           {"pervma_unlock_before_ptl": True}, ("fault-vs-munmap", "fault-vs-mprotect"),
+           caught_by="check_mm (a leaked page)"),
+    Mutant("fork_no_wrprotect_parent", "classic",
+           "copy_present_pte write-protects the child's copy of a writable PTE but "
+           "forgets ptep_set_wrprotect on the parent's",
+           {"fork_no_wrprotect_parent": True}, ("cow-vs-fork", "fork-vs-fault-and-tlb"),
+           caught_by="PTE invariant (COW broken)"),
+    Mutant("fork_flush_before_wrprotect", "pervma",
+           "dup_mmap flushes the parent's TLBs before copy_page_range "
+           "write-protects its PTEs: a CPU that refills a writable entry in "
+           "between writes the page the child now shares",
+           {"fork_flush_before_wrprotect": True}, ("fork-vs-fault-and-tlb", "cow-vs-fork"),
+           caught_by="TLB coherence"),
+    Mutant("mprotect_no_flush_on_wrprotect", "classic",
+           "change_protection skips the TLB flush when PTEs only lose write "
+           "permission: a CPU keeps writing through its cached entry after "
+           "mprotect(PROT_READ) returned",
+           {"mprotect_no_flush_on_wrprotect": True},
+           ("fault-vs-mprotect", "read-then-write-vs-mprotect", "cow-aba"),
+           caught_by="linearizability; TLB coherence (tests/check/test_scenario_properties.py)"),
+    Mutant("madv_free_no_flush", "classic",
+           "MADV_FREE cleans the PTEs without flushing the TLBs: a store through a "
+           "cached dirty entry does not dirty the PTE, and reclaim discards it",
+           {"madv_free_no_flush": True}, ("fault-vs-dontneed",),
+           expect="fuzz", caught_by="TLB coherence (tests/check/test_scenario_properties.py)"),
+    Mutant("tlb_free_pages_before_flush", "classic",
+           "tlb_finish_mmu frees the gathered pages before flushing the TLBs: a "
+           "CPU still holding an entry reads or writes a freed frame",
+           {"tlb_free_pages_before_flush": True}, ("fault-vs-dontneed", "fault-vs-munmap", "cow-vs-munmap"),
+           caught_by="ModelBug (an access through a PTE to a free frame)"),
+    Mutant("vma_merge_free_immediate", "speculative",
+           "a VMA absorbed by an mprotect/madvise merge is freed at once (it is "
+           "out of the tree already), not after an RCU grace period",
+           {"vma_merge_free_immediate": True}, ("cow-aba", "fault-vs-mprotect"),
+           expect="fuzz", caught_by="UseAfterFree (tests/races/test_new_mutants.py)"),
+    Mutant("spf_walk_end_early", "speculative",
+           "the speculative walk leaves its RCU section once it has the PTE "
+           "table, before it reads the entry (\"only the table pointer needs "
+           "protecting\"): munmap frees the table in between",
+           {"spf_walk_end_early": True}, ("fault-vs-munmap",),
+           caught_by="UseAfterFree"),
+    Mutant("dufour_seq_after_copy", "dufour",
+           "the speculative fault copies the VMA before sampling its sequence: a "
+           "writer that changes the VMA after the copy and finishes before the "
+           "sample leaves a stale copy with a fresh sequence",
+           {"dufour_seq_after_copy": True}, ("fault-vs-mprotect", "fault-vs-mremap"),
+           caught_by="PTE invariant (writable PTE in a read-only VMA)"),
+]}
+MUTANTS.update(NEW_MUTANTS)

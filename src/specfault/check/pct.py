@@ -10,7 +10,8 @@ scheduler always runs the highest-priority runnable actor, and at the
 every initial priority).  A bug of *depth* ``d`` (needing ``d`` ordering
 constraints) is then found by each execution with probability at least
 ``1 / (n * k^(d-1))``.  ``k`` is estimated as the longest execution seen so
-far.
+far.  A task spawned while the execution runs gets a random rank among
+the others (its creator included) when it first becomes runnable.
 """
 
 from __future__ import annotations
@@ -18,6 +19,19 @@ from __future__ import annotations
 import random
 
 from specfault.check.engine import Chooser, Execution
+
+
+def _insert(prio: dict[int, float], d: int, rng: random.Random) -> float:
+    """A priority for an actor that appeared while the execution runs: a
+    uniformly random rank among the actors' initial-range priorities (above
+    the change points' ``1..d-1``), as if it had been ranked with the
+    others from the start — the creator included, so a new thread does not
+    always run before its creator goes on."""
+    ranks = sorted(p for p in prio.values() if p > d - 1)
+    j = rng.randrange(len(ranks) + 1)
+    below = ranks[j - 1] if j > 0 else d - 1
+    above = ranks[j] if j < len(ranks) else (ranks[-1] + 1 if ranks else d + 1)
+    return (below + above) / 2
 
 
 class Pct:
@@ -36,7 +50,7 @@ class Pct:
         self.i += 1
         rng = random.Random(seed)
         d = self.depth
-        prio: dict[int, int] = {}
+        prio: dict[int, float] = {}
         change: dict[int, int] = {}
         for i in range(1, d):  # change point steps -> the low priority they assign
             step = rng.randrange(self.k)
@@ -50,7 +64,13 @@ class Pct:
                 rng.shuffle(order)
                 for rank, actor in enumerate(order):
                     prio[actor if actor < len(ex.tasks) else ex.rcu_actor] = d + rank
-            best = max(enabled, key=prio.__getitem__)
+            try:
+                best = max(enabled, key=prio.__getitem__)
+            except KeyError:        # a task spawned while running: a random rank
+                for a in enabled:
+                    if a not in prio:
+                        prio[a] = _insert(prio, d, rng)
+                best = max(enabled, key=prio.__getitem__)
             low = change.get(ex.steps)
             if low is not None:
                 prio[best] = low

@@ -20,6 +20,13 @@ under half the default.
 
 The kill is minimised and can be saved as a regression (one schedule line
 per file) that the test suite replays.
+
+Programs written with ``specfault.check.api`` have a portfolio of their
+own, run schedule by schedule as one strategy (``strategy="portfolio"``,
+``check/roundrobin.py``: PCT at several depths, a random walk, unbounded
+DFS with sleep sets, taking turns; :data:`PROGRAM_PORTFOLIO`): the default
+of ``check.api.find_bug`` / ``explore`` and of ``specfault check`` on a
+program.  This module's mutant hunt does not use it.
 """
 
 from __future__ import annotations
@@ -30,7 +37,11 @@ from pathlib import Path
 
 from specfault.check.explore import ExploreConfig, Interrupted, Result, explore
 from specfault.check.mutants import MUTANTS, Mutant
+from specfault.check.roundrobin import PORTFOLIO
 from specfault.check.scenarios import SPECS, build
+
+#: the members of the user programs' portfolio (check/roundrobin.py)
+PROGRAM_PORTFOLIO = PORTFOLIO
 
 #: schedules per strategy on one scenario, in the order they run
 SLICES = (("random", 2000), ("pct", 2000), ("dfs", 8000))

@@ -52,9 +52,13 @@ def swimlane_rows(ex: Execution) -> tuple[list[str], list[tuple[int, str, int, s
     return heads, rows
 
 
-def swimlane(ex: Execution, width: int = _WIDTH) -> str:
+def swimlane(ex: Execution, width: int | None = None) -> str:
+    """The swimlane as text; columns ``width`` wide (default 36, narrower
+    when there are more than four, down to 16)."""
     heads, rows = swimlane_rows(ex)
     ncols = len(heads)
+    if width is None:
+        width = max(16, min(_WIDTH, 150 // max(ncols, 1)))
     lines = ["step  " + " | ".join(_cut(h, width).ljust(width) for h in heads)]
     lines.append("-" * len(lines[0]))
     for i, mark, col, text in rows:

@@ -11,22 +11,29 @@ observations, which is how the reduction's soundness is tested.
 
 The explorer builds an :class:`Env` per execution — the CPUs and one RCU
 domain — and hands it to ``setup``; setup may replace ``env.cpus`` and
-``env.rcu`` with its machine's own.  The explorer runs "process one RCU
+``env.rcu`` with its machine's own.  A scenario whose setup is costly
+(a whole machine, built with the public API) sets ``snapshot``: the world
+is then built once and restored in place before each execution
+(``runtime/fast.py``'s :class:`~specfault.runtime.fast.WorldPool`), which
+gives the same executions as a build per execution.  The explorer runs "process one RCU
 callback whose grace period ended" as a schedulable choice of its own, so
 callback timing is explored like any other interleaving.
 
 Scenarios that should be replayable from the command line are registered by
 name (:func:`register`); ``"module:attr"`` names an attribute holding a
-scenario (or a zero-argument function returning one).
+scenario (or a zero-argument function returning one), and so does
+``"path/to/file.py:attr"``.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from collections.abc import Callable, Coroutine, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
+from specfault.runtime.fast import WorldPool
 from specfault.sync.cpu import Cpu
 from specfault.sync.rcu import Rcu
 
@@ -51,6 +58,9 @@ class Env:
 
     cpus: list[Cpu]
     rcu: Rcu | None
+    #: ``spawn(name, coro, mm=None) -> Task``: create a task while running,
+    #: set by a driver that can (the explorer: ``Execution.spawn``)
+    spawn: Callable[..., Any] | None = None
 
     def use_rcu(self, rcu: Rcu) -> None:
         """Replace the RCU domain (e.g. by a machine's own or a mutant)."""
@@ -76,6 +86,8 @@ class Scenario:
     rcu: bool = True
     #: report tasks that finish holding locks / in RCU / irqs off
     check_exit: bool = True
+    #: run the lockdep validator for this scenario (and ExploreConfig.lockdep)
+    lockdep: bool = True
     description: str = ""
     tags: tuple[str, ...] = field(default_factory=tuple)
     #: ``clock(state)``: a value that code *between* ops changes (the mm
@@ -83,11 +95,32 @@ class Scenario:
     #: reductions (``dpor``) treat the steps that change it as dependent on
     #: each other, so every order of them stays explored.
     clock: Callable[[Any], Hashable] | None = None
+    #: build the world once and restore a snapshot of it before each
+    #: execution, instead of running ``setup`` for each (see the module doc)
+    snapshot: bool = False
+    _pool: WorldPool | None = field(default=None, init=False, repr=False, compare=False)
 
     def make_env(self) -> Env:
         rcu = Rcu() if self.rcu else None
         n = self.cpus if self.cpus is not None else len(self.threads)
         return Env([Cpu(i, rcu) for i in range(max(n, 1))], rcu)
+
+    def build_world(self) -> tuple[Env, Any]:
+        """A new env and the state ``setup`` builds on it."""
+        env = self.make_env()
+        return env, self.setup(env)
+
+    def world(self, owner: Any) -> tuple[Env, Any]:
+        """The env and state for one execution, ``owner``: built by
+        :meth:`build_world`, or with ``snapshot`` a pooled world restored to
+        its initial state, lent to ``owner`` until it is garbage."""
+        if not self.snapshot:
+            return self.build_world()
+        pool = self._pool
+        if pool is None:
+            pool = self._pool = WorldPool(self.build_world)
+        world: tuple[Env, Any] = pool.acquire(owner)
+        return world
 
 
 _REGISTRY: dict[str, Callable[[], Scenario]] = {}
@@ -124,6 +157,48 @@ class UnknownScenario(KeyError):
         return str(self.args[0]) if self.args else "unknown scenario"
 
 
+def _import(mod: str) -> Any:
+    """``mod`` is a module name, or a ``.py`` file: imported by its module
+    name when it lies under a ``sys.path`` entry (so a schedule names it
+    the same way), else loaded from the file as a module named by its path
+    (a program's default name then is ``path.py:attr``)."""
+    if not mod.endswith(".py"):
+        return importlib.import_module(mod)
+    import pathlib
+    import sys
+
+    path = pathlib.Path(mod)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file: {mod}")
+    full = path.resolve()
+    for entry in sys.path:
+        try:
+            rel = full.relative_to(pathlib.Path(entry or ".").resolve())
+        except ValueError:
+            continue
+        parts = rel.with_suffix("").parts
+        if all(p.isidentifier() for p in parts):
+            try:
+                found = importlib.util.find_spec(".".join(parts))
+            except (ImportError, ValueError):
+                found = None
+            if found is not None and found.origin and pathlib.Path(found.origin).resolve() == full:
+                return importlib.import_module(".".join(parts))
+    if mod in sys.modules:
+        return sys.modules[mod]
+    spec = importlib.util.spec_from_file_location(mod, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {mod}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[mod] = module          # named by its path: replay lines resolve it again
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[mod]
+        raise
+    return module
+
+
 def lookup(name: str) -> Scenario:
     """The scenario called ``name``: registered, or ``module:attr``.
     Raises :class:`UnknownScenario` (a KeyError)."""
@@ -133,9 +208,9 @@ def lookup(name: str) -> Scenario:
     if name in _REGISTRY:
         return _REGISTRY[name]()
     if ":" in name:
-        mod, _, attr = name.partition(":")
+        mod, _, attr = name.rpartition(":") if name.count(":") > 1 else name.partition(":")
         try:
-            module = importlib.import_module(mod)
+            module = _import(mod)
         except Exception as exc:  # noqa: BLE001 - any import failure means: no such scenario
             raise UnknownScenario(f"scenario {name!r}: cannot import module {mod!r} "
                                   f"({type(exc).__name__}: {exc})") from None

@@ -35,7 +35,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 #: the strategies whose schedules the explorer writes (``replay`` re-runs one)
-STRATEGIES = ("random", "pct", "dfs", "ipb", "delay", "dpor", "replay")
+STRATEGIES = ("random", "pct", "dfs", "ipb", "delay", "dpor", "portfolio", "replay")
 
 #: the most choices a schedule line may expand to (= the largest step limit)
 MAX_CHOICES = 1_000_000

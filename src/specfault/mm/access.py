@@ -76,6 +76,7 @@ class UserAccess(Op):
         pte = None
         if tlb is not None:
             fp.append((cpu, "tlb", "w"))
+            fp.append((mm, "cpumask", "w"))       # a fill sets this CPU's bit (shootdowns read it)
             pte = tlb.get((id(mm), addr >> 12))
             if pte is not None:
                 if access == 1 and pte & 2 and not pte & _PAGE_DIRTY:
@@ -101,8 +102,6 @@ class UserAccess(Op):
             # the walk writes the PTE only to set accessed/dirty bits not yet set
             ad = _PAGE_ACCESSED_DIRTY if access == 1 else _PAGE_ACCESSED
             fp.append((table, str(idx), "r" if pte | ad == pte else "w"))
-            if tlb is not None:
-                fp.append((mm, "cpumask", "w"))
         mem = mm.kernel.mem
         fp.append((mem, "free", "r"))
         page = mm.pages.get((pte & PTE_PFN_MASK) >> 12)
@@ -143,16 +142,19 @@ def hw_access(mm: Any, cpu: Any, addr: int, access: int, n: int, data: bytes) ->
     vpn = addr >> 12
     tlb = cpu.tlb if cpu is not None else None
     pte = None
+    hit = False
     if tlb is not None:
         key = (id(mm), vpn)
         pte = tlb.get(key)
         if pte is not None:
+            hit = True
             if access == 1 and pte & 2 and not pte & _PAGE_DIRTY:
                 # a store through a clean writable entry: x86 walks the tables
                 # to set the dirty bit (faulting, the entry dropped, if the PTE
                 # no longer allows it) — MADV_FREE and reclaim rely on the bit
                 del tlb[key]
                 pte = None
+                hit = False
             elif not pte & 1 or (access == 1 and not pte & 2) or (access == 2 and pte & _PAGE_NX):
                 del tlb[key]          # x86 drops the entry on the fault
                 return FAULT_PROT if pte & 1 else FAULT
@@ -177,10 +179,17 @@ def hw_access(mm: Any, cpu: Any, addr: int, access: int, n: int, data: bytes) ->
                        f"{(pte & PTE_PFN_MASK) >> 12:#x}")
     if access == 1:
         page.write(addr & 0xFFF, data)
-        return b""
-    if access == 2:
-        return b""
-    return page.read(addr & 0xFFF, n)
+        got = b""
+    elif access == 2:
+        got = b""
+    else:
+        got = page.read(addr & 0xFFF, n)
+    # the checker's recorder (check/properties.py: TLB coherence, no lost
+    # write), attached by the explorer's scenarios only; None elsewhere
+    obs = mm.kernel.observer
+    if obs is not None:
+        obs.user_access(mm, cpu, addr, access, data if access == 1 else got, pte, page, hit)
+    return got
 
 
 async def user_access(mm: Any, addr: int, access: int, n: int = 0, data: bytes = b"",

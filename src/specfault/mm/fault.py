@@ -57,8 +57,10 @@ from specfault.mm.fault_flags import (
     ACCESS_EXEC,
     ACCESS_READ,
     ACCESS_WRITE,
+    FAULT_FLAG_TRIED,
     FAULT_FLAG_VMA_LOCK,
     VM_FAULT_COMPLETED,
+    VM_FAULT_MAJOR,
     VM_FAULT_OOM,
     VM_FAULT_RETRY,
     VM_FAULT_SIGBUS,
@@ -102,35 +104,54 @@ async def do_user_addr_fault(mm: Any, address: int, access: int, prot: bool = Fa
             return
     elif protocol == "pervma":
         fault = await do_vma_locked_fault(mm, address, access, flags, prot)
-        if fault is not None:
+        if fault is not None and not fault & VM_FAULT_RETRY:
             raise_for(fault, address)
             return
-    await mmap_read_lock(mm)
-    vma = mm.find_vma(address)
-    if vma is not None and vma.vm_start > address and vma.vm_flags & VM_GROWSDOWN:
-        vma = await expand_stack(mm, address)     # lock_mm_and_find_vma(): grow the stack
-        if vma is None:                            # (mmap_lock dropped)
+        if fault is not None and fault & VM_FAULT_MAJOR:
+            flags |= FAULT_FLAG_TRIED     # the I/O was done: do not drop mmap_lock again
+    await lock_mm_and_fault(mm, address, access, flags, prot)
+
+
+async def lock_mm_and_fault(mm: Any, address: int, access: int, flags: int,
+                            prot: bool = False) -> None:
+    """The classic path: mmap_lock (read), find the VMA, handle_mm_fault.
+    A VM_FAULT_RETRY (the handler dropped mmap_lock to wait for I/O on a
+    locked folio) retries with FAULT_FLAG_TRIED — which never asks to be
+    retried again.  Enters and returns with no lock held."""
+    while True:
+        await mmap_read_lock(mm)
+        vma = mm.find_vma(address)
+        if vma is not None and vma.vm_start > address and vma.vm_flags & VM_GROWSDOWN:
+            vma = await expand_stack(mm, address)     # lock_mm_and_find_vma(): grow the stack
+            if vma is None:                            # (mmap_lock dropped)
+                raise SegmentationFault(address, SEGV_MAPERR)
+        if vma is None or vma.vm_start > address:
+            await mmap_read_unlock(mm)
             raise SegmentationFault(address, SEGV_MAPERR)
-    if vma is None or vma.vm_start > address:
+        if access_error(access, vma, prot):
+            await mmap_read_unlock(mm)
+            raise SegmentationFault(address, SEGV_ACCERR)
+        fault = await handle_mm_fault(vma, address, flags)
+        if fault & VM_FAULT_RETRY:
+            # mmap_lock was released by the handler (folio_lock_or_retry)
+            flags |= FAULT_FLAG_TRIED
+            continue
         await mmap_read_unlock(mm)
-        raise SegmentationFault(address, SEGV_MAPERR)
-    if access_error(access, vma, prot):
-        await mmap_read_unlock(mm)
-        raise SegmentationFault(address, SEGV_ACCERR)
-    fault = await handle_mm_fault(vma, address, flags)
-    await mmap_read_unlock(mm)
-    if fault:
-        raise_for(fault, address)
+        if fault:
+            raise_for(fault, address)
+        return
 
 
 # --------------------------------------------------------------------- per-VMA
 async def do_vma_locked_fault(mm: Any, address: int, access: int, flags: int,
                               prot: bool = False) -> int | None:
-    """Fault under the VMA lock.  Returns the fault result, or None when the
-    classic path must run.  We enter with no lock held: lock_vma_under_rcu
-    read-locks the VMA, handle_mm_fault(FAULT_FLAG_VMA_LOCK) runs under it,
-    and it is dropped here (vma_end_read) on every path: we return with no
-    lock held."""
+    """Fault under the VMA lock.  Returns the fault result — with
+    VM_FAULT_RETRY (and VM_FAULT_MAJOR if the handler did the I/O) when the
+    classic path must run — or None when no VMA could be locked.  We enter
+    with no lock held: lock_vma_under_rcu read-locks the VMA,
+    handle_mm_fault(FAULT_FLAG_VMA_LOCK) runs under it, and it is dropped
+    here (vma_end_read) or by the handler that returned VM_FAULT_RETRY: we
+    return with no lock held."""
     kernel = mm.kernel
     vma = await lock_vma_under_rcu(mm, address)
     if vma is None:
@@ -139,17 +160,23 @@ async def do_vma_locked_fault(mm: Any, address: int, access: int, flags: int,
         await vma_end_read(vma)
         kernel.count("vma_lock_success")
         raise SegmentationFault(address, SEGV_ACCERR)
+    # knob pervma_unlock_before_ptl (a mutant): the VMA lock is dropped once
+    # the VMA is found and checked, before the handler takes the PTL — "the
+    # PTL protects the PTE": nothing keeps munmap or mprotect out any more
+    early = mm.config.knob("pervma_unlock_before_ptl")
+    if early:
+        await vma_end_read(vma)
     fault = await handle_mm_fault(vma, address, flags | FAULT_FLAG_VMA_LOCK)
-    # (Linux's handlers drop the VMA lock themselves before VM_FAULT_RETRY;
-    # the model's return it held, so it is dropped here in both cases)
-    if not fault & VM_FAULT_COMPLETED:
+    # the handlers drop the VMA lock themselves before VM_FAULT_RETRY
+    # (release_fault_lock) or VM_FAULT_COMPLETED
+    if not fault & (VM_FAULT_RETRY | VM_FAULT_COMPLETED) and not early:
         await vma_end_read(vma)
     if not fault & VM_FAULT_RETRY:
         kernel.count("vma_lock_success")
         return fault
     kernel.count("vma_lock_retry")
-    return None
+    return fault
 
 
 __all__ = ["ACCESS_EXEC", "ACCESS_READ", "ACCESS_WRITE", "access_error", "do_user_addr_fault",
-           "do_vma_locked_fault", "fault_flags"]
+           "do_vma_locked_fault", "fault_flags", "lock_mm_and_fault"]

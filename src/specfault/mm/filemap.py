@@ -10,10 +10,16 @@ Shared anonymous mappings are backed by an unnamed shmem inode
 Fields
 ------
 Inode
-# protected by the inode lock (op atomicity in the model)
+# protected by the inode lock (i_rwsem, taken for write by truncation and
+# hole punching; read()/write() are op-atomic in the model); read locklessly
+# (i_size_read) by faults, which re-check it under the folio lock
     size, data (backing bytes of pages not cached)
-# protected by the page-cache lock (xa_lock): insertions and removals
+    i_rwsem      the inode lock (inode_lock(): truncate.py)
+# protected by the page-cache lock (xa_lock): insertions and removals;
+# a page is removed only under its folio lock (filemap_remove_folio)
     pages
+# the reverse map of the file (mm/rmap.py: its lock rule, i_mmap_rwsem's role)
+    i_mmap    the VMAs mapping the inode (VmaIntervalTree)
 # immutable
     ino, path, shmem, wants_writenotify
     thp_get_unmapped_area  the filesystem's f_op->get_unmapped_area is
@@ -37,8 +43,17 @@ import itertools
 from typing import Any
 
 from specfault.constants import PAGE_SIZE
-from specfault.mm.page import GetPage, Page, alloc_page
-from specfault.runtime import Work
+from specfault.mm.interval_tree import VmaIntervalTree
+from specfault.mm.page import (
+    Page,
+    PutPage,
+    alloc_page,
+    folio_lock,
+    folio_unlock,
+    lru_add,
+)
+from specfault.runtime import Load, Op, Work
+from specfault.sync.rwsem import RwSemaphore
 
 FMODE_READ = 0x1
 FMODE_WRITE = 0x2
@@ -46,7 +61,7 @@ FMODE_WRITE = 0x2
 
 class Inode:
     __slots__ = ("ino", "path", "size", "data", "pages", "shmem", "wants_writenotify", "dev",
-                 "thp_get_unmapped_area")
+                 "thp_get_unmapped_area", "i_mmap", "i_rwsem")
 
     def __init__(self, ino: int, path: str, shmem: bool = False) -> None:
         self.ino = ino
@@ -59,6 +74,8 @@ class Inode:
         self.wants_writenotify = not shmem
         self.dev = (0, 1) if shmem else (0, 0x2a)
         self.thp_get_unmapped_area = False
+        self.i_mmap = VmaIntervalTree()
+        self.i_rwsem = RwSemaphore(f"i_rwsem@{ino}", "i_rwsem")
 
     def nr_pages(self) -> int:
         return (self.size + PAGE_SIZE - 1) // PAGE_SIZE
@@ -130,7 +147,7 @@ class Filesystem:
         page = self.kernel.mem.alloc()
         if page is None:
             return None
-        _fill(inode, index, page)
+        _fill(inode, index, page, self.kernel.mem)
         return page
 
     def read(self, inode: Inode, off: int, n: int) -> bytes:
@@ -173,26 +190,18 @@ class Filesystem:
         if page.data is not None:
             inode.data[page.index] = bytes(page.data)
         del inode.pages[page.index]
+        page.mapping = None
         self.kernel.mem.put_page(page)
 
-    def punch_hole(self, inode: Inode, first: int, last: int) -> None:
-        """fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE) of the whole
-        pages [first, last] (shmem_fallocate / ext4_punch_hole): cached
-        pages and backing bytes go; the range reads back as zeroes.  The
-        caller unmapped the range (unmap_mapping_range)."""
-        for idx in [i for i in inode.pages if first <= i <= last]:
-            page = inode.pages.pop(idx)
-            assert not page.mapcount, f"punch_hole: {page!r} still mapped"
-            self.kernel.mem.put_page(page)
-        for idx in [i for i in inode.data if first <= i <= last]:
-            del inode.data[idx]
-
     def truncate(self, inode: Inode, size: int) -> None:
-        """Drop cached pages wholly beyond ``size`` (they must be unmapped:
-        the model's truncate is only used on unmapped files)."""
+        """Drop cached pages wholly beyond ``size`` at once, for files no
+        one maps (a new file's old contents, the last fput of a shmem
+        inode); a mapped file is truncated by truncate.do_truncate."""
         keep = (size + PAGE_SIZE - 1) // PAGE_SIZE
         for idx in [i for i in inode.pages if i >= keep]:
             page = inode.pages.pop(idx)
+            assert not page.mapcount, f"Filesystem.truncate: {page!r} still mapped"
+            page.mapping = None
             self.kernel.mem.put_page(page)
         for idx in [i for i in inode.data if i >= keep]:
             del inode.data[idx]
@@ -203,7 +212,7 @@ class Filesystem:
         inode.size = size
 
 
-def _fill(inode: Inode, index: int, page: Page) -> None:
+def _fill(inode: Inode, index: int, page: Page, mem: Any) -> None:
     """Insert a freshly allocated page into the cache, contents from disk."""
     data = inode.data.pop(index, None)
     if data is not None:
@@ -211,33 +220,124 @@ def _fill(inode: Inode, index: int, page: Page) -> None:
     page.mapping = inode
     page.index = index
     inode.pages[index] = page   # the cache holds the allocation's reference
+    lru_add(mem, page)          # folio_add_lru(): the inactive file list
+
+
+class FindGetPage(Op):
+    """``page = await FindGetPage(inode, index)``: filemap_get_entry() — the
+    page-cache page at ``index`` with a reference taken, or None.  One op:
+    Linux's lookup under RCU with folio_try_get() and the re-check of the
+    slot amounts to an atomic find-and-get (a page being freed is not
+    found)."""
+
+    __slots__ = ("inode", "index")
+    kind = "find_get_page"
+
+    def __init__(self, inode: Inode, index: int) -> None:
+        self.inode = inode
+        self.index = index
+
+    def perform(self) -> Page | None:
+        page = self.inode.pages.get(self.index)
+        if page is not None:
+            page.refcount += 1
+        return page
+
+    def footprint(self) -> tuple[tuple[object, str, str], ...]:
+        return ((self.inode, "pages", "r"),)
+
+    def describe(self) -> str:
+        return f"find_get_page {self.inode.path}[{self.index}]"
+
+
+async def i_size_read(inode: Inode) -> int:
+    """``i_size_read()``: READ_ONCE of the file's size (racing truncation)."""
+    return await Load(inode, "size")  # type: ignore[no-any-return]
 
 
 async def filemap_fault(kernel: Any, inode: Inode, index: int) -> tuple[int, Page | None]:
     """->fault (filemap_fault / shmem_fault): the page-cache page at
-    ``index`` with a reference taken for the caller, reading it in (or, for
-    shmem, allocating a zeroed page) if it is not cached.  Returns
-    (VM_FAULT_* bits, page)."""
+    ``index``, *locked*, with a reference taken for the caller, reading it
+    in (or, for shmem, allocating a zeroed page) if it is not cached.
+    Returns (VM_FAULT_* bits, page); a page comes back locked
+    (VM_FAULT_LOCKED): the caller maps it under the folio lock and then
+    unlocks it and drops the reference.  Against truncation and hole
+    punching (truncate.py), in Linux's order:
+
+    1. beyond i_size: VM_FAULT_SIGBUS;
+    2. find the page in the cache, or allocate one and insert it (filled
+       from the backing store);
+    3. (the lookup took a reference: FindGetPage) lock it (folio_lock:
+       sleeps while truncation holds it);
+    4. ``folio->mapping`` re-checked: truncation or a hole punch removed it
+       from the cache while we waited (it is no longer the file's page):
+       unlock, put, look it up again (retry_find) — knob
+       ``no_folio_mapping_recheck`` (mutant) maps the orphan instead;
+    5. i_size re-checked under the folio lock: a truncation that set the
+       size after step 1 may have swept the cache before we inserted a new
+       page at step 2 — SIGBUS (shmem removes the page it inserted) —
+       knob ``no_isize_recheck_after_lock`` (mutant) maps it beyond EOF.
+
+    No mapping->invalidate_lock: the model's files are tmpfs files, and
+    tmpfs takes it neither in shmem_fault nor in shmem_setattr /
+    shmem_fallocate (ext4 takes it shared around reading a page in and
+    exclusive around truncation; steps 4-5 are what tmpfs relies on).
+    Entered with the fault's lock (mmap_lock read or the VMA lock), no PTL;
+    takes and holds the folio lock (returned held with the page)."""
     from specfault.mm.fault_flags import VM_FAULT_MAJOR, VM_FAULT_OOM, VM_FAULT_SIGBUS
 
-    if index >= inode.nr_pages():
-        return VM_FAULT_SIGBUS, None
+    config = kernel.config
     ret = 0
-    page = inode.pages.get(index)
-    if page is None:
-        page = await alloc_page(kernel.mem)
+    while True:
+        size = await i_size_read(inode)                                # 1.
+        if index >= (size + PAGE_SIZE - 1) // PAGE_SIZE:
+            return VM_FAULT_SIGBUS, None
+        created = False
+        page = await FindGetPage(inode, index)                         # 2., 3.
         if page is None:
-            return VM_FAULT_OOM, None
-        if index in inode.pages:  # raced with another filler while allocating
-            kernel.mem.put_page(page)
-            page = inode.pages[index]
-            await GetPage(page)
-            return ret, page
-        else:
-            if not inode.shmem:
-                await Work("read_page")
-                ret |= VM_FAULT_MAJOR
-                kernel.count("pgmajfault")
-            _fill(inode, index, page)
-    await GetPage(page)
-    return ret, page
+            page = await alloc_page(kernel.mem)
+            if page is None:
+                return VM_FAULT_OOM, None
+            # filemap_add_folio() of a new folio: locked before it is
+            # visible, our reference and the cache's; read in under the lock
+            await folio_lock(page)
+            if index in inode.pages:  # raced with another filler meanwhile
+                await folio_unlock(page)
+                kernel.mem.put_page(page)
+                continue
+            else:
+                page.refcount += 1
+                _fill(inode, index, page, kernel.mem)
+                created = True
+                if not inode.shmem:
+                    await Work("read_page")
+                    ret |= VM_FAULT_MAJOR
+                    kernel.count("pgmajfault")
+        assert page is not None
+        if not created:
+            await folio_lock(page)                                     # 3.
+        if page.mapping is not inode and not config.knob("no_folio_mapping_recheck"):   # 4.
+            await folio_unlock(page)
+            await PutPage(kernel.mem, page)
+            kernel.count("filemap_fault_retry_truncated")
+            continue
+        size = await i_size_read(inode)                                # 5.
+        if index >= (size + PAGE_SIZE - 1) // PAGE_SIZE \
+                and not config.knob("no_isize_recheck_after_lock"):
+            if created and page.mapping is inode:
+                filemap_remove_folio(kernel, inode, page)     # shmem: drop what we added
+            await folio_unlock(page)
+            await PutPage(kernel.mem, page)
+            return VM_FAULT_SIGBUS, None
+        return ret, page
+
+
+def filemap_remove_folio(kernel: Any, inode: Inode, page: Page) -> None:
+    """filemap_remove_folio(): take ``page`` out of the page cache (the
+    cache's reference dropped; ``page.mapping`` cleared, so a fault that
+    found it before sees it gone).  Caller holds the folio lock and has
+    unmapped it (truncation) — unless a mutant says otherwise."""
+    del inode.pages[page.index]
+    page.mapping = None
+    page.dirty = False
+    kernel.mem.put_page(page)

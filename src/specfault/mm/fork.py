@@ -24,14 +24,19 @@ from specfault.mm.mmu_gather import MmuGather, free_pgtables, rss_kind, unmap_pa
 from specfault.mm.pgtable import (
     _PAGE_ACCESSED,
     _PAGE_DIRTY,
+    is_swap_pte,
     pte_pfn,
     pte_present,
     pte_special,
+    pte_swp_clear_exclusive,
+    pte_swp_exclusive,
+    pte_to_swp_entry,
     pte_write,
     pte_wrprotect,
     walk,
     walk_range,
 )
+from specfault.mm.swapfile import swap_duplicate
 from specfault.mm.tlb import flush_tlb_range
 from specfault.mm.vma import (
     VM_DONTCOPY,
@@ -64,6 +69,12 @@ async def dup_mmap(oldmm: Any) -> MmStruct:
     mm.start_brk, mm.brk, mm.mmap_base = oldmm.start_brk, oldmm.brk, oldmm.mmap_base
     mm.start_stack, mm.rlimit_stack, mm.mmap_min_addr = \
         oldmm.start_stack, oldmm.rlimit_stack, oldmm.mmap_min_addr
+    # knob fork_flush_before_wrprotect (a mutant): the parent's TLBs are
+    # flushed before its PTEs are write-protected, not after — a CPU that
+    # refills a writable entry in between keeps writing the shared page
+    early = oldmm.config.knob("fork_flush_before_wrprotect")
+    if early:
+        await flush_tlb_range(oldmm, 0, TASK_END)
     for mpnt in oldmm.vmas():
         # knob pervma_fork_no_vma_lock: without this, a write fault under
         # the parent's VMA lock races with the COW write-protect below
@@ -83,7 +94,8 @@ async def dup_mmap(oldmm: Any) -> MmStruct:
         mm.total_vm += tmp.pages()
         if not tmp.vm_flags & VM_WIPEONFORK and vma_needs_copy(mpnt):
             await copy_page_range(tmp, mpnt)
-    await flush_tlb_range(oldmm, 0, TASK_END)    # flush_tlb_mm(oldmm)
+    if not early:
+        await flush_tlb_range(oldmm, 0, TASK_END)    # flush_tlb_mm(oldmm)
     await mmap_write_unlock(mm)
     await mmap_write_unlock(oldmm)
     oldmm.kernel.mms.append(mm)
@@ -99,6 +111,18 @@ async def copy_page_range(dst_vma: VmArea, src_vma: VmArea) -> None:
         await spt.ptl.lock()
         for i in range((lo - spt.base) >> 12, (hi - spt.base) >> 12):
             pte = await LoadItem(spt, spt.entries, i)
+            if is_swap_pte(pte):
+                # copy_nonpresent_pte(): one more reference to the slot; the
+                # entry is no longer exclusive to the parent
+                if swap_duplicate(src_mm.kernel, pte_to_swp_entry(pte)) < 0:
+                    raise AssertionError("fork: a swap PTE names a free slot")
+                if pte_swp_exclusive(pte):
+                    pte = pte_swp_clear_exclusive(pte)
+                    await StoreItem(spt, spt.entries, i, pte)
+                dst_mm.rss["swap"] += 1
+                await StoreItem(dpt, dpt.entries, i, pte)
+                dpt.nr += 1
+                continue
             if not pte_present(pte):
                 continue
             if not pte_special(pte):
@@ -110,7 +134,11 @@ async def copy_page_range(dst_vma: VmArea, src_vma: VmArea) -> None:
                 dst_mm.rss[rss_kind(page)] += 1
             if cow and pte_write(pte):
                 pte = pte_wrprotect(pte)
-                await StoreItem(spt, spt.entries, i, pte)   # ptep_set_wrprotect()
+                # knob fork_no_wrprotect_parent (a mutant): only the child's
+                # copy is write-protected; the parent keeps writing a page
+                # the child maps
+                if not src_mm.config.knob("fork_no_wrprotect_parent"):
+                    await StoreItem(spt, spt.entries, i, pte)   # ptep_set_wrprotect()
             child = pte & ~_PAGE_ACCESSED                  # pte_mkold()
             if src_vma.vm_flags & VM_SHARED:
                 child &= ~_PAGE_DIRTY                      # pte_mkclean()

@@ -7,6 +7,7 @@ import itertools
 from typing import Any
 
 from specfault.config import Config
+from specfault.mm import vmscan
 from specfault.mm.filemap import Filesystem
 from specfault.mm.page import PhysMem
 from specfault.mm.tlb import Cpu
@@ -26,6 +27,11 @@ VMSTAT_EVENTS = (
     "thp_fault_alloc", "cow_fault", "zero_page_fault", "fault_around",
     "spf_attempt", "spf_abort", "spf_success", "vma_lock_success", "vma_lock_abort", "vma_lock_retry",
     "vma_lock_miss", "tlb_flush", "nr_page_table_pages", "oom",
+    # reclaim and swap (mm/vmscan.py, mm/swap_state.py), Linux's names
+    "pswpin", "pswpout", "pgscan_kswapd", "pgscan_direct", "pgsteal_kswapd",
+    "pgsteal_direct", "pgscan_anon", "pgscan_file", "pgsteal_anon", "pgsteal_file",
+    "pgactivate", "pgdeactivate", "pglazyfreed", "pgrefill", "allocstall", "kswapd_wake",
+    "pageoutrun", "swap_alloc_fail", "swap_slot_free", "fault_retry",
 ) + SPF_ABORT_REASONS + SPF_ATTEMPT_KINDS
 
 
@@ -34,6 +40,20 @@ class Kernel:
         self.config = config
         self.vmstat: dict[str, int] = dict.fromkeys(VMSTAT_EVENTS, 0)
         self.mem = PhysMem(config.nr_frames, self.vmstat)
+        self.mem.kernel = self
+        self.mem.slowpath = vmscan.alloc_pages_slowpath
+        self.mem.set_watermarks(int(config.knob("watermark_min")))
+        # swap (mm/swapfile.py, mm/swap_state.py): the devices, by type, and
+        # the swap cache (entry -> folio); no device unless swap_pages is set
+        self.swap_info: list[Any] = []
+        self.swap_cache: dict[int, Any] = {}
+        if config.knob("swap_pages"):
+            from specfault.mm.swapfile import swapon
+            swapon(self, int(config.knob("swap_pages")))
+        # kswapd (mm/vmscan.py): woken by an allocation below the low
+        # watermark; run by the direct driver after each API call, by a
+        # scenario's kswapd thread in the explorer
+        self.kswapd_wait = False
         # knob rcu_irqs_off_is_reader=False: the pre-4.20 world in which an
         # interrupts-off section does not hold off an RCU grace period
         self.rcu = Rcu(irqs_off_is_reader=bool(config.knob("rcu_irqs_off_is_reader")))
@@ -46,6 +66,11 @@ class Kernel:
         # VMAs out of the tree whose free waits for the last put_vma (knob
         # spf_vma_pin), by id: at quiescence a leftover one is a leaked pin
         self.vma_free_deferred: dict[int, Any] = {}
+        # the checker's recorder of user accesses and TLB flushes
+        # (check/properties.py History), or None: hooks in mm/access.py
+        # (hw_access) and mm/tlb.py (flush_tlb_range) call it; never
+        # read by the model
+        self.observer: Any = None
 
     def count(self, event: str, n: int = 1) -> None:
         self.vmstat[event] = self.vmstat.get(event, 0) + n

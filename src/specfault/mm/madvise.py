@@ -1,6 +1,7 @@
 """madvise(2) (mm/madvise.c), as Linux 6.18 on x86-64 with THP, KSM and
-swap configured (the host's config) — but a machine without THPs, swap
-devices or a running ksmd.
+swap configured (the host's config) — but a machine without THPs or a
+running ksmd, and without swap devices unless the machine has one (knob
+``swap_pages``).
 
 Every advice Linux 6.18 accepts is accepted, except the guard-region pair
 (MADV_GUARD_INSTALL/REMOVE, which need PTE markers in the fault path: EINVAL
@@ -66,19 +67,29 @@ from specfault.mm.mmap_lock import (
     mmap_write_unlock,
     vma_start_write,
 )
-from specfault.mm.mmu_gather import MmuGather, rss_kind, unmap_page_range
+from specfault.mm.mmu_gather import MmuGather, unmap_page_range
+from specfault.mm.page import GetPage, lru_move
 from specfault.mm.pgtable import (
     _PAGE_ACCESSED,
     _PAGE_DIRTY,
     follow_pte,
+    is_swap_pte,
     pte_dirty,
     pte_pfn,
     pte_present,
     pte_special,
+    pte_to_swp_entry,
     pte_write,
     walk_range,
 )
-from specfault.mm.truncate import unmap_mapping_range
+from specfault.mm.swap_state import (
+    folio_free_swap,
+    folio_test_locked,
+    folio_trylock,
+    folio_unlock,
+    free_swap_and_cache,
+)
+from specfault.mm.truncate import shmem_punch_hole
 from specfault.mm.vma import (
     VM_DONTCOPY,
     VM_DONTDUMP,
@@ -104,6 +115,7 @@ from specfault.mm.vma import (
     VmArea,
 )
 from specfault.mm.vma_ops import vma_modify
+from specfault.mm.vmscan import folio_isolate_lru, reclaim_pages
 from specfault.runtime import LoadItem, StoreItem
 
 EHWPOISON = 133         # Linux's value (not in every Python's errno module)
@@ -275,8 +287,9 @@ def madvise_collapse(vma: VmArea) -> int:
 
 def madvise_willneed(mm: Any, vma: VmArea, start: int, end: int) -> int:
     """Read a regular file's pages into the page cache (vfs_fadvise
-    POSIX_FADV_WILLNEED); anonymous and shmem memory would be swapped in:
-    the model has no swap, so there is nothing to do."""
+    POSIX_FADV_WILLNEED); anonymous and shmem memory would be swapped in
+    (swapin_walk_pmd_entry: readahead into the swap cache) — the model has
+    no swap-in readahead: swapped pages come back when touched."""
     if vma.vm_file is not None and not vma.vm_file.inode.shmem:
         inode = vma.vm_file.inode
         first = vma.linear_page_index(start)
@@ -306,32 +319,58 @@ async def madvise_dontneed_free(mm: Any, vma: VmArea, start: int, end: int,
 
 async def madvise_free_single_vma(mm: Any, vma: VmArea, start: int, end: int) -> int:
     """MADV_FREE (madvise_free_pte_range()): each anonymous page mapped in
-    the range is marked clean and old and becomes lazily freeable; until
-    reclaim (MADV_PAGEOUT, in the model) discards it, it stays mapped and
-    readable, and a store makes it dirty again (kept).  Only private
+    the range is marked clean and old and becomes lazily freeable
+    (folio_mark_lazyfree: off the swap-backed LRU); until reclaim
+    discards it (MADV_PAGEOUT, kswapd, direct reclaim), it stays mapped and
+    readable, and a store makes it dirty again (kept).  A page in the swap
+    cache first loses its slot (folio_free_swap), or is skipped if the slot
+    is still referenced; a swapped-out page (swap PTE) is dropped at once:
+    its entry is freed and the address reads zeroes.  Only private
     anonymous memory: -EINVAL otherwise.  Caller holds mmap_lock for read;
     each PTE table's PTL is taken in turn."""
     if vma.vm_file is not None:
         return -errno.EINVAL
-    mem = mm.kernel.mem
+    kernel = mm.kernel
+    mem = kernel.mem
     tlb = MmuGather(mm)
     for pt, lo, hi in await walk_range(mm, start, end):
         await pt.ptl.lock()
         for i in range((lo - pt.base) >> 12, (hi - pt.base) >> 12):
             pte = await LoadItem(pt, pt.entries, i)
+            if is_swap_pte(pte):
+                await StoreItem(pt, pt.entries, i, 0)     # pte_clear_not_present_full
+                pt.nr -= 1
+                mm.rss["swap"] -= 1
+                free_swap_and_cache(kernel, pte_to_swp_entry(pte))
+                continue
             if not pte_present(pte) or pte_special(pte):
                 continue                     # none, or the zero page
             page = mem.pages[pte_pfn(pte)]
-            if page.dirty:
-                if page.mapcount != 1:
+            if page.swapcache or page.dirty:
+                if page.mapcount != 1 or folio_test_locked(page):
                     continue                 # another mapping may need the data
+                if page.swapcache:
+                    if not await folio_trylock(page):
+                        continue
+                    freed = await folio_free_swap(kernel, page)
+                    await folio_unlock(page)
+                    if not freed:
+                        continue
                 page.dirty = False
             if pte & (_PAGE_ACCESSED | _PAGE_DIRTY):
                 # clear_young_dirty_ptes() + tlb_remove_tlb_entries()
                 await StoreItem(pt, pt.entries, i, pte & ~(_PAGE_ACCESSED | _PAGE_DIRTY))
                 addr = pt.base + (i << 12)
-                tlb.track(addr, addr + PAGE_SIZE)
-            page.lazyfree = True             # folio_mark_lazyfree()
+                # knob madv_free_no_flush (a mutant): "only bits changed, the
+                # page stays mapped" — a CPU's cached dirty entry lets a store
+                # through without dirtying the PTE, and reclaim discards it
+                if not mm.config.knob("madv_free_no_flush"):
+                    tlb.track(addr, addr + PAGE_SIZE)
+            if not page.lazyfree:            # folio_mark_lazyfree(): lru_lazyfree
+                page.lazyfree = True
+                page.referenced = False
+                if page.lru is not None:
+                    lru_move(mem, page, False)
         await pt.ptl.unlock()
     await tlb.finish()
     return 0
@@ -343,23 +382,27 @@ async def madvise_cold_or_pageout(mm: Any, vma: VmArea, start: int, end: int,
     """MADV_COLD / MADV_PAGEOUT (madvise_cold_or_pageout_pte_range()).
     Both look only at pages mapped exactly once (folio_mapcount() == 1):
 
-    * COLD clears their accessed bits (and deactivates them on the LRU,
-      which the model has not): nothing else is observable;
-    * PAGEOUT reclaims them (reclaim_pages()), on a machine without swap:
-      an anonymous page stays (add_to_swap() fails), unless it is lazily
-      freeable (MADV_FREE, still clean) or in a MAP_DROPPABLE mapping: then
-      it is discarded and reads back as zeroes; a file page is unmapped
-      from the page tables (try_to_unmap()) and, if clean and not shmem,
-      dropped from the page cache; dirty and shmem pages stay cached (no
+    * COLD clears their accessed bits and deactivates them (the inactive
+      end of their LRU: the next reclaim takes them first);
+    * PAGEOUT isolates them from the LRU and reclaims them at once
+      (vmscan.reclaim_pages: shrink_folio_list ignoring references): an
+      anonymous page goes to swap (a swap PTE; pswpout) when there is a
+      free slot, and stays otherwise (no swap device, swap full); a lazily
+      freeable one (MADV_FREE, still clean) or one of a MAP_DROPPABLE
+      mapping is discarded and reads back as zeroes; a file page is
+      unmapped (try_to_unmap()) and, if clean and not shmem, dropped
+      from the page cache; dirty and shmem pages stay cached (no file
       writeback from this path; no swap for shmem).
 
+    Swap PTEs, the zero page and pages mapped more than once are skipped.
     The caller is root (can_do_file_pageout()), so file pages of any
-    mapping are paged out.  Caller holds mmap_lock for read; the walk and
-    each reclaim take the PTE table's PTL (dropped in between, as
-    folio_isolate_lru() lets Linux do)."""
+    mapping are paged out.  Caller holds mmap_lock for read; the walk takes
+    each PTE table's PTL, and reclaim takes them again through the reverse
+    map (no mmap_lock needed there)."""
     if vma.vm_flags & (VM_LOCKED | VM_PFNMAP | VM_HUGETLB):      # can_madv_lru_vma()
         return -errno.EINVAL
-    mem = mm.kernel.mem
+    kernel = mm.kernel
+    mem = kernel.mem
     tlb = MmuGather(mm)
     isolated = []
     for pt, lo, hi in await walk_range(mm, start, end):
@@ -375,66 +418,33 @@ async def madvise_cold_or_pageout(mm: Any, vma: VmArea, start: int, end: int,
             if not pageout and pte & _PAGE_ACCESSED:
                 await StoreItem(pt, pt.entries, i, pte & ~_PAGE_ACCESSED)   # pte_mkold
                 tlb.track(addr, addr + PAGE_SIZE)
+            page.referenced = False                               # folio_clear_referenced
             if pageout:
-                isolated.append((pt, i, addr, page))              # folio_isolate_lru()
+                if folio_isolate_lru(mem, page):
+                    await GetPage(page)                           # the isolation reference
+                    isolated.append(page)
+            elif page.lru is not None:
+                lru_move(mem, page, False)                        # folio_deactivate
+                kernel.count("pgdeactivate")
         await pt.ptl.unlock()
     await tlb.finish()
-    for pt, i, addr, page in isolated:
-        await reclaim_page(mm, vma, pt, i, addr, page)
+    await reclaim_pages(kernel, isolated)
     return 0
-
-
-async def reclaim_page(mm: Any, vma: VmArea, pt: Any, i: int, addr: int, page: Any) -> None:
-    """shrink_folio_list() for one isolated page mapped once, at ``addr``,
-    without swap space (see madvise_cold_or_pageout).  Takes the PTL and
-    re-checks that the PTE still maps ``page`` before unmapping it."""
-    droppable = bool(vma.vm_flags & VM_DROPPABLE)
-    if page.anon and not (page.lazyfree or droppable):
-        return                               # add_to_swap() fails: keep it
-    await pt.ptl.lock()
-    pte = await LoadItem(pt, pt.entries, i)
-    if not pte_present(pte) or pte_pfn(pte) != page.pfn:
-        await pt.ptl.unlock()
-        return
-    if page.anon:
-        # try_to_unmap_one() of a lazily freeable page: discard it while
-        # clean and referenced by this mapping only; a droppable one even
-        # when dirty.  A dirtied MADV_FREE page becomes swap-backed again.
-        dirty = pte_dirty(pte) or page.dirty
-        if page.refcount != page.mapcount or (dirty and not droppable):
-            if not droppable:
-                page.lazyfree = False        # folio_set_swapbacked()
-            await pt.ptl.unlock()
-            return
-    tlb = MmuGather(mm)
-    await StoreItem(pt, pt.entries, i, 0)    # ptep_clear_flush()
-    pt.nr -= 1
-    if pte_dirty(pte) and not page.anon:
-        page.dirty = True                    # folio_mark_dirty()
-    page.mapcount -= 1
-    page.anon_exclusive = False
-    mm.rss[rss_kind(page)] -= 1
-    tlb.track(addr, addr + PAGE_SIZE)
-    tlb.pages.append(page)                   # the mapping's reference, after the flush
-    await pt.ptl.unlock()
-    await tlb.finish()
-    if page.anon:
-        mm.kernel.count("pglazyfreed")       # discarded: it was the last reference
-        return
-    inode = page.mapping
-    if not page.dirty and not inode.shmem and not page.mapcount and page.refcount == 1:
-        mm.kernel.fs.remove_mapping(inode, page)          # __remove_mapping()
 
 
 # ------------------------------------------------------------------ REMOVE
 async def madvise_remove(mm: Any, vma: VmArea, start: int, end: int) -> int:
     """MADV_REMOVE: punch a hole in the file behind a shared writable
-    mapping (vfs_fallocate(PUNCH_HOLE | KEEP_SIZE)): every mapping of the
-    range, in every process, loses its PTEs for the file's pages (private
-    COWed copies stay), and the range reads back as zeroes.  The model's
-    files and shmem both support hole punching (as tmpfs and ext4 do).
-    Caller holds this mm's mmap_lock for read (Linux drops it around
-    vfs_fallocate(); the other mms' PTEs are zapped under their PTLs)."""
+    mapping (vfs_fallocate(PUNCH_HOLE | KEEP_SIZE), as shmem_fallocate does
+    it: truncate.shmem_punch_hole): every mapping of the range, in every
+    process, loses its PTEs for the file's pages (private COWed copies
+    stay), and the range reads back as zeroes.  The model's files are
+    tmpfs files, and shmem supports hole punching.  Errors as Linux's:
+    VM_LOCKED or no file (anonymous private memory) EINVAL, not a shared
+    writable mapping (a private file mapping) EACCES.  Caller holds this
+    mm's mmap_lock for read; as Linux (mark_mmap_lock_dropped), it is
+    dropped around the punch — which takes the inode lock, ordered before
+    mmap_lock — and retaken: the caller looks the next VMA up afresh."""
     if vma.vm_flags & VM_LOCKED:
         return -errno.EINVAL
     file = vma.vm_file
@@ -442,11 +452,14 @@ async def madvise_remove(mm: Any, vma: VmArea, start: int, end: int) -> int:
         return -errno.EINVAL
     if (vma.vm_flags & (VM_SHARED | VM_MAYWRITE)) != VM_SHARED | VM_MAYWRITE:
         return -errno.EACCES                 # !vma_is_shared_maywrite()
-    inode = file.inode
-    first = vma.linear_page_index(start)
-    nr = (end - start) >> 12
-    await unmap_mapping_range(mm.kernel, inode, first, nr, even_cows=False)
-    mm.kernel.fs.punch_hole(inode, first, first + nr - 1)
+    offset = vma.linear_page_index(start) << 12
+    file.f_count += 1                        # get_file()
+    await mmap_read_unlock(mm)
+    try:
+        await shmem_punch_hole(mm.kernel, file.inode, offset, end - start)
+    finally:
+        mm.kernel.fs.fput(file)
+        await mmap_read_lock(mm)
     return 0
 
 

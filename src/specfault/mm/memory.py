@@ -13,6 +13,8 @@ PTE none, shared file VMA, write      do_shared_fault
 PTE present read-only, write          do_wp_page (reuse, or wp_page_copy;
                                       wp_page_shared for shared mappings)
 PTE present and allowed               spurious: mark young/dirty, done
+PTE holds a swap entry                do_swap_page (a major fault if the
+                                      folio must be read from the device)
 ====================================  =====================================
 
 Locks.  Each handler states what it holds on entry and on return, as
@@ -35,37 +37,65 @@ from __future__ import annotations
 from typing import Any
 
 from specfault.mm.fault_flags import (
+    FAULT_FLAG_ALLOW_RETRY,
     FAULT_FLAG_SPECULATIVE,
+    FAULT_FLAG_TRIED,
     FAULT_FLAG_VMA_LOCK,
     FAULT_FLAG_WRITE,
+    VM_FAULT_MAJOR,
     VM_FAULT_NOPAGE,
     VM_FAULT_OOM,
     VM_FAULT_RETRY,
     VM_FAULT_SIGBUS,
     spf_fail,
 )
-from specfault.mm.filemap import filemap_fault
+from specfault.mm.filemap import FindGetPage, filemap_fault, i_size_read
+from specfault.mm.mmap_lock import mmap_read_unlock
 from specfault.mm.mmu_gather import rss_kind
-from specfault.mm.page import CopyPage, GetPage, Page, alloc_page, put_page
+from specfault.mm.page import CopyPage, GetPage, Page, alloc_page, lru_add, put_page
 from specfault.mm.pgtable import (
     PMD_LEVEL,
     __pte_alloc,
+    is_swap_pte,
     mk_pte,
     pte_mkdirty,
+    pte_mksoft_dirty,
     pte_mkspecial,
     pte_mkwrite,
     pte_mkyoung,
     pte_none,
     pte_offset_map,
     pte_pfn,
-    pte_present,
     pte_special,
+    pte_swp_exclusive,
+    pte_swp_soft_dirty,
+    pte_to_swp_entry,
     pte_write,
     walk,
 )
+from specfault.mm.rmap import anon_vma_chain_link
+from specfault.mm.swap_state import (
+    add_to_swap_cache,
+    folio_free_swap,
+    folio_lock,
+    folio_trylock,
+    folio_unlock,
+    swap_cache_get_folio,
+    swap_read_folio,
+)
+from specfault.mm.swapfile import swap_free, swapcache_prepare, vm_swap_full
 from specfault.mm.tlb import flush_tlb_range
-from specfault.mm.vma import VM_SHARED, VM_WRITE, AnonVma, VmArea, reusable_anon_vma
-from specfault.runtime import load_item, store_item, work
+from specfault.mm.vma import (
+    VM_DROPPABLE,
+    VM_LOCKED,
+    VM_SHARED,
+    VM_WRITE,
+    AnonVma,
+    VmArea,
+    reusable_anon_vma,
+)
+from specfault.runtime import Yield, load_item, store_item, work
+from specfault.sync.vma_lock import vma_end_read
 
 
 class Vmf:
@@ -222,17 +252,24 @@ async def handle_pte_fault(vmf: Vmf) -> int:
         if vmf.flags & FAULT_FLAG_SPECULATIVE:
             return spf_fail(vmf, "SPF_ABORT_NO_SPECULATE")
         return await do_fault(vmf)
-    assert pte_present(vmf.orig_pte), "handle_pte_fault: swap entries are not modelled"
+    if is_swap_pte(vmf.orig_pte):
+        return await do_swap_page(vmf)
     if vmf.flags & FAULT_FLAG_SPECULATIVE:
         vmf.mm.kernel.count("SPF_ATTEMPT_PTE")
     if await pte_map_lock(vmf) is False:
         return VM_FAULT_RETRY
     entry = await ptep_get(vmf)
-    if entry != vmf.orig_pte:
+    # knob wp_no_pte_same_recheck (a mutant): a write to a write-protected
+    # PTE goes to do_wp_page on the PTE read without the PTL — not
+    # re-checked, so do_wp_page reuses or copies a page that a racing COW
+    # or zap may have replaced meanwhile
+    unchecked = vmf.flags & FAULT_FLAG_WRITE and not pte_write(vmf.orig_pte) and \
+        vmf.mm.config.knob("wp_no_pte_same_recheck")
+    if entry != vmf.orig_pte and not unchecked:
         await pte_unmap_unlock(vmf)
         return 0
     if vmf.flags & FAULT_FLAG_WRITE:
-        if not pte_write(entry):
+        if unchecked or not pte_write(entry):
             return await do_wp_page(vmf)        # returns with the PTL released
         entry = pte_mkdirty(entry)
     entry = pte_mkyoung(entry)
@@ -268,8 +305,7 @@ async def anon_vma_prepare(vma: VmArea) -> bool:
         av = AnonVma()
     await mm.page_table_lock.lock()
     if vma.anon_vma is None:
-        vma.anon_vma = av
-        vma.anon_vma_chain = [av]
+        anon_vma_chain_link(vma, av, [av])
     await mm.page_table_lock.unlock()
     return True
 
@@ -280,11 +316,14 @@ async def vmf_anon_prepare(vmf: Vmf) -> int:
     waiting — a writer may be waiting on our VMA lock — and retry under
     mmap_lock if it is taken.  Returns 0 or the VM_FAULT_* code.  Entered
     and left with the fault's lock (mmap_lock read, or the VMA lock — then
-    mmap_lock read is taken and dropped here), no PTL; never speculative
-    (the speculative callers abort with SPF_ABORT_ANON_VMA first)."""
+    mmap_lock read is taken and dropped here), no PTL — except on
+    VM_FAULT_RETRY, returned with the VMA lock released (Linux 6.7+); never
+    speculative (the speculative callers abort with SPF_ABORT_ANON_VMA
+    first)."""
     vma = vmf.vma
     locked = vmf.flags & FAULT_FLAG_VMA_LOCK
     if locked and not await vma.vm_mm.mmap_lock.down_read_trylock():
+        await release_fault_lock(vmf)            # VM_FAULT_RETRY: the VMA lock goes
         return VM_FAULT_RETRY
     ok = await anon_vma_prepare(vma)
     if locked:
@@ -363,12 +402,214 @@ async def do_anonymous_page(vmf: Vmf) -> int:
 
 
 def page_add_new_anon_rmap(page: Page, vma: VmArea, address: int) -> None:
-    """folio_add_new_anon_rmap(): a new, exclusive anonymous page."""
+    """folio_add_new_anon_rmap() + folio_add_lru_vma(): a new, exclusive
+    anonymous page, indexed for the reverse map (its anon_vma, its linear
+    page index) and put on the inactive anon LRU.  A MAP_DROPPABLE
+    mapping's pages are not swap-backed (Linux 6.11+): reclaim drops them."""
     page.anon = True
     page.mapping = vma.anon_vma
     page.index = vma.linear_page_index(address)
     page.mapcount = 1
     page.anon_exclusive = True
+    if vma.vm_flags & VM_DROPPABLE:
+        page.lazyfree = True
+    lru_add(vma.vm_mm.kernel.mem, page)
+
+
+# ------------------------------------------------------------------- swap-in
+async def do_swap_page(vmf: Vmf) -> int:
+    """The PTE holds a swap entry: bring the page back (mm/memory.c).
+
+    1. speculative: knob ``spf_swap`` — "abort" (Lespinasse: SPF_ABORT_SWAP,
+       the fault is redone under a lock), "cache" (Dufour: a swap-cache hit
+       is handled speculatively, a miss aborts — no I/O, no readahead
+       while speculating);
+    2. look the entry up in the swap cache, taking a reference;
+    3. a miss: allocate a folio, claim the slot (swapcache_prepare: another
+       swap-in of the same entry holds it → back off and refault; the slot
+       was freed by a racing zap → refault), lock the folio, add it to the
+       swap cache and the LRU, read the slot (slow I/O: VM_FAULT_MAJOR,
+       pgmajfault) — with FAULT_FLAG_ALLOW_RETRY on a first attempt the
+       fault's lock is dropped for the read and VM_FAULT_RETRY returned
+       (the retry, FAULT_FLAG_TRIED, finds the folio in the swap cache); a
+       hit: lock the folio (folio_lock_or_retry: a folio locked by a read
+       in progress or by reclaim is waited for without the fault's lock,
+       and the fault retried) and re-check it is still this entry's
+       swap-cache folio (reclaim may have removed it meanwhile) — else
+       refault;
+    4. lock the PTL and re-check that the PTE still holds the entry
+       (pte_same — a racing munmap, swap-in or fork changed it: drop
+       everything and refault).  Mutant ``no_pte_same_after_swapin`` skips
+       this: the folio is mapped over whatever is there now;
+    5. map it: the PTE's reference to the slot goes (swap_free); the slot
+       itself too when freeing it is worth it (should_try_to_free_swap: a
+       write fault holding the only other reference, or swap half full);
+       the page is exclusive if the swap PTE said so (it was
+       PageAnonExclusive when unmapped) or nobody else holds it; a write
+       fault on an exclusive page maps it writable and dirty;
+    6. unlock the folio; a write fault on a page that is not exclusive
+       goes on into do_wp_page with the PTL held (COW);
+    7. unlock the PTL, drop the reference of 2/3.
+
+    We enter with the fault's lock (mmap_lock read, the VMA lock, or
+    speculatively none) and no PTL; we return with the fault's lock still
+    held and the PTL released — except VM_FAULT_RETRY from 3, returned
+    with the fault's lock released (release_fault_lock).  The folio lock
+    is taken and released here (a sleeping lock: never under the PTL)."""
+    vma, mm = vmf.vma, vmf.mm
+    kernel = mm.kernel
+    mem = kernel.mem
+    orig_pte: int = vmf.orig_pte  # type: ignore[attr-defined]  # set by the walk
+    entry = pte_to_swp_entry(orig_pte)
+    spec = vmf.flags & FAULT_FLAG_SPECULATIVE
+    if spec and mm.config.knob("spf_swap") == "abort":
+        return spf_fail(vmf, "SPF_ABORT_SWAP")
+    ret = 0
+    folio = await swap_cache_get_folio(kernel, entry)      # with a reference
+    if folio is not None:
+        retry = await folio_lock_or_retry(folio, vmf)
+        if retry:
+            await put_page(mem, folio)
+            return retry
+        if not folio.swapcache or folio.swap != entry:
+            await folio_unlock(folio)                       # reclaim freed its slot
+            await put_page(mem, folio)
+            return spf_fail(vmf, "SPF_ABORT_SWAP") if spec else 0
+    else:
+        if spec:
+            return spf_fail(vmf, "SPF_ABORT_SWAP")          # I/O: not speculatively
+        folio = await alloc_page(mem)
+        if folio is None:
+            kernel.count("oom")
+            return VM_FAULT_OOM
+        err = swapcache_prepare(kernel, entry)
+        if err:
+            # another swap-in owns the slot's cache bit (its folio is on
+            # the way into the cache: let it run — Linux sleeps a tick,
+            # schedule_timeout_uninterruptible(1)), or the entry was freed:
+            # refault
+            await put_page(mem, folio)
+            await Yield()
+            return 0
+        folio.anon = True                                    # __folio_set_swapbacked
+        await folio_lock(folio)
+        add_to_swap_cache(kernel, folio, entry)
+        lru_add(mem, folio)
+        kernel.count("pgmajfault")
+        ret = VM_FAULT_MAJOR
+        if fault_flag_allow_retry_first(vmf.flags):
+            # the read is in flight with the folio locked: folio_lock_or_retry
+            # finds it locked, drops the fault's lock for the I/O and asks
+            # for a retry, which finds the folio in the swap cache
+            await release_fault_lock(vmf)
+            await swap_read_folio(kernel, folio, entry)
+            await folio_unlock(folio)                        # the I/O's completion
+            await put_page(mem, folio)
+            kernel.count("fault_retry")
+            return ret | VM_FAULT_RETRY
+        await swap_read_folio(kernel, folio, entry)
+    # 4. the PTE must still hold the entry
+    if await pte_map_lock(vmf) is False:
+        await folio_unlock(folio)
+        await put_page(mem, folio)
+        return VM_FAULT_RETRY
+    if not mm.config.knob("no_pte_same_after_swapin") and await ptep_get(vmf) != orig_pte:
+        await pte_unmap_unlock(vmf)
+        await _swapin_drop(kernel, folio, entry)
+        return ret
+    # 5. map it
+    write = bool(vmf.flags & FAULT_FLAG_WRITE)
+    exclusive = pte_swp_exclusive(orig_pte)
+    swap_free(kernel, entry)
+    mm.rss["swap"] -= 1
+    if folio.swapcache and (vm_swap_full(kernel) or vma.vm_flags & VM_LOCKED
+                            or (write and folio.refcount == 2)):
+        await folio_free_swap(kernel, folio)                 # should_try_to_free_swap
+    if not exclusive and folio.mapcount == 0 and folio.refcount == 1:
+        exclusive = True        # out of the swap cache and unmapped: only ours
+    entry_pte = mk_pte(folio.pfn, vma.vm_page_prot)
+    if pte_swp_soft_dirty(orig_pte):
+        entry_pte = pte_mksoft_dirty(entry_pte)
+    if exclusive and vma.vm_flags & VM_WRITE:
+        # an exclusive page is mapped writable even on a read fault (a
+        # later store needs no fault); a write fault also makes it dirty
+        entry_pte = pte_mkwrite(entry_pte)
+        if write:
+            entry_pte = pte_mkdirty(entry_pte)
+            write = False                                     # nothing left for do_wp_page
+            folio.dirty = True
+    if folio.mapping is None:
+        # __folio_set_anon(): a folio that may be shared must be found from
+        # every mapping: the oldest anon_vma (the root) when not exclusive
+        av = vma.anon_vma
+        assert av is not None, "do_swap_page: a swap PTE in a VMA without anon_vma"
+        folio.mapping = av if exclusive else av.root
+        folio.index = vma.linear_page_index(vmf.address)
+    folio.mapcount += 1
+    folio.refcount += 1                                      # the mapping's reference
+    if exclusive:
+        folio.anon_exclusive = True
+    mm.rss["anon"] += 1
+    await set_pte_at(vmf, entry_pte)
+    await folio_unlock(folio)
+    await put_page(mem, folio)                               # the lookup's reference
+    if write:
+        vmf.orig_pte = entry_pte  # type: ignore[attr-defined]
+        return ret | await do_wp_page(vmf)                   # releases the PTL
+    await pte_unmap_unlock(vmf)
+    return ret
+
+
+async def release_fault_lock(vmf: Vmf) -> None:
+    """release_fault_lock(): drop the lock the fault holds — the VMA lock
+    (FAULT_FLAG_VMA_LOCK) or mmap_lock (read).  Never speculative."""
+    if vmf.flags & FAULT_FLAG_VMA_LOCK:
+        await vma_end_read(vmf.vma)
+    else:
+        await mmap_read_unlock(vmf.mm)
+
+
+def fault_flag_allow_retry_first(flags: int) -> bool:
+    """fault_flag_allow_retry_first(): may this fault drop its lock and
+    ask to be retried (the first attempt, retries allowed)?"""
+    return bool(flags & FAULT_FLAG_ALLOW_RETRY) and not flags & FAULT_FLAG_TRIED
+
+
+async def folio_lock_or_retry(folio: Page, vmf: Vmf) -> int:
+    """folio_lock_or_retry(): lock the folio, or — when it is locked (I/O
+    in progress, reclaim) and the fault may be retried — drop the fault's
+    lock, wait for the folio to be unlocked (folio_wait_locked) and return
+    VM_FAULT_RETRY: the fault is retried with FAULT_FLAG_TRIED, and nobody
+    waits for I/O holding mmap_lock or a VMA lock.  Returns 0 with the
+    folio locked, or VM_FAULT_RETRY with nothing held (the folio's
+    reference is the caller's to drop).  Speculative: never sleeps — a
+    locked folio aborts the attempt (VM_FAULT_RETRY, the fault's nothing
+    still held)."""
+    if await folio_trylock(folio):
+        return 0
+    if vmf.flags & FAULT_FLAG_SPECULATIVE:
+        return spf_fail(vmf, "SPF_ABORT_SWAP")
+    if fault_flag_allow_retry_first(vmf.flags):
+        await release_fault_lock(vmf)
+        await folio_lock(folio)                 # folio_wait_locked()
+        await folio_unlock(folio)
+        vmf.mm.kernel.count("fault_retry")
+        return VM_FAULT_RETRY
+    await folio_lock(folio)
+    return 0
+
+
+async def _swapin_drop(kernel: Any, folio: Page, entry: int) -> None:
+    """The swap-in lost its race (the PTE changed under it): unlock and
+    drop the folio.  A folio no swap PTE refers to any more leaves the swap
+    cache now (free_swap_and_cache could not take it while we held it
+    locked); Linux leaves it for reclaim to find."""
+    from specfault.mm.swapfile import swap_count
+    if folio.swapcache and folio.swap == entry and not folio.mapcount \
+            and not swap_count(kernel, entry):
+        await folio_free_swap(kernel, folio)
+    await folio_unlock(folio)
+    await put_page(kernel.mem, folio)
 
 
 # --------------------------------------------------------------- write-protect
@@ -387,6 +628,11 @@ async def do_wp_page(vmf: Vmf) -> int:
         return await wp_page_shared(vmf, page)
     if page is not None and page.anon:
         # wp_can_reuse_anon_folio(): exclusive, or we hold the only reference
+        # — after dropping the swap cache's, if the slot is no longer used
+        if not page.anon_exclusive and page.swapcache and page.refcount == 2 \
+                and await folio_trylock(page):
+            await folio_free_swap(vmf.mm.kernel, page)
+            await folio_unlock(page)
         if page.anon_exclusive or page.refcount == 1:
             page.anon_exclusive = True
             page.mapping = vma.anon_vma
@@ -428,7 +674,11 @@ async def wp_page_copy(vmf: Vmf) -> int:
     vma, mm = vmf.vma, vmf.mm
     mem = mm.kernel.mem
     old = vmf.page
-    if vma.anon_vma is None:
+    # knob wp_copy_no_anon_vma_prepare (a mutant): "a page is mapped, so the
+    # VMA has an anon_vma" — not when it is the zero page a read fault
+    # mapped: the copy is installed with no anon_vma (the rmap cannot find
+    # it, and fork will not copy the VMA's pages)
+    if vma.anon_vma is None and not mm.config.knob("wp_copy_no_anon_vma_prepare"):
         if vmf.flags & FAULT_FLAG_SPECULATIVE:
             return await _wp_copy_fail(vmf, spf_fail(vmf, "SPF_ABORT_ANON_VMA"))
         fault = await vmf_anon_prepare(vmf)
@@ -452,7 +702,11 @@ async def wp_page_copy(vmf: Vmf) -> int:
         if vma.vm_flags & VM_WRITE:
             entry = pte_mkwrite(entry)
         await set_pte_at(vmf, 0)                 # ptep_clear_flush()
-        await flush_tlb_range(mm, vmf.address, vmf.address + 4096)
+        # knob wp_copy_no_flush (a mutant): "the old PTE was read-only, no
+        # CPU can write through it" — but other CPUs keep *reading* the old
+        # page through their entries, and miss every store to the copy
+        if not mm.config.knob("wp_copy_no_flush"):
+            await flush_tlb_range(mm, vmf.address, vmf.address + 4096)
         page_add_new_anon_rmap(new, vma, vmf.address)
         mm.rss["anon"] += 1
         await set_pte_at(vmf, entry)
@@ -533,13 +787,19 @@ async def do_read_fault(vmf: Vmf) -> int:
     ret, page = await filemap_fault(mm.kernel, vmf.vma.vm_file.inode, vmf.pgoff)
     if page is None:
         return ret
-    return ret | await finish_fault(vmf, page)
+    ret |= await finish_fault(vmf, page)        # mapped under the folio lock
+    await folio_unlock(page)
+    return ret
 
 
 async def do_cow_fault(vmf: Vmf) -> int:
     """Write fault on a private file mapping: copy the file page into a new
-    anonymous page.  Locks as do_fault (anon_vma_prepare takes
-    page_table_lock; finish_fault the PTL)."""
+    anonymous page and map the copy — holding the file page's folio lock
+    until the copy is mapped, so a truncation that removes the page (and
+    waits for that lock) finds the copy mapped and its second
+    unmap_mapping_range(even_cows) removes it (truncate.py, step 4).
+    Locks as do_fault (anon_vma_prepare takes page_table_lock; filemap_fault
+    the folio lock, held to the end; finish_fault the PTL)."""
     vma, mm = vmf.vma, vmf.mm
     mem = mm.kernel.mem
     if not await anon_vma_prepare(vma):
@@ -553,15 +813,19 @@ async def do_cow_fault(vmf: Vmf) -> int:
         await put_page(mem, cow)
         return ret
     await CopyPage(cow, page)
-    await put_page(mem, page)
     cow.anon = True          # __do_fault + copy: finish_fault maps it as anon
-    return ret | await finish_fault(vmf, cow)
+    ret |= await finish_fault(vmf, cow)
+    await folio_unlock(page)
+    await put_page(mem, page)
+    return ret
 
 
 async def do_shared_fault(vmf: Vmf) -> int:
     """Write fault on a shared file mapping: the page-cache page, made
-    writable and dirty (page_mkwrite, then finish_fault).  Locks as
-    do_fault."""
+    writable and dirty (page_mkwrite, then finish_fault), mapped under its
+    folio lock (do_page_mkwrite returns it locked, after re-checking
+    ``folio->mapping``: the page is still the file's here, as the lock
+    was held since filemap_fault checked).  Locks as do_fault."""
     mm = vmf.mm
     ret, page = await filemap_fault(mm.kernel, vmf.vma.vm_file.inode, vmf.pgoff)
     if page is None:
@@ -569,7 +833,8 @@ async def do_shared_fault(vmf: Vmf) -> int:
     await work("page_mkwrite")
     ret |= await finish_fault(vmf, page)
     if page.mapcount:
-        page.dirty = True
+        page.dirty = True                       # fault_dirty_shared_page()
+    await folio_unlock(page)
     return ret
 
 
@@ -610,7 +875,9 @@ async def finish_fault(vmf: Vmf, page: Page) -> int:
 async def do_fault_around(vmf: Vmf) -> int:
     """Map the cached pages in the fault_around_bytes-aligned window around
     the fault (clamped to the VMA, the PTE table and EOF) with read-only
-    PTEs — filemap_map_pages().  Returns VM_FAULT_NOPAGE if the faulting
+    PTEs — filemap_map_pages(), each page under its folio lock (trylock:
+    a locked page is skipped) after re-checking it is still the file's
+    and within i_size.  Returns VM_FAULT_NOPAGE if the faulting
     page itself got mapped.  Entered and left with the fault's lock held
     and no PTL; takes the PTE table's PTL once for the whole window."""
     vma, mm = vmf.vma, vmf.mm
@@ -633,18 +900,32 @@ async def do_fault_around(vmf: Vmf) -> int:
     assert pt is not None
     ret = 0
     mapped = 0
+    mem = mm.kernel.mem
     for pgoff in range(start_pgoff, end_pgoff + 1):
-        page = inode.pages.get(pgoff)
-        if page is None:
+        if pgoff not in inode.pages:
             continue
         idx = from_pte + (pgoff - start_pgoff)
         if not pte_none(await load_item(pt, pt.entries, idx)):
             continue
-        page.refcount += 1
+        # next_uptodate_folio(): the page with a reference (the mapping's,
+        # if it is mapped); skipped if locked by someone (truncation), no
+        # longer the file's, or beyond i_size (read now: a truncation
+        # writes it before it locks the pages)
+        page = await FindGetPage(inode, pgoff)
+        if page is None:
+            continue
+        if not await folio_trylock(page):
+            await put_page(mem, page)
+            continue
+        if page.mapping is not inode or pgoff >= (await i_size_read(inode) + 4095) >> 12:
+            await folio_unlock(page)
+            await put_page(mem, page)
+            continue
         page.mapcount += 1
         mm.rss[rss_kind(page)] += 1
         pt.nr += 1
         await store_item(pt, pt.entries, idx, mk_pte(page.pfn, vma.vm_page_prot))
+        await folio_unlock(page)
         mapped += 1
         if idx == vmf.pte_idx:
             ret = VM_FAULT_NOPAGE

@@ -15,9 +15,17 @@ Fields
     mm_lock_seq    seqcount, odd while mmap_lock is write-held (WRITE_ONCE'd)
     page_table_lock  protects installing upper page-table levels
 # protected by the PTLs of the PTEs they count (atomic counters in Linux)
-    rss            {"anon", "file", "shmem"} resident pages
+    rss            {"anon", "file", "shmem"} resident pages, "swap": swap
+                   PTEs (MM_SWAPENTS)
 # atomic
     mm_users       threads using the mm (SPF does not speculate when 1)
+    tlb_flush_pending  mmu_gathers open on the mm (inc_tlb_flush_pending in
+                   tlb_gather_mmu, dec in tlb_finish_mmu after the flush):
+                   while non-zero, PTEs may have changed whose TLB flush is
+                   still to come (mm_tlb_flush_pending())
+    tlb_flush_batched  reclaim cleared PTEs of this mm and deferred their
+                   flush (set_tlb_ubc_flush_pending, rmap.TlbUbc); cleared
+                   when try_to_unmap_flush has flushed them
 # the CPUs that may cache translations of this mm (mm_cpumask)
     cpumask
 """
@@ -55,8 +63,10 @@ class MmStruct:
         self.page_table_lock = SpinLock(f"page_table_lock#{self.id}")
         self.map_count = 0
         self.total_vm = 0
-        self.rss = {"anon": 0, "file": 0, "shmem": 0}
+        self.rss = {"anon": 0, "file": 0, "shmem": 0, "swap": 0}
         self.mm_users = 1
+        self.tlb_flush_pending = 0
+        self.tlb_flush_batched = False
         self.start_brk = START_BRK
         self.brk = START_BRK
         self.mmap_base = MMAP_BASE

@@ -24,12 +24,15 @@ from specfault.mm.page import Page
 from specfault.mm.pgtable import (
     LEVEL_SHIFT,
     PageTable,
+    is_swap_pte,
     pte_dirty,
     pte_pfn,
     pte_present,
     pte_special,
+    pte_to_swp_entry,
     walk_range,
 )
+from specfault.mm.swap_state import free_swap_and_cache, free_swap_cache
 from specfault.mm.tlb import flush_tlb_range
 from specfault.runtime import LoadItem, StoreItem, Work
 
@@ -45,6 +48,7 @@ class MmuGather:
         self.tables: list[PageTable] = []
         self.start = 1 << 64
         self.end = 0
+        mm.tlb_flush_pending += 1          # tlb_gather_mmu(): inc_tlb_flush_pending()
 
     def track(self, start: int, end: int) -> None:
         self.start = min(self.start, start)
@@ -53,11 +57,21 @@ class MmuGather:
     async def finish(self) -> None:
         """tlb_finish_mmu(): flush, then free pages, then free tables."""
         mm = self.mm
+        mem = mm.kernel.mem
+        # knob tlb_free_pages_before_flush (a mutant): the batch of pages is
+        # freed before the TLB flush — a CPU still holding an entry for one
+        # of them reads or writes a freed (or reused) frame
+        if mm.config.knob("tlb_free_pages_before_flush"):
+            for page in self.pages:
+                mem.put_page(page)
+            self.pages = []
         if self.end > self.start:
             mm.kernel.count("tlb_flush")
             await flush_tlb_range(mm, self.start, self.end)
-        mem = mm.kernel.mem
+        mm.tlb_flush_pending -= 1          # dec_tlb_flush_pending(), after the flush
         for page in self.pages:
+            if page.swapcache:
+                free_swap_cache(mm.kernel, page)
             mem.put_page(page)
         self.pages = []
         if self.tables:
@@ -106,6 +120,11 @@ async def zap_pte_range(tlb: MmuGather, vma: Any, pt: PageTable, start: int, end
             continue
         await StoreItem(pt, pt.entries, i, 0)    # ptep_get_and_clear_full
         pt.nr -= 1
+        if is_swap_pte(pte):
+            # zap_nonpresent_ptes(): the swap entry's reference goes
+            mm.rss["swap"] -= 1
+            free_swap_and_cache(mm.kernel, pte_to_swp_entry(pte))
+            continue
         if not pte_present(pte) or pte_special(pte):
             continue
         zap_present_page(tlb, pte, mem.pages[pte_pfn(pte)])

@@ -16,6 +16,7 @@ from specfault.mm.mmap import ULONG_MAX, calc_vm_prot_bits, page_align, prot_val
 from specfault.mm.mmap_lock import mmap_write_lock, mmap_write_unlock, vma_start_write
 from specfault.mm.mmu_gather import MmuGather
 from specfault.mm.pgtable import (
+    _PAGE_RW,
     pte_dirty,
     pte_mkwrite,
     pte_modify,
@@ -58,6 +59,10 @@ async def change_protection(mm: Any, vma: VmArea, start: int, end: int) -> None:
     fault (an exclusive anon page in a writable private VMA)."""
     prot = vma.vm_page_prot
     changed = False
+    # knob mprotect_no_flush_on_wrprotect (a mutant): flush only when a PTE
+    # loses more than write permission — a CPU keeps writing through its
+    # cached writable entry after mprotect(PROT_READ) returned
+    wp_only = mm.config.knob("mprotect_no_flush_on_wrprotect")
     for pt, lo, hi in await walk_range(mm, start, end):
         await pt.ptl.lock()
         for i in range((lo - pt.base) >> 12, (hi - pt.base) >> 12):
@@ -70,7 +75,7 @@ async def change_protection(mm: Any, vma: VmArea, start: int, end: int) -> None:
                 new = pte_mkwrite(new)
             if new != pte:
                 await StoreItem(pt, pt.entries, i, new)
-                changed = True
+                changed = changed or not wp_only or (new | _PAGE_RW) != (pte | _PAGE_RW)
         await pt.ptl.unlock()
     if changed:
         mm.kernel.count("tlb_flush")

@@ -25,6 +25,7 @@ from specfault.constants import (
 from specfault.mm.mmap import ULONG_MAX, do_vmi_munmap, get_unmapped_area, page_align
 from specfault.mm.mmap_lock import mmap_write_lock, mmap_write_unlock, vma_start_write
 from specfault.mm.pgtable import PMD_LEVEL, PageTable, pte_alloc, pte_offset_map, walk
+from specfault.mm.rmap import anon_vma_chain_link
 from specfault.mm.tlb import flush_tlb_range
 from specfault.mm.vma import (
     VM_DONTEXPAND,
@@ -227,7 +228,11 @@ async def copy_vma(mm: Any, vma: VmArea, addr: int, length: int, pgoff: int) -> 
 
 async def move_vma(mm: Any, vma: VmArea, old_addr: int, old_len: int, new_len: int,
                    new_addr: int, flags: int) -> int:
-    await vma_start_write(vma)
+    # knob pervma_mremap_no_vma_lock (a mutant): the source VMA is not
+    # write-locked — a fault under its VMA lock installs a PTE behind
+    # move_page_tables, left in the old range (and zapped with it)
+    if not mm.config.knob("pervma_mremap_no_vma_lock"):
+        await vma_start_write(vma)
     new_pgoff = vma.vm_pgoff + ((old_addr - vma.vm_start) >> 12)
     new_vma = await copy_vma(mm, vma, new_addr, new_len, new_pgoff)
     await vma_start_write(new_vma)
@@ -237,8 +242,7 @@ async def move_vma(mm: Any, vma: VmArea, old_addr: int, old_len: int, new_len: i
         # the old VMA stays, empty, unlocked; its anon_vma links are dropped
         vma.set_flags(vma.vm_flags & ~VM_LOCKED)
         if new_vma is not vma and vma.vm_start == old_addr and vma.vm_end == old_addr + old_len:
-            vma.anon_vma = None                  # unlink_anon_vmas()
-            vma.anon_vma_chain = []
+            anon_vma_chain_link(vma, None, [])   # unlink_anon_vmas()
         return new_addr
     if not old_len:
         return new_addr           # old_len 0 on a shared mapping: a duplicate

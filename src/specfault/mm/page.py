@@ -23,12 +23,32 @@ Page
                  PG_swapbacked): reclaim (MADV_PAGEOUT) discards it while
                  it stays clean
 # set once at allocation (by the allocating path, before the page is visible)
-    pfn, anon, mapping (AnonVma or Inode), index (pgoff)
+    pfn, anon, index (pgoff)
+    mapping      AnonVma or Inode; a page-cache page's is cleared (None) when
+                 truncation or hole punching removes it from the cache, under
+                 the folio lock (filemap.py: the fault re-checks it under it)
+# the swap cache (mm/swap_state.py): changed under the folio lock and the
+# swap cache's lock (op atomicity in the model)
+    swap         folio->swap: the swap entry of a page in the swap cache, else 0
+    swapcache    PG_swapcache
+# the folio lock (PG_locked): a sleeping lock, made when the folio first
+# needs one (entering the swap or page cache, isolated for reclaim, locked
+# by a fault) — before any other task can see it unlocked
+    lock         RwSemaphore used as a mutex (folio_lock/folio_unlock), or None
+# protected by the LRU lock (lruvec->lru_lock; op atomicity in the model)
+    lru          which LRU list holds the page (LRU_* index), or None
+    active       PG_active
+    referenced   PG_referenced
 # protected by the data access path (copy/zero/user access)
     data
 PhysMem (the page allocator)
 # protected by the zone lock (op atomicity: AllocPage / PutPage are one op)
     free_pfns, pages (pfn -> Page of every allocated frame), vmstat counts
+# protected by the LRU lock (op atomicity in the model)
+    lru          the node's lruvec: four lists (LRU_INACTIVE_ANON ...
+                 LRU_ACTIVE_FILE), each pfn -> Page, oldest first
+# set at boot (knob watermark_min), then read-only
+    watermark    {"min", "low", "high"} free pages (0: no watermarks)
 # immutable
     nr_frames, zero_page, alloc_op (the shared AllocPage op)
 """
@@ -39,11 +59,13 @@ from typing import Any
 
 from specfault.constants import PAGE_SIZE
 from specfault.runtime import ModelBug, Op, Work
+from specfault.sync.rwsem import RwSemaphore
 
 
 class Page:
     __slots__ = ("pfn", "refcount", "mapcount", "anon", "anon_exclusive", "mapping", "index",
-                 "data", "dirty", "lazyfree", "freed", "zero")
+                 "data", "dirty", "lazyfree", "freed", "zero", "swap", "swapcache", "lock", "lru",
+                 "active", "referenced")
 
     def __init__(self, pfn: int) -> None:
         self.pfn = pfn
@@ -58,6 +80,12 @@ class Page:
         self.lazyfree = False
         self.freed = False
         self.zero = False
+        self.swap = 0
+        self.swapcache = False
+        self.lock: Any = None
+        self.lru: int | None = None
+        self.active = False
+        self.referenced = False
 
     # -- contents --
     def read(self, off: int, n: int) -> bytes:
@@ -121,6 +149,16 @@ class PhysMem:
         self.zero_page = zero
         self.pages[zero.pfn] = zero
         self.alloc_op = AllocPage(self)   # carries no per-call state: built once
+        self.lru: list[dict[int, Page]] = [{}, {}, {}, {}]
+        self.kernel: Any = None           # set by Kernel (vmscan reaches the rmap through it)
+        self.slowpath: Any = None         # vmscan.alloc_pages_slowpath, set by Kernel
+        self.watermark = {"min": 0, "low": 0, "high": 0}
+
+    def set_watermarks(self, wmin: int) -> None:
+        """__setup_per_zone_wmarks(): min from the knob, low and high a
+        quarter of it apart (at least one page) above it."""
+        step = max(wmin // 4, 1) if wmin else 0
+        self.watermark = {"min": wmin, "low": wmin + step, "high": wmin + 2 * step}
 
     def nr_free(self) -> int:
         return len(self.free_pfns)
@@ -134,6 +172,11 @@ class PhysMem:
             raise ModelBug(f"free_page: bad page {page!r}")
         if page.mapcount:
             raise ModelBug(f"free_page: {page!r} still mapped")
+        if page.swapcache:
+            raise ModelBug(f"free_page: {page!r} still in the swap cache")
+        if page.lru is not None:
+            del self.lru[page.lru][page.pfn]       # __folio_clear_lru_flags on free
+            page.lru = None
         page.freed = True
         page.data = None
         del self.pages[page.pfn]
@@ -250,12 +293,92 @@ class PutPage(Op):
         return f"put_page {self.page.pfn:#x}"
 
 
+LRU_INACTIVE_ANON, LRU_ACTIVE_ANON, LRU_INACTIVE_FILE, LRU_ACTIVE_FILE = 0, 1, 2, 3
+LRU_NAMES = ("inactive_anon", "active_anon", "inactive_file", "active_file")
+
+
+# ------------------------------------------------------------ the folio lock
+def folio_lock_of(page: Page) -> Any:
+    """The folio's PG_locked as a sleeping lock, made on first use (by a
+    task that owns the folio: freshly allocated, or isolated from the LRU
+    with a reference held — nobody else can be locking it yet)."""
+    lock = page.lock
+    if lock is None:
+        lock = page.lock = RwSemaphore(f"folio_lock@{page.pfn:#x}", "folio_lock")
+    return lock  # type: ignore[no-any-return]
+
+
+def folio_lock(page: Page) -> Any:
+    """``await folio_lock(page)``: sleep until the folio is ours."""
+    return folio_lock_of(page).down_write()
+
+
+def folio_trylock(page: Page) -> Any:
+    """``if await folio_trylock(page)``: take the folio lock if free."""
+    return folio_lock_of(page).down_write_trylock()
+
+
+def folio_unlock(page: Page) -> Any:
+    """``await folio_unlock(page)``."""
+    return folio_lock_of(page).up_write()
+
+
+def folio_test_locked(page: Page) -> bool:
+    lock = page.lock
+    return lock is not None and (lock.writer is not None or bool(lock.waiters))
+
+
+
+
+def folio_lru_list(page: Page) -> int:
+    """folio_lru_list(): anon (swap-backed) or file, active or inactive.
+    A lazily freeable page (MADV_FREE) lives on the file lists, as Linux's
+    !swapbacked anonymous folios do."""
+    file = not page.anon or page.lazyfree
+    return (LRU_INACTIVE_FILE if file else LRU_INACTIVE_ANON) + (1 if page.active else 0)
+
+
+def lru_add(mem: PhysMem, page: Page) -> None:
+    """folio_add_lru() (with the per-CPU batch drained at once): a new
+    anonymous or page-cache page joins the inactive list of its kind
+    (anonymous pages too, since Linux 5.9)."""
+    if page.lru is not None or page.zero:
+        return
+    page.active = False
+    lru = folio_lru_list(page)
+    mem.lru[lru][page.pfn] = page
+    page.lru = lru
+
+
+def lru_del(mem: PhysMem, page: Page) -> None:
+    """folio_isolate_lru()'s list removal (the caller holds a reference)."""
+    if page.lru is not None:
+        del mem.lru[page.lru][page.pfn]
+        page.lru = None
+
+
+def lru_move(mem: PhysMem, page: Page, active: bool) -> None:
+    """folio_activate() / folio_deactivate(): put the page at the young
+    end of the active or inactive list of its kind."""
+    lru_del(mem, page)
+    page.active = active
+    lru = folio_lru_list(page)
+    mem.lru[lru][page.pfn] = page
+    page.lru = lru
+
+
 def alloc_page(mem: PhysMem) -> AllocPage:
     """``page = await alloc_page(mem)``: the one allocation entry of the
     model's faults (Linux: vma_alloc_folio / alloc_anon_folio) — a Page,
     or None when no frame is free (the caller returns VM_FAULT_OOM).  See
     :class:`AllocPage` (one per allocator, shared: it has no per-call
-    state, like a lock's ops)."""
+    state, like a lock's ops).  With watermarks set (knob watermark_min),
+    an allocation at or below the low watermark takes the slow path
+    (vmscan.alloc_pages_slowpath: wake kswapd; at or below min, direct
+    reclaim first)."""
+    low = mem.watermark["low"]
+    if low and len(mem.free_pfns) <= low:
+        return mem.slowpath(mem.kernel)
     return mem.alloc_op
 
 

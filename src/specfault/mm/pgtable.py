@@ -6,6 +6,16 @@ mapping: present to the kernel, not to the MMU), 9 special (the zero page),
 11 soft-dirty, 63 NX; PFN in bits 12-51.  ``0`` is pte_none.  Upper levels
 hold :class:`PageTable` objects (or None), so ``pmd_same`` is identity.
 
+A swap PTE (is_swap_pte: not none, not present — neither _PAGE_PRESENT nor
+_PAGE_PROTNONE) is laid out as x86-64's since the L1TF fix
+(arch/x86/include/asm/pgtable_64.h): the swap type in bits 59-63, the
+offset *inverted* in bits 9-58 (so the "PFN" bits of a non-present PTE
+never point at real memory), and the software bits below 9:
+_PAGE_SWP_SOFT_DIRTY (bit 1, _PAGE_RW's place), _PAGE_SWP_EXCLUSIVE (bit 3,
+_PAGE_PWT's place: the page was PageAnonExclusive when it was unmapped).
+``swp_entry_t`` is Linux's arch-independent value: type in the top 5 bits,
+offset below (include/linux/swapops.h), an int here.
+
 Fields
 ------
 PageTable
@@ -23,7 +33,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from specfault.runtime import KObject, load_item, store_item, work
+from specfault.runtime import KObject, Op, UseAfterFree, load_item, store_item, work
 from specfault.sync import SpinLock
 
 PTRS_PER_TABLE = 512
@@ -63,6 +73,70 @@ def vm_get_page_prot(vm_flags: int, file: Any = None) -> int:
     return prot
 
 
+# ------------------------------------------------------------ swap entries
+SWP_TYPE_BITS = 5
+SWP_OFFSET_FIRST_BIT = 9                  # _PAGE_BIT_PROTNONE + 1
+SWP_OFFSET_SHIFT = SWP_OFFSET_FIRST_BIT + SWP_TYPE_BITS
+_PAGE_SWP_SOFT_DIRTY = 1 << 1
+_PAGE_SWP_EXCLUSIVE = 1 << 3
+_U64 = (1 << 64) - 1
+MAX_SWAPFILES_SHIFT = 5
+SWP_TYPE_SHIFT = 64 - MAX_SWAPFILES_SHIFT
+SWP_OFFSET_MASK = (1 << SWP_TYPE_SHIFT) - 1
+
+
+def swp_entry(type_: int, offset: int) -> int:
+    """swp_entry(): the arch-independent swp_entry_t value."""
+    return (type_ << SWP_TYPE_SHIFT) | (offset & SWP_OFFSET_MASK)
+
+
+def swp_type(entry: int) -> int:
+    return entry >> SWP_TYPE_SHIFT
+
+
+def swp_offset(entry: int) -> int:
+    return entry & SWP_OFFSET_MASK
+
+
+def swp_entry_to_pte(entry: int) -> int:
+    """__swp_entry_to_pte(): type in bits 59-63, offset inverted in 9-58."""
+    type_, offset = swp_type(entry), swp_offset(entry)
+    return (((~offset << SWP_OFFSET_SHIFT) & _U64) >> SWP_TYPE_BITS) | (type_ << (64 - SWP_TYPE_BITS))
+
+
+def pte_to_swp_entry(pte: int) -> int:
+    """__pte_to_swp_entry(), the software bits ignored."""
+    type_ = pte >> (64 - SWP_TYPE_BITS)
+    offset = ((~pte << SWP_TYPE_BITS) & _U64) >> SWP_OFFSET_SHIFT
+    return swp_entry(type_, offset)
+
+
+def is_swap_pte(pte: int) -> bool:
+    """Not none and not present: a swap entry (the model has no migration
+    entries or PTE markers)."""
+    return pte != 0 and not pte & (_PAGE_PRESENT | _PAGE_PROTNONE)
+
+
+def pte_swp_exclusive(pte: int) -> bool:
+    return bool(pte & _PAGE_SWP_EXCLUSIVE)
+
+
+def pte_swp_mkexclusive(pte: int) -> int:
+    return pte | _PAGE_SWP_EXCLUSIVE
+
+
+def pte_swp_clear_exclusive(pte: int) -> int:
+    return pte & ~_PAGE_SWP_EXCLUSIVE
+
+
+def pte_swp_soft_dirty(pte: int) -> bool:
+    return bool(pte & _PAGE_SWP_SOFT_DIRTY)
+
+
+def pte_swp_mksoft_dirty(pte: int) -> int:
+    return pte | _PAGE_SWP_SOFT_DIRTY
+
+
 def mk_pte(pfn: int, prot: int) -> int:
     return (pfn << 12) | prot
 
@@ -99,6 +173,10 @@ def pte_mkdirty(pte: int) -> int:
     return pte | _PAGE_DIRTY | _PAGE_SOFT_DIRTY
 
 
+def pte_mksoft_dirty(pte: int) -> int:
+    return pte | _PAGE_SOFT_DIRTY
+
+
 def pte_mkspecial(pte: int) -> int:
     return pte | _PAGE_SPECIAL
 
@@ -123,6 +201,48 @@ def hw_allows(pte: int, write: bool, exec_: bool) -> bool:
     if write and not pte & _PAGE_RW:
         return False
     return not (exec_ and pte & _PAGE_NX)
+
+
+class PteClear(Op):
+    """An atomic read-modify-write of one PTE that clears ``mask`` and
+    returns the old value: ptep_get_and_clear() (mask all ones: an xchg
+    with 0) and ptep_test_and_clear_young() (mask _PAGE_ACCESSED: a locked
+    btr).  Atomic against the MMU, which sets accessed/dirty bits without
+    the PTL — a separate load and store would lose a dirty bit set between
+    them."""
+
+    __slots__ = ("table", "index", "mask")
+    kind = "xchg"
+
+    def __init__(self, table: Any, index: int, mask: int) -> None:
+        self.table = table
+        self.index = index
+        self.mask = mask
+
+    def perform(self) -> int:
+        t = self.table
+        if t.freed_at is not None:
+            raise UseAfterFree(t, t.freed_at, f"xchg [{self.index}]")
+        old: int = t.entries[self.index]
+        t.entries[self.index] = old & ~self.mask
+        return old
+
+    def footprint(self) -> tuple[tuple[object, str, str], ...]:
+        return ((self.table, str(self.index), "w"),)
+
+    def describe(self) -> str:
+        return f"xchg {self.table.label()}[{self.index}]"
+
+
+def ptep_get_and_clear(table: Any, index: int) -> PteClear:
+    """``old = await ptep_get_and_clear(pt, idx)``: the PTE, now none."""
+    return PteClear(table, index, -1)
+
+
+def ptep_test_and_clear_young(table: Any, index: int) -> PteClear:
+    """``old = await ptep_test_and_clear_young(pt, idx)``: the PTE before
+    its accessed bit was cleared."""
+    return PteClear(table, index, _PAGE_ACCESSED)
 
 
 def index(level: int, addr: int) -> int:

@@ -8,11 +8,17 @@ from typing import Any
 
 from specfault.mm.mmap_lock import mmap_read_lock, mmap_read_unlock
 from specfault.mm.pgtable import (
+    MAX_SWAPFILES_SHIFT,
     PTE_LEVEL,
+    is_swap_pte,
     pte_pfn,
     pte_present,
     pte_soft_dirty,
     pte_special,
+    pte_swp_soft_dirty,
+    pte_to_swp_entry,
+    swp_offset,
+    swp_type,
     walk,
     walk_range,
 )
@@ -100,6 +106,16 @@ class PagemapEntry:
     def pfn(self) -> int:
         return self.raw & PM_PFRAME_MASK if self.present else 0
 
+    @property
+    def swap_type(self) -> int:
+        """Bits 0-4 of a swapped entry: the swap device's type."""
+        return self.raw & 0x1F if self.swapped else 0
+
+    @property
+    def swap_offset(self) -> int:
+        """Bits 5-54 of a swapped entry: the slot on the device."""
+        return (self.raw & PM_PFRAME_MASK) >> 5 if self.swapped else 0
+
     def __repr__(self) -> str:
         """The decoded bits, then the raw entry."""
         return (f"PagemapEntry(present={self.present}, pfn={self.pfn:#x}, exclusive={self.exclusive}, "
@@ -124,6 +140,14 @@ async def _pagemap_entry(mm: Any, addr: int) -> PagemapEntry:
         flags |= PM_SOFT_DIRTY
     pt = await walk(mm, addr)
     pte = await load_item(pt, pt.entries, (addr >> 12) & 511) if pt.level == PTE_LEVEL else 0
+    if vma is not None and is_swap_pte(pte):
+        # pte_to_pagemap_entry(): swap type and offset in the frame bits
+        # (shown to CAP_SYS_ADMIN, as the PFNs are), PM_SWAP
+        entry = pte_to_swp_entry(pte)
+        if pte_swp_soft_dirty(pte):
+            flags |= PM_SOFT_DIRTY
+        return PagemapEntry(flags | PM_SWAP | swp_type(entry)
+                            | (swp_offset(entry) << MAX_SWAPFILES_SHIFT))
     if vma is None or not pte_present(pte):
         return PagemapEntry(flags)
     flags |= PM_PRESENT | pte_pfn(pte)
@@ -160,16 +184,20 @@ def vma_flags_mnemonics(vm_flags: int) -> list[str]:
 
 
 async def smaps(mm: Any) -> list[dict[str, Any]]:
-    """Per VMA: start, end, Size, Rss and Anonymous (kB), and VmFlags (a
-    list of mnemonics), as /proc/PID/smaps (smaps_pte_range over each
-    VMA's PTE tables, under mmap_lock read)."""
+    """Per VMA: start, end, Size, Rss, Anonymous and Swap (kB), and VmFlags
+    (a list of mnemonics), as /proc/PID/smaps (smaps_pte_range over each
+    VMA's PTE tables, under mmap_lock read).  Swap counts the VMA's swap
+    PTEs (smaps_pte_entry: a page in the swap cache but mapped is Rss)."""
     out = []
     await mmap_read_lock(mm)
     for vma in mm.vmas():
-        rss = anon = 0
+        rss = anon = swap = 0
         for pt, lo, hi in await walk_range(mm, vma.vm_start, vma.vm_end):
             for i in range((lo >> 12) & 511, ((hi - 1) >> 12 & 511) + 1):
                 pte = await load_item(pt, pt.entries, i)
+                if is_swap_pte(pte):
+                    swap += 4
+                    continue
                 if not pte_present(pte) or pte_special(pte):
                     continue
                 rss += 4
@@ -177,6 +205,7 @@ async def smaps(mm: Any) -> list[dict[str, Any]]:
                     anon += 4
         out.append({"start": vma.vm_start, "end": vma.vm_end,
                     "Size": (vma.vm_end - vma.vm_start) >> 10, "Rss": rss, "Anonymous": anon,
+                    "Swap": swap,
                     "VmFlags": vma_flags_mnemonics(vma.vm_flags)})
     await mmap_read_unlock(mm)
     return out

@@ -131,7 +131,11 @@ async def _spf_with_vma(mm: Any, kernel: Any, cfg: Any, rcu: Any, vma: Any, seq:
     """do_speculative_fault() after the lockless lookup found ``vma``
     (inside rcu_read_lock, which it drops).  ``per_vma``: ``seq`` is still
     to be sampled, from the VMA."""
-    if per_vma:
+    # knob dufour_seq_after_copy (a mutant): the VMA is copied before its
+    # sequence is sampled — a writer that changes the VMA after the copy
+    # and is done before the sample leaves a stale copy with a fresh sequence
+    late = per_vma and cfg.knob("dufour_seq_after_copy")
+    if per_vma and not late:
         ok, seq = await spf_vma_seq_begin(mm, vma)
         if not ok:                                # a writer is changing this VMA
             await rcu.read_unlock()
@@ -140,6 +144,11 @@ async def _spf_with_vma(mm: Any, kernel: Any, cfg: Any, rcu: Any, vma: Any, seq:
         await rcu.read_unlock()
         return spf_abort(kernel, "SPF_ABORT_NO_SPECULATE")
     pvma = await VmaCopy(vma)
+    if late:
+        ok, seq = await spf_vma_seq_begin(mm, vma)
+        if not ok:
+            await rcu.read_unlock()
+            return spf_abort(kernel, "SPF_ABORT_ODD")
     await rcu.read_unlock()
     # knob no_seq_check_after_lookup: trust a copy a writer may have torn
     if not cfg.knob("no_seq_check_after_lookup") and \
@@ -453,8 +462,16 @@ async def spf_handle_mm_fault(vma: Any, address: int, flags: int, seq: int, orig
         await spf_walk_end(mm)
         return spf_fail(vmf, "SPF_ABORT_PMD")
     vmf.orig_pmd = pt
-    vmf.orig_pte = await load_item(pt, pt.entries, vmf.pte_idx)
-    await spf_walk_end(mm)
+    # knob spf_walk_end_early (a mutant): the walk's RCU section (or
+    # interrupts-off section) ends once the PTE table is found, before its
+    # entry is read — "we only need the table pointer" — and munmap frees
+    # the table in between
+    if mm.config.knob("spf_walk_end_early"):
+        await spf_walk_end(mm)
+        vmf.orig_pte = await load_item(pt, pt.entries, vmf.pte_idx)
+    else:
+        vmf.orig_pte = await load_item(pt, pt.entries, vmf.pte_idx)
+        await spf_walk_end(mm)
     ret = await memory.handle_pte_fault(vmf)
     if ret & VM_FAULT_RETRY and vmf.committed:
         raise ModelBug(f"aborted speculative fault at {address:#x} left a visible effect")

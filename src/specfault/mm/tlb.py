@@ -74,14 +74,19 @@ class FlushTlb(SendIpis):
         self.end = end
 
     def perform(self) -> IpiRound:
+        # mm_cpumask is read when the flush is sent, not when the op was
+        # built: a CPU that loaded a translation of the mm in between (and
+        # set its bit) must get the shootdown too
+        self.cpus = tuple(self.mm.cpumask)
         me = current_cpu()
         if me is not None:
             self.handler(me)
         return super().perform()
 
     def footprint(self) -> tuple[tuple[object, str, str], ...]:
+        self.cpus = tuple(self.mm.cpumask)
         me = current_cpu()
-        fp = super().footprint()
+        fp = super().footprint() + ((self.mm, "cpumask", "r"),)
         return fp + ((me, "tlb", "w"),) if me is not None else fp
 
     def describe(self) -> str:
@@ -121,10 +126,14 @@ async def flush_tlb_range(mm: Any, start: int, end: int) -> None:
     config = getattr(mm, "config", None)
     if config is not None and config.knob("tlb_flush_paravirt"):
         await FlushTlbPv(mm, start, end)
-        return
-    rnd = await FlushTlb(mm, start, end)
-    if not rnd.done():
-        await WaitIpis(rnd)
+    else:
+        rnd = await FlushTlb(mm, start, end)
+        if not rnd.done():
+            await WaitIpis(rnd)
+    # the flush completed: tell the checker's recorder (check/properties.py)
+    obs = getattr(getattr(mm, "kernel", None), "observer", None)
+    if obs is not None:
+        obs.flush_done(mm, start, end)
 
 
 class TlbLookup(Op):

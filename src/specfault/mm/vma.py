@@ -31,11 +31,16 @@ VmArea
 # last pin and frees the VMA then; only with spf_vma_pin
     vm_free_pending  None, or the free site: the VMA is out of the tree, its
                    grace period is over, and the last put_vma frees it
+# the reverse map (mm/rmap.py): changed under mmap_lock (write), read by
+# rmap walkers under rcu_read_lock
+    vm_rmap_linked True while the VMA is in its file's i_mmap and in the
+                   rb_root of each anon_vma of its chain
 AnonVma (struct anon_vma)
 # immutable once made (by anon_vma_prepare under page_table_lock, or by
-# anon_vma_fork under the parent's mmap_lock write); the model keeps no
-# rmap interval tree, so nothing in it changes after that
+# anon_vma_fork under the parent's mmap_lock write)
     id, parent, root
+# the interval tree of the VMAs linked to it (mm/rmap.py: its lock rule)
+    rb_root
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
+from specfault.mm.interval_tree import VmaIntervalTree
 from specfault.mm.pgtable import vm_get_page_prot
 from specfault.runtime import KObject
 from specfault.runtime.ops import UNDECLARED_WRITES
@@ -96,12 +102,13 @@ class AnonVma:
     """struct anon_vma: the reverse-map root for a VMA's anonymous pages.
     Forked children get their own, linked to the parent's (anon_vma_fork)."""
 
-    __slots__ = ("id", "parent", "root")
+    __slots__ = ("id", "parent", "root", "rb_root")
 
     def __init__(self, parent: AnonVma | None = None) -> None:
         self.id = next(_anon_vma_ids)
         self.parent = parent
         self.root: AnonVma = parent.root if parent is not None else self
+        self.rb_root = VmaIntervalTree()
 
     def __repr__(self) -> str:
         return f"<anon_vma {self.id}>"
@@ -110,7 +117,7 @@ class AnonVma:
 class VmArea(KObject):
     __slots__ = ("vm_mm", "vm_start", "vm_end", "vm_pgoff", "vm_flags", "vm_page_prot", "vm_file",
                  "anon_vma", "anon_vma_chain", "vm_lock_seq", "vm_refcnt", "vm_ref_count",
-                 "vm_free_pending", "vm_special")
+                 "vm_free_pending", "vm_special", "vm_rmap_linked")
 
     def __init__(self, mm: Any, start: int, end: int, flags: int, pgoff: int,
                  file: Any = None) -> None:
@@ -129,6 +136,7 @@ class VmArea(KObject):
         self.vm_ref_count = 0      # Dufour's SPF only (knob spf_vma_refcount)
         self.vm_free_pending: str | None = None    # knob spf_vma_pin only
         self.vm_special: str | None = None
+        self.vm_rmap_linked = False
 
     @classmethod
     def alloc(cls, mm: Any, start: int, end: int, flags: int, pgoff: int,
@@ -172,6 +180,7 @@ class VmArea(KObject):
         new = VmArea.__new__(VmArea)
         new.freed_at = None
         new.vm_free_pending = None
+        new.vm_rmap_linked = False
         for name in ("vm_mm", "vm_start", "vm_end", "vm_pgoff", "vm_flags", "vm_page_prot",
                      "vm_file", "anon_vma", "anon_vma_chain", "vm_lock_seq", "vm_refcnt", "vm_ref_count",
                      "vm_special"):

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from specfault.mm.mmap_lock import vma_mark_attached, vma_mark_detached, vma_start_write
+from specfault.mm.rmap import anon_vma_chain_link, vma_link_rmap, vma_unlink_rmap
 from specfault.mm.vma import (
     VmArea,
     anon_vmas_compatible,
@@ -57,15 +58,20 @@ async def retire(mm: Any, objs: list[Any], what: str, pinned: bool = False) -> N
 
 
 async def vma_link(mm: Any, vma: VmArea) -> None:
-    """Insert a new VMA: write-lock it, store it, attach it."""
+    """Insert a new VMA: write-lock it, store it, attach it, link it into
+    the reverse map (its file's i_mmap, its anon_vmas' rb_roots)."""
     await vma_start_write(vma)
     await mt_store(mm, vma.vm_start, vma.vm_end, vma)
     await vma_mark_attached(vma)
+    vma_link_rmap(vma)
     mm.map_count += 1
 
 
 async def vm_area_free(mm: Any, vma: VmArea) -> None:
-    """remove_vma(): the VMA is out of the tree; free it (through RCU)."""
+    """remove_vma(): the VMA is out of the tree (and its PTEs zapped);
+    unlink it from the reverse map (unlink_file_vma, unlink_anon_vmas) and
+    free it (through RCU)."""
+    vma_unlink_rmap(vma)
     if vma.vm_file is not None:
         mm.kernel.fs.fput(vma.vm_file)
     # knob spf_vma_pin (Dufour's SPF): the free honours the speculative
@@ -182,8 +188,7 @@ def _take_anon_vma(target: VmArea, *sources: VmArea | None) -> None:
         return
     for src in sources:
         if src is not None and src.anon_vma is not None:
-            target.anon_vma = src.anon_vma
-            target.anon_vma_chain = list(src.anon_vma_chain)
+            anon_vma_chain_link(target, src.anon_vma, list(src.anon_vma_chain))
             return
 
 
@@ -220,6 +225,20 @@ async def vma_merge_new_range(mm: Any, prev: VmArea | None, nxt: VmArea | None, 
     return None
 
 
+async def _free_merged(mm: Any, vma: VmArea) -> None:
+    """Free a VMA a merge absorbed (remove_vma)."""
+    # knob vma_merge_free_immediate (a mutant): "it is out of the tree
+    # already" — freed at once, not after a grace period: a lockless
+    # lookup that found it before the merge reads freed memory
+    if mm.config.knob("vma_merge_free_immediate"):
+        vma_unlink_rmap(vma)
+        if vma.vm_file is not None:
+            mm.kernel.fs.fput(vma.vm_file)
+        vma.poison(f"vma {vma.vm_start:#x}-{vma.vm_end:#x} freed at once by a merge of {mm.label()}")
+        return
+    await vm_area_free(mm, vma)
+
+
 async def vma_modify(mm: Any, prev: VmArea | None, vma: VmArea, start: int, end: int,
                      newflags: int) -> VmArea | int:
     """vma_modify_flags(): give [start, end) of ``vma`` the flags
@@ -246,8 +265,8 @@ async def vma_modify(mm: Any, prev: VmArea | None, vma: VmArea, start: int, end:
         await remove_from_tree(mm, vma)
         await remove_from_tree(mm, nxt)
         await vma_set_range(mm, prev, prev.vm_start, nxt.vm_end, prev.vm_pgoff)
-        await vm_area_free(mm, vma)
-        await vm_area_free(mm, nxt)
+        await _free_merged(mm, vma)
+        await _free_merged(mm, nxt)
         return prev
     if merge_left:
         assert prev is not None
@@ -255,7 +274,7 @@ async def vma_modify(mm: Any, prev: VmArea | None, vma: VmArea, start: int, end:
         if right_side:
             await remove_from_tree(mm, vma)
             await vma_set_range(mm, prev, prev.vm_start, end, prev.vm_pgoff)
-            await vm_area_free(mm, vma)
+            await _free_merged(mm, vma)
         else:
             await vma_set_range(mm, vma, end, vma.vm_end, vma.vm_pgoff + npages)
             await vma_set_range(mm, prev, prev.vm_start, end, prev.vm_pgoff)
@@ -266,7 +285,7 @@ async def vma_modify(mm: Any, prev: VmArea | None, vma: VmArea, start: int, end:
         if left_side:
             await remove_from_tree(mm, vma)
             await vma_set_range(mm, nxt, start, nxt.vm_end, pgoff)
-            await vm_area_free(mm, vma)
+            await _free_merged(mm, vma)
         else:
             await vma_set_range(mm, vma, vma.vm_start, start, vma.vm_pgoff)
             await vma_set_range(mm, nxt, start, nxt.vm_end, pgoff)

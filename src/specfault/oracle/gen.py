@@ -16,7 +16,10 @@ Bias (each a hard case from issue 3):
   * fork, then writes on both sides of the same pages (COW and reuse);
   * read-then-write on anonymous memory (zero page, then a real page);
   * reads of file mappings (fault-around), offsets beyond EOF (SIGBUS);
-  * MAP_FIXED_NOREPLACE collisions, hints that do not fit.
+  * MAP_FIXED_NOREPLACE collisions, hints that do not fit;
+  * truncation of mapped files (shrink, to zero, grow back, partial last
+    page, O_TRUNC) and hole punching (fallocate, MADV_REMOVE), then
+    touches beyond the new end (SIGBUS) and of private COWed copies.
 The generator keeps a rough shadow of what it mapped to aim at boundaries;
 the shadow need not be exact (the kernel decides what really happens).
 """
@@ -178,7 +181,8 @@ class Generator:
         p = self.proc()
         options: list[tuple[float, str]] = [
             (16, "mmap"), (22, "touch"), (6, "munmap"), (7, "mprotect"), (6, "mremap"),
-            (7, "madvise"), (2, "pread"), (2, "pwrite"),
+            (7, "madvise"), (2, "pread"), (2, "pwrite"), (2.5, "ftruncate"), (1.5, "fallocate"),
+            (0.5, "otrunc"),
         ]
         if self.nprocs < 4:
             options.append((4, "fork"))
@@ -336,6 +340,41 @@ class Generator:
         off = c.int(0, max(0, self.files[f]["size"] - 8)) // 8 * 8
         self.emit({"op": "pwrite", "proc": p, "file": f, "off": off, "len": c.choice([1, 8, 64]),
                    "val": self.val()})
+
+    def gen_ftruncate(self, p: int) -> None:
+        c = self.c
+        f = c.int(0, len(self.files) - 1)
+        pages = (self.files[f]["size"] + PAGE_SIZE - 1) // PAGE_SIZE
+        size = c.weighted([
+            (1.5, 0),                                                   # to zero
+            (3, c.int(0, max(0, pages - 1)) * PAGE_SIZE),               # shrink, page-aligned
+            (2, c.int(0, max(0, pages - 1)) * PAGE_SIZE + c.choice([1, 100, 2048, PAGE_SIZE - 1])),
+            (2, (pages + c.int(0, 4)) * PAGE_SIZE),                     # grow back / beyond
+            (1, self.files[f]["size"]),                                 # same size: zeroes the tail
+        ])
+        self.emit({"op": "ftruncate", "proc": p, "file": f, "size": size})
+
+    def gen_fallocate(self, p: int) -> None:
+        c = self.c
+        f = c.int(0, len(self.files) - 1)
+        pages = (self.files[f]["size"] + PAGE_SIZE - 1) // PAGE_SIZE
+        off = c.int(0, max(0, pages)) * PAGE_SIZE
+        n = c.int(1, 4) * PAGE_SIZE
+        if c.chance(0.25):                                              # partial pages at the edges
+            off += c.choice([1, 100, 2048])
+            n += c.choice([-1, 0, 100])
+        mode = c.weighted([
+            (8, ["FALLOC_FL_PUNCH_HOLE", "FALLOC_FL_KEEP_SIZE"]),
+            (0.7, ["FALLOC_FL_PUNCH_HOLE"]),                            # EOPNOTSUPP: no KEEP_SIZE
+            (0.7, []), (0.5, ["FALLOC_FL_KEEP_SIZE"]),                  # allocate
+            (0.5, ["FALLOC_FL_ZERO_RANGE"]), (0.3, ["FALLOC_FL_COLLAPSE_RANGE"]),
+        ])
+        if c.chance(0.03):
+            n = 0                                                       # EINVAL
+        self.emit({"op": "fallocate", "proc": p, "file": f, "off": off, "len": max(0, n), "mode": mode})
+
+    def gen_otrunc(self, p: int) -> None:
+        self.emit({"op": "otrunc", "proc": p, "file": self.c.int(0, len(self.files) - 1)})
 
     def gen_fork(self, p: int) -> None:
         self.emit({"op": "fork", "proc": p})

@@ -21,9 +21,10 @@ import socket
 from typing import Any
 
 from . import probe, wire
-from .program import MADV, MAP, MREMAP, PAGE_SIZE, prot_value
+from .program import FALLOC, MADV, MAP, MREMAP, PAGE_SIZE, prot_value
 
 SYS_MMAP, SYS_MPROTECT, SYS_MUNMAP, SYS_MREMAP, SYS_MADVISE = 9, 10, 11, 25, 28
+SYS_FTRUNCATE, SYS_FALLOCATE = 77, 285
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
@@ -41,8 +42,9 @@ class Worker:
     """State of one worker: its socket, the window, the file descriptors."""
 
     def __init__(self, sock: socket.socket, region_start: int, window: tuple[int, int],
-                 fds: list[int]) -> None:
+                 fds: list[int], paths: list[str]) -> None:
         self.sock = sock
+        self.paths = paths
         self.region_start = region_start
         self.window = window              # [lo, hi) absolute addresses
         self.fds = fds
@@ -114,6 +116,17 @@ class Worker:
                 return {"ret": os.pwrite(self.fds[s["file"]], bytes([s["val"]]) * s["len"], s["off"])}
             except OSError as exc:
                 return {"errno": exc.errno}
+        if op == "ftruncate":
+            return syscall(SYS_FTRUNCATE, self.fds[s["file"]], s["size"])
+        if op == "fallocate":
+            return syscall(SYS_FALLOCATE, self.fds[s["file"]], sum(FALLOC[n] for n in set(s["mode"])),
+                           s["off"], s["len"])
+        if op == "otrunc":
+            try:
+                os.close(os.open(self.paths[s["file"]], os.O_RDWR | os.O_TRUNC))
+            except OSError as exc:
+                return {"errno": exc.errno}
+            return {"ret": 0}
         raise AssertionError(f"Worker.execute: unknown op {op!r}")
 
     def contain(self, res: dict[str, int], npages: int) -> dict[str, int]:
@@ -143,10 +156,23 @@ class Worker:
         return out
 
 
+def pin_to_one_cpu() -> int:
+    """Run this worker (and the processes it forks) on one CPU: LRU add
+    batches are per CPU and MADV_PAGEOUT drains only the local one, so a
+    page faulted in on another CPU may still sit in that CPU's batch —
+    not on the LRU — and be skipped (seen by hand on the reference host).
+    The CPU is one of those allowed, chosen by pid so parallel jobs spread."""
+    allowed = sorted(os.sched_getaffinity(0))
+    cpu = allowed[os.getpid() % len(allowed)]
+    os.sched_setaffinity(0, {cpu})
+    return cpu
+
+
 def worker_main(sock: socket.socket, region_start: int, window: tuple[int, int],
                 region_pages: int, paths: list[str]) -> None:
     """Entry of process 0 (just forked from the coordinator): set up, then serve forever."""
     try:
+        pin_to_one_cpu()
         lib = probe.load()
         if lib.probe_install() != 0:
             raise OSError("probe_install failed")
@@ -160,7 +186,7 @@ def worker_main(sock: socket.socket, region_start: int, window: tuple[int, int],
         res = syscall(SYS_MUNMAP, region_start, region_pages * PAGE_SIZE)
         if res.get("ret") != 0:
             raise OSError(f"cannot open the region: {res}")
-        worker = Worker(sock, region_start, window, fds)
+        worker = Worker(sock, region_start, window, fds, paths)
         wire.send(sock, {"ready": True})
     except BaseException as exc:  # report, then die: the coordinator records the error
         try:

@@ -15,7 +15,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from .program import MADV, MAP, MREMAP, PAGE_SIZE, Program, file_contents, prot_value
+from .program import FALLOC, MADV, MAP, MREMAP, PAGE_SIZE, Program, file_contents, prot_value
 from .record import Geometry, Labeller, PageObs, ProcObs, fresh_positions, normalise_result, snapshot
 
 MODEL_WINDOW = 0x7FF000000000
@@ -145,6 +145,16 @@ class _Run:
         if op == "pwrite":
             n = proc.pwrite(self.fds[p][s["file"]], bytes([s["val"]]) * s["len"], s["off"])
             return {"ret": s["len"] if n is None else n}
+        if op == "ftruncate":
+            proc.ftruncate(self.fds[p][s["file"]], s["size"])
+            return {"ret": 0}
+        if op == "fallocate":
+            proc.fallocate(self.fds[p][s["file"]], sum(FALLOC[n] for n in set(s["mode"])),
+                           s["off"], s["len"])
+            return {"ret": 0}
+        if op == "otrunc":
+            proc.close(proc.open(self.paths[s["file"]], self.sf.O_RDWR | self.sf.O_TRUNC))
+            return {"ret": 0}
         raise AssertionError(f"model runner: unknown op {op!r}")
 
     def _contain(self, proc: Any, ret: int, npages: int) -> dict[str, Any]:
@@ -162,7 +172,8 @@ class _Run:
                 pages.append(PageObs(bool(e.present), bool(e.swapped), bool(e.file_shared),
                                      bool(e.exclusive), int(e.pfn) if e.present else 0))
             smaps = [{"start": int(v["start"]), "end": int(v["end"]), "Rss": int(v["Rss"]),
-                      "Anonymous": int(v["Anonymous"])} for v in proc.smaps()]
+                      "Anonymous": int(v["Anonymous"]), "Swap": int(v.get("Swap", 0))}
+                     for v in proc.smaps()]
             obs[k] = ProcObs(proc.maps(), pages, smaps)
         return snapshot(self.geo, obs, self.labeller, self.zero_pfn, fresh)
 

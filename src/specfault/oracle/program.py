@@ -33,6 +33,10 @@ Step fields by ``op`` (optional fields in brackets, with their default):
     touch     page, kind (read|write|exec), [off 0], [len 8 (read)], [val 0x50 (write)]
     pread     file, off, len            read the file through a file descriptor
     pwrite    file, off, len, val       write len bytes of val through a file descriptor
+    ftruncate file, size                ftruncate(2) the file's descriptor (shrink, grow, to 0)
+    fallocate file, off, len, mode      fallocate(2); mode: names of FALLOC (PUNCH_HOLE|KEEP_SIZE
+                                        punches a hole; the others pin errnos or allocate)
+    otrunc    file                      open(2) the file with O_RDWR|O_TRUNC, then close it
     fork      (the new process gets the next number)
     exit
 """
@@ -66,6 +70,11 @@ MADV = {"MADV_NORMAL": 0, "MADV_RANDOM": 1, "MADV_SEQUENTIAL": 2, "MADV_WILLNEED
         "MADV_KEEPONFORK": 19, "MADV_COLD": 20, "MADV_PAGEOUT": 21, "MADV_POPULATE_READ": 22,
         "MADV_POPULATE_WRITE": 23, "MADV_DONTNEED_LOCKED": 24, "MADV_COLLAPSE": 25}
 MREMAP = {"MREMAP_MAYMOVE": 1, "MREMAP_FIXED": 2, "MREMAP_DONTUNMAP": 4}
+FALLOC = {"FALLOC_FL_KEEP_SIZE": 0x01, "FALLOC_FL_PUNCH_HOLE": 0x02, "FALLOC_FL_NO_HIDE_STALE": 0x04,
+          "FALLOC_FL_COLLAPSE_RANGE": 0x08, "FALLOC_FL_ZERO_RANGE": 0x10,
+          "FALLOC_FL_INSERT_RANGE": 0x20, "FALLOC_FL_UNSHARE_RANGE": 0x40}
+#: the largest file size a program may create or truncate to
+FILE_MAX = 1 << 24
 TOUCH_KINDS = ("read", "write", "exec")
 ALPHABET = range(0x50, 0x60)  # bytes a program may store: harmless to execute (probe.c)
 
@@ -79,6 +88,9 @@ _FIELDS: dict[str, tuple[set[str], set[str]]] = {
     "touch": ({"page", "kind"}, {"off", "len", "val"}),
     "pread": ({"file", "off", "len"}, set()),
     "pwrite": ({"file", "off", "len", "val"}, set()),
+    "ftruncate": ({"file", "size"}, set()),
+    "fallocate": ({"file", "off", "len", "mode"}, set()),
+    "otrunc": ({"file"}, set()),
     "fork": (set(), set()),
     "exit": (set(), set()),
 }
@@ -244,6 +256,14 @@ class Program:
             _int(s["len"], f"{where}: len", 0, 1 << 16)
         if op == "pwrite":
             _val(s["val"], where)
+        if op in ("ftruncate", "fallocate", "otrunc"):
+            self._file(s["file"], where)
+        if op == "ftruncate":
+            _int(s["size"], f"{where}: size", 0, FILE_MAX)
+        if op == "fallocate":
+            _int(s["off"], f"{where}: off", 0, FILE_MAX)
+            _int(s["len"], f"{where}: len", 0, FILE_MAX)
+            flags_value(s["mode"], FALLOC)
 
     def _file(self, k: Any, where: str) -> None:
         if not isinstance(k, int) or not 0 <= k < len(self.files):
@@ -268,8 +288,8 @@ def describe(step: dict[str, Any]) -> str:
             continue
         if key == "prot":
             val = "".join(n[5] for n in val if n != "PROT_NONE") or "NONE"
-        elif key == "flags":
-            val = "|".join(n.split("_", 1)[1] for n in val) or "0"
+        elif key in ("flags", "mode"):
+            val = "|".join(n.split("_", 2 if n.startswith("FALLOC") else 1)[-1] for n in val) or "0"
         elif key == "advice":
             val = val.split("_", 1)[1]
         elif key == "val":

@@ -118,7 +118,10 @@ class Geometry:
         return out
 
     def smaps(self, vmas: list[dict[str, int]]) -> list[str]:
+        """One line per VMA; ``Swap=`` only when some of it is swapped out
+        (so records taken without swap read as before)."""
         return [f"{self.rel(v['start'])}..{self.rel(v['end'])} Rss={v['Rss']} Anonymous={v['Anonymous']}"
+                + (f" Swap={v['Swap']}" if v.get("Swap") else "")
                 for v in vmas if v["end"] > self.lo and v["start"] < self.hi]
 
 
@@ -207,7 +210,7 @@ def rle(data: bytes) -> str:
 
 
 def parse_smaps(text: str, maps: str, lo: int = 0, hi: int = 1 << 64) -> list[dict[str, int]]:
-    """Rss and Anonymous (kB) of the VMAs meeting [lo, hi).
+    """Rss, Anonymous and Swap (kB) of the VMAs meeting [lo, hi).
 
     ``maps`` (the same process's /proc/PID/maps) says which VMAs those are;
     their blocks are found in the smaps text by their header, which is the
@@ -224,7 +227,7 @@ def parse_smaps(text: str, maps: str, lo: int = 0, hi: int = 1 << 64) -> list[di
         if at < 0:
             raise ValueError(f"parse_smaps: no block for {head}")
         vma = {"start": start, "end": end}
-        for key in ("Rss", "Anonymous"):
+        for key in ("Rss", "Anonymous", "Swap"):
             k = text.find(f"\n{key}:", at)
             vma[key] = int(text[k + len(key) + 2:text.find("kB", k)].strip())
         vmas.append(vma)

@@ -27,21 +27,45 @@ def _frames(task: Any) -> list[Any]:
     return frames
 
 
+#: code object -> is it plumbing (runtime/, sync/)?  Code objects live as
+#: long as their functions: a handful, asked about at every RCU free
+_PLUMBING_CODE: dict[Any, bool] = {}
+#: (code, line) -> the site's text
+_SITES: dict[tuple[Any, int], str] = {}
+
+
+def _plumbing(code: Any) -> bool:
+    got = _PLUMBING_CODE.get(code)
+    if got is None:
+        got = any(p in code.co_filename for p in _PLUMBING)
+        if len(_PLUMBING_CODE) < 100_000:
+            _PLUMBING_CODE[code] = got
+    return got
+
+
 def task_site(task: Any) -> str:
     """``path:line in func`` of the model code ``task`` is suspended in, or
-    ``"?"`` when it has no live coroutine."""
+    ``"?"`` when it has no live coroutine.  (Asked at every ``kfree_rcu``:
+    the answer for a code object and line is kept, not formatted again.)"""
     frames = _frames(task)
     if not frames:
         return "?"
     pick = frames[-1]
     for frame in reversed(frames):
-        if not any(p in frame.f_code.co_filename for p in _PLUMBING):
+        if not _plumbing(frame.f_code):
             pick = frame
             break
-    path = pick.f_code.co_filename
-    parts = path.split(os.sep)
-    if "specfault" in parts:
-        path = os.sep.join(parts[parts.index("specfault") + 1:])
-    elif len(parts) > 2:
-        path = os.sep.join(parts[-2:])
-    return f"{path}:{pick.f_lineno} in {pick.f_code.co_name}"
+    code = pick.f_code
+    key = (code, pick.f_lineno)
+    site = _SITES.get(key)
+    if site is None:
+        path = code.co_filename
+        parts = path.split(os.sep)
+        if "specfault" in parts:
+            path = os.sep.join(parts[parts.index("specfault") + 1:])
+        elif len(parts) > 2:
+            path = os.sep.join(parts[-2:])
+        site = f"{path}:{key[1]} in {code.co_name}"
+        if len(_SITES) < 100_000:      # bounded, whatever code runs
+            _SITES[key] = site
+    return site

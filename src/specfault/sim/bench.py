@@ -75,6 +75,9 @@ class Comparison:
             return 1.0 / r.wall_us if r.wall_us else 0.0
         if self.workload == "mmap1":
             return r.ops_per_s
+        if self.workload == "pressure":           # the writer's tail latency
+            p99 = r.writer_lat["p99"]
+            return 1.0 / p99 if p99 else 0.0
         return r.faults_per_s
 
     def ratio(self, protocol: str, cpus: int, base: str = "classic") -> float | None:

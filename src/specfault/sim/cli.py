@@ -44,7 +44,12 @@ PARAMS: dict[str, tuple[type, float, float]] = {
     "max_pages": (int, 1, 1 << 20), "map_pages": (int, 1, 1 << 20),
     "loaders": (int, 0, 1000), "maps": (int, 0, 100_000),
     "free_frac": (float, 1e-4, 1.0),
+    # pressure
+    "passes": (int, 1, 1000), "limit": (float, 0.01, 16.0), "faulters": (int, 1, 10_000),
+    "writer_pages": (int, 1, 1 << 16), "writer_gap_ns": _NS,
 }
+#: parameters that take one of a few words
+CHOICES: dict[str, tuple[str, ...]] = {"other": ("anon", "file")}
 #: set by the command itself, never by --param
 _FIXED = {"protocol", "cpus", "profile", "seed", "faults", "kind", "config"}
 #: app_launch keeps 4,096 spare frames; each fault thread's heap takes one
@@ -78,6 +83,9 @@ def _params_help() -> str:
     for name in WORKLOADS:
         items = []
         for key in accepted_params(name):
+            if key in CHOICES:
+                items.append(f"{key}={'|'.join(CHOICES[key])}")
+                continue
             kind, lo, hi = PARAMS[key]
             items.append(f"{key}=true|false" if kind is bool else
                          f"{key}={cliargs.fmt(lo)}..{cliargs.fmt(hi)}")
@@ -116,13 +124,13 @@ def _protocol_list(text: str) -> list[str]:
 
 # ---- cost profiles ----
 #: fields that must be > 0 (a divisor, a period, a batch), not just >= 0
-_POSITIVE = {"dram_gbps", "rcu_gp_ns", "timeslice_ns", "pcp_batch", "reclaim_batch"}
+_POSITIVE = {"dram_gbps", "rcu_gp_ns", "timeslice_ns", "pcp_batch"}
 
 
 def profile_errors(data: dict[str, Any]) -> list[str]:
     """Why ``data`` (a profile's JSON object) is not a valid profile: every
-    cost a finite number >= 0 (> 0 where it divides or paces), the
-    watermark a fraction, work kinds known."""
+    cost a finite number >= 0 (> 0 where it divides or paces), work and
+    I/O kinds known."""
     errors: list[str] = []
     known = {f.name: f for f in fields(CostProfile)}
     for key, value in data.items():
@@ -131,24 +139,22 @@ def profile_errors(data: dict[str, Any]) -> list[str]:
         elif key == "source":
             if not isinstance(value, str):
                 errors.append("source must be a string")
-        elif key == "work_ns":
+        elif key in ("work_ns", "io_ns"):
             if not isinstance(value, dict):
-                errors.append("work_ns must be an object of kind: ns")
+                errors.append(f"{key} must be an object of kind: ns")
                 continue
-            kinds = CostProfile().work_ns
+            kinds = getattr(CostProfile(), key)
             for kind, ns in value.items():
                 if kind not in kinds:
-                    errors.append(f"unknown work_ns kind {kind!r}{cliargs.close_matches(kind, kinds)}")
+                    errors.append(f"unknown {key} kind {kind!r}{cliargs.close_matches(kind, kinds)}")
                 elif not _finite(ns) or ns < 0:
-                    errors.append(f"work_ns.{kind} must be a finite number >= 0, not {ns!r}")
+                    errors.append(f"{key}.{kind} must be a finite number >= 0, not {ns!r}")
         elif not _finite(value) or value < 0:
             errors.append(f"{key} must be a finite number >= 0, not {value!r}")
         elif key in _POSITIVE and value <= 0:
             errors.append(f"{key} must be > 0, not {value!r}")
-        elif key in ("pcp_batch", "reclaim_batch") and not float(value).is_integer():
+        elif key == "pcp_batch" and not float(value).is_integer():
             errors.append(f"{key} must be a whole number, not {value!r}")
-        elif key == "reclaim_watermark" and value >= 1:
-            errors.append(f"reclaim_watermark must be a fraction below 1, not {value!r}")
     return errors
 
 
@@ -171,10 +177,11 @@ def profile_arg(text: str) -> CostProfile:
         raise argparse.ArgumentTypeError(f"{text}: {errors[0]}{more}")
     work = dict(CostProfile().work_ns)
     work.update(data.pop("work_ns", {}))
-    for key in ("pcp_batch", "reclaim_batch"):
-        if key in data:
-            data[key] = int(data[key])
-    return CostProfile(work_ns=work, **data)
+    io = dict(CostProfile().io_ns)
+    io.update(data.pop("io_ns", {}))
+    if "pcp_batch" in data:
+        data["pcp_batch"] = int(data["pcp_batch"])
+    return CostProfile(work_ns=work, io_ns=io, **data)
 
 
 def register(sub: Any) -> None:
@@ -249,6 +256,10 @@ def _param_value(workload: str, key: str, text: str) -> Any:
         raise cliargs.BadArgument("--param", f"{workload} takes no parameter {key!r}"
                                              f"{cliargs.close_matches(key, accepted)}; it takes "
                                              f"{', '.join(accepted)}")
+    if key in CHOICES:
+        if text not in CHOICES[key]:
+            raise cliargs.BadArgument("--param", f"{key} is one of {', '.join(CHOICES[key])}, not {text!r}")
+        return text
     kind, lo, hi = PARAMS[key]
     if kind is bool:
         if text.lower() not in ("true", "false"):
@@ -316,7 +327,14 @@ def estimate_bytes(workload: str, cpus: int, params: dict[str, Any]) -> tuple[fl
         threads = (p["threads"] or 4 * cpus) + p["loaders"]
         need = f + p["loaders"] * p["maps"] * p["map_pages"] + 4096
         frames = int(need / p["free_frac"]) + 1
-        faults = f + p["loaders"] * p["maps"]
+        # and about ``2 * need`` pages of other apps' page cache, each a
+        # Page like a fault's
+        faults = f + p["loaders"] * p["maps"] + 2 * need
+    elif workload == "pressure":
+        threads = p["faulters"] + 1
+        region = max(1, f // p["passes"])
+        frames = int(region * p["limit"]) + region // 16 + 8192
+        faults = f + 2 * region                  # + a swap slot per page
     need_bytes = (B_BASE + B_FRAME * frames + B_FAULT * faults + B_THREAD * threads
                   + B_FILE_PAGE * file_pages)
     driver = "--faults"

@@ -45,12 +45,22 @@ The costs are of five kinds.
 
 4. **Pages.**  ``alloc_page`` is served from a per-CPU list (``pcp_batch``
    pages); refilling it takes the zone lock, one serialised resource for the
-   machine, for ``zone_lock_ns`` per page.  Below the low watermark
-   (``reclaim_watermark`` of all frames free) an allocation whose CPU has no
-   reclaimed pages left enters direct reclaim: ``reclaim_ns`` for a pass that
-   frees ``reclaim_batch`` (SWAP_CLUSTER_MAX) pages, which that CPU's next
-   allocations use (mm/vmscan.c shrink_node; the model's frame count is not
-   changed — reclaim's *latency* is what matters here).
+   machine, for ``zone_lock_ns`` per page.  Memory pressure is the model's
+   own mechanism (mm/vmscan.py), not a cost here: with watermarks set
+   (knob ``watermark_min``), an allocation below low wakes ``kswapd`` (a
+   kernel thread the engine runs on a CPU) and one at or below min
+   reclaims directly, inside the fault.  Reclaim's ops are charged like
+   every op (the LRU lock, each folio's lock, the PTLs and TLB flushes of
+   ``try_to_unmap``), plus per-page work: ``reclaim_scan`` for each folio
+   isolated and asked ``folio_referenced`` (an rmap walk), ``reclaim_unmap``
+   for each PTE ``try_to_unmap`` clears.  So direct reclaim costs what it
+   scans.  Waiting for I/O is off-CPU time: a ``Work`` kind named in
+   ``io_ns`` puts the thread to sleep for that long, its CPU free for
+   others — ``swap_read`` (``do_swap_page``'s read, a major fault) and
+   ``swap_write`` (the model writes a folio out synchronously before it
+   frees it, as MADV_PAGEOUT is seen to on the host; Linux's kswapd does
+   not wait for the write, so this overstates kswapd's time, not the
+   fault's).
    clear_page/copy_page also consume DRAM bandwidth (``dram_gbps``, one
    serialised channel): at high CPU counts the zeroing itself saturates memory,
    which is what bounds even lockless faults.
@@ -94,6 +104,20 @@ def _default_work() -> dict[str, float]:
         "page_mkwrite": 300.0,    # shared file write notification
         "user_ns": 1.0,           # workload's own user-space time, per ns
         "syscall": 150.0,         # syscall entry/exit (with mitigations)
+        # reclaim (mm/vmscan.py), per page; measured on the reference host
+        # (benchmarks/bench_pressure_vs_host.py --costs): MADV_PAGEOUT of
+        # clean, mapped file pages costs ~1.5 us a page
+        "reclaim_scan": 1000.0,   # isolate, folio_referenced's rmap walk, __remove_mapping, free
+        "reclaim_unmap": 500.0,   # try_to_unmap_one: clear the PTE, rmap/RSS bookkeeping
+    }
+
+
+def _default_io() -> dict[str, float]:
+    # waits for I/O, off-CPU; measured on the reference host (a swap file
+    # on a virtio disk; benchmarks/bench_pressure_vs_host.py --costs)
+    return {
+        "swap_read": 10_000.0,    # swap_read_folio: a 4 KiB read, waited for (major fault)
+        "swap_write": 20_000.0,   # swap_writepage: MADV_PAGEOUT of an anon page ~24 us in all
     }
 
 
@@ -125,12 +149,8 @@ class CostProfile:
     pcp_batch: int = 63
     #: zone->lock hold time per page moved between zone and pcp
     zone_lock_ns: float = 25.0
-    #: fraction of frames below which allocations direct-reclaim
-    reclaim_watermark: float = 0.10
-    #: one direct-reclaim pass (shrink_node for SWAP_CLUSTER_MAX pages)
-    reclaim_ns: float = 300_000.0
-    #: pages one reclaim pass frees (the next allocations are fast)
-    reclaim_batch: int = 32
+    #: Work(kind) that is a wait for I/O (off-CPU), per unit
+    io_ns: dict[str, float] = field(default_factory=_default_io)
     #: DRAM bandwidth, all sockets (clear/copy page traffic), GB/s
     dram_gbps: float = 100.0
     #: TLB shootdown: sender's fixed cost, per-target cost, target's handler
@@ -152,7 +172,9 @@ class CostProfile:
             raise ValueError(f"{path}: unknown cost profile keys: {', '.join(bad)}")
         work = _default_work()
         work.update(data.pop("work_ns", {}))
-        return cls(work_ns=work, **data)
+        io = _default_io()
+        io.update(data.pop("io_ns", {}))
+        return cls(work_ns=work, io_ns=io, **data)
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(asdict(self), indent=2, sort_keys=True) + "\n")
@@ -202,14 +224,11 @@ class CostModel:
         self.lines: dict[tuple[int, str], Line] = {}
         self.transfers = 0
         self.nr_frames = nr_frames
-        self.low = max(1, int(nr_frames * profile.reclaim_watermark))
         self.pcp = [0] * ncpus
         self.zone_busy = 0.0
         self.dram_busy = 0.0
         self.dram_ns_per_page = PAGE / profile.dram_gbps    # GB/s = bytes/ns
         self.stolen = [0.0] * ncpus                         # IPI handler time owed
-        self.reclaims = 0
-        self.reclaimed = [0] * ncpus
         self.zone_wait = 0.0
         w = profile.work_ns
         self.work = dict(w)
@@ -404,7 +423,9 @@ class CostModel:
         tp = type(result)
         if tp is PageFault:
             return self.p.fault_entry_ns
-        if tp is Acquired and result.write:
+        if tp is Acquired and result.write and op.sem.name.startswith("mmap_lock"):
+            # only mmap_lock's write sections do VMA work (a folio lock or
+            # the inode lock taken for write does none)
             return self.vma_modify_ns
         return 0.0
 
@@ -423,13 +444,6 @@ class CostModel:
             cost += self._zone(t, batch)
             self.pcp[cpu] = batch
         self.pcp[cpu] -= 1
-        free = self.free_frames()
-        if free < self.low:
-            if self.reclaimed[cpu] <= 0:
-                self.reclaims += 1
-                cost += self.p.reclaim_ns
-                self.reclaimed[cpu] = self.p.reclaim_batch
-            self.reclaimed[cpu] -= 1
         return cost
 
     def _free(self, cpu: int, t: float) -> float:
@@ -438,7 +452,3 @@ class CostModel:
             self.pcp[cpu] -= self.p.pcp_batch
             return self._zone(t, self.p.pcp_batch)
         return self.op_ns * 5
-
-    #: set by the engine: () -> free frames
-    def free_frames(self) -> int:
-        return self.nr_frames

@@ -40,7 +40,8 @@ from collections.abc import Callable, Coroutine
 from heapq import heappop, heappush, heapreplace
 from typing import Any
 
-from specfault.runtime import STATE, Op, Task
+from specfault.mm.vmscan import kswapd_run
+from specfault.runtime import STATE, Op, Task, WaitUntil, Work
 from specfault.runtime.driver import advance, close, enter, finished, leave, preemptible
 from specfault.sim.cost import CostModel, CostProfile
 from specfault.sync.rwsem import AT_ONCE, GRANTED, Acquired, Waiter
@@ -76,13 +77,13 @@ class SimSleep(Op):
 # What the engine must know of an op class before it charges an op
 # (``blocking`` and ``lockstat`` are class attributes of every op): computed
 # once per class.
-_BLOCKING, _SLEEP, _LOCKSTAT = 1, 2, 4
+_BLOCKING, _SLEEP, _LOCKSTAT, _WORK = 1, 2, 4, 8
 
 
 #: the heap entry of the thread whose ops run now (see Engine._events)
 _HEAD = (-math.inf, 0, None)
 
-#: op class -> ``_BLOCKING | _SLEEP | _LOCKSTAT`` bits (0 for most ops)
+#: op class -> ``_BLOCKING | _SLEEP | _LOCKSTAT | _WORK`` bits (0 for most ops)
 _OP_FLAGS: dict[type, int] = {}
 
 
@@ -90,9 +91,18 @@ def _op_flags(cls: type) -> int:
     """``_OP_FLAGS[cls]``, computed on first sight of the class."""
     flags = ((_BLOCKING if cls.blocking else 0)               # type: ignore[attr-defined]
              | (_SLEEP if cls is SimSleep else 0)
-             | (_LOCKSTAT if cls.lockstat else 0))                # type: ignore[attr-defined]
+             | (_LOCKSTAT if cls.lockstat else 0)                 # type: ignore[attr-defined]
+             | (_WORK if cls is Work else 0))
     _OP_FLAGS[cls] = flags
     return flags
+
+
+async def _kswapd(kernel: Any) -> None:
+    """kswapd(): sleep until woken, balance the node, sleep again."""
+    mem = kernel.mem
+    while True:
+        await WaitUntil(lambda: kernel.kswapd_wait, "kswapd_wait", (mem,))
+        await kswapd_run(kernel)
 
 
 class SimError(Exception):
@@ -104,7 +114,7 @@ class SimThread:
 
     __slots__ = ("task", "name", "state", "cpu", "slice_end", "park_t", "park_keys",
                  "busy", "spin", "sleep", "lock_wait_t0", "lock_write", "hold_t0", "done_at",
-                 "meta")
+                 "meta", "daemon")
 
     def __init__(self, task: Task, name: str) -> None:
         self.task = task
@@ -123,6 +133,9 @@ class SimThread:
         self.hold_t0 = -1.0
         self.done_at = -1.0
         self.meta: dict[str, Any] = {}
+        #: a kernel thread (kswapd) that waits forever: the run is over
+        #: when every other thread is done
+        self.daemon = False
 
     def __repr__(self) -> str:
         return f"<SimThread {self.name}>"
@@ -148,8 +161,6 @@ class Engine:
         self.profile = profile or CostProfile()
         ncpus = len(self.kernel.cpus)
         self.cost = CostModel(self.profile, self.kernel.mem.nr_frames, ncpus)
-        mem = self.kernel.mem
-        self.cost.free_frames = mem.nr_free   # type: ignore[method-assign]
         self.cpus = [SimCpu(i, c) for i, c in enumerate(self.kernel.cpus)]
         self.idle: list[int] = list(range(ncpus))
         self.runq: deque[SimThread] = deque()
@@ -170,12 +181,22 @@ class Engine:
         #: told of every busy interval, lock event and wakeup when set (a
         #: sim.trace.SimTrace); None, the default, costs one test per op
         self.observer: Any = None
+        if self.kernel.mem.watermark["low"]:
+            # kswapd0: woken by an allocation below the low watermark
+            # (wakeup_kswapd sets kswapd_wait, then the allocation's op
+            # touches ``mem``, where kswapd is parked), it reclaims to high
+            # on whatever CPU it gets, competing with the workload
+            self.spawn("kswapd0", None, _kswapd(self.kernel), daemon=True)
 
     # -- building --
-    def spawn(self, name: str, mm: Any, coro: Coroutine[Any, Any, Any], at: float = 0.0) -> SimThread:
-        """Add a thread running ``coro`` in ``mm``, runnable at ``at``."""
+    def spawn(self, name: str, mm: Any, coro: Coroutine[Any, Any, Any], at: float = 0.0,
+              daemon: bool = False) -> SimThread:
+        """Add a thread running ``coro`` in ``mm`` (None: a kernel thread),
+        runnable at ``at``.  A ``daemon`` may still be waiting when the run
+        ends."""
         task = Task(len(self.threads) + 1, name, coro, mm, None)
         th = SimThread(task, name)
+        th.daemon = daemon
         self.threads.append(th)
         self.timer(at, lambda t: self._first(th, t))
         return th
@@ -296,6 +317,7 @@ class Engine:
         after = cost_model.after
         after_types = cost_model.after_types
         flags_of = _OP_FLAGS
+        io_ns = self.profile.io_ns
         rcu = self.kernel.rcu
         obs = self.observer
         horizon = -math.inf if once else until
@@ -334,6 +356,12 @@ class Engine:
                         if flags & _SLEEP:
                             heappop(heap)
                             self._sleep(th, op.ns, t)
+                            break
+                        if flags & _WORK and op.what in io_ns:
+                            # a wait for I/O (swap_read): off-CPU, like
+                            # SimSleep; Work.perform() does nothing
+                            heappop(heap)
+                            self._sleep(th, io_ns[op.what] * op.amount, t)
                             break
                     cost = charge(op, cpu, t)
                     try:
@@ -390,8 +418,8 @@ class Engine:
             self.steps += steps
 
     def wall(self) -> float:
-        """When the last thread finished (simulated ns)."""
-        return max((th.done_at for th in self.threads), default=0.0)
+        """When the last (non-daemon) thread finished (simulated ns)."""
+        return max((th.done_at for th in self.threads if not th.daemon), default=0.0)
 
     def run(self, until: float | None = None) -> None:
         """Run until every thread finished (or simulated time ``until``):
@@ -414,6 +442,8 @@ class Engine:
             return False
         if self._rescue():
             return True
+        if all(th.daemon for th in self.threads if th.state in (SPIN, SLEEP)):
+            return False                 # only kswapd waits: the run is over
         stuck = "; ".join(f"{th.name} in {_pending(th).describe()}"
                           for th in self.threads if th.state in (SPIN, SLEEP))
         raise SimError(f"deadlock at t={self.now:.0f}ns: {stuck}")

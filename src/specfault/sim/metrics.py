@@ -57,7 +57,9 @@ class RunResult:
 
 
 _COUNTERS = ("pgfault", "spf_attempt", "spf_abort", "spf_success", "vma_lock_success",
-             "vma_lock_abort", "vma_lock_retry", "vma_lock_miss", "tlb_flush")
+             "vma_lock_abort", "vma_lock_retry", "vma_lock_miss", "tlb_flush",
+             "allocstall", "pgscan_direct", "pgscan_kswapd", "pgsteal_direct", "pgsteal_kswapd",
+             "pswpin", "pswpout", "pgmajfault")
 
 
 def collect(name: str, protocol: str, cpus: int, built: Built, cdf_points: int = 200) -> RunResult:
@@ -89,5 +91,5 @@ def collect(name: str, protocol: str, cpus: int, built: Built, cdf_points: int =
         abort_rate=rate, aborts=aborts,
         counters={k: vs.get(k, 0) for k in _COUNTERS},
         transfers_per_fault=eng.cost.transfers / faults if faults else 0.0,
-        cpu_busy_us=busy * 1e-3, reclaims=eng.cost.reclaims, steps=eng.steps, cdf=cdf,
+        cpu_busy_us=busy * 1e-3, reclaims=vs.get("allocstall", 0), steps=eng.steps, cdf=cdf,
     )

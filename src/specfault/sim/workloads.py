@@ -21,6 +21,9 @@ speculative protocol speculates (it never does when ``mm_users == 1``).
 ``app_launch`` many threads faulting in existing mappings while loader
                threads mmap/mprotect, memory below the reclaim watermark —
                the seed's motivating case
+``pressure``   one thread faulting through a region larger than memory (swap,
+               kswapd, direct reclaim) beside an mmap/munmap writer — the
+               seed's case, measured as the writer's latency
 =============  ===========================================================
 
 Parameters are keyword arguments with defaults (see :data:`WORKLOADS`);
@@ -337,22 +340,36 @@ async def _spf_thread(ctx: Ctx, mm: Any, vmas: int, pages: int, guard: bool = Fa
 def app_launch(protocol: str, cpus: int, *, faults: int = 6000, threads: int = 0,
                loaders: int = 2, maps: int = 40, map_pages: int = 16, free_frac: float = 0.06,
                think_ns: float = 2000.0, io_ns: float = 200_000.0, loader_io_ns: float = 20_000.0,
-               profile: CostProfile | None = None, seed: int = 1,
+               other: str = "anon", profile: CostProfile | None = None, seed: int = 1,
                config: Config | None = None) -> Built:
     """An Android-style app launch: ``threads`` (default 4 per CPU) fault
     their heaps (anonymous VMAs that already have an anon_vma) while
     ``loaders`` threads map libraries (mmap, then mprotect part of it
-    read-only, ``maps`` times each), with memory below the reclaim
-    watermark (``free_frac`` of frames free), so allocations are slow and a
-    fault holding mmap_lock stalls every mmap writer — and, behind a
-    waiting writer, every other fault.  The figure is the elapsed time."""
+    read-only, ``maps`` times each), with free memory at the min watermark:
+    ``free_frac`` of the frames are free, the watermark is set there, and
+    the rest of memory is other apps' — clean page cache (reclaimable:
+    enough for everything the launch allocates) and memory the app cannot
+    get back.  So allocations wake kswapd and enter direct reclaim (the
+    model's, mm/vmscan.py: its cost is the pages it scans), and a fault
+    holding mmap_lock while it reclaims stalls every mmap writer — and,
+    behind a waiting writer, every other fault.  The figure is the elapsed
+    time."""
     n = threads or 4 * cpus
     need = faults + loaders * maps * map_pages + 4096
     frames = int(need / free_frac) + 1
-    m, eng, ctx = _setup(protocol, cpus, frames, profile, seed, config)
+    free = max(16, int(frames * free_frac))
+    cache = need + free                            # other apps' clean page cache
+    if other not in ("anon", "file"):
+        raise ValueError(f"app_launch: other must be 'anon' or 'file', not {other!r}")
+    base = config if config is not None else Config()
+    knobs = {"watermark_min": free, "swap_pages": cache + 16 if other == "anon" else 0}
+    cfg = base.with_(**{k: v for k, v in knobs.items() if k not in base.knobs})
+    m, eng, ctx = _setup(protocol, cpus, frames, profile, seed, cfg)
     mem = m.kernel.mem
-    ballast = mem.nr_free() - need                 # other apps' memory
-    del mem.free_pfns[len(mem.free_pfns) - ballast:]
+    if other == "file":
+        _read_from_disk(m, "/other-apps", cache)
+    else:
+        _background_heap(m, cache)
     p = m.spawn("app")
     mm = p.mm
     _users(mm, n + loaders)
@@ -364,7 +381,36 @@ def app_launch(protocol: str, cpus: int, *, faults: int = 6000, threads: int = 0
     for j in range(loaders):
         eng.spawn(f"loader/{j}", mm, _loader(ctx, mm, maps, map_pages, loader_io_ns),
                   at=float(j))
+    pinned = mem.nr_free() - free                  # memory nobody gives back:
+    if pinned > 0:                                 # free memory starts at min
+        del mem.free_pfns[len(mem.free_pfns) - pinned:]
     return Built(eng, ctx, n + loaders, n)
+
+
+def _read_from_disk(m: sf.Machine, path: str, pages: int) -> None:
+    """Other processes' page cache: a file of ``pages`` pages already on
+    disk (its backing store, nothing cached), mapped and read through once
+    by another process (read faults fill the cache), then unmapped — clean,
+    unmapped pages on the inactive file LRU, which reclaim drops at once."""
+    inode = m.kernel.fs.create(path)
+    inode.size = pages * PAGE               # on disk, not cached (zeroes)
+    p = m.spawn("reader")
+    fd = p.open(path)
+    addr = p.mmap(0, pages * PAGE, PROT_READ, MAP_PRIVATE, fd)
+    for i in range(pages):
+        p.read(addr + i * PAGE, 1)
+    p.munmap(addr, pages * PAGE)
+    p.close(fd)
+    p.exit()
+
+
+def _background_heap(m: sf.Machine, pages: int) -> None:
+    """Other apps' anonymous memory: a process that wrote ``pages`` pages
+    of its heap and went to the background (swap-backed, on the LRU)."""
+    p = m.spawn("background")
+    addr = p.mmap(0, pages * PAGE, RW, ANON)
+    for i in range(pages):
+        p.write(addr + i * PAGE, b"\1")
 
 
 async def _app_thread(ctx: Ctx, mm: Any, start: int, pages: int, think_ns: float,
@@ -385,6 +431,80 @@ async def _loader(ctx: Ctx, mm: Any, maps: int, pages: int, io_ns: float) -> Non
         await ctx.sleep(io_ns)
 
 
+# ------------------------------------------------------------- pressure
+def pressure(protocol: str, cpus: int, *, faults: int = 8192, passes: int = 2, limit: float = 0.5,
+             faulters: int = 1, writer_pages: int = 16, writer_gap_ns: float = 10_000.0,
+             think_ns: float = 100.0, profile: CostProfile | None = None, seed: int = 1,
+             config: Config | None = None) -> Built:
+    """The seed's case: ``faulters`` threads write one byte per page of an
+    anonymous region of ``faults // passes`` pages, ``passes`` times over,
+    on a machine whose memory holds only ``limit`` of the region (with swap
+    for the rest: kswapd and direct reclaim swap pages out, the next pass
+    swaps them in), while one more thread maps and unmaps ``writer_pages``
+    pages in a loop until the faulters are done, sleeping ``writer_gap_ns``
+    between pairs (the host's writer loops flat out; the gap bounds the
+    samples a long run keeps, not their latency).  ``writer_lat`` is the
+    writer's mmap+munmap latency; ``fault_lat`` the faults'.  ``limit`` >= 1
+    is the no-pressure baseline.  The host's counterpart is
+    ``benchmarks/bench_pressure_host.py`` (a memory cgroup instead of a
+    small machine: there, memcg limit reclaim instead of kswapd)."""
+    region = max(1, faults // passes)
+    resident = max(64, int(region * limit))
+    # the watermarks a small zone gets: min ~1/64 of memory, low and high
+    # a quarter of it apart above (page.py set_watermarks)
+    wmin = max(16, resident // 64)
+    frames = resident + 2 * wmin + region // 512 + writer_pages + 64
+    base = config if config is not None else Config()
+    knobs = {"watermark_min": wmin, "swap_pages": 2 * region + 16}
+    cfg = base.with_(**{k: v for k, v in knobs.items() if k not in base.knobs})
+    m, eng, ctx = _setup(protocol, cpus, frames, profile, seed, cfg)
+    p = m.spawn("pressure")
+    mm = p.mm
+    _users(mm, faulters + 1)
+    region_addr = p.mmap(0, region * PAGE, RW, ANON)
+    done = [0]
+    for i, share in enumerate(_split(region, faulters)):
+        start = region_addr + sum(_split(region, faulters)[:i]) * PAGE
+        eng.spawn(f"faulter/{i}", mm, _pressure_faulter(ctx, mm, start, share, passes, think_ns, done))
+    eng.spawn("writer", mm, _pressure_writer(ctx, mm, writer_pages, writer_gap_ns, faulters, done))
+    return Built(eng, ctx, faulters + 1, faulters)
+
+
+async def _pressure_faulter(ctx: Ctx, mm: Any, start: int, pages: int, passes: int,
+                            think_ns: float, done: list[int]) -> None:
+    for _ in range(passes):
+        for i in range(pages):
+            await ctx.touch(mm, start + i * PAGE)
+            await ctx.user(think_ns)
+    done[0] += 1
+
+
+#: the writer's iterations at most (bounds a run's memory)
+PRESSURE_WRITER_MAX = 200_000
+
+
+async def _pressure_writer(ctx: Ctx, mm: Any, pages: int, gap_ns: float, faulters: int,
+                           done: list[int]) -> None:
+    """mmap + munmap of ``pages`` pages until the faulters are done; each
+    pair's latency (both syscalls) is one ``writer_lat`` sample."""
+    eng = ctx.engine
+    for _ in range(PRESSURE_WRITER_MAX):
+        if done[0] >= faulters:
+            break
+        t0 = eng.now
+        await Work("syscall")
+        addr, _ = await sys_mmap(mm, 0, pages * PAGE, RW, ANON, None, 0)
+        if addr < 0:
+            raise RuntimeError(f"pressure writer: mmap failed: {addr}")
+        await Work("syscall")
+        ret = await sys_munmap(mm, int(addr), pages * PAGE)
+        if ret < 0:
+            raise RuntimeError(f"pressure writer: munmap failed: {ret}")
+        ctx.syscalls += 2
+        ctx.writer_lat.append(eng.now - t0)
+        await ctx.sleep(gap_ns)
+
+
 #: name -> (builder, one-line description)
 WORKLOADS: dict[str, tuple[Callable[..., Built], str]] = {
     "pft": (pft, "one region split among threads, write faults"),
@@ -395,6 +515,7 @@ WORKLOADS: dict[str, tuple[Callable[..., Built], str]] = {
     "ebizzy": (ebizzy, "ebizzy -mTRp: mmap'ed records of random size"),
     "spf_test": (spf_test, "threads x 2 VMAs x 10 pages, mmap and fault at once"),
     "app_launch": (app_launch, "faulting threads + loader mmap/mprotect under memory pressure"),
+    "pressure": (pressure, "a thread faulting through more than memory (swap) + an mmap writer"),
 }
 
 

@@ -67,7 +67,7 @@ from specfault.mm.mprotect import sys_mprotect
 from specfault.mm.mremap import sys_mremap
 from specfault.mm.pgtable import LEVEL_SHIFT, hw_allows, pte_present
 from specfault.mm.proc import vma_flags_mnemonics, vma_name
-from specfault.mm.truncate import unmap_mapping_range
+from specfault.mm.truncate import do_truncate
 from specfault.mm.vma import VM_EXEC, VM_MAYSHARE, VM_READ, VM_WRITE
 from specfault.runtime import ModelBug
 from specfault.trace import format as fmt
@@ -278,7 +278,7 @@ class Replayer:
                 page = mem.alloc()
                 if page is None:
                     raise OutOfMemory(errno.ENOMEM, "replay: page cache")
-                _fill(inode, idx, page)
+                _fill(inode, idx, page, mem)
 
     def open_file(self, fid: int, mode: int | None, flags: int, prot: int,
                   ofd: int | None = None) -> OpenFile:
@@ -747,13 +747,7 @@ class Replayer:
         if ev["ret"] != 0 or "file" not in ev:
             return _SKIP
         inode = self.inode(ev["file"])
-        size = ev["args"][1]
-        if size < inode.size:
-            self.m.run(unmap_mapping_range(self.m.kernel, inode, (size + PAGE_SIZE - 1) >> 12, 0,
-                                           even_cows=True), t.ctx.task)
-            self.m.kernel.fs.truncate(inode, size)
-        else:
-            inode.size = size
+        self.m.run(do_truncate(self.m.kernel, inode, ev["args"][1]), t.ctx.task)   # shmem_setattr
         return _SKIP
 
 

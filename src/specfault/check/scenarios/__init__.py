@@ -11,10 +11,18 @@ from collections.abc import Callable
 
 from specfault.check.scenario import Scenario, register
 from specfault.check.scenarios.base import MmSpec
-from specfault.check.scenarios.races import SPEC_BY_NAME, SPECS
+from specfault.check.scenarios.pressure import SPECS as PRESSURE_SPECS
+from specfault.check.scenarios.races import SPECS as RACE_SPECS
+from specfault.check.scenarios.truncation import SPECS as TRUNCATION_SPECS
 from specfault.config import Config
 
+#: every race: the mmap_lock writers' (races.py), then reclaim's and
+#: swap-in's (pressure.py)
+SPECS = RACE_SPECS + PRESSURE_SPECS
+SPEC_BY_NAME = {s.name: s for s in SPECS}
 PROTOCOLS = ("classic", "speculative", "pervma", "dufour")
+SPECS = RACE_SPECS + TRUNCATION_SPECS
+SPEC_BY_NAME = {s.name: s for s in SPECS}
 
 
 def scenario_name(spec: str, protocol: str, mutant: str | None = None) -> str:
@@ -51,4 +59,5 @@ def _register_all() -> None:
 
 _register_all()
 
-__all__ = ["PROTOCOLS", "SPECS", "MmSpec", "build", "scenario_name"]
+__all__ = ["PRESSURE_SPECS", "PROTOCOLS", "SPECS", "SPEC_BY_NAME", "MmSpec", "build",
+           "scenario_name"]

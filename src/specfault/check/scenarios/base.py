@@ -10,8 +10,13 @@ checked for:
   VMA and is no more permissive than it (a speculative commit after a
   munmap or mprotect breaks this), and no writable PTE of a private mapping
   maps a page that is not exclusively ours (broken COW);
+* at every step too: the properties of :mod:`specfault.check.properties`
+  — reverse-mapping consistency over the region, TLB coherence of every
+  access that used a cached translation, and no lost write (every load
+  returns the latest store to its address not discarded since);
 * at the end, with every thread done and RCU drained: ``check_mm`` on the
-  whole machine (refcounts, mapcounts, RSS, tree, tables), no lock held and
+  whole machine (refcounts, mapcounts, RSS, tree, tables, the reverse map
+  of every PTE), no lock held and
   no RCU section open (the engine's lockdep exit check), and after every
   process exits, no leaked frame;
 * linearizability: the history of steps (their results, and the final
@@ -32,6 +37,7 @@ from typing import Any
 import specfault as sf
 from specfault.check.invariants import kernel_problems, mm_problems
 from specfault.check.linearizability import check_linearizable
+from specfault.check.properties import final_properties, history_of, step_properties
 from specfault.check.scenario import Env, Scenario, Thread
 from specfault.config import Config
 from specfault.errors import OutOfMemory, SignalError
@@ -87,6 +93,8 @@ class World:
     thread_proc: list[Any] = field(default_factory=list)
     clock: int = 0
     history: list[tuple[int, int, int, int, Any]] = field(default_factory=list)
+    #: the scenario threads that have run all their steps (kswapd's cue)
+    finished: int = 0
     region: list[tuple[int, int]] = field(default_factory=list)
 
     def stamp(self, t: int) -> bytes:
@@ -116,14 +124,21 @@ class MmSpec:
     #: check linearizability (off for scenarios whose results are
     #: order-free by construction)
     linearizable: bool = True
+    #: run kswapd as one more actor: a kernel thread (no mm) that sleeps
+    #: until an allocation wakes it (below the low watermark) and then
+    #: reclaims (mm/vmscan.py balance_pgdat), interleaved by the explorer
+    #: with the scenario's threads; it ends when they have all finished
+    kswapd: bool = False
 
     def build(self, config: Config) -> Scenario:
         spec = self
-        config = config.with_(nr_frames=self.frames, nr_cpus=max(2, len(self.threads)),
+        config = config.with_(nr_frames=self.frames,
+                              nr_cpus=max(2, len(self.threads) + int(self.kswapd)),
                               **self.knobs)
 
         def setup(env: Env) -> World:
             world = make_world(spec, config)
+            history_of(world)           # record accesses from the first step
             env.cpus = world.machine.kernel.cpus
             env.use_rcu(world.machine.kernel.rcu)
             return world
@@ -131,6 +146,9 @@ class MmSpec:
         threads = [Thread(f"T{i}:{pname}", _thread_fn(i, steps), cpu=i,
                           mm=_mm_of(i))
                    for i, (pname, steps) in enumerate(self.threads)]
+        if self.kswapd:
+            threads.append(Thread("kswapd0", _kswapd_fn(len(self.threads)),
+                                  cpu=len(self.threads)))
 
         def invariant(world: World) -> str | None:
             return step_invariant(world)
@@ -145,7 +163,8 @@ class MmSpec:
 
         return Scenario(name=f"mm.{self.name}", setup=setup, threads=threads, check=check,
                         invariant=invariant, observe=observe, rcu=True,
-                        description=self.description, tags=("mm",), clock=_clock)
+                        description=self.description, tags=("mm",), clock=_clock,
+                        snapshot=True)
 
 
 def _clock(world: World) -> int:
@@ -180,6 +199,26 @@ def _thread_fn(i: int, steps: list[Step]) -> Callable[[World], Coroutine[Any, An
             start = world.tick()
             result = await run_step(step, world, i)
             world.history.append((i, k, start, world.tick(), result))
+        world.finished += 1
+
+    return body
+
+
+def _kswapd_fn(nthreads: int) -> Callable[[World], Coroutine[Any, Any, Any]]:
+    """kswapd(): sleep until woken (an allocation below the low watermark
+    set ``kswapd_wait``), balance the node, sleep again — until the
+    scenario's ``nthreads`` threads are done (and kswapd is not woken)."""
+    from specfault.mm.vmscan import kswapd_run
+    from specfault.runtime import WaitUntil
+
+    async def body(world: World) -> None:
+        kernel = world.machine.kernel
+        while True:
+            await WaitUntil(lambda: kernel.kswapd_wait or world.finished == nthreads,
+                            "kswapd_wait", (kernel,))
+            if not kernel.kswapd_wait:
+                return
+            await kswapd_run(kernel)
 
     return body
 
@@ -255,11 +294,15 @@ def step_invariant(world: World) -> str | None:
                     if not page.anon_exclusive:
                         return (f"{mm.label()}: writable PTE at {addr:#x} maps a shared page "
                                 f"{page!r}: a write would reach another mm (COW broken)")
-    return None
+    # rmap consistency, TLB coherence, no lost write (check/properties.py)
+    return step_properties(world)
 
 
 def final_check(world: World) -> str | None:
     kernel = world.machine.kernel
+    bad = final_properties(world)
+    if bad:
+        return bad
     problems = kernel_problems(kernel)
     for mm in kernel.mms:
         problems += mm_problems(mm)
