@@ -38,7 +38,6 @@ from specfault.check.schedule import STRATEGIES, Schedule
 from specfault.check.strategy import Strategy
 from specfault.sync.lockdep import LOCKDEP
 
-
 #: a program's (check.api) default budget when explore() is given no config
 PROGRAM_SCHEDULES = 10_000
 
