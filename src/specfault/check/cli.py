@@ -1,8 +1,9 @@
 """specfault check: explore scenarios' interleavings; hunt mutants; replay a schedule.
 
-    specfault check SCENARIO ... [--strategy dfs|random|pct] [--schedules N]
+    specfault check SCENARIO ... [--strategy dfs|ipb|delay|dpor|random|pct] [--schedules N]
                     [--budget SECONDS] [--preemptions P|none] [--reduction auto|sleep|none]
-                    [--seed S] [--pct-depth D] [--step-limit N] [--no-minimize] [--json]
+                    [--bound B|none] [--seed S] [--pct-depth D] [--step-limit N]
+                    [--no-minimize] [--json]
     specfault check [--scenario NAME|all] [--protocol classic|speculative|pervma|dufour|all]
                     [--mutant NAME] [exploration options as above]
     specfault check --mutants [--mutant NAME] [--schedules N] [--budget SECONDS]
@@ -56,6 +57,8 @@ EXAMPLES = """examples:
   specfault check --list-scenarios                         # the races
   specfault check --scenario fault-vs-munmap --protocol speculative
   specfault check 'litmus.*' --preemptions none            # exhaustive, unbounded preemptions
+  specfault check --scenario all --protocol all --strategy dpor   # every race, every schedule class
+  specfault check --scenario cow-aba --strategy ipb --bound 3     # fewest preemptions first
   specfault check litmus.rcu-broken --strategy pct --schedules 500 --seed 7
   specfault check specfault.check.examples.ticket:broken    # your own program (check.api)
   specfault check path/to/my_lock.py:broken --schedules 10000
@@ -89,10 +92,16 @@ def _schedules(text: str) -> int:
     return cliargs.int_range(1, 10**9, "a schedule count (or 'none')")(text)
 
 
-def _preemptions(text: str) -> int | None:
+def _preemptions(text: str) -> int:
     if text.strip().lower() == "none":
-        return None
+        return UNBOUNDED      # not None: None means "not given"
     return cliargs.int_range(0, 1000, "a preemption bound (or 'none')")(text)
+
+
+def _bound(text: str) -> int:
+    if text.strip().lower() == "none":
+        return UNBOUNDED
+    return cliargs.int_range(0, 1000, "a bound (or 'none')")(text)
 
 
 def _schedule_arg(text: str) -> Schedule:
@@ -115,10 +124,13 @@ def register(sub: Any) -> None:
                        description=__doc__, epilog=EXAMPLES,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("scenarios", nargs="*", metavar="SCENARIO", help="scenario names or globs (see --list)")
-    p.add_argument("--strategy", choices=("random", "pct", "dfs", "portfolio"), default=None,
-                   help="dfs (exhaustive, preemption-bounded; the default for registered "
-                        "scenarios), random, pct, or portfolio (several taking turns: the default "
-                        "for programs written with specfault.check.api)")
+    p.add_argument("--strategy", choices=_STRATEGIES, default=None,
+                   help="dfs (exhaustive, preemption-bounded, fewest preemptions first; the "
+                        "default for registered scenarios), ipb (iterative preemption bounding, "
+                        "no upper bound), delay (iterative delay bounding), dpor (source-set "
+                        "DPOR: every class of schedules, no bound), random, pct, or portfolio "
+                        "(several taking turns: the default for programs written with "
+                        "specfault.check.api)")
     p.add_argument("--schedules", type=_schedules, default=None, metavar="N",
                    help=f"budget: at most N schedules per scenario (default {DEFAULT_SCHEDULES:,}); "
                         "with --mutants, per mutant (default 24,000); 'none': no budget (an "
@@ -145,6 +157,9 @@ def register(sub: Any) -> None:
                    help="dfs: at most P preemptions per schedule (0..1000), or 'none' (default 2)")
     p.add_argument("--reduction", choices=["auto", "sleep", "none"], default=None,
                    help="dfs: partial-order reduction (default auto: sleep sets when unbounded)")
+    p.add_argument("--bound", type=_bound, default=None, metavar="B",
+                   help="ipb/delay: stop after bound B (preemptions, delays; 0..1000), or 'none' "
+                        "(the default: every bound, until exhausted or the budget ends it)")
     p.add_argument("--seed", type=cliargs.seed, default=None,
                    help="random/pct: seed of the first schedule (default 0)")
     p.add_argument("--pct-depth", type=cliargs.int_range(1, 100), default=None, metavar="D",
@@ -169,8 +184,14 @@ def register(sub: Any) -> None:
 
 
 #: the options each mode uses (anything else given is refused)
-_EXPLORE = {"strategy", "schedules", "budget", "preemptions", "reduction", "seed", "pct_depth",
-            "step_limit", "no_minimize", "json"}
+_EXPLORE = {"strategy", "schedules", "budget", "preemptions", "reduction", "bound", "seed",
+            "pct_depth", "step_limit", "no_minimize", "json"}
+#: --strategy's choices
+_STRATEGIES = ("dfs", "ipb", "delay", "dpor", "random", "pct", "portfolio")
+#: options that only some strategies use (given with another one: refused)
+_STRATEGY_OPTIONS = {"preemptions": ("dfs", "random", "pct", "portfolio"),
+                     "reduction": ("dfs", "random", "pct", "portfolio"),
+                     "bound": ("ipb", "delay")}
 _MODES: dict[str, set[str]] = {
     "list": set(), "list_scenarios": set(), "list_mutants": set(),
     "replay": {"step_limit", "json", "trace", "html"},
@@ -256,7 +277,7 @@ def _command(args: argparse.Namespace) -> str:
 
     parts = ["specfault", "check", *args.scenarios] if args.scenarios else ["specfault", "check"]
     for flag in ("scenario", "protocol", "mutant", "strategy", "budget", "schedules", "preemptions",
-                 "reduction", "seed", "pct_depth", "step_limit", "replay"):
+                 "reduction", "bound", "seed", "pct_depth", "step_limit", "replay"):
         v = getattr(args, flag, None)
         if v is not None:
             parts += [f"--{flag.replace('_', '-')}", str(v)]
@@ -298,7 +319,9 @@ def _config(args: argparse.Namespace) -> ExploreConfig:
     if args.schedules is not None:
         over["max_schedules"] = None if args.schedules == UNBOUNDED else args.schedules
     if args.preemptions is not None:
-        over["max_preemptions"] = args.preemptions
+        over["max_preemptions"] = None if args.preemptions == UNBOUNDED else args.preemptions
+    if args.bound is not None:
+        over["max_bound"] = None if args.bound == UNBOUNDED else args.bound
     if args.reduction is not None:
         over["reduction"] = args.reduction
     if args.seed is not None:
@@ -320,8 +343,7 @@ def _config(args: argparse.Namespace) -> ExploreConfig:
 
 def _check_env(cfg: ExploreConfig) -> None:
     """Values from SPECFAULT_CHECK_* pass the same checks as the options."""
-    checks = [("strategy", cfg.strategy in ("random", "pct", "dfs", "portfolio"),
-               "random, pct, dfs or portfolio"),
+    checks = [("strategy", cfg.strategy in _STRATEGIES, ", ".join(_STRATEGIES)),
               ("reduction", cfg.reduction in ("auto", "sleep", "none"), "auto, sleep or none"),
               ("max_schedules", cfg.max_schedules is None or 1 <= cfg.max_schedules <= 10**9,
                "1..1,000,000,000 or none"),
@@ -329,6 +351,7 @@ def _check_env(cfg: ExploreConfig) -> None:
                f"{STEP_LIMIT[0]:,}..{STEP_LIMIT[1]:,}"),
               ("max_preemptions", cfg.max_preemptions is None or 0 <= cfg.max_preemptions <= 1000,
                "0..1000 or none"),
+              ("max_bound", cfg.max_bound is None or 0 <= cfg.max_bound <= 1000, "0..1000 or none"),
               ("seed", 0 <= cfg.seed <= cliargs.SEED_MAX, "0..2**63-1"),
               ("pct_depth", 1 <= cfg.pct_depth <= 100, "1..100"),
               ("budget_seconds", cfg.budget_seconds is None
@@ -532,4 +555,8 @@ def main(args: argparse.Namespace) -> int:
     else:
         names = _resolve(args.scenarios)
     cfg = _config(args)
+    for dest, users in _STRATEGY_OPTIONS.items():
+        if getattr(args, dest) is not None and cfg.strategy not in users:
+            raise cliargs.BadArgument(_flag(dest), f"is not used by strategy {cfg.strategy!r} "
+                                                   f"(only by {', '.join(users)})")
     return _explore_all(args, names, cfg)

@@ -90,6 +90,11 @@ class Scenario:
     lockdep: bool = True
     description: str = ""
     tags: tuple[str, ...] = field(default_factory=tuple)
+    #: ``clock(state)``: a value that code *between* ops changes (the mm
+    #: scenarios' real-time clock, read by the linearizability check).  The
+    #: reductions (``dpor``) treat the steps that change it as dependent on
+    #: each other, so every order of them stays explored.
+    clock: Callable[[Any], Hashable] | None = None
     #: build the world once and restore a snapshot of it before each
     #: execution, instead of running ``setup`` for each (see the module doc)
     snapshot: bool = False
