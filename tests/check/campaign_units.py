@@ -27,3 +27,16 @@ def die_on_two(x: int) -> int:
 def slow(x: int) -> int:
     time.sleep(60)
     return x
+
+
+def split_range(unit: tuple[int, int]) -> tuple[list[int], list[tuple[int, int]]]:
+    """A unit that does a little of its range and splits the rest: the
+    numbers it covers, then three pieces of what is left, in order."""
+    lo, hi = unit
+    time.sleep(0.001 * (lo % 4))
+    mine = list(range(lo, min(hi, lo + 2)))
+    rest = list(range(lo + 2, hi))
+    if not rest:
+        return mine, []
+    step = max(1, -(-len(rest) // 3))
+    return mine, [(a, min(a + step, hi)) for a in range(lo + 2, hi, step)]

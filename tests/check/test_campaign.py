@@ -84,3 +84,34 @@ def test_a_streaming_caller_gets_the_unyielded_results() -> None:
                     raise KeyboardInterrupt
     assert got == [(0, 0), (1, 1)]
     assert all(k > 1 for k in info.value.done)
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_units_that_split_come_back_in_depth_first_order(jobs: int) -> None:
+    with Campaign(cu.split_range, [(0, 40), (100, 130)], jobs=jobs, in_flight=3, expand=True) as run:
+        got = list(run)
+    keys = [k for k, _ in got]
+    assert keys == sorted(keys) and keys[0] == (0,)
+    assert [x for _, xs in got for x in xs] == list(range(40)) + list(range(100, 130))
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_drop_abandons_a_subtree(jobs: int) -> None:
+    out: list[int] = []
+    with Campaign(cu.split_range, [(0, 40), (100, 130)], jobs=jobs, expand=True) as run:
+        for key, xs in run:
+            out += xs
+            if 5 in xs:
+                run.drop(key[:1])
+    assert out == list(range(6)) + list(range(100, 130))
+
+
+def test_an_endless_source_is_read_lazily() -> None:
+    import itertools
+    with Campaign(cu.square, itertools.count(), jobs=2, in_flight=4) as run:
+        got = []
+        for i, r in run:
+            got.append(r)
+            if i == 9:
+                break
+    assert got == [x * x for x in range(10)]

@@ -49,13 +49,14 @@ that dies (killed, out of memory) does the same.
 
 from __future__ import annotations
 
+import heapq
 import multiprocessing
 import os
 import signal
 import time
 import traceback
 from collections.abc import Callable, Generator, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any, TypeVar
 
@@ -96,34 +97,37 @@ class CampaignInterrupted(KeyboardInterrupt):
 
 @dataclass
 class Backend:
-    """Where units run: ``jobs`` local processes (1: in this process), or
-    Ray (``backend="ray"``, optionally at ``address``)."""
+    """Where units run: ``jobs`` local processes (None or 1: in this
+    process), or Ray (``backend="ray"``, optionally at ``address``; ``jobs``
+    then caps the units running at once, default: the cluster's CPUs)."""
 
     backend: str = "local"
-    jobs: int = 1
+    jobs: int | None = None
     address: str | None = None
-    #: units submitted beyond the lowest one not yet handed back (None: 2 x workers)
+    #: units running or finished-but-not-yet-handed-back, at most (None: 2 x workers)
     in_flight: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_backend(self.backend, self.jobs, self.address)
+        if self.in_flight is not None and self.in_flight < 1:
+            raise ValueError(f"in_flight: must be at least 1, not {self.in_flight}")
 
     @property
     def serial(self) -> bool:
-        return self.backend == "local" and self.jobs == 1
+        return self.backend == "local" and (self.jobs or 1) == 1
 
     def describe(self) -> str:
         if self.backend == "ray":
-            return f"ray ({self.address or 'local instance'})"
-        return "1 process" if self.jobs == 1 else f"{self.jobs} local processes"
+            return f"ray ({self.address or 'a local instance'})"
+        return "1 process" if self.serial else f"{self.jobs} local processes"
 
 
-def check_backend(backend: str, jobs: int = 1, address: str | None = None) -> None:
+def check_backend(backend: str, jobs: int | None = None, address: str | None = None) -> None:
     """Raise ValueError (naming the argument) for a backend that cannot run."""
     if backend not in BACKENDS:
         raise ValueError(f"backend: expected one of {', '.join(BACKENDS)}, not {backend!r}")
-    if isinstance(jobs, bool) or not isinstance(jobs, int) or not 1 <= jobs <= MAX_JOBS:
+    if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int)
+                             or not 1 <= jobs <= MAX_JOBS):
         raise ValueError(f"jobs: must be in 1..{MAX_JOBS}, not {jobs!r}")
     if address is not None and backend != "ray":
         raise ValueError("address: only used with backend 'ray'")
@@ -137,8 +141,8 @@ def ray_available() -> bool:
     return importlib.util.find_spec("ray") is not None
 
 
-def map_units(fn: Callable[[U], R], units: Iterable[U], *, jobs: int = 1, backend: str = "local",
-              address: str | None = None, in_flight: int | None = None,
+def map_units(fn: Callable[[U], R], units: Iterable[U], *, jobs: int | None = None,
+              backend: str = "local", address: str | None = None, in_flight: int | None = None,
               progress: Callable[[int, R], None] | None = None) -> list[R]:
     """``[fn(u) for u in units]``, computed by the chosen backend (see the
     module's docstring).  Ctrl-C raises :class:`CampaignInterrupted` with
@@ -152,44 +156,86 @@ def map_units(fn: Callable[[U], R], units: Iterable[U], *, jobs: int = 1, backen
     return out
 
 
-class Campaign:
-    """The units of one campaign, run by one backend.  Iterate it for
-    ``(index, result)`` in index order; use it as a context manager so that
-    leaving early (an exception, Ctrl-C anywhere in the block) stops the
-    workers, and a ``KeyboardInterrupt`` becomes :class:`CampaignInterrupted`.
-    Results handed back through :meth:`handed_back` are included in its
-    ``done`` (``map_units`` does that; a streaming caller keeps its own)."""
+Key = tuple[int, ...]
 
-    def __init__(self, fn: Callable[[U], R], units: Iterable[U], *, jobs: int = 1,
+
+class Campaign:
+    """The units of one campaign, run by one backend.
+
+    Iterate it for ``(index, result)`` in index order.  Use it as a context
+    manager, so that leaving early (an exception, Ctrl-C anywhere in the
+    block) stops the workers and a ``KeyboardInterrupt`` becomes
+    :class:`CampaignInterrupted`; results recorded with :meth:`handed_back`
+    are included in its ``done`` (``map_units`` does that).
+
+    ``units`` may be any iterable, even an endless one: it is read lazily,
+    as the window allows.
+
+    **Units that split** (``expand=True``): ``fn(unit)`` returns
+    ``(result, children)``; the children are units too, run after it in the
+    campaign's order.  Keys are then tuples: unit ``i`` of ``units`` is
+    ``(i,)``, child ``j`` of the unit with key ``k`` is ``k + (j,)``, and
+    iteration yields ``(key, result)`` in lexicographic key order — a unit
+    before its children, its children before its next sibling (depth-first
+    order of the tree of units).  A search that splits its remaining work
+    into pieces in its own order therefore gets its results back in that
+    order whoever ran them (``check/split.py``).  :meth:`drop` abandons
+    every unit under a key (e.g. the rest of a search that found a failure).
+    """
+
+    def __init__(self, fn: Callable[[Any], Any], units: Iterable[Any], *, jobs: int | None = None,
                  backend: str = "local", address: str | None = None, in_flight: int | None = None,
-                 progress: Callable[[int, R], None] | None = None) -> None:
+                 progress: Callable[[Any, Any], None] | None = None, expand: bool = False) -> None:
         self.backend = Backend(backend, jobs, address, in_flight)
         self.fn = fn
-        self.items: list[Any] = list(units)
+        self.expand = expand
         self.progress = progress
-        #: finished, not yet yielded (index -> result)
-        self.done: dict[int, Any] = {}
-        #: yielded and recorded with handed_back (index -> result)
-        self.kept: dict[int, Any] = {}
-        #: running now (index); the in-process backend's interrupted unit's own report
-        self.running: set[int] = set()
-        self.partial: dict[int, Any] = {}
-        self.out = 0                      # next index to yield
+        self._source = enumerate(iter(units))
+        self._source_done = False
+        #: keys not yet submitted (a heap) and their units
+        self._todo: list[Key] = []
+        self._units: dict[Key, Any] = {}
+        #: every key not yet yielded (a heap; includes running and done ones)
+        self._open: list[Key] = []
+        #: finished, not yet yielded (key -> result)
+        self.done: dict[Key, Any] = {}
+        #: yielded and recorded with handed_back (key -> result)
+        self.kept: dict[Key, Any] = {}
+        #: running now
+        self.running: set[Key] = set()
+        #: the in-process backend's interrupted unit's own report (key -> exc.result)
+        self.partial: dict[Key, Any] = {}
+        self._dropped: list[Key] = []
+        self._last: Key | None = None
         self._stop: Callable[[], None] = lambda: None
-        self._gen: Generator[tuple[int, Any], None, None] | None = None
+        self._gen: Generator[tuple[Any, Any], None, None] | None = None
 
-    def __len__(self) -> int:
-        return len(self.items)
+    # -- the caller's side --
 
-    def __iter__(self) -> Iterator[tuple[int, Any]]:
+    def __iter__(self) -> Iterator[tuple[Any, Any]]:
         if self._gen is None:
-            be = self.backend
-            self._gen = (self._ray() if be.backend == "ray" else self._serial() if be.jobs == 1
-                         else self._processes())
+            self._gen = self._run()
         return self._gen
 
     def handed_back(self, result: Any) -> None:
-        self.kept[self.out - 1] = result
+        """Record the result just yielded as the caller's (for ``done`` on Ctrl-C)."""
+        if self._last is not None:
+            self.kept[self._last] = result
+
+    def drop(self, key: Any) -> None:
+        """Abandon every unit whose key starts with ``key`` (an index or a
+        key tuple): not submitted, not yielded; running ones are let finish
+        (a unit is bounded work) and their results and children discarded."""
+        k = (key,) if isinstance(key, int) else tuple(key)
+        self._dropped.append(k)
+        for t in [t for t in self._units if t[:len(k)] == k]:
+            del self._units[t]
+        self._todo = [t for t in self._todo if t[:len(k)] != k]
+        heapq.heapify(self._todo)
+        self._open = [t for t in self._open if t[:len(k)] != k]
+        heapq.heapify(self._open)
+        for t in [t for t in self.done if t[:len(k)] == k]:
+            del self.done[t]
 
     def stop(self) -> None:
         """Kill whatever runs (idempotent)."""
@@ -200,109 +246,174 @@ class Campaign:
 
     def interrupted(self) -> CampaignInterrupted:
         self.stop()
-        done = dict(self.kept)
-        done.update(self.done)
-        return CampaignInterrupted(done, sorted(self.running), self.partial)
+        done = {self._public(k): v for k, v in self.kept.items()}
+        done.update((self._public(k), v) for k, v in self.done.items())
+        return CampaignInterrupted(done, sorted(self._public(k) for k in self.running),
+                                   {self._public(k): v for k, v in self.partial.items()})
 
     def __enter__(self) -> Campaign:
         return self
 
     def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> None:
-        if exc is None:
-            self.stop()
-            return
-        if isinstance(exc, CampaignInterrupted):
-            self.stop()
-            return
-        if isinstance(exc, KeyboardInterrupt):
+        if isinstance(exc, KeyboardInterrupt) and not isinstance(exc, CampaignInterrupted):
             if hasattr(exc, "result") and self.backend.serial and len(self.running) == 1:
                 self.partial[next(iter(self.running))] = exc.result
             raise self.interrupted() from None
         self.stop()
 
-    def _finished(self, index: int, value: Any) -> None:
-        self.running.discard(index)
-        self.done[index] = value
-        if self.progress is not None:
-            self.progress(index, value)
+    # -- the scheduler --
 
-    def _ready(self) -> Iterator[tuple[int, Any]]:
-        while self.out in self.done:
-            res = self.done.pop(self.out)
-            self.out += 1
-            yield self.out - 1, res
+    def _public(self, key: Key) -> Any:
+        return key if self.expand else key[0]
+
+    def _is_dropped(self, key: Key) -> bool:
+        return any(key[:len(k)] == k for k in self._dropped)
+
+    def _pull(self) -> None:
+        """Read one more unit from the source, if any."""
+        if self._source_done:
+            return
+        try:
+            i, unit = next(self._source)
+        except StopIteration:
+            self._source_done = True
+            return
+        self._add((i,), unit)
+
+    def _add(self, key: Key, unit: Any) -> None:
+        self._units[key] = unit
+        heapq.heappush(self._todo, key)
+        heapq.heappush(self._open, key)
+
+    def _next_unit(self, window: int) -> tuple[Key, Any] | None:
+        """The lowest key not yet submitted, if the window allows (the
+        lowest key still open always may: the campaign must progress)."""
+        if not self._todo:
+            self._pull()
+        if not self._todo:
+            return None
+        key = self._todo[0]
+        if len(self.running) + len(self.done) >= window and key != self._open[0]:
+            return None
+        heapq.heappop(self._todo)
+        self.running.add(key)
+        return key, self._units.pop(key)
+
+    def _finished(self, key: Key, value: Any) -> None:
+        self.running.discard(key)
+        if self._is_dropped(key):
+            return
+        if self.expand:
+            value, children = value
+            for j, child in enumerate(children):
+                self._add(key + (j,), child)
+        self.done[key] = value
+        if self.progress is not None:
+            self.progress(self._public(key), value)
+
+    def _ready(self) -> Iterator[tuple[Any, Any]]:
+        while True:
+            if not self._open and not self._todo:
+                self._pull()
+            if not self._open or self._open[0] not in self.done:
+                return
+            key = heapq.heappop(self._open)
+            self._last = key
+            yield self._public(key), self.done.pop(key)
+
+    def _more(self) -> bool:
+        if not self._open:
+            self._pull()
+        return bool(self._open)
+
+    def _run(self) -> Generator[tuple[Any, Any], None, None]:
+        be = self.backend
+        if be.backend == "ray":
+            yield from self._ray()
+        elif be.serial:
+            yield from self._serial()
+        else:
+            yield from self._processes()
 
     # -- in this process --
 
-    def _serial(self) -> Generator[tuple[int, Any], None, None]:
-        for i, unit in enumerate(self.items):
-            self.running.add(i)
-            res = self.fn(unit)
-            self._finished(i, res)
+    def _serial(self) -> Generator[tuple[Any, Any], None, None]:
+        while self._more():
+            nxt = self._next_unit(1)
+            assert nxt is not None
+            key, unit = nxt
+            self._finished(key, self.fn(unit))
             yield from self._ready()
 
     # -- local worker processes --
 
-    def _processes(self) -> Generator[tuple[int, Any], None, None]:
-        items = self.items
-        n = min(self.backend.jobs, max(1, len(items)))
+    def _processes(self) -> Generator[tuple[Any, Any], None, None]:
+        n = self.backend.jobs or 1
         window = _window(self.backend, n)
-        pool = _Pool(self.fn, n)
-        self._stop = pool.kill
-        nxt = 0            # next unit to submit
-        while self.out < len(items):
-            for w in range(n):            # a unit to every idle worker, within the window
-                if w not in pool.busy and nxt < len(items) and nxt < self.out + window:
-                    pool.conns[w].send((nxt, items[nxt]))
-                    pool.busy[w] = nxt
-                    self.running.add(nxt)
-                    nxt += 1
-            ready = wait([pool.conns[w] for w in pool.busy]
-                         + [pool.procs[w].sentinel for w in pool.busy])
-            for w in list(pool.busy):
-                conn, proc = pool.conns[w], pool.procs[w]
-                if conn in ready or (proc.sentinel in ready and conn.poll()):
-                    try:
-                        index, ok, value = conn.recv()
-                    except EOFError:
-                        raise UnitFailed(pool.busy[w], "worker process died (exit code "
-                                                       f"{proc.exitcode})") from None
-                    del pool.busy[w]
-                    if not ok:
-                        raise UnitFailed(index, value)
-                    self._finished(index, value)
-                elif proc.sentinel in ready:
-                    raise UnitFailed(pool.busy[w], f"worker process died (exit code {proc.exitcode})")
-            yield from self._ready()
+        pool: _Pool | None = None
+        try:
+            while self._more():
+                if pool is None:               # started only once there is work
+                    pool = _Pool(self.fn, n)
+                    self._stop = pool.kill
+                for w in range(n):            # a unit to every idle worker, within the window
+                    if w not in pool.busy:
+                        nxt = self._next_unit(window)
+                        if nxt is None:
+                            break
+                        pool.conns[w].send(nxt)
+                        pool.busy[w] = nxt[0]
+                ready = wait([pool.conns[w] for w in pool.busy]
+                             + [pool.procs[w].sentinel for w in pool.busy])
+                for w in list(pool.busy):
+                    conn, proc = pool.conns[w], pool.procs[w]
+                    if conn in ready or (proc.sentinel in ready and conn.poll()):
+                        try:
+                            key, ok, value = conn.recv()
+                        except EOFError:
+                            raise UnitFailed(self._public(pool.busy[w]), "worker process died "
+                                             f"(exit code {proc.exitcode})") from None
+                        del pool.busy[w]
+                        if not ok:
+                            raise UnitFailed(self._public(key), value)
+                        self._finished(key, value)
+                    elif proc.sentinel in ready:
+                        raise UnitFailed(self._public(pool.busy[w]),
+                                         f"worker process died (exit code {proc.exitcode})")
+                yield from self._ready()
+        except BaseException:
+            if pool is not None:
+                pool.kill()
+            raise
         self._stop = lambda: None
-        pool.close()
+        if pool is not None:
+            pool.close()
 
     # -- Ray --
 
-    def _ray(self) -> Generator[tuple[int, Any], None, None]:
+    def _ray(self) -> Generator[tuple[Any, Any], None, None]:
         import ray
 
-        items = self.items
         ray_init(self.backend.address)
-        workers = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        workers = self.backend.jobs or max(1, int(ray.cluster_resources().get("CPU", 1)))
         window = _window(self.backend, workers)
         remote = ray.remote(num_cpus=1, max_retries=0)(_ray_call)
         fn_ref = ray.put(self.fn)
-        pending: dict[Any, int] = {}        # object ref -> unit index
+        pending: dict[Any, Key] = {}        # object ref -> key
         self._stop = lambda: _ray_cancel(pending)
-        nxt = 0
-        while self.out < len(items):
-            while nxt < len(items) and nxt < self.out + window:
-                pending[remote.remote(fn_ref, items[nxt])] = nxt
-                self.running.add(nxt)
-                nxt += 1
+        while self._more():
+            while len(pending) < workers:
+                nxt = self._next_unit(window)
+                if nxt is None:
+                    break
+                pending[remote.remote(fn_ref, nxt[1])] = nxt[0]
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=_POLL)
             for ref in ready:
-                index = pending.pop(ref)
+                key = pending.pop(ref)
                 ok, value = ray.get(ref)
                 if not ok:
-                    raise UnitFailed(index, value)
-                self._finished(index, value)
+                    raise UnitFailed(self._public(key), value)
+                self._finished(key, value)
             yield from self._ready()
         self._stop = lambda: None
 
@@ -323,11 +434,11 @@ def _worker(conn: Connection, fn: Callable[[Any], Any]) -> None:
             return
         if msg is None:
             return
-        index, unit = msg
+        key, unit = msg
         try:
-            conn.send((index, True, fn(unit)))
+            conn.send((key, True, fn(unit)))
         except BaseException:                      # noqa: BLE001 - reported to the parent
-            conn.send((index, False, traceback.format_exc()))
+            conn.send((key, False, traceback.format_exc()))
 
 
 class _Pool:
@@ -337,7 +448,7 @@ class _Pool:
         ctx = multiprocessing.get_context("spawn")
         self.procs: list[Any] = []
         self.conns: list[Connection] = []
-        self.busy: dict[int, int] = {}            # worker -> unit index
+        self.busy: dict[int, Key] = {}            # worker -> unit key
         for _ in range(n):
             parent, child = ctx.Pipe()
             p = ctx.Process(target=_worker, args=(child, fn), daemon=True)
@@ -395,7 +506,7 @@ def _ray_call(fn: Callable[[Any], Any], unit: Any) -> tuple[bool, Any]:
         return False, traceback.format_exc()
 
 
-def _ray_cancel(pending: dict[Any, int]) -> None:
+def _ray_cancel(pending: dict[Any, Key]) -> None:
     import ray
 
     for ref in pending:
