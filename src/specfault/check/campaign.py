@@ -87,8 +87,8 @@ class CampaignInterrupted(KeyboardInterrupt):
     (``partial``: index -> the ``result`` attribute of the exception it
     raised)."""
 
-    def __init__(self, done: dict[int, Any], running: list[int],
-                 partial: dict[int, Any] | None = None) -> None:
+    def __init__(self, done: dict[Any, Any], running: list[Any],
+                 partial: dict[Any, Any] | None = None) -> None:
         super().__init__()
         self.done = done
         self.running = running
@@ -237,6 +237,13 @@ class Campaign:
         for t in [t for t in self.done if t[:len(k)] == k]:
             del self.done[t]
 
+    def open_under(self, key: Any) -> bool:
+        """Whether some unit under ``key`` (an index or a key tuple) is not
+        yet yielded: known units only — children appear when their parent
+        finishes, before the parent is yielded."""
+        k = (key,) if isinstance(key, int) else tuple(key)
+        return any(t[:len(k)] == k for t in self._open)
+
     def stop(self) -> None:
         """Kill whatever runs (idempotent)."""
         stop, self._stop = self._stop, lambda: None
@@ -371,15 +378,13 @@ class Campaign:
                         try:
                             key, ok, value = conn.recv()
                         except EOFError:
-                            raise UnitFailed(self._public(pool.busy[w]), "worker process died "
-                                             f"(exit code {proc.exitcode})") from None
+                            raise UnitFailed(self._public(pool.busy[w]), _died(proc)) from None
                         del pool.busy[w]
                         if not ok:
                             raise UnitFailed(self._public(key), value)
                         self._finished(key, value)
                     elif proc.sentinel in ready:
-                        raise UnitFailed(self._public(pool.busy[w]),
-                                         f"worker process died (exit code {proc.exitcode})")
+                        raise UnitFailed(self._public(pool.busy[w]), _died(proc))
                 yield from self._ready()
         except BaseException:
             if pool is not None:
@@ -416,6 +421,12 @@ class Campaign:
                 self._finished(key, value)
             yield from self._ready()
         self._stop = lambda: None
+
+
+def _died(proc: Any) -> str:
+    proc.join(1.0)
+    return (f"worker process died (exit code {proc.exitcode}); a script that starts a campaign "
+            "must guard it with if __name__ == '__main__' (workers are spawned)")
 
 
 def _window(be: Backend, workers: int) -> int:
