@@ -460,13 +460,24 @@ class _Pool:
         self.procs: list[Any] = []
         self.conns: list[Connection] = []
         self.busy: dict[int, Key] = {}            # worker -> unit key
-        for _ in range(n):
-            parent, child = ctx.Pipe()
-            p = ctx.Process(target=_worker, args=(child, fn), daemon=True)
-            p.start()
-            child.close()
-            self.procs.append(p)
-            self.conns.append(parent)
+        # born ignoring SIGINT (an ignored signal stays ignored across exec, and
+        # Python then installs no KeyboardInterrupt handler): a Ctrl-C while a
+        # worker still imports must not print its traceback
+        try:
+            saved = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        except ValueError:                         # not the main thread: nothing to protect
+            saved = None
+        try:
+            for _ in range(n):
+                parent, child = ctx.Pipe()
+                p = ctx.Process(target=_worker, args=(child, fn), daemon=True)
+                p.start()
+                child.close()
+                self.procs.append(p)
+                self.conns.append(parent)
+        finally:
+            if saved is not None:
+                signal.signal(signal.SIGINT, saved)
 
     def kill(self) -> None:
         for p in self.procs:
@@ -504,10 +515,21 @@ def ray_init(address: str | None = None, **kwargs: Any) -> None:
         return
     opts: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
                             "configure_logging": False}
+    if address is None:       # a local instance: its workers import the driver's specfault
+        opts["runtime_env"] = {"env_vars": {"PYTHONPATH": _driver_path()}}
     opts.update(kwargs)
     if address is not None:
         opts["address"] = address
     ray.init(**opts)
+
+
+def _driver_path() -> str:
+    """PYTHONPATH for local workers: the directory this specfault was
+    imported from first, then the driver's own PYTHONPATH."""
+    import specfault
+
+    here = os.path.dirname(os.path.dirname(os.path.abspath(specfault.__file__)))
+    return os.pathsep.join([here] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
 
 
 def _ray_call(fn: Callable[[Any], Any], unit: Any) -> tuple[bool, Any]:

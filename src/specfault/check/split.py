@@ -106,8 +106,8 @@ class PieceResult:
 
     #: per execution, in order: (sleep-set blocked, steps, failed)
     log: list[tuple[bool, int, bool]] = field(default_factory=list)
-    #: per execution (with cfg.observe): scenario.observe of its final state, else None
-    observed: list[Hashable | None] = field(default_factory=list)
+    #: per execution (with cfg.observe): (scenario.observe of its final state,), or ()
+    observed: list[tuple[Hashable, ...]] = field(default_factory=list)
     #: the first failing execution's choices and seed
     failure: tuple[list[int], int] | None = None
     #: nothing of the piece's search is left (dfs)
@@ -210,7 +210,7 @@ class _Logged:
         self.name = inner.name
         self.observe = observe
         self.log: list[tuple[bool, int, bool]] = []
-        self.observed: list[Hashable | None] = []
+        self.observed: list[tuple[Hashable, ...]] = []
 
     @property
     def complete(self) -> int:
@@ -226,8 +226,8 @@ class _Logged:
     def done_with(self, ex: Execution) -> None:
         self.log.append((ex.pruned, ex.steps, ex.failure is not None))
         if self.observe is not None:
-            self.observed.append(self.observe(ex.state) if not ex.pruned and ex.failure is None
-                                 else None)
+            self.observed.append((self.observe(ex.state),) if not ex.pruned and ex.failure is None
+                                 else ())
         self.inner.done_with(ex)
 
     def exhausted(self) -> bool:
@@ -330,8 +330,8 @@ class _Merge:
                     self.stopped = True
                     self.exhausted = last and pr.exhausted and i == len(pr.log) - 1
                     return
-            elif pr.observed and pr.observed[i] is not None:
-                self.observations.add(pr.observed[i])
+            elif pr.observed and pr.observed[i]:
+                self.observations.add(pr.observed[i][0])
         if cfg.max_schedules is not None and self.schedules >= cfg.max_schedules:
             self.stopped = True
             self.exhausted = last and pr.exhausted
