@@ -19,9 +19,8 @@ from specfault.check.split import explore_all, kill_unit
 if os.environ.get("CI", "").lower() != "true":
     pytest.importorskip("ray", reason="ray is an optional extra: pip install 'specfault[ray]'")
 
-#: quick to hunt with 400 schedules: four killed (by the random walk), one survives
-MUTANTS = ["no_seq2_check", "speculate_while_odd", "vma_free_immediate", "no_pte_same_recheck_wp",
-           "dufour_no_vma_refcount"]
+#: quick to hunt with 300 schedules: two killed (by the random walk), one survives
+MUTANTS = ["no_seq2_check", "vma_free_immediate", "no_pte_same_recheck_wp"]
 
 
 @pytest.fixture(scope="module")
@@ -45,9 +44,9 @@ def _table(kills: list) -> list[dict]:
 
 
 def test_a_kill_table_on_ray_is_the_local_one(local_ray: None) -> None:
-    hunt = functools.partial(kill_unit, schedules=400)
+    hunt = functools.partial(kill_unit, schedules=300)
     serial = _table(map_units(hunt, MUTANTS))
-    assert [k["killed"] for k in serial] == [False, True, True, True, True]
+    assert [k["killed"] for k in serial] == [False, True, True]
     assert _table(map_units(hunt, MUTANTS, backend="ray")) == serial
     assert _table(map_units(hunt, MUTANTS, jobs=2)) == serial
 

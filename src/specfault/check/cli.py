@@ -50,7 +50,7 @@ import sys
 from typing import Any
 
 from specfault import cliargs
-from specfault.check.campaign import BACKENDS, MAX_JOBS, Campaign, CampaignInterrupted
+from specfault.check.campaign import BACKENDS, MAX_JOBS, Backend, Campaign, CampaignInterrupted
 from specfault.check.explore import ExploreConfig, Interrupted, Result, replay
 from specfault.check.report import failure_report
 from specfault.check.scenario import UnknownScenario, lookup, registered
@@ -543,21 +543,38 @@ def _explore_all(args: argparse.Namespace, names: list[str], cfg: ExploreConfig)
                 print(res.report)
                 print(flush=True)
 
+    serial = campaign["backend"] == "local" and (campaign["jobs"] or 1) == 1
     try:
-        if campaign["backend"] == "local" and (campaign["jobs"] or 1) == 1:
+        if serial:
             with Campaign(explore_unit, [(name, cfg) for name in names], **campaign) as run:
                 for _, res in run:
                     results.append(res)
                     run.handed_back(res)
                     show(res)
         else:                           # each search split into pieces, merged in order
-            split = explore_all(names, cfg, **campaign)
-            try:
-                for res in split:
-                    results.append(res)
-                    show(res)
-            finally:
-                split.close()               # stops the workers, whatever ended the loop
+            from rich.console import Console
+            from rich.progress import Progress
+
+            err = Console(stderr=True)
+            with Progress(console=err, transient=True, disable=args.json or not err.is_terminal) as bar:
+                where = Backend(**campaign).describe()
+                what = "exploring ({}): {:,} schedules in {:,} pieces"
+                task = bar.add_task(what.format(where, 0, 0), total=len(names))
+                ran = [0, 0]
+
+                def tick(i: int, n: int) -> None:
+                    ran[0] += n
+                    ran[1] += 1
+                    bar.update(task, description=what.format(where, ran[0], ran[1]))
+
+                split = explore_all(names, cfg, progress=tick, **campaign)
+                try:
+                    for res in split:
+                        results.append(res)
+                        bar.advance(task)
+                        show(res)
+                finally:
+                    split.close()               # stops the workers, whatever ended the loop
     except Interrupted as exc:           # Ctrl-C in a split campaign: the scenarios begun, marked
         for res in exc.result[len(results):]:
             results.append(res)

@@ -360,13 +360,15 @@ class _Merge:
 
 
 def explore_all(names: list[str], cfg: ExploreConfig, *, limit: int = PIECE_SCHEDULES,
+                progress: Callable[[int, int], None] | None = None,
                 **campaign: Any) -> Generator[Result, None, None]:
     """Explore each scenario of ``names`` with a campaign (``campaign``:
     ``jobs``, ``backend``, ``address``, ``in_flight``): each search split
     into pieces of ``limit`` executions where the strategy allows it.
     Yields each scenario's :class:`Result` in order, as soon as it is
     known; they are the results ``explore`` gives one by one (elapsed time,
-    and the object numbers in messages, aside).
+    and the object numbers in messages, aside).  ``progress(scenario index,
+    executions)`` is called as each piece finishes (in completion order).
 
     Ctrl-C raises :class:`~specfault.check.explore.Interrupted` whose
     ``result`` is the list of results: those yielded, then each scenario
@@ -377,7 +379,8 @@ def explore_all(names: list[str], cfg: ExploreConfig, *, limit: int = PIECE_SCHE
     yielded: list[Result] = []
     since = time.perf_counter()         # a scenario's elapsed time: since the previous one's result
     try:
-        with Campaign(piece_unit, roots, expand=True, **campaign) as run:
+        tick = None if progress is None else (lambda key, pr: progress(key[0], len(pr.log)))
+        with Campaign(piece_unit, roots, expand=True, progress=tick, **campaign) as run:
             for key, pr in run:
                 i = key[0]
                 m = merges.get(i)
