@@ -11,7 +11,7 @@ import pytest
 
 from specfault.check.explore import ExploreConfig, explore
 from specfault.check.scenario import lookup, registered
-from specfault.check.split import PieceDfs, explore_all
+from specfault.check.split import PieceDfs, dfs_splits, explore_all
 
 LITMUS = [n for n in registered() if n.startswith("litmus.")]
 MM = ["mm.fault-vs-munmap@speculative", "mm.two-faults-same-page@pervma",
@@ -51,6 +51,7 @@ def test_litmus_split_in_one_process_is_the_serial_search(what: str) -> None:
 def test_the_split_really_splits() -> None:
     """A piece of 3 executions leaves the rest in several pieces, the
     first at the current path, each other one at a node's next alternative."""
+    assert dfs_splits()
     cfg = ExploreConfig(strategy="dfs", max_preemptions=None, budget_seconds=None, max_schedules=3)
     search = PieceDfs(None, "auto")
     explore(lookup("litmus.seqcount"), cfg, search=search)

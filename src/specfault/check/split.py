@@ -234,14 +234,20 @@ class _Logged:
         return bool(self.inner.exhausted())
 
 
-def splittable(cfg: ExploreConfig) -> bool:
-    return cfg.strategy in ("dfs", "random")
+def dfs_splits() -> bool:
+    """Whether :class:`PieceDfs` fits the depth-first search of
+    ``check/dfs.py`` (one stack of nodes with ``done``/``sleep`` sets):
+    if that search changes shape, scenarios are still farmed out whole
+    (correct, only less parallel) until :class:`PieceDfs` follows it."""
+    probe = Dfs(None)
+    return isinstance(getattr(probe, "stack", None), list) and hasattr(probe, "_candidates") \
+        and hasattr(probe, "_allowed")
 
 
 def root_piece(name: str, cfg: ExploreConfig, limit: int = PIECE_SCHEDULES) -> Piece:
     """The piece that starts ``name``'s search (its whole search, if the
     strategy cannot be split)."""
-    if cfg.strategy == "dfs":
+    if cfg.strategy == "dfs" and dfs_splits():
         return Piece(name, cfg, "dfs", limit=limit)
     if cfg.strategy == "random":
         total = cfg.max_schedules
