@@ -525,11 +525,11 @@ def ray_init(address: str | None = None, **kwargs: Any) -> None:
 
 def _driver_path() -> str:
     """PYTHONPATH for local workers: the directory this specfault was
-    imported from first, then the driver's own PYTHONPATH."""
-    import specfault
-
-    here = os.path.dirname(os.path.dirname(os.path.abspath(specfault.__file__)))
-    return os.pathsep.join([here] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+    imported from (``.../src`` of a checkout) first, then the driver's own
+    PYTHONPATH."""
+    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    paths = [here] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    return os.pathsep.join(dict.fromkeys(paths))
 
 
 def _ray_call(fn: Callable[[Any], Any], unit: Any) -> tuple[bool, Any]:
