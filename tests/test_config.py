@@ -165,3 +165,15 @@ def test_knobs_command_lists_the_registry(capsys) -> None:
     assert main(["knobs", "--kind", "mutant", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)["knobs"]
     assert rows and all(r["kind"] == "mutant" for r in rows)
+
+
+def test_a_registered_knob_that_is_not_a_field_is_a_keyword_too() -> None:
+    # Config(no_seq2_check=True) once said "unknown knob 'no_seq2_check'
+    # (did you mean 'no_seq2_check'?)": knobs that are not fields were only
+    # accepted inside knobs={...}
+    assert Config(no_seq2_check=True) == Config(knobs={"no_seq2_check": True})
+    assert Config(no_seq2_check=True, knobs={"spf_vma_refcount": False}).knobs == {
+        "no_seq2_check": True, "spf_vma_refcount": False}
+    assert sf.Machine(no_seq2_check=True).config.knob("no_seq2_check") is True
+    with pytest.raises(UnknownKnob, match="no_seq2_chek"):
+        Config(no_seq2_chek=True)

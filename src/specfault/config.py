@@ -344,10 +344,16 @@ _dataclass_init = Config.__init__
 
 def _config_init(self: Config, *args: Any, **kwargs: Any) -> None:
     # the dataclass __init__, with an unknown keyword named with its closest
-    # valid spelling (Config(fault_protcol=...) is a typo, not a new knob)
-    for name in kwargs:
+    # valid spelling (Config(fault_protcol=...) is a typo, not a new knob);
+    # a registered knob that is not a field goes into ``knobs``
+    extra = {}
+    for name in list(kwargs):
         if name not in _INIT_NAMES:
-            raise UnknownKnob(name, "Config(): ")
+            if name not in KNOBS:
+                raise UnknownKnob(name, "Config(): ")
+            extra[name] = kwargs.pop(name)
+    if extra:
+        kwargs["knobs"] = {**dict(kwargs.get("knobs") or {}), **extra}
     _dataclass_init(self, *args, **kwargs)
 
 
