@@ -360,16 +360,17 @@ class Campaign:
         pool: _Pool | None = None
         try:
             while self._more():
-                if pool is None:               # started only once there is work
+                if pool is None:
                     pool = _Pool(self.fn, n)
                     self._stop = pool.kill
-                for w in range(n):            # a unit to every idle worker, within the window
-                    if w not in pool.busy:
-                        nxt = self._next_unit(window)
-                        if nxt is None:
-                            break
-                        pool.conns[w].send(nxt)
-                        pool.busy[w] = nxt[0]
+                while pool.has_room():        # a unit to every idle worker, within the window
+                    nxt = self._next_unit(window)
+                    if nxt is None:
+                        break
+                    w = pool.idle()
+                    assert w is not None
+                    pool.conns[w].send(nxt)
+                    pool.busy[w] = nxt[0]
                 ready = wait([pool.conns[w] for w in pool.busy]
                              + [pool.procs[w].sentinel for w in pool.busy])
                 for w in list(pool.busy):
@@ -453,13 +454,27 @@ def _worker(conn: Connection, fn: Callable[[Any], Any]) -> None:
 
 
 class _Pool:
-    """``n`` spawned worker processes, one pipe each, one unit at a time each."""
+    """Up to ``n`` spawned worker processes, one pipe each, one unit at a
+    time each; a worker is started when a unit finds none idle (a campaign
+    of one unit starts one)."""
 
     def __init__(self, fn: Callable[[Any], Any], n: int) -> None:
-        ctx = multiprocessing.get_context("spawn")
+        self.ctx = multiprocessing.get_context("spawn")
+        self.fn, self.n = fn, n
         self.procs: list[Any] = []
         self.conns: list[Connection] = []
         self.busy: dict[int, Key] = {}            # worker -> unit key
+
+    def has_room(self) -> bool:
+        return len(self.busy) < self.n
+
+    def idle(self) -> int | None:
+        """An idle worker (started if need be and allowed), or None."""
+        for w in range(len(self.procs)):
+            if w not in self.busy:
+                return w
+        if len(self.procs) >= self.n:
+            return None
         # born ignoring SIGINT (an ignored signal stays ignored across exec, and
         # Python then installs no KeyboardInterrupt handler): a Ctrl-C while a
         # worker still imports must not print its traceback
@@ -468,16 +483,16 @@ class _Pool:
         except ValueError:                         # not the main thread: nothing to protect
             saved = None
         try:
-            for _ in range(n):
-                parent, child = ctx.Pipe()
-                p = ctx.Process(target=_worker, args=(child, fn), daemon=True)
-                p.start()
-                child.close()
-                self.procs.append(p)
-                self.conns.append(parent)
+            parent, child = self.ctx.Pipe()
+            p = self.ctx.Process(target=_worker, args=(child, self.fn), daemon=True)
+            p.start()
+            child.close()
         finally:
             if saved is not None:
                 signal.signal(signal.SIGINT, saved)
+        self.procs.append(p)
+        self.conns.append(parent)
+        return len(self.procs) - 1
 
     def kill(self) -> None:
         for p in self.procs:
