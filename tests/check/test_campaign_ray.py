@@ -1,6 +1,6 @@
 """Campaigns on Ray: a local Ray instance (started once for the module)
 runs a small kill table and a split search; both are identical to one
-process and to ``--jobs 2``.  Ray is an optional extra: without it the
+process (``--jobs 2`` is compared in test_campaign_cli/test_campaign_split).  Ray is an optional extra: without it the
 module skips, except in CI (``CI=true``), which installs ``.[test,ray]``."""
 
 from __future__ import annotations
@@ -47,17 +47,15 @@ def test_a_kill_table_on_ray_is_the_local_one(local_ray: None) -> None:
     hunt = functools.partial(kill_unit, schedules=300)
     serial = _table(map_units(hunt, MUTANTS))
     assert [k["killed"] for k in serial] == [False, True, True]
-    assert _table(map_units(hunt, MUTANTS, backend="ray")) == serial
-    assert _table(map_units(hunt, MUTANTS, jobs=2)) == serial
+    assert _table(map_units(hunt, MUTANTS, backend="ray")) == serial     # --jobs 2: test_campaign_cli
 
 
 def test_a_split_search_on_ray_is_the_serial_search(local_ray: None) -> None:
     names = ["mm.fault-vs-munmap@speculative", "mm.fault-vs-munmap@speculative+no_seq2_check"]
     cfg = ExploreConfig(strategy="dfs", max_preemptions=1, budget_seconds=None)
     serial = [explore(lookup(n), cfg) for n in names]
-    for res in (list(explore_all(names, cfg, limit=40, backend="ray")),
-                list(explore_all(names, cfg, limit=40, jobs=2))):
-        for a, b in zip(serial, res, strict=True):
-            assert (a.ok, a.schedules, a.complete, a.pruned, a.steps, a.exhausted) == \
-                   (b.ok, b.schedules, b.complete, b.pruned, b.steps, b.exhausted)
-            assert str(a.schedule) == str(b.schedule)
+    split = list(explore_all(names, cfg, limit=40, backend="ray"))     # --jobs 2: test_campaign_split
+    for a, b in zip(serial, split, strict=True):
+        assert (a.ok, a.schedules, a.complete, a.pruned, a.steps, a.exhausted) == \
+               (b.ok, b.schedules, b.complete, b.pruned, b.steps, b.exhausted)
+        assert str(a.schedule) == str(b.schedule)
