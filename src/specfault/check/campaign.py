@@ -538,6 +538,29 @@ def ray_init(address: str | None = None, **kwargs: Any) -> None:
     ray.init(**opts)
 
 
+def ray_stop(fast: bool = False) -> None:
+    """Disconnect from Ray; a local instance this process started is shut
+    down.  ``fast`` (after Ctrl-C): its processes are killed without the
+    grace period Ray gives them (about 2 s in all, which would break the
+    one-second promise); a cluster is only disconnected from, either way."""
+    import ray
+
+    if not ray.is_initialized():
+        return
+    if fast:
+        try:                          # ray's own node handle; if it moves, the slow path
+            from ray._private import worker
+
+            node = worker._global_node
+            if node is not None:
+                kill = node.kill_all_processes
+                node.kill_all_processes = lambda **kw: kill(check_alive=False, allow_graceful=False,
+                                                            wait=False)
+        except (ImportError, AttributeError):
+            pass
+    ray.shutdown()
+
+
 def _driver_path() -> str:
     """PYTHONPATH for local workers: the directory this specfault was
     imported from (``.../src`` of a checkout) first, then the driver's own

@@ -136,6 +136,12 @@ def _campaign(args: argparse.Namespace) -> dict[str, Any]:
                                                        f"{exc.strerror or exc}") from None
         try:
             ray_init(args.address)
+        except KeyboardInterrupt:
+            from specfault.check.campaign import ray_stop
+
+            print("interrupted while starting Ray: nothing done", file=sys.stderr)
+            ray_stop(fast=True)
+            raise SystemExit(130) from None
         except Exception as exc:                   # noqa: BLE001 - any failure to connect
             where = f"at {args.address}" if args.address else "(a local instance)"
             raise cliargs.BadArgument("--address" if args.address else "--backend",
@@ -514,17 +520,28 @@ def _kill_table(args: argparse.Namespace) -> int:
         done_n = sum(1 for k in kills if not k.interrupted)
         print(f"interrupted: {done_n} of {len(names)} mutants hunted (partial table "
               f"{'on stdout' if args.json else 'above'})", file=sys.stderr)
+        _stop_ray(campaign)
         return 130
     return 0 if all(k.killed for k in kills) else 1
 
 
-def _interrupted(args: argparse.Namespace, results: list[Result], names: list[str]) -> int:
+def _stop_ray(campaign: dict[str, Any]) -> None:
+    """After Ctrl-C: a local Ray instance goes down at once (the tasks were cancelled)."""
+    if campaign["backend"] == "ray":
+        from specfault.check.campaign import ray_stop
+
+        ray_stop(fast=True)
+
+
+def _interrupted(args: argparse.Namespace, results: list[Result], names: list[str],
+                 campaign: dict[str, Any]) -> int:
     if args.json:
         print(json.dumps([r.to_json() for r in results], indent=2))
     done = sum(1 for r in results if not r.interrupted)
     sys.stdout.flush()
     print(f"interrupted: {done} of {len(names)} scenarios done (partial results "
           f"{'on stdout' if args.json else 'above'})", file=sys.stderr)
+    _stop_ray(campaign)
     return 130
 
 
@@ -579,7 +596,7 @@ def _explore_all(args: argparse.Namespace, names: list[str], cfg: ExploreConfig)
         for res in exc.result[len(results):]:
             results.append(res)
             show(res)
-        return _interrupted(args, results, names)
+        return _interrupted(args, results, names, campaign)
     except CampaignInterrupted as exc:   # Ctrl-C: what was done, the interrupted ones marked
         for i in exc.running:
             part = exc.partial.get(i)
@@ -593,13 +610,13 @@ def _explore_all(args: argparse.Namespace, names: list[str], cfg: ExploreConfig)
             if i >= len(results):
                 results.append(exc.done[i])
                 show(exc.done[i])
-        return _interrupted(args, results, names)
+        return _interrupted(args, results, names, campaign)
     except KeyboardInterrupt:            # between two results of a split campaign: the next one
         if len(results) < len(names):
             results.append(Result(names[len(results)], cfg.strategy, True, 0, 0, 0, 0, 0.0, False,
                                   interrupted=True))
             show(results[-1])
-        return _interrupted(args, results, names)
+        return _interrupted(args, results, names, campaign)
     data = [r.to_json() for r in results]
     if args.trace or args.html:
         from specfault.report.html import check_report
