@@ -269,7 +269,9 @@ def piece_unit(p: Piece) -> tuple[PieceResult, list[Piece]]:
     inner: Any
     if p.kind == "dfs":
         inner = PieceDfs(p.cfg.max_preemptions, p.cfg.reduction, p.nodes, p.floor)
-        cfg = replace(p.cfg, max_schedules=p.limit, minimize=False)
+        total = p.cfg.max_schedules           # no piece runs more than the whole search may
+        cfg = replace(p.cfg, max_schedules=p.limit if total is None else min(p.limit, total),
+                      minimize=False)
     else:
         inner = RandomWalk(p.cfg.seed + p.start)
         cfg = replace(p.cfg, seed=p.cfg.seed + p.start, max_schedules=p.count, minimize=False)
