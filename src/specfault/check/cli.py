@@ -1,8 +1,9 @@
 """specfault check: explore scenarios' interleavings; hunt mutants; replay a schedule.
 
-    specfault check SCENARIO ... [--strategy dfs|random|pct] [--schedules N]
+    specfault check SCENARIO ... [--strategy dfs|ipb|delay|dpor|random|pct] [--schedules N]
                     [--budget SECONDS] [--preemptions P|none] [--reduction auto|sleep|none]
-                    [--seed S] [--pct-depth D] [--step-limit N] [--no-minimize] [--json]
+                    [--bound B|none] [--seed S] [--pct-depth D] [--step-limit N]
+                    [--no-minimize] [--json]
     specfault check [--scenario NAME|all] [--protocol classic|speculative|pervma|dufour|all]
                     [--mutant NAME] [exploration options as above]
     specfault check --mutants [--mutant NAME] [--schedules N] [--budget SECONDS]
@@ -65,6 +66,8 @@ EXAMPLES = """examples:
   specfault check --list-scenarios                         # the races
   specfault check --scenario fault-vs-munmap --protocol speculative
   specfault check 'litmus.*' --preemptions none            # exhaustive, unbounded preemptions
+  specfault check --scenario all --protocol all --strategy dpor   # every race, every schedule class
+  specfault check --scenario cow-aba --strategy ipb --bound 3     # fewest preemptions first
   specfault check litmus.rcu-broken --strategy pct --schedules 500 --seed 7
   specfault check --mutants                                # the kill table (about 30 s)
   specfault check --mutants --mutant no_seq2_check --save tests/regressions
@@ -99,9 +102,9 @@ def _schedules(text: str) -> int:
     return cliargs.int_range(1, 10**9, "a schedule count (or 'none')")(text)
 
 
-def _preemptions(text: str) -> int | None:
+def _preemptions(text: str) -> int:
     if text.strip().lower() == "none":
-        return None
+        return UNBOUNDED      # not None: None means "not given"
     return cliargs.int_range(0, 1000, "a preemption bound (or 'none')")(text)
 
 
@@ -149,6 +152,12 @@ def _campaign(args: argparse.Namespace) -> dict[str, Any]:
     return {"jobs": args.jobs, "backend": backend, "address": args.address}
 
 
+def _bound(text: str) -> int:
+    if text.strip().lower() == "none":
+        return UNBOUNDED
+    return cliargs.int_range(0, 1000, "a bound (or 'none')")(text)
+
+
 def _schedule_arg(text: str) -> Schedule:
     """A schedule line, checked before it is expanded; its scenario must exist."""
     if len(text) > 16 * MAX_CHOICES:
@@ -169,8 +178,11 @@ def register(sub: Any) -> None:
                        description=__doc__, epilog=EXAMPLES,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("scenarios", nargs="*", metavar="SCENARIO", help="scenario names or globs (see --list)")
-    p.add_argument("--strategy", choices=("random", "pct", "dfs"), default=None,
-                   help="dfs (exhaustive, preemption-bounded; the default), random, or pct")
+    p.add_argument("--strategy", choices=_STRATEGIES, default=None,
+                   help="dfs (exhaustive, preemption-bounded, fewest preemptions first; the "
+                        "default), ipb (iterative preemption bounding, no upper bound), delay "
+                        "(iterative delay bounding), dpor (source-set DPOR: every class of "
+                        "schedules, no bound), random, or pct")
     p.add_argument("--schedules", type=_schedules, default=None, metavar="N",
                    help=f"budget: at most N schedules per scenario (default {DEFAULT_SCHEDULES:,}); "
                         "with --mutants, per mutant (default 24,000); 'none': no budget (an "
@@ -196,6 +208,9 @@ def register(sub: Any) -> None:
                    help="dfs: at most P preemptions per schedule (0..1000), or 'none' (default 2)")
     p.add_argument("--reduction", choices=["auto", "sleep", "none"], default=None,
                    help="dfs: partial-order reduction (default auto: sleep sets when unbounded)")
+    p.add_argument("--bound", type=_bound, default=None, metavar="B",
+                   help="ipb/delay: stop after bound B (preemptions, delays; 0..1000), or 'none' "
+                        "(the default: every bound, until exhausted or the budget ends it)")
     p.add_argument("--seed", type=cliargs.seed, default=None,
                    help="random/pct: seed of the first schedule (default 0)")
     p.add_argument("--pct-depth", type=cliargs.int_range(1, 100), default=None, metavar="D",
@@ -232,8 +247,13 @@ def register(sub: Any) -> None:
 
 #: the options each mode uses (anything else given is refused)
 _CAMPAIGN = {"jobs", "backend", "address"}
-_EXPLORE = {"strategy", "schedules", "budget", "preemptions", "reduction", "seed", "pct_depth",
-            "step_limit", "no_minimize", "json"} | _CAMPAIGN
+_EXPLORE = {"strategy", "schedules", "budget", "preemptions", "reduction", "bound", "seed",
+            "pct_depth", "step_limit", "no_minimize", "json"} | _CAMPAIGN
+#: --strategy's choices
+_STRATEGIES = ("dfs", "ipb", "delay", "dpor", "random", "pct")
+#: options that only some strategies use (given with another one: refused)
+_STRATEGY_OPTIONS = {"preemptions": ("dfs", "random", "pct"), "reduction": ("dfs", "random", "pct"),
+                     "bound": ("ipb", "delay")}
 _MODES: dict[str, set[str]] = {
     "list": set(), "list_scenarios": set(), "list_mutants": set(),
     "replay": {"step_limit", "json", "trace", "html"},
@@ -319,7 +339,7 @@ def _command(args: argparse.Namespace) -> str:
 
     parts = ["specfault", "check", *args.scenarios] if args.scenarios else ["specfault", "check"]
     for flag in ("scenario", "protocol", "mutant", "strategy", "budget", "schedules", "preemptions",
-                 "reduction", "seed", "pct_depth", "step_limit", "replay"):
+                 "reduction", "bound", "seed", "pct_depth", "step_limit", "replay"):
         v = getattr(args, flag, None)
         if v is not None:
             parts += [f"--{flag.replace('_', '-')}", str(v)]
@@ -361,7 +381,9 @@ def _config(args: argparse.Namespace) -> ExploreConfig:
     if args.schedules is not None:
         over["max_schedules"] = None if args.schedules == UNBOUNDED else args.schedules
     if args.preemptions is not None:
-        over["max_preemptions"] = args.preemptions
+        over["max_preemptions"] = None if args.preemptions == UNBOUNDED else args.preemptions
+    if args.bound is not None:
+        over["max_bound"] = None if args.bound == UNBOUNDED else args.bound
     if args.reduction is not None:
         over["reduction"] = args.reduction
     if args.seed is not None:
@@ -383,7 +405,7 @@ def _config(args: argparse.Namespace) -> ExploreConfig:
 
 def _check_env(cfg: ExploreConfig) -> None:
     """Values from SPECFAULT_CHECK_* pass the same checks as the options."""
-    checks = [("strategy", cfg.strategy in ("random", "pct", "dfs"), "random, pct or dfs"),
+    checks = [("strategy", cfg.strategy in _STRATEGIES, ", ".join(_STRATEGIES)),
               ("reduction", cfg.reduction in ("auto", "sleep", "none"), "auto, sleep or none"),
               ("max_schedules", cfg.max_schedules is None or 1 <= cfg.max_schedules <= 10**9,
                "1..1,000,000,000 or none"),
@@ -391,6 +413,7 @@ def _check_env(cfg: ExploreConfig) -> None:
                f"{STEP_LIMIT[0]:,}..{STEP_LIMIT[1]:,}"),
               ("max_preemptions", cfg.max_preemptions is None or 0 <= cfg.max_preemptions <= 1000,
                "0..1000 or none"),
+              ("max_bound", cfg.max_bound is None or 0 <= cfg.max_bound <= 1000, "0..1000 or none"),
               ("seed", 0 <= cfg.seed <= cliargs.SEED_MAX, "0..2**63-1"),
               ("pct_depth", 1 <= cfg.pct_depth <= 100, "1..100"),
               ("budget_seconds", cfg.budget_seconds is None
@@ -656,4 +679,8 @@ def main(args: argparse.Namespace) -> int:
     else:
         names = _resolve(args.scenarios)
     cfg = _config(args)
+    for dest, users in _STRATEGY_OPTIONS.items():
+        if getattr(args, dest) is not None and cfg.strategy not in users:
+            raise cliargs.BadArgument(_flag(dest), f"is not used by strategy {cfg.strategy!r} "
+                                                   f"(only by {', '.join(users)})")
     return _explore_all(args, names, cfg)

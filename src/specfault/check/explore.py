@@ -22,19 +22,20 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from specfault.check.delay import Delay
 from specfault.check.dfs import Dfs
+from specfault.check.dpor import Dpor
 from specfault.check.engine import Execution, Failure, replay_chooser
+from specfault.check.ipb import Ipb
 from specfault.check.minimize import minimize
 from specfault.check.pct import Pct
 from specfault.check.random_walk import RandomWalk
 from specfault.check.replay import Replay
 from specfault.check.report import failure_report
 from specfault.check.scenario import Scenario
-from specfault.check.schedule import Schedule
+from specfault.check.schedule import STRATEGIES, Schedule
 from specfault.check.strategy import Strategy
 from specfault.sync.lockdep import LOCKDEP
-
-STRATEGIES = ("random", "pct", "dfs", "replay")
 
 
 class Interrupted(KeyboardInterrupt):
@@ -52,7 +53,10 @@ class ExploreConfig:
     """How to explore.  Every field has a safe default."""
 
     #: "random" (random walk), "pct" (Burckhardt et al.), "dfs" (CHESS-style
-    #: exhaustive, preemption-bounded), "replay" (run ``replay`` once)
+    #: exhaustive, preemption-bounded, fewest preemptions first), "ipb"
+    #: (iterative preemption bounding, no upper bound unless ``max_bound``),
+    #: "delay" (iterative delay bounding), "dpor" (source-set DPOR with
+    #: sleep sets: exhaustive, unbounded), "replay" (run ``replay`` once)
     strategy: str = "dfs"
     #: wall-clock cap in seconds (None: no time limit); when it cuts a run
     #: short, the result depends on the machine's speed (Result.capped)
@@ -63,6 +67,9 @@ class ExploreConfig:
     max_preemptions: int | None = 2
     #: dfs: "auto" (sleep sets when unbounded), "sleep", or "none"
     reduction: str = "auto"
+    #: ipb/delay: the largest bound (preemptions, delays) to explore (None:
+    #: every bound, until the space is exhausted or the budget ends it)
+    max_bound: int | None = None
     #: random/pct: seed of the first schedule (schedule i uses seed + i)
     seed: int = 0
     #: pct: bug depth d (d-1 priority change points per schedule)
@@ -200,6 +207,12 @@ def make_strategy(cfg: ExploreConfig) -> Strategy:
         return Pct(cfg.seed, cfg.pct_depth)
     if cfg.strategy == "dfs":
         return Dfs(cfg.max_preemptions, cfg.reduction)
+    if cfg.strategy == "ipb":
+        return Ipb(cfg.max_bound)
+    if cfg.strategy == "delay":
+        return Delay(cfg.max_bound)
+    if cfg.strategy == "dpor":
+        return Dpor()
     if cfg.strategy == "replay":
         if cfg.replay is None:
             raise ValueError("strategy 'replay' needs config.replay (a schedule line)")

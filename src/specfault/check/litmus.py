@@ -243,8 +243,8 @@ for _b in (False, True):
 class BrokenRcu(Rcu):
     """Broken: a grace period does not wait for readers."""
 
-    def enqueue(self, fn: Callable[[], None], what: str) -> Any:
-        cb = super().enqueue(fn, what)
+    def enqueue(self, fn: Callable[[], None], what: str, fp: Any = None) -> Any:
+        cb = super().enqueue(fn, what, fp)
         cb.waiting.clear()
         return cb
 

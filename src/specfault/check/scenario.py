@@ -78,6 +78,11 @@ class Scenario:
     check_exit: bool = True
     description: str = ""
     tags: tuple[str, ...] = field(default_factory=tuple)
+    #: ``clock(state)``: a value that code *between* ops changes (the mm
+    #: scenarios' real-time clock, read by the linearizability check).  The
+    #: reductions (``dpor``) treat the steps that change it as dependent on
+    #: each other, so every order of them stays explored.
+    clock: Callable[[Any], Hashable] | None = None
 
     def make_env(self) -> Env:
         rcu = Rcu() if self.rcu else None

@@ -12,6 +12,13 @@ with CHOICES run-length encoded as dot-separated ``actor`` or
 ``litmus.spinlock-broken:random:7:0*4.1*3.0*2``.  The scenario part may itself
 contain ``:`` (``module:attr``); the line is split from the right.
 
+STRATEGY names the strategy that produced the schedule — one of
+:data:`STRATEGIES` (``dfs``, ``ipb``, ``delay`` and ``dpor`` are
+deterministic, SEED 0 for ``dfs``/``dpor``; for ``ipb``/``delay`` it is the
+bound the schedule was found at; ``random``/``pct`` record their seed) —
+for the reader: replay needs only the choices, so a line from any strategy
+replays the same way.
+
 Replaying a schedule performs exactly the recorded choices; if they run out
 before every task finished, the replayer continues without preemption
 (keep running the last actor while it can run, else the lowest-numbered
@@ -26,6 +33,9 @@ without building a list of a hundred million choices.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+#: the strategies whose schedules the explorer writes (``replay`` re-runs one)
+STRATEGIES = ("random", "pct", "dfs", "ipb", "delay", "dpor", "replay")
 
 #: the most choices a schedule line may expand to (= the largest step limit)
 MAX_CHOICES = 1_000_000

@@ -60,7 +60,52 @@ class UserAccess(Op):
                          self.access, self.n, self.data)
 
     def footprint(self) -> tuple[tuple[object, str, str], ...]:
-        return ((self.mm, f"page {self.addr >> 12:#x}", "w" if self.access == ACCESS_WRITE else "r"),)
+        """What :func:`hw_access` will touch, found by the same lookups
+        without their effects: this CPU's TLB (looked up, filled, dropped:
+        a write); on a walk, each table entry read on the way down and the
+        PTE (the accessed/dirty bits: a write), and the mm's cpumask; the
+        frame table (``mem.pages``, which alloc and free change) and the
+        page's bytes.  The explorer's reductions rely on it being complete
+        (``check/independence.py``)."""
+        mm, addr, access = self.mm, self.addr, self.access
+        write = access == ACCESS_WRITE
+        fp: list[tuple[object, str, str]] = [(mm, f"page {addr >> 12:#x}", "w" if write else "r")]
+        task = STATE.task
+        cpu = task.cpu if task is not None else None
+        tlb = cpu.tlb if cpu is not None else None
+        pte = None
+        if tlb is not None:
+            fp.append((cpu, "tlb", "w"))
+            pte = tlb.get((id(mm), addr >> 12))
+            if pte is not None:
+                if access == 1 and pte & 2 and not pte & _PAGE_DIRTY:
+                    pte = None                      # walks to set the dirty bit
+                elif not pte & 1 or (access == 1 and not pte & 2) or (access == 2 and pte & _PAGE_NX):
+                    return tuple(fp)                # faults
+        if pte is None:
+            pgd = mm.pgd
+            fp.append((pgd, str((addr >> 39) & 511), "r"))
+            table = pgd.entries[(addr >> 39) & 511]
+            for shift in (30, 21):
+                if table is None or table.freed_at is not None:
+                    return tuple(fp)
+                fp.append((table, str((addr >> shift) & 511), "r"))
+                table = table.entries[(addr >> shift) & 511]
+            if table is None or table.freed_at is not None:
+                return tuple(fp)
+            idx = (addr >> 12) & 511
+            fp.append((table, str(idx), "w"))
+            pte = table.entries[idx]
+            if not pte & 1 or (access == 1 and not pte & 2) or (access == 2 and pte & _PAGE_NX):
+                return tuple(fp)
+            if tlb is not None:
+                fp.append((mm, "cpumask", "w"))
+        mem = mm.kernel.mem
+        fp.append((mem, "free", "r"))
+        page = mm.pages.get((pte & PTE_PFN_MASK) >> 12)
+        if page is not None:
+            fp.append((page, "data", "w" if write else "r"))
+        return tuple(fp)
 
     def describe(self) -> str:
         kind = {0: "read", 1: "write", 2: "exec"}[self.access]

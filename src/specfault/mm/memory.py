@@ -46,7 +46,7 @@ from specfault.mm.fault_flags import (
 )
 from specfault.mm.filemap import filemap_fault
 from specfault.mm.mmu_gather import rss_kind
-from specfault.mm.page import GetPage, Page, alloc_page, put_page
+from specfault.mm.page import CopyPage, GetPage, Page, alloc_page, put_page
 from specfault.mm.pgtable import (
     PMD_LEVEL,
     __pte_alloc,
@@ -441,8 +441,7 @@ async def wp_page_copy(vmf: Vmf) -> int:
     if old is None:
         await work("clear_page")
     else:
-        await work("copy_page")
-        new.copy_from(old)
+        await CopyPage(new, old)
     if await pte_map_lock(vmf) is False:
         await put_page(mem, new)
         return await _wp_copy_fail(vmf, _retry())
@@ -553,8 +552,7 @@ async def do_cow_fault(vmf: Vmf) -> int:
     if page is None:
         await put_page(mem, cow)
         return ret
-    await work("copy_page")
-    cow.copy_from(page)
+    await CopyPage(cow, page)
     await put_page(mem, page)
     cow.anon = True          # __do_fault + copy: finish_fault maps it as anon
     return ret | await finish_fault(vmf, cow)

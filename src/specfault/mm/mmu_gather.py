@@ -75,7 +75,7 @@ async def free_tables(mm: Any, tables: list[PageTable]) -> None:
 
     mode = mm.config.page_table_free
     if mode == "rcu":
-        await mm.kernel.rcu.call_rcu(free, "page tables")
+        await mm.kernel.rcu.call_rcu(free, "page tables", tuple((t, "*", "w") for t in tables))
     elif mode == "ipi":
         from specfault.mm import tlb as _tlb
         sync = getattr(_tlb, "tlb_remove_table_sync_one", None)

@@ -38,7 +38,7 @@ from __future__ import annotations
 from typing import Any
 
 from specfault.constants import PAGE_SIZE
-from specfault.runtime import ModelBug, Op
+from specfault.runtime import ModelBug, Op, Work
 
 
 class Page:
@@ -205,6 +205,28 @@ class GetPage(Op):
         return f"get_page {self.page.pfn:#x}"
 
 
+class CopyPage(Work):
+    """copy_user_highpage(): the CPU work of copying a page (charged as the
+    ``copy_page`` kind of :class:`~specfault.runtime.Work`), and the copy
+    itself, done in the same step.  Unlike plain work it touches shared
+    state — the source page's bytes, which a user store on another CPU may
+    be writing (through a TLB entry the kernel has not flushed yet) — so it
+    declares them: the explorer's reductions must see that race."""
+
+    __slots__ = ("dst", "src")
+
+    def __init__(self, dst: Page, src: Page) -> None:
+        super().__init__("copy_page")
+        self.dst = dst
+        self.src = src
+
+    def perform(self) -> None:
+        self.dst.copy_from(self.src)
+
+    def footprint(self) -> tuple[tuple[object, str, str], ...]:
+        return ((self.src, "data", "r"), (self.dst, "data", "w"))
+
+
 class PutPage(Op):
     """put_page(): drop a reference; the last one frees the page."""
 
@@ -219,7 +241,10 @@ class PutPage(Op):
         self.mem.put_page(self.page)
 
     def footprint(self) -> tuple[tuple[object, str, str], ...]:
-        return ((self.page, "refcount", "w"),)
+        page = self.page
+        if page.refcount == 1 and not page.zero:     # the last reference: frees the frame
+            return ((page, "refcount", "w"), (page, "data", "w"), (self.mem, "free", "w"))
+        return ((page, "refcount", "w"),)
 
     def describe(self) -> str:
         return f"put_page {self.page.pfn:#x}"

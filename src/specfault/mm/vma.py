@@ -45,6 +45,7 @@ from typing import Any
 
 from specfault.mm.pgtable import vm_get_page_prot
 from specfault.runtime import KObject
+from specfault.runtime.ops import UNDECLARED_WRITES
 
 VM_NONE = 0x0
 VM_READ = 0x1
@@ -145,6 +146,7 @@ class VmArea(KObject):
             pins = vma.vm_ref_count
             vma.__init__(mm, start, end, flags, pgoff, file)  # type: ignore[misc]
             vma.vm_ref_count = pins
+            UNDECLARED_WRITES[0] += 1     # every field rewritten, outside any op
             return vma
         return cls(mm, start, end, flags, pgoff, file)
 

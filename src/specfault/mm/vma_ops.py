@@ -51,7 +51,9 @@ async def retire(mm: Any, objs: list[Any], what: str, pinned: bool = False) -> N
     if mm.config.vma_free == "immediate":
         free()
     else:
-        await mm.kernel.rcu.call_rcu(free, what)
+        # declared for the explorer: a plain free only poisons the objects
+        fp = None if pinned else tuple((obj, "*", "w") for obj in objs)
+        await mm.kernel.rcu.call_rcu(free, what, fp)
 
 
 async def vma_link(mm: Any, vma: VmArea) -> None:

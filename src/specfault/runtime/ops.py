@@ -69,6 +69,13 @@ from typing import Any, ClassVar
 
 from specfault.runtime.state import STATE, Deadlock, UseAfterFree
 
+#: bumped by each write to a shared object that no op's footprint can show:
+#: an object freed (poisoned) or recycled in place — possibly by the code
+#: between two ops (an immediate free, a VMA reused at once).  The explorer's
+#: DPOR (``check/dpor.py``) treats a task's step during which it moved as
+#: dependent on every step.
+UNDECLARED_WRITES = [0]
+
 
 class KObject:
     """A kernel object whose lifetime the model tracks (VMA, table, node)."""
@@ -81,6 +88,7 @@ class KObject:
     def poison(self, site: str) -> None:
         """Mark the object freed by ``site``; later accesses raise."""
         self.freed_at = site
+        UNDECLARED_WRITES[0] += 1
 
     def check_live(self, what: str) -> None:
         if self.freed_at is not None:

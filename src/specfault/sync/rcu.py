@@ -34,15 +34,20 @@ from specfault.runtime import STATE, KObject, ModelBug, Op
 from specfault.runtime.site import task_site
 from specfault.sync.lockdep import might_sleep
 
+#: what a callback touches, as an op's footprint (None: undeclared — anything)
+CallbackFootprint = tuple[tuple[object, str, str], ...] | None
+
 
 class _Callback:
-    __slots__ = ("waiting", "fn", "what", "site")
+    __slots__ = ("waiting", "fn", "what", "site", "fp")
 
-    def __init__(self, waiting: set[Any], fn: Callable[[], None], what: str, site: str) -> None:
+    def __init__(self, waiting: set[Any], fn: Callable[[], None], what: str, site: str,
+                 fp: CallbackFootprint = None) -> None:
         self.waiting = waiting
         self.fn = fn
         self.what = what
         self.site = site
+        self.fp = fp
 
     def __repr__(self) -> str:
         return f"<rcu cb {self.what} waiting={len(self.waiting)}>"
@@ -89,16 +94,18 @@ class _ReadUnlock(_ReadLock):
 
 
 class _CallRcu(Op):
-    __slots__ = ("rcu", "fn", "what")
+    __slots__ = ("rcu", "fn", "what", "fp")
     kind = "call_rcu"
 
-    def __init__(self, rcu: Rcu, fn: Callable[[], None], what: str) -> None:
+    def __init__(self, rcu: Rcu, fn: Callable[[], None], what: str,
+                 fp: CallbackFootprint = None) -> None:
         self.rcu = rcu
         self.fn = fn
         self.what = what
+        self.fp = fp
 
     def perform(self) -> _Callback:
-        return self.rcu.enqueue(self.fn, self.what)
+        return self.rcu.enqueue(self.fn, self.what, self.fp)
 
     def footprint(self) -> tuple[tuple[object, str, str], ...]:
         return ((self.rcu, "gp", "w"),)
@@ -112,11 +119,11 @@ class _KfreeRcu(_CallRcu):
     kind = "kfree_rcu"
 
     def __init__(self, rcu: Rcu, obj: KObject, what: str) -> None:
-        super().__init__(rcu, _nop, what)
+        super().__init__(rcu, _nop, what, ((obj, "*", "w"),))
         self.obj = obj
 
     def perform(self) -> _Callback:
-        cb = self.rcu.enqueue(_nop, self.what)
+        cb = self.rcu.enqueue(_nop, self.what, self.fp)
         obj, site = self.obj, cb.site
         cb.fn = lambda: obj.poison(site)
         return cb
@@ -179,9 +186,14 @@ class Rcu:
     def read_unlock(self) -> _ReadUnlock:
         return self._ru
 
-    def call_rcu(self, fn: Callable[[], None], what: str) -> _CallRcu:
-        """Run ``fn`` after a grace period (by the driver's RCU processing)."""
-        return _CallRcu(self, fn, what)
+    def call_rcu(self, fn: Callable[[], None], what: str,
+                 footprint: CallbackFootprint = None) -> _CallRcu:
+        """Run ``fn`` after a grace period (by the driver's RCU processing).
+        ``footprint``: everything ``fn`` reads or writes, as an op's
+        footprint (``(obj, "*", "w")`` for an object it frees), so the
+        explorer's reductions can tell the callback from unrelated steps;
+        None (the default): undeclared, dependent on every step."""
+        return _CallRcu(self, fn, what, footprint)
 
     def kfree_rcu(self, obj: KObject, what: str) -> _KfreeRcu:
         """Poison ``obj`` after a grace period (naming the retiring site)."""
@@ -211,11 +223,11 @@ class Rcu:
         if self.irqs_off_is_reader and task.rcu_nesting == 0:
             self.quiescent(task)
 
-    def enqueue(self, fn: Callable[[], None], what: str) -> _Callback:
+    def enqueue(self, fn: Callable[[], None], what: str, fp: CallbackFootprint = None) -> _Callback:
         """Start a grace period for ``fn``: it waits for the current readers."""
         task = STATE.task
         site = f"{what} retired by {task.name} at {task_site(task)}" if task is not None else what
-        cb = _Callback(set(self.readers), fn, what, site)
+        cb = _Callback(set(self.readers), fn, what, site, fp)
         self.callbacks.append(cb)
         return cb
 
@@ -238,6 +250,17 @@ class Rcu:
             if not cb.waiting:
                 return True
         return False
+
+    def next_footprint(self) -> CallbackFootprint:
+        """The footprint of what :meth:`process_one` would do now: the RCU
+        state, and the oldest ready callback's declared footprint (None if
+        it declares none, or if no callback is ready)."""
+        for cb in self.callbacks:
+            if not cb.waiting:
+                if cb.fp is None:
+                    return None
+                return ((self, "gp", "w"), *cb.fp)
+        return None
 
     def process_one(self) -> str | None:
         """Run the oldest callback whose grace period ended; its ``what``."""

@@ -145,7 +145,14 @@ class MmSpec:
 
         return Scenario(name=f"mm.{self.name}", setup=setup, threads=threads, check=check,
                         invariant=invariant, observe=observe, rcu=True,
-                        description=self.description, tags=("mm",))
+                        description=self.description, tags=("mm",), clock=_clock)
+
+
+def _clock(world: World) -> int:
+    """The history's clock: each step's start and end ticks are taken in
+    the code between ops, so DPOR must see who moved it (see
+    ``Scenario.clock``)."""
+    return world.clock
 
 
 def make_world(spec: MmSpec, config: Config) -> World:
