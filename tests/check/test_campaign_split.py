@@ -11,7 +11,7 @@ import pytest
 
 from specfault.check.explore import ExploreConfig, explore
 from specfault.check.scenario import lookup, registered
-from specfault.check.split import PieceDfs, dfs_splits, explore_all
+from specfault.check.split import PieceSearch, explore_all
 
 LITMUS = [n for n in registered() if n.startswith("litmus.")]
 MM = ["mm.fault-vs-munmap@speculative", "mm.two-faults-same-page@pervma",
@@ -36,6 +36,10 @@ CONFIGS = {
     "dfs, unbounded, sleep sets": ExploreConfig(strategy="dfs", max_preemptions=None, observe=True),
     "dfs, 1 preemption, a budget": ExploreConfig(strategy="dfs", max_preemptions=1, max_schedules=37),
     "random, a budget": ExploreConfig(strategy="random", max_schedules=150, seed=5),
+    "ipb to 3": ExploreConfig(strategy="ipb", max_bound=3),
+    "delay to 2, a budget": ExploreConfig(strategy="delay", max_bound=2, max_schedules=90),
+    "dfs, 2 preemptions, sleep sets": ExploreConfig(strategy="dfs", max_preemptions=2, reduction="sleep"),
+    "dpor (one piece)": ExploreConfig(strategy="dpor", max_preemptions=None),
     "pct (one piece)": ExploreConfig(strategy="pct", max_schedules=60),
 }
 
@@ -51,9 +55,8 @@ def test_litmus_split_in_one_process_is_the_serial_search(what: str) -> None:
 def test_the_split_really_splits() -> None:
     """A piece of 3 executions leaves the rest in several pieces, the
     first at the current path, each other one at a node's next alternative."""
-    assert dfs_splits()
     cfg = ExploreConfig(strategy="dfs", max_preemptions=None, budget_seconds=None, max_schedules=3)
-    search = PieceDfs(None, "auto")
+    search = PieceSearch(None, "sleep")
     explore(lookup("litmus.seqcount"), cfg, search=search)
     pieces = search.split(4)
     assert 2 <= len(pieces) <= 4

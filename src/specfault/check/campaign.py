@@ -181,14 +181,20 @@ class Campaign:
     into pieces in its own order therefore gets its results back in that
     order whoever ran them (``check/split.py``).  :meth:`drop` abandons
     every unit under a key (e.g. the rest of a search that found a failure).
+    ``child_key(parent key, j, child)`` places a child elsewhere in the
+    order (a key that sorts after its parent's and starts with the same
+    top-level index): an iterative search puts the work it defers to a
+    higher bound after all the work of the lower bounds.
     """
 
     def __init__(self, fn: Callable[[Any], Any], units: Iterable[Any], *, jobs: int | None = None,
                  backend: str = "local", address: str | None = None, in_flight: int | None = None,
-                 progress: Callable[[Any, Any], None] | None = None, expand: bool = False) -> None:
+                 progress: Callable[[Any, Any], None] | None = None, expand: bool = False,
+                 child_key: Callable[[Key, int, Any], Key] | None = None) -> None:
         self.backend = Backend(backend, jobs, address, in_flight)
         self.fn = fn
         self.expand = expand
+        self.child_key = child_key
         self.progress = progress
         self._source = enumerate(iter(units))
         self._source_done = False
@@ -313,7 +319,7 @@ class Campaign:
         if self.expand:
             value, children = value
             for j, child in enumerate(children):
-                self._add(key + (j,), child)
+                self._add(key + (j,) if self.child_key is None else self.child_key(key, j, child), child)
         self.done[key] = value
         if self.progress is not None:
             self.progress(self._public(key), value)

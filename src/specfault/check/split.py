@@ -21,9 +21,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from specfault.check.campaign import Campaign, CampaignInterrupted
-from specfault.check.dfs import Dfs, _Node
+from specfault.check.dfs import Dfs, Iterative, Search, _Node
 from specfault.check.engine import Execution, replay_chooser
-from specfault.check.explore import ExploreConfig, Interrupted, Result, conclude, explore
+from specfault.check.explore import ExploreConfig, Interrupted, Result, conclude, explore, make_strategy
 from specfault.check.portfolio import Kill, kill
 from specfault.check.random_walk import RandomWalk
 from specfault.check.scenario import lookup
@@ -69,10 +69,11 @@ class NodeState:
     to continue the search exactly where the serial search would be."""
 
     enabled: tuple[int, ...]
-    prev: int
-    pre: int
+    spent: int
     sleep: frozenset[int]
     done: frozenset[int]
+    todo: tuple[int, ...]
+    costs: tuple[tuple[int, int], ...]
     choice: int
 
 
@@ -80,18 +81,24 @@ class NodeState:
 class Piece:
     """A part of one scenario's search: a campaign unit.
 
-    ``kind`` "dfs": the depth-first search from the stack ``nodes``, whose
-    nodes below ``floor`` are frozen (never backtracked: other pieces own
-    their alternatives); "random": the random walk's schedules ``start`` ..
-    ``start + count - 1`` (seeds ``cfg.seed + i``), creating the blocks after
-    it if ``more``; "whole": the scenario's whole exploration in one unit
-    (a strategy that cannot be split: PCT adapts to the runs it has seen)."""
+    ``kind`` "dfs": the depth-first search (one :class:`~specfault.check.dfs.Search`)
+    from the stack ``nodes``, whose nodes below ``floor`` are frozen (never
+    backtracked: other pieces own their alternatives); "level": iterative
+    bounding's searches of the schedule ``prefixes`` queued for ``bound``,
+    one after the other (bounded ``dfs``, ``ipb``, ``delay``); "random":
+    the random walk's schedules ``start`` .. ``start + count - 1`` (seeds
+    ``cfg.seed + i``), creating the blocks after it if ``more``; "whole":
+    the scenario's whole exploration in one unit (a strategy that cannot be
+    split: PCT adapts to the runs it has seen, DPOR adds backtrack points to
+    nodes any later execution may reach)."""
 
     scenario: str
     cfg: ExploreConfig
     kind: str
     nodes: tuple[NodeState, ...] = ()
     floor: int = 0
+    bound: int = 0
+    prefixes: tuple[tuple[int, ...], ...] = ((),)
     start: int = 0
     count: int = 0
     more: bool = False
@@ -118,33 +125,36 @@ class PieceResult:
 
 
 def _snapshot(node: Any) -> NodeState:
-    return NodeState(tuple(node.enabled), node.prev, node.pre, frozenset(node.sleep),
-                     frozenset(node.done), node.choice)
+    return NodeState(tuple(node.enabled), node.spent, frozenset(node.sleep), frozenset(node.done),
+                     tuple(node.todo), tuple(sorted(node.costs.items())), node.choice)
 
 
-class PieceDfs(Dfs):
-    """The depth-first search restricted to a piece: its stack starts as
-    the piece's ``nodes``; nodes below ``floor`` are never backtracked.
+def _restore(n: NodeState) -> _Node:
+    node = _Node(list(n.enabled), n.spent, set(n.sleep))
+    node.done, node.todo, node.costs, node.choice = set(n.done), list(n.todo), dict(n.costs), n.choice
+    return node
 
-    Soundness of the split, sleep sets included: a node's ``done`` and
-    ``sleep`` sets, and the choice it is on, are exactly what the serial
-    search has there when it reaches that point (the piece was cut from a
-    search that got there the same way), and the child's sleep set is
-    computed from its parent's sets with footprints measured in the
+
+class PieceSearch(Search):
+    """One depth-first search (:class:`~specfault.check.dfs.Search`),
+    restricted to a piece: its stack starts as the piece's ``nodes``;
+    nodes below ``floor`` are never backtracked.
+
+    Soundness of the split, sleep sets included: a node's ``done``,
+    ``sleep`` and ``todo`` sets, and the choice it is on, are exactly what
+    the serial search has there when it reaches that point (the piece was
+    cut from a search that got there the same way), and the child's sleep
+    set is computed from its parent's sets with footprints measured in the
     execution at hand, as in the serial search.  So a piece explores the
     same executions, in the same order, with the same sleep-set pruning, as
     the serial search does over the same stretch; the pieces partition the
     serial order into consecutive stretches (:meth:`split`)."""
 
-    def __init__(self, max_preemptions: int | None, reduction: str, nodes: tuple[NodeState, ...] = (),
+    def __init__(self, bound: int | None, reduction: str, nodes: tuple[NodeState, ...] = (),
                  floor: int = 0) -> None:
-        super().__init__(max_preemptions, reduction)
+        super().__init__(bound, reduction)
         self.floor = floor
-        for n in nodes:
-            node = _Node(list(n.enabled), n.prev, n.pre, set(n.sleep))
-            node.done = set(n.done)
-            node.choice = n.choice
-            self.stack.append(node)
+        self.stack.extend(_restore(n) for n in nodes)
 
     def done_with(self, ex: Execution) -> None:
         if ex.pruned:
@@ -154,27 +164,18 @@ class PieceDfs(Dfs):
         if not self._advance(self.stack, self.floor):
             self._exhausted = True
 
-    def _advance(self, stack: list[Any], floor: int) -> bool:
-        """Dfs.done_with's backtracking, not below ``floor``: False when
+    @staticmethod
+    def _advance(stack: list[Any], floor: int) -> bool:
+        """Search.done_with's backtracking, not below ``floor``: False when
         nothing is left above it."""
         while len(stack) > floor:
             node = stack[-1]
             node.done.add(node.choice)
-            if self._next_choice(node):
+            if node.todo:
+                node.choice = node.todo.pop()
                 return True
             stack.pop()
         return False
-
-    def _next_choice(self, node: Any) -> bool:
-        for a in self._candidates(node):
-            if self._allowed(node, a):
-                node.choice = a
-                return True
-        return False
-
-    def _has_alternative(self, node: Any) -> bool:
-        return any(a != node.choice and a not in node.done and self._allowed(node, a)
-                   for a in self._candidates(node))
 
     def split(self, ways: int) -> list[tuple[tuple[NodeState, ...], int]]:
         """What is left of this piece's search (it is not exhausted), as at
@@ -185,21 +186,161 @@ class PieceDfs(Dfs):
         shallowest nodes with alternatives (the largest stretches) become
         pieces of their own — each starts at its node's next alternative —
         and the current path with everything deeper is the first piece."""
-        bounded = self.bounded
         stack = self.stack
-        with_alt = [j for j in range(self.floor, len(stack)) if self._has_alternative(stack[j])]
+        with_alt = [j for j in range(self.floor, len(stack)) if stack[j].todo]
         own = with_alt[:max(0, ways - 1)]
         first_floor = own[-1] + 1 if own else self.floor
         pieces = [(tuple(_snapshot(n) for n in stack), first_floor)]
         for j in reversed(own):
-            nodes = [_Node(n.enabled, n.prev, n.pre, set(n.sleep)) for n in stack[:j + 1]]
-            for new, old in zip(nodes, stack, strict=False):
-                new.done, new.choice = set(old.done), old.choice
+            nodes = [_restore(_snapshot(n)) for n in stack[:j + 1]]
             advanced = self._advance(nodes, j)
             assert advanced and len(nodes) == j + 1
             pieces.append((tuple(_snapshot(n) for n in nodes), j))
-        self.bounded = bounded             # splitting is no search: the counter stays
         return pieces
+
+
+class _Levels:
+    """Iterative bounding's searches of a piece's queued prefixes, one
+    after the other, with their own deferred prefixes collected (in the
+    order the serial :class:`~specfault.check.dfs.Iterative` queues them)."""
+
+    name = "dfs"
+
+    def __init__(self, it: Iterative, bound: int, prefixes: tuple[tuple[int, ...], ...], seed: int) -> None:
+        self.cost, self.max_bound = it.cost, it.max_bound
+        self.bound, self.seed = bound, seed
+        self.todo = list(prefixes)
+        self.todo.reverse()
+        self.spilled: list[tuple[tuple[int, ...], int]] = []
+        self.current: Search | None = None
+        self.complete = self.pruned = 0
+
+    def _spill(self, choices: Any, cost: int) -> None:
+        if self.max_bound is None or cost <= self.max_bound:
+            self.spilled.append((tuple(choices), cost))
+
+    def next(self) -> Any:
+        while True:
+            if self.current is not None:
+                nxt = self.current.next()
+                if nxt is not None:
+                    return self.seed, nxt[1]
+                self.current = None
+            if not self.todo:
+                return None
+            self.current = Search(self.bound, "none", self.todo.pop(), self.bound, self._spill, self.cost)
+
+    def done_with(self, ex: Execution) -> None:
+        assert self.current is not None
+        self.current.done_with(ex)
+        if ex.pruned:
+            self.pruned += 1
+        else:
+            self.complete += 1
+
+    def exhausted(self) -> bool:
+        return not self.todo and (self.current is None or self.current.exhausted())
+
+
+#: queued prefixes per "level" piece
+LEVEL_CHUNK = 32
+
+
+def _iterative(cfg: ExploreConfig) -> Iterative | None:
+    strategy = make_strategy(cfg)
+    inner = strategy.impl if isinstance(strategy, Dfs) else strategy
+    return inner if isinstance(inner, Iterative) else None
+
+
+def _single(cfg: ExploreConfig) -> bool:
+    """The strategy is one plain depth-first search (unbounded, or sleep sets)."""
+    strategy = make_strategy(cfg)
+    return isinstance(strategy, Dfs) and type(strategy.impl) is Search
+
+
+def root_piece(name: str, cfg: ExploreConfig, limit: int = PIECE_SCHEDULES) -> Piece:
+    """The piece that starts ``name``'s search (its whole search, if the
+    strategy cannot be split)."""
+    if cfg.strategy == "dfs" and _single(cfg):
+        return Piece(name, cfg, "dfs", limit=limit)
+    if _iterative(cfg) is not None:
+        return Piece(name, cfg, "level", bound=0, prefixes=((),), limit=limit)
+    if cfg.strategy == "random":
+        total = cfg.max_schedules
+        count = limit if total is None else min(limit, total)
+        return Piece(name, cfg, "random", start=0, count=count,
+                     more=total is None or count < total, limit=limit)
+    return Piece(name, cfg, "whole", limit=limit)
+
+
+def piece_key(parent: tuple[Any, ...], j: int, child: Piece) -> tuple[Any, ...]:
+    """Where a child piece goes in the campaign's order: a "level" piece
+    after everything of the lower bounds — (scenario, bound, the piece that
+    queued it, j), so queued prefixes run in the order the serial search
+    queues them; any other piece right after its parent."""
+    if child.kind == "level":
+        return (parent[0], child.bound, parent, j)
+    return parent + (j,)
+
+
+def piece_unit(p: Piece) -> tuple[PieceResult, list[Piece]]:
+    """Run a piece: a campaign unit (``Campaign(..., expand=True,
+    child_key=piece_key)``): its result, and the pieces that continue its
+    search."""
+    fresh_ids()
+    scenario = lookup(p.scenario)
+    if p.kind == "whole":
+        res = explore(scenario, p.cfg)
+        return PieceResult(whole=replace(res, execution=None), exhausted=res.exhausted), []
+    observe = scenario.observe if p.cfg.observe else None
+    inner: Any
+    total = p.cfg.max_schedules           # no piece runs more than the whole search may
+    if p.kind == "dfs":
+        inner = PieceSearch(p.cfg.max_preemptions, p.cfg.reduction, p.nodes, p.floor)
+        cfg = replace(p.cfg, max_schedules=p.limit if total is None else min(p.limit, total),
+                      minimize=False)
+    elif p.kind == "level":
+        it = _iterative(p.cfg)
+        assert it is not None
+        inner = _Levels(it, p.bound, p.prefixes, 0 if p.cfg.strategy == "dfs" else p.bound)
+        cfg = replace(p.cfg, max_schedules=total, minimize=False)
+    else:
+        inner = RandomWalk(p.cfg.seed + p.start)
+        cfg = replace(p.cfg, seed=p.cfg.seed + p.start, max_schedules=p.count, minimize=False)
+    search = _Logged(inner, observe)
+    res = explore(scenario, cfg, search=search)
+    # exhausted: nothing left under the piece (a level piece's deferred prefixes are left)
+    left = p.kind == "level" and bool(inner.spilled)
+    out = PieceResult(search.log, search.observed, exhausted=res.exhausted and not left,
+                      capped=res.capped)
+    if res.original is not None:
+        out.failure = (list(res.original.choices), res.original.seed)
+    children: list[Piece] = []
+    stopped = res.capped or (res.failure is not None and p.cfg.stop_on_failure)
+    if stopped:
+        pass
+    elif p.kind == "dfs" and not res.exhausted:
+        children = [replace(p, nodes=nodes, floor=floor) for nodes, floor in inner.split(SPLIT_WAYS)]
+    elif p.kind == "level" and res.exhausted:         # the deferred prefixes, by bound
+        by_cost: dict[int, list[tuple[int, ...]]] = {}
+        for choices, cost in inner.spilled:
+            by_cost.setdefault(cost, []).append(choices)
+        for cost in sorted(by_cost):
+            queued = by_cost[cost]
+            for i in range(0, len(queued), LEVEL_CHUNK):
+                children.append(replace(p, bound=cost, prefixes=tuple(queued[i:i + LEVEL_CHUNK])))
+    elif p.kind == "random" and p.more:
+        start = p.start + p.count
+        for _ in range(SPLIT_WAYS):
+            left = None if total is None else total - start
+            if left is not None and left <= 0:
+                break
+            count = p.limit if left is None else min(p.limit, left)
+            children.append(replace(p, start=start, count=count, more=False))
+            start += count
+        if children and (total is None or start < total):
+            children[-1].more = True
+    return out, children
 
 
 class _Logged:
@@ -232,71 +373,6 @@ class _Logged:
 
     def exhausted(self) -> bool:
         return bool(self.inner.exhausted())
-
-
-def dfs_splits() -> bool:
-    """Whether :class:`PieceDfs` fits the depth-first search of
-    ``check/dfs.py`` (one stack of nodes with ``done``/``sleep`` sets):
-    if that search changes shape, scenarios are still farmed out whole
-    (correct, only less parallel) until :class:`PieceDfs` follows it."""
-    probe = Dfs(None)
-    return isinstance(getattr(probe, "stack", None), list) and hasattr(probe, "_candidates") \
-        and hasattr(probe, "_allowed")
-
-
-def root_piece(name: str, cfg: ExploreConfig, limit: int = PIECE_SCHEDULES) -> Piece:
-    """The piece that starts ``name``'s search (its whole search, if the
-    strategy cannot be split)."""
-    if cfg.strategy == "dfs" and dfs_splits():
-        return Piece(name, cfg, "dfs", limit=limit)
-    if cfg.strategy == "random":
-        total = cfg.max_schedules
-        count = limit if total is None else min(limit, total)
-        return Piece(name, cfg, "random", start=0, count=count,
-                     more=total is None or count < total, limit=limit)
-    return Piece(name, cfg, "whole", limit=limit)
-
-
-def piece_unit(p: Piece) -> tuple[PieceResult, list[Piece]]:
-    """Run a piece: a campaign unit (``Campaign(..., expand=True)``): its
-    result, and the pieces that continue its search, in order."""
-    fresh_ids()
-    scenario = lookup(p.scenario)
-    if p.kind == "whole":
-        res = explore(scenario, p.cfg)
-        return PieceResult(whole=replace(res, execution=None), exhausted=res.exhausted), []
-    observe = scenario.observe if p.cfg.observe else None
-    inner: Any
-    if p.kind == "dfs":
-        inner = PieceDfs(p.cfg.max_preemptions, p.cfg.reduction, p.nodes, p.floor)
-        total = p.cfg.max_schedules           # no piece runs more than the whole search may
-        cfg = replace(p.cfg, max_schedules=p.limit if total is None else min(p.limit, total),
-                      minimize=False)
-    else:
-        inner = RandomWalk(p.cfg.seed + p.start)
-        cfg = replace(p.cfg, seed=p.cfg.seed + p.start, max_schedules=p.count, minimize=False)
-    search = _Logged(inner, observe)
-    res = explore(scenario, cfg, search=search)
-    out = PieceResult(search.log, search.observed, exhausted=res.exhausted, capped=res.capped)
-    if res.original is not None:
-        out.failure = (list(res.original.choices), res.original.seed)
-    children: list[Piece] = []
-    stopped = res.capped or (res.failure is not None and p.cfg.stop_on_failure)
-    if not stopped and p.kind == "dfs" and not res.exhausted:
-        children = [replace(p, nodes=nodes, floor=floor) for nodes, floor in inner.split(SPLIT_WAYS)]
-    elif not stopped and p.kind == "random" and p.more:
-        total = p.cfg.max_schedules
-        start = p.start + p.count
-        for _ in range(SPLIT_WAYS):
-            left = None if total is None else total - start
-            if left is not None and left <= 0:
-                break
-            count = p.limit if left is None else min(p.limit, left)
-            children.append(replace(p, start=start, count=count, more=False))
-            start += count
-        if children and (total is None or start < total):
-            children[-1].more = True
-    return out, children
 
 
 class _Merge:
@@ -388,7 +464,8 @@ def explore_all(names: list[str], cfg: ExploreConfig, *, limit: int = PIECE_SCHE
     since = time.perf_counter()         # a scenario's elapsed time: since the previous one's result
     try:
         tick = None if progress is None else (lambda key, pr: progress(key[0], len(pr.log)))
-        with Campaign(piece_unit, roots, expand=True, progress=tick, **campaign) as run:
+        with Campaign(piece_unit, roots, expand=True, child_key=piece_key, progress=tick,
+                      **campaign) as run:
             for key, pr in run:
                 i = key[0]
                 m = merges.get(i)
