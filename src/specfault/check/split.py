@@ -6,10 +6,13 @@ What a unit may depend on
 A unit's result must not depend on what ran before it in the same process,
 or it would differ between one process and many.  The model numbers its
 ``mm_struct``\\ s and ``anon_vma``\\ s from process-wide counters, and
-violation messages name them (``mm#4353``); :func:`fresh_ids` restarts the
-counters, and every unit calls it first, so a unit prints the same message
-wherever it runs (one process, ``--jobs``, Ray).  Everything else an
-execution reads is rebuilt per execution (the world, lockdep's state).
+violation messages name them (``mm#4353``); how far the counters got
+depends on what ran before, including how often the linearizability
+check's verdict cache missed (a miss replays the history on fresh worlds).
+:func:`fresh_ids` restarts the counters and empties that cache, and every
+unit calls it first, so a unit prints the same message wherever it runs
+(one process, ``--jobs``, Ray).  Everything else an execution reads is
+rebuilt per execution (the world, lockdep's state).
 """
 
 from __future__ import annotations
@@ -30,11 +33,14 @@ from specfault.check.scenario import lookup
 
 
 def fresh_ids() -> None:
-    """Number mm_structs and anon_vmas from 1 again (see the module doc)."""
+    """Number mm_structs and anon_vmas from 1 again, and forget the
+    linearizability check's verdicts (see the module doc)."""
+    from specfault.check import linearizability
     from specfault.mm import mm_struct, vma
 
     mm_struct._mm_ids = itertools.count(1)
     vma._anon_vma_ids = itertools.count(1)
+    linearizability._CACHE.clear()
 
 
 def explore_unit(unit: tuple[str, ExploreConfig]) -> Result:
