@@ -316,8 +316,8 @@ def piece_unit(p: Piece) -> tuple[PieceResult, list[Piece]]:
     search = _Logged(inner, observe)
     res = explore(scenario, cfg, search=search)
     # exhausted: nothing left under the piece (a level piece's deferred prefixes are left)
-    left = p.kind == "level" and bool(inner.spilled)
-    out = PieceResult(search.log, search.observed, exhausted=res.exhausted and not left,
+    deferred = p.kind == "level" and bool(inner.spilled)
+    out = PieceResult(search.log, search.observed, exhausted=res.exhausted and not deferred,
                       capped=res.capped)
     if res.original is not None:
         out.failure = (list(res.original.choices), res.original.seed)
