@@ -29,13 +29,15 @@ def _work_started(*args: Any, **kwargs: Any) -> Any:
 def no_work(monkeypatch: pytest.MonkeyPatch) -> None:
     import specfault.check.cli as check_cli
     import specfault.check.portfolio as portfolio
+    import specfault.check.split as split
     import specfault.oracle.cli as oracle_cli
     import specfault.report.demo_cli as demo_cli
     import specfault.report.tour as tour
     import specfault.sim.calibrate as calibrate
     import specfault.sim.cli as sim_cli
 
-    for mod, name in [(check_cli, "explore"), (check_cli, "replay"), (portfolio, "kill"),
+    for mod, name in [(split, "explore_unit"), (split, "piece_unit"), (split, "kill_unit"),
+                      (check_cli, "replay"), (portfolio, "kill"),
                       (sim_cli, "run"), (calibrate, "fault_ns"), (calibrate, "mmap_munmap_ns"),
                       (calibrate, "copy_page_ns"), (oracle_cli, "campaign"), (oracle_cli, "Oracle"),
                       (demo_cli, "run_demo"), (tour, "check_core"), (tour, "kill_one"),

@@ -8,6 +8,7 @@
                     [--mutant NAME] [exploration options as above]
     specfault check --mutants [--mutant NAME] [--schedules N] [--budget SECONDS]
                     [--seed S] [--save DIR] [--json]            # the kill table
+    ... [--jobs N | --backend ray [--address HOST:PORT]]        # a campaign (docs/campaigns.md)
     specfault check --replay 'SCENARIO:STRATEGY:SEED:CHOICES' [--step-limit N] [--json]
     specfault check --list | --list-scenarios | --list-mutants
 
@@ -27,6 +28,13 @@ Sizes: a schedule costs about 1 KiB of memory per step while it runs, so
 --step-limit is at most 1,000,000 (about 1 GiB); a --replay line expands
 to at most 1,000,000 steps, checked before it is expanded.
 
+Campaigns: --jobs N runs the mutants' hunts (one per mutant) or the
+scenarios' searches (one per scenario, each exhaustive DFS or random walk
+split into pieces by schedule prefix or seed) in N local processes;
+--backend ray runs them on Ray (a local instance, or the cluster at
+--address).  Results are merged in order, never by completion: the kill
+table and the verdicts are those of one process (docs/campaigns.md).
+
 Exit codes: 0 no violation (every mutant killed), 1 a violation (report
 printed: property, swimlane, schedule, replay command) or a surviving
 mutant, 2 bad input, 130 interrupted (Ctrl-C: the results so far are
@@ -38,12 +46,14 @@ from __future__ import annotations
 
 import argparse
 import fnmatch
+import functools
 import json
 import sys
 from typing import Any
 
 from specfault import cliargs
-from specfault.check.explore import ExploreConfig, Interrupted, Result, explore, replay
+from specfault.check.campaign import BACKENDS, MAX_JOBS, Backend, Campaign, CampaignInterrupted
+from specfault.check.explore import ExploreConfig, Interrupted, Result, replay
 from specfault.check.report import failure_report
 from specfault.check.scenario import UnknownScenario, lookup, registered
 from specfault.check.schedule import MAX_CHOICES, Schedule, ScheduleError
@@ -64,6 +74,9 @@ EXAMPLES = """examples:
   specfault check path/to/my_lock.py:broken --schedules 10000
   specfault check --mutants                                # the kill table
   specfault check --mutants --mutant no_seq2_check --save tests/regressions
+  specfault check --mutants --jobs 2                       # the same table, two processes
+  specfault check --scenario all --protocol all --preemptions 3 --jobs 2
+  specfault check --mutants --backend ray --address 10.0.0.1:6379   # on a Ray cluster
   specfault check --replay "$(cat tests/regressions/no_seq2_check.schedule)"
 """
 
@@ -96,6 +109,50 @@ def _preemptions(text: str) -> int:
     if text.strip().lower() == "none":
         return UNBOUNDED      # not None: None means "not given"
     return cliargs.int_range(0, 1000, "a preemption bound (or 'none')")(text)
+
+
+def _address(text: str) -> str:
+    """A Ray cluster address: HOST:PORT, ray://HOST:PORT or 'auto'."""
+    text = text.strip()
+    if text == "auto" or (text and not any(c.isspace() for c in text) and ":" in text
+                          and text.rsplit(":", 1)[1].isdigit()):
+        return text
+    raise argparse.ArgumentTypeError(f"expected HOST:PORT, ray://HOST:PORT or 'auto', not {text!r}")
+
+
+def _campaign(args: argparse.Namespace) -> dict[str, Any]:
+    """--jobs/--backend/--address checked (Ray connected) before any work:
+    the keyword arguments of a :class:`~specfault.check.campaign.Campaign`."""
+    backend = args.backend or "local"
+    if args.address is not None and backend != "ray":
+        raise cliargs.BadArgument("--address", "is only used with --backend ray")
+    if backend == "ray":
+        from specfault.check.campaign import ray_available, ray_init
+
+        if not ray_available():
+            raise cliargs.BadArgument("--backend", "ray is not installed: pip install 'specfault[ray]'")
+        if args.address not in (None, "auto"):      # Ray itself retries for minutes
+            import socket
+
+            host, _, port = args.address.removeprefix("ray://").rpartition(":")
+            try:
+                socket.create_connection((host, int(port)), timeout=5).close()
+            except OSError as exc:
+                raise cliargs.BadArgument("--address", f"cannot reach a Ray cluster at {args.address}: "
+                                                       f"{exc.strerror or exc}") from None
+        try:
+            ray_init(args.address)
+        except KeyboardInterrupt:
+            from specfault.check.campaign import ray_stop
+
+            print("interrupted while starting Ray: nothing done", file=sys.stderr)
+            ray_stop(fast=True)
+            raise SystemExit(130) from None
+        except Exception as exc:                   # noqa: BLE001 - any failure to connect
+            where = f"at {args.address}" if args.address else "(a local instance)"
+            raise cliargs.BadArgument("--address" if args.address else "--backend",
+                                      cliargs.one_line(f"cannot start or reach Ray {where}: {exc}")) from None
+    return {"jobs": args.jobs, "backend": backend, "address": args.address}
 
 
 def _bound(text: str) -> int:
@@ -171,6 +228,17 @@ def register(sub: Any) -> None:
     p.add_argument("--no-minimize", action="store_true", help="report the failing schedule as found")
     p.add_argument("--replay", type=_schedule_arg, metavar="SCHEDULE",
                    help="run one schedule line exactly")
+    p.add_argument("--jobs", type=cliargs.int_range(1, MAX_JOBS, "a number of processes"), default=None,
+                   metavar="N",
+                   help="run the campaign (one hunt per mutant; one search per scenario, split by "
+                        "schedule prefix) in N local processes (default 1: this process); with "
+                        "--backend ray, at most N units at once (default: the cluster's CPUs)")
+    p.add_argument("--backend", type=cliargs.choice(BACKENDS, "backend"), default=None,
+                   help="local (processes on this machine; the default) or ray (pip install "
+                        "'specfault[ray]'; see docs/campaigns.md)")
+    p.add_argument("--address", type=_address, default=None, metavar="HOST:PORT",
+                   help="with --backend ray: the Ray cluster to use (as 'ray start --head' prints "
+                        "it, or 'auto'); default: start a local Ray instance")
     p.add_argument("--list", action="store_true", help="list registered scenarios")
     p.add_argument("--json", action="store_true", help="machine-readable output on stdout")
     p.add_argument("--trace", type=cliargs.writable_file(["json"], "trace file"), default=None,
@@ -184,8 +252,9 @@ def register(sub: Any) -> None:
 
 
 #: the options each mode uses (anything else given is refused)
+_CAMPAIGN = {"jobs", "backend", "address"}
 _EXPLORE = {"strategy", "schedules", "budget", "preemptions", "reduction", "bound", "seed",
-            "pct_depth", "step_limit", "no_minimize", "json"}
+            "pct_depth", "step_limit", "no_minimize", "json"} | _CAMPAIGN
 #: --strategy's choices
 _STRATEGIES = ("dfs", "ipb", "delay", "dpor", "random", "pct", "portfolio")
 #: options that only some strategies use (given with another one: refused)
@@ -195,7 +264,8 @@ _STRATEGY_OPTIONS = {"preemptions": ("dfs", "random", "pct", "portfolio"),
 _MODES: dict[str, set[str]] = {
     "list": set(), "list_scenarios": set(), "list_mutants": set(),
     "replay": {"step_limit", "json", "trace", "html"},
-    "mutants": {"mutant", "schedules", "budget", "seed", "save", "no_minimize", "json", "trace", "html"},
+    "mutants": {"mutant", "schedules", "budget", "seed", "save", "no_minimize", "json", "trace", "html"}
+               | _CAMPAIGN,
     "explore": _EXPLORE | {"scenarios", "scenario", "protocol", "mutant", "trace", "html"},
 }
 
@@ -404,7 +474,8 @@ def _kill_table(args: argparse.Namespace) -> int:
 
     from specfault.check.mutants import MUTANTS
     from specfault.check.portfolio import DEFAULT_SCHEDULES as PER_MUTANT
-    from specfault.check.portfolio import Kill, kill, save
+    from specfault.check.portfolio import Kill, save
+    from specfault.check.split import kill_unit
 
     # the kill table: the mutants the scenarios kill; one the scenarios miss
     # (expect="fuzz", the fuzzer's input) is hunted when named with --mutant
@@ -412,27 +483,44 @@ def _kill_table(args: argparse.Namespace) -> int:
     schedules: float = args.schedules or PER_MUTANT
     if schedules == UNBOUNDED:
         schedules = float("inf")
+    campaign = _campaign(args)
+    hunt = functools.partial(kill_unit, schedules=schedules, seed=args.seed or 0, minimize=not args.no_minimize,
+                             cap_seconds=args.budget)
     kills: list[Kill] = []
     err = Console(stderr=True)
     start = time.monotonic()
     interrupted = False
     try:
-        with Progress(console=err, transient=True, disable=args.json or not err.is_terminal) as bar:
-            task = bar.add_task("hunting mutants", total=len(names))
-            for name in names:
-                bar.update(task, description=f"hunting {name}")
-                k = kill(name, schedules=schedules, seed=args.seed or 0, minimize=not args.no_minimize,
-                         cap_seconds=args.budget)
+        with Progress(console=err, transient=True, disable=args.json or not err.is_terminal) as bar, \
+                Campaign(hunt, names, **campaign) as run:
+            serial = run.backend.serial
+            what = f"hunting {names[0]}" if serial else f"hunting mutants ({run.backend.describe()})"
+            task = bar.add_task(what, total=len(names))
+
+            def finished(i: int, k: Kill) -> None:
+                if serial and i + 1 < len(names):
+                    bar.update(task, description=f"hunting {names[i + 1]}")
+                bar.advance(task)
+
+            run.progress = finished
+            for _, k in run:            # in the mutants' order, whoever finished first
                 kills.append(k)
+                run.handed_back(k)
                 if k.killed and args.save:
                     save(k, args.save)
-                bar.advance(task)
-    except KeyboardInterrupt as exc:     # Ctrl-C: the table so far, the interrupted hunt marked
-        if isinstance(exc, Interrupted) and isinstance(exc.result, Kill):
-            kills.append(exc.result)
-        elif len(kills) < len(names):        # between two hunts: the next one is marked
-            nxt = names[len(kills)]
-            kills.append(Kill(nxt, MUTANTS[nxt].protocol, False, interrupted=True))
+    except CampaignInterrupted as exc:  # Ctrl-C: the table so far, the interrupted hunts marked
+        for i in exc.running:
+            part = exc.partial.get(i)
+            exc.done[i] = part if isinstance(part, Kill) else Kill(names[i], MUTANTS[names[i]].protocol,
+                                                                    False, interrupted=True)
+        if not exc.running and len(exc.done) < len(names):   # between two hunts: the next one
+            nxt = min(i for i in range(len(names)) if i not in exc.done)
+            exc.done[nxt] = Kill(names[nxt], MUTANTS[names[nxt]].protocol, False, interrupted=True)
+        kills = [exc.done[i] for i in sorted(exc.done)]
+        if args.save:                   # the kills finished out of order are saved too
+            for k in kills:
+                if k.killed:
+                    save(k, args.save)
         interrupted = True
     data = [k.to_json() for k in kills]
     if (args.trace or args.html) and not interrupted:
@@ -465,6 +553,7 @@ def _kill_table(args: argparse.Namespace) -> int:
         done_n = sum(1 for k in kills if not k.interrupted)
         print(f"interrupted: {done_n} of {len(names)} mutants hunted (partial table "
               f"{'on stdout' if args.json else 'above'})", file=sys.stderr)
+        _stop_ray(campaign)
         return 130
     return 0 if all(k.killed for k in kills) else 1
 
@@ -486,44 +575,109 @@ def _for_program(sc: Any, args: argparse.Namespace, cfg: ExploreConfig) -> Explo
     return replace(cfg, strategy="portfolio")
 
 
+def _stop_ray(campaign: dict[str, Any]) -> None:
+    """After Ctrl-C: a local Ray instance goes down at once (the tasks were cancelled)."""
+    if campaign["backend"] == "ray":
+        from specfault.check.campaign import ray_stop
+
+        ray_stop(fast=True)
+
+
+def _interrupted(args: argparse.Namespace, results: list[Result], names: list[str],
+                 campaign: dict[str, Any]) -> int:
+    if args.json:
+        print(json.dumps([r.to_json() for r in results], indent=2))
+    done = sum(1 for r in results if not r.interrupted)
+    sys.stdout.flush()
+    print(f"interrupted: {done} of {len(names)} scenarios done (partial results "
+          f"{'on stdout' if args.json else 'above'})", file=sys.stderr)
+    _stop_ray(campaign)
+    return 130
+
+
 def _explore_all(args: argparse.Namespace, names: list[str], cfg: ExploreConfig) -> int:
+    """Explore each scenario (a campaign: one unit per scenario, in order;
+    with several workers, each search split into pieces)."""
+    from specfault.check.split import explore_all, explore_unit
+
+    campaign = _campaign(args)
     results: list[Result] = []
-    shown = 0
 
-    def show() -> None:             # print the results not printed yet
-        nonlocal shown
-        for res in results[shown:]:
-            shown += 1
-            if not args.json:
-                print(res.summary(), flush=True)
-                if not res.ok and res.report:
-                    print(res.report)
-                    print(flush=True)
+    def show(res: Result) -> None:
+        if not args.json:
+            print(res.summary(), flush=True)
+            if not res.ok and res.report:
+                print(res.report)
+                print(flush=True)
 
+    # programs of check.api run under the portfolio, which is not split
+    serial = (campaign["backend"] == "local" and (campaign["jobs"] or 1) == 1) or \
+        any("program" in lookup(name).tags for name in names)
     try:
-        for name in names:
-            sc = lookup(name)
-            results.append(explore(sc, _for_program(sc, args, cfg)))
-            show()
-    except KeyboardInterrupt as exc:     # Ctrl-C: what was done, the interrupted one marked
-        if isinstance(exc, Interrupted) and isinstance(exc.result, Result):
-            results.append(exc.result)
-        elif len(results) < len(names):      # between two scenarios: the next one is marked
+        if serial:
+            units = [(name, _for_program(lookup(name), args, cfg)) for name in names]
+            with Campaign(explore_unit, units, **campaign) as run:
+                for _, res in run:
+                    results.append(res)
+                    run.handed_back(res)
+                    show(res)
+        else:                           # each search split into pieces, merged in order
+            from rich.console import Console
+            from rich.progress import Progress
+
+            err = Console(stderr=True)
+            with Progress(console=err, transient=True, disable=args.json or not err.is_terminal) as bar:
+                where = Backend(**campaign).describe()
+                what = "exploring ({}): {:,} schedules in {:,} pieces"
+                task = bar.add_task(what.format(where, 0, 0), total=len(names))
+                ran = [0, 0]
+
+                def tick(i: int, n: int) -> None:
+                    ran[0] += n
+                    ran[1] += 1
+                    bar.update(task, description=what.format(where, ran[0], ran[1]))
+
+                split = explore_all(names, cfg, progress=tick, **campaign)
+                try:
+                    for res in split:
+                        results.append(res)
+                        bar.advance(task)
+                        show(res)
+                finally:
+                    split.close()               # stops the workers, whatever ended the loop
+    except Interrupted as exc:           # Ctrl-C in a split campaign: the scenarios begun, marked
+        for res in exc.result[len(results):]:
+            results.append(res)
+            show(res)
+        return _interrupted(args, results, names, campaign)
+    except CampaignInterrupted as exc:   # Ctrl-C: what was done, the interrupted ones marked
+        for i in exc.running:
+            part = exc.partial.get(i)
+            exc.done[i] = part if isinstance(part, Result) else Result(
+                names[i], cfg.strategy, True, 0, 0, 0, 0, 0.0, False, interrupted=True)
+        if not exc.running and len(exc.done) < len(names):   # between two scenarios: the next one
+            nxt = min(i for i in range(len(names)) if i not in exc.done)
+            exc.done[nxt] = Result(names[nxt], cfg.strategy, True, 0, 0, 0, 0, 0.0, False,
+                                   interrupted=True)
+        for i in sorted(exc.done):
+            if i >= len(results):
+                results.append(exc.done[i])
+                show(exc.done[i])
+        return _interrupted(args, results, names, campaign)
+    except KeyboardInterrupt:            # between two results of a split campaign: the next one
+        if len(results) < len(names):
             results.append(Result(names[len(results)], cfg.strategy, True, 0, 0, 0, 0, 0.0, False,
                                   interrupted=True))
-        show()
-        if args.json:
-            print(json.dumps([r.to_json() for r in results], indent=2))
-        done = sum(1 for r in results if not r.interrupted)
-        sys.stdout.flush()
-        print(f"interrupted: {done} of {len(names)} scenarios done (partial results "
-              f"{'on stdout' if args.json else 'above'})", file=sys.stderr)
-        return 130
+            show(results[-1])
+        return _interrupted(args, results, names, campaign)
     data = [r.to_json() for r in results]
     if args.trace or args.html:
         from specfault.report.html import check_report
-        runs = {r.scenario: (r.execution, r.schedule) for r in results
-                if not r.ok and r.execution is not None and r.schedule is not None}
+        runs = {r.scenario: _replayed(str(r.schedule)) for r in results
+                if not r.ok and r.schedule is not None}
+        for r in results:
+            if r.scenario in runs:
+                r.execution = runs[r.scenario][0]
         _outputs(args, runs, lambda: check_report(results, data, _command(args), runs))
     if args.json:
         print(json.dumps(data, indent=2))

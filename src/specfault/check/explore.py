@@ -227,19 +227,22 @@ def make_strategy(cfg: ExploreConfig) -> Strategy:
     raise ValueError(f"unknown strategy {cfg.strategy!r}; choose from {', '.join(STRATEGIES)}")
 
 
-def explore(scenario: Scenario, config: ExploreConfig | None = None, **overrides: Any) -> Result:
+def explore(scenario: Scenario, config: ExploreConfig | None = None, *, search: Strategy | None = None,
+            **overrides: Any) -> Result:
     """Explore ``scenario``; see :class:`ExploreConfig` for the knobs (also
     accepted as keyword arguments).  A program written with
     ``specfault.check.api`` given no config runs under the portfolio for
     :data:`PROGRAM_SCHEDULES` schedules, without a time cap, unless the
-    keywords say otherwise."""
+    keywords say otherwise.  ``search``: a strategy object to run instead
+    of the one ``config`` names (a piece of a split search,
+    ``check/split.py``)."""
     if config is None and "program" in scenario.tags:
         # a program of check.api: its defaults (the portfolio, a budget in
         # schedules, no time cap) unless the caller chose
         overrides = {"strategy": "portfolio", "max_schedules": PROGRAM_SCHEDULES,
                      "budget_seconds": None, **overrides}
     cfg = replace(config, **overrides) if config is not None else ExploreConfig(**overrides)
-    strategy = make_strategy(cfg)
+    strategy = make_strategy(cfg) if search is None else search
     LOCKDEP.enabled = cfg.lockdep and scenario.lockdep
     start = time.perf_counter()
     deadline = start + cfg.budget_seconds if cfg.budget_seconds is not None else None
@@ -284,17 +287,23 @@ def explore(scenario: Scenario, config: ExploreConfig | None = None, **overrides
                  elapsed, strategy.exhausted(), failures=failures, observations=observations,
                  capped=capped and not strategy.exhausted())
     if first is not None:
-        ex, seed = first
-        original = Schedule(scenario.name, cfg.strategy, seed, list(ex.choices))
-        if cfg.minimize and cfg.strategy != "replay":
-            ex, _ = minimize(scenario, ex, cfg.step_limit, cfg.minimize_runs, cfg.minimize_seconds)
-        sched = Schedule(scenario.name, cfg.strategy, seed, list(ex.choices))
-        res.failure = ex.failure
-        res.schedule, res.original = sched, original
-        res.trace = ex.trace_lines()
-        res.report = failure_report(ex, sched, schedules, original)
-        res.execution = ex
+        conclude(res, scenario, cfg, first[0], first[1], schedules)
     return res
+
+
+def conclude(res: Result, scenario: Scenario, cfg: ExploreConfig, ex: Execution, seed: int,
+             schedules: int) -> None:
+    """Fill ``res``'s failure fields from the first failing execution
+    ``ex`` (minimised if ``cfg.minimize``), found after ``schedules``."""
+    original = Schedule(scenario.name, cfg.strategy, seed, list(ex.choices))
+    if cfg.minimize and cfg.strategy != "replay":
+        ex, _ = minimize(scenario, ex, cfg.step_limit, cfg.minimize_runs, cfg.minimize_seconds)
+    sched = Schedule(scenario.name, cfg.strategy, seed, list(ex.choices))
+    res.failure = ex.failure
+    res.schedule, res.original = sched, original
+    res.trace = ex.trace_lines()
+    res.report = failure_report(ex, sched, schedules, original)
+    res.execution = ex
 
 
 def replay(scenario: Scenario, schedule: str | Schedule, step_limit: int = 10_000,
