@@ -416,10 +416,13 @@ def test_portfolio_result_is_deterministic_and_replays() -> None:
     assert ex.failure is not None and ex.failure.kind == "property"
 
 
-@pytest.mark.parametrize("strategy", ["random", "pct", "dfs"])
+@pytest.mark.parametrize("strategy", ["random", "pct", "dfs", "delay", "dpor"])
 def test_every_strategy_runs_programs_that_spawn(strategy: str) -> None:
     from specfault.check.examples import lost_update
-    res = explore(lost_update.broken, 2000, strategy=strategy)
+    # bounded DFS (and ipb) explore fewest preemptions first: with 8 threads
+    # bound 0 alone is 8! orders, so DFS runs unbounded (depth-first) here
+    kw = {"max_preemptions": None} if strategy == "dfs" else {}
+    res = explore(lost_update.broken, 2000, strategy=strategy, **kw)
     assert not res.ok and res.failure is not None and res.failure.kind == "property"
 
 
