@@ -20,7 +20,7 @@ mm.<race>@<protocol>[+<mutant>].
 
 Budgets are schedules, so a run gives the same result on every machine:
 --schedules N per scenario (default 10,000; exhaustive DFS stops sooner),
-or per mutant with --mutants (default 24,000: 3.2 times what the hungriest
+or per mutant with --mutants (default 24,000: 2.3 times what the hungriest
 mutant needs).  --budget SECONDS is only a cap; a run it cuts short says
 "time cap" (and its result then depends on the machine's speed).
 

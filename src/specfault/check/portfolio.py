@@ -12,11 +12,11 @@ the same on every machine: the seeds are fixed (random walk and PCT use
 A time cap (``cap_seconds``) can be added; a hunt it cuts short is marked
 ``capped`` (its outcome then depends on the machine's speed).
 
-:data:`DEFAULT_SCHEDULES` was set from measurements: with seed 0, the
-hungriest mutant (``dufour_seq_loads_reordered``) needs 7,442 schedules
-(random 2,000 + PCT 2,000 + DFS 3,442 on fault-vs-mremap), every other one
-at most 2,193; ``tests/races/test_portfolio.py`` keeps every mutant's need
-under half the default.
+:data:`DEFAULT_SCHEDULES` was set from measurements; today, with seed 0,
+the hungriest mutant of the kill table (``mprotect_no_flush_on_wrprotect``)
+needs 10,307 schedules and every other one at most 4,447
+(``specfault check --mutants --json``); ``tests/check/test_budgets.py``
+keeps every mutant's need under half the default.
 
 The kill is minimised and can be saved as a regression (one schedule line
 per file) that the test suite replays.
@@ -45,7 +45,7 @@ PROGRAM_PORTFOLIO = PORTFOLIO
 
 #: schedules per strategy on one scenario, in the order they run
 SLICES = (("random", 2000), ("pct", 2000), ("dfs", 8000))
-#: schedules per mutant: 3.2 times what the hungriest mutant needs
+#: schedules per mutant: 2.3 times what the hungriest mutant needs
 DEFAULT_SCHEDULES = 24_000
 
 
