@@ -32,6 +32,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -109,6 +110,22 @@ def run_once(binary: Path, cg: Path, pages: int, passes: int) -> dict[str, float
     return out
 
 
+def host_rows(fractions: list[float], region_mib: int, passes: int,
+              rounds: int) -> Iterator[dict[str, float]]:
+    """Per memory fraction, the median of ``rounds`` runs (a row keyed
+    ``fraction``), the swap file and cgroup set up once and removed after."""
+    pages = region_mib * 256
+    with tempfile.TemporaryDirectory() as tmp:
+        binary = Path(tmp) / "pressure_host"
+        subprocess.run(["gcc", "-O2", "-pthread", "-o", str(binary), str(HERE / "pressure_host.c")],
+                       check=True)
+        with Setup(Path(tmp), 2 * region_mib + 64) as s:
+            for f in fractions:
+                s.limit(int(pages * 4096 * f))
+                runs = [run_once(binary, s.cg, pages, passes) for _ in range(rounds)]
+                yield {"fraction": f, **{k: statistics.median(r[k] for r in runs) for k in runs[0]}}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--region-mib", type=_positive(4096), default=128)
@@ -128,28 +145,21 @@ def main() -> int:
     if shutil.which("gcc") is None:
         print("bench_pressure_host: needs gcc", file=sys.stderr)
         return 2
-    pages = a.region_mib * 256
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        binary = Path(tmp) / "pressure_host"
-        subprocess.run(["gcc", "-O2", "-pthread", "-o", str(binary), str(HERE / "pressure_host.c")], check=True)
-        try:
-            with Setup(Path(tmp), 2 * a.region_mib + 64) as s:
-                for f in a.fractions:
-                    s.limit(int(pages * 4096 * f))
-                    runs = [run_once(binary, s.cg, pages, a.passes) for _ in range(a.rounds)]
-                    row = {"fraction": f, **{k: statistics.median(r[k] for r in runs) for k in runs[0]}}
-                    rows.append(row)
-                    if not a.json:
-                        print(f"limit {f:5.2f} x region: writer p50 {row['writer_p50_ns'] / 1e3:7.1f} us "
-                              f"p99 {row['writer_p99_ns'] / 1e3:8.1f} us | store p99 "
-                              f"{row['touch_p99_ns'] / 1e3:8.1f} us | pswpout {row['pswpout']:.0f} "
-                              f"pgmajfault {row['pgmajfault']:.0f}", flush=True)
-        except KeyboardInterrupt:
-            print("interrupted", file=sys.stderr)
-            if a.json:
-                print(json.dumps({"rows": rows, "interrupted": True}, indent=1))
-            return 130
+    try:
+        for row in host_rows(a.fractions, a.region_mib, a.passes, a.rounds):
+            rows.append(row)
+            if not a.json:
+                f = row["fraction"]
+                print(f"limit {f:5.2f} x region: writer p50 {row['writer_p50_ns'] / 1e3:7.1f} us "
+                      f"p99 {row['writer_p99_ns'] / 1e3:8.1f} us | store p99 "
+                      f"{row['touch_p99_ns'] / 1e3:8.1f} us | pswpout {row['pswpout']:.0f} "
+                      f"pgmajfault {row['pgmajfault']:.0f}", flush=True)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        if a.json:
+            print(json.dumps({"rows": rows, "interrupted": True}, indent=1))
+        return 130
     if a.json:
         print(json.dumps({"region_mib": a.region_mib, "passes": a.passes, "rows": rows}, indent=1))
     if a.plot:

@@ -37,7 +37,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from bench_pressure_host import Setup, _fractions, _positive, run_once  # noqa: E402
+from bench_pressure_host import Setup, _fractions, _positive, host_rows  # noqa: E402
 
 from specfault.sim import run  # noqa: E402
 from specfault.sim.cost import CostProfile  # noqa: E402
@@ -55,20 +55,20 @@ COSTS_C = r"""
 static long now(void){struct timespec t;clock_gettime(CLOCK_MONOTONIC,&t);return t.tv_sec*1000000000L+t.tv_nsec;}
 int main(int argc, char **argv)
 {
-	long n = atol(argv[1]), sum = 0, in = 0;
-	cpu_set_t s;
-	CPU_ZERO(&s); CPU_SET(0, &s); sched_setaffinity(0, sizeof s, &s);  /* MADV_PAGEOUT drains this CPU's LRU batch */
-	char *a = mmap(NULL, n * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	for (long i = 0; i < n; i++) a[i * 4096] = (char)(i | 1);
-	long t0 = now(); madvise(a, n * 4096, MADV_PAGEOUT); long t1 = now();
-	for (long k = 0; k < n; k++) { long i = (k * 7919) % n, t = now(); sum += a[i * 4096]; in += now() - t; }
-	int fd = open(argv[2], O_RDONLY);
-	char *f = mmap(NULL, n * 4096, PROT_READ, MAP_PRIVATE, fd, 0);
-	for (long i = 0; i < n; i++) sum += f[i * 4096];
-	long t2 = now(); madvise(f, n * 4096, MADV_PAGEOUT); long t3 = now();
-	printf("{\"anon_pageout_ns\": %.0f, \"swap_in_ns\": %.0f, \"file_pageout_ns\": %.0f, \"x\": %ld}\n",
-	       (double)(t1 - t0) / n, (double)in / n, (double)(t3 - t2) / n, sum & 1);
-	return 0;
+    long n = atol(argv[1]), sum = 0, in = 0;
+    cpu_set_t s;
+    CPU_ZERO(&s); CPU_SET(0, &s); sched_setaffinity(0, sizeof s, &s);  /* MADV_PAGEOUT drains this CPU's LRU batch */
+    char *a = mmap(NULL, n * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    for (long i = 0; i < n; i++) a[i * 4096] = (char)(i | 1);
+    long t0 = now(); madvise(a, n * 4096, MADV_PAGEOUT); long t1 = now();
+    for (long k = 0; k < n; k++) { long i = (k * 7919) % n, t = now(); sum += a[i * 4096]; in += now() - t; }
+    int fd = open(argv[2], O_RDONLY);
+    char *f = mmap(NULL, n * 4096, PROT_READ, MAP_PRIVATE, fd, 0);
+    for (long i = 0; i < n; i++) sum += f[i * 4096];
+    long t2 = now(); madvise(f, n * 4096, MADV_PAGEOUT); long t3 = now();
+    printf("{\"anon_pageout_ns\": %.0f, \"swap_in_ns\": %.0f, \"file_pageout_ns\": %.0f, \"x\": %ld}\n",
+           (double)(t1 - t0) / n, (double)in / n, (double)(t3 - t2) / n, sum & 1);
+    return 0;
 }
 """
 
@@ -123,23 +123,14 @@ def sim_rows(limits: list[float], faults: int, profile: CostProfile) -> list[dic
     return rows
 
 
-def host_rows(limits: list[float], region_mib: int, passes: int, rounds: int) -> list[dict[str, Any]]:
-    import statistics
-    pages = region_mib * 256
+def host_limit_rows(limits: list[float], region_mib: int, passes: int, rounds: int) -> list[dict[str, Any]]:
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        binary = Path(tmp) / "pressure_host"
-        subprocess.run(["gcc", "-O2", "-pthread", "-o", str(binary), str(HERE / "pressure_host.c")],
-                       check=True)
-        with Setup(Path(tmp), 2 * region_mib + 64) as s:
-            for lim in limits:
-                s.limit(int(pages * 4096 * lim))
-                runs = [run_once(binary, s.cg, pages, passes) for _ in range(rounds)]
-                row = {"limit": lim, **{k: statistics.median(r[k] for r in runs) for k in runs[0]}}
-                rows.append(row)
-                print(f"host limit {lim:5.2f} writer p50 {row['writer_p50_ns'] / 1e3:8.1f} us "
-                      f"p99 {row['writer_p99_ns'] / 1e3:8.1f} us | store p99 {row['touch_p99_ns'] / 1e3:7.1f} us",
-                      file=sys.stderr, flush=True)
+    for row in host_rows(limits, region_mib, passes, rounds):
+        row = {"limit": row.pop("fraction"), **row}
+        rows.append(row)
+        print(f"host limit {row['limit']:5.2f} writer p50 {row['writer_p50_ns'] / 1e3:8.1f} us "
+              f"p99 {row['writer_p99_ns'] / 1e3:8.1f} us | store p99 {row['touch_p99_ns'] / 1e3:7.1f} us",
+              file=sys.stderr, flush=True)
     return rows
 
 
@@ -159,7 +150,7 @@ def main() -> int:
         if costs:
             print(f"host costs: {costs}", file=sys.stderr)
         sim = sim_rows(a.limits, a.sim_faults, profile_for(costs))
-        host = host_rows(a.limits, a.region_mib, 2, a.rounds) if a.host else []
+        host = host_limit_rows(a.limits, a.region_mib, 2, a.rounds) if a.host else []
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
