@@ -268,6 +268,11 @@ KNOBS: dict[str, Knob] = _knobs(
          "(Lespinasse's order), not under the PTL"),
     Knob("pt_reclaim_free_immediate", False, "mutant",
          "a PTE table reclaimed by MADV_DONTNEED is freed at once, not after RCU"),
+    Knob("migration_map_no_pte_same", False, "mutant",
+         "a fault on a migration entry maps the page the entry names itself, "
+         "without re-checking under the PTL that the PTE still holds the entry"),
+    Knob("mremap_no_src_ptl", False, "mutant",
+         "mremap's move_ptes moves PTEs holding only the destination table's PTL"),
     Knob("dufour_seq_after_copy", False, "mutant",
          "Dufour's fault copies the VMA before sampling its sequence"),
 )

@@ -34,12 +34,16 @@ from specfault.mm.pgtable import (
     _PAGE_NX,
     _PAGE_PRESENT,
     PageTable,
+    is_migration_pte,
     is_swap_pte,
     pte_pfn,
     pte_present,
     pte_special,
+    pte_to_swp_entry,
     pte_write,
+    swp_offset_pfn,
 )
+from specfault.mm.swap_state import folio_test_locked
 from specfault.mm.vma import VM_EXEC, VM_READ, VM_SHARED, VM_WRITE
 from specfault.runtime import ModelBug
 
@@ -117,6 +121,20 @@ def mm_problems(mm: Any, quiescent: bool = True) -> list[str]:
             if not pte_present(pte):
                 if not is_swap_pte(pte):
                     problems.append(f"non-present non-none PTE {pte:#x} at {addr:#x}")
+                elif is_migration_pte(pte):
+                    # a migration entry (mm/migrate.py) is not a mapping: it
+                    # counts as its page's RSS, and the migrator holds the
+                    # page locked until it replaces the entry
+                    page = mm.kernel.mem.pages.get(swp_offset_pfn(pte_to_swp_entry(pte)))
+                    if page is None:
+                        problems.append(f"migration entry at {addr:#x} names a free frame")
+                        continue
+                    rss[rss_kind(page)] += 1
+                    if quiescent:
+                        problems.append(f"migration entry at {addr:#x} left behind "
+                                        f"for {page!r}")
+                    elif not folio_test_locked(page):
+                        problems.append(f"migration entry at {addr:#x} for unlocked {page!r}")
                 continue                 # swap PTEs: pressure_invariants.swap_problems
             flags = vma.vm_flags
             if pte_write(pte) and not flags & VM_WRITE:

@@ -171,6 +171,22 @@ MUTANTS: dict[str, Mutant] = {m.name: m for m in [
            "table",
            {"pt_reclaim_free_immediate": True}, ("fault-vs-table-reclaim",),
            caught_by="UseAfterFree"),
+    Mutant("migration_map_no_pte_same", "classic",
+           "a fault on a migration entry maps the page the entry names itself "
+           "(no waiting for the migration), under the PTL but without checking "
+           "the PTE still holds the entry: a migration that finished meanwhile "
+           "mapped the copy there and freed the page now mapped",
+           {"migration_map_no_pte_same": True}, ("fault-vs-migration", "cow-vs-migration"),
+           caught_by="ModelBug (get_page on a freed page) or check_mm"),
+    Mutant("mremap_no_src_ptl", "classic",
+           "mremap's move_ptes takes only the destination table's PTL (\"mmap_lock "
+           "for write excludes every fault\"): reclaim's try_to_unmap, which holds "
+           "no mmap_lock, changes a source PTE between move_ptes' read and clear — "
+           "its swap entry is lost or the page moved and unmapped at once.  Only a "
+           "writer without mmap_lock can tell: faults, zaps and table reclaim all "
+           "take mmap_lock",
+           {"mremap_no_src_ptl": True}, ("mremap-vs-reclaim",),
+           caught_by="check_mm (mapcount, swap count)"),
 ]}
 
 #: Mutants written after the scenarios, as plausible kernel-developer bugs

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from specfault.mm.page import folio_lru_list
-from specfault.mm.pgtable import is_swap_pte, pte_to_swp_entry, swp_offset
+from specfault.mm.pgtable import is_swap_pte, non_swap_entry, pte_to_swp_entry, swp_offset
 from specfault.mm.rmap import check_rmap
 from specfault.mm.swap_state import folio_test_locked
 from specfault.mm.swapfile import SWAP_HAS_CACHE, get_swap_device, swap_used
@@ -46,7 +46,7 @@ def swap_problems(kernel: Any, quiescent: bool = True) -> list[str]:
             continue
         n = 0
         for pte in _ptes(mm):
-            if is_swap_pte(pte):
+            if is_swap_pte(pte) and not non_swap_entry(pte_to_swp_entry(pte)):
                 n += 1
                 entry = pte_to_swp_entry(pte)
                 si = get_swap_device(kernel, entry)

@@ -25,14 +25,24 @@ from specfault.mm.pgtable import (
     _PAGE_ACCESSED,
     _PAGE_DIRTY,
     is_swap_pte,
+    make_migration_entry,
+    non_swap_entry,
     pte_pfn,
     pte_present,
     pte_special,
     pte_swp_clear_exclusive,
     pte_swp_exclusive,
     pte_to_swp_entry,
+    pte_swp_mksoft_dirty,
+    pte_swp_soft_dirty,
     pte_write,
     pte_wrprotect,
+    SWP_MIGRATION_READ,
+    is_migration_entry_dirty,
+    is_migration_entry_young,
+    swp_entry_to_pte,
+    swp_offset_pfn,
+    swp_type,
     walk,
     walk_range,
 )
@@ -111,6 +121,9 @@ async def copy_page_range(dst_vma: VmArea, src_vma: VmArea) -> None:
         await spt.ptl.lock()
         for i in range((lo - spt.base) >> 12, (hi - spt.base) >> 12):
             pte = await LoadItem(spt, spt.entries, i)
+            if is_swap_pte(pte) and non_swap_entry(pte_to_swp_entry(pte)):
+                await copy_migration_entry(src_mm, dst_mm, src_vma, spt, dpt, i, pte)
+                continue
             if is_swap_pte(pte):
                 # copy_nonpresent_pte(): one more reference to the slot; the
                 # entry is no longer exclusive to the parent
@@ -168,3 +181,25 @@ async def exit_mmap(mm: Any) -> None:
     await mmap_write_unlock(mm)
     if mm in mm.kernel.mms:
         mm.kernel.mms.remove(mm)
+
+
+async def copy_migration_entry(src_mm: Any, dst_mm: Any, vma: Any, spt: Any, dpt: Any, i: int,
+                               pte: int) -> None:
+    """copy_nonpresent_pte() for a migration entry (mm/migrate.py): the
+    child's PTE is the entry too, counted as the page it stands for; a
+    writable or exclusive entry of a COW mapping becomes readable in both
+    (the page is shared now) — remove_migration_ptes then maps it
+    read-only in both.  Caller holds both PTLs (and mmap_lock for write)."""
+    entry = pte_to_swp_entry(pte)
+    page = src_mm.kernel.mem.pages[swp_offset_pfn(entry)]
+    dst_mm.rss[rss_kind(page)] += 1
+    if swp_type(entry) != SWP_MIGRATION_READ and vma.is_cow_mapping():
+        new = swp_entry_to_pte(make_migration_entry(
+            SWP_MIGRATION_READ, swp_offset_pfn(entry), young=is_migration_entry_young(entry),
+            dirty=is_migration_entry_dirty(entry)))
+        if pte_swp_soft_dirty(pte):
+            new = pte_swp_mksoft_dirty(new)
+        pte = new
+        await StoreItem(spt, spt.entries, i, pte)
+    await StoreItem(dpt, dpt.entries, i, pte)
+    dpt.nr += 1

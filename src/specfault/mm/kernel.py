@@ -40,6 +40,9 @@ VMSTAT_EVENTS = (
     "pageoutrun", "swap_alloc_fail", "swap_slot_free", "fault_retry",
     # PTE tables MADV_DONTNEED reclaimed (mm/pt_reclaim.py; model-only)
     "pt_reclaim",
+    # migration and compaction (mm/migrate.py), Linux's names but
+    # pgmigrate_wait (faults that waited on a migration entry)
+    "pgmigrate_success", "pgmigrate_fail", "pgmigrate_wait", "compact_stall", "kcompactd_wake",
 ) + SPF_ABORT_REASONS + SPF_ATTEMPT_KINDS + FAULT_HANDLER_EVENTS
 
 

@@ -74,6 +74,7 @@ from specfault.mm.pgtable import (
     _PAGE_DIRTY,
     follow_pte,
     is_swap_pte,
+    non_swap_entry,
     pte_dirty,
     pte_pfn,
     pte_present,
@@ -339,6 +340,8 @@ async def madvise_free_single_vma(mm: Any, vma: VmArea, start: int, end: int) ->
         await pt.ptl.lock()
         for i in range((lo - pt.base) >> 12, (hi - pt.base) >> 12):
             pte = await LoadItem(pt, pt.entries, i)
+            if is_swap_pte(pte) and non_swap_entry(pte_to_swp_entry(pte)):
+                continue                     # a migration entry: left alone
             if is_swap_pte(pte):
                 await StoreItem(pt, pt.entries, i, 0)     # pte_clear_not_present_full
                 pt.nr -= 1

@@ -56,8 +56,10 @@ from specfault.mm.page import CopyPage, GetPage, Page, alloc_page, lru_add, put_
 from specfault.mm.pgtable import (
     PMD_LEVEL,
     __pte_alloc,
+    is_writable_migration_entry,
     is_swap_pte,
     mk_pte,
+    non_swap_entry,
     pte_mkdirty,
     pte_mksoft_dirty,
     pte_mkspecial,
@@ -72,6 +74,7 @@ from specfault.mm.pgtable import (
     pte_swp_soft_dirty,
     pte_to_swp_entry,
     pte_write,
+    swp_offset_pfn,
     walk,
 )
 from specfault.mm.rmap import anon_vma_chain_link
@@ -482,6 +485,8 @@ async def do_swap_page(vmf: Vmf) -> int:
     orig_pte: int = vmf.orig_pte  # type: ignore[attr-defined]  # set by the walk
     entry = pte_to_swp_entry(orig_pte)
     spec = vmf.flags & FAULT_FLAG_SPECULATIVE
+    if non_swap_entry(entry):
+        return await do_migration_entry(vmf, entry)
     if spec and mm.config.knob("spf_swap") == "abort":
         return spf_fail(vmf, "SPF_ABORT_SWAP")
     ret = 0
@@ -593,6 +598,58 @@ def fault_flag_allow_retry_first(flags: int) -> bool:
     """fault_flag_allow_retry_first(): may this fault drop its lock and
     ask to be retried (the first attempt, retries allowed)?"""
     return bool(flags & FAULT_FLAG_ALLOW_RETRY) and not flags & FAULT_FLAG_TRIED
+
+
+async def do_migration_entry(vmf: Vmf, entry: int) -> int:
+    """do_swap_page()'s non_swap_entry branch for a migration entry (the
+    model's only non-swap entry; mm/migrate.py):
+
+    1. speculative (either SPF): abort, SPF_ABORT_SWAP — waiting maps the
+       PTE table under its PTL, and nothing but a lock on the VMA keeps
+       that table (Lespinasse's v2 aborts on every swap PTE; the model
+       holds Dufour's to the same here);
+    2. migration_entry_wait(): under the PTL, if the PTE still holds the
+       entry, sleep until the folio it names is unlocked — the fault's
+       lock (mmap_lock for read, or the VMA lock) held throughout;
+    3. return 0: the access faults again and finds what the migration
+       left (the new page mapped, or the old one restored).
+
+    Knob migration_map_no_pte_same (a mutant) maps the page the entry
+    names itself, under the PTL but without re-checking that the PTE
+    still holds the entry: a migration that finished meanwhile has mapped
+    the new page there, and freed the one mapped now.
+
+    Entered and left with the fault's lock and no PTL."""
+    from specfault.mm.migrate import migration_entry_wait
+    mm = vmf.mm
+    if vmf.flags & FAULT_FLAG_SPECULATIVE:
+        return spf_fail(vmf, "SPF_ABORT_SWAP")
+    if mm.config.knob("migration_map_no_pte_same"):
+        return await _map_migration_page(vmf, entry)
+    assert vmf.pmd is not None
+    await migration_entry_wait(mm, vmf.pmd, vmf.address)
+    return 0
+
+
+async def _map_migration_page(vmf: Vmf, entry: int) -> int:
+    """The migration_map_no_pte_same mutant: map the folio a migration
+    entry names (pfn_swap_entry_to_page) as the entry says (writable,
+    exclusive), under the PTL, with no pte_same."""
+    mm, vma = vmf.mm, vmf.vma
+    page = mm.kernel.mem.pages.get(swp_offset_pfn(entry))
+    if page is None:
+        return 0
+    if await pte_map_lock(vmf) is False:
+        return map_lock_failed(vmf)
+    await GetPage(page)
+    pte = mk_pte(page.pfn, vma.vm_page_prot)
+    if is_writable_migration_entry(entry):
+        pte = pte_mkwrite(pte_mkdirty(pte))
+    page.mapcount += 1
+    page.anon_exclusive = is_writable_migration_entry(entry)
+    await set_pte_at(vmf, pte)
+    await pte_unmap_unlock(vmf)
+    return 0
 
 
 async def folio_lock_or_retry(folio: Page, vmf: Vmf) -> int:

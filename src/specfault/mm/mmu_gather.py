@@ -28,12 +28,14 @@ from specfault.mm.pgtable import (
     PageTable,
     addr_end,
     is_swap_pte,
+    non_swap_entry,
     pte_dirty,
     pte_pfn,
     pte_present,
     pte_special,
     pte_offset_map_lock,
     pte_to_swp_entry,
+    swp_offset_pfn,
     walk,
 )
 from specfault.mm.pt_reclaim import free_pte, reclaim_pt_is_enabled, try_get_and_clear_pmd, try_to_free_pte
@@ -147,9 +149,15 @@ async def zap_pte_range(tlb: MmuGather, vma: Any, pmd: PageTable, start: int, en
         await StoreItem(pt, pt.entries, i, 0)    # ptep_get_and_clear_full
         pt.nr -= 1
         if is_swap_pte(pte):
+            entry = pte_to_swp_entry(pte)
+            if non_swap_entry(entry):
+                # zap_nonpresent_ptes(): a migration entry counts as the
+                # page it stands for (remove_migration_ptes finds it gone)
+                mm.rss[rss_kind(mem.pages[swp_offset_pfn(entry)])] -= 1
+                continue
             # zap_nonpresent_ptes(): the swap entry's reference goes
             mm.rss["swap"] -= 1
-            free_swap_and_cache(mm.kernel, pte_to_swp_entry(pte))
+            free_swap_and_cache(mm.kernel, entry)
             continue
         if not pte_present(pte) or pte_special(pte):
             continue

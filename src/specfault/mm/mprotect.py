@@ -22,6 +22,17 @@ from specfault.mm.pgtable import (
     pte_modify,
     pte_pfn,
     pte_present,
+    SWP_MIGRATION_READ_EXCLUSIVE,
+    is_migration_entry_dirty,
+    is_migration_entry_young,
+    is_migration_pte,
+    is_writable_migration_entry,
+    make_migration_entry,
+    pte_swp_mksoft_dirty,
+    pte_swp_soft_dirty,
+    pte_to_swp_entry,
+    swp_entry_to_pte,
+    swp_offset_pfn,
     pte_special,
     pte_write,
     walk_range,
@@ -68,6 +79,18 @@ async def change_protection(mm: Any, vma: VmArea, start: int, end: int) -> None:
         for i in range((lo - pt.base) >> 12, (hi - pt.base) >> 12):
             pte = await LoadItem(pt, pt.entries, i)
             if not pte_present(pte):
+                if is_migration_pte(pte) and \
+                        is_writable_migration_entry(entry := pte_to_swp_entry(pte)):
+                    # change_pte_range(): "a protection check is difficult
+                    # so just be safe and disable write" — the folio is
+                    # anonymous: readable-exclusive (mm/migrate.py)
+                    new = swp_entry_to_pte(make_migration_entry(
+                        SWP_MIGRATION_READ_EXCLUSIVE, swp_offset_pfn(entry),
+                        young=is_migration_entry_young(entry),
+                        dirty=is_migration_entry_dirty(entry)))
+                    if pte_swp_soft_dirty(pte):
+                        new = pte_swp_mksoft_dirty(new)
+                    await StoreItem(pt, pt.entries, i, new)
                 continue
             new = pte_modify(pte, prot)
             if vma.vm_flags & VM_WRITE and not pte_write(new) and can_change_pte_writable(

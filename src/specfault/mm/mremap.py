@@ -299,7 +299,11 @@ async def move_ptes(mm: Any, src: PageTable, old: int, new: int, extent: int,
     table under ``dst_pmd`` for ``new`` (pte_alloc'ed), both PTLs held."""
     dst = await pte_alloc(mm, dst_pmd, new)
     await dst.ptl.lock()
-    if src is not dst:
+    # knob mremap_no_src_ptl (a mutant): "mmap_lock for write excludes every
+    # fault" — but not the writers that take no mmap_lock and rely on the
+    # source PTL: reclaim's try_to_unmap, migration (mm/migrate.py)
+    src_ptl = src is not dst and not mm.config.knob("mremap_no_src_ptl")
+    if src_ptl:
         await src.ptl.lock()
     for k in range(extent >> 12):
         si = ((old >> 12) + k) & 511
@@ -311,7 +315,7 @@ async def move_ptes(mm: Any, src: PageTable, old: int, new: int, extent: int,
         src.nr -= 1
         await StoreItem(dst, dst.entries, dj, pte)
         dst.nr += 1
-    if src is not dst:
+    if src_ptl:
         await src.ptl.unlock()
     await dst.ptl.unlock()
     await Work("move_ptes", extent >> 12)

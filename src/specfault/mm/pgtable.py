@@ -116,9 +116,69 @@ def pte_to_swp_entry(pte: int) -> int:
 
 
 def is_swap_pte(pte: int) -> bool:
-    """Not none and not present: a swap entry (the model has no migration
-    entries or PTE markers)."""
+    """Not none and not present: a swap entry — a real one (a slot of a swap
+    device) or a migration entry (:func:`non_swap_entry`; the model has no
+    PTE markers, device or hwpoison entries)."""
     return pte != 0 and not pte & (_PAGE_PRESENT | _PAGE_PROTNONE)
+
+
+# ------------------------------------------------------- migration entries
+# include/linux/swap.h as configured on the host (CONFIG_MIGRATION,
+# CONFIG_PTE_MARKER_UFFD_WP; no CONFIG_DEVICE_PRIVATE, no
+# CONFIG_MEMORY_FAILURE): the top swap types are not swap devices
+SWP_MIGRATION_NUM = 3
+SWP_PTE_MARKER_NUM = 1
+MAX_SWAPFILES = (1 << MAX_SWAPFILES_SHIFT) - SWP_MIGRATION_NUM - SWP_PTE_MARKER_NUM
+SWP_MIGRATION_READ = MAX_SWAPFILES
+SWP_MIGRATION_READ_EXCLUSIVE = MAX_SWAPFILES + 1
+SWP_MIGRATION_WRITE = MAX_SWAPFILES + 2
+# include/linux/swapops.h: the PFN in the offset's low SWP_PFN_BITS
+# (MAX_PHYSMEM_BITS 46 - PAGE_SHIFT on x86-64), the accessed and dirty bits
+# of the PTE it replaced above it (migration_entry_supports_ad() on x86)
+SWP_PFN_BITS = 46 - 12
+SWP_MIG_YOUNG = 1 << SWP_PFN_BITS
+SWP_MIG_DIRTY = 1 << (SWP_PFN_BITS + 1)
+
+
+def non_swap_entry(entry: int) -> bool:
+    """non_swap_entry(): a type beyond the swap devices' (here: migration)."""
+    return swp_type(entry) >= MAX_SWAPFILES
+
+
+def make_migration_entry(type_: int, pfn: int, young: bool = False, dirty: bool = False) -> int:
+    """make_{readable,readable_exclusive,writable}_migration_entry(pfn) —
+    ``type_`` picks which — with make_migration_entry_young/dirty()."""
+    return swp_entry(type_, pfn | (SWP_MIG_YOUNG if young else 0) | (SWP_MIG_DIRTY if dirty else 0))
+
+
+def is_migration_entry(entry: int) -> bool:
+    return SWP_MIGRATION_READ <= swp_type(entry) <= SWP_MIGRATION_WRITE
+
+
+def is_writable_migration_entry(entry: int) -> bool:
+    return swp_type(entry) == SWP_MIGRATION_WRITE
+
+
+def is_readable_exclusive_migration_entry(entry: int) -> bool:
+    return swp_type(entry) == SWP_MIGRATION_READ_EXCLUSIVE
+
+
+def is_migration_entry_young(entry: int) -> bool:
+    return bool(swp_offset(entry) & SWP_MIG_YOUNG)
+
+
+def is_migration_entry_dirty(entry: int) -> bool:
+    return bool(swp_offset(entry) & SWP_MIG_DIRTY)
+
+
+def swp_offset_pfn(entry: int) -> int:
+    """swp_offset_pfn(): the PFN a migration entry refers to."""
+    return swp_offset(entry) & ((1 << SWP_PFN_BITS) - 1)
+
+
+def is_migration_pte(pte: int) -> bool:
+    """The PTE holds a migration entry (is_swap_pte + is_migration_entry)."""
+    return is_swap_pte(pte) and is_migration_entry(pte_to_swp_entry(pte))
 
 
 def pte_swp_exclusive(pte: int) -> bool:

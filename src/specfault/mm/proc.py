@@ -11,6 +11,8 @@ from specfault.mm.pgtable import (
     MAX_SWAPFILES_SHIFT,
     PTE_LEVEL,
     is_swap_pte,
+    non_swap_entry,
+    swp_offset_pfn,
     pte_pfn,
     pte_present,
     pte_soft_dirty,
@@ -195,6 +197,12 @@ async def smaps(mm: Any) -> list[dict[str, Any]]:
         for pt, lo, hi in await walk_range(mm, vma.vm_start, vma.vm_end):
             for i in range((lo >> 12) & 511, ((hi - 1) >> 12 & 511) + 1):
                 pte = await load_item(pt, pt.entries, i)
+                if is_swap_pte(pte) and non_swap_entry(pte_to_swp_entry(pte)):
+                    # smaps_pte_entry(): a migration entry is its page's
+                    rss += 4
+                    if mm.kernel.mem.pages[swp_offset_pfn(pte_to_swp_entry(pte))].anon:
+                        anon += 4
+                    continue
                 if is_swap_pte(pte):
                     swap += 4
                     continue
