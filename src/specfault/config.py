@@ -271,6 +271,8 @@ KNOBS: dict[str, Knob] = _knobs(
     Knob("migration_map_no_pte_same", False, "mutant",
          "a fault on a migration entry maps the page the entry names itself, "
          "without re-checking under the PTL that the PTE still holds the entry"),
+    Knob("migration_copy_before_flush", False, "mutant",
+         "migration copies the folio before the batched TLB flush of its unmapped PTEs"),
     Knob("mremap_no_src_ptl", False, "mutant",
          "mremap's move_ptes moves PTEs holding only the destination table's PTL"),
     Knob("dufour_seq_after_copy", False, "mutant",

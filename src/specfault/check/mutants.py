@@ -178,6 +178,13 @@ MUTANTS: dict[str, Mutant] = {m.name: m for m in [
            "mapped the copy there and freed the page now mapped",
            {"migration_map_no_pte_same": True}, ("fault-vs-migration", "cow-vs-migration"),
            caught_by="ModelBug (get_page on a freed page) or check_mm"),
+    Mutant("migration_copy_before_flush", "classic",
+           "migration copies the folio before flushing the TLB entries of the "
+           "PTEs it turned into migration entries (the flush batched to the "
+           "end, as reclaim may): a CPU still holding the old translation "
+           "stores into the source after the copy, and the copy is mapped",
+           {"migration_copy_before_flush": True}, ("fault-vs-migration",),
+           caught_by="no lost write (the migration entry carries the values)"),
     Mutant("mremap_no_src_ptl", "classic",
            "mremap's move_ptes takes only the destination table's PTL (\"mmap_lock "
            "for write excludes every fault\"): reclaim's try_to_unmap, which holds "

@@ -283,9 +283,16 @@ async def migrate_folio(kernel: Any, src: Page, dst: Page) -> int:
     ubc = TlbUbc()
     if src.mapcount:
         await try_to_migrate(src, ubc)
-    # 2. the batched flush, before anything is copied
-    await try_to_unmap_flush(ubc)
+    # 2. the batched flush, before anything is copied — knob
+    #    migration_copy_before_flush (a mutant): after the copy, so a CPU
+    #    still holding the old translation stores into the source after
+    #    its contents were copied, and the store is lost
+    late_flush = kernel.config.knob("migration_copy_before_flush")
+    if not late_flush:
+        await try_to_unmap_flush(ubc)
     if src.mapcount:                                 # a PTE could not be replaced
+        if late_flush:
+            await try_to_unmap_flush(ubc)
         await remove_migration_ptes(src, src)
         await folio_unlock(src)
         return -EAGAIN
@@ -293,12 +300,16 @@ async def migrate_folio(kernel: Any, src: Page, dst: Page) -> int:
     # 3. move_to_new_folio(): only our isolation reference may remain
     #    (folio_migrate_mapping's expected count for an anon folio)
     if await Load(src, "refcount") != 1:
+        if late_flush:
+            await try_to_unmap_flush(ubc)
         await remove_migration_ptes(src, src)
         await folio_unlock(dst)
         await folio_unlock(src)
         kernel.count("pgmigrate_fail")
         return -EAGAIN
     await CopyPage(dst, src)                         # folio_mc_copy
+    if late_flush:
+        await try_to_unmap_flush(ubc)
     dst.anon, dst.mapping, dst.index = True, src.mapping, src.index
     dst.dirty, dst.lazyfree = src.dirty, src.lazyfree    # folio_migrate_flags
     # 4. the entries now name the copy
