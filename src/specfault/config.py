@@ -268,6 +268,9 @@ KNOBS: dict[str, Knob] = _knobs(
          "(Lespinasse's order), not under the PTL"),
     Knob("pt_reclaim_free_immediate", False, "mutant",
          "a PTE table reclaimed by MADV_DONTNEED is freed at once, not after RCU"),
+    Knob("migration_entry_no_wait", False, "mutant",
+         "a fault on a migration entry maps the page the entry names itself "
+         "(re-checking the PTE under the PTL) instead of waiting for the migration"),
     Knob("migration_map_no_pte_same", False, "mutant",
          "a fault on a migration entry maps the page the entry names itself, "
          "without re-checking under the PTL that the PTE still holds the entry"),

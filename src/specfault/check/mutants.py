@@ -171,6 +171,14 @@ MUTANTS: dict[str, Mutant] = {m.name: m for m in [
            "table",
            {"pt_reclaim_free_immediate": True}, ("fault-vs-table-reclaim",),
            caught_by="UseAfterFree"),
+    Mutant("migration_entry_no_wait", "classic",
+           "a fault on a migration entry does not wait for the migration "
+           "(migration_entry_wait): it maps the page the entry names, under the "
+           "PTL after re-checking the PTE — the migration still succeeds, and the "
+           "source it isolated from the LRU stays mapped, off every LRU (no "
+           "reclaim will ever find it), while the copy is dropped",
+           {"migration_entry_no_wait": True}, ("fault-vs-migration", "cow-vs-migration"),
+           caught_by="check_mm (a mapped page off the LRU)"),
     Mutant("migration_map_no_pte_same", "classic",
            "a fault on a migration entry maps the page the entry names itself "
            "(no waiting for the migration), under the PTL but without checking "

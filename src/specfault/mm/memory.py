@@ -56,6 +56,7 @@ from specfault.mm.page import CopyPage, GetPage, Page, alloc_page, lru_add, put_
 from specfault.mm.pgtable import (
     PMD_LEVEL,
     __pte_alloc,
+    is_readable_exclusive_migration_entry,
     is_writable_migration_entry,
     is_swap_pte,
     mk_pte,
@@ -614,39 +615,49 @@ async def do_migration_entry(vmf: Vmf, entry: int) -> int:
     3. return 0: the access faults again and finds what the migration
        left (the new page mapped, or the old one restored).
 
-    Knob migration_map_no_pte_same (a mutant) maps the page the entry
-    names itself, under the PTL but without re-checking that the PTE
-    still holds the entry: a migration that finished meanwhile has mapped
-    the new page there, and freed the one mapped now.
+    Two mutants map the page the entry names (the source) instead of
+    waiting: knob migration_entry_no_wait, under the PTL after re-checking
+    the PTE (pte_same) — the migration goes on and succeeds, and the
+    source, isolated from the LRU and "freed" by the migrator, stays
+    mapped off every LRU while the copy is dropped; knob
+    migration_map_no_pte_same, without the re-check — a migration that
+    finished meanwhile mapped the copy there and freed the source.
 
     Entered and left with the fault's lock and no PTL."""
     from specfault.mm.migrate import migration_entry_wait
     mm = vmf.mm
     if vmf.flags & FAULT_FLAG_SPECULATIVE:
         return spf_fail(vmf, "SPF_ABORT_SWAP")
+    if mm.config.knob("migration_entry_no_wait"):
+        return await _map_migration_page(vmf, entry, recheck=True)
     if mm.config.knob("migration_map_no_pte_same"):
-        return await _map_migration_page(vmf, entry)
+        return await _map_migration_page(vmf, entry, recheck=False)
     assert vmf.pmd is not None
     await migration_entry_wait(mm, vmf.pmd, vmf.address)
     return 0
 
 
-async def _map_migration_page(vmf: Vmf, entry: int) -> int:
-    """The migration_map_no_pte_same mutant: map the folio a migration
-    entry names (pfn_swap_entry_to_page) as the entry says (writable,
-    exclusive), under the PTL, with no pte_same."""
+async def _map_migration_page(vmf: Vmf, entry: int, recheck: bool) -> int:
+    """The migration_entry_no_wait / migration_map_no_pte_same mutants: map
+    the folio a migration entry names (pfn_swap_entry_to_page) as the
+    entry says (writable, exclusive), under the PTL — re-checking the PTE
+    there first if ``recheck``."""
     mm, vma = vmf.mm, vmf.vma
     page = mm.kernel.mem.pages.get(swp_offset_pfn(entry))
     if page is None:
         return 0
     if await pte_map_lock(vmf) is False:
         return map_lock_failed(vmf)
+    if recheck and await ptep_get(vmf) != vmf.orig_pte:
+        await pte_unmap_unlock(vmf)
+        return 0
     await GetPage(page)
     pte = mk_pte(page.pfn, vma.vm_page_prot)
     if is_writable_migration_entry(entry):
         pte = pte_mkwrite(pte_mkdirty(pte))
     page.mapcount += 1
-    page.anon_exclusive = is_writable_migration_entry(entry)
+    page.anon_exclusive = is_writable_migration_entry(entry) or \
+        is_readable_exclusive_migration_entry(entry)
     await set_pte_at(vmf, pte)
     await pte_unmap_unlock(vmf)
     return 0

@@ -59,5 +59,5 @@ def _register_all() -> None:
 
 _register_all()
 
-__all__ = ["PRESSURE_SPECS", "PROTOCOLS", "SPECS", "SPEC_BY_NAME", "MmSpec", "build",
-           "scenario_name"]
+__all__ = ["PRESSURE_SPECS", "PROTOCOLS", "SPECS", "SPEC_BY_NAME", "TABLE_SPECS", "MmSpec",
+           "build", "scenario_name"]
