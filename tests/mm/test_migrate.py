@@ -87,7 +87,7 @@ def test_compaction_moves_pages_and_keeps_contents() -> None:
     before = [p.pagemap(a + i * P).pfn for i in range(2)]
     assert p._run(kcompactd_do_work(m.kernel)) == 2
     after = [p.pagemap(a + i * P).pfn for i in range(2)]
-    assert all(x > y for x, y in zip(after, before))     # to the top of memory
+    assert all(x > y for x, y in zip(after, before, strict=True))   # to the top of memory
     assert [p.read(a + i * P, 5) for i in range(2)] == [b"page0", b"page1"]
     # exclusive and writable as before: a write reuses the copy, no COW
     copy = page_at(p, a)

@@ -53,6 +53,7 @@ Kernel (kernel.py)
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 from specfault.mm.page import CopyPage, Page, folio_trylock, folio_unlock, lru_add
@@ -92,6 +93,22 @@ EAGAIN = 11
 
 
 # ------------------------------------------------------------ the unmap side
+async def rmap_walk(page: Page) -> AsyncIterator[tuple[Any, int]]:
+    """``async for vma, addr in rmap_walk(page)``: rmap_walk()'s VMA loop
+    (rmap.rmap_vmas) inside one rcu_read_lock section — page tables and
+    VMAs are freed after a grace period — taken at the first VMA and
+    dropped when the loop ends (every caller runs it to the end)."""
+    rcu = None
+    for vma, addr in rmap_vmas(page):
+        if rcu is None:
+            rcu = vma.vm_mm.kernel.rcu
+            await rcu.read_lock()
+        yield vma, addr
+    if rcu is not None:
+        await rcu.read_unlock()
+
+
+
 async def try_to_migrate(page: Page, ubc: TlbUbc) -> None:
     """try_to_migrate(folio, TTU_BATCH_FLUSH) (mm/rmap.c): replace every PTE
     mapping ``page`` with a migration entry; flushes deferred into ``ubc``.
@@ -109,12 +126,8 @@ async def try_to_migrate(page: Page, ubc: TlbUbc) -> None:
 
     The caller holds the folio lock and a reference; entered and left with
     no other lock (rcu_read_lock and each PTL are taken here)."""
-    rcu = None
-    for vma, addr in rmap_vmas(page):
+    async for vma, addr in rmap_walk(page):
         mm = vma.vm_mm
-        if rcu is None:
-            rcu = mm.kernel.rcu
-            await rcu.read_lock()
         got = await page_vma_mapped(vma, addr, page)
         if got is None:
             continue
@@ -141,8 +154,6 @@ async def try_to_migrate(page: Page, ubc: TlbUbc) -> None:
         mm.kernel.mem.put_page(page)                 # the mapping's reference
         if not mm.config.knob("try_to_unmap_no_ptl"):
             await pt.ptl.unlock()
-    if rcu is not None:
-        await rcu.read_unlock()
 
 
 async def remove_migration_ptes(src: Page, dst: Page) -> None:
@@ -158,12 +169,8 @@ async def remove_migration_ptes(src: Page, dst: Page) -> None:
 
     The caller holds both folios locked and a reference on each; entered
     and left with no other lock."""
-    rcu = None
-    for vma, addr in rmap_vmas(src):
+    async for vma, addr in rmap_walk(src):
         mm = vma.vm_mm
-        if rcu is None:
-            rcu = mm.kernel.rcu
-            await rcu.read_lock()
         pmd = await walk(mm, addr, PMD_LEVEL)
         if pmd.level != PMD_LEVEL:
             continue
@@ -192,8 +199,6 @@ async def remove_migration_ptes(src: Page, dst: Page) -> None:
             dst.anon_exclusive = True                # RMAP_EXCLUSIVE
         await store_item(pt, pt.entries, idx, pte)
         await pt.ptl.unlock()
-    if rcu is not None:
-        await rcu.read_unlock()
 
 
 # ---------------------------------------------------------------- the fault side
@@ -253,10 +258,7 @@ class IsolateFreePage(Op):
         if pfn <= self.above:
             return None
         mem.free_pfns.remove(pfn)
-        page = Page(pfn)
-        mem.pages[pfn] = page
-        mem.vmstat["pgalloc"] += 1
-        return page
+        return mem.take_pfn(pfn)
 
     def footprint(self) -> tuple[tuple[object, str, str], ...]:
         return ((self.mem, "free", "w"),)

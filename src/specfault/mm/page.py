@@ -167,6 +167,14 @@ class PhysMem:
         """A fresh page, or None; what :class:`AllocPage` does."""
         return self.alloc_op.perform()
 
+    def take_pfn(self, pfn: int) -> Page:
+        """A fresh Page for ``pfn``, just taken off the free list by the
+        caller (the allocator's op, or compaction's free scanner)."""
+        page = Page(pfn)
+        self.pages[pfn] = page
+        self.vmstat["pgalloc"] += 1
+        return page
+
     def free(self, page: Page) -> None:
         if page.freed or page.zero:
             raise ModelBug(f"free_page: bad page {page!r}")
@@ -213,10 +221,7 @@ class AllocPage(Op):
         if not mem.free_pfns:
             mem.vmstat["pgalloc_fail"] = mem.vmstat.get("pgalloc_fail", 0) + 1
             return None
-        page = Page(mem.free_pfns.pop())
-        mem.pages[page.pfn] = page
-        mem.vmstat["pgalloc"] += 1
-        return page
+        return mem.take_pfn(mem.free_pfns.pop())
 
     def footprint(self) -> tuple[tuple[object, str, str], ...]:
         return ((self.mem, "free", "w"),)
