@@ -13,7 +13,10 @@ through the gather too and are freed after the flush in one of two ways
 * ``"immediate"`` — a mutant: freed at once.
 
 Locks: the caller holds mmap_lock (write for munmap/mremap/exit, read for
-MADV_DONTNEED); zap_pte_range takes each table's PTL.
+MADV_DONTNEED); zap_pte_range takes each table's PTL (pte_offset_map_lock:
+a racing MADV_DONTNEED may have reclaimed it) and, reclaiming an emptied
+table (pt_reclaim.py), the PMD table's lock.  A table detached by reclaim
+joins ``tables`` like free_pgtables' and is freed the same way.
 """
 
 from __future__ import annotations
