@@ -64,19 +64,23 @@ def page_at(p: Any, addr: int) -> Any:
 
 
 def unmap_for_migration(p: Any, page: Any) -> None:
-    """migrate_folio_unmap's part: a reference (the isolation's), lock the
-    folio, install the entries, flush — leaving the folio locked and
-    referenced, as a migration in progress does (:func:`restore` ends it)."""
+    """migrate_folio_unmap's part: a reference (the isolation's), the folio
+    locked while the entries are installed, the flush — leaving the entries
+    and the reference (:func:`restore` ends it).  The folio is unlocked
+    again before the test's syscalls run: a migrator never takes mmap_lock
+    under the folio lock, and lockdep would see the test do it."""
     run_op(p, GetPage(page))
     assert run_op(p, folio_trylock(page))
     ubc = TlbUbc()
     p._run(try_to_migrate(page, ubc))
     p._run(try_to_unmap_flush(ubc))
+    run_op(p, folio_unlock(page))
 
 
 def restore(p: Any, page: Any) -> None:
-    """A failed migration's end: the entries back to ``page``, unlocked,
-    the isolation reference dropped."""
+    """A failed migration's end: the entries back to ``page`` (under the
+    folio lock), the isolation reference dropped."""
+    assert run_op(p, folio_trylock(page))
     p._run(remove_migration_ptes(page, page))
     run_op(p, folio_unlock(page))
     p.machine.kernel.mem.put_page(page)
