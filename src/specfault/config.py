@@ -149,6 +149,14 @@ KNOBS: dict[str, Knob] = _knobs(
     Knob("watermark_min", 0, "model",
          "the zone's min watermark in free pages (low and high: a quarter "
          "of it apart above); 0: no watermarks, no kswapd or direct reclaim"),
+    Knob("transparent_hugepage", "madvise", "model",
+         "/sys/kernel/mm/transparent_hugepage/enabled: always (every anonymous "
+         "VMA holding an aligned 2 MiB range gets THPs on faults), madvise "
+         "(only MADV_HUGEPAGE ones; the reference host's), never",
+         ("always", "madvise", "never")),
+    Knob("thp_use_zero_page", True, "model",
+         "/sys/kernel/mm/transparent_hugepage/use_zero_page: a read fault "
+         "where a THP may go maps the huge zero page"),
     # -------------------------------------------------------------- protocols
     Knob("fault_protocol", "classic", "protocol",
          "the arch fault entry: classic (mmap_lock), speculative (the seed, "

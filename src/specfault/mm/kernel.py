@@ -38,6 +38,9 @@ VMSTAT_EVENTS = (
     "pgsteal_direct", "pgscan_anon", "pgscan_file", "pgsteal_anon", "pgsteal_file",
     "pgactivate", "pgdeactivate", "pglazyfreed", "pgrefill", "allocstall", "kswapd_wake",
     "pageoutrun", "swap_alloc_fail", "swap_slot_free", "fault_retry",
+    # transparent huge pages (mm/huge_memory.py, mm/khugepaged.py)
+    "thp_fault_fallback", "thp_zero_page_alloc", "thp_split_pmd", "thp_collapse_alloc",
+    "thp_collapse_alloc_failed",
 ) + SPF_ABORT_REASONS + SPF_ATTEMPT_KINDS + FAULT_HANDLER_EVENTS
 
 

@@ -20,9 +20,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from specfault.mm.page import Page
+from specfault.mm.huge_memory import __split_huge_pmd, zap_huge_pmd
+from specfault.mm.page import Page, rss_kind  # noqa: F401  (rss_kind: re-exported)
 from specfault.mm.pgtable import (
+    HPAGE_PMD_SIZE,
     LEVEL_SHIFT,
+    PTE_LEVEL,
     PageTable,
     is_swap_pte,
     pte_dirty,
@@ -30,6 +33,7 @@ from specfault.mm.pgtable import (
     pte_present,
     pte_special,
     pte_to_swp_entry,
+    walk,
     walk_range,
 )
 from specfault.mm.swap_state import free_swap_and_cache, free_swap_cache
@@ -100,13 +104,6 @@ async def free_tables(mm: Any, tables: list[PageTable]) -> None:
         free()
 
 
-def rss_kind(page: Page) -> str:
-    if page.anon:
-        return "anon"
-    inode = page.mapping
-    return "shmem" if inode is not None and inode.shmem else "file"
-
-
 async def zap_pte_range(tlb: MmuGather, vma: Any, pt: PageTable, start: int, end: int) -> None:
     """Clear the PTEs of [start, end) in table ``pt`` under its PTL."""
     mm = tlb.mm
@@ -139,7 +136,16 @@ async def unmap_page_range(tlb: MmuGather, vma: Any, start: int, end: int) -> No
     if start >= end:
         return
     ptes = 0
-    for pt, lo, hi in await walk_range(tlb.mm, start, end):
+    for pt, lo, hi in await walk_range(tlb.mm, start, end, huge=True):
+        if pt.level != PTE_LEVEL:
+            # zap_pmd_range() on a huge PMD: zap_huge_pmd when the range
+            # covers it whole, else split it and zap the PTEs of the part
+            if hi - lo == HPAGE_PMD_SIZE and await zap_huge_pmd(tlb, vma, pt, lo):
+                continue
+            await __split_huge_pmd(vma, pt, lo)
+            pt = await walk(tlb.mm, lo)
+            if pt.level != PTE_LEVEL:
+                continue
         await zap_pte_range(tlb, vma, pt, lo, hi)
         ptes += (hi - lo) >> 12
     # zap_pte_range() walks the PTEs of the tables that exist; a range
@@ -170,6 +176,9 @@ def _free_level(tlb: MmuGather, table: PageTable, floor: int, ceiling: int, star
         child = table.entries[i]
         if child is None:
             continue
+        if type(child) is int:
+            raise AssertionError(f"free_pgtables: a huge PMD at {table.base + i * (1 << shift):#x} "
+                                 f"was not zapped")
         lo = table.base + i * span
         hi = lo + span
         if floor <= lo and hi <= ceiling:
@@ -196,6 +205,8 @@ def _subtree(t: PageTable) -> list[PageTable]:
     out = [t]
     if t.level > 1:
         for c in t.entries:
+            if type(c) is int:
+                raise AssertionError(f"free_pgtables: {t.label()} still holds a huge PMD")
             if c is not None:
                 out.extend(_subtree(c))
     return out

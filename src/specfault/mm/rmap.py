@@ -57,8 +57,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from specfault.mm.interval_tree import VmaIntervalTree
-from specfault.mm.mmu_gather import rss_kind
-from specfault.mm.page import lru_move
+from specfault.mm.page import lru_move, rss_kind
 from specfault.mm.pgtable import (
     _PAGE_ACCESSED,
     PMD_LEVEL,

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 from specfault.mm import memory
 from specfault.mm.fault_flags import FAULT_FLAG_SPECULATIVE, VM_FAULT_RETRY, access_error, spf_fail
 from specfault.mm.mmap_lock import find_vma_rcu
-from specfault.mm.pgtable import PMD_LEVEL, pte_offset_map, walk
+from specfault.mm.pgtable import PMD_LEVEL, pmd_trans_huge, pte_offset_map, walk
 from specfault.mm.vma_ops import _free_now
 from specfault.runtime import AtomicAdd, Load, ModelBug, Op, UseAfterFree, load_item
 from specfault.sync.cpu import local_irq_disable, local_irq_enable
@@ -439,7 +439,7 @@ async def spf_handle_mm_fault(vma: Any, address: int, flags: int, seq: int, orig
 
     We enter with no lock at all: not mmap_lock, not the VMA lock, not in
     an RCU section.  The walk allocates nothing (a missing level aborts:
-    SPF_ABORT_PUD, SPF_ABORT_PMD) and runs under spf_walk_begin/end —
+    SPF_ABORT_PUD, SPF_ABORT_PMD — so does a huge PMD) and runs under spf_walk_begin/end —
     rcu_read_lock, or interrupts off when tables are freed after an IPI —
     reading every level through ops checked for use-after-free.  The
     handlers (memory.handle_pte_fault and below) commit only through
@@ -458,7 +458,9 @@ async def spf_handle_mm_fault(vma: Any, address: int, flags: int, seq: int, orig
         return spf_fail(vmf, "SPF_ABORT_PUD")
     vmf.pmd = pmd
     pt = await pte_offset_map(pmd, vmf.address)
-    if pt is None:
+    # pmd_none or pmd_trans_huge: the speculative path allocates no table
+    # and handles no huge PMD (a THP fault, a split) — both abort
+    if pt is None or pmd_trans_huge(pt):
         await spf_walk_end(mm)
         return spf_fail(vmf, "SPF_ABORT_PMD")
     vmf.orig_pmd = pt
