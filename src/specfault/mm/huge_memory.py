@@ -410,15 +410,13 @@ async def split_huge_pmds(vma: Any, start: int, end: int, partial_only: bool = F
         addr += HPAGE_PMD_SIZE
 
 
-async def vma_adjust_trans_huge(vma: Any, start: int, end: int) -> None:
-    """vma_adjust_trans_huge(): ``vma`` is about to span [start, end) (a
-    split or a shrink): a huge PMD across either boundary is split first,
-    so no huge PMD ever maps across two VMAs.  Caller holds mmap_lock for
-    write."""
-    for addr in (start, end):
-        if addr & ~HPAGE_PMD_MASK and vma.vm_start <= (addr & HPAGE_PMD_MASK) and \
-                (addr & HPAGE_PMD_MASK) + HPAGE_PMD_SIZE <= vma.vm_end:
-            await split_huge_pmd_address(vma, addr)
+async def vma_adjust_trans_huge(vma: Any, addr: int) -> None:
+    """vma_adjust_trans_huge(): a boundary of ``vma`` is about to move to
+    ``addr`` (a split, a shrink): a huge PMD across it is split first, so
+    no huge PMD ever maps across two VMAs or outside its own.  Caller
+    holds mmap_lock for write."""
+    if addr & ~HPAGE_PMD_MASK:
+        await split_huge_pmd_address(vma, addr)
 
 
 # ------------------------------------------------------ syscalls on huge PMDs

@@ -58,6 +58,7 @@ from specfault.mm.fault_flags import (
     VM_FAULT_HWPOISON,
     VM_FAULT_OOM,
 )
+from specfault.mm.huge_memory import split_huge_pmds
 from specfault.mm.memory import handle_mm_fault
 from specfault.mm.mmap import ULONG_MAX, page_align
 from specfault.mm.mmap_lock import (
@@ -333,6 +334,9 @@ async def madvise_free_single_vma(mm: Any, vma: VmArea, start: int, end: int) ->
     kernel = mm.kernel
     mem = kernel.mem
     tlb = MmuGather(mm)
+    # a THP in the range is split first (Linux handles a whole one in
+    # place: madvise_free_huge_pmd, madvise_cold_or_pageout_pte_range)
+    await split_huge_pmds(vma, start, end)
     for pt, lo, hi in await walk_range(mm, start, end):
         await pt.ptl.lock()
         for i in range((lo - pt.base) >> 12, (hi - pt.base) >> 12):
@@ -405,6 +409,9 @@ async def madvise_cold_or_pageout(mm: Any, vma: VmArea, start: int, end: int,
     mem = kernel.mem
     tlb = MmuGather(mm)
     isolated = []
+    # a THP in the range is split first (Linux handles a whole one in
+    # place: madvise_free_huge_pmd, madvise_cold_or_pageout_pte_range)
+    await split_huge_pmds(vma, start, end)
     for pt, lo, hi in await walk_range(mm, start, end):
         await pt.ptl.lock()
         for i in range((lo - pt.base) >> 12, (hi - pt.base) >> 12):

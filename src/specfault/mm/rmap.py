@@ -264,8 +264,8 @@ async def page_vma_mapped(vma: Any, addr: int, page: Any) -> Any:
     if pmd.level != PMD_LEVEL:
         return None
     pt = await pte_offset_map(pmd, addr)
-    if pt is None:
-        return None
+    if pt is None or type(pt) is int:
+        return None         # none, or a huge PMD: its THP is never on the LRU
     idx = (addr >> 12) & 511
     # knob try_to_unmap_no_ptl: the walker reads and clears the PTE without
     # the PTL — a fault committing under the PTL meanwhile is overwritten
