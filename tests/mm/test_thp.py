@@ -14,7 +14,7 @@ import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 
-from hostkit import HOST_OK, in_child  # noqa: E402
+from hostkit import HOST_OK, host_errno, in_child  # noqa: E402
 from mmkit import assert_linux, on_model  # noqa: E402
 
 import specfault as sf  # noqa: E402
@@ -292,3 +292,82 @@ def test_exit_frees_every_frame() -> None:
         p.munmap(a, 2 * M)
         return p.machine.kernel.mem.nr_free()
     assert on_model(sc, nr_frames=4096) == 4096
+
+
+# ------------------------------------------------------ MADV_COLLAPSE, khugepaged
+def test_madv_collapse_copies_small_pages_into_a_thp() -> None:
+    def sc(p: Any, base: int) -> Any:
+        a = region(p, base, hugepage=False)          # no MADV_HUGEPAGE needed
+        for i in range(0, 512, 7):
+            p.write(a + i * PAGE, bytes([i % 255 + 1]))
+        p.madvise(a, M, sf.MADV_COLLAPSE)
+        p.write(a + M, b"one")                       # a single page: collapsed too
+        p.madvise(a + M, M, sf.MADV_COLLAPSE)
+        return (huge(p, base), pm(p, base, [0, 1, 511]), p.read(a + 7 * PAGE, 1),
+                p.read(a + 8 * PAGE, 1), p.read(a + M, 3))
+    assert_linux(sc, ([(0, 1024, 4096)],
+                      [(True, True, False, 0), (True, True, False, 1), (True, True, False, 511)],
+                      b"\x08", b"\0", b"one"))
+
+
+def test_madv_collapse_refusals() -> None:
+    def sc(p: Any, base: int) -> Any:
+        a = region(p, base, hugepage=False)
+        empty = host_errno(lambda: p.madvise(a, M, sf.MADV_COLLAPSE))    # no PTE table
+        p.madvise(a + M, M, sf.MADV_NOHUGEPAGE)
+        p.write(a + M, b"x")
+        nohuge = host_errno(lambda: p.madvise(a + M, M, sf.MADV_COLLAPSE))
+        p.write(a, b"y")
+        p.mprotect(a, M, sf.PROT_READ)
+        readonly = host_errno(lambda: p.madvise(a, M, sf.MADV_COLLAPSE))  # read-only: collapses
+        return empty, nohuge, readonly, huge(p, base)
+    assert_linux(sc, (22, 22, 0, [(0, 512, 2048), (512, 1024, 0)]))
+
+
+def test_madv_collapse_after_fork_copies_the_shared_pages() -> None:
+    def sc(p: Any, base: int) -> Any:
+        a = region(p, base, hugepage=False)
+        p.write(a + PAGE, b"one")
+
+        def child(c: Any) -> Any:
+            c.madvise(a, M, sf.MADV_COLLAPSE)
+            c.write(a + PAGE, b"CHILD")
+            return huge(c, base), c.read(a + PAGE, 5)
+        return in_child(p, child), huge(p, base), p.read(a + PAGE, 3)
+    assert_linux(sc, (([(0, 1024, 2048)], b"CHILD"), [(0, 1024, 0)], b"one"), forked=True)
+
+
+def test_khugepaged_collapses_a_madvised_range() -> None:
+    m = sf.Machine(nr_frames=8192)
+    p = m.spawn()
+    a = p.mmap(0, 3 * M, RW, ANON)
+    h = (a + M - 1) & ~(M - 1)
+    p.write(h, b"x")                                 # a small page: not yet MADV_HUGEPAGE
+    p.madvise(h, M, sf.MADV_HUGEPAGE)                # registers the mm for khugepaged
+    p.write(h + 3 * PAGE, b"y")                      # a fault into an existing PTE table
+    assert sum(v["AnonHugePages"] for v in p.smaps()) == 0
+    assert m.khugepaged() == 512
+    assert sum(v["AnonHugePages"] for v in p.smaps()) == 2048
+    assert (p.read(h, 1), p.read(h + 3 * PAGE, 1), p.read(h + PAGE, 1)) == (b"x", b"y", b"\0")
+    assert counters(m) == {"thp_collapse_alloc": 1}
+    assert m.khugepaged() == 512                     # scanned again: already a THP
+    assert counters(m) == {"thp_collapse_alloc": 1}
+    m.check()
+
+
+def test_khugepaged_leaves_unreferenced_and_unmadvised_ranges() -> None:
+    m = sf.Machine(nr_frames=8192)
+    p = m.spawn()
+    a = p.mmap(0, 6 * M, RW, ANON)
+    h = (a + M - 1) & ~(M - 1)
+    p.write(h, b"x")                                 # not MADV_HUGEPAGE: never scanned
+    p.write(h + M, b"z")
+    p.madvise(h + M, M, sf.MADV_HUGEPAGE)
+    p.madvise(h + M, M, sf.MADV_COLD)                # the page is old: not referenced
+    assert m.khugepaged() == 512
+    assert sum(v["AnonHugePages"] for v in p.smaps()) == 0
+    with pytest.raises(TypeError):
+        m.khugepaged(pages="1")
+    with pytest.raises(ValueError):
+        m.khugepaged(pages=0)
+    m.check()

@@ -132,6 +132,20 @@ def thp_vma_suitable_order(vma: Any, addr: int) -> bool:
     return haddr >= vma.vm_start and haddr + HPAGE_PMD_SIZE <= vma.vm_end
 
 
+def khugepaged_enter_vma(vma: Any) -> None:
+    """khugepaged_enter_vma(): register the mm for khugepaged's scan (once)
+    when THPs are enabled for ``vma`` at all — on a THP fault and on
+    MADV_HUGEPAGE (Linux also wants the VMA to have an anon_vma already
+    for the latter; the model registers the mm either way and the scan
+    skips VMAs without one)."""
+    mm = vma.vm_mm
+    if mm in mm.kernel.khugepaged_mms:
+        return
+    if vma_is_anonymous(vma) and not vma.vm_flags & VM_NOHUGEPAGE and \
+            mm.config.knob("transparent_hugepage") != "never":
+        mm.kernel.khugepaged_mms.append(mm)
+
+
 # ----------------------------------------------------------------- mapping
 def map_anon_folio_pmd(folio: Page, vma: Any, haddr: int) -> int:
     """map_anon_folio_pmd_nopf()'s bookkeeping for a new THP at ``haddr``:
@@ -216,6 +230,7 @@ async def do_huge_pmd_anonymous_page(vmf: Any) -> int:
     ret = await vmf_anon_prepare(vmf)
     if ret:
         return ret
+    khugepaged_enter_vma(vma)
     pmd, idx = vmf.pmd, vmf.pmd_idx
     mem = mm.kernel.mem
     if not vmf.flags & FAULT_FLAG_WRITE and mm.config.knob("thp_use_zero_page"):
