@@ -187,6 +187,10 @@ KNOBS: dict[str, Knob] = _knobs(
          "do_swap_page does not speculate, SPF_ABORT_SWAP) or cache (Dufour's "
          "v11: a swap-cache hit is handled speculatively, a miss aborts — no "
          "I/O or readahead while speculating)", ("abort", "cache")),
+    Knob("collapse_vma_start_write", True, "protocol",
+         "khugepaged's collapse write-locks the VMA (vma_start_write, Linux 6.4+: "
+         "per-VMA faults and Dufour's per-VMA sequence see it); False: mmap_lock "
+         "for write only, as in the kernels of Dufour's SPF"),
     Knob("vma_typesafe_rcu", False, "protocol",
          "VMAs come from a SLAB_TYPESAFE_BY_RCU cache: a freed VMA may be "
          "reused at once as another VMA (readers re-check what they locked)"),
@@ -267,6 +271,9 @@ KNOBS: dict[str, Knob] = _knobs(
          "the speculative walk leaves its RCU section before reading the PTE"),
     Knob("dufour_seq_after_copy", False, "mutant",
          "Dufour's fault copies the VMA before sampling its sequence"),
+    Knob("spf_no_pmd_same", False, "mutant",
+         "the speculative commit does not re-check that the PMD still points "
+         "to the PTE table it walked to (pmd_same)"),
 )
 
 #: Laurent Dufour's SPF (v11, 2017-2019, shipped in Android kernels) is the
@@ -285,6 +292,11 @@ DUFOUR_KNOBS: dict[str, Any] = {
     # ("mm: don't do swap readahead during speculative page fault": a miss
     # aborts)
     "spf_swap": "cache",
+    # khugepaged's collapse_huge_page took mmap_lock for write and did not
+    # touch the VMA's sequence ("pmd_none could mean that a hugepage
+    # collapse is in progress in our back": the speculative walk bails out
+    # on pmd_none/pmd_trans_huge, the commit's pmd_same sees the rest)
+    "collapse_vma_start_write": False,
 }
 
 #: knobs a protocol implies; a function of the protocol alone (see the

@@ -230,5 +230,13 @@ NEW_MUTANTS: dict[str, Mutant] = {m.name: m for m in [
            "sample leaves a stale copy with a fresh sequence",
            {"dufour_seq_after_copy": True}, ("fault-vs-mprotect", "fault-vs-mremap"),
            caught_by="PTE invariant (writable PTE in a read-only VMA)"),
+    Mutant("spf_no_pmd_same", "dufour",
+           "the speculative commit does not re-check that the PMD still points "
+           "to the PTE table it walked to: under Dufour's per-VMA sequence, "
+           "which khugepaged's collapse leaves alone, the fault commits into "
+           "the table the collapse took out — its page mapped by a table no "
+           "walk reaches",
+           {"spf_no_pmd_same": True}, ("fault-vs-khugepaged",),
+           caught_by="check_mm (a page's mapcount against the PTEs that map it)"),
 ]}
 MUTANTS.update(NEW_MUTANTS)

@@ -45,7 +45,6 @@ from specfault.mm.mmap_lock import (
 )
 from specfault.mm.page import (
     AllocHugePage,
-    CopyPage,
     Page,
     folio_page,
     folio_test_locked,
@@ -70,7 +69,7 @@ from specfault.mm.pgtable import (
     walk,
 )
 from specfault.mm.tlb import flush_tlb_range, tlb_remove_table_sync_one
-from specfault.runtime import Work, load_item, store_item
+from specfault.runtime import Op, UseAfterFree, Work, load_item, store_item
 
 # /sys/kernel/mm/transparent_hugepage/khugepaged/* defaults (HPAGE_PMD_NR - 1,
 # HPAGE_PMD_NR / 8, HPAGE_PMD_NR / 2, HPAGE_PMD_NR * 8)
@@ -96,6 +95,41 @@ SCAN_VMA_NULL = "SCAN_VMA_NULL"
 SCAN_VMA_CHECK = "SCAN_VMA_CHECK"
 SCAN_ADDRESS_RANGE = "SCAN_ADDRESS_RANGE"
 SCAN_ALLOC_HUGE_PAGE_FAIL = "SCAN_ALLOC_HUGE_PAGE_FAIL"
+
+
+class PteBatch(Op):
+    """The 512 PTEs of a PTE table read in one step (``clear``: and each
+    set to none, counted) — the collapse's loops over a table whose PTL it
+    holds, as one op: under the PTL no other CPU changes a PTE but the MMU,
+    which sets accessed/dirty bits only through a translation the collapse
+    has flushed (or, in the scan, a bit that only sways the referenced
+    test).  Its footprint names every entry, so the explorer orders it
+    against a lockless reader of the table (the speculative walk).
+    Returns the entries as they were."""
+
+    __slots__ = ("pt", "clear")
+    kind = "pte_batch"
+
+    def __init__(self, pt: PageTable, clear: bool = False) -> None:
+        self.pt = pt
+        self.clear = clear
+
+    def perform(self) -> list[int]:
+        pt = self.pt
+        if pt.freed_at is not None:
+            raise UseAfterFree(pt, pt.freed_at, "PTE table scan")
+        old = list(pt.entries)
+        if self.clear:
+            pt.entries[:] = [0] * HPAGE_PMD_NR            # ptep_clear() of each
+            pt.nr = 0
+        return old
+
+    def footprint(self) -> tuple[tuple[object, str, str], ...]:
+        mode = "w" if self.clear else "r"
+        return tuple((self.pt, str(i), mode) for i in range(HPAGE_PMD_NR))
+
+    def describe(self) -> str:
+        return f"{'clear' if self.clear else 'scan'} {self.pt.label()}"
 
 
 class CollapseControl:
@@ -169,8 +203,7 @@ async def hpage_collapse_scan_pmd(mm: Any, vma: Any, address: int,
     await pt.ptl.lock()
     none_or_zero = shared = referenced = 0
     result = SCAN_SUCCEED
-    for i in range(HPAGE_PMD_NR):
-        pte = await load_item(pt, pt.entries, i)
+    for pte in await PteBatch(pt):
         if pte_none(pte) or (not is_swap_pte(pte) and pte_special(pte)):
             none_or_zero += 1
             if cc.is_khugepaged and none_or_zero > KHUGEPAGED_MAX_PTES_NONE:
@@ -216,7 +249,8 @@ async def collapse_huge_page(mm: Any, address: int, cc: CollapseControl) -> str:
     2. mmap_lock for read: revalidate the VMA, find the PMD (still a PTE
        table); drop it;
     3. mmap_lock for write (no fault of the classic path runs now), then
-       revalidate, write-lock the VMA (no per-VMA fault either), and check
+       revalidate, write-lock the VMA (no per-VMA fault either; knob
+       collapse_vma_start_write), and check
        the PMD still holds a PTE table — only the speculative path and
        the lockless walkers (MMU, GUP-fast) can still be looking at it;
     4. under the PMD lock, clear the PMD (pmdp_collapse_flush: the entry
@@ -255,7 +289,13 @@ async def collapse_huge_page(mm: Any, address: int, cc: CollapseControl) -> str:
         if result != SCAN_SUCCEED:
             await _free_folio(mem, folio)
             return result
-        await vma_start_write(vma)
+        # knob collapse_vma_start_write: Linux 6.4+ write-locks the VMA here
+        # (no per-VMA fault can run); the kernels of Dufour's SPF had no
+        # such step: collapse took mmap_lock for write only, and nothing
+        # bumps the VMA's sequence — the speculative commit's pmd_same is
+        # then what sees the table go
+        if mm.config.knob("collapse_vma_start_write"):
+            await vma_start_write(vma)
         result, pmd = await find_pmd_or_thp_or_none(mm, haddr)
         if result != SCAN_SUCCEED:
             await _free_folio(mem, folio)
@@ -305,8 +345,7 @@ async def __collapse_huge_page_isolate(mm: Any, pt: PageTable,
     pages: list[Page | None] = []
     taken: list[Page] = []
     result = SCAN_SUCCEED
-    for i in range(HPAGE_PMD_NR):
-        pte = await load_item(pt, pt.entries, i)
+    for pte in await PteBatch(pt):
         if pte_none(pte) or (not is_swap_pte(pte) and pte_special(pte)):
             pages.append(None)
             continue
@@ -342,16 +381,17 @@ async def __collapse_huge_page_copy(mm: Any, vma: Any, pt: PageTable, folio: Pag
     elsewhere (shared since fork) goes back to the LRU.  Caller holds
     mmap_lock for write."""
     mem = mm.kernel.mem
+    copied = 0
     for i, page in enumerate(pages):
-        if page is None:
-            await Work("clear_page")
-        else:
-            await CopyPage(folio_page(mem, folio, i), page)
+        if page is not None:
+            folio_page(mem, folio, i).copy_from(page)         # copy_mc_user_highpage()
+            copied += 1
+    # one step for the copies: no CPU can reach these pages any more (the
+    # PMD is none and the TLBs were flushed; a fault waits for mmap_lock)
+    await Work("copy_page", max(copied, 1))
     await pt.ptl.lock()
-    for i, page in enumerate(pages):
-        if await load_item(pt, pt.entries, i):
-            await store_item(pt, pt.entries, i, 0)                 # ptep_clear()
-            pt.nr -= 1
+    await PteBatch(pt, clear=True)                            # ptep_clear() each
+    for page in pages:
         if page is None:
             continue
         page.mapcount -= 1

@@ -390,7 +390,9 @@ async def spf_pte_map_lock(vmf: Vmf) -> bool:
     2. SEQ1: no writer since the snapshot (spf_seq_changed), else
        SPF_ABORT_PTE_MAP_LOCK_SEQ1;
     3. pmd_same: the PMD entry still points to the PTE table we walked to
-       (``vmf.orig_pmd``), else SPF_ABORT_PTE_MAP_LOCK_PMD;
+       (``vmf.orig_pmd``), else SPF_ABORT_PTE_MAP_LOCK_PMD (knob
+       spf_no_pmd_same skips it: khugepaged's collapse then goes unseen
+       under Dufour's per-VMA sequence);
     4. spin_trylock its PTL — never wait: the holder may be a writer
        waiting for us (interrupts off) — else SPF_ABORT_PTE_MAP_LOCK_PTL;
     5. SEQ2: no writer got in between 2 and 4, else unlock,
@@ -409,7 +411,11 @@ async def spf_pte_map_lock(vmf: Vmf) -> bool:
         return False
     pmd = vmf.pmd
     assert pmd is not None
-    if await load_item(pmd, pmd.entries, vmf.pmd_idx) is not vmf.orig_pmd:
+    # knob spf_no_pmd_same (a mutant): no pmd_same — a table khugepaged
+    # replaced by a huge PMD (or any writer that swapped the PMD's table
+    # without a sequence the fault checks) still takes the commit
+    if not cfg.knob("spf_no_pmd_same") and \
+            await load_item(pmd, pmd.entries, vmf.pmd_idx) is not vmf.orig_pmd:
         await spf_walk_end(mm)
         spf_fail(vmf, "SPF_ABORT_PTE_MAP_LOCK_PMD")
         return False
