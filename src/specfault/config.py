@@ -190,7 +190,8 @@ KNOBS: dict[str, Knob] = _knobs(
     Knob("collapse_vma_start_write", True, "protocol",
          "khugepaged's collapse write-locks the VMA (vma_start_write, Linux 6.4+: "
          "per-VMA faults and Dufour's per-VMA sequence see it); False: mmap_lock "
-         "for write only, as in the kernels of Dufour's SPF"),
+         "for write only, as in the kernels of Dufour's SPF, where the "
+         "interrupts-off commit (spf_walk=irq) and pmd_same must see it"),
     Knob("vma_typesafe_rcu", False, "protocol",
          "VMAs come from a SLAB_TYPESAFE_BY_RCU cache: a freed VMA may be "
          "reused at once as another VMA (readers re-check what they locked)"),
@@ -292,11 +293,6 @@ DUFOUR_KNOBS: dict[str, Any] = {
     # ("mm: don't do swap readahead during speculative page fault": a miss
     # aborts)
     "spf_swap": "cache",
-    # khugepaged's collapse_huge_page took mmap_lock for write and did not
-    # touch the VMA's sequence ("pmd_none could mean that a hugepage
-    # collapse is in progress in our back": the speculative walk bails out
-    # on pmd_none/pmd_trans_huge, the commit's pmd_same sees the rest)
-    "collapse_vma_start_write": False,
 }
 
 #: knobs a protocol implies; a function of the protocol alone (see the

@@ -147,6 +147,25 @@ MUTANTS: dict[str, Mutant] = {m.name: m for m in [
            "zap or a COW fault that changes the PTE meanwhile is overwritten "
            "(reclaim holds no mmap_lock, so nothing else orders them)",
            {"try_to_unmap_no_ptl": True}, ("reclaim-vs-munmap", "cow-vs-reclaim")),
+    # ------------------------------------- huge PMDs (mm/khugepaged.py)
+    Mutant("spf_no_pmd_same", "dufour",
+           "the speculative commit does not re-check that the PMD still points "
+           "to the PTE table it walked to: in the world of Dufour's kernels "
+           "(the commit with interrupts off; khugepaged's collapse under "
+           "mmap_lock alone, the VMA's sequence untouched) the fault commits "
+           "into the table the collapse took out — its page mapped by a table "
+           "no walk reaches",
+           {"spf_no_pmd_same": True, "collapse_vma_start_write": False, "spf_walk": "irq"},
+           ("fault-vs-khugepaged",),
+           caught_by="check_mm (a page's mapcount against the PTEs that map it)"),
+    Mutant("collapse_no_vma_start_write", "pervma",
+           "khugepaged's collapse takes mmap_lock for write but does not "
+           "write-lock the VMA (as before Linux 6.4's per-VMA locks): a fault "
+           "under the VMA lock installs a page while the collapse has the PMD "
+           "cleared — into a table of its own the huge PMD then overwrites, or "
+           "into the old table after the collapse copied it",
+           {"collapse_vma_start_write": False}, ("fault-vs-khugepaged",),
+           caught_by="check_mm (a page's mapcount against the PTEs that map it)"),
 ]}
 
 #: Mutants written after the scenarios, as plausible kernel-developer bugs
@@ -230,13 +249,5 @@ NEW_MUTANTS: dict[str, Mutant] = {m.name: m for m in [
            "sample leaves a stale copy with a fresh sequence",
            {"dufour_seq_after_copy": True}, ("fault-vs-mprotect", "fault-vs-mremap"),
            caught_by="PTE invariant (writable PTE in a read-only VMA)"),
-    Mutant("spf_no_pmd_same", "dufour",
-           "the speculative commit does not re-check that the PMD still points "
-           "to the PTE table it walked to: under Dufour's per-VMA sequence, "
-           "which khugepaged's collapse leaves alone, the fault commits into "
-           "the table the collapse took out — its page mapped by a table no "
-           "walk reaches",
-           {"spf_no_pmd_same": True}, ("fault-vs-khugepaged",),
-           caught_by="check_mm (a page's mapcount against the PTEs that map it)"),
 ]}
 MUTANTS.update(NEW_MUTANTS)
