@@ -112,8 +112,8 @@ def thp_vma_allowable_order(vma: Any, tva_type: int) -> bool:
     model's anonymous VMAs: the machine's ``transparent_hugepage`` mode
     (always; madvise: VM_HUGEPAGE only; never), never with VM_NOHUGEPAGE or
     on special or droppable mappings; MADV_COLLAPSE ignores the mode;
-    khugepaged wants an anon_vma (a VMA never faulted has nothing to
-    collapse)."""
+    khugepaged and MADV_COLLAPSE want an anon_vma (a VMA never faulted has
+    nothing to collapse) and a VMA that holds an aligned 2 MiB range."""
     flags = vma.vm_flags
     if not vma_is_anonymous(vma) or flags & (VM_SPECIAL | VM_NOHUGEPAGE | VM_DROPPABLE):
         return False
@@ -123,7 +123,11 @@ def thp_vma_allowable_order(vma: Any, tva_type: int) -> bool:
             return False
     if vma.anon_vma is None and tva_type in (TVA_KHUGEPAGED, TVA_FORCED_COLLAPSE):
         return False
-    return True
+    # outside a fault, the VMA must hold an aligned 2 MiB at all (the
+    # highest aligned one below vm_end; the fault checks its own range)
+    if tva_type != TVA_PAGEFAULT and vma.vm_end - HPAGE_PMD_SIZE < vma.vm_start:
+        return False
+    return tva_type == TVA_PAGEFAULT or thp_vma_suitable_order(vma, vma.vm_end - HPAGE_PMD_SIZE)
 
 
 def thp_vma_suitable_order(vma: Any, addr: int) -> bool:

@@ -79,6 +79,7 @@ KHUGEPAGED_MAX_PTES_SHARED = HPAGE_PMD_NR // 2
 KHUGEPAGED_PAGES_TO_SCAN = HPAGE_PMD_NR * 8
 
 # enum scan_result (the ones the model can reach)
+SCAN_FAIL = "SCAN_FAIL"
 SCAN_SUCCEED = "SCAN_SUCCEED"
 SCAN_PMD_NULL = "SCAN_PMD_NULL"
 SCAN_PMD_MAPPED = "SCAN_PMD_MAPPED"
@@ -426,7 +427,9 @@ _CONTINUE = {SCAN_PMD_NULL, SCAN_PTE_NON_PRESENT, SCAN_LACK_REFERENCED_PAGE, SCA
 async def madvise_collapse(mm: Any, vma: Any, start: int, end: int) -> tuple[int, bool]:
     """madvise_collapse(): collapse every 2 MiB-aligned range inside
     [start, end) of ``vma`` (already a THP: counted as done).  0 when all
-    are THPs at the end, else the errno of the last failure; EINVAL at once
+    are THPs at the end, else the errno of the last failure (EINVAL for a
+    range that holds no aligned 2 MiB but crosses a 2 MiB boundary, as
+    the unsigned count of Linux makes it); EINVAL at once
     for a VMA that may never have a THP (VM_NOHUGEPAGE, not private
     anonymous — file and shmem collapse are not modelled — or no
     anon_vma).  Entered with mmap_lock held for read; returns (result,
@@ -437,7 +440,7 @@ async def madvise_collapse(mm: Any, vma: Any, start: int, end: int) -> tuple[int
     hstart = (start + HPAGE_PMD_SIZE - 1) & HPAGE_PMD_MASK
     hend = end & HPAGE_PMD_MASK
     thps = 0
-    last_fail = SCAN_SUCCEED
+    last_fail = SCAN_FAIL
     locked = True
     dropped = False
     addr = hstart
@@ -462,7 +465,9 @@ async def madvise_collapse(mm: Any, vma: Any, start: int, end: int) -> tuple[int
         addr += HPAGE_PMD_SIZE
     if not locked:
         await mmap_read_lock(mm)
-    if thps == max(0, (hend - hstart) // HPAGE_PMD_SIZE):
+    # (hend - hstart) >> HPAGE_PMD_SHIFT in unsigned arithmetic: a range
+    # holding no aligned 2 MiB (hend < hstart) never matches — EINVAL
+    if hend >= hstart and thps == (hend - hstart) // HPAGE_PMD_SIZE:
         return 0, dropped
     return madvise_collapse_errno(last_fail), dropped
 
