@@ -4,8 +4,8 @@ every protocol passes both THP scenarios; the two THP mutants are killed
 collapse_vma_start_write shows which check sees khugepaged's collapse in
 which protocol — the VMA write lock (per-VMA faults; Dufour's sequence,
 which is built on it), mm_lock_seq (Lespinasse's SPF), or, in the world of
-Dufour's kernels (collapse without the VMA lock, the commit with
-interrupts off), the commit's pmd_same."""
+Dufour's kernels (collapse without the VMA lock), the commit's pmd_same
+under the PTL."""
 
 from __future__ import annotations
 
@@ -33,14 +33,15 @@ def test_every_protocol_passes(spec: str, protocol: str) -> None:
     assert res.ok, res.report
 
 
-def test_dufours_world_needs_pmd_same_and_the_irq_off_commit() -> None:
-    """Collapse without the VMA write lock: Dufour's commit (interrupts off
-    from SEQ1 to the trylock, so the collapse's TLB-flush IPI waits for it)
-    with pmd_same is exhaustively correct; the same commit under RCU lets
-    the whole collapse run between pmd_same and the trylock."""
-    world = {"collapse_vma_start_write": False, "spf_walk": "irq"}
+def test_dufours_world_needs_pmd_same_under_the_ptl() -> None:
+    """Collapse without the VMA write lock (Dufour's kernels): the commit's
+    pmd_same under the PTL is exhaustively correct — the collapse clears
+    the PMD under the PMD lock, then needs the old table's PTL to isolate
+    its pages; checked before the trylock (Lespinasse's order), the whole
+    collapse can run between the check and the trylock."""
+    world = {"collapse_vma_start_write": False}
     assert _explore("fault-vs-khugepaged", "dufour", world, "dfs", 5000).ok
-    res = _explore("fault-vs-khugepaged", "dufour", {"collapse_vma_start_write": False},
+    res = _explore("fault-vs-khugepaged", "dufour", {**world, "spf_pmd_same_before_ptl": True},
                    "random", 2000)
     assert not res.ok
     assert "0 PTEs map it" in str(res.failure)

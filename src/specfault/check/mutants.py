@@ -147,15 +147,38 @@ MUTANTS: dict[str, Mutant] = {m.name: m for m in [
            "zap or a COW fault that changes the PTE meanwhile is overwritten "
            "(reclaim holds no mmap_lock, so nothing else orders them)",
            {"try_to_unmap_no_ptl": True}, ("reclaim-vs-munmap", "cow-vs-reclaim")),
+    # ----------------- writers of page tables under mmap_lock read or none
+    Mutant("spf_no_pmd_same", "speculative",
+           "the speculative commit does not check that the PMD still holds the "
+           "PTE table it walked to: MADV_DONTNEED reclaims the emptied table "
+           "under mmap_lock for read (no sequence moves) and the fault maps its "
+           "page into the detached table (before table reclaim, only writers "
+           "under mmap_lock for write changed a PMD, and SEQ2 caught them: the "
+           "check was dead code)",
+           {"spf_no_pmd_same": True}, ("fault-vs-table-reclaim",),
+           caught_by="check_mm (a page mapped by no PTE) or UseAfterFree"),
+    Mutant("spf_pmd_same_before_ptl", "speculative",
+           "the speculative commit checks pmd_same before the PTL trylock, not "
+           "under the PTL (Lespinasse's order, sound while only mmap_lock "
+           "writers changed PMDs): a table reclaim between the check and the "
+           "trylock goes unseen",
+           {"spf_pmd_same_before_ptl": True}, ("fault-vs-table-reclaim",),
+           caught_by="check_mm (a page mapped by no PTE) or UseAfterFree"),
+    Mutant("pt_reclaim_free_immediate", "classic",
+           "a PTE table MADV_DONTNEED reclaims is freed at once, not after an "
+           "RCU grace period (tlb_remove_ptdesc): a fault's walk (any "
+           "protocol: DONTNEED holds mmap_lock for read only) reads the freed "
+           "table",
+           {"pt_reclaim_free_immediate": True}, ("fault-vs-table-reclaim",),
+           caught_by="UseAfterFree"),
     # ------------------------------------- huge PMDs (mm/khugepaged.py)
-    Mutant("spf_no_pmd_same", "dufour",
-           "the speculative commit does not re-check that the PMD still points "
-           "to the PTE table it walked to: in the world of Dufour's kernels "
-           "(the commit with interrupts off; khugepaged's collapse under "
-           "mmap_lock alone, the VMA's sequence untouched) the fault commits "
-           "into the table the collapse took out — its page mapped by a table "
-           "no walk reaches",
-           {"spf_no_pmd_same": True, "collapse_vma_start_write": False, "spf_walk": "irq"},
+    Mutant("dufour_collapse_no_pmd_same", "dufour",
+           "the speculative commit does not check that the PMD still holds the "
+           "PTE table it walked to, in the world of Dufour's kernels, where "
+           "khugepaged's collapse takes mmap_lock for write alone and leaves the "
+           "VMA's sequence untouched: the fault commits into the table the "
+           "collapse took out — its page mapped by a table no walk reaches",
+           {"spf_no_pmd_same": True, "collapse_vma_start_write": False},
            ("fault-vs-khugepaged",),
            caught_by="check_mm (a page's mapcount against the PTEs that map it)"),
     Mutant("collapse_no_vma_start_write", "pervma",
@@ -165,7 +188,7 @@ MUTANTS: dict[str, Mutant] = {m.name: m for m in [
            "cleared — into a table of its own the huge PMD then overwrites, or "
            "into the old table after the collapse copied it",
            {"collapse_vma_start_write": False}, ("fault-vs-khugepaged",),
-           caught_by="check_mm (a page's mapcount against the PTEs that map it)"),
+           caught_by="TLB coherence (a stale translation of the copied page) or check_mm"),
 ]}
 
 #: Mutants written after the scenarios, as plausible kernel-developer bugs

@@ -41,6 +41,8 @@ VMSTAT_EVENTS = (
     # transparent huge pages (mm/huge_memory.py, mm/khugepaged.py)
     "thp_fault_fallback", "thp_zero_page_alloc", "thp_split_pmd", "thp_collapse_alloc",
     "thp_collapse_alloc_failed", "khugepaged_full_scans",
+    # PTE tables MADV_DONTNEED reclaimed (mm/pt_reclaim.py; model-only)
+    "pt_reclaim",
 ) + SPF_ABORT_REASONS + SPF_ATTEMPT_KINDS + FAULT_HANDLER_EVENTS
 
 
