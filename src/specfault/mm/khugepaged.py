@@ -428,8 +428,8 @@ async def madvise_collapse(mm: Any, vma: Any, start: int, end: int) -> tuple[int
     """madvise_collapse(): collapse every 2 MiB-aligned range inside
     [start, end) of ``vma`` (already a THP: counted as done).  0 when all
     are THPs at the end, else the errno of the last failure (EINVAL for a
-    range that holds no aligned 2 MiB but crosses a 2 MiB boundary, as
-    the unsigned count of Linux makes it); EINVAL at once
+    range that starts inside a 2 MiB block and holds no aligned 2 MiB, as
+    Linux's unsigned count makes it); EINVAL at once
     for a VMA that may never have a THP (VM_NOHUGEPAGE, not private
     anonymous — file and shmem collapse are not modelled — or no
     anon_vma).  Entered with mmap_lock held for read; returns (result,
