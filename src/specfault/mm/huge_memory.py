@@ -366,12 +366,11 @@ async def __split_huge_pmd(vma: Any, pmd: PageTable, address: int) -> None:
     pages with the same rights (__split_huge_pmd_locked).  Caller holds
     mmap_lock (read or write) or the VMA lock — what keeps ``pmd`` — and
     no PTL; the PMD lock is taken and dropped here."""
-    await pmd.ptl.lock()
     idx = pmd_index(address)
-    entry = await load_item(pmd, pmd.entries, idx)
-    if pmd_trans_huge(entry):
+    entry = await pmd_trans_huge_lock(pmd, idx)
+    if entry is not None:
         await __split_huge_pmd_locked(vma, pmd, idx, entry)
-    await pmd.ptl.unlock()
+        await pmd.ptl.unlock()
 
 
 async def __split_huge_pmd_locked(vma: Any, pmd: PageTable, idx: int, entry: int) -> None:
@@ -439,6 +438,18 @@ async def vma_adjust_trans_huge(vma: Any, addr: int) -> None:
 
 
 # ------------------------------------------------------ syscalls on huge PMDs
+async def pmd_trans_huge_lock(pmd: PageTable, idx: int) -> int | None:
+    """__pmd_trans_huge_lock(): take the PMD lock; if entry ``idx`` is a
+    huge PMD return it with the lock held, else drop the lock and return
+    None (split or zapped meanwhile: the caller goes on with PTEs)."""
+    await pmd.ptl.lock()
+    entry = await load_item(pmd, pmd.entries, idx)
+    if pmd_trans_huge(entry):
+        return entry  # type: ignore[no-any-return]
+    await pmd.ptl.unlock()
+    return None
+
+
 async def zap_huge_pmd(tlb: Any, vma: Any, pmd: PageTable, addr: int) -> bool:
     """zap_huge_pmd(): the range covers the huge PMD at ``addr`` whole:
     clear it under the PMD lock; a THP's 512 pages lose a mapping each and
@@ -448,10 +459,8 @@ async def zap_huge_pmd(tlb: Any, vma: Any, pmd: PageTable, addr: int) -> bool:
     mm = tlb.mm
     mem = mm.kernel.mem
     idx = pmd_index(addr)
-    await pmd.ptl.lock()
-    entry = await load_item(pmd, pmd.entries, idx)
-    if not pmd_trans_huge(entry):
-        await pmd.ptl.unlock()
+    entry = await pmd_trans_huge_lock(pmd, idx)
+    if entry is None:
         return False
     await store_item(pmd, pmd.entries, idx, None)          # pmdp_huge_get_and_clear_full
     pmd.nr -= 1
@@ -491,10 +500,8 @@ async def change_huge_pmd(vma: Any, pmd: PageTable, addr: int, newprot: int) -> 
     the PMD lock; the caller flushes the TLBs.  False if the entry is no
     longer huge."""
     idx = pmd_index(addr)
-    await pmd.ptl.lock()
-    entry = await load_item(pmd, pmd.entries, idx)
-    if not pmd_trans_huge(entry):
-        await pmd.ptl.unlock()
+    entry = await pmd_trans_huge_lock(pmd, idx)
+    if entry is None:
         return False
     new = pte_modify(entry, newprot) | _PAGE_PSE
     if vma.vm_flags & VM_WRITE and not pte_write(new) and can_change_pmd_writable(vma, entry):
@@ -516,10 +523,8 @@ async def copy_huge_pmd(dst_vma: Any, src_vma: Any, dst_pmd: PageTable, src_pmd:
     src_mm, dst_mm = src_vma.vm_mm, dst_vma.vm_mm
     mem = src_mm.kernel.mem
     idx = pmd_index(addr)
-    await src_pmd.ptl.lock()
-    entry = await load_item(src_pmd, src_pmd.entries, idx)
-    if not pmd_trans_huge(entry):
-        await src_pmd.ptl.unlock()
+    entry = await pmd_trans_huge_lock(src_pmd, idx)
+    if entry is None:
         return
     if not is_huge_zero_pmd(entry):
         folio = mem.pages[pte_pfn(entry)]

@@ -142,6 +142,20 @@ class CollapseControl:
         self.is_khugepaged = is_khugepaged
 
 
+def _collapse_pte(mem: Any, pte: int) -> tuple[str, Page | None]:
+    """What one PTE of a table to collapse holds: (SCAN_SUCCEED, None) for
+    none or the zero page, (SCAN_SUCCEED, page) for an anonymous page, or
+    the reason it cannot be collapsed (a swap entry, a file page)."""
+    if pte_none(pte) or (not is_swap_pte(pte) and pte_special(pte)):
+        return SCAN_SUCCEED, None
+    if is_swap_pte(pte):
+        return SCAN_PTE_NON_PRESENT, None
+    page = mem.pages[pte_pfn(pte)]
+    if not page.anon:
+        return SCAN_PAGE_ANON, None
+    return SCAN_SUCCEED, page
+
+
 def _is_refcount_suitable(page: Page) -> bool:
     """is_refcount_suitable(): no reference but the mappings' (and the swap
     cache's): nobody else (GUP, a fault in flight) holds the page."""
@@ -205,19 +219,15 @@ async def hpage_collapse_scan_pmd(mm: Any, vma: Any, address: int,
     none_or_zero = shared = referenced = 0
     result = SCAN_SUCCEED
     for pte in await PteBatch(pt):
-        if pte_none(pte) or (not is_swap_pte(pte) and pte_special(pte)):
+        result, page = _collapse_pte(mem, pte)
+        if result != SCAN_SUCCEED:
+            break
+        if page is None:
             none_or_zero += 1
             if cc.is_khugepaged and none_or_zero > KHUGEPAGED_MAX_PTES_NONE:
                 result = SCAN_EXCEED_NONE_PTE
                 break
             continue
-        if is_swap_pte(pte):
-            result = SCAN_PTE_NON_PRESENT
-            break
-        page = mem.pages[pte_pfn(pte)]
-        if not page.anon:
-            result = SCAN_PAGE_ANON
-            break
         if page.mapcount > 1:
             shared += 1
             if cc.is_khugepaged and shared > KHUGEPAGED_MAX_PTES_SHARED:
@@ -347,16 +357,12 @@ async def __collapse_huge_page_isolate(mm: Any, pt: PageTable,
     taken: list[Page] = []
     result = SCAN_SUCCEED
     for pte in await PteBatch(pt):
-        if pte_none(pte) or (not is_swap_pte(pte) and pte_special(pte)):
+        result, page = _collapse_pte(mem, pte)
+        if result != SCAN_SUCCEED:
+            break
+        if page is None:
             pages.append(None)
             continue
-        if is_swap_pte(pte):
-            result = SCAN_PTE_NON_PRESENT
-            break
-        page = mem.pages[pte_pfn(pte)]
-        if not page.anon:
-            result = SCAN_PAGE_ANON
-            break
         if not await folio_trylock(page):
             result = SCAN_PAGE_LOCK
             break

@@ -325,7 +325,7 @@ class PutPage(Op):
         return f"put_page {self.page.pfn:#x}"
 
 
-class AllocHugePage(Op):
+class AllocHugePage(AllocPage):
     """vma_alloc_anon_folio_pmd() / alloc_pages(GFP_TRANSHUGE, HPAGE_PMD_ORDER):
     512 free frames, contiguous and 512-aligned, as one 2 MiB folio (the
     head first) — or None when no such block is free (fragmentation) or
@@ -333,11 +333,7 @@ class AllocHugePage(Op):
     and no reclaim for a THP: the caller falls back to order-0 pages).
     One op: the zone lock covers the whole block."""
 
-    __slots__ = ("mem",)
-    kind = "alloc_page"
-
-    def __init__(self, mem: PhysMem) -> None:
-        self.mem = mem
+    __slots__ = ()
 
     def perform(self) -> Page | None:
         mem = self.mem
@@ -361,9 +357,6 @@ class AllocHugePage(Op):
             mem.pages[page.pfn] = page
         mem.vmstat["pgalloc"] += 512
         return head
-
-    def footprint(self) -> tuple[tuple[object, str, str], ...]:
-        return ((self.mem, "free", "w"),)
 
     def describe(self) -> str:
         return "alloc_pages(HPAGE_PMD_ORDER)"
