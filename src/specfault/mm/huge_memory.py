@@ -60,7 +60,6 @@ from specfault.mm.pgtable import (
     HPAGE_PMD_MASK,
     HPAGE_PMD_NR,
     HPAGE_PMD_SIZE,
-    PMD_LEVEL,
     PageTable,
     mk_huge_pmd,
     mk_pte,
@@ -70,7 +69,6 @@ from specfault.mm.pgtable import (
     pte_pfn,
     pte_special,
     pte_write,
-    walk,
 )
 from specfault.mm.tlb import flush_tlb_range
 from specfault.mm.vma import VM_DROPPABLE, VM_HUGEPAGE, VM_NOHUGEPAGE, VM_SHARED, VM_SPECIAL, VM_WRITE
@@ -406,12 +404,25 @@ async def __split_huge_pmd_locked(vma: Any, pmd: PageTable, idx: int, entry: int
         folio_unmapped_pmd(mem, mem.pages[pte_pfn(entry)])                 # 4
 
 
+def huge_pmd_table(mm: Any, address: int) -> PageTable | None:
+    """The PMD table holding a huge PMD for ``address``, or None — a plain
+    walk, no ops (Linux's callers test pmd_trans_huge without the lock
+    too): whoever acts on it re-checks under the PMD lock.  Callers that
+    find none pay nothing, so the syscalls' steps are unchanged where no
+    THP is."""
+    t = mm.pgd
+    for shift in (39, 30):
+        t = t.entries[(address >> shift) & 511]
+        if t is None:
+            return None
+    return t if pmd_trans_huge(t.entries[pmd_index(address)]) else None
+
+
 async def split_huge_pmd_address(vma: Any, address: int) -> None:
     """split_huge_pmd_address(): split the huge PMD mapping ``address``, if
     any.  Caller holds mmap_lock (or the VMA lock)."""
-    pmd = await walk(vma.vm_mm, address, PMD_LEVEL)
-    if pmd.level == PMD_LEVEL and pmd_trans_huge(await load_item(pmd, pmd.entries,
-                                                                 pmd_index(address))):
+    pmd = huge_pmd_table(vma.vm_mm, address)
+    if pmd is not None:
         await __split_huge_pmd(vma, pmd, address)
 
 
@@ -553,15 +564,10 @@ def smaps_anon_huge(mm: Any, vma: Any) -> tuple[int, int]:
     rss = 0
     addr = vma.vm_start & HPAGE_PMD_MASK
     while addr < vma.vm_end:
-        t = mm.pgd
-        for shift in (39, 30):
-            t = t.entries[(addr >> shift) & 511]
-            if t is None:
-                break
-        if t is not None:
-            entry = t.entries[pmd_index(addr)]
-            if pmd_trans_huge(entry) and not is_huge_zero_pmd(entry) and \
-                    entry & (_PAGE_PRESENT | (1 << 8)):
+        pmd = huge_pmd_table(mm, addr)
+        if pmd is not None:
+            entry = pmd.entries[pmd_index(addr)]
+            if not is_huge_zero_pmd(entry) and entry & (_PAGE_PRESENT | (1 << 8)):
                 rss += 2048
         addr += HPAGE_PMD_SIZE
     return rss, rss

@@ -248,35 +248,40 @@ async def handle_mm_fault(vma: VmArea, address: int, flags: int) -> int:
     mm.vmstat["pgfault"] += 1
     vmf = Vmf(vma, address, flags)
     vmf.pmd = pmd = await walk(mm, vmf.address, PMD_LEVEL, alloc=True)   # pud/pmd_alloc
-    pt = await pte_offset_map(pmd, vmf.address)             # pmdp_get_lockless()
-    # __handle_mm_fault()'s PMD level (huge_memory.py): a THP where there
-    # is no PTE table yet, or a fault on a huge PMD
-    if pt is None and thp_vma_allowable_order(vma, TVA_PAGEFAULT):
-        ret = await do_huge_pmd_anonymous_page(vmf)         # create_huge_pmd()
-        if not ret & VM_FAULT_FALLBACK:
-            return ret
-        pt = await pte_offset_map(pmd, vmf.address)
-    if pmd_trans_huge(pt):
-        vmf.orig_pmd = pt
-        if flags & FAULT_FLAG_WRITE and not pte_write(pt):
-            ret = await do_huge_pmd_wp_page(vmf)            # wp_huge_pmd()
-            if not ret & VM_FAULT_FALLBACK:
-                return ret
-        else:
-            return await huge_pmd_set_accessed(vmf)
     # pte_offset_map(): under rcu_read_lock — MADV_DONTNEED may reclaim the
     # table (mmap_lock for read, pt_reclaim.py); it is freed only after a
     # grace period, and pte_map_lock re-checks the PMD under the PTL
     rcu = mm.kernel.rcu
     await rcu.read_lock()
-    pt = await pte_offset_map(pmd, vmf.address)
-    if pmd_trans_huge(pt):
+    pt = await pte_offset_map(pmd, vmf.address)             # pmdp_get_lockless()
+    if pmd_trans_huge(pt) or (pt is None and thp_vma_allowable_order(vma, TVA_PAGEFAULT)):
         await rcu.read_unlock()
-        return 0          # a racing fault mapped a THP since: the access retries
+        ret = await __handle_huge_pmd(vmf, pt)
+        if not ret & VM_FAULT_FALLBACK:
+            return ret
+        await rcu.read_lock()
+        pt = await pte_offset_map(pmd, vmf.address)
+        if pmd_trans_huge(pt):
+            await rcu.read_unlock()
+            return 0      # a racing fault mapped a THP since: the access retries
     vmf.orig_pmd = pt
     vmf.orig_pte = 0 if pt is None else await load_item(pt, pt.entries, vmf.pte_idx)
     await rcu.read_unlock()
     return await handle_pte_fault(vmf)
+
+
+async def __handle_huge_pmd(vmf: Vmf, entry: Any) -> int:
+    """__handle_mm_fault()'s PMD level (huge_memory.py): ``entry`` none in
+    a VMA that may have a THP there (create_huge_pmd), or a huge PMD (a
+    write to a read-only one: wp_huge_pmd; else huge_pmd_set_accessed).
+    VM_FAULT_FALLBACK: go on at the PTE level.  Locks as handle_mm_fault
+    (the fault's lock held throughout, no PTL or PMD lock on return)."""
+    if entry is None:
+        return await do_huge_pmd_anonymous_page(vmf)
+    vmf.orig_pmd = entry
+    if vmf.flags & FAULT_FLAG_WRITE and not pte_write(entry):
+        return await do_huge_pmd_wp_page(vmf)
+    return await huge_pmd_set_accessed(vmf)
 
 
 async def handle_pte_fault(vmf: Vmf) -> int:

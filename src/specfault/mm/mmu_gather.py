@@ -41,7 +41,7 @@ from specfault.mm.pgtable import (
 from specfault.mm.pt_reclaim import free_pte, reclaim_pt_is_enabled, try_get_and_clear_pmd, try_to_free_pte
 from specfault.mm.swap_state import free_swap_and_cache, free_swap_cache
 from specfault.mm.tlb import flush_tlb_range
-from specfault.runtime import LoadItem, StoreItem, Work, load_item
+from specfault.runtime import LoadItem, StoreItem, Work
 
 
 class MmuGather:
@@ -176,7 +176,8 @@ async def unmap_page_range(tlb: MmuGather, vma: Any, start: int, end: int,
         nxt = addr_end(pmd, addr, end) if pmd.level != PMD_LEVEL else \
             min((addr | (PMD_SIZE - 1)) + 1, end)
         if pmd.level == PMD_LEVEL:
-            if pmd_trans_huge(await load_item(pmd, pmd.entries, (addr >> 21) & 511)):
+            # a plain read: zap_huge_pmd re-checks under the PMD lock
+            if pmd_trans_huge(pmd.entries[(addr >> 21) & 511]):
                 # zap_pmd_range() on a huge PMD: zap_huge_pmd when the range
                 # covers it whole, else split it and zap the PTEs of the part
                 if nxt - addr == PMD_SIZE and await zap_huge_pmd(tlb, vma, pmd, addr):

@@ -347,7 +347,7 @@ async def follow_pte(mm: Any, addr: int) -> int:
     takes the PTL.  Caller holds mmap_lock (or the VMA lock)."""
     pt = await walk(mm, addr)
     if pt.level == PMD_LEVEL:
-        pmd = await load_item(pt, pt.entries, (addr >> 21) & 511)
+        pmd = pt.entries[(addr >> 21) & 511]      # what stopped the walk (read by it)
         if type(pmd) is int:
             return huge_subpage_pte(pmd, addr)       # follow_huge_pmd()
     if pt.level != PTE_LEVEL:

@@ -145,7 +145,7 @@ async def _pagemap_entry(mm: Any, addr: int) -> PagemapEntry:
     pt = await walk(mm, addr)
     pte = await load_item(pt, pt.entries, (addr >> 12) & 511) if pt.level == PTE_LEVEL else 0
     if pt.level == PMD_LEVEL:
-        pmd = await load_item(pt, pt.entries, (addr >> 21) & 511)
+        pmd = pt.entries[(addr >> 21) & 511]      # what stopped the walk (read by it)
         if pmd_trans_huge(pmd) and vma is not None and pte_present(pmd):
             # pagemap_pmd_range_thp(): the subpage's PFN; a THP page
             # exclusive when mapped once; the huge zero folio is not
