@@ -181,14 +181,6 @@ MUTANTS: dict[str, Mutant] = {m.name: m for m in [
            {"spf_no_pmd_same": True, "collapse_vma_start_write": False},
            ("fault-vs-khugepaged",),
            caught_by="check_mm (a page's mapcount against the PTEs that map it)"),
-    Mutant("collapse_no_vma_start_write", "pervma",
-           "khugepaged's collapse takes mmap_lock for write but does not "
-           "write-lock the VMA (as before Linux 6.4's per-VMA locks): a fault "
-           "under the VMA lock installs a page while the collapse has the PMD "
-           "cleared — into a table of its own the huge PMD then overwrites, or "
-           "into the old table after the collapse copied it",
-           {"collapse_vma_start_write": False}, ("fault-vs-khugepaged",),
-           caught_by="TLB coherence (a stale translation of the copied page) or check_mm"),
 ]}
 
 #: Mutants written after the scenarios, as plausible kernel-developer bugs

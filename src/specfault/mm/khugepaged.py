@@ -69,7 +69,7 @@ from specfault.mm.pgtable import (
     walk,
 )
 from specfault.mm.tlb import flush_tlb_range, tlb_remove_table_sync_one
-from specfault.runtime import Op, UseAfterFree, Work, load_item, store_item
+from specfault.runtime import ModelBug, Op, UseAfterFree, Work, load_item, store_item
 
 # /sys/kernel/mm/transparent_hugepage/khugepaged/* defaults (HPAGE_PMD_NR - 1,
 # HPAGE_PMD_NR / 8, HPAGE_PMD_NR / 2, HPAGE_PMD_NR * 8)
@@ -333,6 +333,12 @@ async def collapse_huge_page(mm: Any, address: int, cc: CollapseControl) -> str:
         await __collapse_huge_page_copy(mm, vma, pt, folio, pages)        # 6
         entry = map_anon_folio_pmd(folio, vma, haddr)                     # 7
         await pmd.ptl.lock()
+        if await load_item(pmd, pmd.entries, idx) is not None:
+            # Linux: BUG_ON(!pmd_none(*pmd)) — nobody may fill the PMD the
+            # collapse cleared: mmap_lock (write) and the VMA lock exclude
+            # every fault but the speculative one, which never allocates
+            raise ModelBug(f"collapse_huge_page: the PMD at {haddr:#x} was filled while "
+                           f"cleared for the collapse")
         await store_item(pmd, pmd.entries, idx, entry)
         pmd.nr += 1
         await pmd.ptl.unlock()
