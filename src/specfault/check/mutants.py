@@ -202,6 +202,16 @@ MUTANTS: dict[str, Mutant] = {m.name: m for m in [
            "take mmap_lock",
            {"mremap_no_src_ptl": True}, ("mremap-vs-reclaim",),
            caught_by="check_mm (mapcount, swap count)"),
+    # ------------------------------------- huge PMDs (mm/khugepaged.py)
+    Mutant("dufour_collapse_no_pmd_same", "dufour",
+           "the speculative commit does not check that the PMD still holds the "
+           "PTE table it walked to, in the world of Dufour's kernels, where "
+           "khugepaged's collapse takes mmap_lock for write alone and leaves the "
+           "VMA's sequence untouched: the fault commits into the table the "
+           "collapse took out — its page mapped by a table no walk reaches",
+           {"spf_no_pmd_same": True, "collapse_vma_start_write": False},
+           ("fault-vs-khugepaged",),
+           caught_by="check_mm (a page's mapcount against the PTEs that map it)"),
 ]}
 
 #: Mutants written after the scenarios, as plausible kernel-developer bugs

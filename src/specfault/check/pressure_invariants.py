@@ -21,7 +21,7 @@ def _ptes(mm: Any) -> list[int]:
         if t.level == 1:
             out.extend(e for e in t.entries if e)
         else:
-            stack.extend(c for c in t.entries if c is not None)
+            stack.extend(c for c in t.entries if c is not None and type(c) is not int)
     return out
 
 
@@ -91,8 +91,8 @@ def lru_problems(kernel: Any, quiescent: bool = True) -> list[str]:
                 problems.append(f"{page!r} on LRU list {lru}, belongs on {folio_lru_list(page)}")
     if quiescent:
         for page in mem.pages.values():
-            if page.zero or page.lru is not None:
-                continue
+            if page.zero or page.lru is not None or page.compound_head is not None:
+                continue        # (a PMD-mapped THP is not on the LRU: huge_memory.py)
             if page.mapcount or page.swapcache or (page.mapping is not None and not page.anon):
                 problems.append(f"{page!r} is off the LRU")
     return problems

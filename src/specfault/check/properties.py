@@ -115,6 +115,7 @@ from specfault.mm.pgtable import (
     _PAGE_PRESENT,
     _PAGE_RW,
     PTE_PFN_MASK,
+    HugePmdView,
     is_migration_pte,
     pte_pfn,
     pte_present,
@@ -180,10 +181,14 @@ def rmap_problem(kernel: Any, vma: Any, addr: int, page: Any,
 # ------------------------------------------------------- the recorder
 def pte_table(mm: Any, addr: int) -> Any:
     """The live PTE table for ``addr`` (None if a level is missing or was
-    freed) — the checker's own walk: it never raises."""
+    freed; a huge PMD's HugePmdView) — the checker's own walk: it never
+    raises."""
     t = mm.pgd
     for shift in (39, 30, 21):
+        parent = t
         t = t.entries[(addr >> shift) & 511]
+        if type(t) is int:
+            return HugePmdView(parent, (addr >> 21) & 511)    # a huge PMD
         if t is None or t.freed_at is not None:
             return None
     return t

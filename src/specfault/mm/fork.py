@@ -18,12 +18,15 @@ from __future__ import annotations
 from typing import Any
 
 from specfault.mm.anon import anon_vma_fork
+from specfault.mm.huge_memory import copy_huge_pmd
 from specfault.mm.mm_struct import MmStruct
 from specfault.mm.mmap_lock import mmap_write_lock, mmap_write_unlock, vma_start_write
 from specfault.mm.mmu_gather import MmuGather, free_pgtables, rss_kind, unmap_page_range
 from specfault.mm.pgtable import (
     _PAGE_ACCESSED,
     _PAGE_DIRTY,
+    PMD_LEVEL,
+    PTE_LEVEL,
     SWP_MIGRATION_READ,
     is_migration_entry_dirty,
     is_migration_entry_young,
@@ -115,7 +118,13 @@ async def dup_mmap(oldmm: Any) -> MmStruct:
 async def copy_page_range(dst_vma: VmArea, src_vma: VmArea) -> None:
     src_mm, dst_mm = src_vma.vm_mm, dst_vma.vm_mm
     cow = src_vma.is_cow_mapping()
-    for spt, lo, hi in await walk_range(src_mm, src_vma.vm_start, src_vma.vm_end):
+    for spt, lo, hi in await walk_range(src_mm, src_vma.vm_start, src_vma.vm_end, huge=True):
+        if spt.level != PTE_LEVEL:
+            # copy_pmd_range(): a huge PMD (never across a VMA boundary:
+            # vma_adjust_trans_huge) is shared whole, both write-protected
+            dst_pmd = await walk(dst_mm, lo, PMD_LEVEL, alloc=True)
+            await copy_huge_pmd(dst_vma, src_vma, dst_pmd, spt, lo)
+            continue
         dpt = await walk(dst_mm, lo, alloc=True)
         await dpt.ptl.lock()
         await spt.ptl.lock()

@@ -12,11 +12,14 @@ import errno
 from typing import Any
 
 from specfault.constants import PAGE_MASK, PROT_GROWSDOWN, PROT_GROWSUP
+from specfault.mm.huge_memory import __split_huge_pmd, change_huge_pmd
 from specfault.mm.mmap import ULONG_MAX, calc_vm_prot_bits, page_align, prot_valid
 from specfault.mm.mmap_lock import mmap_write_lock, mmap_write_unlock, vma_start_write
 from specfault.mm.mmu_gather import MmuGather
 from specfault.mm.pgtable import (
     _PAGE_RW,
+    HPAGE_PMD_SIZE,
+    PTE_LEVEL,
     SWP_MIGRATION_READ_EXCLUSIVE,
     is_migration_entry_dirty,
     is_migration_entry_young,
@@ -35,6 +38,7 @@ from specfault.mm.pgtable import (
     pte_write,
     swp_entry_to_pte,
     swp_offset_pfn,
+    walk,
     walk_range,
 )
 from specfault.mm.tlb import flush_tlb_range
@@ -74,7 +78,17 @@ async def change_protection(mm: Any, vma: VmArea, start: int, end: int) -> None:
     # loses more than write permission — a CPU keeps writing through its
     # cached writable entry after mprotect(PROT_READ) returned
     wp_only = mm.config.knob("mprotect_no_flush_on_wrprotect")
-    for pt, lo, hi in await walk_range(mm, start, end):
+    for pt, lo, hi in await walk_range(mm, start, end, huge=True):
+        if pt.level != PTE_LEVEL:
+            # change_pmd_range() on a huge PMD: change_huge_pmd when the
+            # range covers it whole, else split it and go on with its PTEs
+            if hi - lo == HPAGE_PMD_SIZE and await change_huge_pmd(vma, pt, lo, prot):
+                changed = True
+                continue
+            await __split_huge_pmd(vma, pt, lo)
+            pt = await walk(mm, lo)
+            if pt.level != PTE_LEVEL:
+                continue
         await pt.ptl.lock()
         for i in range((lo - pt.base) >> 12, (hi - pt.base) >> 12):
             pte = await LoadItem(pt, pt.entries, i)
