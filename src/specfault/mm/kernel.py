@@ -38,6 +38,8 @@ VMSTAT_EVENTS = (
     "pgsteal_direct", "pgscan_anon", "pgscan_file", "pgsteal_anon", "pgsteal_file",
     "pgactivate", "pgdeactivate", "pglazyfreed", "pgrefill", "allocstall", "kswapd_wake",
     "pageoutrun", "swap_alloc_fail", "swap_slot_free", "fault_retry",
+    # pins (mm/gup.py): FOLL_PIN references taken and dropped, page by page
+    "nr_foll_pin_acquired", "nr_foll_pin_released",
 ) + SPF_ABORT_REASONS + SPF_ATTEMPT_KINDS + FAULT_HANDLER_EVENTS
 
 
@@ -72,6 +74,9 @@ class Kernel:
         # VMAs out of the tree whose free waits for the last put_vma (knob
         # spf_vma_pin), by id: at quiescence a leftover one is a leaked pin
         self.vma_free_deferred: dict[int, Any] = {}
+        # GUP references callers hold (mm/gup.py GupPages, until released):
+        # pages they keep from being freed, whoever maps them
+        self.gup_pins: list[Any] = []
         # the checker's recorder of user accesses and TLB flushes
         # (check/properties.py History), or None: hooks in mm/access.py
         # (hw_access) and mm/tlb.py (flush_tlb_range) call it; never
