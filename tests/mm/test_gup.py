@@ -197,3 +197,25 @@ def test_errors() -> None:
     with pytest.raises(ValueError, match="released"):
         pin.release()
     m.check()
+
+
+def test_fork_that_cannot_copy_a_pinned_page_fails_and_leaves_nothing() -> None:
+    m = sf.Machine(nr_frames=4)
+    p = m.spawn()
+    a = p.mmap(0, 4 * 4096, RW, ANON)
+    for i in range(4):
+        p.write(a + i * 4096, b"x")              # every frame in use
+    pin = p.pin_user_pages(a, 4096, write=True)
+    before = len(m.kernel.mms)
+    with pytest.raises(sf.OutOfMemory):
+        p.fork()
+    assert len(m.kernel.mms) == before and m.vmstat()["nr_free_pages"] == 0
+    assert p.read(a, 1) == b"x" and p.pagemap(a).exclusive
+    pin.release()
+    m.check()
+    p.munmap(a + 4096, 4096)                      # one frame free: now fork can copy
+    pin = p.pin_user_pages(a, 4096, write=True)
+    c = p.fork()
+    assert c.read(a, 1) == b"x" and c.pagemap(a).pfn != p.pagemap(a).pfn
+    pin.release()
+    m.check()
