@@ -80,7 +80,6 @@ from specfault.runtime import ModelBug, Op, load_item
 # the model's)
 FOLL_WRITE = 1 << 0
 FOLL_GET = 1 << 1
-FOLL_FORCE = 1 << 3
 FOLL_LONGTERM = 1 << 8
 FOLL_PIN = 1 << 16
 
@@ -252,13 +251,14 @@ def gup_must_unshare(vma: Any, gup_flags: int, page: Page) -> bool:
 
 def check_vma_flags(vma: Any, gup_flags: int) -> int:
     """check_vma_flags(): 0, or -EFAULT when GUP may not take pages of
-    ``vma`` (I/O and PFN mappings; a write to a read-only mapping without
-    FOLL_FORCE; a read of an unreadable one)."""
+    ``vma`` (I/O and PFN mappings; a write to a read-only mapping; a read
+    of an unreadable one — FOLL_FORCE, ptrace's override, is not
+    modelled)."""
     vm_flags = vma.vm_flags
     if vm_flags & (VM_IO | VM_PFNMAP):
         return -errno.EFAULT
     if gup_flags & FOLL_WRITE:
-        if not vm_flags & VM_WRITE and not (gup_flags & FOLL_FORCE and vma.is_cow_mapping()):
+        if not vm_flags & VM_WRITE:
             return -errno.EFAULT
     elif not vm_flags & VM_READ:
         return -errno.EFAULT
