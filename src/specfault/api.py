@@ -72,7 +72,16 @@ from specfault.mm.exec import VDSO_X86_64, ElfImage, ExecError, ExecLayout, Vdso
 from specfault.mm.fault import ACCESS_EXEC, ACCESS_READ, ACCESS_WRITE
 from specfault.mm.filemap import FMODE_READ, FMODE_WRITE, OpenFile
 from specfault.mm.fork import dup_mmap, exit_mmap
-from specfault.mm.gup import mm_populate
+from specfault.mm.gup import (
+    FOLL_PIN,
+    FOLL_WRITE,
+    GupPages,
+    get_user_pages,
+    gup_dma,
+    mm_populate,
+    pin_user_pages,
+    unpin_user_pages,
+)
 from specfault.mm.kernel import Kernel
 from specfault.mm.khugepaged import KHUGEPAGED_PAGES_TO_SCAN, khugepaged_do_scan
 from specfault.mm.madvise import sys_madvise
@@ -441,6 +450,46 @@ class _Context:
         else:
             self._access(addr, _ACCESS[kind], 1)
 
+    # -- GUP: what a driver, O_DIRECT or vmsplice takes --
+    def pin_user_pages(self, addr: int, length: int, *, write: bool = False,
+                       longterm: bool = False) -> UserPages:
+        """pin_user_pages(FOLL_PIN): pin every page of ``[addr, addr +
+        length)`` as O_DIRECT (short-term) or an RDMA/io_uring registration
+        (``longterm``) does — ``write`` when the device will write into
+        the buffer.  Faults pages in (and breaks or unshares COW) as Linux
+        does; returns the pins (:class:`UserPages`), to read and write as
+        the device would and to release.  OSError(EFAULT) if a page of the
+        range cannot be pinned (nothing is kept), ENOMEM if none is free."""
+        return self._gup("pin_user_pages", addr, length, write, longterm, True)
+
+    def get_user_pages(self, addr: int, length: int, *, write: bool = False) -> UserPages:
+        """get_user_pages(FOLL_GET): one ordinary reference per page, as
+        vmsplice takes when it puts user pages into a pipe.  As
+        :meth:`pin_user_pages` otherwise."""
+        return self._gup("get_user_pages", addr, length, write, False, False)
+
+    def _gup(self, what: str, addr: int, length: int, write: bool, longterm: bool,
+             pin: bool) -> UserPages:
+        addr = _ulong(what, "addr", addr)
+        length = _ulong(what, "length", length)
+        for name, flag in (("write", write), ("longterm", longterm)):
+            if not isinstance(flag, bool):
+                raise TypeError(f"{what}: {name} must be a bool, not {type(flag).__name__}")
+        if length == 0:
+            raise ValueError(f"{what}: length must be positive, not 0")
+        if addr + length > TASK_SIZE:
+            raise ValueError(f"{what}: the range {addr:#x}+{length:#x} goes past the user "
+                             f"address space ({TASK_SIZE:#x})")
+        if length > self.machine.config.nr_frames << 12:
+            raise ValueError(f"{what}: length {length:#x} is more than the machine's memory")
+        if pin:
+            ret = self._run(pin_user_pages(self.mm, addr, length, write, longterm))
+        else:
+            ret = self._run(get_user_pages(self.mm, addr, length, write))
+        if isinstance(ret, int):
+            raise _oserror(ret, what)
+        return UserPages(self, ret)
+
     # -- observation --
     def maps(self) -> str:
         """/proc/PID/maps."""
@@ -457,6 +506,67 @@ class _Context:
 
     def smaps(self) -> list[dict[str, Any]]:
         return self.machine.run(smaps(self.mm), self.task)
+
+
+class UserPages:
+    """The pages a :meth:`Process.pin_user_pages` or ``get_user_pages``
+    call took: the device's view of the buffer.  ``read``/``write`` go to
+    the pages held, whatever the process maps at those addresses now;
+    ``release()`` drops the pins (unpin_user_pages) or references."""
+
+    def __init__(self, ctx: _Context, handle: GupPages) -> None:
+        self._ctx = ctx
+        self._handle = handle
+
+    @property
+    def pinned(self) -> bool:
+        """FOLL_PIN (True) or FOLL_GET (False)."""
+        return bool(self._handle.gup_flags & FOLL_PIN)
+
+    @property
+    def released(self) -> bool:
+        return self._handle.released
+
+    def pfns(self) -> list[int]:
+        """The page frame of each page held, in order."""
+        return [p.pfn for p in self._handle.pages]
+
+    def _range(self, what: str, offset: int, n: int) -> int:
+        offset = _ulong(what, "offset", offset)
+        if offset + n > self._handle.length:
+            raise ValueError(f"{what}: {offset:#x}+{n:#x} is past the {self._handle.length:#x} "
+                             f"bytes held")
+        if self._handle.released:
+            raise ValueError(f"{what}: the pages were released")
+        return offset
+
+    def _dma(self, coro: Any) -> Any:
+        ctx = self._ctx
+        return ctx.machine.run(coro, ctx.task)
+
+    def read(self, offset: int, n: int) -> bytes:
+        """The device reads ``n`` bytes at ``offset`` into the buffer."""
+        n = _ulong("UserPages.read", "n", n)
+        offset = self._range("UserPages.read", offset, n)
+        return self._dma(gup_dma(self._handle, offset, n))  # type: ignore[no-any-return]
+
+    def write(self, offset: int, data: bytes) -> None:
+        """The device writes ``data`` at ``offset`` (a write pin only)."""
+        data = _bytes("UserPages.write", "data", data)
+        offset = self._range("UserPages.write", offset, len(data))
+        if not self._handle.gup_flags & FOLL_WRITE:
+            raise ValueError("UserPages.write: the pages were taken for reading (write=False)")
+        self._dma(gup_dma(self._handle, offset, data=data))
+
+    def release(self) -> None:
+        """unpin_user_pages() (or put_page for FOLL_GET); a page nobody
+        maps any more is freed."""
+        if self._handle.released:
+            raise ValueError("UserPages.release: already released")
+        self._dma(unpin_user_pages(self._handle))
+
+    def __repr__(self) -> str:
+        return repr(self._handle).replace("GupPages", "UserPages")
 
 
 def _abs_path(what: str, path: Any) -> str:

@@ -161,6 +161,15 @@ KNOBS: dict[str, Knob] = _knobs(
     Knob("thp_use_zero_page", True, "model",
          "/sys/kernel/mm/transparent_hugepage/use_zero_page: a read fault "
          "where a THP may go maps the huge zero page"),
+    Knob("cow_reuse", "anon_exclusive", "model",
+         "when a write fault may reuse a private anonymous page instead of "
+         "copying it, and the GUP and fork rules that go with it (mm/gup.py): "
+         "anon_exclusive (Linux 5.19+: PageAnonExclusive, else the only "
+         "reference; R/O pins unshare; fork copies pinned pages), page_count "
+         "(5.9-5.18: the only reference; fork copies pinned pages; R/O pins "
+         "do not unshare), mapcount (before 5.8: the only mapping, "
+         "CVE-2020-29374; fork shares pinned pages)",
+         ("anon_exclusive", "page_count", "mapcount")),
     # -------------------------------------------------------------- protocols
     Knob("fault_protocol", "classic", "protocol",
          "the arch fault entry: classic (mmap_lock), speculative (the seed, "
@@ -293,6 +302,9 @@ KNOBS: dict[str, Knob] = _knobs(
          "mremap's move_ptes moves PTEs holding only the destination table's PTL"),
     Knob("dufour_seq_after_copy", False, "mutant",
          "Dufour's fault copies the VMA before sampling its sequence"),
+    Knob("fork_no_copy_pinned", False, "mutant",
+         "fork shares a possibly pinned anonymous page like any other (no "
+         "copy_present_page): the pinner's next write copies it away from its pin"),
 )
 
 #: Laurent Dufour's SPF (v11, 2017-2019, shipped in Android kernels) is the

@@ -12,9 +12,12 @@ Every check is an executable statement of a rule from the kernel:
   page another mm can see;
 * page tables count their entries correctly and none reachable is freed;
 * each page's mapcount equals the PTEs that map it (over every live mm),
-  its refcount equals mapcount + the page cache's reference, and no frame
-  is allocated without an owner (no leaks) — these hold whenever no fault
-  or syscall is in flight (quiescent=True);
+  its refcount equals mapcount + the page cache's reference + the swap
+  cache's + what GUP callers hold (a FOLL_GET reference, a FOLL_PIN's
+  GUP_PIN_COUNTING_BIAS), and no frame is allocated without an owner (no
+  leaks) — these hold whenever no fault or syscall is in flight
+  (quiescent=True); a pinned anonymous page that is mapped is
+  PageAnonExclusive (Linux 5.19+, mm/gup.py);
 * the mm's RSS counters equal the pages its PTEs map;
 * the reverse map finds every PTE (``properties.rmap_problem``): an
   anonymous page's anon_vma is on its VMA's chain and its index is the
@@ -256,6 +259,15 @@ def kernel_problems(kernel: Any, quiescent: bool = True) -> list[str]:
             if page.mapping is not inode or page.index != idx:
                 problems.append(f"page cache of {inode.path}[{idx}] holds {page!r} "
                                 f"indexed {page.index}")
+    # references GUP callers hold (mm/gup.py): a pin counts its bias
+    held: Counter[int] = Counter()
+    pinned: set[int] = set()
+    for handle in kernel.gup_pins:
+        for page in handle.pages:
+            held[page.pfn] += handle.refs(page)
+            if handle.refs(page) > 1:
+                pinned.add(page.pfn)
+    exclusive_pins = kernel.config.knob("cow_reuse") == "anon_exclusive"
     for pfn, page in mem.pages.items():
         if page.zero:
             continue
@@ -264,7 +276,7 @@ def kernel_problems(kernel: Any, quiescent: bool = True) -> list[str]:
         if page.mapcount != mapped[pfn]:
             problems.append(f"{page!r}: mapcount {page.mapcount} but {mapped[pfn]} PTEs map it")
         if quiescent:
-            want = mapped[pfn] + cached[pfn] + int(page.swapcache)
+            want = mapped[pfn] + cached[pfn] + int(page.swapcache) + held[pfn]
             if page.refcount != want:
                 what = "leaked (no mapping, not cached)" if want == 0 else f"expected {want}"
                 problems.append(f"{page!r}: refcount {page.refcount}, {what}")
@@ -273,6 +285,10 @@ def kernel_problems(kernel: Any, quiescent: bool = True) -> list[str]:
                             f"{pmds[pfn]} PMDs map it")
         if page.anon_exclusive and page.mapcount > 1:
             problems.append(f"{page!r} is AnonExclusive but mapped {page.mapcount} times")
+        if exclusive_pins and pfn in pinned and page.anon and page.mapcount \
+                and not page.anon_exclusive:
+            problems.append(f"{page!r} is pinned (FOLL_PIN) and mapped but not AnonExclusive: "
+                            f"another mm may map it (mm/gup.py rule 1)")
     for pfn in mapped:
         if pfn not in mem.pages:
             problems.append(f"a PTE maps free pfn {pfn:#x}")

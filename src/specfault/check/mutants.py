@@ -212,6 +212,27 @@ MUTANTS: dict[str, Mutant] = {m.name: m for m in [
            {"spf_no_pmd_same": True, "collapse_vma_start_write": False},
            ("fault-vs-khugepaged",),
            caught_by="check_mm (a page's mapcount against the PTEs that map it)"),
+    # ------------------------------------------------- pinned pages (mm/gup.py)
+    Mutant("cow_reuse_mapcount", "classic",
+           "COW reuse by mapcount alone (Linux before 5.8, reuse_swap_page): a "
+           "write fault reuses a page it maps once whoever else holds it, a R/O "
+           "pin does not unshare and fork shares pinned pages — a pin reads "
+           "another process's writes (CVE-2020-29374) or loses the page its "
+           "process maps",
+           {"cow_reuse": "mapcount"}, ("cow-vs-pin-vs-fork",),
+           caught_by="pin isolation; pin coherence"),
+    Mutant("cow_reuse_page_count", "classic",
+           "COW reuse by page count with no PageAnonExclusive (Linux 5.9-5.18): "
+           "a read-only pin of a COW-shared page is not unshared, and the "
+           "pinner's next write copies its page away from the pin",
+           {"cow_reuse": "page_count"}, ("cow-vs-pin-vs-fork",),
+           caught_by="pin coherence"),
+    Mutant("fork_no_copy_pinned", "classic",
+           "fork shares a pinned exclusive anonymous page like any other (no "
+           "copy_present_page): the parent's next write copies its page away "
+           "from its own pin (the RDMA-and-fork bug 70e806e4e645 fixed)",
+           {"fork_no_copy_pinned": True}, ("cow-vs-pin-vs-fork",),
+           caught_by="pin coherence"),
 ]}
 
 #: Mutants written after the scenarios, as plausible kernel-developer bugs

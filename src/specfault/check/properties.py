@@ -1,4 +1,4 @@
-"""Three properties the structural invariants (``check/invariants.py``) do
+"""Four properties the structural invariants (``check/invariants.py``) do
 not state, checked on every execution of every mm scenario (and of every
 program built on ``check/scenarios/base.py``'s checking functions).
 
@@ -99,6 +99,30 @@ program built on ``check/scenarios/base.py``'s checking functions).
       the page it replaced is stale until the batch's flush).  A writer that returns without its flush leaves
       exactly such an entry (a TLB may cache a *less* permissive entry:
       the access faults and drops it, as after do_wp_page's reuse).
+
+4. **Pins** (:meth:`History.user_access`, :meth:`History.pin_step`): the
+   pages a GUP caller holds (mm/gup.py) are
+
+   a. *isolated*: no other mm stores into an anonymous page that mm A's
+      caller holds (a pin or a FOLL_GET reference): A's pipe or device
+      would read another process's writes (CVE-2020-29374: a child
+      vmsplices a COW-shared page, unmaps it, and its parent's write
+      fault reuses the page);
+   b. *coherent*, for a pin Linux promises it of (a write or a long-term
+      FOLL_PIN: ``GupPages.coherent``): while A maps the pinned address,
+      it maps the pinned page — observed after every step, with the PTL
+      free and no ``mmap_lock`` writer, like the translations of 2.  The
+      PTE seen none (munmap, MADV_DONTNEED, exit, truncation) lets go of
+      the pin for good; a swap or migration entry does not (the page must
+      come back); another page in its place is the violation (a COW that
+      copied the page away from the pin, a swap-out and swap-in).
+
+   *When it holds.*  GUP takes its reference under the PTL of a PTE that
+   maps the page, on an exclusive page for a pin (the unshare fault
+   first); fork holds that PTL when it tests folio_maybe_dma_pinned and
+   copies the page for the child; do_wp_page holds it when it decides to
+   reuse (only an exclusive page or the only reference) or copy; reclaim
+   holds it when it refuses to unmap a pinned exclusive page.
 
 Violations are recorded as the accesses happen and reported by the step
 invariant of the scenario (``check/scenarios/base.py``) at the step that
@@ -241,6 +265,8 @@ class History:
         self.tables: dict[Any, dict[int, set[int]]] = {}
         self.raw: dict[tuple[Any, int], tuple[Any, int]] = {}
         self.stores = self.loads = self.tlb_hits = 0
+        # pins: (id(handle), page index) let go of (the PTE was seen none)
+        self.pin_detached: set[tuple[int, int]] = set()
         # loads are judged once translations are observed after every step
         # (the explorer's step invariant); a driver that runs no invariant
         # (the direct driver) cannot see discards, so its loads are not
@@ -263,11 +289,71 @@ class History:
         elif cpu is not None:
             self.fills[(cpu, mm, vpn)] = self.seq
         if access == 1:
+            if page.anon and self.kernel.gup_pins:
+                self._pin_isolation(mm, addr, page)
             self._store(key, addr & 0xFFF, data, page)
         elif access == 0 and (page.anon or page.zero):
             # a page-cache page also changes through the file (write(2),
             # truncation, hole punching), which no user store records
             self._load(key, addr, data, cpu)
+
+    def dma_store(self, page: Any, off: int, data: bytes) -> None:
+        """A device wrote ``data`` into ``page`` through a pin: a store to
+        every address that maps the page (mm/gup.py DmaAccess)."""
+        targets = [self.adm.setdefault(key, {}) for key in self.mapped_by.get(page, ())]
+        if page in self.orphan:
+            targets.append(self.orphan[page])
+        for i, b in enumerate(data):
+            for adm in targets:
+                adm[off + i] = {b}
+
+    # -- pins --
+    def _pin_isolation(self, mm: Any, addr: int, page: Any) -> None:
+        for handle in self.kernel.gup_pins:
+            if handle.mm is not mm and any(p is page for p in handle.pages):
+                self.violations.append(
+                    f"pin isolation: {mm.label()} stored at {addr:#x} into {page!r}, which "
+                    f"{handle!r} holds for {handle.mm.label()}: the holder reads another "
+                    f"process's writes (CVE-2020-29374)")
+                return
+
+    def pin_step(self) -> str | None:
+        """Coherence of every coherent pin (see the module doc, 4b)."""
+        kernel = self.kernel
+        for handle in kernel.gup_pins:
+            if not handle.coherent():
+                continue
+            mm = handle.mm
+            first = handle.start & ~0xFFF
+            for i, page in enumerate(handle.pages):
+                key = (id(handle), i)
+                if key in self.pin_detached:
+                    continue
+                if mm.dead or mm not in kernel.mms:
+                    self.pin_detached.add(key)
+                    continue
+                if mm.mmap_lock.writer is not None or mm.mm_lock_seq & 1:
+                    continue
+                addr = first + (i << 12)
+                pt = pte_table(mm, addr)
+                if pt is None:
+                    self.pin_detached.add(key)
+                    continue
+                if pt.ptl.owner is not None:
+                    continue
+                pte = pt.entries[(addr >> 12) & 511]
+                if not pte:
+                    self.pin_detached.add(key)
+                    continue
+                if not pte_present(pte):
+                    continue                      # swapped or migrating: judged on return
+                cur = kernel.mem.zero_page if pte_special(pte) else \
+                    kernel.mem.pages.get(pte_pfn(pte))
+                if cur is not page:
+                    return (f"pin coherence: {mm.label()} maps {cur!r} at {addr:#x}, but "
+                            f"{handle!r} holds {page!r} there: the device no longer sees "
+                            f"what the process reads and writes")
+        return None
 
     # -- TLB coherence --
     def _tlb_check(self, mm: Any, cpu: Any, addr: int, access: int, tlb_pte: int) -> None:
@@ -533,6 +619,9 @@ def step_properties(world: Any) -> str | None:
     if hist.violations:
         return hist.violations[0]
     hist.observe()
+    bad = hist.pin_step()
+    if bad:
+        return bad
     return hist.rmap_step(world.region)
 
 

@@ -10,18 +10,23 @@ cleared, mapcount and refcount raised.  VMAs marked VM_DONTCOPY
 MAP_DROPPABLE) are copied empty — same range and flags, no anon_vma, no
 PTEs: the child reads zeroes; shared mappings stay shared; VMAs without
 anon pages are not copied at the PTE level at all (the child faults them
-in).
+in).  A possibly pinned exclusive anonymous page (``folio_maybe_dma_pinned``:
+a FOLL_PIN user such as RDMA or O_DIRECT holds it) is not shared: the child
+gets a copy at once (copy_present_page), so the parent's page stays
+exclusive and its pin coherent (mm/gup.py, rule 3).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from specfault.errors import OutOfMemory
 from specfault.mm.anon import anon_vma_fork
 from specfault.mm.huge_memory import copy_huge_pmd
 from specfault.mm.mm_struct import MmStruct
 from specfault.mm.mmap_lock import mmap_write_lock, mmap_write_unlock, vma_start_write
 from specfault.mm.mmu_gather import MmuGather, free_pgtables, rss_kind, unmap_page_range
+from specfault.mm.page import CopyPage, Page, alloc_page, folio_maybe_dma_pinned, put_page
 from specfault.mm.pgtable import (
     _PAGE_ACCESSED,
     _PAGE_DIRTY,
@@ -32,7 +37,10 @@ from specfault.mm.pgtable import (
     is_migration_entry_young,
     is_swap_pte,
     make_migration_entry,
+    mk_pte,
     non_swap_entry,
+    pte_mkdirty,
+    pte_mkwrite,
     pte_pfn,
     pte_present,
     pte_special,
@@ -58,6 +66,7 @@ from specfault.mm.vma import (
     VM_SHARED,
     VM_UFFD_WP,
     VM_WIPEONFORK,
+    VM_WRITE,
     VmArea,
 )
 from specfault.mm.vma_ops import vma_link
@@ -75,7 +84,10 @@ def vma_needs_copy(vma: VmArea) -> bool:
 
 
 async def dup_mmap(oldmm: Any) -> MmStruct:
-    """Return a copy of ``oldmm`` for a child.  Takes oldmm's mmap_lock."""
+    """Return a copy of ``oldmm`` for a child.  Takes and drops oldmm's
+    mmap_lock for write (and the child's).  Raises OutOfMemory, the child
+    torn down, when a page fork must copy (copy_present_page) cannot be
+    allocated."""
     mm = MmStruct(oldmm.kernel)
     await mmap_write_lock(oldmm)
     await mmap_write_lock(mm)                    # mmap_write_lock_nested(mm)
@@ -106,18 +118,28 @@ async def dup_mmap(oldmm: Any) -> MmStruct:
         await vma_link(mm, tmp)
         mm.total_vm += tmp.pages()
         if not tmp.vm_flags & VM_WIPEONFORK and vma_needs_copy(mpnt):
-            await copy_page_range(tmp, mpnt)
+            if not await copy_page_range(tmp, mpnt):
+                failed = True
+                break
+    else:
+        failed = False
     if not early:
         await flush_tlb_range(oldmm, 0, TASK_END)    # flush_tlb_mm(oldmm)
     await mmap_write_unlock(mm)
     await mmap_write_unlock(oldmm)
     oldmm.kernel.mms.append(mm)
+    if failed:                                       # -ENOMEM: the child goes
+        await exit_mmap(mm)
+        raise OutOfMemory("fork: no page for copy_present_page")
     return mm
 
 
-async def copy_page_range(dst_vma: VmArea, src_vma: VmArea) -> None:
+async def copy_page_range(dst_vma: VmArea, src_vma: VmArea) -> bool:
+    """Copy the PTEs of ``src_vma`` into the child's ``dst_vma``
+    (copy_pte_range per table, both PTLs held).  Caller holds both mms'
+    mmap_lock for write.  False if a page copy_present_page needs cannot
+    be allocated (-ENOMEM): the child keeps what was copied so far."""
     src_mm, dst_mm = src_vma.vm_mm, dst_vma.vm_mm
-    cow = src_vma.is_cow_mapping()
     for spt, lo, hi in await walk_range(src_mm, src_vma.vm_start, src_vma.vm_end, huge=True):
         if spt.level != PTE_LEVEL:
             # copy_pmd_range(): a huge PMD (never across a VMA boundary:
@@ -126,48 +148,125 @@ async def copy_page_range(dst_vma: VmArea, src_vma: VmArea) -> None:
             await copy_huge_pmd(dst_vma, src_vma, dst_pmd, spt, lo)
             continue
         dpt = await walk(dst_mm, lo, alloc=True)
-        await dpt.ptl.lock()
-        await spt.ptl.lock()
-        for i in range((lo - spt.base) >> 12, (hi - spt.base) >> 12):
-            pte = await LoadItem(spt, spt.entries, i)
-            if is_swap_pte(pte) and non_swap_entry(pte_to_swp_entry(pte)):
-                await copy_migration_entry(src_mm, dst_mm, src_vma, spt, dpt, i, pte)
-                continue
-            if is_swap_pte(pte):
-                # copy_nonpresent_pte(): one more reference to the slot; the
-                # entry is no longer exclusive to the parent
-                if swap_duplicate(src_mm.kernel, pte_to_swp_entry(pte)) < 0:
-                    raise AssertionError("fork: a swap PTE names a free slot")
-                if pte_swp_exclusive(pte):
-                    pte = pte_swp_clear_exclusive(pte)
-                    await StoreItem(spt, spt.entries, i, pte)
-                dst_mm.rss["swap"] += 1
-                await StoreItem(dpt, dpt.entries, i, pte)
-                dpt.nr += 1
-                continue
-            if not pte_present(pte):
-                continue
-            if not pte_special(pte):
-                page = src_mm.kernel.mem.pages[pte_pfn(pte)]
-                page.refcount += 1
-                page.mapcount += 1
-                if page.anon:
-                    page.anon_exclusive = False     # folio_try_dup_anon_rmap_pte()
-                dst_mm.rss[rss_kind(page)] += 1
-            if cow and pte_write(pte):
-                pte = pte_wrprotect(pte)
-                # knob fork_no_wrprotect_parent (a mutant): only the child's
-                # copy is write-protected; the parent keeps writing a page
-                # the child maps
-                if not src_mm.config.knob("fork_no_wrprotect_parent"):
-                    await StoreItem(spt, spt.entries, i, pte)   # ptep_set_wrprotect()
-            child = pte & ~_PAGE_ACCESSED                  # pte_mkold()
-            if src_vma.vm_flags & VM_SHARED:
-                child &= ~_PAGE_DIRTY                      # pte_mkclean()
-            await StoreItem(dpt, dpt.entries, i, child)
+        first = (lo - spt.base) >> 12
+        prealloc: Page | None = None
+        while first is not None:
+            # copy_pte_range() returns -EAGAIN when a page must be copied
+            # and no page is preallocated: both PTLs are dropped, a page
+            # allocated (it may sleep), and the copy resumes at that PTE
+            first = await copy_pte_range(dst_vma, src_vma, dpt, spt, first,
+                                         (hi - spt.base) >> 12, prealloc)
+            prealloc = None
+            if first is not None:
+                prealloc = await alloc_page(src_mm.kernel.mem)
+                if prealloc is None:
+                    return False
+    return True
+
+
+async def copy_pte_range(dst_vma: VmArea, src_vma: VmArea, dpt: Any, spt: Any, first: int,
+                         last: int, prealloc: Page | None) -> int | None:
+    """Copy the entries ``first`` .. ``last - 1`` of ``spt`` into ``dpt``,
+    both PTLs taken here and dropped on return.  None when done; the index
+    to resume at when a possibly pinned page must be copied and
+    ``prealloc`` is None (used, else: the reference passes to the child's
+    PTE; an unused one is freed).  Caller holds both mmap_locks for write."""
+    src_mm, dst_mm = src_vma.vm_mm, dst_vma.vm_mm
+    cow = src_vma.is_cow_mapping()
+    resume = None
+    await dpt.ptl.lock()
+    await spt.ptl.lock()
+    for i in range(first, last):
+        pte = await LoadItem(spt, spt.entries, i)
+        if is_swap_pte(pte) and non_swap_entry(pte_to_swp_entry(pte)):
+            await copy_migration_entry(src_mm, dst_mm, src_vma, spt, dpt, i, pte)
+            continue
+        if is_swap_pte(pte):
+            # copy_nonpresent_pte(): one more reference to the slot; the
+            # entry is no longer exclusive to the parent
+            if swap_duplicate(src_mm.kernel, pte_to_swp_entry(pte)) < 0:
+                raise AssertionError("fork: a swap PTE names a free slot")
+            if pte_swp_exclusive(pte):
+                pte = pte_swp_clear_exclusive(pte)
+                await StoreItem(spt, spt.entries, i, pte)
+            dst_mm.rss["swap"] += 1
+            await StoreItem(dpt, dpt.entries, i, pte)
             dpt.nr += 1
-        await spt.ptl.unlock()
-        await dpt.ptl.unlock()
+            continue
+        if not pte_present(pte):
+            continue
+        if not pte_special(pte):
+            page = src_mm.kernel.mem.pages[pte_pfn(pte)]
+            if page.anon and folio_needs_copy_for_dma(src_vma, page):
+                # folio_try_dup_anon_rmap_pte() -> -EBUSY:
+                # copy_present_page()
+                if prealloc is None:
+                    resume = i
+                    break
+                await copy_present_page(dst_vma, src_vma, dpt, i, pte, page, prealloc)
+                prealloc = None
+                continue
+            page.refcount += 1
+            page.mapcount += 1
+            if page.anon:
+                page.anon_exclusive = False     # folio_try_dup_anon_rmap_pte()
+            dst_mm.rss[rss_kind(page)] += 1
+        if cow and pte_write(pte):
+            pte = pte_wrprotect(pte)
+            # knob fork_no_wrprotect_parent (a mutant): only the child's
+            # copy is write-protected; the parent keeps writing a page
+            # the child maps
+            if not src_mm.config.knob("fork_no_wrprotect_parent"):
+                await StoreItem(spt, spt.entries, i, pte)   # ptep_set_wrprotect()
+        child = pte & ~_PAGE_ACCESSED                  # pte_mkold()
+        if src_vma.vm_flags & VM_SHARED:
+            child &= ~_PAGE_DIRTY                      # pte_mkclean()
+        await StoreItem(dpt, dpt.entries, i, child)
+        dpt.nr += 1
+    await spt.ptl.unlock()
+    await dpt.ptl.unlock()
+    if prealloc is not None:
+        await put_page(src_mm.kernel.mem, prealloc)
+    return resume
+
+
+def folio_needs_copy_for_dma(src_vma: VmArea, page: Page) -> bool:
+    """Must fork copy this anonymous page rather than share it?  Knob
+    cow_reuse: Linux 5.19+ (folio_try_dup_anon_rmap_pte) copies a
+    PageAnonExclusive page that may be pinned; 5.9-5.18
+    (page_needs_cow_for_dma, 70e806e4e645) any page that may be pinned;
+    before 5.9 (``mapcount``) fork shared every page, pinned or not.
+    Knob fork_no_copy_pinned (a mutant): share it anyway — the pinner's
+    next write copies its page away from the pin.  (Linux also asks
+    whether the mm ever pinned anything, MMF_HAS_PINNED, a shortcut the
+    model leaves out: only its pinner can hold a pin on an exclusive
+    page.)  Caller holds the source PTE's PTL."""
+    config = src_vma.vm_mm.config
+    rule = config.knob("cow_reuse")
+    if rule == "mapcount" or config.knob("fork_no_copy_pinned"):
+        return False
+    if rule == "anon_exclusive" and not page.anon_exclusive:
+        return False
+    return folio_maybe_dma_pinned(page)
+
+
+async def copy_present_page(dst_vma: VmArea, src_vma: VmArea, dpt: Any, i: int, pte: int,
+                            page: Page, new: Page) -> None:
+    """copy_present_page(): the child gets its own copy of ``page``
+    (``new``, preallocated), mapped writable if the VMA is, exclusive; the
+    parent's PTE and page are left as they are (still exclusive, still
+    pinned).  Caller holds both PTLs."""
+    dst_mm = dst_vma.vm_mm
+    await CopyPage(new, page)
+    from specfault.mm.memory import page_add_new_anon_rmap
+    page_add_new_anon_rmap(new, dst_vma, dpt.base + (i << 12))
+    dst_mm.rss["anon"] += 1
+    entry = mk_pte(new.pfn, dst_vma.vm_page_prot)
+    entry = pte_mkdirty(entry)
+    if dst_vma.vm_flags & VM_WRITE:
+        entry = pte_mkwrite(entry)
+    await StoreItem(dpt, dpt.entries, i, entry)
+    dpt.nr += 1
 
 
 async def exit_mmap(mm: Any) -> None:

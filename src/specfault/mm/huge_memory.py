@@ -527,8 +527,9 @@ async def copy_huge_pmd(dst_vma: Any, src_vma: Any, dst_pmd: PageTable, src_pmd:
                         addr: int) -> None:
     """copy_huge_pmd() at fork: the child gets the same huge PMD, both
     write-protected, the folio COW-shared; each page gains a mapping and loses
-    PageAnonExclusive (folio_try_dup_anon_rmap_pmd — the model has no
-    pinned pages, so it never fails).  The huge zero page is shared as is.
+    PageAnonExclusive (folio_try_dup_anon_rmap_pmd — it never fails in
+    the model: GUP splits a huge PMD before it pins, mm/gup.py, so no THP
+    mapped by a PMD is pinned).  The huge zero page is shared as is.
     Caller holds both mmap_locks for write; takes the source PMD lock, then
     the child's (nested)."""
     src_mm, dst_mm = src_vma.vm_mm, dst_vma.vm_mm

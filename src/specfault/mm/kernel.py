@@ -46,6 +46,8 @@ VMSTAT_EVENTS = (
     # migration and compaction (mm/migrate.py), Linux's names but
     # pgmigrate_wait (faults that waited on a migration entry)
     "pgmigrate_success", "pgmigrate_fail", "pgmigrate_wait", "compact_stall", "kcompactd_wake",
+    # pins (mm/gup.py): FOLL_PIN references taken and dropped, page by page
+    "nr_foll_pin_acquired", "nr_foll_pin_released",
 ) + SPF_ABORT_REASONS + SPF_ATTEMPT_KINDS + FAULT_HANDLER_EVENTS
 
 
@@ -83,6 +85,9 @@ class Kernel:
         # VMAs out of the tree whose free waits for the last put_vma (knob
         # spf_vma_pin), by id: at quiescence a leftover one is a leaked pin
         self.vma_free_deferred: dict[int, Any] = {}
+        # GUP references callers hold (mm/gup.py GupPages, until released):
+        # pages they keep from being freed, whoever maps them
+        self.gup_pins: list[Any] = []
         # the checker's recorder of user accesses and TLB flushes
         # (check/properties.py History), or None: hooks in mm/access.py
         # (hw_access) and mm/tlb.py (flush_tlb_range) call it; never

@@ -41,6 +41,7 @@ from specfault.mm.fault_flags import (
     FAULT_FLAG_ALLOW_RETRY,
     FAULT_FLAG_SPECULATIVE,
     FAULT_FLAG_TRIED,
+    FAULT_FLAG_UNSHARE,
     FAULT_FLAG_WRITE,
     VM_FAULT_FALLBACK,
     VM_FAULT_MAJOR,
@@ -319,10 +320,11 @@ async def handle_pte_fault(vmf: Vmf) -> int:
     if entry != vmf.orig_pte and not unchecked:
         await pte_unmap_unlock(vmf)
         return 0
-    if vmf.flags & FAULT_FLAG_WRITE:
+    if vmf.flags & (FAULT_FLAG_WRITE | FAULT_FLAG_UNSHARE):
         if unchecked or not pte_write(entry):
             return await do_wp_page(vmf)        # returns with the PTL released
-        entry = pte_mkdirty(entry)
+        if vmf.flags & FAULT_FLAG_WRITE:
+            entry = pte_mkdirty(entry)
     entry = pte_mkyoung(entry)
     if entry != vmf.orig_pte:
         await set_pte_at(vmf, entry)            # ptep_set_access_flags()
@@ -678,11 +680,48 @@ async def _swapin_drop(kernel: Any, folio: Page, entry: int) -> None:
 
 
 # --------------------------------------------------------------- write-protect
+async def wp_can_reuse_anon_folio(page: Page, vma: VmArea) -> bool:
+    """May a write fault reuse the anonymous ``page`` it found mapped
+    read-only and not PageAnonExclusive?  The rule is the knob
+    ``cow_reuse`` (Linux's history of it; mm/gup.py says what pins need):
+
+    * ``anon_exclusive``, ``page_count`` (Linux 5.9+, 09854ba94c6a "mm:
+      do_wp_page() simplification"; 6.18's wp_can_reuse_anon_folio): only
+      if ours is the one reference — after dropping the swap cache's, when
+      the slot is no longer used.  Any other reference (a GUP pin or get, a
+      pipe's page from vmsplice, another mapping) means someone else may
+      still see the page: copy.
+    * ``mapcount`` (before 5.8: reuse_swap_page()): if this is the only
+      mapping (mapcount + swap count <= 1), whoever else holds a reference.
+      A page another process pinned and then unmapped is reused and
+      written: the pin reads this process's later writes (CVE-2020-29374,
+      fixed in 5.8 by 17839856fd58 "gup: document and work around 'COW can
+      break either way' issue", then by the page_count rule).
+
+    Entered with the fault's lock and the PTL held (do_wp_page); may take
+    and drop the folio lock (trylock: never sleeps under the PTL)."""
+    kernel = vma.vm_mm.kernel
+    if vma.vm_mm.config.knob("cow_reuse") == "mapcount":
+        from specfault.mm.swapfile import swap_count
+        count = page.mapcount + (swap_count(kernel, page.swap) if page.swapcache else 0)
+        if count == 1 and page.swapcache and await folio_trylock(page):
+            await folio_free_swap(kernel, page)
+            await folio_unlock(page)
+        return count <= 1
+    if page.swapcache and page.refcount == 2 and await folio_trylock(page):
+        await folio_free_swap(kernel, page)
+        await folio_unlock(page)
+    return page.refcount == 1      # folio_ref_count(folio) == 1
+
+
 async def do_wp_page(vmf: Vmf) -> int:
-    """Write to a present, write-protected PTE: reuse the page if this mm
-    holds it exclusively, else copy it (wp_page_copy), or for a shared
-    mapping make it writable (wp_page_shared).  We enter with the fault's
-    lock held and the PTL held (taken by handle_pte_fault, the PTE
+    """Write to a present, write-protected PTE — or FAULT_FLAG_UNSHARE, a
+    read-only GUP pin that needs the page exclusive (mm/gup.py): reuse the
+    page if this mm may (PageAnonExclusive, else
+    :func:`wp_can_reuse_anon_folio`), else copy it (wp_page_copy), or for a
+    shared mapping make it writable (wp_page_shared).  Unsharing marks the
+    reused page exclusive and leaves the PTE read-only.  We enter with the
+    fault's lock held and the PTL held (taken by handle_pte_fault, the PTE
     re-checked equal to ``orig_pte``); we return with the fault's lock still
     held and the PTL released."""
     vma, mm = vmf.vma, vmf.mm
@@ -692,15 +731,16 @@ async def do_wp_page(vmf: Vmf) -> int:
     if vma.vm_flags & VM_SHARED:
         return await wp_page_shared(vmf, page)
     if page is not None and page.anon:
-        # wp_can_reuse_anon_folio(): exclusive, or we hold the only reference
-        # — after dropping the swap cache's, if the slot is no longer used
-        if not page.anon_exclusive and page.swapcache and page.refcount == 2 \
-                and await folio_trylock(page):
-            await folio_free_swap(vmf.mm.kernel, page)
-            await folio_unlock(page)
-        if page.anon_exclusive or page.refcount == 1:
-            page.anon_exclusive = True
-            page.mapping = vma.anon_vma
+        # knob cow_reuse: PageAnonExclusive (5.19+) lets an exclusive page
+        # be reused without looking at references; the older rules had no
+        # such bit and looked at mapcount or refcount alone
+        exclusive = page.anon_exclusive and mm.config.knob("cow_reuse") == "anon_exclusive"
+        if exclusive or await wp_can_reuse_anon_folio(page, vma):
+            page.anon_exclusive = True          # SetPageAnonExclusive
+            page.mapping = vma.anon_vma         # folio_move_anon_rmap
+            if vmf.flags & FAULT_FLAG_UNSHARE:
+                await pte_unmap_unlock(vmf)
+                return 0
             entry = pte_mkyoung(pte_mkdirty(vmf.orig_pte))
             if vma.vm_flags & VM_WRITE:
                 entry = pte_mkwrite(entry)
@@ -764,9 +804,11 @@ async def wp_page_copy(vmf: Vmf) -> int:
     # knob no_pte_same_recheck_wp: replace the PTE without checking that
     # it still maps the page we copied
     if mm.config.knob("no_pte_same_recheck_wp") or await ptep_get(vmf) == vmf.orig_pte:
-        entry = pte_mkdirty(mk_pte(new.pfn, vma.vm_page_prot))
-        if vma.vm_flags & VM_WRITE:
-            entry = pte_mkwrite(entry)
+        entry = mk_pte(new.pfn, vma.vm_page_prot)
+        if not vmf.flags & FAULT_FLAG_UNSHARE:      # unsharing maps the copy read-only
+            entry = pte_mkdirty(entry)
+            if vma.vm_flags & VM_WRITE:
+                entry = pte_mkwrite(entry)
         await set_pte_at(vmf, 0)                 # ptep_clear_flush()
         # knob wp_copy_no_flush (a mutant): "the old PTE was read-only, no
         # CPU can write through it" — but other CPUs keep *reading* the old

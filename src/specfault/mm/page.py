@@ -473,3 +473,19 @@ def alloc_page(mem: PhysMem) -> AllocPage:
 def put_page(mem: PhysMem, page: Page) -> PutPage:
     """``await put_page(mem, page)``: :class:`PutPage`."""
     return PutPage(mem, page)
+
+
+# ------------------------------------------------------------- DMA pins
+#: include/linux/mm.h: a FOLL_PIN reference on a small folio adds this to
+#: its refcount (large folios count pins in _pincount instead), so that
+#: "maybe pinned" can be told from the refcount alone (mm/gup.py)
+GUP_PIN_COUNTING_BIAS = 1 << 10
+
+
+def folio_maybe_dma_pinned(page: Page) -> bool:
+    """folio_maybe_dma_pinned(): the refcount carries at least one pin's
+    bias — or 1024 ordinary references, a false positive Linux accepts
+    (the callers then copy a page they could have shared).  Read under the
+    PTL of a PTE mapping the page (fork, try_to_unmap): a new pin of an
+    anonymous page needs that PTL too (mm/gup.py follow_page_pte)."""
+    return not page.zero and page.refcount >= GUP_PIN_COUNTING_BIAS

@@ -57,7 +57,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from specfault.mm.interval_tree import VmaIntervalTree
-from specfault.mm.page import lru_move, rss_kind
+from specfault.mm.page import folio_maybe_dma_pinned, lru_move, rss_kind
 from specfault.mm.pgtable import (
     _PAGE_ACCESSED,
     PMD_LEVEL,
@@ -325,7 +325,9 @@ async def try_to_unmap(page: Any, ubc: TlbUbc) -> None:
     3. another anonymous folio must be in the swap cache (add_to_swap):
        the PTE becomes its swap entry (swap_duplicate), exclusive if the
        page was PageAnonExclusive, soft-dirty if the PTE was; the mm's
-       anon RSS moves to MM_SWAPENTS;
+       anon RSS moves to MM_SWAPENTS — unless the page is exclusive and
+       maybe pinned (folio_try_share_anon_rmap_pte fails): the PTE is
+       restored and the walk stops;
     4. a file folio just loses the mapping;
     5. folio_remove_rmap_pte and the mapping's reference dropped (the
        caller's isolation reference keeps the folio until after the flush).
@@ -362,7 +364,12 @@ async def try_to_unmap(page: Any, ubc: TlbUbc) -> None:
                     break
             else:
                 entry = page.swap
-                if not page.swapcache or swap_duplicate(kernel, entry) < 0:
+                # folio_try_share_anon_rmap_pte() fails on a possibly pinned
+                # exclusive page (Linux 5.19+; knob cow_reuse): unmapping it
+                # would leave the pin on a page the process no longer maps
+                pinned = page.anon_exclusive and folio_maybe_dma_pinned(page) and \
+                    mm.config.knob("cow_reuse") == "anon_exclusive"
+                if pinned or not page.swapcache or swap_duplicate(kernel, entry) < 0:
                     await store_item(pt, pt.entries, idx, pte)
                     if not no_ptl:
                         await pt.ptl.unlock()

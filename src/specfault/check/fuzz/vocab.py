@@ -32,7 +32,7 @@ from specfault.errors import OutOfMemory, SignalError
 from specfault.mm.access import user_access
 from specfault.mm.fault import ACCESS_EXEC, ACCESS_READ, ACCESS_WRITE
 from specfault.mm.fork import dup_mmap, exit_mmap
-from specfault.mm.gup import mm_populate
+from specfault.mm.gup import gup_dma, mm_populate, pin_user_pages, unpin_user_pages
 from specfault.mm.madvise import SUPPORTED as MADV_SUPPORTED
 from specfault.mm.madvise import sys_madvise
 from specfault.mm.mmap import sys_mmap, sys_munmap
@@ -276,6 +276,21 @@ async def _exit(ctx: Ctx, world: Any, proc: Any, tag: bytes, args: tuple[Arg, ..
     return 0
 
 
+async def _pin(ctx: Ctx, world: Any, proc: Any, tag: bytes, args: tuple[Arg, ...]) -> Any:
+    """A driver's long-term read-only pin of page k (mm/gup.py: unshares a
+    COW-shared page first), a DMA read of 8 bytes through it, the unpin;
+    the other threads run between the three.  The result: what the device
+    read, or -errno."""
+    handle = await pin_user_pages(proc.mm, page_addr(ctx.window, int(args[0])), PAGE,
+                                  longterm=True)
+    if isinstance(handle, int):
+        return handle
+    try:
+        return await gup_dma(handle, 0, 8)
+    finally:
+        await unpin_user_pages(handle)
+
+
 async def _setup_fork(ctx: Ctx, world: Any, proc: Any, tag: bytes, args: tuple[Arg, ...]) -> Any:
     raise AssertionError("fork() in setup is run by the API (compile.py)")
 
@@ -311,6 +326,9 @@ VOCAB: dict[str, OpKind] = {k.name: k for k in [
            doc="fallocate(2) PUNCH_HOLE|KEEP_SIZE of n pages of /f at page k"),
     OpKind("fork_exit", ("page",), _fork_exit, where="thread", weight=2,
            doc="fork(2); the child reads page k and exits"),
+    OpKind("pin", ("page",), _pin, where="thread", weight=1,
+           doc="pin page k (FOLL_PIN|FOLL_LONGTERM, read-only), read 8 bytes through the "
+               "pin as a device would, unpin"),
     OpKind("exit", (), _exit, where="thread", weight=1, last=True,
            doc="the thread exits (the mm's last user tears it down)"),
     OpKind("fork", (), _setup_fork, where="setup", weight=0,

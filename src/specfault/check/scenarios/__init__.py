@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from specfault.check.scenario import Scenario, register
 from specfault.check.scenarios.base import MmSpec
+from specfault.check.scenarios.pins import SPECS as PIN_SPECS
 from specfault.check.scenarios.pressure import SPECS as PRESSURE_SPECS
 from specfault.check.scenarios.races import SPECS as RACE_SPECS
 from specfault.check.scenarios.tables import SPECS as TABLE_SPECS
@@ -21,8 +22,8 @@ from specfault.config import Config
 #: every race: the mmap_lock writers' (races.py), reclaim's and swap-in's
 #: (pressure.py), truncation's and hole punching's (truncation.py), PTE-table
 #: reclaim's (tables.py), the huge-PMD writers' (thp.py: khugepaged's
-#: collapse, a THP split)
-SPECS = RACE_SPECS + PRESSURE_SPECS + TRUNCATION_SPECS + TABLE_SPECS + THP_SPECS
+#: collapse, a THP split), pins' (pins.py)
+SPECS = RACE_SPECS + PRESSURE_SPECS + TRUNCATION_SPECS + TABLE_SPECS + THP_SPECS + PIN_SPECS
 SPEC_BY_NAME = {s.name: s for s in SPECS}
 PROTOCOLS = ("classic", "speculative", "pervma", "dufour")
 

@@ -96,6 +96,8 @@ class World:
     #: the scenario threads that have run all their steps (kswapd's cue)
     finished: int = 0
     region: list[tuple[int, int]] = field(default_factory=list)
+    #: what steps hand to later steps of the scenario (GUP pins, by name)
+    handles: dict[str, Any] = field(default_factory=dict)
 
     def stamp(self, t: int) -> bytes:
         return f"T{t}".encode()
