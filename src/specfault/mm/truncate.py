@@ -71,10 +71,13 @@ def vmas_mapping(mm: Any, inode: Inode) -> list[Any]:
     """The VMAs of ``mm`` whose file is ``inode`` (what i_mmap would list)."""
     out = []
     addr = 0
-    while (vma := mm.find_vma(addr)) is not None:
+    # the walk goes by the tree's ranges, not vm_end: without mmap_lock it
+    # may meet a VMA a writer is splitting (vm_end already moved, the tree
+    # not yet), and vm_end <= addr would never end the walk (nor its list)
+    while (hit := mm.mm_mt.find_range(addr)) is not None:
+        _, addr, vma = hit
         if vma.vm_file is not None and vma.vm_file.inode is inode:
             out.append(vma)
-        addr = vma.vm_end
     return out
 
 
