@@ -196,10 +196,15 @@ async def do_truncate(kernel: Any, inode: Inode, newsize: int) -> None:
     await inode.i_rwsem.down_write()
     try:
         oldsize = await i_size_read(inode)
-        if newsize != oldsize:
+        # knob truncate_size_after_unmap (a mutant): the size is written once
+        # the pages are gone — a fault in between reads the old size
+        late = kernel.config.knob("truncate_size_after_unmap") and newsize < oldsize
+        if newsize != oldsize and not late:
             await Store(inode, "size", newsize)            # i_size_write()
         if newsize <= oldsize:
             await truncate_pagecache(kernel, inode, newsize, oldsize)
+        if late:
+            await Store(inode, "size", newsize)
     finally:
         await inode.i_rwsem.up_write()
 
