@@ -21,8 +21,8 @@ Budgets: --programs N is the deterministic budget: the same seed gives the
 same programs, coverage and findings on every machine, with any --jobs and
 on Ray (--backend ray: the programs of a batch run as a campaign's units,
 docs/campaigns.md).  --budget is a time cap (checked between programs;
-between batches of 8 with --jobs or Ray), so how far it gets depends on the machine.  With neither,
-the cap is 60 s.  Both: the first reached.
+between batches of 8 with --jobs or Ray), so how far it gets depends on
+the machine.  With neither, the cap is 60 s.  Both: the first reached.
 
 Protocols: --protocol all (the default without --mutant) explores every
 program under all four; with --mutant, the mutant's own protocol.
@@ -42,8 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from specfault import cliargs
-from specfault.check.campaign import BACKENDS
-from specfault.check.cli import _address as check_address
+from specfault.check.cli import add_backend_args
 
 PROTOCOLS = ("classic", "speculative", "pervma", "dufour")
 DEFAULT_SECONDS = 60.0
@@ -107,12 +106,7 @@ def register(sub: Any) -> None:
                    metavar="N", help="explore programs in N worker processes (default 1); with "
                                      "--backend ray, at most N programs at once (default: the "
                                      "cluster's CPUs); the result does not depend on N")
-    p.add_argument("--backend", type=cliargs.choice(BACKENDS, "backend"), default=None,
-                   help="local (processes on this machine; the default) or ray (pip install "
-                        "'specfault[ray]'; docs/campaigns.md): the result is the same")
-    p.add_argument("--address", type=check_address, default=None, metavar="HOST:PORT",
-                   help="with --backend ray: the Ray cluster to use (as 'ray start --head' prints "
-                        "it, or 'auto'); default: start a local Ray instance")
+    add_backend_args(p)                         # --backend, --address: the result is the same
     p.add_argument("--save", type=cliargs.writable_dir, default=None, metavar="DIR",
                    help="save a violation as a regression file in DIR")
     p.add_argument("--no-shrink", action="store_true",
