@@ -300,6 +300,7 @@ FUZZ_MUTANTS: dict[str, Mutant] = {m.name: m for m in [
            "size changes once nothing is left beyond it\"): a fault in between "
            "reads the old size and maps a page beyond the new end of file",
            {"truncate_size_after_unmap": True}, ("truncate-vs-read-fault", "truncate-vs-cow-fault"),
-           expect="fuzz", caught_by="truncation property"),
+           expect="fuzz", caught_by="linearizability (the read returns zeros: neither the "
+                                    "file's data nor SIGBUS)"),
 ]}
 MUTANTS.update(FUZZ_MUTANTS)
