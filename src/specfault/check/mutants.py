@@ -273,7 +273,7 @@ FUZZ_MUTANTS: dict[str, Mutant] = {m.name: m for m in [
            "swap entry or cache knows",
            {"swapin_no_folio_recheck": True}, ("faults-under-pressure", "fault-vs-pageout",
                                                "two-swapins"),
-           expect="fuzz", caught_by="check_mm"),
+           expect="fuzz", caught_by="not caught yet (docs/fuzz.md)"),
     Mutant("spf_swapin_no_vma_recheck", "dufour",
            "Dufour's speculative swap-in (a swap-cache hit) takes the PTL with "
            "spin_lock as the locked handlers do, not through the speculative "
@@ -281,20 +281,21 @@ FUZZ_MUTANTS: dict[str, Mutant] = {m.name: m for m in [
            "that ran meanwhile is unseen (pte_same still holds: they leave swap "
            "entries alone or zap after)",
            {"spf_swapin_no_vma_recheck": True}, ("swapin-vs-munmap", "swapin-vs-mmap-fixed"),
-           expect="fuzz", caught_by="PTE invariant"),
+           expect="fuzz", caught_by="PTE invariant (a writable PTE in a read-only VMA)"),
     Mutant("pervma_swapin_unlock_early", "pervma",
            "under the VMA lock, do_swap_page drops the VMA lock as soon as it holds "
            "the locked folio (\"the folio lock pins the swap entry\"): the PTE is "
            "then installed with nothing keeping mprotect, munmap or mremap out",
            {"pervma_swapin_unlock_early": True}, ("swapin-vs-munmap", "swapin-vs-mmap-fixed"),
-           expect="fuzz", caught_by="PTE invariant"),
+           expect="fuzz", caught_by="UseAfterFree (the PTE table munmap freed; beside mprotect "
+                                    "it is benign: the PTE is built from the live VMA under the PTL)"),
     Mutant("reclaim_no_folio_lock", "classic",
            "shrink_folio_list does not lock the folios it reclaims (\"isolated "
            "from the LRU, the folio is ours\"): a swap-in holding the folio lock "
            "maps it while reclaim unmaps it and takes it out of the swap cache",
            {"reclaim_no_folio_lock": True}, ("faults-under-pressure", "two-swapins",
                                              "fault-vs-pageout"),
-           expect="fuzz", caught_by="check_mm"),
+           expect="fuzz", caught_by="not caught yet (docs/fuzz.md)"),
     Mutant("truncate_size_after_unmap", "classic",
            "truncation writes the new i_size after it removed the pages (\"the "
            "size changes once nothing is left beyond it\"): a fault in between "
