@@ -305,6 +305,21 @@ KNOBS: dict[str, Knob] = _knobs(
     Knob("fork_no_copy_pinned", False, "mutant",
          "fork shares a possibly pinned anonymous page like any other (no "
          "copy_present_page): the pinner's next write copies it away from its pin"),
+    # mutants of the kernel's own writers, written for the fuzzer (reclaim,
+    # swap-in, truncation; check/mutants.py FUZZ_MUTANTS)
+    Knob("swapin_no_folio_recheck", False, "mutant",
+         "do_swap_page does not re-check, once it holds the swap-cache folio's "
+         "lock, that the folio is still in the swap cache for this entry"),
+    Knob("spf_swapin_no_vma_recheck", False, "mutant",
+         "the speculative swap-in (a swap-cache hit) takes the PTL with "
+         "spin_lock, not the speculative commit: the VMA is not re-validated"),
+    Knob("pervma_swapin_unlock_early", False, "mutant",
+         "under the VMA lock, do_swap_page drops the VMA lock once it holds the "
+         "locked folio, before it maps it"),
+    Knob("reclaim_no_folio_lock", False, "mutant",
+         "shrink_folio_list does not lock the folios it reclaims"),
+    Knob("truncate_size_after_unmap", False, "mutant",
+         "truncation writes the new i_size after removing the pages, not before"),
 )
 
 #: Laurent Dufour's SPF (v11, 2017-2019, shipped in Android kernels) is the

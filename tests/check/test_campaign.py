@@ -116,3 +116,35 @@ def test_an_endless_source_is_read_lazily() -> None:
             if i == 9:
                 break
     assert got == [x * x for x in range(10)]
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_source_that_pauses_sees_every_result_before_its_next_batch(jobs: int) -> None:
+    """A source whose next batch depends on the last batch's results
+    (the fuzzer's): it yields PAUSE, and is asked again only once the
+    caller has merged every result — the same batches whatever the jobs."""
+    from specfault.check.campaign import PAUSE
+
+    merged: list[int] = []
+    drawn: list[list[int]] = []
+
+    def source():  # type: ignore[no-untyped-def]
+        for _ in range(4):
+            batch = [sum(merged) % 7 + k for k in range(3)]    # depends on every result so far
+            drawn.append(batch)
+            yield from batch
+            yield PAUSE
+
+    with Campaign(cu.square, source(), jobs=jobs, in_flight=6) as run:
+        for _, r in run:
+            merged.append(r)
+    assert len(merged) == 12
+    assert drawn[1] == [sum(merged[:3]) % 7 + k for k in range(3)]
+    assert drawn[3] == [sum(merged[:9]) % 7 + k for k in range(3)]
+
+
+def test_a_source_that_pauses_for_nothing_is_refused() -> None:
+    from specfault.check.campaign import PAUSE
+
+    with pytest.raises(RuntimeError, match="paused twice"):
+        map_units(cu.square, iter([1, PAUSE, PAUSE, 2]))

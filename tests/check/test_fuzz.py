@@ -24,7 +24,7 @@ BIG = ("win=2 file=0 | P.mmap(0,2,rw,anon,private,fixed,0) P.read(0) P.read(0) |
        "P: mprotect(1,2,rw) write(0) | P: read(2) write(0) | P: mprotect(0,2,rw) | "
        "P: fork_exit(1) mmap(0,2,rw,anon,private,hint,0)")
 #: a quick kill: no_pte_none_recheck, seed 2, 30 schedules per program (program 4)
-QUICK = FuzzConfig(("speculative",), "no_pte_none_recheck", 30, 6)
+QUICK = FuzzConfig(("speculative",), "no_pte_none_recheck", 30, 0)
 
 
 def _programs(n: int = 60) -> list[Program]:
@@ -142,6 +142,9 @@ def test_interrupt_carries_the_partial_result() -> None:
     (["--budget", "inf"], "--budget"),
     (["--schedules-per-program", "2"], "--schedules-per-program"),
     (["--jobs", "0"], "--jobs"),
+    (["--backend", "foo"], "--backend"),
+    (["--address", "127.0.0.1:1"], "--address"),
+    (["--backend", "ray", "--address", "no-port"], "--address"),
     (["--seed", "-1"], "--seed"),
     (["--mutant", "no_seq2"], "--mutant"),
     (["--protocol", "fast"], "--protocol"),
@@ -160,7 +163,7 @@ def test_bad_input_is_refused_naming_the_argument(argv: list[str], arg: str,
 
 def test_cli_finds_a_mutant_saves_it_and_replays_it(tmp_path: Path,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["fuzz", "--mutant", "no_pte_none_recheck", "--programs", "8", "--seed", "6",
+    assert main(["fuzz", "--mutant", "no_pte_none_recheck", "--programs", "8", "--seed", "0",
                  "--schedules-per-program", "30", "--save", str(tmp_path), "--no-shrink",
                  "--json"]) == 1
     data = json.loads(capsys.readouterr().out)
@@ -189,13 +192,13 @@ def test_cli_ctrl_c_exits_130_with_partial_results(monkeypatch: pytest.MonkeyPat
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     calls = []
 
-    def interrupted(prog: Program, cfg: FuzzConfig) -> None:
-        calls.append(prog)
+    def interrupted(unit: tuple[Program, FuzzConfig]) -> None:
+        calls.append(unit)
         if len(calls) > 3:
             raise KeyboardInterrupt
-        return run_program(prog, cfg)  # type: ignore[return-value]
+        return run_program(*unit)  # type: ignore[return-value]
 
-    monkeypatch.setattr(loop, "run_program", interrupted)
+    monkeypatch.setattr(loop, "run_unit", interrupted)
     assert main(["fuzz", "--protocol", "classic", "--programs", "20",
                  "--schedules-per-program", "3", "--json"]) == 130
     data = json.loads(capsys.readouterr().out)
@@ -219,3 +222,42 @@ def test_the_time_cap_stops_between_programs() -> None:
     assert out.capped and out.programs == 1 and out.stop_reason() == "time cap"
     with pytest.raises(ValueError):
         fuzz(FuzzConfig(("classic",), None, 3, 0))
+
+
+# ------------------------------------------------- kswapd and memory pressure
+PRESSED = ("win=4 file=0 free=2 kswapd | P.mmap(0,4,rw,anon,private,fixed,0) P.write(0) P.write(1) "
+           "P.write(3) | P: write(2) read(0) | P: write(1) read(3)")
+
+
+def test_pressure_and_kswapd_are_part_of_a_program() -> None:
+    prog = Program.parse(PRESSED)
+    assert (prog.free, prog.kswapd) == (2, True)
+    assert Program.parse(prog.text()) == prog and loads(dumps(prog)) == prog
+    # a program without them prints and serialises as before
+    plain = Program.parse("win=1 file=0 | - | P: write(0)")
+    assert plain.text() == "win=1 file=0 | - | P: write(0)" and "free" not in plain.to_json()
+    with pytest.raises(ProgramError, match="kswapd needs memory pressure"):
+        Program.parse("win=1 file=0 kswapd | - | P: write(0)")
+    with pytest.raises(ProgramError, match="free must be"):
+        Program.parse("win=1 file=0 free=99 | - | P: write(0)")
+    progs = _programs(200)
+    assert any(p.kswapd for p in progs) and any(p.free and not p.kswapd for p in progs)
+
+
+def test_faults_under_pressure_reclaim_directly_beside_kswapd() -> None:
+    res = run_program(Program.parse(PRESSED), FuzzConfig(("classic",), None, 30))
+    assert res.ok
+    kinds = {c[1] for c in res.coverage}
+    assert "anon+direct_reclaim+kswapd_wake" in kinds                   # the allocation reclaimed
+    assert any("swapin" in k for k in kinds)                            # and a page came back
+    assert any(c[3] == "kswapd" for c in res.coverage)                  # kswapd in flight meanwhile
+
+
+def test_the_shrinker_drops_kswapd_and_the_pressure_when_they_do_not_matter() -> None:
+    prog = Program.parse("win=2 file=0 free=3 kswapd | P.mmap(0,2,rw,anon,private,fixed,0) | "
+                         "P: read(1) | P: write(1)")
+    cfg = FuzzConfig(("speculative",), "no_pte_none_recheck", 30)
+    res = run_program(prog, cfg)
+    assert not res.ok
+    small = shrink(res, cfg)
+    assert (small.program.free, small.program.kswapd) == (0, False)

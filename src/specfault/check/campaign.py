@@ -159,6 +159,18 @@ def map_units(fn: Callable[[U], R], units: Iterable[U], *, jobs: int | None = No
 Key = tuple[int, ...]
 
 
+class _Pause:
+    """The type of :data:`PAUSE`."""
+
+    def __repr__(self) -> str:
+        return "PAUSE"
+
+
+#: yielded by a campaign's source: no unit until the caller has the results
+#: of every unit read so far (see :class:`Campaign`)
+PAUSE = _Pause()
+
+
 class Campaign:
     """The units of one campaign, run by one backend.
 
@@ -169,7 +181,14 @@ class Campaign:
     are included in its ``done`` (``map_units`` does that).
 
     ``units`` may be any iterable, even an endless one: it is read lazily,
-    as the window allows.
+    as the window allows.  **A source that waits for results**: an iterable
+    may yield :data:`PAUSE` — "no unit until the results handed out so far
+    are merged" — when its next units depend on the results (a fuzzer's
+    next batch is drawn from the corpus the last batch grew).  The campaign
+    asks again once every unit read so far has been yielded to the caller
+    (and the caller has run its loop body on each), at once if they all
+    were already; a source that pauses twice in a row with nothing
+    outstanding raises :class:`RuntimeError` (nothing could wake it).
 
     **Units that split** (``expand=True``): ``fn(unit)`` returns
     ``(result, children)``; the children are units too, run after it in the
@@ -196,8 +215,12 @@ class Campaign:
         self.expand = expand
         self.child_key = child_key
         self.progress = progress
-        self._source = enumerate(iter(units))
+        self._source = iter(units)
         self._source_done = False
+        #: units read from the source (the next one's index)
+        self._read = 0
+        #: the source yielded PAUSE: not asked again until nothing is open
+        self._paused = False
         #: keys not yet submitted (a heap) and their units
         self._todo: list[Key] = []
         self._units: dict[Key, Any] = {}
@@ -283,15 +306,28 @@ class Campaign:
         return any(key[:len(k)] == k for k in self._dropped)
 
     def _pull(self) -> None:
-        """Read one more unit from the source, if any."""
+        """Read one more unit from the source, if any (not while it pauses:
+        see the class doc)."""
         if self._source_done:
             return
-        try:
-            i, unit = next(self._source)
-        except StopIteration:
-            self._source_done = True
+        if self._paused and self._open:
             return
-        self._add((i,), unit)
+        self._paused = False
+        for resumed in (False, True):
+            try:
+                unit = next(self._source)
+            except StopIteration:
+                self._source_done = True
+                return
+            if unit is not PAUSE:
+                self._add((self._read,), unit)
+                self._read += 1
+                return
+            if self._open:              # results to wait for
+                self._paused = True
+                return
+            if resumed:                 # every result is in: a second PAUSE waits forever
+                raise RuntimeError("campaign: the source paused twice with every result handed back")
 
     def _add(self, key: Key, unit: Any) -> None:
         self._units[key] = unit

@@ -120,6 +120,17 @@ def _address(text: str) -> str:
     raise argparse.ArgumentTypeError(f"expected HOST:PORT, ray://HOST:PORT or 'auto', not {text!r}")
 
 
+def add_backend_args(p: argparse.ArgumentParser) -> None:
+    """--backend and --address, as every campaign command takes them
+    (checked by :func:`_campaign`)."""
+    p.add_argument("--backend", type=cliargs.choice(BACKENDS, "backend"), default=None,
+                   help="local (processes on this machine; the default) or ray (pip install "
+                        "'specfault[ray]'; see docs/campaigns.md)")
+    p.add_argument("--address", type=_address, default=None, metavar="HOST:PORT",
+                   help="with --backend ray: the Ray cluster to use (as 'ray start --head' prints "
+                        "it, or 'auto'); default: start a local Ray instance")
+
+
 def _campaign(args: argparse.Namespace) -> dict[str, Any]:
     """--jobs/--backend/--address checked (Ray connected) before any work:
     the keyword arguments of a :class:`~specfault.check.campaign.Campaign`."""
@@ -233,12 +244,7 @@ def register(sub: Any) -> None:
                    help="run the campaign (one hunt per mutant; one search per scenario, split by "
                         "schedule prefix) in N local processes (default 1: this process); with "
                         "--backend ray, at most N units at once (default: the cluster's CPUs)")
-    p.add_argument("--backend", type=cliargs.choice(BACKENDS, "backend"), default=None,
-                   help="local (processes on this machine; the default) or ray (pip install "
-                        "'specfault[ray]'; see docs/campaigns.md)")
-    p.add_argument("--address", type=_address, default=None, metavar="HOST:PORT",
-                   help="with --backend ray: the Ray cluster to use (as 'ray start --head' prints "
-                        "it, or 'auto'); default: start a local Ray instance")
+    add_backend_args(p)
     p.add_argument("--list", action="store_true", help="list registered scenarios")
     p.add_argument("--json", action="store_true", help="machine-readable output on stdout")
     p.add_argument("--trace", type=cliargs.writable_file(["json"], "trace file"), default=None,

@@ -318,3 +318,52 @@ NEW_MUTANTS: dict[str, Mutant] = {m.name: m for m in [
            caught_by="PTE invariant (writable PTE in a read-only VMA)"),
 ]}
 MUTANTS.update(NEW_MUTANTS)
+
+#: Mutants of the kernel's own writers — reclaim, swap-in, truncation —
+#: written for the fuzzer (branch ``fuzz``) as plausible kernel-developer
+#: bugs, with no scenario added for them.  ``scenarios`` names the existing
+#: races that run the code each one breaks, chosen before any hunt;
+#: ``expect`` says what the scenario portfolio found there
+#: (``specfault check --mutants --mutant M``), ``caught_by`` what killed
+#: it (docs/fuzz.md, the kill table).
+FUZZ_MUTANTS: dict[str, Mutant] = {m.name: m for m in [
+    Mutant("swapin_no_folio_recheck", "classic",
+           "do_swap_page does not re-check, once it holds the swap-cache folio's "
+           "lock, that the folio is still this entry's (\"we found it in the swap "
+           "cache a moment ago\"): reclaim that removed it meanwhile — its slot "
+           "freed, its data in the slot — leaves the fault mapping a folio no "
+           "swap entry or cache knows",
+           {"swapin_no_folio_recheck": True}, ("faults-under-pressure", "fault-vs-pageout",
+                                               "two-swapins"),
+           expect="fuzz", caught_by="not caught yet (docs/fuzz.md)"),
+    Mutant("spf_swapin_no_vma_recheck", "dufour",
+           "Dufour's speculative swap-in (a swap-cache hit) takes the PTL with "
+           "spin_lock as the locked handlers do, not through the speculative "
+           "commit: the VMA copy is never re-validated, so an mprotect or munmap "
+           "that ran meanwhile is unseen (pte_same still holds: they leave swap "
+           "entries alone or zap after)",
+           {"spf_swapin_no_vma_recheck": True}, ("swapin-vs-munmap", "swapin-vs-mmap-fixed"),
+           expect="fuzz", caught_by="PTE invariant (a writable PTE in a read-only VMA)"),
+    Mutant("pervma_swapin_unlock_early", "pervma",
+           "under the VMA lock, do_swap_page drops the VMA lock as soon as it holds "
+           "the locked folio (\"the folio lock pins the swap entry\"): the PTE is "
+           "then installed with nothing keeping mprotect, munmap or mremap out",
+           {"pervma_swapin_unlock_early": True}, ("swapin-vs-munmap", "swapin-vs-mmap-fixed"),
+           expect="fuzz", caught_by="UseAfterFree (the PTE table munmap freed; beside mprotect "
+                                    "it is benign: the PTE is built from the live VMA under the PTL)"),
+    Mutant("reclaim_no_folio_lock", "classic",
+           "shrink_folio_list does not lock the folios it reclaims (\"isolated "
+           "from the LRU, the folio is ours\"): a swap-in holding the folio lock "
+           "maps it while reclaim unmaps it and takes it out of the swap cache",
+           {"reclaim_no_folio_lock": True}, ("faults-under-pressure", "two-swapins",
+                                             "fault-vs-pageout"),
+           expect="fuzz", caught_by="not caught yet (docs/fuzz.md)"),
+    Mutant("truncate_size_after_unmap", "classic",
+           "truncation writes the new i_size after it removed the pages (\"the "
+           "size changes once nothing is left beyond it\"): a fault in between "
+           "reads the old size and maps a page beyond the new end of file",
+           {"truncate_size_after_unmap": True}, ("truncate-vs-read-fault", "truncate-vs-cow-fault"),
+           expect="fuzz", caught_by="linearizability (the read returns zeros: neither the "
+                                    "file's data nor SIGBUS)"),
+]}
+MUTANTS.update(FUZZ_MUTANTS)

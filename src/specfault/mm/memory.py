@@ -42,7 +42,9 @@ from specfault.mm.fault_flags import (
     FAULT_FLAG_SPECULATIVE,
     FAULT_FLAG_TRIED,
     FAULT_FLAG_UNSHARE,
+    FAULT_FLAG_VMA_LOCK,
     FAULT_FLAG_WRITE,
+    VM_FAULT_COMPLETED,
     VM_FAULT_FALLBACK,
     VM_FAULT_MAJOR,
     VM_FAULT_NOPAGE,
@@ -106,6 +108,7 @@ from specfault.mm.vma import (
     VmArea,
 )
 from specfault.runtime import Yield, load_item, store_item, work
+from specfault.sync.vma_lock import vma_end_read
 
 
 class Vmf:
@@ -485,7 +488,10 @@ async def do_swap_page(vmf: Vmf) -> int:
         if retry:
             await put_page(mem, folio)
             return retry
-        if not folio.swapcache or folio.swap != entry:
+        # knob swapin_no_folio_recheck (a mutant): "we found it in the swap
+        # cache a moment ago" — reclaim may have removed it meanwhile
+        if (not folio.swapcache or folio.swap != entry) \
+                and not mm.config.knob("swapin_no_folio_recheck"):
             await folio_unlock(folio)                       # reclaim freed its slot
             await put_page(mem, folio)
             return spf_fail(vmf, "SPF_ABORT_SWAP") if spec else 0
@@ -522,8 +528,19 @@ async def do_swap_page(vmf: Vmf) -> int:
             kernel.count("fault_retry")
             return ret | VM_FAULT_RETRY
         await swap_read_folio(kernel, folio, entry)
-    # 4. the PTE must still hold the entry
-    if await pte_map_lock(vmf) is False:
+    # knob pervma_swapin_unlock_early (a mutant): under the VMA lock, the
+    # locked folio "pins the swap entry": the VMA lock is dropped before the
+    # mapping (the fault then reports VM_FAULT_COMPLETED: nothing to drop)
+    if vmf.flags & FAULT_FLAG_VMA_LOCK and mm.config.knob("pervma_swapin_unlock_early"):
+        await vma_end_read(vma)
+        ret |= VM_FAULT_COMPLETED
+    # 4. the PTE must still hold the entry.  Knob spf_swapin_no_vma_recheck
+    # (a mutant): a speculative swap-cache hit takes the PTL as the locked
+    # paths do — the sequence (the VMA) is not re-validated
+    if spec and mm.config.knob("spf_swapin_no_vma_recheck"):
+        vmf.ptl = vmf.orig_pmd.ptl
+        await vmf.ptl.lock()
+    elif await pte_map_lock(vmf) is False:
         await folio_unlock(folio)
         await put_page(mem, folio)
         return map_lock_failed(vmf)

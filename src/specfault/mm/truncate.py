@@ -71,10 +71,13 @@ def vmas_mapping(mm: Any, inode: Inode) -> list[Any]:
     """The VMAs of ``mm`` whose file is ``inode`` (what i_mmap would list)."""
     out = []
     addr = 0
-    while (vma := mm.find_vma(addr)) is not None:
+    # the walk goes by the tree's ranges, not vm_end: without mmap_lock it
+    # may meet a VMA a writer is splitting (vm_end already moved, the tree
+    # not yet), and vm_end <= addr would never end the walk (nor its list)
+    while (hit := mm.mm_mt.find_range(addr)) is not None:
+        _, addr, vma = hit
         if vma.vm_file is not None and vma.vm_file.inode is inode:
             out.append(vma)
-        addr = vma.vm_end
     return out
 
 
@@ -193,10 +196,15 @@ async def do_truncate(kernel: Any, inode: Inode, newsize: int) -> None:
     await inode.i_rwsem.down_write()
     try:
         oldsize = await i_size_read(inode)
-        if newsize != oldsize:
+        # knob truncate_size_after_unmap (a mutant): the size is written once
+        # the pages are gone — a fault in between reads the old size
+        late = kernel.config.knob("truncate_size_after_unmap") and newsize < oldsize
+        if newsize != oldsize and not late:
             await Store(inode, "size", newsize)            # i_size_write()
         if newsize <= oldsize:
             await truncate_pagecache(kernel, inode, newsize, oldsize)
+        if late:
+            await Store(inode, "size", newsize)
     finally:
         await inode.i_rwsem.up_write()
 

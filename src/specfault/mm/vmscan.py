@@ -71,9 +71,9 @@ from specfault.mm.swap_state import (
     __delete_from_swap_cache,
     add_to_swap,
     folio_trylock,
-    folio_unlock,
     swap_writepage,
 )
+from specfault.mm.swap_state import folio_unlock as _folio_unlock
 from specfault.mm.swapfile import nr_swap_pages
 from specfault.runtime import Op, Work
 
@@ -129,8 +129,17 @@ async def shrink_folio_list(kernel: Any, folios: list[Page], sc: ScanControl) ->
     free: list[Page] = []
     keep: list[tuple[Page, bool]] = []            # (folio, activate)
     free_before_flush = kernel.config.knob("reclaim_free_before_flush")
+    # knob reclaim_no_folio_lock (a mutant): "isolated from the LRU, the
+    # folio is ours" — not locked, so a swap-in or a fault holding the folio
+    # lock is not kept out (folio_unlock below is then a no-op too)
+    unlocked = kernel.config.knob("reclaim_no_folio_lock")
+
+    async def folio_unlock(folio: Page) -> None:
+        if not unlocked:
+            await _folio_unlock(folio)
+
     for folio in folios:
-        if not await folio_trylock(folio):
+        if not unlocked and not await folio_trylock(folio):
             keep.append((folio, False))
             continue
         # 2. folio_check_references()

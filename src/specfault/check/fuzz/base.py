@@ -18,6 +18,8 @@ MAX_OPS = 8           # per thread
 MAX_SETUP = 12
 MAX_WINDOW = 8
 MAX_FILE_PAGES = 8
+#: the most free frames memory pressure leaves (``free=N``)
+MAX_FREE = 8
 
 Arg = int | str
 

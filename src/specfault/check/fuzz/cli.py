@@ -1,7 +1,8 @@
 """specfault fuzz: random concurrent programs on the memory manager, explored.
 
     specfault fuzz [--protocol P|all] [--mutant M] [--programs N] [--budget 60s]
-                   [--schedules-per-program K] [--seed S] [--jobs N] [--save DIR]
+                   [--schedules-per-program K] [--seed S] [--save DIR]
+                   [--jobs N | --backend ray [--address HOST:PORT]]
                    [--no-shrink] [--step-limit N] [--json]
     specfault fuzz --replay 'PROGRAM @ PROTOCOL[+MUTANT] @ CHOICES' | FILE.json
 
@@ -17,10 +18,11 @@ schedule — printed with one replay line, and saved with --save as a
 regression file the test suite replays.
 
 Budgets: --programs N is the deterministic budget: the same seed gives the
-same programs, coverage and findings on every machine and with any --jobs.
---budget is a time cap (checked between programs; between batches of 8
-with --jobs), so how far it gets depends on the machine.  With neither,
-the cap is 60 s.  Both: the first reached.
+same programs, coverage and findings on every machine, with any --jobs and
+on Ray (--backend ray: the programs of a batch run as a campaign's units,
+docs/campaigns.md).  --budget is a time cap (checked between programs;
+between batches of 8 with --jobs or Ray), so how far it gets depends on
+the machine.  With neither, the cap is 60 s.  Both: the first reached.
 
 Protocols: --protocol all (the default without --mutant) explores every
 program under all four; with --mutant, the mutant's own protocol.
@@ -40,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from specfault import cliargs
+from specfault.check.cli import add_backend_args
 
 PROTOCOLS = ("classic", "speculative", "pervma", "dufour")
 DEFAULT_SECONDS = 60.0
@@ -100,8 +103,10 @@ def register(sub: Any) -> None:
                         "(3..1,000,000; default 300)")
     p.add_argument("--seed", type=cliargs.seed, default=None, help="the run's seed (default 0)")
     p.add_argument("--jobs", type=cliargs.int_range(1, 256, "a process count"), default=None,
-                   metavar="N", help="explore programs in N worker processes (default 1); the "
-                                     "result does not depend on N")
+                   metavar="N", help="explore programs in N worker processes (default 1); with "
+                                     "--backend ray, at most N programs at once (default: the "
+                                     "cluster's CPUs); the result does not depend on N")
+    add_backend_args(p)                         # --backend, --address: the result is the same
     p.add_argument("--save", type=cliargs.writable_dir, default=None, metavar="DIR",
                    help="save a violation as a regression file in DIR")
     p.add_argument("--no-shrink", action="store_true",
@@ -179,10 +184,19 @@ def main(args: argparse.Namespace) -> int:
 
     cfg = FuzzConfig(protocols, args.mutant, args.schedules_per_program or DEFAULT_SCHEDULES,
                      args.seed or 0, args.step_limit or 10_000)
-    return _fuzz(args, cfg, args.programs, seconds)
+    from specfault.check.cli import _campaign
+
+    campaign = _campaign(args)                 # checked (Ray reached) before any work
+    rc = _fuzz(args, cfg, args.programs, seconds, campaign)
+    if campaign["backend"] == "ray":
+        from specfault.check.campaign import ray_stop
+
+        ray_stop(fast=rc == 130)               # after Ctrl-C: at once (the tasks were cancelled)
+    return rc
 
 
-def _fuzz(args: argparse.Namespace, cfg: Any, programs: int | None, seconds: float | None) -> int:
+def _fuzz(args: argparse.Namespace, cfg: Any, programs: int | None, seconds: float | None,
+          campaign: dict[str, Any]) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -203,8 +217,9 @@ def _fuzz(args: argparse.Namespace, cfg: Any, programs: int | None, seconds: flo
                                    f"coverage {len(r.coverage)}, corpus {len(r.corpus)}")
 
         try:
-            out = fuzz(cfg, programs=programs, seconds=seconds, jobs=args.jobs or 1,
-                       progress=progress)
+            out = fuzz(cfg, programs=programs, seconds=seconds, jobs=campaign["jobs"] or 1,
+                       progress=progress, backend=campaign["backend"],
+                       address=campaign["address"])
         except Interrupted as exc:
             out = exc.result
     finding = None

@@ -48,6 +48,9 @@ FAULT_EVENTS = {
     "file_cow_fault": "file_cow", "file_shared_fault": "file_shared",
     "fault_around": "fault_around", "pgmajfault": "major", "oom": "oom",
     "pte_overwritten": "pte_overwritten",
+    # reclaim the access met: its allocation woke kswapd, reclaimed directly;
+    # a swap-in (do_swap_page)
+    "kswapd_wake": "kswapd_wake", "allocstall": "direct_reclaim", "pswpin": "swapin",
 }
 #: vmstat events that name an abort of the lockless path -> the reason
 ABORT_EVENTS = {r: r[len("SPF_ABORT_"):].lower() for r in SPF_ABORT_REASONS}
@@ -60,6 +63,8 @@ _WATCHED = set(FAULT_EVENTS) | set(ABORT_EVENTS)
 FRAMES = 256
 
 Combo = tuple[str, str, str, str, str]
+#: the name of the kswapd actor's task (scenarios/base.py MmSpec.build)
+KSWAPD = "kswapd0"
 
 
 @dataclass
@@ -130,6 +135,14 @@ class Probe:
             self.snap = dict(vm)
             if rec is not None:
                 rec.events.update(changed)
+        if task is not None and task.name == KSWAPD:
+            # kswapd is in flight from its first step after a wakeup until it
+            # waits again (kswapd_wait) or ends
+            op = task.pending
+            if task.done or (op is not None and getattr(op, "what", "") == "kswapd_wait"):
+                self.inflight.pop(t, None)
+            else:
+                self.inflight[t] = "kswapd"
         if self.inflight:
             for u, r in self.access.items():
                 for w, what in self.inflight.items():
@@ -184,9 +197,24 @@ def _setup(prog: Program):  # type: ignore[no-untyped-def]
                 continue
             coro = VOCAB[op.name].run(ctx, None, proc, f"S{i}".encode(), op.args)
             m.run(_quiet(coro), proc.task)
+        if prog.free:
+            _press(m, prog.free)
         return procs, {}, regions(prog.window)
 
     return setup
+
+
+def _press(m: Any, free: int) -> None:
+    """Memory pressure: leave ``free`` frames free; the rest of the free
+    list is memory the kernel holds for good (taken off the machine, as
+    the simulator's pressure workloads do) — the threads' next allocations
+    meet the watermarks.  The setup's own kswapd wakeups are over."""
+    mem = m.kernel.mem
+    held = mem.nr_free() - free
+    if held > 0:
+        del mem.free_pfns[len(mem.free_pfns) - held:]
+        mem.nr_frames -= held
+    m.kernel.kswapd_wait = False
 
 
 async def _quiet(coro: Coroutine[Any, Any, Any]) -> Any:
@@ -214,7 +242,8 @@ def to_spec(prog: Program) -> MmSpec:
     threads = [(t.proc, [_step(ctx, op, k) for k, op in enumerate(t.ops)]) for t in prog.threads]
     exits = any(op.name == "exit" for t in prog.threads for op in t.ops)
     return MmSpec(f"fuzz.{prog.digest()}", prog.text(), _setup(prog), threads,
-                  frames=FRAMES,
+                  frames=FRAMES, kswapd=prog.kswapd,
+                  knobs={"watermark_min": FUZZ_WMARK_MIN} if prog.free else {},
                   # a thread's exit has no sequential meaning the replay
                   # could check (as for the fault-vs-exit race)
                   linearizable=not exits)
@@ -234,6 +263,10 @@ def config_for(protocol: str, mutant: str | None) -> Config:
 
 #: the fuzz machine's swap device, in pages (a program's window is <= 8 pages)
 FUZZ_SWAP_PAGES = 64
+#: the min watermark of a program under memory pressure (``free=N``): low
+#: is one frame above, high two (page.py set_watermarks) — free=3 wakes
+#: kswapd at the first allocation, free<=2 reclaims directly
+FUZZ_WMARK_MIN = 2
 
 
 def scenario_name(prog: Program, protocol: str, mutant: str | None) -> str:

@@ -4,10 +4,12 @@
 a file, a setup (the window mapped — anonymous or the file, private or
 shared, sometimes as two mappings — some pages touched, sometimes a forked
 child that stays alive, sometimes one more syscall), then 2–4 threads of
-1–4 ops each, on the first process or the child.  :func:`mutate` changes a
+1–4 ops each, on the first process or the child, and sometimes memory
+pressure (a few free frames once the setup ran), kswapd among the actors
+more often than not then.  :func:`mutate` changes a
 corpus program: insert, delete, swap or redraw an op, redraw one argument,
 splice in a thread of another corpus program, add or drop a thread, add or
-drop a setup op.  Both take a ``random.Random`` and nothing else random, so
+drop a setup op, turn memory pressure or kswapd on or off.  Both take a ``random.Random`` and nothing else random, so
 the same seed gives the same programs on every machine.
 """
 
@@ -75,9 +77,36 @@ def generate(rng: random.Random) -> Program:
     threads = [_untouched(rng, t, w, touched) for t in threads]
     if rng.random() < AIM:
         threads = _aim(rng, threads, ctx)
-    prog = Program(w, file_pages, tuple(setup), tuple(threads))
+    free, kswapd = _pressure(rng)
+    prog = Program(w, file_pages, tuple(setup), tuple(threads), free, kswapd)
     prog.check()                     # draws stay in range: never raises
     return prog
+
+
+#: chance that a fresh program runs under memory pressure, and then that
+#: kswapd is one of its actors
+PRESSURE = 0.25
+KSWAPD = 0.6
+#: free frames under pressure: 3 wakes kswapd at the first allocation, 2
+#: and 1 also reclaim directly (the min watermark is 2), 5 after a few
+FREE = (1, 2, 2, 3, 3, 5)
+
+
+def _pressure(rng: random.Random) -> tuple[int, bool]:
+    """(free, kswapd) of a fresh program (0, False: no pressure)."""
+    if rng.random() >= PRESSURE:
+        return 0, False
+    return rng.choice(FREE), rng.random() < KSWAPD
+
+
+def _press(rng: random.Random, prog: Program, corpus: Sequence[Program]) -> Program:
+    """Memory pressure on, off or redrawn; kswapd in or out."""
+    x = rng.random()
+    if prog.free and x < 0.3:
+        return replace(prog, kswapd=not prog.kswapd)
+    if prog.free and x < 0.5:
+        return replace(prog, free=0, kswapd=False)
+    return replace(prog, free=rng.choice(FREE), kswapd=prog.kswapd or rng.random() < KSWAPD)
 
 
 #: chance that a fresh program aims a syscall of one thread at a page
@@ -223,7 +252,7 @@ Mutation = Callable[[random.Random, Program, Sequence[Program]], Program]
 MUTATIONS: tuple[tuple[str, Mutation, int], ...] = (
     ("insert", _insert, 4), ("delete", _delete, 2), ("swap", _swap, 2), ("redraw", _redraw, 3),
     ("arg", _tweak_arg, 4), ("splice", _splice, 2), ("add-thread", _add_thread, 1),
-    ("drop-thread", _drop_thread, 1), ("setup", _setup_op, 2),
+    ("drop-thread", _drop_thread, 1), ("setup", _setup_op, 2), ("pressure", _press, 1),
 )
 
 

@@ -5,16 +5,17 @@ from ``random.Random(f"{seed}:{b}")`` and the corpus as it stood before the
 batch: each program is fresh (:func:`~.generate.generate`) or, once the
 corpus has programs, with probability :data:`MUTATE` a mutation of one of
 them (:func:`~.generate.mutate`).  The batch is explored — one
-:func:`~.run.run_program` per program, in this process or farmed out to
-``jobs`` worker processes — and its results merged *in program order*: a
+:func:`~.run.run_program` per program, a unit of a campaign
+(``check/campaign.py``: in this process, in ``jobs`` worker processes, or
+on Ray) — and its results merged *in program order*: a
 program whose coverage has combinations not seen before joins the corpus,
 and the first failing program (lowest index) ends the run.  So the same
 seed gives the same programs, corpus, coverage and findings whatever
-``jobs`` is.
+``jobs`` or the backend is.
 
 Budgets: ``programs`` (a count: the same result on every machine) and
 ``seconds`` (a cap, checked between programs — between batches with
-``jobs`` > 1: how far a capped run gets depends on the machine).  Ctrl-C raises
+``jobs`` > 1 or Ray: how far a capped run gets depends on the machine).  Ctrl-C raises
 :class:`~specfault.check.explore.Interrupted` carrying the partial
 :class:`FuzzResult`.
 """
@@ -22,17 +23,17 @@ Budgets: ``programs`` (a count: the same result on every machine) and
 from __future__ import annotations
 
 import random
-import signal
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from specfault.check.campaign import PAUSE, Campaign
 from specfault.check.explore import Interrupted
 from specfault.check.fuzz.compile import Combo
 from specfault.check.fuzz.generate import generate, mutate
 from specfault.check.fuzz.program import Program
-from specfault.check.fuzz.run import FuzzConfig, ProgramResult, run_program
+from specfault.check.fuzz.run import FuzzConfig, ProgramResult, run_unit
 
 #: programs per batch (fixed: the merge order, hence the result, must not
 #: depend on --jobs)
@@ -80,83 +81,66 @@ def batch_programs(seed: int, b: int, corpus: list[Program], n: int) -> list[Pro
     return out
 
 
-def _ignore_sigint() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-class _Pool:
-    """``jobs`` worker processes (Ctrl-C is the parent's: the workers
-    ignore it and are terminated)."""
-
-    def __init__(self, jobs: int) -> None:
-        import multiprocessing
-
-        self.pool = multiprocessing.get_context("fork").Pool(jobs, initializer=_ignore_sigint)
-
-    def map(self, cfg: FuzzConfig, progs: list[Program]) -> list[ProgramResult]:
-        async_res = self.pool.starmap_async(run_program, [(p, cfg) for p in progs])
-        while True:                      # wait in short slices: Ctrl-C is seen at once
-            try:
-                return async_res.get(0.2)
-            except __import__("multiprocessing").TimeoutError:
-                continue
-
-    def close(self, terminate: bool) -> None:
-        if terminate:
-            self.pool.terminate()
-        else:
-            self.pool.close()
-        self.pool.join()
-
-
 def fuzz(cfg: FuzzConfig, programs: int | None = None, seconds: float | None = None,
-         jobs: int = 1, progress: Callable[[FuzzResult], None] | None = None) -> FuzzResult:
+         jobs: int = 1, progress: Callable[[FuzzResult], None] | None = None, *,
+         backend: str = "local", address: str | None = None) -> FuzzResult:
     """Run the fuzz loop (see the module doc) until a violation, the
-    program budget or the time cap."""
+    program budget or the time cap.  The programs are explored by a
+    campaign (``check/campaign.py``): in this process (``jobs`` 1), in
+    ``jobs`` local worker processes, or on Ray (``backend="ray"``, a local
+    instance or the cluster at ``address``; ``jobs`` then caps the programs
+    running at once) — the same result whichever, for a program budget."""
     if programs is None and seconds is None:
         raise ValueError("fuzz: give a program budget, a time cap, or both")
     out = FuzzResult(cfg)
     start = time.monotonic()
-    pool = _Pool(jobs) if jobs > 1 else None
-    terminate = True
-    try:
+    serial = backend == "local" and jobs == 1
+
+    def capped() -> bool:
+        return seconds is not None and out.programs > 0 and time.monotonic() - start >= seconds
+
+    def units() -> Iterator[Any]:
+        """The batches, each drawn once the one before is merged."""
         b = 0
         while programs is None or out.programs < programs:
-            if seconds is not None and out.programs and time.monotonic() - start >= seconds:
+            if capped():
                 out.capped = True
-                break
+                return
             n = BATCH if programs is None else min(BATCH, programs - out.programs)
-            progs = batch_programs(cfg.seed, b, out.corpus, n)
-            results: Iterable[ProgramResult]
-            if pool is not None:
-                results = pool.map(cfg, progs)
-            else:
-                results = (run_program(p, cfg) for p in progs)
-            for i, res in enumerate(results):
+            for prog in batch_programs(cfg.seed, b, out.corpus, n):
+                yield prog, cfg
+            yield PAUSE                 # the next batch needs this one's results
+            b += 1
+
+    batch_end = 0
+    try:
+        with Campaign(run_unit, units(), jobs=jobs, backend=backend, address=address) as run:
+            for _, res in run:     # (not handed_back: ``out`` is the partial result)
                 _merge(out, res)
                 if out.failure is not None:
                     break
-                if pool is None and seconds is not None and i + 1 < len(progs) \
-                        and time.monotonic() - start >= seconds:
-                    out.capped = True           # in one process, the cap cuts a batch short
+                if out.programs >= batch_end + BATCH or out.programs == programs:
+                    batch_end = out.programs
+                    _batch_done(out, start, progress)
+                elif serial and capped():
+                    out.capped = True       # in one process, the cap cuts a batch short
                     break
-            out.growth.append((out.programs, len(out.coverage)))
-            out.elapsed = time.monotonic() - start
-            if progress is not None:
-                progress(out)
-            if out.failure is not None or out.capped:
-                break
-            b += 1
-        terminate = False
+            if out.programs > batch_end:     # a batch cut short (a violation, the cap)
+                _batch_done(out, start, progress)
     except KeyboardInterrupt:
         out.interrupted = True
         out.elapsed = time.monotonic() - start
         raise Interrupted(out) from None
-    finally:
-        if pool is not None:
-            pool.close(terminate)
     out.elapsed = time.monotonic() - start
     return out
+
+
+def _batch_done(out: FuzzResult, start: float,
+                progress: Callable[[FuzzResult], None] | None) -> None:
+    out.growth.append((out.programs, len(out.coverage)))
+    out.elapsed = time.monotonic() - start
+    if progress is not None:
+        progress(out)
 
 
 def _merge(out: FuzzResult, res: ProgramResult) -> None:

@@ -13,13 +13,23 @@ A :class:`Program` is a small concurrent user of the memory manager:
   public API before the threads start (``fork`` there makes a child
   process ``C1``, ``C2``, ... that stays alive);
 * ``threads``: each a process name (threads of one process share its mm)
-  and a short sequence of ops, run concurrently under the explorer.
+  and a short sequence of ops, run concurrently under the explorer;
+* ``free``: memory pressure (0: none).  With ``free=N`` the machine has
+  watermarks (min :data:`~.compile.FUZZ_WMARK_MIN`) and, once the setup
+  has run, exactly N free frames (the rest held by the kernel): the
+  threads' allocations wake kswapd at the low watermark and reclaim
+  directly at min (``mm/vmscan.py``);
+* ``kswapd``: kswapd0 runs as one more actor (a kernel thread, no mm): it
+  sleeps until an allocation wakes it, then balances the node —
+  interleaved by the explorer with the threads, like the
+  ``faults-under-pressure`` race.  Only with ``free``.
 
 An :class:`Op` is a name from the vocabulary (:mod:`.vocab`) and its
 arguments (ints and short words).  The text form is what reports and
 replay lines print; :meth:`Program.parse` reads it back::
 
     win=4 file=2 | P.mmap(0,4,rw,anon,private,fixed,0) P.write(0) P.fork() | P: write(1) | P: munmap(0,4)
+    win=4 file=0 free=2 kswapd | P.mmap(0,4,rw,anon,private,fixed,0) P.write(0) | P: write(1) | P: write(2)
 """
 
 from __future__ import annotations
@@ -33,6 +43,7 @@ from typing import Any
 from specfault.check.fuzz.base import (  # noqa: F401 - re-exported
     FAR_OFFSET,
     MAX_FILE_PAGES,
+    MAX_FREE,
     MAX_OPS,
     MAX_SETUP,
     MAX_THREADS,
@@ -64,10 +75,18 @@ class Program:
     file_pages: int
     setup: tuple[tuple[str, Op], ...]
     threads: tuple[ThreadProg, ...]
+    #: free frames once the setup has run (0: no memory pressure)
+    free: int = 0
+    #: kswapd0 as an actor of the program (only with ``free``)
+    kswapd: bool = False
 
     # -- forms --
     def text(self) -> str:
         head = f"win={self.window} file={self.file_pages}"
+        if self.free:
+            head += f" free={self.free}"
+        if self.kswapd:
+            head += " kswapd"
         setup = " ".join(f"{p}.{op.text()}" for p, op in self.setup) or "-"
         return " | ".join([head, setup] + [t.text() for t in self.threads])
 
@@ -75,7 +94,8 @@ class Program:
         return self.text()
 
     def to_json(self) -> dict[str, Any]:
-        return {"window": self.window, "file_pages": self.file_pages,
+        pressure = {"free": self.free, "kswapd": self.kswapd} if self.free or self.kswapd else {}
+        return {"window": self.window, "file_pages": self.file_pages, **pressure,
                 "setup": [[p, op.name, list(op.args)] for p, op in self.setup],
                 "threads": [{"proc": t.proc, "ops": [[op.name, list(op.args)] for op in t.ops]}
                             for t in self.threads]}
@@ -86,7 +106,8 @@ class Program:
             prog = cls(int(data["window"]), int(data["file_pages"]),
                        tuple((str(p), Op(str(n), _args(a))) for p, n, a in data["setup"]),
                        tuple(ThreadProg(str(t["proc"]), tuple(Op(str(n), _args(a)) for n, a in t["ops"]))
-                             for t in data["threads"]))
+                             for t in data["threads"]),
+                       int(data.get("free", 0)), bool(data.get("kswapd", False)))
         except (KeyError, TypeError, ValueError) as exc:
             raise ProgramError(f"not a fuzz program: {type(exc).__name__}: {exc}") from None
         prog.check()
@@ -98,9 +119,13 @@ class Program:
         parts = [p.strip() for p in text.strip().split("|")]
         if len(parts) < 2:
             raise ProgramError(f"not a fuzz program (HEAD | SETUP | THREAD ...): {text[:80]!r}")
-        head = dict(_kv(w) for w in parts[0].split())
-        if set(head) != {"win", "file"}:
-            raise ProgramError(f"program head must be 'win=N file=N', not {parts[0]!r}")
+        words = parts[0].split()
+        kswapd = "kswapd" in words
+        head = dict(_kv(w) for w in words if w != "kswapd")
+        if not {"win", "file"} <= set(head) <= {"win", "file", "free"} \
+                or words.count("kswapd") > 1:
+            raise ProgramError(f"program head must be 'win=N file=N [free=N] [kswapd]', "
+                               f"not {parts[0]!r}")
         setup: list[tuple[str, Op]] = []
         if parts[1] != "-":
             for word in _ops_words(parts[1]):
@@ -114,7 +139,8 @@ class Program:
             if not colon:
                 raise ProgramError(f"thread {part!r} must be 'PROC: op(args) ...'")
             threads.append(ThreadProg(proc.strip(), tuple(_op(w) for w in _ops_words(rest))))
-        prog = cls(head["win"], head["file"], tuple(setup), tuple(threads))
+        prog = cls(head["win"], head["file"], tuple(setup), tuple(threads), head.get("free", 0),
+                   kswapd)
         prog.check()
         return prog
 
@@ -130,6 +156,10 @@ class Program:
             raise ProgramError(f"window must be 1..{MAX_WINDOW} pages, not {self.window}")
         if not 0 <= self.file_pages <= MAX_FILE_PAGES:
             raise ProgramError(f"file must be 0..{MAX_FILE_PAGES} pages, not {self.file_pages}")
+        if not 0 <= self.free <= MAX_FREE:
+            raise ProgramError(f"free must be 0..{MAX_FREE} frames, not {self.free}")
+        if self.kswapd and not self.free:
+            raise ProgramError("kswapd needs memory pressure (free=N): nothing would wake it")
         if len(self.setup) > MAX_SETUP:
             raise ProgramError(f"at most {MAX_SETUP} setup ops, not {len(self.setup)}")
         if not 1 <= len(self.threads) <= MAX_THREADS:
@@ -161,17 +191,20 @@ class Program:
         return out
 
     def size(self) -> tuple[int, int, int, int]:
-        """What shrinking lowers: threads, ops, setup ops, then how
-        elaborate the arguments are (the integers' sum, the window, the
-        file, and each word argument that is not its kind's simplest)."""
-        weight = self.window + self.file_pages
+        """What shrinking lowers: threads (kswapd is one), ops, setup ops,
+        then how elaborate the arguments are (the integers' sum, the
+        window, the file, memory pressure, and each word argument that is
+        not its kind's simplest)."""
+        # (fewer free frames is more pressure: further from none)
+        weight = self.window + self.file_pages + (MAX_FREE + 1 - self.free if self.free else 0)
         for op in [op for _, op in self.setup] + [op for t in self.threads for op in t.ops]:
             for p, a in zip(VOCAB[op.name].params, op.args, strict=False):
                 if isinstance(a, int):
                     weight += a
                 elif PARAMS[p].simpler(a, None):  # type: ignore[arg-type]
                     weight += 1
-        return (len(self.threads), sum(len(t.ops) for t in self.threads), len(self.setup), weight)
+        return (len(self.threads) + self.kswapd, sum(len(t.ops) for t in self.threads),
+                len(self.setup), weight)
 
 
 def _args(raw: Any) -> tuple[Arg, ...]:

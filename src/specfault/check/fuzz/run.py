@@ -9,7 +9,8 @@ preemptions, each a third of the per-program schedule budget, as
 and returns the coverage combinations every execution reached.
 
 :func:`shrink` makes a failing program smaller — program first (drop a
-thread, an op, a setup op; simpler arguments; a smaller window or file),
+thread, the kswapd actor, an op, a setup op; no memory pressure; simpler
+arguments; a smaller window or file),
 each candidate kept if it still fails the same way (the failing schedule
 replayed leniently first, the portfolio run again otherwise) — then its
 schedule (``check/minimize.py``).  Both are bounded by counts (candidates,
@@ -28,7 +29,7 @@ from typing import Any
 from specfault.check.engine import Execution, replay_chooser
 from specfault.check.explore import ExploreConfig, explore
 from specfault.check.fuzz.compile import Combo, build
-from specfault.check.fuzz.program import Op, Program, ProgramError, ThreadProg
+from specfault.check.fuzz.program import MAX_FREE, Op, Program, ProgramError, ThreadProg
 from specfault.check.fuzz.vocab import PARAMS, VOCAB, Ctx
 from specfault.check.minimize import minimize
 
@@ -133,11 +134,17 @@ def candidates(prog: Program) -> Iterator[Program]:
         for j in range(len(t.ops)):
             if len(t.ops) > 1:
                 yield _thread_ops(prog, i, t.ops[:j] + t.ops[j + 1:])
+    if prog.kswapd:                                      # drop the kswapd actor
+        yield replace(prog, kswapd=False)
     for j in range(len(prog.setup)):                     # drop a setup op
         yield replace(prog, setup=prog.setup[:j] + prog.setup[j + 1:])
     if prog.file_pages:                                  # no file, a smaller file
         yield replace(prog, file_pages=0)
         yield replace(prog, file_pages=prog.file_pages - 1)
+    if prog.free:                                        # no memory pressure, or less
+        yield replace(prog, free=0, kswapd=False)
+        if prog.free < MAX_FREE:
+            yield replace(prog, free=prog.free + 1)
     if prog.window > 1:                                  # a smaller window
         yield replace(prog, window=prog.window - 1)
     ctx = Ctx(prog.window, prog.file_pages)
