@@ -98,7 +98,7 @@ def test_coverage_names_the_fault_the_abort_and_the_writer() -> None:
 def test_a_short_fuzz_run_finds_a_mutant() -> None:
     out = fuzz(QUICK, programs=16)
     assert not out.ok and out.failure is not None
-    assert out.failure_index == 2 and out.failure.kind == "property"
+    assert out.failure_index == 5 and out.failure.kind == "property"
     # the failing schedule replays
     ex = Execution(build(out.failure.program, "speculative", QUICK.mutant)).run(
         replay_chooser(out.failure.choices))
@@ -168,7 +168,7 @@ def test_cli_finds_a_mutant_saves_it_and_replays_it(tmp_path: Path,
                  "--json"]) == 1
     data = json.loads(capsys.readouterr().out)
     v = data["violation"]
-    assert v["kind"] == "property" and v["program_index"] == 2 and data["programs"] == 3
+    assert v["kind"] == "property" and v["program_index"] == 5 and data["programs"] == 6
     files = list(tmp_path.glob("*.json"))
     assert [str(f) for f in files] == [v["saved"]]
     reg = load(files[0])
