@@ -107,8 +107,34 @@ def rss_kind(page: Page) -> str:
     return "shmem" if inode is not None and inode.shmem else "file"
 
 
-async def zap_pte_range(tlb: MmuGather, vma: Any, pt: PageTable, start: int, end: int) -> None:
-    """Clear the PTEs of [start, end) in table ``pt`` under its PTL."""
+class ZapDetails:
+    """struct zap_details: what unmap_mapping_range() asks of a zap — with
+    ``even_cows`` False (a hole punch, unmap_mapping_folio) the private
+    anonymous pages of a file mapping (COWed copies, and the swap entries
+    of those that were swapped out) stay.  No details (None): zap all."""
+
+    __slots__ = ("even_cows",)
+
+    def __init__(self, even_cows: bool) -> None:
+        self.even_cows = even_cows
+
+
+def should_zap_cows(details: ZapDetails | None) -> bool:
+    """should_zap_cows(): zap private anonymous pages (and swap entries)?"""
+    return details is None or details.even_cows
+
+
+def should_zap_folio(details: ZapDetails | None, page: Page) -> bool:
+    """should_zap_folio(): a page-cache page always; an anonymous page only
+    when COWed copies go too."""
+    return should_zap_cows(details) or not page.anon
+
+
+async def zap_pte_range(tlb: MmuGather, vma: Any, pt: PageTable, start: int, end: int,
+                        details: ZapDetails | None = None) -> None:
+    """Clear the PTEs of [start, end) in table ``pt`` under its PTL; with
+    ``details``, the private anonymous ones (present, or swap entries:
+    zap_nonpresent_ptes) only when ``details.even_cows``."""
     mm = tlb.mm
     mem = mm.kernel.mem
     lo = (start - pt.base) >> 12
@@ -118,6 +144,14 @@ async def zap_pte_range(tlb: MmuGather, vma: Any, pt: PageTable, start: int, end
         pte = await LoadItem(pt, pt.entries, i)
         if pte == 0:
             continue
+        page = None
+        if is_swap_pte(pte):
+            if not should_zap_cows(details):
+                continue                         # a swapped-out COWed copy stays
+        elif pte_present(pte) and not pte_special(pte):
+            page = mem.pages[pte_pfn(pte)]
+            if not should_zap_folio(details, page):
+                continue                         # the COWed copy stays
         await StoreItem(pt, pt.entries, i, 0)    # ptep_get_and_clear_full
         pt.nr -= 1
         if is_swap_pte(pte):
@@ -125,22 +159,23 @@ async def zap_pte_range(tlb: MmuGather, vma: Any, pt: PageTable, start: int, end
             mm.rss["swap"] -= 1
             free_swap_and_cache(mm.kernel, pte_to_swp_entry(pte))
             continue
-        if not pte_present(pte) or pte_special(pte):
-            continue
-        zap_present_page(tlb, pte, mem.pages[pte_pfn(pte)])
+        if page is not None:
+            zap_present_page(tlb, pte, page)
     await pt.ptl.unlock()
     tlb.track(start, end)
 
 
-async def unmap_page_range(tlb: MmuGather, vma: Any, start: int, end: int) -> None:
-    """zap every PTE of ``vma`` in [start, end)."""
+async def unmap_page_range(tlb: MmuGather, vma: Any, start: int, end: int,
+                           details: ZapDetails | None = None) -> None:
+    """zap every PTE of ``vma`` in [start, end) (``details``: see
+    :func:`zap_pte_range`)."""
     start = max(start, vma.vm_start)
     end = min(end, vma.vm_end)
     if start >= end:
         return
     ptes = 0
     for pt, lo, hi in await walk_range(tlb.mm, start, end):
-        await zap_pte_range(tlb, vma, pt, lo, hi)
+        await zap_pte_range(tlb, vma, pt, lo, hi, details)
         ptes += (hi - lo) >> 12
     # zap_pte_range() walks the PTEs of the tables that exist; a range
     # with no PTE table (pmd_none) is skipped whole
