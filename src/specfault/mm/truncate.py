@@ -36,7 +36,9 @@ the unmap of steps 2-3 and unmaps after the page left the cache (a mapped
 page outside the file: writes to it are lost, and another mapping faults
 in a fresh page — two views of one file page); the fault side's
 ``no_isize_recheck_after_lock`` and ``no_folio_mapping_recheck`` are in
-filemap.filemap_fault.
+filemap.filemap_fault; ``unmap_mapping_no_i_mmap_lock`` walks i_mmap
+without i_mmap_rwsem (step 2 and every unmap after it: a munmap frees the
+page tables being walked, a split hides half of the VMA).
 
 Locks, in Linux's order (mm/rmap.c's lock-order comment, shmem's
 subset): ``i_rwsem`` (``inode_lock``: taken for write by truncation and
@@ -107,10 +109,15 @@ async def unmap_mapping_pages(kernel: Any, inode: Inode, first: int, nr: int,
     table's PTL; entered with i_rwsem and/or a folio lock, or nothing."""
     details = ZapDetails(even_cows)
     last = first + nr - 1 if nr else ULONG_MAX
-    await i_mmap_lock_read(inode)
+    # knob unmap_mapping_no_i_mmap_lock (a mutant): walk i_mmap unlocked — a
+    # munmap frees the tables being walked, a split hides half a VMA
+    locked = not kernel.config.knob("unmap_mapping_no_i_mmap_lock")
+    if locked:
+        await i_mmap_lock_read(inode)
     if len(inode.i_mmap):
         await unmap_mapping_range_tree(kernel, inode, first, last, details)
-    await i_mmap_unlock_read(inode)
+    if locked:
+        await i_mmap_unlock_read(inode)
 
 
 async def unmap_mapping_folio(kernel: Any, inode: Inode, index: int) -> None:
