@@ -35,6 +35,7 @@ for _name, _args in {
     "munmap": [ctypes.c_void_p, ctypes.c_size_t],
     "mprotect": [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int],
     "madvise": [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int],
+    "fallocate": [ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long],
 }.items():
     getattr(_libc, _name).argtypes = _args
 _libc.mmap.restype = ctypes.c_void_p
@@ -86,6 +87,12 @@ class Host:
 
     def pwrite(self, fd: int, data: bytes, off: int) -> int:
         return os.pwrite(fd, data, off)
+
+    def ftruncate(self, fd: int, length: int) -> None:
+        os.ftruncate(fd, length)                 # the raw syscall: no checks in Python
+
+    def fallocate(self, fd: int, mode: int, offset: int, length: int) -> None:
+        _check(_libc.fallocate(fd, mode, offset, length), -1)
 
     def cleanup(self) -> None:
         for fd in self.fds:
