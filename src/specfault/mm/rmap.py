@@ -23,8 +23,10 @@ Who maintains them (the only writers; every site holds the mm's
 
 * ``vma_link`` links a VMA it inserts into the tree (``vma_link_file`` +
   the anon_vma_chain links of ``anon_vma_clone``/``anon_vma_fork``);
-* ``vm_area_free`` unlinks one (``unlink_file_vma`` + ``unlink_anon_vmas``,
-  which Linux runs from free_pgtables/remove_vma: after the zap);
+* ``unlink_vma`` (vma_ops.py) unlinks one (``unlink_file_vma`` +
+  ``unlink_anon_vmas``): munmap and exit call it after the zap and before
+  ``free_pgtables`` frees the VMA's tables, as Linux's free_pgtables does;
+  ``vm_area_free`` calls it for a VMA a merge absorbed;
 * ``anon_vma_chain_link`` gives an already linked VMA an anon_vma chain
   (anon_vma_prepare, dup_anon_vma at a merge, mremap's DONTUNMAP unlink).
 
