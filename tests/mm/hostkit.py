@@ -251,6 +251,16 @@ def run_host_forked(scenario: Callable[[Host, int], Any], tmpfs: bool = False) -
     return val
 
 
+def host_swaps() -> list[str]:
+    """The swap areas enabled on the host (/proc/swaps): swap is
+    system-wide, so a scenario that pages memory out depends on it."""
+    try:
+        with open("/proc/swaps") as f:
+            return [line.split()[0] for line in f.read().splitlines()[1:] if line.strip()]
+    except OSError:
+        return []
+
+
 def host_errno(fn: Callable[[], Any]) -> int:
     try:
         fn()
@@ -259,5 +269,5 @@ def host_errno(fn: Callable[[], Any]) -> int:
     return 0
 
 
-__all__ = ["BASE", "HOST_OK", "Host", "PAGE", "WINDOW", "host_errno", "in_child", "layout",
-           "run_host", "run_host_forked", "vmflags"]
+__all__ = ["BASE", "HOST_OK", "Host", "PAGE", "WINDOW", "host_errno", "host_swaps", "in_child",
+           "layout", "run_host", "run_host_forked", "vmflags"]
