@@ -236,6 +236,10 @@ KNOBS: dict[str, Knob] = _knobs(
     Knob("truncate_drops_before_unmap", False, "mutant",
          "truncation and hole punching remove a page from the page cache before "
          "unmapping it (and skip the first unmap_mapping_range)"),
+    Knob("unmap_mapping_no_i_mmap_lock", False, "mutant",
+         "unmap_mapping_range walks the file's i_mmap without i_mmap_rwsem: "
+         "a VMA being split or unmapped meanwhile is zapped half-changed or "
+         "after its page tables were freed"),
     Knob("vma_recheck_not_mm_seq", False, "mutant",
          "the commit re-checks only the VMA, not mm_lock_seq (the COW ABA)"),
     Knob("dufour_seq_loads_reordered", False, "mutant",

@@ -69,6 +69,12 @@ def files(tmp_path: Path) -> dict[str, str]:
         "zerodram": write("zerodram.json", '{"dram_gbps": 0}'),
         "badprog": write("badprog.json", '{"format": "specfault-oracle/1", "steps": [{"op": "mmap"}]}'),
         "steps_int": write("steps_int.json", '{"format": "specfault-oracle/1", "steps": 5}'),
+        # a program the kernel would refuse (ftruncate -1: EINVAL) cannot be
+        # written at all: the runners' programs stay within what both sides run
+        "negsize": write("negsize.json", '{"format": "specfault-oracle/1", "steps": '
+                         '[{"op": "ftruncate", "file": 0, "size": -1}]}'),
+        "badadvice": write("badadvice.json", '{"format": "specfault-oracle/1", "steps": '
+                           '[{"op": "madvise", "page": 0, "npages": 1, "advice": "MADV_SWAPOUT"}]}'),
         "badhost": write("badhost.json", json.dumps(bad_host)),
         "good": write("good.json", json.dumps(good)),
     }
@@ -208,6 +214,8 @@ CASES: list[tuple[list[str], str]] = [
     (["oracle", "--replay", "{notjson}"], "--replay"),
     (["oracle", "--replay", "{badprog}"], "--replay"),
     (["oracle", "--replay", "{steps_int}"], "--replay"),
+    (["oracle", "--replay", "{negsize}"], "--replay"),
+    (["oracle", "--replay", "{badadvice}"], "--replay"),
     (["oracle", "--replay", "{badhost}"], "--replay"),
     (["oracle", "--replay", "{good}", "--runs", "3"], "--runs"),
     (["oracle", "--recorded"], "--recorded"),

@@ -35,6 +35,7 @@ for _name, _args in {
     "munmap": [ctypes.c_void_p, ctypes.c_size_t],
     "mprotect": [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int],
     "madvise": [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int],
+    "fallocate": [ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long],
 }.items():
     getattr(_libc, _name).argtypes = _args
 _libc.mmap.restype = ctypes.c_void_p
@@ -86,6 +87,12 @@ class Host:
 
     def pwrite(self, fd: int, data: bytes, off: int) -> int:
         return os.pwrite(fd, data, off)
+
+    def ftruncate(self, fd: int, length: int) -> None:
+        os.ftruncate(fd, length)                 # the raw syscall: no checks in Python
+
+    def fallocate(self, fd: int, mode: int, offset: int, length: int) -> None:
+        _check(_libc.fallocate(fd, mode, offset, length), -1)
 
     def cleanup(self) -> None:
         for fd in self.fds:
@@ -244,6 +251,16 @@ def run_host_forked(scenario: Callable[[Host, int], Any], tmpfs: bool = False) -
     return val
 
 
+def host_swaps() -> list[str]:
+    """The swap areas enabled on the host (/proc/swaps): swap is
+    system-wide, so a scenario that pages memory out depends on it."""
+    try:
+        with open("/proc/swaps") as f:
+            return [line.split()[0] for line in f.read().splitlines()[1:] if line.strip()]
+    except OSError:
+        return []
+
+
 def host_errno(fn: Callable[[], Any]) -> int:
     try:
         fn()
@@ -252,5 +269,5 @@ def host_errno(fn: Callable[[], Any]) -> int:
     return 0
 
 
-__all__ = ["BASE", "HOST_OK", "Host", "PAGE", "WINDOW", "host_errno", "in_child", "layout",
-           "run_host", "run_host_forked", "vmflags"]
+__all__ = ["BASE", "HOST_OK", "Host", "PAGE", "WINDOW", "host_errno", "host_swaps", "in_child",
+           "layout", "run_host", "run_host_forked", "vmflags"]

@@ -12,7 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from hostkit import BASE, HOST_OK, run_host, run_host_forked  # noqa: E402
+from hostkit import BASE, HOST_OK, host_swaps, run_host, run_host_forked  # noqa: E402
 
 import specfault as sf  # noqa: E402
 
@@ -29,14 +29,20 @@ def on_model(scenario: Callable[[Any, int], Any], **machine: Any) -> Any:
 
 
 def assert_linux(scenario: Callable[[Any, int], Any], expected: Any, forked: bool = False,
-                 tmpfs: bool = False) -> None:
+                 tmpfs: bool = False, swapless: bool = False) -> None:
     """The model gives ``expected``; so does the host kernel (when we can
     ask it), which is how ``expected`` was obtained in the first place.
     ``forked``: run the host side in a child (scenarios that fork);
     ``tmpfs``: the host's files on tmpfs, whose 4 KiB folios are the model's
-    (ext4's large folios change what unmapping one page does)."""
+    (ext4's large folios change what unmapping one page does);
+    ``swapless``: the scenario pages memory out and expects no swap device
+    (the model's default) — with host swap on (system-wide: another run's)
+    the host side is skipped, with the reason."""
     got = on_model(scenario)
     assert got == expected, f"model: {got!r}"
+    if HOST_OK and swapless and host_swaps():
+        pytest.skip(f"model checked; host swap is on ({', '.join(host_swaps())}): "
+                    "the host side needs none")
     if HOST_OK:
         host = (run_host_forked if forked else run_host)(scenario, tmpfs=tmpfs)
         assert host == expected, f"host kernel: {host!r} (the expectation is stale?)"

@@ -93,3 +93,45 @@ def test_bad_arguments_are_refused_before_anything_runs() -> None:
         p.ftruncate(fd, 1 << 63)                 # does not fit a loff_t
     with pytest.raises(ValueError):
         p.fallocate(fd, 1 << 31, 0, P)           # mode does not fit an int
+
+
+def _swapped_cow() -> tuple[sf.Machine, sf.Process, int, int]:
+    """/f (4 pages) on a machine with swap; a private mapping of it whose
+    page 1 is a COWed copy, swapped out.  Returns (m, p, fd, mapping)."""
+    m = sf.Machine(swap_pages=65)
+    m.create_file("/f", b"".join(bytes([0x50 + i]) * P for i in range(4)))
+    p = m.spawn()
+    fd = p.open("/f", sf.O_RDWR)
+    private = p.mmap(0, 4 * P, RW, sf.MAP_PRIVATE, fd)
+    p.write(private + P, b"mine")
+    p.madvise(private + P, P, sf.MADV_PAGEOUT)
+    e = p.pagemap(private + P)
+    assert e.swapped and not e.present
+    assert m.meminfo()["SwapFree"] == m.meminfo()["SwapTotal"] - 4
+    return m, p, fd, private
+
+
+def test_truncate_drops_a_swapped_out_cow_copy_and_frees_its_slot() -> None:
+    # zap_nonpresent_ptes(): a genuine swap entry is a private anon page;
+    # with even_cows (truncate_pagecache) it goes and free_swap_and_cache
+    # frees its slot
+    m, p, fd, private = _swapped_cow()
+    p.ftruncate(fd, P)
+    e = p.pagemap(private + P)
+    assert not e.swapped and not e.present
+    info = m.meminfo()
+    assert info["SwapFree"] == info["SwapTotal"]
+    assert p.smaps()[0]["Swap"] == 0
+    with pytest.raises(sf.BusError):
+        p.read(private + P, 1)
+    m.check()
+
+
+def test_punch_hole_keeps_a_swapped_out_cow_copy() -> None:
+    # no even_cows (shmem_fallocate): should_zap_cows() is false, the swap
+    # entry and its slot stay, and the copy comes back on a read
+    m, p, fd, private = _swapped_cow()
+    p.fallocate(fd, sf.FALLOC_FL_PUNCH_HOLE | sf.FALLOC_FL_KEEP_SIZE, 0, 4 * P)
+    assert p.pagemap(private + P).swapped
+    assert p.read(private + P, 4) == b"mine"
+    m.check()

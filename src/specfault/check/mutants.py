@@ -126,6 +126,11 @@ MUTANTS: dict[str, Mutant] = {m.name: m for m in [
            "before unmapping it: until the unmap, a mapping writes to a page "
            "the file no longer has while other mappings fault in a fresh one",
            {"truncate_drops_before_unmap": True}, ("punch-vs-shared-fault", "punch-vs-pread")),
+    Mutant("unmap_mapping_no_i_mmap_lock", "classic",
+           "truncation walks the file's i_mmap without i_mmap_rwsem: it zaps "
+           "the page tables of a VMA munmap is freeing, or misses the half of "
+           "a VMA mprotect is splitting — a page stays mapped beyond EOF",
+           {"unmap_mapping_no_i_mmap_lock": True}, ("truncate-vs-munmap", "truncate-vs-split")),
     Mutant("pervma_mprotect_no_vma_lock", "pervma",
            "mprotect changes vm_flags without vma_start_write: a fault under "
            "the VMA lock maps a page with the old permissions",

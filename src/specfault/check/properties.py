@@ -13,7 +13,7 @@ program built on ``check/scenarios/base.py``'s checking functions).
    *When it holds.*  The relation between a PTE and its page is made and
    unmade under the PTL of the PTE's table: ``folio_add_new_anon_rmap`` +
    ``set_pte_at`` (do_anonymous_page, wp_page_copy, finish_fault), the
-   zaps (zap_pte_range, zap_file_ptes, reclaim), fork's copy (both PTLs)
+   zaps (zap_pte_range, reclaim), fork's copy (both PTLs)
    and mremap's move (both PTLs; the destination VMA, with the pgoff that
    keeps the linear index, exists before the move).  The VMA side changes
    under ``mmap_lock`` held for write, after ``vma_start_write``
@@ -147,22 +147,16 @@ from specfault.mm.pgtable import (
     pte_to_swp_entry,
     swp_offset_pfn,
 )
-from specfault.mm.truncate import vmas_mapping
 
 _MISSING = object()      # a translation never observed
 
 
 # ------------------------------------------------------------------ rmap
 def file_mappings(kernel: Any, inode: Any) -> list[Any]:
-    """The VMAs that map ``inode``: what the file's ``i_mmap`` tree lists.
-    The model has no i_mmap yet, so every live mm's VMAs of that file
-    (``truncate.vmas_mapping``); once ``mm/rmap.py`` keeps the tree, this
-    is the one line to change (return the tree's VMAs)."""
-    out: list[Any] = []
-    for mm in kernel.mms:
-        if not mm.dead:
-            out += vmas_mapping(mm, inode)
-    return out
+    """The VMAs that map ``inode``: its ``i_mmap`` tree (mm/rmap.py), the
+    index truncation's ``unmap_mapping_range`` walks — a mapped page whose
+    VMA is missing there would survive a truncation."""
+    return inode.i_mmap.all()  # type: ignore[no-any-return]
 
 
 def rmap_problem(kernel: Any, vma: Any, addr: int, page: Any,

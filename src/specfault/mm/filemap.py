@@ -18,8 +18,11 @@ Inode
 # protected by the page-cache lock (xa_lock): insertions and removals;
 # a page is removed only under its folio lock (filemap_remove_folio)
     pages
-# the reverse map of the file (mm/rmap.py: its lock rule, i_mmap_rwsem's role)
+# protected by i_mmap_rwsem (write: the VMA writers, each also holding its
+# mm's mmap_lock for write; read: unmap_mapping_range); the reclaim walkers
+# read it locklessly under rcu_read_lock (mm/rmap.py: the lock rule)
     i_mmap    the VMAs mapping the inode (VmaIntervalTree)
+    i_mmap_rwsem  the lock of i_mmap (mapping->i_mmap_rwsem)
 # immutable
     ino, path, shmem, wants_writenotify
     thp_get_unmapped_area  the filesystem's f_op->get_unmapped_area is
@@ -61,7 +64,7 @@ FMODE_WRITE = 0x2
 
 class Inode:
     __slots__ = ("ino", "path", "size", "data", "pages", "shmem", "wants_writenotify", "dev",
-                 "thp_get_unmapped_area", "i_mmap", "i_rwsem")
+                 "thp_get_unmapped_area", "i_mmap", "i_mmap_rwsem", "i_rwsem")
 
     def __init__(self, ino: int, path: str, shmem: bool = False) -> None:
         self.ino = ino
@@ -75,6 +78,7 @@ class Inode:
         self.dev = (0, 1) if shmem else (0, 0x2a)
         self.thp_get_unmapped_area = False
         self.i_mmap = VmaIntervalTree()
+        self.i_mmap_rwsem = RwSemaphore(f"i_mmap_rwsem@{ino}", "i_mmap_rwsem")
         self.i_rwsem = RwSemaphore(f"i_rwsem@{ino}", "i_rwsem")
 
     def nr_pages(self) -> int:

@@ -278,9 +278,11 @@ async def exit_mmap(mm: Any) -> None:
     for vma in vmas:
         await vma_start_write(vma)
         await unmap_page_range(tlb, vma, vma.vm_start, vma.vm_end)
+    from specfault.mm.vma_ops import remove_from_tree, unlink_vma, vm_area_free
+    for vma in vmas:
+        await unlink_vma(vma)          # free_pgtables(): out of i_mmap first
     await free_pgtables(tlb, 0, TASK_END, 0, TASK_END)
     await tlb.finish()
-    from specfault.mm.vma_ops import remove_from_tree, vm_area_free
     for vma in vmas:
         await remove_from_tree(mm, vma)
         await vm_area_free(mm, vma)

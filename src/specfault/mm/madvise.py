@@ -69,7 +69,7 @@ from specfault.mm.mmap_lock import (
     mmap_write_unlock,
     vma_start_write,
 )
-from specfault.mm.mmu_gather import MmuGather, unmap_page_range
+from specfault.mm.mmu_gather import MmuGather, ZapDetails, unmap_page_range
 from specfault.mm.page import GetPage, lru_move
 from specfault.mm.pgtable import (
     _PAGE_ACCESSED,
@@ -310,7 +310,7 @@ async def madvise_dontneed_free(mm: Any, vma: VmArea, start: int, end: int,
     tlb = MmuGather(mm)
     # zap_page_range_single() with details.reclaim_pt: an emptied PTE
     # table is reclaimed (pt_reclaim.py)
-    await unmap_page_range(tlb, vma, start, end, reclaim_pt=True)
+    await unmap_page_range(tlb, vma, start, end, ZapDetails(even_cows=True, reclaim_pt=True))
     await tlb.finish()
     return 0
 

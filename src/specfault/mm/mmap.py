@@ -84,6 +84,7 @@ from specfault.mm.vma import (
 from specfault.mm.vma_ops import (
     remove_from_tree,
     split_vma,
+    unlink_vma,
     vm_area_free,
     vma_link,
     vma_merge_new_range,
@@ -425,6 +426,11 @@ async def do_vmi_munmap(mm: Any, start: int, length: int) -> int:
         mm.total_vm -= v.pages()
     floor = prev.vm_end if prev is not None else 0
     ceiling = nxt.vm_start if nxt is not None else TASK_SIZE + PAGE_SIZE
+    # free_pgtables() unlinks each VMA from the reverse map (its file's
+    # i_mmap under i_mmap_rwsem) before freeing the tables: a truncation
+    # that found it walks tables still there
+    for v in victims:
+        await unlink_vma(v)
     await free_pgtables(tlb, floor, ceiling, victims[0].vm_start, victims[-1].vm_end)
     await tlb.finish()
     for v in victims:

@@ -112,27 +112,57 @@ async def free_tables(mm: Any, tables: list[PageTable]) -> None:
         free()
 
 
+class ZapDetails:
+    """struct zap_details: what a caller other than munmap/exit asks of a
+    zap.  ``even_cows`` False (a hole punch, unmap_mapping_folio): the
+    private anonymous pages of a file mapping (COWed copies, and the swap
+    entries of those that were swapped out) stay; ``reclaim_pt``
+    (MADV_DONTNEED): a PTE table the zap empties is freed (pt_reclaim.py).
+    No details (None): zap all, reclaim no table."""
+
+    __slots__ = ("even_cows", "reclaim_pt")
+
+    def __init__(self, even_cows: bool, reclaim_pt: bool = False) -> None:
+        self.even_cows = even_cows
+        self.reclaim_pt = reclaim_pt
+
+
+def should_zap_cows(details: ZapDetails | None) -> bool:
+    """should_zap_cows(): zap private anonymous pages (and swap entries)?"""
+    return details is None or details.even_cows
+
+
+def should_zap_folio(details: ZapDetails | None, page: Page) -> bool:
+    """should_zap_folio(): a page-cache page always; an anonymous page only
+    when COWed copies go too."""
+    return should_zap_cows(details) or not page.anon
+
+
 async def zap_pte_range(tlb: MmuGather, vma: Any, pmd: PageTable, start: int, end: int,
-                        reclaim_pt: bool = False) -> int:
+                        details: ZapDetails | None = None) -> int:
     """zap_pte_range(): clear the PTEs of [start, end) (within one PMD's
     range) in the PTE table ``pmd`` holds, under its PTL:
 
     1. pte_offset_map_lock (the table may have been reclaimed by a racing
        MADV_DONTNEED: none there, nothing to zap);
-    2. clear every non-none entry, queueing its page for the gather;
-    3. ``reclaim_pt`` (MADV_DONTNEED's details->reclaim_pt) and the range
-       is the whole table (reclaim_pt_is_enabled): still under the PTL,
-       the table is empty — detach it (try_get_and_clear_pmd) if the PMD
-       lock is free;
+    2. clear every non-none entry, queueing its page for the gather — with
+       ``details`` not even_cows, a private anonymous page (present, or a
+       swap entry: zap_nonpresent_ptes) stays (should_zap_folio /
+       should_zap_cows);
+    3. ``details.reclaim_pt`` (MADV_DONTNEED) and the range is the whole
+       table (reclaim_pt_is_enabled): still under the PTL, the table is
+       empty — detach it (try_get_and_clear_pmd) if the PMD lock is free;
     4. unlock; a detached table is freed through the gather (free_pte),
        else try_to_free_pte takes the locks in order and checks again.
 
     Entered with mmap_lock (read for MADV_DONTNEED, write for munmap and
-    exit) and no page-table lock; returns with the same, and the number of
-    PTEs the range spans (0 when there was no table)."""
+    exit) or, for unmap_mapping_range, the file's i_mmap_rwsem (read), and
+    no page-table lock; returns with the same, and the number of PTEs the
+    range spans (0 when there was no table)."""
     mm = tlb.mm
     mem = mm.kernel.mem
-    can_reclaim_pt = reclaim_pt_is_enabled(mm, start, end, reclaim_pt)
+    can_reclaim_pt = reclaim_pt_is_enabled(mm, start, end,
+                                           details is not None and details.reclaim_pt)
     pt = await pte_offset_map_lock(mm, pmd, start)
     if pt is None:
         return 0
@@ -144,6 +174,14 @@ async def zap_pte_range(tlb: MmuGather, vma: Any, pmd: PageTable, start: int, en
         if pt.entries[i] == 0:
             continue
         pte = await LoadItem(pt, pt.entries, i)
+        page = None
+        if is_swap_pte(pte):
+            if not should_zap_cows(details):
+                continue                         # a swapped-out COWed copy stays
+        elif pte_present(pte) and not pte_special(pte):
+            page = mem.pages[pte_pfn(pte)]
+            if not should_zap_folio(details, page):
+                continue                         # the COWed copy stays
         await StoreItem(pt, pt.entries, i, 0)    # ptep_get_and_clear_full
         pt.nr -= 1
         if is_swap_pte(pte):
@@ -157,9 +195,8 @@ async def zap_pte_range(tlb: MmuGather, vma: Any, pmd: PageTable, start: int, en
             mm.rss["swap"] -= 1
             free_swap_and_cache(mm.kernel, entry)
             continue
-        if not pte_present(pte) or pte_special(pte):
-            continue
-        zap_present_page(tlb, pte, mem.pages[pte_pfn(pte)])
+        if page is not None:
+            zap_present_page(tlb, pte, page)
     direct_reclaim = can_reclaim_pt and await try_get_and_clear_pmd(mm, pmd, start)
     await pt.ptl.unlock()
     tlb.track(start, end)
@@ -171,11 +208,11 @@ async def zap_pte_range(tlb: MmuGather, vma: Any, pmd: PageTable, start: int, en
 
 
 async def unmap_page_range(tlb: MmuGather, vma: Any, start: int, end: int,
-                           reclaim_pt: bool = False) -> None:
+                           details: ZapDetails | None = None) -> None:
     """zap every PTE of ``vma`` in [start, end): zap_pmd_range's loop, one
     zap_pte_range per PMD entry (a range with no PMD table is skipped
-    whole).  ``reclaim_pt``: MADV_DONTNEED's zap_details (pt_reclaim.py).
-    Locks as zap_pte_range."""
+    whole).  ``details``: see :func:`zap_pte_range`.  Locks as
+    zap_pte_range."""
     start = max(start, vma.vm_start)
     end = min(end, vma.vm_end)
     if start >= end:
@@ -195,7 +232,7 @@ async def unmap_page_range(tlb: MmuGather, vma: Any, start: int, end: int,
                     addr = nxt
                     continue
                 await __split_huge_pmd(vma, pmd, addr)
-            ptes += await zap_pte_range(tlb, vma, pmd, addr, nxt, reclaim_pt)
+            ptes += await zap_pte_range(tlb, vma, pmd, addr, nxt, details)
         addr = nxt
     # zap_pte_range() walks the PTEs of the tables that exist; a range
     # with no PTE table (pmd_none) is skipped whole

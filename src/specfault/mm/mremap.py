@@ -26,7 +26,12 @@ from specfault.mm.huge_memory import __split_huge_pmd
 from specfault.mm.mmap import ULONG_MAX, do_vmi_munmap, get_unmapped_area, page_align
 from specfault.mm.mmap_lock import mmap_write_lock, mmap_write_unlock, vma_start_write
 from specfault.mm.pgtable import PMD_LEVEL, PageTable, pmd_trans_huge, pte_alloc, pte_offset_map, walk
-from specfault.mm.rmap import anon_vma_chain_link
+from specfault.mm.rmap import (
+    anon_vma_chain_link,
+    i_mmap_lock_write,
+    i_mmap_unlock_write,
+    vma_mapping,
+)
 from specfault.mm.tlb import flush_tlb_range
 from specfault.mm.vma import (
     VM_DONTEXPAND,
@@ -237,7 +242,16 @@ async def move_vma(mm: Any, vma: VmArea, old_addr: int, old_len: int, new_len: i
     new_pgoff = vma.vm_pgoff + ((old_addr - vma.vm_start) >> 12)
     new_vma = await copy_vma(mm, vma, new_addr, new_len, new_pgoff)
     await vma_start_write(new_vma)
+    # take_rmap_locks(): copy_vma's need_rmap_locks holds whenever the new
+    # VMA does not sort after the old one in i_mmap (same file pgoff: a
+    # moved file mapping always) — the model takes the file's lock for every
+    # file VMA, so unmap_mapping_range never walks a table mid-move
+    mapping = vma_mapping(vma)
+    if mapping is not None:
+        await i_mmap_lock_write(mapping)
     await move_page_tables(mm, old_addr, new_addr, old_len, vma)
+    if mapping is not None:
+        await i_mmap_unlock_write(mapping)
     mm.total_vm += new_len >> 12
     if flags & MREMAP_DONTUNMAP:
         # the old VMA stays, empty, unlocked; its anon_vma links are dropped

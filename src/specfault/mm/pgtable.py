@@ -435,7 +435,9 @@ async def pte_offset_map_lock(mm: Any, pmd: PageTable, addr: int) -> PageTable |
        fault installed a new one);
     5. rcu_read_unlock(): from here the PTL keeps the table (a reclaimer
        needs it to detach the table; free_pgtables needs mmap_lock for
-       write, which every caller excludes one way or another).  Linux keeps
+       write, which every caller excludes one way or another — truncation
+       by i_mmap_rwsem, under which a VMA leaves i_mmap before its tables
+       are freed).  Linux keeps
        the RCU section until pte_unmap(); nothing in it needs it longer.
 
     Entered with the caller's lock on the VMA (mmap_lock, the VMA lock, or

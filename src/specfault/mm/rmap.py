@@ -23,16 +23,27 @@ Who maintains them (the only writers; every site holds the mm's
 
 * ``vma_link`` links a VMA it inserts into the tree (``vma_link_file`` +
   the anon_vma_chain links of ``anon_vma_clone``/``anon_vma_fork``);
-* ``vm_area_free`` unlinks one (``unlink_file_vma`` + ``unlink_anon_vmas``,
-  which Linux runs from free_pgtables/remove_vma: after the zap);
+* ``unlink_vma`` (vma_ops.py) unlinks one (``unlink_file_vma`` +
+  ``unlink_anon_vmas``): munmap and exit call it after the zap and before
+  ``free_pgtables`` frees the VMA's tables, as Linux's free_pgtables does;
+  ``vm_area_free`` calls it for a VMA a merge absorbed;
 * ``anon_vma_chain_link`` gives an already linked VMA an anon_vma chain
   (anon_vma_prepare, dup_anon_vma at a merge, mremap's DONTUNMAP unlink).
 
 Locks.  Linux's walkers hold ``i_mmap_rwsem`` / ``anon_vma->root->rwsem``
-for read and the writers above hold them for write.  The model's index
-updates are atomic with respect to every op (plain stores between two
-ops, as the writers' critical sections are), and its walkers
-(``rmap_walk``) take no lock on the index: they walk under
+for read and the writers above hold them for write.  The file side's
+lock is modelled: ``Inode.i_mmap_rwsem``, taken for write
+(:func:`i_mmap_lock_write`) by every writer of a file VMA's i_mmap entry
+*and of its key* — ``vma_link`` (vma_link_file), the unlink before
+``free_pgtables`` (unlink_file_vma), ``split_vma`` and the merges and
+range changes (vma_prepare .. vma_complete: ``vm_start``, ``vm_end``,
+``vm_pgoff`` change inside it) — and for read by ``unmap_mapping_range``
+(mm/truncate.py), which must not miss a mapping: a VMA it finds keeps its
+range and its page tables until it unlocks (munmap and exit unlink the VMA
+under the lock *before* freeing its page tables, as Linux's free_pgtables
+does).  The anon_vma lock is not modelled: its index updates are atomic
+with respect to every op (plain stores between two ops).  The reclaim
+walkers (``rmap_walk``) take neither lock: they walk under
 ``rcu_read_lock`` (page tables and VMAs are freed after a grace period —
 Linux 6.5+'s ``pte_offset_map`` relies on the same for its tables) and
 validate everything they act on under the PTE table's PTL (the PTE must
@@ -94,6 +105,35 @@ def anon_vma_interval_tree_foreach(anon_vma: Any, first: int, last: int) -> Iter
     return anon_vma.rb_root.foreach(first, last)  # type: ignore[no-any-return]
 
 
+# ------------------------------------------------------------ i_mmap_rwsem
+async def i_mmap_lock_write(mapping: Any) -> None:
+    """i_mmap_lock_write(): the writer of ``mapping``'s i_mmap (and of the
+    range of a VMA in it).  Caller holds mmap_lock for write (and the
+    VMA's vma_start_write); lock order: vma_start_write -> i_mmap_rwsem ->
+    page_table_lock / PTL."""
+    await mapping.i_mmap_rwsem.down_write()
+
+
+async def i_mmap_unlock_write(mapping: Any) -> None:
+    await mapping.i_mmap_rwsem.up_write()
+
+
+async def i_mmap_lock_read(mapping: Any) -> None:
+    """i_mmap_lock_read(): the VMAs found in ``mapping``'s i_mmap keep
+    their ranges and page tables until the unlock (unmap_mapping_range)."""
+    await mapping.i_mmap_rwsem.down_read()
+
+
+async def i_mmap_unlock_read(mapping: Any) -> None:
+    await mapping.i_mmap_rwsem.up_read()
+
+
+def vma_mapping(vma: Any) -> Any:
+    """The address_space whose i_mmap holds ``vma`` (its file's inode), or
+    None for an anonymous VMA: what vma_prepare() locks."""
+    return vma.vm_file.inode if vma.vm_file is not None else None
+
+
 # ------------------------------------------------------------ maintenance
 def _link_anon(vma: Any) -> None:
     for av in vma.anon_vma_chain:        # anon_vma_chain_link(): one avc each
@@ -108,7 +148,8 @@ def _unlink_anon(vma: Any) -> None:
 def vma_link_rmap(vma: Any) -> None:
     """A VMA entering the mm's tree enters the reverse map: its file's
     i_mmap (vma_link_file / __vma_link_file) and the rb_root of every
-    anon_vma of its chain.  Caller holds mmap_lock for write."""
+    anon_vma of its chain.  Caller holds mmap_lock for write and, for a
+    file VMA, its file's i_mmap_rwsem for write."""
     if vma.vm_rmap_linked:
         return
     if vma.vm_file is not None:
@@ -119,8 +160,9 @@ def vma_link_rmap(vma: Any) -> None:
 
 def vma_unlink_rmap(vma: Any) -> None:
     """unlink_file_vma() + unlink_anon_vmas(): the VMA leaves the reverse
-    map (after its PTEs were zapped, before it is freed).  Caller holds
-    mmap_lock for write."""
+    map (after its PTEs were zapped, before its page tables and it are
+    freed).  Caller holds mmap_lock for write and, for a file VMA, its
+    file's i_mmap_rwsem for write."""
     if not vma.vm_rmap_linked:
         return
     if vma.vm_file is not None:

@@ -12,11 +12,13 @@ memory.do_read_fault / do_cow_fault / do_shared_fault), in Linux's order:
 
 1. (truncation) ``i_size_write`` the new size first: a fault that reads
    i_size after this sees the page beyond EOF (SIGBUS);
-2. ``unmap_mapping_range(holebegin, even_cows)``: every PTE mapping a file
-   page beyond the new EOF goes — in every mm, without their mmap_lock,
-   under each PTE table's PTL — and, for truncation, the private COWed
-   copies too (even_cows: a private mapping beyond EOF must SIGBUS as
-   well); a hole punch keeps the COWed copies;
+2. ``unmap_mapping_range(holebegin, even_cows)`` (:func:`unmap_mapping_pages`):
+   every PTE mapping a file page beyond the new EOF goes — in every VMA of
+   the file's ``i_mmap``, under ``i_mmap_rwsem`` (read), without any
+   mm's mmap_lock, under each PTE table's PTL — and, for truncation, the
+   private COWed copies too, present or swapped out (even_cows: a private
+   mapping beyond EOF must SIGBUS as well; a swapped-out copy's slot is
+   freed); a hole punch keeps the COWed copies;
 3. ``truncate_inode_pages_range``: each cached page in the range is
    *locked* (folio_lock: waits for a fault mapping it), unmapped again if
    a fault mapped it since step 2 (truncate_inode_folio →
@@ -34,18 +36,27 @@ the unmap of steps 2-3 and unmaps after the page left the cache (a mapped
 page outside the file: writes to it are lost, and another mapping faults
 in a fresh page — two views of one file page); the fault side's
 ``no_isize_recheck_after_lock`` and ``no_folio_mapping_recheck`` are in
-filemap.filemap_fault.
+filemap.filemap_fault; ``unmap_mapping_no_i_mmap_lock`` walks i_mmap
+without i_mmap_rwsem (step 2 and every unmap after it: a munmap frees the
+page tables being walked, a split hides half of the VMA).
 
-Locks.  The file's i_rwsem (``inode_lock``, taken for write by truncation
-and hole punching: they serialise with each other; read()/write() run
-between ops in the model) -> the folio lock -> the PTLs.  Linux walks the
-file's i_mmap tree under i_mmap_rwsem (read); there is no i_mmap tree in
-the model yet: the VMAs mapping an inode are found by walking the VMAs of
-every live mm (:func:`vmas_mapping`, the one place that does it), without
-those mms' mmap_lock — so a truncation racing an munmap of the same file
-is not a checked scenario until i_mmap lands.  mapping->invalidate_lock is
-not taken: tmpfs does not take it for truncation or faults (see
-filemap.filemap_fault).
+Locks, in Linux's order (mm/rmap.c's lock-order comment, shmem's
+subset): ``i_rwsem`` (``inode_lock``: taken for write by truncation and
+hole punching, which serialise with each other; read()/write() run
+between ops in the model) -> [``mapping->invalidate_lock``: not taken —
+tmpfs takes it neither for truncation nor in its fault, see
+filemap.filemap_fault] -> the folio lock (truncate_inode_pages_range) ->
+``i_mmap_rwsem`` (read, :func:`unmap_mapping_pages`; also under a folio
+lock, by unmap_mapping_folio) -> the PTL of each PTE table.  No mmap_lock
+or VMA lock is taken: the i_mmap_rwsem alone keeps the VMAs found in
+``i_mmap`` — and their ranges and page tables — as they are, because every
+writer of a file VMA's range or i_mmap entry (mmap, split, merge, mremap's
+move, munmap and exit, which unlink before freeing page tables) holds it
+for write (mm/rmap.py, mm/vma_ops.py).  Those writers take it under
+mmap_lock (write) and vma_start_write: mmap_lock -> vma_start_write ->
+i_mmap_rwsem, the fault side takes mmap_lock (or the VMA lock) -> folio
+lock -> PTL, so the two orders nest without a cycle (sync/lockdep.py
+records every order the scenarios show).
 """
 
 from __future__ import annotations
@@ -61,75 +72,59 @@ from specfault.mm.filemap import (
     folio_unlock,
     i_size_read,
 )
-from specfault.mm.mmu_gather import MmuGather, zap_present_page
+from specfault.mm.mmu_gather import MmuGather, ZapDetails, unmap_page_range
 from specfault.mm.page import PutPage
-from specfault.mm.pgtable import pte_pfn, pte_present, pte_special, walk_range
-from specfault.runtime import LoadItem, Store, StoreItem
+from specfault.mm.rmap import i_mmap_lock_read, i_mmap_unlock_read, vma_interval_tree_foreach
+from specfault.runtime import Store
+
+ULONG_MAX = (1 << 64) - 1
 
 
-def vmas_mapping(mm: Any, inode: Inode) -> list[Any]:
-    """The VMAs of ``mm`` whose file is ``inode`` (what i_mmap would list)."""
-    out = []
-    addr = 0
-    # the walk goes by the tree's ranges, not vm_end: without mmap_lock it
-    # may meet a VMA a writer is splitting (vm_end already moved, the tree
-    # not yet), and vm_end <= addr would never end the walk (nor its list)
-    while (hit := mm.mm_mt.find_range(addr)) is not None:
-        _, addr, vma = hit
-        if vma.vm_file is not None and vma.vm_file.inode is inode:
-            out.append(vma)
-    return out
+async def unmap_mapping_range_tree(kernel: Any, inode: Inode, first: int, last: int,
+                                   details: ZapDetails) -> None:
+    """unmap_mapping_range_tree(): for each VMA of ``inode``'s i_mmap that
+    maps a page of [first, last], zap that part of it
+    (unmap_mapping_range_vma → zap_page_range_single: an mmu_gather on the
+    VMA's mm, each PTE table under its PTL).  Caller holds i_mmap_rwsem
+    for read: a VMA found here keeps its range and page tables."""
+    for vma in vma_interval_tree_foreach(inode, first, last):
+        vba = vma.vm_pgoff
+        vea = vba + vma.pages() - 1
+        zba = max(first, vba)
+        zea = min(last, vea)
+        start = ((zba - vba) << 12) + vma.vm_start
+        end = ((zea - vba + 1) << 12) + vma.vm_start
+        tlb = MmuGather(vma.vm_mm)
+        await unmap_page_range(tlb, vma, start, end, details)
+        await tlb.finish()
 
 
-async def zap_file_ptes(tlb: MmuGather, vma: Any, start: int, end: int, even_cows: bool) -> None:
-    """zap_page_range_single() with zap_details: clear the PTEs of [start,
-    end) mapping page-cache pages — and, with ``even_cows``, the private
-    anonymous copies (COWed pages) too."""
-    mm = tlb.mm
-    mem = mm.kernel.mem
-    for pt, lo, hi in await walk_range(mm, start, end):
-        await pt.ptl.lock()
-        for i in range((lo - pt.base) >> 12, (hi - pt.base) >> 12):
-            pte = await LoadItem(pt, pt.entries, i)
-            if not pte_present(pte):
-                continue
-            page = None if pte_special(pte) else mem.pages[pte_pfn(pte)]
-            if page is not None and page.anon and not even_cows:
-                continue                         # should_zap_folio(): keep the COWed copy
-            await StoreItem(pt, pt.entries, i, 0)
-            pt.nr -= 1
-            if page is not None:
-                zap_present_page(tlb, pte, page)
-        await pt.ptl.unlock()
-        tlb.track(lo, hi)
-
-
-async def unmap_mapping_range(kernel: Any, inode: Inode, first: int, nr: int,
+async def unmap_mapping_pages(kernel: Any, inode: Inode, first: int, nr: int,
                               even_cows: bool) -> None:
     """unmap_mapping_pages(): unmap file pages [first, first + nr) (nr 0:
-    to the end of the file) from every VMA of every mm that maps them.
-    Takes each PTE table's PTL (zap_file_ptes); no mmap_lock."""
-    last = first + nr - 1 if nr else 1 << 64
-    for mm in list(kernel.mms):
-        if mm.dead:
-            continue
-        for vma in vmas_mapping(mm, inode):
-            vfirst = vma.vm_pgoff
-            vlast = vma.vm_pgoff + vma.pages() - 1
-            if vlast < first or vfirst > last:
-                continue
-            start = vma.vm_start + ((max(first, vfirst) - vfirst) << 12)
-            end = vma.vm_start + ((min(last, vlast) - vfirst + 1) << 12)
-            tlb = MmuGather(mm)
-            await zap_file_ptes(tlb, vma, start, end, even_cows)
-            await tlb.finish()
+    to the end of the file) from every VMA of the file's i_mmap — in every
+    mm, without their mmap_lock — and, with ``even_cows``, the private
+    anonymous copies (COWed pages, present or swapped out: their swap
+    slots are freed) too.  Takes i_mmap_rwsem for read, then each PTE
+    table's PTL; entered with i_rwsem and/or a folio lock, or nothing."""
+    details = ZapDetails(even_cows)
+    last = first + nr - 1 if nr else ULONG_MAX
+    # knob unmap_mapping_no_i_mmap_lock (a mutant): walk i_mmap unlocked — a
+    # munmap frees the tables being walked, a split hides half a VMA
+    locked = not kernel.config.knob("unmap_mapping_no_i_mmap_lock")
+    if locked:
+        await i_mmap_lock_read(inode)
+    if len(inode.i_mmap):
+        await unmap_mapping_range_tree(kernel, inode, first, last, details)
+    if locked:
+        await i_mmap_unlock_read(inode)
 
 
 async def unmap_mapping_folio(kernel: Any, inode: Inode, index: int) -> None:
     """unmap_mapping_folio(): unmap the page-cache page at ``index`` from
     every mapping of the file (not the COWed copies).  Caller holds the
-    folio lock."""
-    await unmap_mapping_range(kernel, inode, index, 1, even_cows=False)
+    folio lock (lock order: folio lock -> i_mmap_rwsem -> PTL)."""
+    await unmap_mapping_pages(kernel, inode, index, 1, even_cows=False)
 
 
 async def truncate_inode_pages_range(kernel: Any, inode: Inode, lstart: int, lend: int) -> None:
@@ -215,11 +210,11 @@ async def truncate_pagecache(kernel: Any, inode: Inode, newsize: int, oldsize: i
     holebegin = (newsize + PAGE_SIZE - 1) // PAGE_SIZE
     drop_first = kernel.config.knob("truncate_drops_before_unmap")
     if oldsize > holebegin * PAGE_SIZE and not drop_first:
-        await unmap_mapping_range(kernel, inode, holebegin, 0, even_cows=True)
+        await unmap_mapping_pages(kernel, inode, holebegin, 0, even_cows=True)
     await truncate_inode_pages_range(kernel, inode, newsize, -1)
     # unmap again to remove racily COWed private pages
     if oldsize > holebegin * PAGE_SIZE:
-        await unmap_mapping_range(kernel, inode, holebegin, 0, even_cows=True)
+        await unmap_mapping_pages(kernel, inode, holebegin, 0, even_cows=True)
 
 
 async def shmem_punch_hole(kernel: Any, inode: Inode, offset: int, length: int) -> None:
@@ -233,7 +228,7 @@ async def shmem_punch_hole(kernel: Any, inode: Inode, offset: int, length: int) 
         unmap_start = (offset + PAGE_SIZE - 1) // PAGE_SIZE * PAGE_SIZE
         unmap_end = (offset + length) // PAGE_SIZE * PAGE_SIZE - 1
         if unmap_end > unmap_start and not kernel.config.knob("truncate_drops_before_unmap"):
-            await unmap_mapping_range(kernel, inode, unmap_start >> 12,
+            await unmap_mapping_pages(kernel, inode, unmap_start >> 12,
                                       (1 + unmap_end - unmap_start) >> 12, even_cows=False)
         await truncate_inode_pages_range(kernel, inode, offset, offset + length - 1)
         # no second unmap: hole punching leaves COWed pages

@@ -31,8 +31,9 @@ VmArea
 # last pin and frees the VMA then; only with spf_vma_pin
     vm_free_pending  None, or the free site: the VMA is out of the tree, its
                    grace period is over, and the last put_vma frees it
-# the reverse map (mm/rmap.py): changed under mmap_lock (write), read by
-# rmap walkers under rcu_read_lock
+# the reverse map (mm/rmap.py): changed under mmap_lock (write) and, for a
+# file VMA, its file's i_mmap_rwsem (write); read by unmap_mapping_range
+# under i_mmap_rwsem (read) and by the reclaim walkers under rcu_read_lock
     vm_rmap_linked True while the VMA is in its file's i_mmap and in the
                    rb_root of each anon_vma of its chain
 AnonVma (struct anon_vma)

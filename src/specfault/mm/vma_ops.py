@@ -2,7 +2,11 @@
 
 Every function here runs with ``mmap_lock`` held for write.  Each VMA a
 function changes or removes is ``vma_start_write()``-locked first, so a
-per-VMA-lock reader never sees it half-changed; each tree update is
+per-VMA-lock reader never sees it half-changed; a file VMA's i_mmap entry
+and range change under its file's ``i_mmap_rwsem`` (write) — vma_prepare()
+.. vma_complete() in Linux — so ``unmap_mapping_range`` (truncation) never
+sees a split or merge half done (the ``i_mmap_locked`` arguments: the
+caller already holds it); each tree update is
 published with one store of the new root (``rcu_assign_pointer``) and the
 replaced nodes and removed VMAs are freed through RCU — so a speculative
 reader that looked them up under ``rcu_read_lock()`` can still read them.
@@ -14,7 +18,14 @@ from typing import Any
 
 from specfault.mm.huge_memory import vma_adjust_trans_huge
 from specfault.mm.mmap_lock import vma_mark_attached, vma_mark_detached, vma_start_write
-from specfault.mm.rmap import anon_vma_chain_link, vma_link_rmap, vma_unlink_rmap
+from specfault.mm.rmap import (
+    anon_vma_chain_link,
+    i_mmap_lock_write,
+    i_mmap_unlock_write,
+    vma_link_rmap,
+    vma_mapping,
+    vma_unlink_rmap,
+)
 from specfault.mm.vma import (
     VmArea,
     anon_vmas_compatible,
@@ -58,21 +69,54 @@ async def retire(mm: Any, objs: list[Any], what: str, pinned: bool = False) -> N
         await mm.kernel.rcu.call_rcu(free, what, fp)
 
 
-async def vma_link(mm: Any, vma: VmArea) -> None:
+async def vma_prepare(vma: VmArea) -> Any:
+    """vma_prepare(): take the i_mmap_rwsem (write) of ``vma``'s file before
+    changing its range or its neighbours'; returns the mapping to hand to
+    :func:`vma_complete` (None: anonymous, nothing taken)."""
+    mapping = vma_mapping(vma)
+    if mapping is not None:
+        await i_mmap_lock_write(mapping)
+    return mapping
+
+
+async def vma_complete(mapping: Any) -> None:
+    """vma_complete(): drop what :func:`vma_prepare` took."""
+    if mapping is not None:
+        await i_mmap_unlock_write(mapping)
+
+
+async def vma_link(mm: Any, vma: VmArea, i_mmap_locked: bool = False) -> None:
     """Insert a new VMA: write-lock it, store it, attach it, link it into
-    the reverse map (its file's i_mmap, its anon_vmas' rb_roots)."""
+    the reverse map (its file's i_mmap — vma_link_file(), under the file's
+    i_mmap_rwsem unless the caller holds it — and its anon_vmas'
+    rb_roots)."""
     await vma_start_write(vma)
     await mt_store(mm, vma.vm_start, vma.vm_end, vma)
     await vma_mark_attached(vma)
+    mapping = None if i_mmap_locked else await vma_prepare(vma)
     vma_link_rmap(vma)
+    await vma_complete(mapping)
     mm.map_count += 1
 
 
-async def vm_area_free(mm: Any, vma: VmArea) -> None:
-    """remove_vma(): the VMA is out of the tree (and its PTEs zapped);
-    unlink it from the reverse map (unlink_file_vma, unlink_anon_vmas) and
-    free it (through RCU)."""
+async def unlink_vma(vma: VmArea, i_mmap_locked: bool = False) -> None:
+    """unlink_anon_vmas() + unlink_file_vma() (the latter under the file's
+    i_mmap_rwsem, unless the caller holds it): what free_pgtables() does
+    for each VMA before it frees the VMA's page tables — so a truncation
+    that found the VMA in i_mmap walks tables that are still there.  A
+    VMA already unlinked is left alone."""
+    if not vma.vm_rmap_linked:
+        return
+    mapping = None if i_mmap_locked else await vma_prepare(vma)
     vma_unlink_rmap(vma)
+    await vma_complete(mapping)
+
+
+async def vm_area_free(mm: Any, vma: VmArea, i_mmap_locked: bool = False) -> None:
+    """remove_vma(): the VMA is out of the tree (and its PTEs zapped);
+    unlink it from the reverse map if free_pgtables' pass did not
+    (:func:`unlink_vma`) and free it (through RCU)."""
+    await unlink_vma(vma, i_mmap_locked)
     if vma.vm_file is not None:
         mm.kernel.fs.fput(vma.vm_file)
     # knob spf_vma_pin (Dufour's SPF): the free honours the speculative
@@ -160,27 +204,33 @@ async def split_vma(mm: Any, vma: VmArea, addr: int, new_below: bool) -> VmArea 
         new.vm_pgoff += (addr - vma.vm_start) >> 12
     await vma_start_write(vma)
     await vma_start_write(new)
+    mapping = await vma_prepare(vma)
     if new_below:
         await Store(vma, "vm_start", addr)
         await Store(vma, "vm_pgoff", vma.vm_pgoff + ((addr - new.vm_start) >> 12))
     else:
         await Store(vma, "vm_end", addr)
-    await vma_link(mm, new)
+    await vma_link(mm, new, i_mmap_locked=True)
+    await vma_complete(mapping)
     return new
 
 
-async def vma_set_range(mm: Any, vma: VmArea, start: int, end: int, pgoff: int) -> None:
-    """Change a linked VMA's range and update the tree over the union.  A
-    boundary that moves inside the old range splits a huge PMD across it
-    first (vma_adjust_trans_huge)."""
+async def vma_set_range(mm: Any, vma: VmArea, start: int, end: int, pgoff: int,
+                        i_mmap_locked: bool = False) -> None:
+    """Change a linked VMA's range and update the tree over the union.  The
+    range changes under the file's i_mmap_rwsem (taken here unless the
+    caller holds it).  A boundary that moves inside the old range splits a
+    huge PMD across it first (vma_adjust_trans_huge)."""
     for addr in (start, end):
         if vma.vm_start < addr < vma.vm_end:
             await vma_adjust_trans_huge(vma, addr)
     await vma_start_write(vma)
     old_start, old_end = vma.vm_start, vma.vm_end
+    mapping = None if i_mmap_locked else await vma_prepare(vma)
     await Store(vma, "vm_start", start)
     await Store(vma, "vm_end", end)
     await Store(vma, "vm_pgoff", pgoff)
+    await vma_complete(mapping)
     if old_start < start:
         await mt_store(mm, old_start, start, None)
     if end < old_end:
@@ -216,8 +266,10 @@ async def vma_merge_new_range(mm: Any, prev: VmArea | None, nxt: VmArea | None, 
         await vma_start_write(nxt)
         _take_anon_vma(prev, nxt, src)
         await remove_from_tree(mm, nxt)
-        await vma_set_range(mm, prev, prev.vm_start, nxt.vm_end, prev.vm_pgoff)
-        await vm_area_free(mm, nxt)
+        mapping = await vma_prepare(prev)        # the merge as one i_mmap section
+        await vma_set_range(mm, prev, prev.vm_start, nxt.vm_end, prev.vm_pgoff, True)
+        await vm_area_free(mm, nxt, i_mmap_locked=True)
+        await vma_complete(mapping)
         return prev
     if left:
         assert prev is not None
@@ -233,17 +285,18 @@ async def vma_merge_new_range(mm: Any, prev: VmArea | None, nxt: VmArea | None, 
 
 
 async def _free_merged(mm: Any, vma: VmArea) -> None:
-    """Free a VMA a merge absorbed (remove_vma)."""
+    """Free a VMA a merge absorbed (remove_vma).  Caller holds the file's
+    i_mmap_rwsem for write (the merge's vma_prepare)."""
     # knob vma_merge_free_immediate (a mutant): "it is out of the tree
     # already" — freed at once, not after a grace period: a lockless
     # lookup that found it before the merge reads freed memory
     if mm.config.knob("vma_merge_free_immediate"):
-        vma_unlink_rmap(vma)
+        vma_unlink_rmap(vma)                     # under the caller's i_mmap_rwsem
         if vma.vm_file is not None:
             mm.kernel.fs.fput(vma.vm_file)
         vma.poison(f"vma {vma.vm_start:#x}-{vma.vm_end:#x} freed at once by a merge of {mm.label()}")
         return
-    await vm_area_free(mm, vma)
+    await vm_area_free(mm, vma, i_mmap_locked=True)
 
 
 async def vma_modify(mm: Any, prev: VmArea | None, vma: VmArea, start: int, end: int,
@@ -271,31 +324,40 @@ async def vma_modify(mm: Any, prev: VmArea | None, vma: VmArea, start: int, end:
         _take_anon_vma(prev, vma, nxt)
         await remove_from_tree(mm, vma)
         await remove_from_tree(mm, nxt)
-        await vma_set_range(mm, prev, prev.vm_start, nxt.vm_end, prev.vm_pgoff)
+        mapping = await vma_prepare(prev)        # the merge as one i_mmap section
+        await vma_set_range(mm, prev, prev.vm_start, nxt.vm_end, prev.vm_pgoff, True)
         await _free_merged(mm, vma)
         await _free_merged(mm, nxt)
+        await vma_complete(mapping)
         return prev
     if merge_left:
         assert prev is not None
         _take_anon_vma(prev, vma)
         if right_side:
             await remove_from_tree(mm, vma)
-            await vma_set_range(mm, prev, prev.vm_start, end, prev.vm_pgoff)
+        mapping = await vma_prepare(prev)
+        if right_side:
+            await vma_set_range(mm, prev, prev.vm_start, end, prev.vm_pgoff, True)
             await _free_merged(mm, vma)
         else:
-            await vma_set_range(mm, vma, end, vma.vm_end, vma.vm_pgoff + npages)
-            await vma_set_range(mm, prev, prev.vm_start, end, prev.vm_pgoff)
+            # vma gives [start, end) to prev: no moment where neither maps it
+            await vma_set_range(mm, vma, end, vma.vm_end, vma.vm_pgoff + npages, True)
+            await vma_set_range(mm, prev, prev.vm_start, end, prev.vm_pgoff, True)
+        await vma_complete(mapping)
         return prev
     if merge_right:
         assert nxt is not None
         _take_anon_vma(nxt, vma)
         if left_side:
             await remove_from_tree(mm, vma)
-            await vma_set_range(mm, nxt, start, nxt.vm_end, pgoff)
+        mapping = await vma_prepare(nxt)
+        if left_side:
+            await vma_set_range(mm, nxt, start, nxt.vm_end, pgoff, True)
             await _free_merged(mm, vma)
         else:
-            await vma_set_range(mm, vma, vma.vm_start, start, vma.vm_pgoff)
-            await vma_set_range(mm, nxt, start, nxt.vm_end, pgoff)
+            await vma_set_range(mm, vma, vma.vm_start, start, vma.vm_pgoff, True)
+            await vma_set_range(mm, nxt, start, nxt.vm_end, pgoff, True)
+        await vma_complete(mapping)
         return nxt
     # no merge: split off what is outside [start, end); vma keeps the middle
     if vma.vm_start < start:

@@ -21,6 +21,8 @@ from typing import Any
 
 import specfault as sf
 from specfault.check.scenarios.base import MmSpec, Step, access, syscall
+from specfault.mm.mmap import sys_munmap
+from specfault.mm.mprotect import sys_mprotect
 from specfault.mm.truncate import do_truncate, shmem_punch_hole
 
 PAGE = 4096
@@ -76,6 +78,15 @@ def punch(offset: int, length: int) -> Step:
     return syscall(f"fallocate PUNCH_HOLE F {offset}+{length}", run)
 
 
+def munmap(key: str, pages: int) -> Step:
+    return syscall(f"munmap {key} {pages}p", lambda w, p: sys_munmap(p.mm, w.addr[key], pages * PAGE))
+
+
+def mprotect_ro(key: str) -> Step:
+    return syscall(f"mprotect {key} 1p ro",
+                   lambda w, p: sys_mprotect(p.mm, w.addr[key], PAGE, sf.PROT_READ))
+
+
 def _pread(offset: int, n: int) -> Callable[[Any, Any], Any]:
     async def run(w: Any, p: Any) -> bytes:
         fs = w.machine.kernel.fs
@@ -127,4 +138,21 @@ SPECS = [
             ("P", [access("M", "write"), syscall("pread F 0", _pread(0, 2)),
                    access("M", "write", data=b"T0-b"), syscall("pread F 0", _pread(0, 4))]),
             ("P", [punch(0, PAGE)])]),
+    MmSpec(
+        "truncate-vs-munmap",
+        "T0 unmaps all of a shared mapping of F, both pages mapped, while T1 "
+        "truncates F to one page: truncation finds the VMA in F's i_mmap under "
+        "i_mmap_rwsem (read), munmap unlinks it under the same lock (write) "
+        "before it frees the page tables — so the truncation never walks a "
+        "freed table, and no page or mapping leaks.",
+        file_setup(touch=(0, 1)), [("P", [munmap("M", 2)]), ("P", [ftruncate(PAGE)])]),
+    MmSpec(
+        "truncate-vs-split",
+        "T0 makes page 1 of a shared mapping of F read-only (mprotect splits "
+        "the VMA) and reads it back while T1 truncates F to one page: the "
+        "split changes the VMA's range and links the new half under "
+        "i_mmap_rwsem, so the truncation sees one VMA or two, never a gap — "
+        "page 1 is unmapped (the read faults: SIGBUS) whichever half holds it.",
+        file_setup(touch=(0, 1)), [("P", [mprotect_ro("M1"), access("M1", "read")]),
+                                   ("P", [ftruncate(PAGE)])]),
 ]
