@@ -5,11 +5,9 @@ an mm's VMAs without any lock and met a VMA a ``MAP_FIXED`` was splitting
 (``vm_end`` moved, the tree not yet), looping inside one step.  Truncation
 now walks the file's ``i_mmap`` under ``i_mmap_rwsem``, which the splitters
 hold for write (tests/mm/test_truncate.py, the ``truncate-vs-split``
-race).  This test pins the size of what a fuzz run keeps, by counts.
+race).  This test pins the size of what a fuzz run keeps, by counts."""
 
 from __future__ import annotations
-
-from typing import Any
 
 import specfault as sf
 from specfault.check.campaign import PAUSE, Campaign
