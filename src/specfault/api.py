@@ -239,17 +239,19 @@ class Machine:
         self.processes.append(proc)
         return proc
 
-    def create_file(self, path: str, data: bytes = b"") -> None:
+    def create_file(self, path: str, data: bytes = b"", tmpfs: bool = False) -> None:
         """Create (or overwrite) a file; its pages start in the page cache.
         Overwriting truncates the old contents first, as ``open`` with
         O_TRUNC does: mappings of the file see the new contents, or SIGBUS
-        beyond its new end."""
+        beyond its new end.  ``tmpfs``: a new file is a tmpfs file (a shmem
+        inode: no backing store — with swap its pages are swapped out
+        rather than dropped, and a hole is filled without a major fault)."""
         _abs_path("create_file", path)
         data = _bytes("create_file", "data", data)
         inode = self.kernel.fs.inodes.get(path)
         if inode is not None:
             self._truncate(inode, 0, Task(0, "create_file"))
-        self.kernel.fs.create(path, data)
+        self.kernel.fs.create(path, data, tmpfs=bool(tmpfs))
 
     def _truncate(self, inode: Any, size: int, task: Task) -> None:
         """Truncate a file to ``size`` (truncate.do_truncate: shmem_setattr):

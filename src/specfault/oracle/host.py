@@ -31,12 +31,14 @@ import tempfile
 from typing import Any
 
 from . import probe, wire
+from .hostswap import majflt, vmstat
 from .program import PAGE_SIZE, Program, file_contents
 from .record import (
     Geometry,
     Labeller,
     PageObs,
     ProcObs,
+    counter_deltas,
     fresh_positions,
     normalise_result,
     parse_smaps,
@@ -109,7 +111,13 @@ def _observe(pid: int, geo: Geometry, npages: int) -> ProcObs:
 
 
 class Coordinator:
-    def __init__(self) -> None:
+    """``swap``: record each step's counters (record.COUNTERS): pswpin and
+    pswpout from /proc/vmstat (system-wide: the caller holds the host
+    swap lock with its own swap file the only one, hostswap.HostSwap) and
+    the stepping task's major faults (/proc/PID/stat, per task)."""
+
+    def __init__(self, swap: bool = False) -> None:
+        self.swap = swap
         probe.load()          # build/load before forking so workers inherit it
         self.zero_pfn = _zero_pfn()
         self.max_window = 4096 + 2 * 512
@@ -179,6 +187,7 @@ class Coordinator:
         for i, step in enumerate(prog.steps):
             p = step.get("proc", 0)
             sock = socks[p]
+            before = self._counters(procs[p])
             try:
                 wire.send(sock, step)
                 if step["op"] == "exit":
@@ -205,11 +214,26 @@ class Coordinator:
                 record["error_step"] = i
                 return record
             result = normalise_result(geo, step, raw)
+            after = self._counters(procs.get(p))
+            if after is not None and before is not None and p not in procs:
+                after["majflt"] = before["majflt"]       # exited: no fault of its own
             state = observe(fresh_positions(geo, step, result))
-            record["steps"].append({"result": result, "state": state})
+            rec_step: dict[str, Any] = {"result": result, "state": state}
+            if before is not None and after is not None:
+                rec_step["counters"] = counter_deltas(before, after)
+            record["steps"].append(rec_step)
         for s in socks.values():
             s.close()
         return record
+
+
+    def _counters(self, pid: int | None) -> dict[str, int] | None:
+        """The counters now (swap mode); a process that exited counts 0 faults."""
+        if not self.swap:
+            return None
+        out = vmstat()
+        out["majflt"] = majflt(pid) if pid is not None else 0
+        return out
 
 
 def serve() -> None:
@@ -236,7 +260,7 @@ def serve() -> None:
 
 def _serve(out: Any) -> None:
     try:
-        coord = Coordinator()
+        coord = Coordinator(swap="--swap" in sys.argv[1:])
         out.write(json.dumps({"ready": True}) + "\n")
     except Exception as exc:  # report why the host is unusable
         out.write(json.dumps({"ready": False, "error": repr(exc)}) + "\n")
@@ -260,15 +284,17 @@ def _serve(out: Any) -> None:
 class HostRunner:
     """Runs programs on the host kernel through one long-lived coordinator subprocess."""
 
-    def __init__(self) -> None:
+    def __init__(self, swap: bool = False) -> None:
         self.proc: subprocess.Popen[str] | None = None
+        self.swap = swap          # record counters (the caller has swap on: hostswap.HostSwap)
 
     def _start(self) -> subprocess.Popen[str]:
         check_host()
         src = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env = dict(os.environ)
         env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        proc = subprocess.Popen([sys.executable, "-m", "specfault.oracle.host"], stdin=subprocess.PIPE,
+        proc = subprocess.Popen([sys.executable, "-m", "specfault.oracle.host"]
+                                + (["--swap"] if self.swap else []), stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, text=True, env=env)
         assert proc.stdout is not None
         hello = json.loads(proc.stdout.readline() or '{"ready": false, "error": "no reply"}')

@@ -5,6 +5,9 @@ A *record* is a JSON object::
     {"side": "host", "initial": SNAP, "steps": [{"result": RES, "state": SNAP}, ...],
      "error": null}
 
+In swap mode a step also carries ``"counters"``: the step's deltas of
+COUNTERS (``{"pswpin": 0, "pswpout": 4, "majflt": 0}``).
+
 ``SNAP`` maps each live process number (as a string) to::
 
     {"maps":  ["-4..0 ---p 0 anon", "0..4 rw-p 0 anon", ...],   # VMAs meeting the window
@@ -190,6 +193,17 @@ def fresh_positions(geo: Geometry, step: dict[str, Any], result: dict[str, Any])
     first = result["ret"] + geo.guard
     proc = step.get("proc", 0)
     return {(proc, i) for i in range(first, first + step["npages"])}
+
+
+#: the counters a step's record carries in swap mode (``"counters"``: the
+#: step's deltas): swap-outs and swap-ins submitted (/proc/vmstat pswpout,
+#: pswpin) and the stepping process's major faults (maj_flt)
+COUNTERS = ("pswpin", "pswpout", "majflt")
+
+
+def counter_deltas(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    """What a step added to each of COUNTERS."""
+    return {k: after[k] - before[k] for k in COUNTERS}
 
 
 def errno_name(n: int) -> str:
