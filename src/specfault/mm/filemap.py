@@ -262,7 +262,8 @@ def shmem_swapin_folio(kernel: Any, inode: Inode, index: int, fault: bool) -> tu
     """shmem_swapin_folio(): bring the swapped page ``index`` of a shmem
     file back into the page cache: the swap cache's folio if it is still
     there (a minor fault: the write-out of an async swap device leaves it
-    there), else a new folio read from the slot (pswpin; with ``fault``,
+    there), else a new folio read from the slot (pswpin unless it was
+    zero-filled: swap_read_data; with ``fault``,
     a major fault: pgmajfault — a read() counts none).  The folio leaves
     the swap cache and the slot is freed (swap_free of the file's
     reference, the cache's dropped), and it is dirty: the only copy.
@@ -270,9 +271,8 @@ def shmem_swapin_folio(kernel: Any, inode: Inode, index: int, fault: bool) -> tu
     page could be allocated, and VM_FAULT_MAJOR or 0.  One step (the model does not interleave
     shmem swap-in with the rest: no lock is held across it)."""
     from specfault.mm.fault_flags import VM_FAULT_MAJOR
-    from specfault.mm.pgtable import swp_offset
-    from specfault.mm.swap_state import __delete_from_swap_cache
-    from specfault.mm.swapfile import get_swap_device, swap_free
+    from specfault.mm.swap_state import __delete_from_swap_cache, swap_read_data
+    from specfault.mm.swapfile import swap_free
 
     entry = inode.swapped[index]
     mem = kernel.mem
@@ -286,11 +286,7 @@ def shmem_swapin_folio(kernel: Any, inode: Inode, index: int, fault: bool) -> tu
         page = mem.alloc()
         if page is None:
             return None, 0
-        si = get_swap_device(kernel, entry)
-        assert si is not None
-        data = si.data.get(swp_offset(entry))
-        page.data = None if data is None else bytearray(data)
-        kernel.count("pswpin")
+        page.data = swap_read_data(kernel, entry)
         if fault:
             kernel.count("pgmajfault")
             major = VM_FAULT_MAJOR

@@ -24,7 +24,8 @@ folio_isolate_lru), asks the reverse map whether they were used
    free slot: kept); a dirty file folio is kept (the model does no file
    writeback from reclaim); on an async swap device (knob
    ``swap_writeback``) the folio written is kept, in the swap cache: the
-   write is still in flight, and a later pass frees it;
+   write is still in flight, and a later pass frees it (a zero-filled
+   folio is not written — the zeromap — and goes on at once);
 6. ``__remove_mapping``: if nobody but the cache and us holds it, the
    folio leaves the swap cache (its slot keeps the data) or the page
    cache (the file's backing store keeps it; a clean shmem folio is an
@@ -178,9 +179,9 @@ async def shrink_folio_list(kernel: Any, folios: list[Page], sc: ScanControl) ->
                     continue
             if not free_before_flush:
                 await try_to_unmap_flush_dirty(ubc)
-            await swap_writepage(kernel, folio)
+            written = await swap_writepage(kernel, folio)
             sc.nr_written += 1
-            if async_swap:
+            if async_swap and written:
                 # the write is in flight (PG_writeback): keep the folio, in
                 # the swap cache; once written it is clean there, and a
                 # later pass frees it (pageout(): PAGE_SUCCESS, writeback)
