@@ -31,7 +31,7 @@ import tempfile
 from typing import Any
 
 from . import probe, wire
-from .hostswap import majflt, vmstat
+from .hostswap import active_swaps, majflt, vmstat
 from .program import PAGE_SIZE, Program, file_contents
 from .record import (
     Geometry,
@@ -48,6 +48,11 @@ from .record import (
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 STEP_TIMEOUT = 20.0
+#: a swap-mode record's error when another swap area came or went during
+#: the program: the system-wide counters were not the program's alone
+#: (HostRunner runs it again)
+SWAP_DISTURBED = "host swap disturbed"
+RETRIES_DISTURBED = 3
 SHM = "/dev/shm"
 
 
@@ -184,6 +189,7 @@ class Coordinator:
             return snapshot(geo, obs, labeller, self.zero_pfn, fresh)
 
         record["initial"] = observe(set())
+        swaps = active_swaps() if self.swap else None
         for i, step in enumerate(prog.steps):
             p = step.get("proc", 0)
             sock = socks[p]
@@ -221,6 +227,10 @@ class Coordinator:
             rec_step: dict[str, Any] = {"result": result, "state": state}
             if before is not None and after is not None:
                 rec_step["counters"] = counter_deltas(before, after)
+                if active_swaps() != swaps:
+                    record["error"] = f"{SWAP_DISTURBED}: swap areas {swaps} became {active_swaps()}"
+                    record["error_step"] = i
+                    return record
             record["steps"].append(rec_step)
         for s in socks.values():
             s.close()
@@ -305,6 +315,16 @@ class HostRunner:
         return proc
 
     def run(self, prog: Program) -> dict[str, Any]:
+        """The host's record of ``prog``; a swap-mode run another swap
+        area disturbed is run again (up to RETRIES_DISTURBED times)."""
+        rec = self._run(prog)
+        for _ in range(RETRIES_DISTURBED):
+            if not str(rec.get("error") or "").startswith(SWAP_DISTURBED):
+                break
+            rec = self._run(prog)
+        return rec
+
+    def _run(self, prog: Program) -> dict[str, Any]:
         if self.proc is None or self.proc.poll() is not None:
             self.proc = self._start()
         assert self.proc.stdin is not None and self.proc.stdout is not None
