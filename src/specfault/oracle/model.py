@@ -17,6 +17,7 @@ from typing import Any
 
 from .program import FALLOC, MADV, MAP, MREMAP, PAGE_SIZE, Program, file_contents, prot_value
 from .record import (
+    PM_PFN_MASK,
     Geometry,
     Labeller,
     PageObs,
@@ -193,7 +194,8 @@ class _Run:
             for i in range(self.prog.window_pages):
                 e = proc.pagemap(self.geo.lo + i * PAGE_SIZE)
                 pages.append(PageObs(bool(e.present), bool(e.swapped), bool(e.file_shared),
-                                     bool(e.exclusive), int(e.pfn) if e.present else 0))
+                                     bool(e.exclusive), int(e.pfn) if e.present else 0,
+                                     int(e.raw) & PM_PFN_MASK if e.swapped and not e.present else 0))
             smaps = [{"start": int(v["start"]), "end": int(v["end"]), "Rss": int(v["Rss"]),
                       "Anonymous": int(v["Anonymous"]), "Swap": int(v.get("Swap", 0))}
                      for v in proc.smaps()]
