@@ -65,7 +65,15 @@ from specfault.mm.filemap import (
 )
 from specfault.mm.mmu_gather import MmuGather, zap_present_page
 from specfault.mm.page import PutPage
-from specfault.mm.pgtable import pte_pfn, pte_present, pte_special, walk_range
+from specfault.mm.swap_state import free_swap_and_cache
+from specfault.mm.pgtable import (
+    is_swap_pte,
+    pte_pfn,
+    pte_present,
+    pte_special,
+    pte_to_swp_entry,
+    walk_range,
+)
 from specfault.runtime import LoadItem, Store, StoreItem
 
 
@@ -83,13 +91,22 @@ def vmas_mapping(mm: Any, inode: Inode) -> list[Any]:
 async def zap_file_ptes(tlb: MmuGather, vma: Any, start: int, end: int, even_cows: bool) -> None:
     """zap_page_range_single() with zap_details: clear the PTEs of [start,
     end) mapping page-cache pages — and, with ``even_cows``, the private
-    anonymous copies (COWed pages) too."""
+    anonymous copies (COWed pages) too, swapped-out ones included (their
+    swap slots freed)."""
     mm = tlb.mm
     mem = mm.kernel.mem
     for pt, lo, hi in await walk_range(mm, start, end):
         await pt.ptl.lock()
         for i in range((lo - pt.base) >> 12, (hi - pt.base) >> 12):
             pte = await LoadItem(pt, pt.entries, i)
+            if is_swap_pte(pte) and even_cows:
+                # zap_nonpresent_ptes(): a swapped-out COWed copy goes too
+                # (should_zap_cows); without even_cows it stays
+                await StoreItem(pt, pt.entries, i, 0)
+                pt.nr -= 1
+                mm.rss["swap"] -= 1
+                free_swap_and_cache(mm.kernel, pte_to_swp_entry(pte))
+                continue
             if not pte_present(pte):
                 continue
             page = None if pte_special(pte) else mem.pages[pte_pfn(pte)]
