@@ -224,6 +224,7 @@ def run_campaign(args: argparse.Namespace) -> int:
     diverging: list[int] = []           # every diverging run's number
     host_errors: list[str] = []
     done = 0
+    remeasured = 0                      # programs whose host run was taken again
     interrupted = ""
     swap_pages = getattr(args, "swap_pages", 0)
     oracle = Oracle(swap_pages=swap_pages)
@@ -237,6 +238,7 @@ def run_campaign(args: argparse.Namespace) -> int:
                 v = out.verdict
                 counts[v.status] += 1
                 done += 1
+                remeasured += bool(out.remeasured)
                 if v.status == "known" and v.known:
                     known_by[v.known] = known_by.get(v.known, 0) + 1
                 if v.status == "diverge":
@@ -267,6 +269,7 @@ def run_campaign(args: argparse.Namespace) -> int:
             "runs": args.runs, "done": done, "partial": bool(interrupted), "seed": args.seed,
             "max_steps": args.max_steps, "region": args.region, "swap_pages": swap_pages,
             "counts": counts, "known_differences": known_by, "agreement_rate": rate,
+            "remeasured": remeasured,
             "host_errors": host_errors,
             "divergences": [{"run": o.run, "saved": path, "original_steps": len(o.program.steps),
                              "program": s.program.to_json(), "verdict": s.verdict.to_json()}
@@ -279,6 +282,9 @@ def run_campaign(args: argparse.Namespace) -> int:
         print(f"agreement: {counts['agree']}/{compared} ({100 * rate:.2f}%)   divergences: "
               f"{counts['diverge']}   known differences: {counts['known']}   host errors: "
               f"{counts['host-error']}")
+        if remeasured:
+            print(f"  host runs taken again (swap counters disturbed by another process): "
+                  f"{remeasured} program(s)")
         for name, n in sorted(known_by.items()):
             print(f"  known difference {name}: {n}")
         for e in host_errors:
