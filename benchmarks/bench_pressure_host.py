@@ -41,6 +41,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
 from specfault.oracle.hostswap import swap_lock  # noqa: E402
+
 CGROUP = Path("/sys/fs/cgroup/memory")
 VMSTAT = ("pswpin", "pswpout", "pgmajfault")
 

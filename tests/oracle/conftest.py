@@ -55,3 +55,17 @@ def host_swap():
         yield swap
     finally:
         swap.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="module")
+def swap_runner(host_swap, host_runner):
+    """(a host runner in swap mode — it records each step's counters —,
+    the swap file's size in pages) while ``host_swap`` is on.  The plain
+    ``host_runner`` is requested for its availability check only: it runs
+    programs holding the host-swap lock shared, which this module's
+    ``host_swap`` holds exclusively."""
+    from specfault.oracle.host import HostRunner
+
+    runner = HostRunner(swap=True)
+    yield runner, host_swap.pages
+    runner.close()

@@ -32,24 +32,13 @@ host oracle.
 
 from __future__ import annotations
 
-import pytest
 from helpers import fmap, mmap, op, page, prog, touch
 
 from specfault.oracle.compare import judge
-from specfault.oracle.host import HostRunner
 from specfault.oracle.model import run_model
 
 PO = "MADV_PAGEOUT"
 RW = ["PROT_READ", "PROT_WRITE"]
-
-
-@pytest.fixture(scope="module")
-def swap_runner(host_swap, host_runner):
-    """A host runner recording counters, while ``host_swap`` is on (the
-    plain ``host_runner`` is requested only for its availability check)."""
-    runner = HostRunner(swap=True)
-    yield runner, host_swap.pages
-    runner.close()
 
 
 def run(swap_runner, p):

@@ -65,7 +65,6 @@ from specfault.mm.filemap import (
 )
 from specfault.mm.mmu_gather import MmuGather, zap_present_page
 from specfault.mm.page import PutPage
-from specfault.mm.swap_state import free_swap_and_cache
 from specfault.mm.pgtable import (
     is_swap_pte,
     pte_pfn,
@@ -74,6 +73,7 @@ from specfault.mm.pgtable import (
     pte_to_swp_entry,
     walk_range,
 )
+from specfault.mm.swap_state import free_swap_and_cache
 from specfault.runtime import LoadItem, Store, StoreItem
 
 

@@ -31,7 +31,7 @@ import tempfile
 from typing import Any
 
 from . import probe, wire
-from .hostswap import active_swaps, majflt, vmstat
+from .hostswap import active_swaps, majflt, no_swap, vmstat
 from .program import PAGE_SIZE, Program, file_contents
 from .record import (
     Geometry,
@@ -132,7 +132,10 @@ class Coordinator:
         tmpdir = tempfile.mkdtemp(prefix="specfault-oracle-", dir=SHM if os.path.isdir(SHM) else None)
         pids: list[int] = []
         try:
-            return self._run(prog, tmpdir, pids)
+            if self.swap:            # the caller holds HostSwap (the lock, exclusively)
+                return self._run(prog, tmpdir, pids)
+            with no_swap():          # no one else's swap file on meanwhile
+                return self._run(prog, tmpdir, pids)
         finally:
             for pid in pids:
                 try:

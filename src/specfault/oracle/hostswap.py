@@ -4,9 +4,12 @@ run, under a lock so that concurrent runs take turns.
 
 Host swap is system-wide: a second swap file enabled beside ours would
 take some of the pages written out, and ``swapoff`` of one run's file would
-pull in the pages of another's.  Every user therefore holds ``LOCK_PATH``
-(an fcntl lock: released by the kernel if the holder dies) for as long as
-its swap file is on; a second user waits for it (``swap_lock``).
+pull in the pages of another's, and a host run that relies on swap being
+off (MADV_PAGEOUT then leaves anonymous and shmem pages in place) would see
+it on.  Every user of swap therefore holds ``LOCK_PATH`` (an fcntl lock:
+released by the kernel if the holder dies) exclusively for as long as its
+swap file is on, and a host run that needs swap off holds it shared
+(``no_swap``); the others wait.
 
 While the file is on, ``/proc/sys/vm/page-cluster`` is 0 (restored
 afterwards): swap-in then reads only the faulting page.  The model does no
@@ -28,7 +31,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import IO
+from typing import IO, Any
 
 PAGE_SIZE = 4096
 LOCK_PATH = "/tmp/specfault-host-swap.lock"
@@ -59,14 +62,25 @@ def unavailable() -> str | None:
 
 
 @contextmanager
-def swap_lock(path: str = LOCK_PATH) -> Iterator[IO[str]]:
-    """Hold the host-swap lock (blocking until a concurrent holder is done)."""
+def swap_lock(path: str = LOCK_PATH, shared: bool = False) -> Iterator[IO[str]]:
+    """Hold the host-swap lock, blocking until a conflicting holder is done:
+    exclusively to turn swap on (HostSwap), shared (``no_swap``) to run
+    something on the host that relies on swap being off."""
     fh = open(path, "a")
     try:
-        fcntl.flock(fh, fcntl.LOCK_EX)
+        fcntl.flock(fh, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
         yield fh
     finally:
         fh.close()                 # closes the descriptor: the lock goes with it
+
+
+def no_swap() -> Any:
+    """``with no_swap():`` — no HostSwap of any process is on meanwhile
+    (the host-swap lock held shared): for host runs whose MADV_PAGEOUT
+    must find no swap (the oracle without --swap, tests/mm's host runs).
+    Never while this process holds HostSwap: the two would wait for each
+    other."""
+    return swap_lock(shared=True)
 
 
 def active_swaps() -> list[str]:
