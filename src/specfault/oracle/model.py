@@ -15,18 +15,9 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
+from . import record as rec
 from .program import FALLOC, MADV, MAP, MREMAP, PAGE_SIZE, Program, file_contents, prot_value
-from .record import (
-    PM_PFN_MASK,
-    Geometry,
-    Labeller,
-    PageObs,
-    ProcObs,
-    counter_deltas,
-    fresh_positions,
-    normalise_result,
-    snapshot,
-)
+from .record import PM_PFN_MASK, Geometry, Labeller, PageObs, ProcObs, snapshot
 
 MODEL_WINDOW = 0x7FF000000000
 MODEL_FILE_DIR = "/oracle"
@@ -221,11 +212,11 @@ def run_model(prog: Program, machine_factory: Callable[[], Any] | None = None,
         try:
             before = run.counters() if swap_pages else None
             raw = run.execute(step)
-            result = normalise_result(run.geo, step, raw)
+            result = rec.normalise_result(run.geo, step, raw)
             rec_step: dict[str, Any] = {"result": result}
             if before is not None:
-                rec_step["counters"] = counter_deltas(before, run.counters())
-            rec_step["state"] = run.observe(fresh_positions(run.geo, step, result))
+                rec_step["counters"] = rec.counter_deltas(before, run.counters())
+            rec_step["state"] = run.observe(rec.fresh_positions(run.geo, step, result))
         except Exception as exc:
             record["error"] = f"step {i}: model raised {type(exc).__name__}: {exc}\n{_tb()}"
             record["error_step"] = i
