@@ -132,10 +132,7 @@ class Coordinator:
         tmpdir = tempfile.mkdtemp(prefix="specfault-oracle-", dir=SHM if os.path.isdir(SHM) else None)
         pids: list[int] = []
         try:
-            if self.swap:            # the caller holds HostSwap (the lock, exclusively)
-                return self._run(prog, tmpdir, pids)
-            with no_swap():          # no one else's swap file on meanwhile
-                return self._run(prog, tmpdir, pids)
+            return self._run(prog, tmpdir, pids)
         finally:
             for pid in pids:
                 try:
@@ -320,7 +317,11 @@ class HostRunner:
     def run(self, prog: Program) -> dict[str, Any]:
         """The host's record of ``prog``; a swap-mode run another swap
         area disturbed is run again (up to RETRIES_DISTURBED times)."""
-        rec = self._run(prog)
+        if self.swap:                # the caller holds HostSwap (the lock, exclusively)
+            rec = self._run(prog)
+        else:
+            with no_swap():          # no other process's swap file on meanwhile
+                rec = self._run(prog)
         for _ in range(RETRIES_DISTURBED):
             if not str(rec.get("error") or "").startswith(SWAP_DISTURBED):
                 break

@@ -61,25 +61,65 @@ def unavailable() -> str | None:
     return None
 
 
-@contextmanager
-def swap_lock(path: str = LOCK_PATH, shared: bool = False) -> Iterator[IO[str]]:
-    """Hold the host-swap lock, blocking until a conflicting holder is done:
-    exclusively to turn swap on (HostSwap), shared (``no_swap``) to run
-    something on the host that relies on swap being off."""
-    fh = open(path, "a")
-    try:
-        fcntl.flock(fh, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
-        yield fh
-    finally:
-        fh.close()                 # closes the descriptor: the lock goes with it
+class _ProcessLock:
+    """The host-swap lock as this process holds it: one open file, so that
+    a process holding it shared (a host run) may also take it exclusively
+    (a swap file on, in the same test session) by converting its own hold —
+    two descriptors of one process would wait for each other.  Nested
+    holds are counted; the file lock follows the strongest one left."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.fh: IO[str] | None = None
+        self.shared = 0
+        self.exclusive = 0
+
+    def _set(self, op: int) -> None:
+        if self.fh is None:
+            self.fh = open(self.path, "a")
+        fcntl.flock(self.fh, op)
+        if op == fcntl.LOCK_UN:
+            self.fh.close()
+            self.fh = None
+
+    @contextmanager
+    def hold(self, shared: bool) -> Iterator[None]:
+        if shared:
+            self.shared += 1
+            if self.shared == 1 and not self.exclusive:
+                self._set(fcntl.LOCK_SH)
+        else:
+            self.exclusive += 1
+            if self.exclusive == 1:
+                self._set(fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            if shared:
+                self.shared -= 1
+            else:
+                self.exclusive -= 1
+            if not self.exclusive:
+                self._set(fcntl.LOCK_SH if self.shared else fcntl.LOCK_UN)
+
+
+_LOCK = _ProcessLock(LOCK_PATH)
+
+
+def swap_lock(shared: bool = False) -> Any:
+    """``with swap_lock():`` hold the host-swap lock, blocking until a
+    conflicting holder (another process) is done: exclusively to turn
+    swap on (HostSwap), shared (``no_swap``) for a host run that relies on
+    swap being off."""
+    return _LOCK.hold(shared)
 
 
 def no_swap() -> Any:
-    """``with no_swap():`` — no HostSwap of any process is on meanwhile
+    """``with no_swap():`` — no other process's swap file is on meanwhile
     (the host-swap lock held shared): for host runs whose MADV_PAGEOUT
     must find no swap (the oracle without --swap, tests/mm's host runs).
-    Never while this process holds HostSwap: the two would wait for each
-    other."""
+    Inside this process's own HostSwap it holds nothing more: the caller
+    turned swap on and knows it."""
     return swap_lock(shared=True)
 
 
