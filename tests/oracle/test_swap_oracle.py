@@ -24,7 +24,9 @@ The rules (all seen on the reference host, Linux 6.18, a swap file on ext4):
 * a fork copies a swap PTE (both processes hold the slot: one label), and
   the child's read maps the swap-cache folio; paged out again from the
   child (mapped once) it goes back to the same slot;
-* truncation zaps swapped-out private COWed copies beyond EOF too.
+* truncation zaps swapped-out private COWed copies beyond EOF too;
+* fallocate (allocating, KEEP_SIZE) over a swapped shmem page swaps it
+  back into the page cache (shmem_get_folio with SGP_FALLOC).
 
 Skipped, with the reason, without Linux, root, the swap tools or the
 host oracle.
@@ -121,3 +123,12 @@ def test_truncation_zaps_a_swapped_out_cow_copy(swap_runner):
     assert st[3]["0"]["smaps"][1].endswith("Swap=8")   # the COW copy's swap PTE + the file's page
     assert page(st[4], 0, 0) == "" and st[4]["0"]["smaps"][1] == "0..2 Rss=0 Anonymous=0"
     assert res[5]["signal"] == "SIGBUS"
+
+
+def test_fallocate_brings_a_swapped_shmem_page_back(swap_runner):
+    res, cnt, st = run(swap_runner, prog(
+        fmap(0, 2, shared=True), touch(1), op("madvise", page=0, npages=2, advice=PO),
+        op("fallocate", file=0, off=4096 + 100, len=1, mode=["FALLOC_FL_KEEP_SIZE"]), touch(1)))
+    assert st[2]["0"]["smaps"][1] == "0..2 Rss=0 Anonymous=0 Swap=8"
+    assert cnt[3] == c() and st[3]["0"]["smaps"][1] == "0..2 Rss=0 Anonymous=0 Swap=4"   # SGP_FALLOC
+    assert res[4] == {"data": "51x8"} and page(st[4], 0, 0) == ""        # in the page cache, alone
