@@ -48,11 +48,15 @@ from .record import (
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 STEP_TIMEOUT = 20.0
-#: a swap-mode record's error when another swap area came or went during
-#: the program: the system-wide counters were not the program's alone
-#: (HostRunner runs it again)
+#: a swap-mode record's error when another swap area came or went, or
+#: memory reclaim ran (RECLAIM_SCANS), during the program: the system-wide
+#: counters and the program's swap were not its own (HostRunner runs it again)
 SWAP_DISTURBED = "host swap disturbed"
 RETRIES_DISTURBED = 3
+#: reclaim other than MADV_PAGEOUT's (which counts none of these): kswapd or
+#: direct reclaim — the machine, or another process's memory cgroup, under
+#: pressure — may swap the program's pages and adds to pswpout
+RECLAIM_SCANS = ("pgscan_kswapd", "pgscan_direct", "pgscan_khugepaged")
 SHM = "/dev/shm"
 
 
@@ -190,6 +194,7 @@ class Coordinator:
 
         record["initial"] = observe(set())
         swaps = active_swaps() if self.swap else None
+        scans = vmstat(RECLAIM_SCANS) if self.swap else None
         for i, step in enumerate(prog.steps):
             p = step.get("proc", 0)
             sock = socks[p]
@@ -227,8 +232,13 @@ class Coordinator:
             rec_step: dict[str, Any] = {"result": result, "state": state}
             if before is not None and after is not None:
                 rec_step["counters"] = counter_deltas(before, after)
+                why = ""
                 if active_swaps() != swaps:
-                    record["error"] = f"{SWAP_DISTURBED}: swap areas {swaps} became {active_swaps()}"
+                    why = f"swap areas {swaps} became {active_swaps()}"
+                elif vmstat(RECLAIM_SCANS) != scans:
+                    why = f"memory reclaim ran ({scans} became {vmstat(RECLAIM_SCANS)})"
+                if why:
+                    record["error"] = f"{SWAP_DISTURBED}: {why}"
                     record["error_step"] = i
                     return record
             record["steps"].append(rec_step)
