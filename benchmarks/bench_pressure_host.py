@@ -16,7 +16,10 @@ anonymous faults, so its writer p99 is the counterpart of the simulator's
 ``pervma`` prediction (``specfault bench pressure``).
 
 Needs root, gcc and /sys/fs/cgroup/memory (cgroup v1); creates a swap file
-and a cgroup and removes both on exit (also on Ctrl-C).
+and a cgroup and removes both on exit (also on Ctrl-C).  Host swap is
+system-wide: the run holds the host-swap lock of the oracle
+(specfault.oracle.hostswap.swap_lock), so it waits for — and holds off —
+the oracle's --swap mode and its swap tests.
 
     python benchmarks/bench_pressure_host.py [--region-mib 128] [--passes 2]
         [--fractions 2,1,0.75,0.5,0.25] [--rounds 3] [--json] [--plot FILE.png]
@@ -36,6 +39,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "src"))
+from specfault.oracle.hostswap import swap_lock  # noqa: E402
+
 CGROUP = Path("/sys/fs/cgroup/memory")
 VMSTAT = ("pswpin", "pswpout", "pgmajfault")
 
@@ -80,21 +86,35 @@ class Setup:
         self.swap_mib = swap_mib
 
     def __enter__(self) -> Setup:
+        # host swap is system-wide: wait for any other user (the oracle's
+        # --swap mode, its swap tests) to finish, and hold it off meanwhile
+        self._lock = swap_lock()
+        self._lock.__enter__()
+        try:
+            self._setup()
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def _setup(self) -> None:
         subprocess.run(["fallocate", "-l", f"{self.swap_mib}M", str(self.swap)], check=True)
         self.swap.chmod(0o600)
         subprocess.run(["mkswap", str(self.swap)], check=True, capture_output=True)
         subprocess.run(["swapon", str(self.swap)], check=True)
         self.cg.mkdir()
-        return self
 
     def limit(self, nbytes: int) -> None:
         (self.cg / "memory.limit_in_bytes").write_text(str(nbytes))
 
     def __exit__(self, *exc: object) -> None:
-        if self.cg.exists():
-            self.cg.rmdir()
-        subprocess.run(["swapoff", str(self.swap)], check=False, capture_output=True)
-        self.swap.unlink(missing_ok=True)
+        try:
+            if self.cg.exists():
+                self.cg.rmdir()
+            subprocess.run(["swapoff", str(self.swap)], check=False, capture_output=True)
+            self.swap.unlink(missing_ok=True)
+        finally:
+            self._lock.__exit__(None, None, None)
 
 
 def run_once(binary: Path, cg: Path, pages: int, passes: int) -> dict[str, float]:

@@ -70,7 +70,7 @@ from specfault.errors import SegmentationFault
 from specfault.mm.access import PageFault, hw_access, user_access
 from specfault.mm.exec import VDSO_X86_64, ElfImage, ExecError, ExecLayout, VdsoImage, load_elf_binary
 from specfault.mm.fault import ACCESS_EXEC, ACCESS_READ, ACCESS_WRITE
-from specfault.mm.filemap import FMODE_READ, FMODE_WRITE, OpenFile
+from specfault.mm.filemap import FMODE_READ, FMODE_WRITE, OpenFile, shmem_swapin_folio
 from specfault.mm.fork import dup_mmap, exit_mmap
 from specfault.mm.gup import (
     FOLL_PIN,
@@ -261,17 +261,19 @@ class Machine:
         self.processes.append(proc)
         return proc
 
-    def create_file(self, path: str, data: bytes = b"") -> None:
+    def create_file(self, path: str, data: bytes = b"", tmpfs: bool = False) -> None:
         """Create (or overwrite) a file; its pages start in the page cache.
         Overwriting truncates the old contents first, as ``open`` with
         O_TRUNC does: mappings of the file see the new contents, or SIGBUS
-        beyond its new end."""
+        beyond its new end.  ``tmpfs``: a new file is a tmpfs file (a shmem
+        inode: no backing store — with swap its pages are swapped out
+        rather than dropped, and a hole is filled without a major fault)."""
         _abs_path("create_file", path)
         data = _bytes("create_file", "data", data)
         inode = self.kernel.fs.inodes.get(path)
         if inode is not None:
             self._truncate(inode, 0, Task(0, "create_file"))
-        self.kernel.fs.create(path, data)
+        self.kernel.fs.create(path, data, tmpfs=bool(tmpfs))
 
     def _truncate(self, inode: Any, size: int, task: Task) -> None:
         """Truncate a file to ``size`` (truncate.do_truncate: shmem_setattr):
@@ -788,9 +790,10 @@ class Process(_Context):
         ``FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE`` punches a hole
         (truncate.shmem_punch_hole: whole pages unmapped and dropped, private
         COWed copies kept, partial pages zeroed); mode 0 / KEEP_SIZE
-        allocates — in the model only the size grows (without KEEP_SIZE):
-        tmpfs's preallocated pages are not uptodate, so no fault-around maps
-        them, and nothing user space sees in the model tells them apart."""
+        allocates — in the model only the size grows (without KEEP_SIZE),
+        and pages in swap are swapped in: tmpfs's preallocated pages are not
+        uptodate, so no fault-around maps them, and nothing user space sees
+        in the model tells them apart."""
         fd = _cint("fallocate", "fd", fd)
         mode = _cint("fallocate", "mode", mode)
         offset = _loff("fallocate", "offset", offset)
@@ -815,8 +818,14 @@ class Process(_Context):
         inode = f.inode
         if mode & FALLOC_FL_PUNCH_HOLE:
             self._run(shmem_punch_hole(self.machine.kernel, inode, offset, length))
-        elif not mode & FALLOC_FL_KEEP_SIZE and offset + length > inode.size:
-            inode.size = offset + length                   # i_size_write()
+        else:
+            # shmem_get_folio(SGP_FALLOC) of each page: one in swap comes
+            # back into the page cache (shmem_swapin_folio; no major fault)
+            for idx in range(offset // PAGE_SIZE, (offset + length + PAGE_SIZE - 1) // PAGE_SIZE):
+                if idx in inode.swapped:
+                    shmem_swapin_folio(self.machine.kernel, inode, idx, fault=False)
+            if not mode & FALLOC_FL_KEEP_SIZE and offset + length > inode.size:
+                inode.size = offset + length               # i_size_write()
 
     def __repr__(self) -> str:
         return f"<Process {self.pid}{' (exited)' if self.mm.dead else ''}>"

@@ -146,6 +146,13 @@ KNOBS: dict[str, Knob] = _knobs(
     Knob("swap_pages", 0, "model",
          "size of the swap device in pages, its header included (swapon); 0: no "
          "swap, as on the host — anonymous pages are then never reclaimed"),
+    Knob("swap_writeback", "sync", "model",
+         "how the swap device completes writes: sync (SWP_SYNCHRONOUS_IO, a "
+         "ramdisk or zram: shrink_folio_list frees the folio it wrote in the "
+         "same pass) or async (a swap file on a disk, as on the host: the write "
+         "is in flight when shrink_folio_list looks, the folio stays in the "
+         "swap cache, clean, and a later reclaim pass frees it — a refault "
+         "before then is a minor fault, no swap-in)", ("sync", "async")),
     Knob("pt_reclaim", True, "model",
          "CONFIG_PT_RECLAIM (Linux 6.14+; the host's kernel has it): MADV_DONTNEED "
          "over a whole PMD's range frees the PTE table it empties (mm/pt_reclaim.py), "

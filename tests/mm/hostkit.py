@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from specfault.mm.proc import PagemapEntry
+from specfault.oracle.hostswap import no_swap
 
 PAGE = 4096
 BASE = 0x3F0000000000            # far from anything the test process maps
@@ -211,17 +212,23 @@ def in_child(h: Any, fn: Callable[[Any], Any]) -> Any:
 def run_host(scenario: Callable[[Host, int], Any], tmpfs: bool = False) -> Any:
     """Run ``scenario(host, base)`` on the host kernel inside the window and
     return its result; the window is unmapped afterwards."""
-    h = Host(tmpfs)
-    try:
-        return scenario(h, BASE)
-    finally:
-        _libc.munmap(BASE, WINDOW)
-        h.cleanup()
+    with no_swap():              # MADV_PAGEOUT here expects swap off
+        h = Host(tmpfs)
+        try:
+            return scenario(h, BASE)
+        finally:
+            _libc.munmap(BASE, WINDOW)
+            h.cleanup()
 
 
 def run_host_forked(scenario: Callable[[Host, int], Any], tmpfs: bool = False) -> Any:
     """Like run_host, in a forked child (for scenarios that fork or die);
     the result travels back as repr() and is eval()ed."""
+    with no_swap():              # MADV_PAGEOUT here expects swap off
+        return _run_host_forked(scenario, tmpfs)
+
+
+def _run_host_forked(scenario: Callable[[Host, int], Any], tmpfs: bool) -> Any:
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:                                   # child

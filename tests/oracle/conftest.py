@@ -31,40 +31,41 @@ def model_ready():
         pytest.skip(f"model not runnable yet: {why}")
 
 
-SWAP_MIB = 64
-
-
 @pytest.fixture(scope="module")
 def host_swap():
     """A swap file enabled on the host for the module's tests, removed
-    afterwards (swapoff, rm): the host runs without swap, and MADV_PAGEOUT
-    of anonymous or shmem pages swaps them out only with some.  Needs Linux,
-    root, mkswap/swapon/swapoff and a filesystem that takes swap files;
-    skips with the reason otherwise.  Yields the swap file's path."""
-    import shutil
-    import subprocess
+    afterwards (hostswap.HostSwap: swapon, page-cluster 0; then swapoff,
+    rm): the host runs without swap, and MADV_PAGEOUT of anonymous or
+    shmem pages swaps them out only with some.  Host swap is system-wide,
+    so the fixture holds the host-swap lock (hostswap.LOCK_PATH) while it
+    is on: a concurrent run of these tests, of the oracle's --swap mode or
+    of benchmarks/bench_pressure_host.py waits for it.  Needs Linux, root,
+    mkswap/swapon/swapoff and no other swap device; skips with the reason
+    otherwise.  Yields the HostSwap (``.path``, ``.pages``)."""
+    from specfault.oracle import hostswap
 
-    if sys.platform != "linux":
-        pytest.skip("swap on the host needs Linux")
-    if os.geteuid() != 0:
-        pytest.skip("creating and enabling a swap file needs root")
-    tools = {t: shutil.which(t) or shutil.which(t, path="/usr/sbin:/sbin")
-             for t in ("mkswap", "swapon", "swapoff")}
-    if not all(tools.values()):
-        pytest.skip(f"no {', '.join(t for t, p in tools.items() if not p)} on this host")
-    path = f"/var/tmp/specfault-swap-{os.getpid()}"
-    with open(path, "wb") as f:                  # written, not sparse: swapon refuses holes
-        chunk = bytes(1 << 20)
-        for _ in range(SWAP_MIB):
-            f.write(chunk)
-    os.chmod(path, 0o600)
+    why = hostswap.unavailable()
+    if why:
+        pytest.skip(why)
     try:
-        for cmd in ([tools["mkswap"], path], [tools["swapon"], path]):
-            r = subprocess.run(cmd, capture_output=True, text=True)
-            if r.returncode != 0:
-                pytest.skip(f"{' '.join(cmd)} failed: {r.stderr.strip()}")
-        yield path
+        swap = hostswap.HostSwap().__enter__()
+    except hostswap.SwapUnavailable as exc:
+        pytest.skip(str(exc))
+    try:
+        yield swap
     finally:
-        if path in open("/proc/swaps").read():
-            subprocess.run([tools["swapoff"], path], capture_output=True)
-        os.unlink(path)
+        swap.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="module")
+def swap_runner(host_swap, host_runner):
+    """(a host runner in swap mode — it records each step's counters —,
+    the swap file's size in pages) while ``host_swap`` is on.  The plain
+    ``host_runner`` is requested for its availability check only: it runs
+    programs holding the host-swap lock shared, which this module's
+    ``host_swap`` holds exclusively."""
+    from specfault.oracle.host import HostRunner
+
+    runner = HostRunner(swap=True)
+    yield runner, host_swap.pages
+    runner.close()

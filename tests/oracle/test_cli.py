@@ -55,3 +55,25 @@ def test_small_campaign_json_counts_every_run(capsys, host_runner, model_ready, 
     assert code == (1 if c["diverge"] or c["host-error"] else 0)
     for d in obj["divergences"]:
         assert os.path.exists(d["saved"]) and len(d["program"]["steps"]) <= d["original_steps"]
+
+
+def test_swap_mode_bad_combinations_exit_2_naming_the_argument(capsys, model_ready):
+    assert main(["oracle", "--swap", "--jobs", "2"]) == 2
+    assert "--jobs" in capsys.readouterr().err
+    path = os.path.join(CORPUS, "agree-cow-fork-both-sides.json")
+    assert main(["oracle", "--replay", path, "--recorded", "--swap"]) == 2
+    assert "--swap" in capsys.readouterr().err
+
+
+def test_a_swap_mode_counter_divergence_the_host_has_more_of_is_remeasured():
+    from specfault.oracle.campaign import _disturbed
+    from specfault.oracle.compare import Divergence, Verdict
+
+    def v(host, model, what="counters"):
+        return Verdict("diverge", Divergence(3, what, None, host, model))
+
+    c = {"pswpin": 0, "pswpout": 2, "majflt": 0}
+    assert _disturbed(v({**c, "pswpout": 6}, c))              # someone else swapped out too
+    assert not _disturbed(v({**c, "pswpout": 1}, c))          # the model wrote more: a real one
+    assert not _disturbed(v({**c, "majflt": 1}, c))           # majflt is the task's own
+    assert not _disturbed(v(["x"], ["y"], what="pages"))

@@ -18,6 +18,10 @@ Inode
 # protected by the page-cache lock (xa_lock): insertions and removals;
 # a page is removed only under its folio lock (filemap_remove_folio)
     pages
+    swapped      shmem: index -> swap entry of a page written to swap (Linux
+                 keeps these as value entries in i_pages; info->swapped is
+                 their number): shmem_writeout puts one in place of the
+                 page, shmem_swapin_folio the page back in its place
 # protected by i_mmap_rwsem (write: the VMA writers, each also holding its
 # mm's mmap_lock for write; read: unmap_mapping_range); the reclaim walkers
 # read it locklessly under rcu_read_lock (mm/rmap.py: the lock rule)
@@ -63,8 +67,8 @@ FMODE_WRITE = 0x2
 
 
 class Inode:
-    __slots__ = ("ino", "path", "size", "data", "pages", "shmem", "wants_writenotify", "dev",
-                 "thp_get_unmapped_area", "i_mmap", "i_mmap_rwsem", "i_rwsem")
+    __slots__ = ("ino", "path", "size", "data", "pages", "swapped", "shmem", "wants_writenotify",
+                 "dev", "thp_get_unmapped_area", "i_mmap", "i_mmap_rwsem", "i_rwsem")
 
     def __init__(self, ino: int, path: str, shmem: bool = False) -> None:
         self.ino = ino
@@ -72,6 +76,7 @@ class Inode:
         self.size = 0
         self.data: dict[int, bytes] = {}     # backing store of uncached pages
         self.pages: dict[int, Page] = {}     # the page cache
+        self.swapped: dict[int, int] = {}    # shmem: index -> swap entry
         self.shmem = shmem
         # regular files track dirty pages: shared writable PTEs start read-only
         self.wants_writenotify = not shmem
@@ -117,12 +122,14 @@ class Filesystem:
         self.shmem_inodes: set[Inode] = set()
         self._ino = itertools.count(1000)
 
-    def create(self, path: str, data: bytes = b"") -> Inode:
-        """Create (or replace) a file with ``data``, every page cached."""
+    def create(self, path: str, data: bytes = b"", tmpfs: bool = False) -> Inode:
+        """Create (or replace) a file with ``data``, every page cached.
+        ``tmpfs``: a file of a tmpfs (a shmem inode: no backing store; its
+        pages go to swap, when there is swap, rather than being dropped)."""
         old = self.inodes.get(path)
         if old is not None:
             self.truncate(old, 0)
-        inode = old or Inode(next(self._ino), path)
+        inode = old or Inode(next(self._ino), path, shmem=tmpfs)
         self.inodes[path] = inode
         self.write(inode, 0, data)
         return inode
@@ -138,7 +145,7 @@ class Filesystem:
         """Drop a reference to ``file``; an unnamed shmem inode dies with its
         last user, and its pages are freed."""
         file.f_count -= 1
-        if file.f_count == 0 and file.inode.shmem:
+        if file.f_count == 0 and file.inode in self.shmem_inodes:
             self.truncate(file.inode, 0)
             self.shmem_inodes.discard(file.inode)
 
@@ -148,6 +155,8 @@ class Filesystem:
         page = inode.pages.get(index)
         if page is not None or not create:
             return page
+        if index in inode.swapped:
+            return shmem_swapin_folio(self.kernel, inode, index, fault=False)[0]
         page = self.kernel.mem.alloc()
         if page is None:
             return None
@@ -161,6 +170,8 @@ class Filesystem:
             idx, po = divmod(off, PAGE_SIZE)
             take = min(PAGE_SIZE - po, end - off)
             page = inode.pages.get(idx)
+            if page is None and idx in inode.swapped:      # shmem_get_folio(SGP_READ)
+                page = shmem_swapin_folio(self.kernel, inode, idx, fault=False)[0]
             if page is not None:
                 out += page.read(po, take)
             else:
@@ -190,8 +201,11 @@ class Filesystem:
         """__remove_mapping() of a clean, unmapped page-cache page (reclaim):
         it leaves the cache; its contents stay on the backing store."""
         assert not page.dirty and not page.mapcount, "remove_mapping: dirty or mapped page"
-        assert not inode.shmem, "remove_mapping: shmem pages have no backing store (no swap)"
-        if page.data is not None:
+        # a clean shmem page is an undirtied hole page (every write, a swap-in
+        # and a partial zeroing dirty it): dropped, it reads back as zeroes
+        assert not inode.shmem or not page.data or not any(page.data), \
+            "remove_mapping: a clean shmem page holding data"
+        if page.data is not None and not inode.shmem:
             inode.data[page.index] = bytes(page.data)
         del inode.pages[page.index]
         page.mapping = None
@@ -209,11 +223,95 @@ class Filesystem:
             self.kernel.mem.put_page(page)
         for idx in [i for i in inode.data if i >= keep]:
             del inode.data[idx]
+        for idx in [i for i in inode.swapped if i >= keep]:
+            shmem_free_swap(self.kernel, inode, idx)
+        if size % PAGE_SIZE and (size // PAGE_SIZE) in inode.swapped:
+            shmem_swapin_folio(self.kernel, inode, size // PAGE_SIZE, fault=False)
         if size % PAGE_SIZE and (size // PAGE_SIZE) in inode.pages:
             page = inode.pages[size // PAGE_SIZE]
             po = size % PAGE_SIZE
             page.write(po, bytes(PAGE_SIZE - po))
         inode.size = size
+
+
+# ---------------------------------------------------------------- shmem and swap
+def shmem_writeout(kernel: Any, page: Page) -> bool:
+    """shmem_writeout(), from reclaim: a dirty, unmapped shmem folio
+    (locked by the caller) leaves the page cache for the swap cache — a
+    swap slot (folio_alloc_swap: one reference for the file's swap entry,
+    swap_shmem_alloc, plus the cache's), the entry put in the page's place
+    in the file (shmem_delete_from_page_cache), the cache's reference on
+    the folio passing to the swap cache.  The caller then writes it
+    (swap_writepage).  False, the folio left as it was, when there is no
+    free slot (no swap, or full: AOP_WRITEPAGE_ACTIVATE)."""
+    from specfault.mm.swap_state import add_to_swap_cache
+    from specfault.mm.swapfile import folio_alloc_swap, swap_duplicate
+
+    inode = page.mapping
+    assert inode is not None and inode.shmem and inode.pages.get(page.index) is page
+    entry = folio_alloc_swap(kernel)
+    if not entry:
+        return False
+    swap_duplicate(kernel, entry)                # swap_shmem_alloc(): the file's reference
+    del inode.pages[page.index]
+    inode.swapped[page.index] = entry
+    page.mapping = None
+    add_to_swap_cache(kernel, page, entry)
+    page.refcount -= 1                           # the page cache's reference went to the swap cache
+    page.dirty = True
+    return True
+
+
+def shmem_swapin_folio(kernel: Any, inode: Inode, index: int, fault: bool) -> tuple[Page | None, int]:
+    """shmem_swapin_folio(): bring the swapped page ``index`` of a shmem
+    file back into the page cache: the swap cache's folio if it is still
+    there (a minor fault: the write-out of an async swap device leaves it
+    there), else a new folio read from the slot (pswpin unless it was
+    zero-filled: swap_read_data; with ``fault``,
+    a major fault: pgmajfault — a read() counts none).  The folio leaves
+    the swap cache and the slot is freed (swap_free of the file's
+    reference, the cache's dropped), and it is dirty: the only copy.
+    Returns the page-cache page (the cache's reference), or None when no
+    page could be allocated, and VM_FAULT_MAJOR or 0.  One step (the model does not interleave
+    shmem swap-in with the rest: no lock is held across it)."""
+    from specfault.mm.fault_flags import VM_FAULT_MAJOR
+    from specfault.mm.swap_state import __delete_from_swap_cache, swap_read_data
+    from specfault.mm.swapfile import swap_free
+
+    entry = inode.swapped[index]
+    mem = kernel.mem
+    major = 0
+    page = kernel.swap_cache.get(entry)
+    if page is not None:
+        # out of the swap cache (its SWAP_HAS_CACHE given back); the swap
+        # cache's reference on the folio becomes the page cache's
+        __delete_from_swap_cache(kernel, page)
+    else:
+        page = mem.alloc()
+        if page is None:
+            return None, 0
+        page.data = swap_read_data(kernel, entry)
+        if fault:
+            kernel.count("pgmajfault")
+            major = VM_FAULT_MAJOR
+        lru_add(mem, page)
+    del inode.swapped[index]
+    swap_free(kernel, entry)                     # the file's reference: the slot is free
+    page.mapping = inode
+    page.index = index
+    page.anon = False
+    page.dirty = True
+    inode.pages[index] = page
+    return page, major
+
+
+def shmem_free_swap(kernel: Any, inode: Inode, index: int) -> None:
+    """shmem_free_swap(): truncation or a hole punch removes a swap entry
+    from the file — free_swap_and_cache(): the slot's reference, and the
+    swap-cache folio too when nothing else holds it."""
+    from specfault.mm.swap_state import free_swap_and_cache
+
+    free_swap_and_cache(kernel, inode.swapped.pop(index))
 
 
 def _fill(inode: Inode, index: int, page: Page, mem: Any) -> None:
@@ -298,6 +396,14 @@ async def filemap_fault(kernel: Any, inode: Inode, index: int) -> tuple[int, Pag
             return VM_FAULT_SIGBUS, None
         created = False
         page = await FindGetPage(inode, index)                         # 2., 3.
+        if page is None and index in inode.swapped:
+            # shmem_get_folio_gfp(): a swap entry in the file — swap it in
+            # (a major fault if it had to be read from the device)
+            page, major = shmem_swapin_folio(kernel, inode, index, fault=True)
+            if page is None:
+                return VM_FAULT_OOM, None
+            ret |= major
+            page.refcount += 1                                         # the lookup's reference
         if page is None:
             page = await alloc_page(kernel.mem)
             if page is None:

@@ -28,7 +28,7 @@ from specfault.mm.pgtable import (
     walk,
     walk_range,
 )
-from specfault.mm.vma import VM_EXEC, VM_MAYSHARE, VM_READ, VM_SOFTDIRTY, VM_WRITE
+from specfault.mm.vma import VM_EXEC, VM_MAYSHARE, VM_READ, VM_SHARED, VM_SOFTDIRTY, VM_WRITE
 from specfault.runtime import load_item
 
 PM_PFRAME_MASK = (1 << 55) - 1
@@ -205,23 +205,43 @@ def vma_flags_mnemonics(vm_flags: int) -> list[str]:
     return out
 
 
+def _shmem_swap(vma: Any, seen: set[int]) -> int:
+    """smap_gather_stats() for a mapping of a shmem file: the file's pages
+    in swap within the VMA's range (shmem_swap_usage), in kB — all of them
+    for a shared or read-only mapping; for a private writable one only
+    where the PTE is none (smaps_shmem_walk_ops' pte_hole: a private COWed
+    copy, or its swap PTE, stands in for the file's page there)."""
+    file = vma.vm_file
+    if file is None or not file.inode.shmem or not file.inode.swapped:
+        return 0
+    first, stop = vma.vm_pgoff, vma.vm_pgoff + vma.pages()
+    idxs = [i for i in file.inode.swapped if first <= i < stop]
+    if vma.vm_flags & VM_SHARED or not vma.vm_flags & VM_WRITE:
+        return 4 * len(idxs)
+    return 4 * sum(1 for i in idxs if vma.vm_start + ((i - first) << 12) not in seen)
+
+
 async def smaps(mm: Any) -> list[dict[str, Any]]:
     """Per VMA: start, end, Size, Rss, Anonymous, AnonHugePages (the
     VMA's PMD-mapped THPs) and Swap (kB), and VmFlags
     (a list of mnemonics), as /proc/PID/smaps (smaps_pte_range over each
     VMA's PTE tables, under mmap_lock read).  Swap counts the VMA's swap
-    PTEs (smaps_pte_entry: a page in the swap cache but mapped is Rss)."""
+    PTEs (smaps_pte_entry: a page in the swap cache but mapped is Rss)
+    and, for a shmem file, its pages in swap (_shmem_swap)."""
     out = []
     await mmap_read_lock(mm)
     for vma in mm.vmas():
         rss = anon = swap = 0
         rss, anon_huge = smaps_anon_huge(mm, vma)          # smaps_pmd_entry()
         anon = rss
+        seen: set[int] = set()            # pages whose PTE is not none
         for pt, lo, hi in await walk_range(mm, vma.vm_start, vma.vm_end, huge=True):
             if pt.level != PTE_LEVEL:
                 continue
             for i in range((lo >> 12) & 511, ((hi - 1) >> 12 & 511) + 1):
                 pte = await load_item(pt, pt.entries, i)
+                if pte:
+                    seen.add(pt.base + (i << 12))
                 if is_swap_pte(pte) and non_swap_entry(pte_to_swp_entry(pte)):
                     # smaps_pte_entry(): a migration entry is its page's
                     rss += 4
@@ -236,6 +256,7 @@ async def smaps(mm: Any) -> list[dict[str, Any]]:
                 rss += 4
                 if mm.kernel.mem.pages[pte_pfn(pte)].anon:
                     anon += 4
+        swap += _shmem_swap(vma, seen)
         out.append({"start": vma.vm_start, "end": vma.vm_end,
                     "Size": (vma.vm_end - vma.vm_start) >> 10, "Rss": rss, "Anonymous": anon,
                     "AnonHugePages": anon_huge, "Swap": swap,

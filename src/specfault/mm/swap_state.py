@@ -175,30 +175,47 @@ def free_swap_cache(kernel: Any, page: Page) -> None:
     kernel.mem.put_page(page)
 
 
-async def swap_writepage(kernel: Any, page: Page) -> None:
-    """swap_writepage(): write a dirty swap-cache folio to its slot (slow
+async def swap_writepage(kernel: Any, page: Page) -> bool:
+    """swap_writeout(): write a dirty swap-cache folio to its slot (slow
     I/O: the simulator charges ``swap_write``; the explorer may run other
-    tasks meanwhile).  Caller holds the folio lock; the PTEs are gone (or
-    write-protected) and their TLB entries flushed, so the bytes cannot
-    change under the write."""
+    tasks meanwhile) — unless it is zero-filled: then the slot is only
+    marked so in the device's zeromap (is_folio_zero_filled,
+    swap_zeromap_folio_set: no I/O, no pswpout) and a swap-in of it reads
+    nothing.  Returns True if I/O was submitted (False: the folio is clean
+    at once, as after a synchronous write).  Caller holds the folio lock;
+    the PTEs are gone (or write-protected) and their TLB entries flushed,
+    so the bytes cannot change under the write."""
     si = get_swap_device(kernel, page.swap)
     assert si is not None
     page.dirty = False                     # folio_clear_dirty_for_io()
-    await Work("swap_write")
     off = swp_offset(page.swap)
     if page.data is None or not any(page.data):
-        si.data.pop(off, None)
-    else:
-        si.data[off] = bytes(page.data)
+        si.data.pop(off, None)             # the zeromap: absent data reads as zeroes
+        return False
+    await Work("swap_write")
+    si.data[off] = bytes(page.data)
     kernel.count("pswpout")
+    return True
+
+
+def swap_read_data(kernel: Any, entry: int) -> bytearray | None:
+    """The bytes of slot ``entry`` (None: zero-filled, in the zeromap —
+    swap_read_folio_zeromap: no I/O, no pswpin; else one page read, pswpin)."""
+    si = get_swap_device(kernel, entry)
+    assert si is not None
+    data = si.data.get(swp_offset(entry))
+    if data is None:
+        return None
+    kernel.count("pswpin")
+    return bytearray(data)
 
 
 async def swap_read_folio(kernel: Any, page: Page, entry: int) -> None:
     """swap_read_folio(): read slot ``entry`` into ``page`` (locked, in the
-    swap cache) — slow I/O, the major fault's wait."""
+    swap cache) — slow I/O, the major fault's wait (a zero-filled slot is
+    not read: swap_read_data)."""
     si = get_swap_device(kernel, entry)
     assert si is not None
-    await Work("swap_read")
-    data = si.data.get(swp_offset(entry))
-    page.data = None if data is None else bytearray(data)
-    kernel.count("pswpin")
+    if swp_offset(entry) in si.data:
+        await Work("swap_read")
+    page.data = swap_read_data(kernel, entry)

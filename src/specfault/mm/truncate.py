@@ -71,6 +71,8 @@ from specfault.mm.filemap import (
     folio_lock,
     folio_unlock,
     i_size_read,
+    shmem_free_swap,
+    shmem_swapin_folio,
 )
 from specfault.mm.mmu_gather import MmuGather, ZapDetails, unmap_page_range
 from specfault.mm.page import PutPage
@@ -156,6 +158,8 @@ async def truncate_inode_pages_range(kernel: Any, inode: Inode, lstart: int, len
         await PutPage(mem, page)
     for idx in [i for i in inode.data if first <= i < stop]:
         del inode.data[idx]
+    for idx in sorted(i for i in inode.swapped if first <= i < stop):
+        shmem_free_swap(kernel, inode, idx)                # shmem_undo_range(): swap entries
     # the partial pages at the edges: zero the part of them in [lstart, lend]
     edges = set()
     if lstart % PAGE_SIZE:
@@ -168,6 +172,8 @@ async def truncate_inode_pages_range(kernel: Any, inode: Inode, lstart: int, len
         hi = (PAGE_SIZE if lend < 0 else min(lend + 1, base + PAGE_SIZE) - base)
         if hi <= lo:
             continue
+        if idx in inode.swapped:                           # shmem_get_folio(SGP_READ): swap it in
+            shmem_swapin_folio(kernel, inode, idx, fault=False)
         page = await FindGetPage(inode, idx)
         if page is not None:
             await folio_lock(page)

@@ -19,12 +19,18 @@ folio_isolate_lru), asks the reverse map whether they were used
    swap-backed anonymous folios; a folio still mapped afterwards is kept;
 5. a dirty swap-cache folio is written to its slot (``swap_writepage``,
    slow I/O) — after the deferred flushes of writable PTEs
-   (try_to_unmap_flush_dirty: no CPU may still store to it); a dirty file
-   folio is kept (the model does no file writeback from reclaim);
+   (try_to_unmap_flush_dirty: no CPU may still store to it); a dirty
+   shmem folio first moves to the swap cache (``shmem_writeout``; no
+   free slot: kept); a dirty file folio is kept (the model does no file
+   writeback from reclaim); on an async swap device (knob
+   ``swap_writeback``) the folio written is kept, in the swap cache: the
+   write is still in flight, and a later pass frees it (a zero-filled
+   folio is not written — the zeromap — and goes on at once);
 6. ``__remove_mapping``: if nobody but the cache and us holds it, the
    folio leaves the swap cache (its slot keeps the data) or the page
-   cache (the file's backing store keeps it); a lazily freeable one was
-   already discarded in 4;
+   cache (the file's backing store keeps it; a clean shmem folio is an
+   undirtied hole page, dropped); a lazily freeable one was already
+   discarded in 4;
 7. unlock; then ``try_to_unmap_flush`` and only then free the folios —
    a CPU holding a stale TLB entry must not reach a freed page (mutant
    ``reclaim_free_before_flush`` frees first).
@@ -51,6 +57,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from specfault.mm.filemap import shmem_writeout
 from specfault.mm.page import (
     LRU_ACTIVE_ANON,
     LRU_ACTIVE_FILE,
@@ -138,6 +145,7 @@ async def shrink_folio_list(kernel: Any, folios: list[Page], sc: ScanControl) ->
         if not unlocked:
             await _folio_unlock(folio)
 
+    async_swap = kernel.config.knob("swap_writeback") == "async"
     for folio in folios:
         if not unlocked and not await folio_trylock(folio):
             keep.append((folio, False))
@@ -169,16 +177,26 @@ async def shrink_folio_list(kernel: Any, folios: list[Page], sc: ScanControl) ->
                 await folio_unlock(folio)
                 keep.append((folio, True))
                 continue
-        # 5. write a dirty swap-cache folio out
+        # 5. write a dirty swap-cache folio out; a dirty shmem folio goes
+        # to the swap cache first (shmem_writeout: no swap — it stays)
         if folio.dirty:
             if not folio.swapcache:
-                await folio_unlock(folio)       # dirty file folio: no writeback here
-                keep.append((folio, False))
-                continue
+                inode = folio.mapping
+                if inode is None or not inode.shmem or not shmem_writeout(kernel, folio):
+                    await folio_unlock(folio)   # dirty file folio: no writeback here
+                    keep.append((folio, False))
+                    continue
             if not free_before_flush:
                 await try_to_unmap_flush_dirty(ubc)
-            await swap_writepage(kernel, folio)
+            written = await swap_writepage(kernel, folio)
             sc.nr_written += 1
+            if async_swap and written:
+                # the write is in flight (PG_writeback): keep the folio, in
+                # the swap cache; once written it is clean there, and a
+                # later pass frees it (pageout(): PAGE_SUCCESS, writeback)
+                await folio_unlock(folio)
+                keep.append((folio, False))
+                continue
         # 6. __remove_mapping(): only the cache and we may hold it now
         if folio.anon and not folio.swapcache:
             if folio.refcount != 1:
@@ -194,8 +212,8 @@ async def shrink_folio_list(kernel: Any, folios: list[Page], sc: ScanControl) ->
             __delete_from_swap_cache(kernel, folio)
             mem.put_page(folio)                    # the cache's reference
         else:
-            inode = folio.mapping
-            if inode is None or inode.shmem or folio.refcount != 2 or folio.dirty:
+            inode = folio.mapping            # a clean shmem folio: an undirtied hole page
+            if inode is None or folio.refcount != 2 or folio.dirty:
                 await folio_unlock(folio)
                 keep.append((folio, False))
                 continue

@@ -1,8 +1,8 @@
 """specfault oracle: differential testing of the model against the host kernel.
 
     specfault oracle [--runs N] [--seed S] [--max-steps K] [--region P] [--jobs J]
-                     [--show N] [--no-shrink] [--out DIR] [--max-memory SIZE] [--json]
-    specfault oracle --replay FILE [--recorded] [--json]
+                     [--show N] [--no-shrink] [--out DIR] [--max-memory SIZE] [--swap] [--json]
+    specfault oracle --replay FILE [--recorded | --swap] [--json]
 
 Run i of a campaign is a random program drawn from Random(f'{seed}:{i}'),
 run on this machine's kernel and on the model; everything user space can
@@ -29,7 +29,7 @@ from typing import Any
 
 from specfault import cliargs
 
-from . import corpus
+from . import corpus, hostswap
 from .campaign import Oracle, Outcome, campaign
 from .compare import format_divergence
 from .host import HostUnavailable, check_host
@@ -48,6 +48,7 @@ EXAMPLES = """examples:
   specfault oracle --runs 200 --max-steps 8 --json     # short programs, JSON summary
   specfault oracle --replay tests/oracle_corpus/agree-cow-fork-both-sides.json
   specfault oracle --replay FILE --recorded            # against the host result saved in FILE
+  specfault oracle --runs 2000 --seed 0 --swap         # with swap on both sides (root)
 """
 
 
@@ -96,6 +97,10 @@ def register(sub: Any) -> None:
                    help="run one saved program (or corpus entry) on both sides")
     p.add_argument("--recorded", action="store_true",
                    help="with --replay: use the host record saved in the entry, not the live kernel")
+    p.add_argument("--swap", action="store_true",
+                   help="swap mode: a swap file on the host for the run (root; --jobs 1; other "
+                        "users of host swap wait), a swap device as large in the model, and "
+                        "the step counters pswpin/pswpout/majflt compared")
     p.add_argument("--json", action="store_true", help="machine-readable output on stdout")
     p.set_defaults(func=main)
 
@@ -116,6 +121,8 @@ def _check_args(args: argparse.Namespace) -> None:
     campaign_only = ("runs", "seed", "max_steps", "region", "jobs", "show", "no_shrink", "out",
                      "max_memory")
     if args.replay is not None:
+        if args.swap and args.recorded:
+            raise cliargs.BadArgument("--swap", "is not used with --recorded (the record is the host's)")
         for dest in campaign_only:
             if getattr(args, dest) not in (None, False):
                 raise cliargs.BadArgument("--" + dest.replace("_", "-"), "is not used with --replay")
@@ -125,6 +132,8 @@ def _check_args(args: argparse.Namespace) -> None:
     for dest, value in DEFAULTS.items():
         if getattr(args, dest) is None:
             setattr(args, dest, value)
+    if args.swap and args.jobs != 1:
+        raise cliargs.BadArgument("--jobs", "must be 1 with --swap (host swap counters are system-wide)")
     need = estimate_bytes(args.max_steps, args.region, args.jobs)
     limit = args.max_memory or cliargs.default_memory_limit()
     driver = "--max-steps" if args.max_steps > 1000 or args.jobs == 1 else "--jobs"
@@ -137,13 +146,23 @@ def main(args: argparse.Namespace) -> int:
     why = model_available()
     if why:
         return _err(f"the model cannot run a process yet ({why})")
-    if args.replay is not None:
+    if args.replay is not None and (args.recorded or not args.swap):
         return replay(args)
     try:
         check_host()
     except HostUnavailable as exc:
         return _err(f"no host oracle here: {exc}")
-    return run_campaign(args)
+    if not args.swap:
+        return run_campaign(args)
+    why = hostswap.unavailable()
+    if why:
+        return _err(f"no host swap here: {why}")
+    try:
+        with hostswap.HostSwap() as swap:
+            args.swap_pages = swap.pages
+            return replay(args) if args.replay is not None else run_campaign(args)
+    except hostswap.SwapUnavailable as exc:
+        return _err(f"no host swap here: {exc}")
 
 
 def replay(args: argparse.Namespace) -> int:
@@ -161,7 +180,7 @@ def replay(args: argparse.Namespace) -> int:
                 return _err(f"no host oracle here ({exc}) and no recorded host result")
             print(f"note: {exc}; using the recorded host result", file=sys.stderr)
             host_record = entry.host
-    oracle = Oracle()
+    oracle = Oracle(swap_pages=getattr(args, "swap_pages", 0))
     try:
         out = oracle.check(entry.program, host_record)
     except KeyboardInterrupt:
@@ -205,11 +224,13 @@ def run_campaign(args: argparse.Namespace) -> int:
     diverging: list[int] = []           # every diverging run's number
     host_errors: list[str] = []
     done = 0
+    remeasured = 0                      # programs whose host run was taken again
     interrupted = ""
-    oracle = Oracle()
+    swap_pages = getattr(args, "swap_pages", 0)
+    oracle = Oracle(swap_pages=swap_pages)
     shown: list[tuple[Outcome, Outcome, str]] = []
     runs = campaign(args.runs, args.seed, args.max_steps, args.region, args.jobs,
-                    oracle if args.jobs == 1 else None)
+                    oracle if args.jobs == 1 else None, swap_pages=swap_pages)
     try:
         with _progress(quiet=False) as progress:
             task = progress.add_task("runs", total=args.runs, agree=0, diverge=0, known=0)
@@ -217,6 +238,7 @@ def run_campaign(args: argparse.Namespace) -> int:
                 v = out.verdict
                 counts[v.status] += 1
                 done += 1
+                remeasured += bool(out.remeasured)
                 if v.status == "known" and v.known:
                     known_by[v.known] = known_by.get(v.known, 0) + 1
                 if v.status == "diverge":
@@ -245,8 +267,9 @@ def run_campaign(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({
             "runs": args.runs, "done": done, "partial": bool(interrupted), "seed": args.seed,
-            "max_steps": args.max_steps, "region": args.region,
+            "max_steps": args.max_steps, "region": args.region, "swap_pages": swap_pages,
             "counts": counts, "known_differences": known_by, "agreement_rate": rate,
+            "remeasured": remeasured,
             "host_errors": host_errors,
             "divergences": [{"run": o.run, "saved": path, "original_steps": len(o.program.steps),
                              "program": s.program.to_json(), "verdict": s.verdict.to_json()}
@@ -254,10 +277,14 @@ def run_campaign(args: argparse.Namespace) -> int:
             "diverging_runs": diverging}))
     else:
         print(f"programs: {done}{f' of {args.runs} (partial: interrupted)' if interrupted else ''} "
-              f"(seed {args.seed}, up to {args.max_steps} steps, region {args.region} pages)")
+              f"(seed {args.seed}, up to {args.max_steps} steps, region {args.region} pages"
+              f"{f', swap {swap_pages} pages' if swap_pages else ''})")
         print(f"agreement: {counts['agree']}/{compared} ({100 * rate:.2f}%)   divergences: "
               f"{counts['diverge']}   known differences: {counts['known']}   host errors: "
               f"{counts['host-error']}")
+        if remeasured:
+            print(f"  host runs taken again (swap counters disturbed by another process): "
+                  f"{remeasured} program(s)")
         for name, n in sorted(known_by.items()):
             print(f"  known difference {name}: {n}")
         for e in host_errors:

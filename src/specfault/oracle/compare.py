@@ -10,7 +10,8 @@ The verdict of one program is one of:
     host-error  the host side could not run the program (infrastructure)
 
 Comparison order within a step: result, then the set of live processes,
-then per process (in number order) maps, pages, smaps.  "First" is the
+then per process (in number order) maps, pages, smaps, then (swap mode)
+the step's counters.  "First" is the
 earliest step, then that order -- so a divergence's *cause* is usually the
 reported step, and later differences are consequences.
 """
@@ -28,7 +29,7 @@ from .program import Program, describe
 @dataclass
 class Divergence:
     step: int                 # -1: the initial state, before any step
-    what: str                 # "result" | "procs" | "maps" | "pages" | "smaps" | "error"
+    what: str                 # "result" | "procs" | "maps" | "pages" | "smaps" | "counters" | "error"
     proc: int | None
     host: Any
     model: Any
@@ -80,6 +81,9 @@ def first_divergence(host: dict[str, Any], model: dict[str, Any]) -> Divergence 
         d = _state_diff(i, h["state"], m["state"])
         if d:
             return d
+        if h.get("counters") != m.get("counters"):
+            return Divergence(i, "counters", None, h.get("counters"), m.get("counters"),
+                              _counters_detail(h.get("counters"), m.get("counters")))
     if model.get("error") and not host.get("error"):
         i = model.get("error_step", len(msteps))
         return Divergence(i, "error", None, "ran", model["error"], "the model raised an exception")
@@ -101,6 +105,13 @@ def _state_diff(step: int, h: Any, m: Any) -> Divergence | None:
             if hv != mv:
                 return Divergence(step, what, int(p), hv, mv, _detail(what, hv, mv))
     return None
+
+
+def _counters_detail(h: dict[str, int] | None, m: dict[str, int] | None) -> str:
+    if h is None or m is None:
+        return "one side recorded no counters (swap mode on one side only)"
+    return "; ".join(f"{k} host {h.get(k)} model {m.get(k)}" for k in sorted(set(h) | set(m))
+                     if h.get(k) != m.get(k))
 
 
 def _detail(what: str, hv: list[str], mv: list[str]) -> str:

@@ -130,8 +130,10 @@ class _Shadow:
 class Generator:
     """Builds one program from a Chooser."""
 
-    def __init__(self, c: Chooser, max_steps: int = 30, region: int = 64, guard: int = 4) -> None:
+    def __init__(self, c: Chooser, max_steps: int = 30, region: int = 64, guard: int = 4,
+                 swap: bool = False) -> None:
         self.c = c
+        self.swap = swap          # --swap: more MADV_PAGEOUT (it now swaps), see gen_madvise
         self.max_steps = max_steps
         self.region = region
         self.guard = guard
@@ -286,6 +288,8 @@ class Generator:
             (0.3, "MADV_UNMERGEABLE"), (0.5, "MADV_RANDOM"), (0.5, "MADV_SEQUENTIAL"),
             (0.3, "MADV_NORMAL"), (0.3, "MADV_DONTDUMP"), (0.3, "MADV_DODUMP"),
             (0.2, "MADV_COLLAPSE")])
+        if self.swap and c.chance(0.5):
+            advice = "MADV_PAGEOUT"        # with swap on, pageout swaps: make it common
         self.emit({"op": "madvise", "proc": p, "page": self.page(p), "npages": self.npages(),
                    "advice": advice})
 
@@ -390,8 +394,9 @@ class Generator:
         self.alive.remove(p)
 
 
-def random_program(rng: random.Random, max_steps: int = 30, region: int = 64, guard: int = 4) -> Program:
-    return Generator(RandomChooser(rng), max_steps, region, guard).program()
+def random_program(rng: random.Random, max_steps: int = 30, region: int = 64, guard: int = 4,
+                   swap: bool = False) -> Program:
+    return Generator(RandomChooser(rng), max_steps, region, guard, swap).program()
 
 
 def programs(max_steps: int = 30, region: int = 64, guard: int = 4) -> Any:

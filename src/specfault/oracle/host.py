@@ -31,12 +31,14 @@ import tempfile
 from typing import Any
 
 from . import probe, wire
+from .hostswap import active_swaps, majflt, no_swap, vmstat
 from .program import PAGE_SIZE, Program, file_contents
 from .record import (
     Geometry,
     Labeller,
     PageObs,
     ProcObs,
+    counter_deltas,
     fresh_positions,
     normalise_result,
     parse_smaps,
@@ -46,6 +48,15 @@ from .record import (
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 STEP_TIMEOUT = 20.0
+#: a swap-mode record's error when another swap area came or went, or
+#: memory reclaim ran (RECLAIM_SCANS), during the program: the system-wide
+#: counters and the program's swap were not its own (HostRunner runs it again)
+SWAP_DISTURBED = "host swap disturbed"
+RETRIES_DISTURBED = 3
+#: reclaim other than MADV_PAGEOUT's (which counts none of these): kswapd or
+#: direct reclaim — the machine, or another process's memory cgroup, under
+#: pressure — may swap the program's pages and adds to pswpout
+RECLAIM_SCANS = ("pgscan_kswapd", "pgscan_direct", "pgscan_khugepaged")
 SHM = "/dev/shm"
 
 
@@ -109,7 +120,13 @@ def _observe(pid: int, geo: Geometry, npages: int) -> ProcObs:
 
 
 class Coordinator:
-    def __init__(self) -> None:
+    """``swap``: record each step's counters (record.COUNTERS): pswpin and
+    pswpout from /proc/vmstat (system-wide: the caller holds the host
+    swap lock with its own swap file the only one, hostswap.HostSwap) and
+    the stepping task's major faults (/proc/PID/stat, per task)."""
+
+    def __init__(self, swap: bool = False) -> None:
+        self.swap = swap
         probe.load()          # build/load before forking so workers inherit it
         self.zero_pfn = _zero_pfn()
         self.max_window = 4096 + 2 * 512
@@ -176,9 +193,12 @@ class Coordinator:
             return snapshot(geo, obs, labeller, self.zero_pfn, fresh)
 
         record["initial"] = observe(set())
+        swaps = active_swaps() if self.swap else None
+        scans = vmstat(RECLAIM_SCANS) if self.swap else None
         for i, step in enumerate(prog.steps):
             p = step.get("proc", 0)
             sock = socks[p]
+            before = self._counters(procs[p])
             try:
                 wire.send(sock, step)
                 if step["op"] == "exit":
@@ -205,11 +225,35 @@ class Coordinator:
                 record["error_step"] = i
                 return record
             result = normalise_result(geo, step, raw)
+            after = self._counters(procs.get(p))
+            if after is not None and before is not None and p not in procs:
+                after["majflt"] = before["majflt"]       # exited: no fault of its own
             state = observe(fresh_positions(geo, step, result))
-            record["steps"].append({"result": result, "state": state})
+            rec_step: dict[str, Any] = {"result": result, "state": state}
+            if before is not None and after is not None:
+                rec_step["counters"] = counter_deltas(before, after)
+                why = ""
+                if active_swaps() != swaps:
+                    why = f"swap areas {swaps} became {active_swaps()}"
+                elif vmstat(RECLAIM_SCANS) != scans:
+                    why = f"memory reclaim ran ({scans} became {vmstat(RECLAIM_SCANS)})"
+                if why:
+                    record["error"] = f"{SWAP_DISTURBED}: {why}"
+                    record["error_step"] = i
+                    return record
+            record["steps"].append(rec_step)
         for s in socks.values():
             s.close()
         return record
+
+
+    def _counters(self, pid: int | None) -> dict[str, int] | None:
+        """The counters now (swap mode); a process that exited counts 0 faults."""
+        if not self.swap:
+            return None
+        out = vmstat()
+        out["majflt"] = majflt(pid) if pid is not None else 0
+        return out
 
 
 def serve() -> None:
@@ -236,7 +280,7 @@ def serve() -> None:
 
 def _serve(out: Any) -> None:
     try:
-        coord = Coordinator()
+        coord = Coordinator(swap="--swap" in sys.argv[1:])
         out.write(json.dumps({"ready": True}) + "\n")
     except Exception as exc:  # report why the host is unusable
         out.write(json.dumps({"ready": False, "error": repr(exc)}) + "\n")
@@ -260,15 +304,17 @@ def _serve(out: Any) -> None:
 class HostRunner:
     """Runs programs on the host kernel through one long-lived coordinator subprocess."""
 
-    def __init__(self) -> None:
+    def __init__(self, swap: bool = False) -> None:
         self.proc: subprocess.Popen[str] | None = None
+        self.swap = swap          # record counters (the caller has swap on: hostswap.HostSwap)
 
     def _start(self) -> subprocess.Popen[str]:
         check_host()
         src = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env = dict(os.environ)
         env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        proc = subprocess.Popen([sys.executable, "-m", "specfault.oracle.host"], stdin=subprocess.PIPE,
+        proc = subprocess.Popen([sys.executable, "-m", "specfault.oracle.host"]
+                                + (["--swap"] if self.swap else []), stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, text=True, env=env)
         assert proc.stdout is not None
         hello = json.loads(proc.stdout.readline() or '{"ready": false, "error": "no reply"}')
@@ -279,6 +325,20 @@ class HostRunner:
         return proc
 
     def run(self, prog: Program) -> dict[str, Any]:
+        """The host's record of ``prog``; a swap-mode run another swap
+        area disturbed is run again (up to RETRIES_DISTURBED times)."""
+        if self.swap:                # the caller holds HostSwap (the lock, exclusively)
+            rec = self._run(prog)
+        else:
+            with no_swap():          # no other process's swap file on meanwhile
+                rec = self._run(prog)
+        for _ in range(RETRIES_DISTURBED):
+            if not str(rec.get("error") or "").startswith(SWAP_DISTURBED):
+                break
+            rec = self._run(prog)
+        return rec
+
+    def _run(self, prog: Program) -> dict[str, Any]:
         if self.proc is None or self.proc.poll() is not None:
             self.proc = self._start()
         assert self.proc.stdin is not None and self.proc.stdout is not None

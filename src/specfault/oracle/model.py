@@ -15,16 +15,23 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
+from . import record as rec
 from .program import FALLOC, MADV, MAP, MREMAP, PAGE_SIZE, Program, file_contents, prot_value
-from .record import Geometry, Labeller, PageObs, ProcObs, fresh_positions, normalise_result, snapshot
+from .record import PM_PFN_MASK, Geometry, Labeller, PageObs, ProcObs, snapshot
 
 MODEL_WINDOW = 0x7FF000000000
 MODEL_FILE_DIR = "/oracle"
 
 
-def default_machine() -> Any:
+def default_machine(swap_pages: int = 0) -> Any:
+    """The model machine a program runs on.  ``swap_pages`` (--swap): a
+    swap device of that many pages (header included), as the host's swap
+    file, written asynchronously as a swap file on a disk is (knob
+    ``swap_writeback``: a folio written out stays in the swap cache)."""
     import specfault
 
+    if swap_pages:
+        return specfault.Machine(nr_frames=65536, swap_pages=swap_pages, swap_writeback="async")
     return specfault.Machine(nr_frames=65536)
 
 
@@ -60,7 +67,8 @@ class _Run:
     def setup(self) -> None:
         sf = self.sf
         for k, f in enumerate(self.prog.files):
-            self.m.create_file(self.paths[k], file_contents(k, f["size"]))
+            # the host's files are tmpfs files (/dev/shm): so are these
+            self.m.create_file(self.paths[k], file_contents(k, f["size"]), tmpfs=True)
         # find the zero page's frame in a scratch process, as the host does
         scratch = self.m.spawn()
         a = scratch.mmap(0, PAGE_SIZE, sf.PROT_READ, sf.MAP_PRIVATE | sf.MAP_ANONYMOUS)
@@ -163,6 +171,13 @@ class _Run:
         return {"ret": ret}
 
     # ---- observation ----
+    def counters(self) -> dict[str, int]:
+        """record.COUNTERS now: the machine runs only this program, so its
+        pgmajfault is the stepping process's major faults."""
+        v = self.m.vmstat()
+        return {"pswpin": v.get("pswpin", 0), "pswpout": v.get("pswpout", 0),
+                "majflt": v.get("pgmajfault", 0)}
+
     def observe(self, fresh: set[tuple[int, int]]) -> dict[str, Any]:
         obs = {}
         for k, proc in sorted(self.procs.items()):
@@ -170,7 +185,8 @@ class _Run:
             for i in range(self.prog.window_pages):
                 e = proc.pagemap(self.geo.lo + i * PAGE_SIZE)
                 pages.append(PageObs(bool(e.present), bool(e.swapped), bool(e.file_shared),
-                                     bool(e.exclusive), int(e.pfn) if e.present else 0))
+                                     bool(e.exclusive), int(e.pfn) if e.present else 0,
+                                     int(e.raw) & PM_PFN_MASK if e.swapped and not e.present else 0))
             smaps = [{"start": int(v["start"]), "end": int(v["end"]), "Rss": int(v["Rss"]),
                       "Anonymous": int(v["Anonymous"]), "Swap": int(v.get("Swap", 0))}
                      for v in proc.smaps()]
@@ -178,11 +194,15 @@ class _Run:
         return snapshot(self.geo, obs, self.labeller, self.zero_pfn, fresh)
 
 
-def run_model(prog: Program, machine_factory: Callable[[], Any] | None = None) -> dict[str, Any]:
-    """Run ``prog`` on a fresh model machine; return the normalised record."""
+def run_model(prog: Program, machine_factory: Callable[[], Any] | None = None,
+              swap_pages: int = 0) -> dict[str, Any]:
+    """Run ``prog`` on a fresh model machine; return the normalised record.
+    With ``swap_pages`` (--swap) the machine has swap and every step
+    records its counters, as the host's does in swap mode."""
     record: dict[str, Any] = {"side": "model", "initial": None, "steps": [], "error": None}
     try:
-        run = _Run(prog, (machine_factory or default_machine)())
+        machine = machine_factory() if machine_factory else default_machine(swap_pages)
+        run = _Run(prog, machine)
         run.setup()
         record["initial"] = run.observe(set())
     except Exception as exc:
@@ -190,14 +210,18 @@ def run_model(prog: Program, machine_factory: Callable[[], Any] | None = None) -
         return record
     for i, step in enumerate(prog.steps):
         try:
+            before = run.counters() if swap_pages else None
             raw = run.execute(step)
-            result = normalise_result(run.geo, step, raw)
-            state = run.observe(fresh_positions(run.geo, step, result))
+            result = rec.normalise_result(run.geo, step, raw)
+            rec_step: dict[str, Any] = {"result": result}
+            if before is not None:
+                rec_step["counters"] = rec.counter_deltas(before, run.counters())
+            rec_step["state"] = run.observe(rec.fresh_positions(run.geo, step, result))
         except Exception as exc:
             record["error"] = f"step {i}: model raised {type(exc).__name__}: {exc}\n{_tb()}"
             record["error_step"] = i
             return record
-        record["steps"].append({"result": result, "state": state})
+        record["steps"].append(rec_step)
     return record
 
 

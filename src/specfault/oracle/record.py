@@ -5,10 +5,13 @@ A *record* is a JSON object::
     {"side": "host", "initial": SNAP, "steps": [{"result": RES, "state": SNAP}, ...],
      "error": null}
 
+In swap mode a step also carries ``"counters"``: the step's deltas of
+COUNTERS (``{"pswpin": 0, "pswpout": 4, "majflt": 0}``).
+
 ``SNAP`` maps each live process number (as a string) to::
 
     {"maps":  ["-4..0 ---p 0 anon", "0..4 rw-p 0 anon", ...],   # VMAs meeting the window
-     "pages": ["", "P=z", "Px=a3", "Pxf=a5", ...],             # one per window page
+     "pages": ["", "P=z", "Px=a3", "Pxf=a5", "S=s0", ...],     # one per window page
      "smaps": ["0..4 Rss=8 Anonymous=8", ...]}                  # kB, per VMA in the window
 
 Page numbers are relative to the region start (guards are negative or >=
@@ -18,7 +21,12 @@ file-page or shared-anon -- then ``=`` and the frame's *label*: ``z`` for
 the zero page, otherwise a name that two entries share iff they map the
 same frame.  Labels persist across steps while a frame stays mapped, so
 "the write reused the frame" and "the write copied it" are different
-records.  ``Labeller`` assigns them identically on both sides.
+records.  A swapped entry (``S``) is labelled the same way by its swap
+slot (type and offset): ``S=s0`` -- two entries share a label iff they
+hold the same slot (a fork's copies), and a label persists while some
+PTE holds the slot.  Absolute offsets are not compared: the host's
+allocator hands slots out from per-CPU clusters whose state earlier
+programs left.  ``Labeller`` assigns labels identically on both sides.
 
 ``RES`` is the step's normalised outcome: ``{"ret": page | 0 | n | "outside"}``,
 ``{"errno": "EINVAL"}``, ``{"data": "51x8"}``, or
@@ -55,11 +63,13 @@ class PageObs:
     file_shared: bool = False
     exclusive: bool = False
     pfn: int = 0
+    swap: int = 0             # a swapped entry's frame bits: swap type and offset
 
     @classmethod
     def from_raw(cls, raw: int) -> PageObs:
         return cls(bool(raw & PM_PRESENT), bool(raw & PM_SWAP), bool(raw & PM_FILE),
-                   bool(raw & PM_EXCLUSIVE), raw & PM_PFN_MASK if raw & PM_PRESENT else 0)
+                   bool(raw & PM_EXCLUSIVE), raw & PM_PFN_MASK if raw & PM_PRESENT else 0,
+                   raw & PM_PFN_MASK if raw & PM_SWAP and not raw & PM_PRESENT else 0)
 
 
 @dataclass
@@ -139,6 +149,8 @@ class Labeller:
     def __init__(self) -> None:
         self.names: dict[int, str] = {}
         self.counter = 0
+        self.swap_names: dict[int, str] = {}     # swap slot (type, offset) -> "sN"
+        self.swap_counter = 0
 
     def label(self, procs: dict[int, list[PageObs]], zero_pfn: int | None,
               fresh: set[tuple[int, int]] = frozenset()) -> dict[int, list[str]]:  # type: ignore[assignment]
@@ -148,6 +160,7 @@ class Labeller:
                 if pg.present and (p, i) not in fresh:
                     elsewhere.add(pg.pfn)
         names: dict[int, str] = {}
+        swap_names: dict[int, str] = {}
         out: dict[int, list[str]] = {}
         for p in sorted(procs):
             row = []
@@ -158,7 +171,14 @@ class Labeller:
                 flags = ("P" if pg.present else "") + ("S" if pg.swapped else "") + \
                     ("x" if pg.exclusive else "") + ("f" if pg.file_shared else "")
                 if not pg.present:
-                    row.append(flags)
+                    name = swap_names.get(pg.swap)
+                    if name is None:
+                        name = self.swap_names.get(pg.swap)
+                        if name is None:
+                            name = f"s{self.swap_counter}"
+                            self.swap_counter += 1
+                        swap_names[pg.swap] = name
+                    row.append(f"{flags}={name}")
                     continue
                 if zero_pfn is not None and pg.pfn == zero_pfn:
                     row.append(flags + "=z")
@@ -173,6 +193,7 @@ class Labeller:
                 row.append(f"{flags}={name}")
             out[p] = row
         self.names = names   # frames no longer mapped are forgotten
+        self.swap_names = swap_names   # and slots no PTE holds
         return out
 
 
@@ -190,6 +211,17 @@ def fresh_positions(geo: Geometry, step: dict[str, Any], result: dict[str, Any])
     first = result["ret"] + geo.guard
     proc = step.get("proc", 0)
     return {(proc, i) for i in range(first, first + step["npages"])}
+
+
+#: the counters a step's record carries in swap mode (``"counters"``: the
+#: step's deltas): swap-outs and swap-ins submitted (/proc/vmstat pswpout,
+#: pswpin) and the stepping process's major faults (maj_flt)
+COUNTERS = ("pswpin", "pswpout", "majflt")
+
+
+def counter_deltas(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    """What a step added to each of COUNTERS."""
+    return {k: after[k] - before[k] for k in COUNTERS}
 
 
 def errno_name(n: int) -> str:

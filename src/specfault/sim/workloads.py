@@ -67,12 +67,13 @@ class Ctx:
         self.accesses = 0
         self.syscalls = 0
 
-    async def touch(self, mm: Any, addr: int, write: bool = True) -> None:
+    async def touch(self, mm: Any, addr: int, write: bool = True, data: bytes = b"") -> None:
         """One user access (``user_access``), timing each fault it takes
-        (this context is its stopwatch: :meth:`start`, :meth:`fault_done`)."""
+        (this context is its stopwatch: :meth:`start`, :meth:`fault_done`);
+        a write stores ``data`` (none: the page stays zero-filled)."""
         self.accesses += 1
         if write:
-            await user_access(mm, addr, ACCESS_WRITE, 0, b"", None, self)
+            await user_access(mm, addr, ACCESS_WRITE, len(data), data, None, self)
         else:
             await user_access(mm, addr, ACCESS_READ, 1, b"", None, self)
 
@@ -474,7 +475,9 @@ async def _pressure_faulter(ctx: Ctx, mm: Any, start: int, pages: int, passes: i
                             think_ns: float, done: list[int]) -> None:
     for _ in range(passes):
         for i in range(pages):
-            await ctx.touch(mm, start + i * PAGE)
+            # a non-zero byte, as the host's writer stores: a zero-filled
+            # page would not be written to swap (the zeromap)
+            await ctx.touch(mm, start + i * PAGE, data=b"\1")
             await ctx.user(think_ns)
     done[0] += 1
 
