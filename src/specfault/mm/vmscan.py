@@ -182,7 +182,8 @@ async def shrink_folio_list(kernel: Any, folios: list[Page], sc: ScanControl) ->
         if folio.dirty:
             if not folio.swapcache:
                 inode = folio.mapping
-                if inode is None or not inode.shmem or not shmem_writeout(kernel, folio):
+                if folio.anon or inode is None or not inode.shmem \
+                        or not shmem_writeout(kernel, folio):
                     await folio_unlock(folio)   # dirty file folio: no writeback here
                     keep.append((folio, False))
                     continue

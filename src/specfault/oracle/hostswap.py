@@ -136,11 +136,17 @@ class HostSwap:
     exit (also on an exception or Ctrl-C) swapoff, the file removed,
     page-cluster restored, the lock released."""
 
-    def __init__(self, mib: int = DEFAULT_MIB, directory: str = SWAP_DIR) -> None:
-        if not 1 <= mib <= 1 << 16:
+    def __init__(self, mib: int = DEFAULT_MIB, directory: str = SWAP_DIR,
+                 pages: int | None = None) -> None:
+        if pages is not None:
+            # a device of ``pages`` pages, header included (a tiny one fills
+            # up: the swap-full cases); mkswap needs the header and 10 slots
+            if not 11 <= pages <= 1 << 24:
+                raise ValueError(f"HostSwap: {pages} pages is not in 11..16777216")
+        elif not 1 <= mib <= 1 << 16:
             raise ValueError(f"HostSwap: {mib} MiB is not in 1..65536")
         self.mib = mib
-        self.pages = mib * (1 << 20) // PAGE_SIZE
+        self.pages = pages if pages is not None else mib * (1 << 20) // PAGE_SIZE
         self.path = os.path.join(directory, f"specfault-swap-{os.getpid()}")
         self._lock = swap_lock()
         self._page_cluster: str | None = None
@@ -165,8 +171,10 @@ class HostSwap:
                                   "and the capacity would not be this run's alone")
         with open(self.path, "wb") as f:            # written, not sparse: swapon refuses holes
             chunk = bytes(1 << 20)
-            for _ in range(self.mib):
-                f.write(chunk)
+            left = self.pages * PAGE_SIZE
+            while left:
+                f.write(chunk[:min(left, len(chunk))])
+                left -= min(left, len(chunk))
         os.chmod(self.path, 0o600)
         for tool in ("mkswap", "swapon"):
             r = subprocess.run([str(_tool(tool)), self.path], capture_output=True, text=True)
