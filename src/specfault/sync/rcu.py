@@ -39,11 +39,16 @@ CallbackFootprint = tuple[tuple[object, str, str], ...] | None
 
 
 class _Callback:
-    __slots__ = ("waiting", "fn", "what", "site", "fp")
+    """``waiting``: the readers its grace period still waits for (each
+    leaves it at its quiescent state); ``waited``: the readers it waited for
+    when it was queued (fixed; the explorer's independence reads it)."""
 
-    def __init__(self, waiting: set[Any], fn: Callable[[], None], what: str, site: str,
+    __slots__ = ("waiting", "waited", "fn", "what", "site", "fp")
+
+    def __init__(self, waited: tuple[Any, ...], fn: Callable[[], None], what: str, site: str,
                  fp: CallbackFootprint = None) -> None:
-        self.waiting = waiting
+        self.waited = waited
+        self.waiting = set(waited)
         self.fn = fn
         self.what = what
         self.site = site
@@ -227,7 +232,7 @@ class Rcu:
         """Start a grace period for ``fn``: it waits for the current readers."""
         task = STATE.task
         site = f"{what} retired by {task.name} at {task_site(task)}" if task is not None else what
-        cb = _Callback(set(self.readers), fn, what, site, fp)
+        cb = _Callback(tuple(self.readers), fn, what, site, fp)
         self.callbacks.append(cb)
         return cb
 
@@ -250,17 +255,6 @@ class Rcu:
             if not cb.waiting:
                 return True
         return False
-
-    def next_footprint(self) -> CallbackFootprint:
-        """The footprint of what :meth:`process_one` would do now: the RCU
-        state, and the oldest ready callback's declared footprint (None if
-        it declares none, or if no callback is ready)."""
-        for cb in self.callbacks:
-            if not cb.waiting:
-                if cb.fp is None:
-                    return None
-                return ((self, "gp", "w"), *cb.fp)
-        return None
 
     def process_one(self) -> str | None:
         """Run the oldest callback whose grace period ended; its ``what``."""
