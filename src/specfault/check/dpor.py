@@ -147,7 +147,7 @@ from itertools import chain
 from typing import Any
 
 from specfault.check.engine import STOP, Chooser, Execution
-from specfault.check.independence import Footprint, dependent, footprint_of
+from specfault.check.independence import HB, Footprint, dependent, footprint_of
 from specfault.check.schedule import ScheduleError
 from specfault.runtime.ops import UNDECLARED_WRITES
 
@@ -328,6 +328,7 @@ class Dpor:
             tick = ticks[j] if j < len(ticks) else WILD
             fp = None if tick & WILD else fps[j]
             deps: list[int] = []
+            after: list[int] = []                 # ordered before j, not racing with it
             if j < first_new:
                 counts[a] += 1
             elif fp is None:
@@ -337,6 +338,11 @@ class Dpor:
                     deps.append(g)
                 for obj, f, m in fp:
                     oid = id(obj)
+                    if m == HB:
+                        rec = records.get((oid, f))
+                        if rec is not None:
+                            after.append(rec[0])
+                        continue
                     keys = ([(oid, x) for x in fields.get(oid, ())] if f in _WILD
                             else [(oid, f), (oid, "*")])
                     for key in keys:
@@ -354,7 +360,7 @@ class Dpor:
             if j >= first_new:
                 p = last[a]
                 vc = list(vcs[p]) if p >= 0 else [0] * n_actors
-                for x in deps:
+                for x in chain(deps, after):
                     vx = vcs[x]
                     for b in range(n_actors):
                         if vx[b] > vc[b]:
@@ -364,7 +370,7 @@ class Dpor:
                 vcs.append(vc)
                 seqs.append(counts[a])
                 if deps:
-                    self._races(j, deps, p)
+                    self._races(j, deps, p, after)
             if fp is None:
                 records.clear()
                 fields.clear()
@@ -372,6 +378,9 @@ class Dpor:
             else:
                 for obj, f, m in fp:
                     oid = id(obj)
+                    if m == HB:
+                        records[(oid, f)] = [j, []]
+                        continue
                     fld = "*" if f in _WILD else f
                     fields.setdefault(oid, set()).add(fld)
                     key = (oid, fld)
@@ -387,7 +396,7 @@ class Dpor:
                     records[_CLOCK] = [j, []]
             last[a] = j
 
-    def _races(self, j: int, deps: list[int], p: int) -> None:
+    def _races(self, j: int, deps: list[int], p: int, after: list[int]) -> None:
         acts, vcs, seqs = self.acts, self.vcs, self.seqs
         aj = acts[j]
         latest: dict[int, int] = {}
@@ -399,8 +408,8 @@ class Dpor:
             s = seqs[i]
             if p >= 0 and vcs[p][b] >= s:
                 continue
-            if any(x != i and vcs[x][b] >= s for x in deps):
-                continue
+            if any(x != i and vcs[x][b] >= s for x in chain(deps, after)):
+                continue            # not direct: e happens before another predecessor of e'
             self.races += 1
             if self.blocking[j]:
                 # e may be what enabled e' (an unlock before a lock): e' may

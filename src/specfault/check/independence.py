@@ -37,6 +37,17 @@ explorer reads the RCU state as parts (:func:`_rcu_parts`):
   outermost section (``rcu_read_unlock``, ``local_irq_enable``) removes
   itself from every set: it writes its own part only.
 * ``tail`` — the queue's order: two ``call_rcu`` s do not commute.
+* ``("cb", n)`` — the ``n``-th callback queued, declared in mode
+  :data:`HB` by its ``call_rcu`` and by the processor's step that runs it:
+  an order, not a dependency.  The callback does not exist before its
+  ``call_rcu``, so its run comes after it in every execution, as a
+  thread's first step comes after the step that spawns it; DPOR adds the
+  edge to happens-before (and never takes the pair for a race, which it
+  would try to reverse: an order that cannot happen).  Without it, every
+  step before the ``call_rcu`` that touches what the callback frees looked
+  concurrent with the callback's run, and each such "race" cost an
+  execution that added nothing.  Sleep sets and :func:`dependent` ignore
+  the mode: the two steps are independent.
 * ``queue`` — the callbacks taken off it: the processor and
   ``synchronize_rcu``'s wait (each removes a callback and counts a grace
   period) do not commute.
@@ -44,7 +55,7 @@ explorer reads the RCU state as parts (:func:`_rcu_parts`):
 The processor's step runs the oldest callback ``C`` whose set is empty; it
 reads ``("waiting", T)`` for every ``T`` that ``C`` waited for when it was
 queued (``C.waited``) and every ``T`` still in the set of a callback queued
-before ``C``, and writes ``queue``.  Why a reader ``T``'s unlock that is in
+before ``C``, reads ``("cb", C.seq)`` and writes ``queue``.  Why a reader ``T``'s unlock that is in
 none of these commutes with it: the unlock only removes ``T`` from sets.
 The callbacks older than ``C`` stay not ready (``T`` is in none of their
 sets), ``C`` stays ready, so the processor runs ``C`` in both orders; ``C``
@@ -54,7 +65,9 @@ depend on the queue.  The footprint is also stable under the steps it is
 independent of (the soundness of sleep sets and DPOR needs that): what it
 reads changes only by an unlock of a ``T`` it names (dependent), a step that
 takes a callback off the queue (``queue``: dependent) or a ``call_rcu``
-(which queues behind ``C``: neither ``C`` nor the older callbacks change).
+(which queues behind ``C``: neither ``C`` nor the older callbacks change);
+a ``call_rcu``'s own ``("cb", n)`` changes only by another ``call_rcu``
+(``tail``: dependent).
 The unlock that makes ``C`` ready is always dependent with running it (its
 task is in ``C.waited``), so an unlock that *enables* the processor is
 ordered before it.  ``synchronize_rcu``'s wait reads its callback's
@@ -112,6 +125,10 @@ from specfault.sync.cpu import IrqDisable, IrqEnable
 
 Footprint = tuple[tuple[object, str, str], ...] | None   # None: depends on everything
 
+#: the mode of a happens-before edge that is not a dependency (see above): the
+#: step declaring it later comes after the one declaring it earlier
+HB = "h"
+
 _WILD_FIELDS = ("wait", "*")
 
 #: what each RCU op does to the RCU state, for independence (see above);
@@ -120,8 +137,6 @@ _WAITING = "waiting"
 _RCU_PARTS: dict[type, tuple[tuple[str, str], ...]] = {
     _rcu._ReadLock: (("readers", "r"),),
     _rcu._ReadUnlock: (("readers", "r"), (_WAITING, "w")),
-    _rcu._CallRcu: (("readers", "w"), ("tail", "w")),
-    _rcu._KfreeRcu: (("readers", "w"), ("tail", "w")),
     IrqDisable: (("readers", "r"),),
     IrqEnable: (("readers", "r"), (_WAITING, "w")),
 }
@@ -132,6 +147,8 @@ def _rcu_parts(op: Any, task: Any) -> tuple[tuple[Any, str], ...] | None:
     parts = _RCU_PARTS.get(type(op))
     if parts is not None:
         return tuple(((_WAITING, task) if p == _WAITING else p, m) for p, m in parts)
+    if type(op) is _rcu._CallRcu or type(op) is _rcu._KfreeRcu:
+        return (("readers", "w"), ("tail", "w"), (("cb", op.rcu.queued), HB))
     if type(op) is _rcu._WaitGp:
         return (("queue", "w"), *(((_WAITING, t), "r") for t in op.cb.waited))
     return None
@@ -174,7 +191,8 @@ def _rcu_processor(rcu: Any) -> Footprint:
             if cb.fp is None:
                 return None
             tasks.update(dict.fromkeys(cb.waited))
-            return ((rcu, "queue", "w"), *((rcu, (_WAITING, t), "r") for t in tasks), *cb.fp)
+            return ((rcu, "queue", "w"), (rcu, ("cb", cb.seq), HB),
+                    *((rcu, (_WAITING, t), "r") for t in tasks), *cb.fp)
         tasks.update(dict.fromkeys(cb.waiting))
     return None
 

@@ -22,6 +22,7 @@ Fields
 # protected by op atomicity (the RCU core's own locking)
     readers     tasks now in a read-side section (ordered: a dict)
     callbacks   _Callback records waiting for, or past, their grace period
+    queued      callbacks queued so far (the next one's ``seq``)
     gp_completed   callbacks run so far
 """
 
@@ -41,13 +42,15 @@ CallbackFootprint = tuple[tuple[object, str, str], ...] | None
 class _Callback:
     """``waiting``: the readers its grace period still waits for (each
     leaves it at its quiescent state); ``waited``: the readers it waited for
-    when it was queued (fixed; the explorer's independence reads it)."""
+    when it was queued, and ``seq`` its number in the order of queueing
+    (fixed; the explorer's independence reads both)."""
 
-    __slots__ = ("waiting", "waited", "fn", "what", "site", "fp")
+    __slots__ = ("waiting", "waited", "seq", "fn", "what", "site", "fp")
 
-    def __init__(self, waited: tuple[Any, ...], fn: Callable[[], None], what: str, site: str,
-                 fp: CallbackFootprint = None) -> None:
+    def __init__(self, waited: tuple[Any, ...], seq: int, fn: Callable[[], None], what: str,
+                 site: str, fp: CallbackFootprint = None) -> None:
         self.waited = waited
+        self.seq = seq
         self.waiting = set(waited)
         self.fn = fn
         self.what = what
@@ -181,6 +184,7 @@ class Rcu:
         self.readers: dict[Any, None] = {}
         self.callbacks: list[_Callback] = []
         self.gp_completed = 0
+        self.queued = 0
         self._rl = _ReadLock(self)
         self._ru = _ReadUnlock(self)
 
@@ -232,7 +236,8 @@ class Rcu:
         """Start a grace period for ``fn``: it waits for the current readers."""
         task = STATE.task
         site = f"{what} retired by {task.name} at {task_site(task)}" if task is not None else what
-        cb = _Callback(tuple(self.readers), fn, what, site, fp)
+        cb = _Callback(tuple(self.readers), self.queued, fn, what, site, fp)
+        self.queued += 1
         self.callbacks.append(cb)
         return cb
 
