@@ -338,10 +338,10 @@ class Dpor:
                     deps.append(g)
                 for obj, f, m in fp:
                     oid = id(obj)
-                    if m == HB:
+                    if m == HB:          # an order: every earlier step declaring it
                         rec = records.get((oid, f))
                         if rec is not None:
-                            after.append(rec[0])
+                            after.extend(rec[1])
                         continue
                     keys = ([(oid, x) for x in fields.get(oid, ())] if f in _WILD
                             else [(oid, f), (oid, "*")])
@@ -379,7 +379,7 @@ class Dpor:
                 for obj, f, m in fp:
                     oid = id(obj)
                     if m == HB:
-                        records[(oid, f)] = [j, []]
+                        records.setdefault((oid, f), [-1, []])[1].append(j)
                         continue
                     fld = "*" if f in _WILD else f
                     fields.setdefault(oid, set()).add(fld)

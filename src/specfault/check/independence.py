@@ -142,11 +142,18 @@ _RCU_PARTS: dict[type, tuple[tuple[str, str], ...]] = {
 }
 
 
-def _rcu_parts(op: Any, task: Any) -> tuple[tuple[Any, str], ...] | None:
-    """The RCU parts ``op`` (of ``task``) touches, or None: not an RCU op."""
+def _rcu_parts(op: Any, task: Any, rcu: Any) -> tuple[tuple[Any, str], ...] | None:
+    """The parts of ``rcu`` that ``op`` (of ``task``) touches, or None: not
+    an RCU op."""
     parts = _RCU_PARTS.get(type(op))
     if parts is not None:
-        return tuple(((_WAITING, task) if p == _WAITING else p, m) for p, m in parts)
+        out = tuple(((_WAITING, task) if p == _WAITING else p, m) for p, m in parts)
+        if type(op) is _rcu._ReadUnlock or type(op) is IrqEnable:
+            # the callbacks whose grace period this step may end: their run
+            # comes after it (see above)
+            out += tuple((("cb", cb.seq), HB) for cb in rcu.callbacks
+                         if task in cb.waiting)
+        return out
     if type(op) is _rcu._CallRcu or type(op) is _rcu._KfreeRcu:
         return (("readers", "w"), ("tail", "w"), (("cb", op.rcu.queued), HB))
     if type(op) is _rcu._WaitGp:
@@ -172,7 +179,7 @@ def _refine(fp: tuple[tuple[object, str, str], ...], op: Any, task: Any
     out: list[tuple[object, Any, str]] = []
     for obj, f, m in fp:
         if f == "gp" and isinstance(obj, _rcu.Rcu):
-            parts = _rcu_parts(op, task) or _ALL
+            parts = _rcu_parts(op, task, obj) or _ALL
         elif f == "count" and isinstance(obj, _rwsem.RwSemaphore):
             parts = _rwsem_parts(op) or _ALL
         else:
@@ -190,7 +197,6 @@ def _rcu_processor(rcu: Any) -> Footprint:
         if not cb.waiting:
             if cb.fp is None:
                 return None
-            tasks.update(dict.fromkeys(cb.waited))
             return ((rcu, "queue", "w"), (rcu, ("cb", cb.seq), HB),
                     *((rcu, (_WAITING, t), "r") for t in tasks), *cb.fp)
         tasks.update(dict.fromkeys(cb.waiting))
