@@ -18,6 +18,7 @@ on the machine's speed and says ``time cap``).
         [--scenario NAME[,NAME...]] [--protocol P[,P...]] [--no-dfs | --no-dpor] [--json]
     python benchmarks/dpor_table.py --mutants [--schedules N] [--json]
     python benchmarks/dpor_table.py --profile N [--scenario ...] [--protocol ...] [--json]
+    python benchmarks/dpor_table.py --litmus     # docs/explorer.md's table of the reductions
     python benchmarks/dpor_table.py --render A.json [B.err ...]   # the table of saved runs
         (--json outputs, or the progress logs of runs cut short; a pair given
         twice takes each column from the last file that has it)
@@ -30,6 +31,11 @@ reversal step 2 of ``check/dpor.py`` tries (``Dpor._insert``), counted by
 the pair of kinds, most frequent first.  It tells a footprint still too
 coarse (races between steps that commute) from real classes (each order of
 two critical sections is a different execution).
+
+``--litmus``: every correct litmus program searched exhaustively without a
+bound three ways — no reduction, sleep sets (unbounded ``dfs``), DPOR —
+with the schedules each ran (complete, and all runs including the
+sleep-set blocked ones).
 
 ``--mutants``: DPOR alone against every named mutant, on the mutant's own
 scenarios (the ones the portfolio hunts it on first), in turn until one
@@ -189,6 +195,26 @@ def _profiles(pairs: list[tuple[str, str]], executions: int, as_json: bool) -> i
     return 0
 
 
+def _litmus() -> int:
+    from specfault.check import lookup
+    from specfault.check.litmus import LITMUS_PAIRS
+
+    print("| scenario | no reduction | sleep sets | DPOR |")
+    print("|---|---|---|---|")
+    for name in (good for good, _ in LITMUS_PAIRS):
+        cells = []
+        for kw in ({"max_preemptions": None, "reduction": "none"},
+                   {"max_preemptions": None, "reduction": "sleep"}, {"strategy": "dpor"}):
+            r = explore(lookup(name), budget_seconds=None, minimize=False, **kw)
+            if not (r.ok and r.exhausted):
+                print(f"{name}: {kw}: not exhausted or failed", file=sys.stderr)
+                return 1
+            cells.append(f"{r.complete:,}" if "reduction" in kw and kw["reduction"] == "none"
+                         else f"{r.complete:,} ({r.schedules:,} runs)")
+        print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     if argv is None:
         argv = sys.argv[1:]
@@ -206,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true", help="print the rows as JSON")
     ap.add_argument("--mutants", action="store_true",
                     help="DPOR against every named mutant on its own scenarios")
+    ap.add_argument("--litmus", action="store_true",
+                    help="the litmus programs: no reduction, sleep sets, DPOR")
     ap.add_argument("--profile", type=int, default=None, metavar="N",
                     help="the race profile of each pair over DPOR's first N executions")
     args = ap.parse_args(argv)
@@ -219,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--no-dpor: not with --no-dfs (nothing would run)")
     if args.mutants:
         return _mutants(args)
+    if args.litmus:
+        return _litmus()
     specs = [s.name for s in SPECS] if args.scenario is None else args.scenario.split(",")
     protos = list(PROTOCOLS) if args.protocol is None else args.protocol.split(",")
     for s in specs:

@@ -270,6 +270,33 @@ def test_rcu_two_readers_broken_grace_period_is_found() -> None:
     assert not res.ok and res.failure is not None and res.failure.kind == "UseAfterFree"
 
 
+def test_dpor_finds_a_pointer_kept_across_read_side_sections() -> None:
+    # the reader's first exit ends the callback's grace period (an order:
+    # the callback runs after it); its second section must still race with
+    # the callback, or the use after free it allows is never explored
+    from specfault.check.litmus import Obj
+
+    def setup(env: Any) -> Shared:
+        return Shared(name="gp", ptr=Obj("A", 1), rcu=env.rcu)
+
+    async def reader(st: Shared) -> None:
+        await st.rcu.read_lock()
+        p = await Load(st, "ptr")
+        await st.rcu.read_unlock()
+        await st.rcu.read_lock()
+        await Load(p, "value")          # bug: p was found in the first section
+        await st.rcu.read_unlock()
+
+    async def updater(st: Shared) -> None:
+        old = await Load(st, "ptr")
+        await Store(st, "ptr", Obj("B", 2))
+        await st.rcu.kfree_rcu(old, "A")
+
+    sc = Scenario("rcu-stale", setup, [Thread("reader", reader), Thread("updater", updater)])
+    res = explore(sc, strategy="dpor", budget_seconds=None, minimize=False)
+    assert not res.ok and res.failure is not None and res.failure.kind == "UseAfterFree"
+
+
 # --------------------------------------------------------------- bounding
 def _stores(fields_per_thread: list[list[str]]) -> Scenario:
     def setup(env: Any) -> Shared:

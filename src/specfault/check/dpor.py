@@ -16,10 +16,16 @@ Words
 * ``E`` is the current execution (a sequence of events; an event is one
   step of one actor), ``pre(E, e)`` the prefix of ``E`` before event ``e``.
 * *happens-before* ``→``: the smallest transitive order with ``e → e'``
-  when ``e`` precedes ``e'`` in ``E`` and they are of the same actor or
-  dependent.  Kept as one vector clock per event.
+  when ``e`` precedes ``e'`` in ``E`` and they are of the same actor, or
+  dependent, or ``e'`` declares an *order* (mode :data:`.independence.HB`)
+  that ``e`` declared before it (an RCU callback's run after the
+  ``call_rcu`` that queued it and the read-side exits that ended its grace
+  period: ``e'`` cannot run before ``e`` in any execution, as a thread's
+  first step cannot run before the step that spawns it).  Kept as one
+  vector clock per event.
 * ``e`` and ``e'`` *race* when they are dependent, of different actors, and
   ``e → e'`` holds only directly (no event ``e''`` with ``e → e'' → e'``).
+  An order is never a race: it cannot be reversed.
 * ``notdep(e, E)``: the events after ``e`` in ``E`` that do not happen after
   ``e``.  The *initials* ``I(v)`` of a sequence ``v`` are the actors whose
   first event in ``v`` has no happens-before predecessor in ``v``: the
@@ -98,10 +104,20 @@ Soundness conditions and limits (be exact about what is verified)
   unless it leaves a trace in the final state or the results (most do:
   the mm scenarios' invariant is about PTEs that outlive the step).  Use
   ``dfs`` (sleep sets keep every reachable state) for such invariants.
-* **RCU callbacks**: the callback processor is an actor whose steps are
-  dependent on every step (a callback may free anything), so its timing
-  is explored against every other step; the callbacks still ready at the
-  end run before the final check in every execution, as in ``dfs``.
+* **RCU callbacks**: the callback processor is an actor.  Its step is
+  dependent on what the callback it runs declares (the objects it frees)
+  and on the RCU parts :mod:`.independence` names (the readers whose exit
+  would make an older callback ready first); a callback that declares
+  nothing is dependent on every step.  Its run is ordered (``HB``) after
+  its ``call_rcu`` and after the read-side exits that ended its grace
+  period: adding an order that holds in every execution to
+  happens-before drops only "races" that cannot be reversed.  (An order
+  added where it does not always hold would hide races: each declaring
+  step must come before the ordered one in *every* execution — the exits
+  declare it only while their task is still in the callback's set, so the
+  exit that removes it is among them and the others come before it in
+  program order.)  The callbacks still ready at the end run before the
+  final check in every execution, as in ``dfs``.
 * **Fairness** (``check/engine.py``): a task whose last step was a
   ``Yield`` is not runnable until another actor has taken a step.  That
   rule reads who moved last, so a ``Yield`` is dependent on every step

@@ -37,43 +37,54 @@ explorer reads the RCU state as parts (:func:`_rcu_parts`):
   outermost section (``rcu_read_unlock``, ``local_irq_enable``) removes
   itself from every set: it writes its own part only.
 * ``tail`` — the queue's order: two ``call_rcu`` s do not commute.
-* ``("cb", n)`` — the ``n``-th callback queued, declared in mode
-  :data:`HB` by its ``call_rcu`` and by the processor's step that runs it:
-  an order, not a dependency.  The callback does not exist before its
-  ``call_rcu``, so its run comes after it in every execution, as a
-  thread's first step comes after the step that spawns it; DPOR adds the
-  edge to happens-before (and never takes the pair for a race, which it
-  would try to reverse: an order that cannot happen).  Without it, every
-  step before the ``call_rcu`` that touches what the callback frees looked
-  concurrent with the callback's run, and each such "race" cost an
-  execution that added nothing.  Sleep sets and :func:`dependent` ignore
-  the mode: the two steps are independent.
 * ``queue`` — the callbacks taken off it: the processor and
   ``synchronize_rcu``'s wait (each removes a callback and counts a grace
   period) do not commute.
+* ``("cb", n)`` — the ``n``-th callback queued (``_Callback.seq``), in mode
+  :data:`HB`: an *order*, not a dependency.  Its ``call_rcu`` declares it,
+  and so does every read-side exit (``rcu_read_unlock``,
+  ``local_irq_enable``) of a task still in its set; the processor's step
+  that runs it declares it too.  DPOR adds "every earlier step that
+  declared it happens before this one" to happens-before and never takes
+  such a pair for a race (which it would try to reverse); sleep sets and
+  :func:`dependent` ignore the mode (the steps are independent).  Sound
+  because the order holds in every execution: the callback does not exist
+  before its ``call_rcu`` (as a thread's first step comes after the step
+  that spawns it), and it is not ready before the exit that removes the
+  last task from its set; an exit that declares it without ending the
+  task's part of the grace period (a nested unlock, an unlock with
+  interrupts still off) comes before the one that does in the task's
+  program order, so its order is implied.  Without these orders each step
+  before the ``call_rcu`` that touches what the callback frees, and each
+  exit the callback waited for, looked concurrent with the callback's run,
+  and each such "race" cost executions that add nothing (on
+  ``fault-vs-munmap@speculative``, the first 300 executions reversed 2,168
+  races, 100 ended sleep-set blocked; with the orders the whole search is
+  207 executions, one blocked — ``benchmarks/dpor_table.py --profile``).
 
-The processor's step runs the oldest callback ``C`` whose set is empty; it
-reads ``("waiting", T)`` for every ``T`` that ``C`` waited for when it was
-queued (``C.waited``) and every ``T`` still in the set of a callback queued
-before ``C``, reads ``("cb", C.seq)`` and writes ``queue``.  Why a reader ``T``'s unlock that is in
-none of these commutes with it: the unlock only removes ``T`` from sets.
-The callbacks older than ``C`` stay not ready (``T`` is in none of their
-sets), ``C`` stays ready, so the processor runs ``C`` in both orders; ``C``
-no longer waits for ``T`` (never did), so removing ``T`` before or after
-``C`` leaves the queue's sets the same; and the unlock's own effect does not
-depend on the queue.  The footprint is also stable under the steps it is
-independent of (the soundness of sleep sets and DPOR needs that): what it
-reads changes only by an unlock of a ``T`` it names (dependent), a step that
-takes a callback off the queue (``queue``: dependent) or a ``call_rcu``
-(which queues behind ``C``: neither ``C`` nor the older callbacks change);
-a ``call_rcu``'s own ``("cb", n)`` changes only by another ``call_rcu``
-(``tail``: dependent).
-The unlock that makes ``C`` ready is always dependent with running it (its
-task is in ``C.waited``), so an unlock that *enables* the processor is
-ordered before it.  ``synchronize_rcu``'s wait reads its callback's
-``waited`` tasks' parts the same way (it is enabled when their unlocks have
-run).  A callback being run commutes with a ``call_rcu`` and with a reader
-entering its section.
+The processor's step runs the oldest callback ``C`` whose set is empty: it
+writes ``queue``, declares the order ``("cb", C.seq)``, reads
+``("waiting", T)`` for every ``T`` still in the set of a callback queued
+before ``C`` (their exits would make an older callback ready and change
+which one runs), and touches what ``C`` declares.  Why a reader ``T``'s exit
+that it does not read commutes with it: the exit only removes ``T`` from
+sets.  The callbacks older than ``C`` stay not ready (``T`` is in none of
+their sets), ``C`` stays ready, so the processor runs ``C`` in both orders;
+``C``'s set no longer holds ``T`` (it is empty), so removing ``T`` before or
+after running ``C`` leaves the other sets the same; and the exit's own
+effect does not depend on the queue.  The footprints are also stable under
+the steps they are independent of (the soundness of sleep sets and DPOR
+needs that): what the processor reads changes only by an exit of a ``T``
+it names (dependent), a step that takes a callback off the queue
+(``queue``: dependent) or a ``call_rcu`` (which queues behind ``C``:
+neither ``C`` nor the older callbacks change); which callbacks an exit
+orders, and which ``n`` a ``call_rcu`` declares, change only by a
+``call_rcu`` (``readers``, ``tail``: dependent) or by a ready callback
+leaving the queue (the exiting task is in no ready callback's set).
+``synchronize_rcu``'s wait reads the parts of the tasks its callback
+waited for (``waited``; it is a blocking op: the exits that enable it are
+dependent with it).  A callback being run commutes with a ``call_rcu``
+and with a reader entering its section.
 
 ``rw_semaphore`` ops declare one field, ``(sem, "count")``, written by
 every acquisition and release — again the simulator's cache line.  For
