@@ -146,6 +146,10 @@ KNOBS: dict[str, Knob] = _knobs(
     Knob("swap_pages", 0, "model",
          "size of the swap device in pages, its header included (swapon); 0: no "
          "swap, as on the host — anonymous pages are then never reclaimed"),
+    Knob("pt_reclaim", True, "model",
+         "CONFIG_PT_RECLAIM (Linux 6.14+; the host's kernel has it): MADV_DONTNEED "
+         "over a whole PMD's range frees the PTE table it empties (mm/pt_reclaim.py), "
+         "under mmap_lock for read, after an RCU grace period (needs page_table_free=rcu)"),
     Knob("watermark_min", 0, "model",
          "the zone's min watermark in free pages (low and high: a quarter "
          "of it apart above); 0: no watermarks, no kswapd or direct reclaim"),
@@ -257,6 +261,13 @@ KNOBS: dict[str, Knob] = _knobs(
          "a VMA absorbed by an mprotect/madvise merge is freed at once, not after RCU"),
     Knob("spf_walk_end_early", False, "mutant",
          "the speculative walk leaves its RCU section before reading the PTE"),
+    Knob("spf_no_pmd_same", False, "mutant",
+         "the speculative commit does not check that the PMD still holds the PTE table"),
+    Knob("spf_pmd_same_before_ptl", False, "mutant",
+         "the speculative commit checks pmd_same before the PTL trylock only "
+         "(Lespinasse's order), not under the PTL"),
+    Knob("pt_reclaim_free_immediate", False, "mutant",
+         "a PTE table reclaimed by MADV_DONTNEED is freed at once, not after RCU"),
     Knob("dufour_seq_after_copy", False, "mutant",
          "Dufour's fault copies the VMA before sampling its sequence"),
 )

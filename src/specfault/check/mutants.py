@@ -147,6 +147,30 @@ MUTANTS: dict[str, Mutant] = {m.name: m for m in [
            "zap or a COW fault that changes the PTE meanwhile is overwritten "
            "(reclaim holds no mmap_lock, so nothing else orders them)",
            {"try_to_unmap_no_ptl": True}, ("reclaim-vs-munmap", "cow-vs-reclaim")),
+    # ----------------- writers of page tables under mmap_lock read or none
+    Mutant("spf_no_pmd_same", "speculative",
+           "the speculative commit does not check that the PMD still holds the "
+           "PTE table it walked to: MADV_DONTNEED reclaims the emptied table "
+           "under mmap_lock for read (no sequence moves) and the fault maps its "
+           "page into the detached table (before table reclaim, only writers "
+           "under mmap_lock for write changed a PMD, and SEQ2 caught them: the "
+           "check was dead code)",
+           {"spf_no_pmd_same": True}, ("fault-vs-table-reclaim",),
+           caught_by="check_mm (a page mapped by no PTE) or UseAfterFree"),
+    Mutant("spf_pmd_same_before_ptl", "speculative",
+           "the speculative commit checks pmd_same before the PTL trylock, not "
+           "under the PTL (Lespinasse's order, sound while only mmap_lock "
+           "writers changed PMDs): a table reclaim between the check and the "
+           "trylock goes unseen",
+           {"spf_pmd_same_before_ptl": True}, ("fault-vs-table-reclaim",),
+           caught_by="check_mm (a page mapped by no PTE) or UseAfterFree"),
+    Mutant("pt_reclaim_free_immediate", "classic",
+           "a PTE table MADV_DONTNEED reclaims is freed at once, not after an "
+           "RCU grace period (tlb_remove_ptdesc): a fault's walk (any "
+           "protocol: DONTNEED holds mmap_lock for read only) reads the freed "
+           "table",
+           {"pt_reclaim_free_immediate": True}, ("fault-vs-table-reclaim",),
+           caught_by="UseAfterFree"),
 ]}
 
 #: Mutants written after the scenarios, as plausible kernel-developer bugs

@@ -38,6 +38,8 @@ VMSTAT_EVENTS = (
     "pgsteal_direct", "pgscan_anon", "pgscan_file", "pgsteal_anon", "pgsteal_file",
     "pgactivate", "pgdeactivate", "pglazyfreed", "pgrefill", "allocstall", "kswapd_wake",
     "pageoutrun", "swap_alloc_fail", "swap_slot_free", "fault_retry",
+    # PTE tables MADV_DONTNEED reclaimed (mm/pt_reclaim.py; model-only)
+    "pt_reclaim",
 ) + SPF_ABORT_REASONS + SPF_ATTEMPT_KINDS + FAULT_HANDLER_EVENTS
 
 

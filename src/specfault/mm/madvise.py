@@ -312,7 +312,9 @@ async def madvise_dontneed_free(mm: Any, vma: VmArea, start: int, end: int,
     if behavior == MADV_FREE:
         return await madvise_free_single_vma(mm, vma, start, end)
     tlb = MmuGather(mm)
-    await unmap_page_range(tlb, vma, start, end)      # zap_page_range_single()
+    # zap_page_range_single() with details.reclaim_pt: an emptied PTE
+    # table is reclaimed (pt_reclaim.py)
+    await unmap_page_range(tlb, vma, start, end, reclaim_pt=True)
     await tlb.finish()
     return 0
 

@@ -65,6 +65,7 @@ from specfault.mm.pgtable import (
     pte_mkyoung,
     pte_none,
     pte_offset_map,
+    pte_offset_map_lock,
     pte_pfn,
     pte_special,
     pte_swp_exclusive,
@@ -164,11 +165,15 @@ async def vmf_pte_alloc(vmf: Vmf) -> bool:
     return pt is not None
 
 
-def pte_map_lock(vmf: Vmf) -> Any:
+async def pte_map_lock(vmf: Vmf) -> bool:
     """``ok = await pte_map_lock(vmf)``: lock the PTL of the faulting PTE's
-    table (``vmf.orig_pmd``), the commit point of every handler:
+    table, the commit point of every handler:
 
-    1. not speculative: take the PTL (spin_lock) — True;
+    1. not speculative: pte_offset_map_lock — the table the PMD holds now,
+       its PTL taken and the PMD re-checked under it (a racing
+       MADV_DONTNEED may have reclaimed the table the walk found, and a
+       racing fault installed another); ``vmf.orig_pmd`` becomes that
+       table — True; False when the PMD is none now (map_lock_failed);
     2. speculative: the entry's commit, ``vmf.spf_map_lock`` (spf.py's
        spf_pte_map_lock), which re-checks the sequence,
        pmd_same, trylocks the PTL and re-checks the sequence — False, the
@@ -178,11 +183,14 @@ def pte_map_lock(vmf: Vmf) -> Any:
     (``vmf.ptl``) when True, nothing more held when False.  The caller then
     re-reads the PTE (``ptep_get``) and compares it with ``orig_pte``."""
     if vmf.flags & FAULT_FLAG_SPECULATIVE:
-        return vmf.spf_map_lock(vmf)
-    pt = vmf.orig_pmd
-    assert pt is not None and pt.ptl is not None
+        return bool(await vmf.spf_map_lock(vmf))
+    assert vmf.pmd is not None
+    pt = await pte_offset_map_lock(vmf.mm, vmf.pmd, vmf.address)
+    if pt is None:
+        return False
+    vmf.orig_pmd = pt
     vmf.ptl = pt.ptl
-    return pt.ptl.lock()
+    return True
 
 
 def pte_unmap_unlock(vmf: Vmf) -> Any:
@@ -232,8 +240,14 @@ async def handle_mm_fault(vma: VmArea, address: int, flags: int) -> int:
     mm.vmstat["pgfault"] += 1
     vmf = Vmf(vma, address, flags)
     vmf.pmd = pmd = await walk(mm, vmf.address, PMD_LEVEL, alloc=True)   # pud/pmd_alloc
+    # pte_offset_map(): under rcu_read_lock — MADV_DONTNEED may reclaim the
+    # table (mmap_lock for read, pt_reclaim.py); it is freed only after a
+    # grace period, and pte_map_lock re-checks the PMD under the PTL
+    rcu = mm.kernel.rcu
+    await rcu.read_lock()
     pt = vmf.orig_pmd = await pte_offset_map(pmd, vmf.address)
     vmf.orig_pte = 0 if pt is None else await load_item(pt, pt.entries, vmf.pte_idx)
+    await rcu.read_unlock()
     return await handle_pte_fault(vmf)
 
 
@@ -257,7 +271,7 @@ async def handle_pte_fault(vmf: Vmf) -> int:
     if vmf.flags & FAULT_FLAG_SPECULATIVE:
         vmf.mm.kernel.count("SPF_ATTEMPT_PTE")
     if await pte_map_lock(vmf) is False:
-        return VM_FAULT_RETRY
+        return map_lock_failed(vmf)
     entry = await ptep_get(vmf)
     # knob wp_no_pte_same_recheck (a mutant): a write to a write-protected
     # PTE goes to do_wp_page on the PTE read without the PTL — not
@@ -279,8 +293,13 @@ async def handle_pte_fault(vmf: Vmf) -> int:
     return 0
 
 
-def _retry() -> int:
-    return VM_FAULT_RETRY
+def map_lock_failed(vmf: Vmf) -> int:
+    """What a handler returns when pte_map_lock failed: VM_FAULT_RETRY for
+    a speculative fault (aborted, the reason counted: redo it under a
+    lock); 0 for the others — their PTE table was reclaimed
+    (pt_reclaim.py: pte_offset_map_lock found the PMD none), and as in
+    Linux ("if (!vmf->pte) goto release") the access simply faults again."""
+    return VM_FAULT_RETRY if vmf.flags & FAULT_FLAG_SPECULATIVE else 0
 
 
 # ------------------------------------------------------------ anonymous pages
@@ -362,7 +381,7 @@ async def do_anonymous_page(vmf: Vmf) -> int:
         zero = mm.kernel.mem.zero_page
         entry = pte_mkspecial(mk_pte(zero.pfn, vma.vm_page_prot))
         if await pte_map_lock(vmf) is False:
-            return _retry()
+            return map_lock_failed(vmf)
         if recheck and not pte_none(await ptep_get(vmf)):
             await pte_unmap_unlock(vmf)
             return 0
@@ -388,7 +407,7 @@ async def do_anonymous_page(vmf: Vmf) -> int:
         entry = pte_mkwrite(entry)
     if await pte_map_lock(vmf) is False:
         await put_page(mem, page)
-        return _retry()
+        return map_lock_failed(vmf)
     if recheck and not pte_none(await ptep_get(vmf)):
         await pte_unmap_unlock(vmf)
         await put_page(mem, page)
@@ -513,7 +532,7 @@ async def do_swap_page(vmf: Vmf) -> int:
     if await pte_map_lock(vmf) is False:
         await folio_unlock(folio)
         await put_page(mem, folio)
-        return VM_FAULT_RETRY
+        return map_lock_failed(vmf)
     if not mm.config.knob("no_pte_same_after_swapin") and await ptep_get(vmf) != orig_pte:
         await pte_unmap_unlock(vmf)
         await _swapin_drop(kernel, folio, entry)
@@ -696,7 +715,7 @@ async def wp_page_copy(vmf: Vmf) -> int:
         await CopyPage(new, old)
     if await pte_map_lock(vmf) is False:
         await put_page(mem, new)
-        return await _wp_copy_fail(vmf, _retry())
+        return await _wp_copy_fail(vmf, map_lock_failed(vmf))
     # knob no_pte_same_recheck_wp: replace the PTE without checking that
     # it still maps the page we copied
     if mm.config.knob("no_pte_same_recheck_wp") or await ptep_get(vmf) == vmf.orig_pte:
@@ -752,7 +771,7 @@ async def wp_page_shared(vmf: Vmf, page: Page | None) -> int:
     await pte_unmap_unlock(vmf)
     await work("page_mkwrite")
     if await pte_map_lock(vmf) is False:
-        return _retry()
+        return map_lock_failed(vmf)
     if await ptep_get(vmf) != vmf.orig_pte:
         await pte_unmap_unlock(vmf)
         return 0
@@ -857,7 +876,7 @@ async def finish_fault(vmf: Vmf, page: Page) -> int:
         return VM_FAULT_OOM
     if await pte_map_lock(vmf) is False:
         await put_page(mem, page)
-        return _retry()
+        return map_lock_failed(vmf)
     if not pte_none(await ptep_get(vmf)):
         await pte_unmap_unlock(vmf)
         await put_page(mem, page)
@@ -901,7 +920,7 @@ async def do_fault_around(vmf: Vmf) -> int:
     if vmf.orig_pmd is None and not await vmf_pte_alloc(vmf):
         return VM_FAULT_OOM
     if await pte_map_lock(vmf) is False:
-        return _retry()
+        return map_lock_failed(vmf)
     pt = vmf.orig_pmd
     assert pt is not None
     ret = 0

@@ -23,15 +23,20 @@ from typing import Any
 from specfault.mm.page import Page
 from specfault.mm.pgtable import (
     LEVEL_SHIFT,
+    PMD_LEVEL,
+    PMD_SIZE,
     PageTable,
+    addr_end,
     is_swap_pte,
     pte_dirty,
     pte_pfn,
     pte_present,
     pte_special,
+    pte_offset_map_lock,
     pte_to_swp_entry,
-    walk_range,
+    walk,
 )
+from specfault.mm.pt_reclaim import free_pte, reclaim_pt_is_enabled, try_get_and_clear_pmd, try_to_free_pte
 from specfault.mm.swap_state import free_swap_and_cache, free_swap_cache
 from specfault.mm.tlb import flush_tlb_range
 from specfault.runtime import LoadItem, StoreItem, Work
@@ -107,17 +112,38 @@ def rss_kind(page: Page) -> str:
     return "shmem" if inode is not None and inode.shmem else "file"
 
 
-async def zap_pte_range(tlb: MmuGather, vma: Any, pt: PageTable, start: int, end: int) -> None:
-    """Clear the PTEs of [start, end) in table ``pt`` under its PTL."""
+async def zap_pte_range(tlb: MmuGather, vma: Any, pmd: PageTable, start: int, end: int,
+                        reclaim_pt: bool = False) -> int:
+    """zap_pte_range(): clear the PTEs of [start, end) (within one PMD's
+    range) in the PTE table ``pmd`` holds, under its PTL:
+
+    1. pte_offset_map_lock (the table may have been reclaimed by a racing
+       MADV_DONTNEED: none there, nothing to zap);
+    2. clear every non-none entry, queueing its page for the gather;
+    3. ``reclaim_pt`` (MADV_DONTNEED's details->reclaim_pt) and the range
+       is the whole table (reclaim_pt_is_enabled): still under the PTL,
+       the table is empty — detach it (try_get_and_clear_pmd) if the PMD
+       lock is free;
+    4. unlock; a detached table is freed through the gather (free_pte),
+       else try_to_free_pte takes the locks in order and checks again.
+
+    Entered with mmap_lock (read for MADV_DONTNEED, write for munmap and
+    exit) and no page-table lock; returns with the same, and the number of
+    PTEs the range spans (0 when there was no table)."""
     mm = tlb.mm
     mem = mm.kernel.mem
+    can_reclaim_pt = reclaim_pt_is_enabled(mm, start, end, reclaim_pt)
+    pt = await pte_offset_map_lock(mm, pmd, start)
+    if pt is None:
+        return 0
     lo = (start - pt.base) >> 12
     hi = (end - pt.base) >> 12
-    await pt.ptl.lock()        # always: ``nr`` is PTL-protected too
     for i in range(lo, hi):
-        pte = await LoadItem(pt, pt.entries, i)
-        if pte == 0:
+        # none entries are skipped without an op: every writer of an entry
+        # holds this PTL (do_zap_pte_range skips a run of none PTEs)
+        if pt.entries[i] == 0:
             continue
+        pte = await LoadItem(pt, pt.entries, i)
         await StoreItem(pt, pt.entries, i, 0)    # ptep_get_and_clear_full
         pt.nr -= 1
         if is_swap_pte(pte):
@@ -128,20 +154,35 @@ async def zap_pte_range(tlb: MmuGather, vma: Any, pt: PageTable, start: int, end
         if not pte_present(pte) or pte_special(pte):
             continue
         zap_present_page(tlb, pte, mem.pages[pte_pfn(pte)])
+    direct_reclaim = can_reclaim_pt and await try_get_and_clear_pmd(mm, pmd, start)
     await pt.ptl.unlock()
     tlb.track(start, end)
+    if direct_reclaim:
+        free_pte(mm, start, tlb, pt)
+    elif can_reclaim_pt:
+        await try_to_free_pte(mm, pmd, start, tlb)
+    return hi - lo
 
 
-async def unmap_page_range(tlb: MmuGather, vma: Any, start: int, end: int) -> None:
-    """zap every PTE of ``vma`` in [start, end)."""
+async def unmap_page_range(tlb: MmuGather, vma: Any, start: int, end: int,
+                           reclaim_pt: bool = False) -> None:
+    """zap every PTE of ``vma`` in [start, end): zap_pmd_range's loop, one
+    zap_pte_range per PMD entry (a range with no PMD table is skipped
+    whole).  ``reclaim_pt``: MADV_DONTNEED's zap_details (pt_reclaim.py).
+    Locks as zap_pte_range."""
     start = max(start, vma.vm_start)
     end = min(end, vma.vm_end)
     if start >= end:
         return
     ptes = 0
-    for pt, lo, hi in await walk_range(tlb.mm, start, end):
-        await zap_pte_range(tlb, vma, pt, lo, hi)
-        ptes += (hi - lo) >> 12
+    addr = start
+    while addr < end:
+        pmd = await walk(tlb.mm, addr, PMD_LEVEL)
+        nxt = addr_end(pmd, addr, end) if pmd.level != PMD_LEVEL else \
+            min((addr | (PMD_SIZE - 1)) + 1, end)
+        if pmd.level == PMD_LEVEL:
+            ptes += await zap_pte_range(tlb, vma, pmd, addr, nxt, reclaim_pt)
+        addr = nxt
     # zap_pte_range() walks the PTEs of the tables that exist; a range
     # with no PTE table (pmd_none) is skipped whole
     await Work("zap", ptes)

@@ -22,7 +22,11 @@ PageTable
 # PTE level: protected by ``ptl`` (split PTL, one per PTE table); lockless
 # readers (the MMU, speculative faults, GUP-fast) use LoadItem ops.
 # upper levels: populated under mm.page_table_lock, cleared by
-# free_pgtables under mmap_lock (write).
+# free_pgtables under mmap_lock (write) — and a PMD entry also by PTE-table
+# reclaim (pt_reclaim.py) under mmap_lock for *read*, holding the PMD
+# table's lock and the PTE table's PTL: so a PTE table found without its
+# PTL may be detached (and, a grace period later, freed) at any moment;
+# pte_offset_map_lock() re-checks the PMD under the PTL.
     entries   512 slots
     nr        number of non-empty slots
 # immutable
@@ -342,6 +346,41 @@ def pte_offset_map(pmd: PageTable, addr: int) -> Any:
     for ``addr`` points to, or None (pmd_none) — one READ_ONCE of the PMD
     entry (pmdp_get_lockless), ``pmd`` checked for use-after-free."""
     return load_item(pmd, pmd.entries, (addr >> 21) & 511)
+
+
+async def pte_offset_map_lock(mm: Any, pmd: PageTable, addr: int) -> PageTable | None:
+    """__pte_offset_map_lock() (mm/pgtable-generic.c): the PTE table the
+    PMD entry for ``addr`` holds, with its PTL taken, or None (pmd_none):
+
+    1. rcu_read_lock() (__pte_offset_map): a table reclaimed under us
+       (pt_reclaim.py) is freed only after a grace period;
+    2. read the PMD entry (pmdp_get_lockless); none: unlock RCU, None;
+    3. spin_lock() the table's PTL;
+    4. pmd_same: the PMD entry still holds that table — else unlock and
+       start again at 1 (a reclaimer detached it while we waited, maybe a
+       fault installed a new one);
+    5. rcu_read_unlock(): from here the PTL keeps the table (a reclaimer
+       needs it to detach the table; free_pgtables needs mmap_lock for
+       write, which every caller excludes one way or another).  Linux keeps
+       the RCU section until pte_unmap(); nothing in it needs it longer.
+
+    Entered with the caller's lock on the VMA (mmap_lock, the VMA lock, or
+    for the rmap walkers an RCU section of their own) and no PTL; returns
+    with the table's PTL held, or with nothing more held when None."""
+    rcu = mm.kernel.rcu
+    idx = (addr >> 21) & 511
+    while True:
+        await rcu.read_lock()
+        pt = await load_item(pmd, pmd.entries, idx)
+        if pt is None:
+            await rcu.read_unlock()
+            return None
+        await pt.ptl.lock()
+        if await load_item(pmd, pmd.entries, idx) is pt:
+            await rcu.read_unlock()
+            return pt  # type: ignore[no-any-return]
+        await pt.ptl.unlock()
+        await rcu.read_unlock()
 
 
 async def pte_alloc(mm: Any, pmd: PageTable, addr: int) -> PageTable:

@@ -15,8 +15,8 @@ The path, in order (``fault.do_user_addr_fault`` picks it):
    or with interrupts off (:func:`spf_walk_begin`), then the generic
    handlers of ``memory.py`` with FAULT_FLAG_SPECULATIVE;
 3. :func:`spf_pte_map_lock` — the commit point every handler goes
-   through (``memory.pte_map_lock``): SEQ1, pmd_same, trylock the PTL,
-   SEQ2;
+   through (``memory.pte_map_lock``): SEQ1, trylock the PTL, pmd_same
+   under it, SEQ2;
 4. any failure aborts with VM_FAULT_RETRY, counted under its
    ``SPF_ABORT_*`` name (:func:`spf_abort` before the walk,
    :func:`spf_fail` from inside it), before any visible effect, and
@@ -389,11 +389,20 @@ async def spf_pte_map_lock(vmf: Vmf) -> bool:
        cannot be freed while we look at it;
     2. SEQ1: no writer since the snapshot (spf_seq_changed), else
        SPF_ABORT_PTE_MAP_LOCK_SEQ1;
-    3. pmd_same: the PMD entry still points to the PTE table we walked to
-       (``vmf.orig_pmd``), else SPF_ABORT_PTE_MAP_LOCK_PMD;
-    4. spin_trylock its PTL — never wait: the holder may be a writer
-       waiting for us (interrupts off) — else SPF_ABORT_PTE_MAP_LOCK_PTL;
-    5. SEQ2: no writer got in between 2 and 4, else unlock,
+    3. spin_trylock the PTL of the PTE table we walked to
+       (``vmf.orig_pmd``) — never wait: the holder may be a writer waiting
+       for us (interrupts off) — else SPF_ABORT_PTE_MAP_LOCK_PTL;
+    4. pmd_same, under that PTL: the PMD entry still holds that table,
+       else unlock, SPF_ABORT_PTE_MAP_LOCK_PMD.  Under the PTL because
+       MADV_DONTNEED reclaims an emptied table (pt_reclaim.py) under
+       mmap_lock for *read* — no sequence count moves — holding the
+       table's PTL: checked before the trylock (Lespinasse's order, mutant
+       spf_pmd_same_before_ptl), a reclaim can detach the table between
+       the check and the trylock; not checked (mutant spf_no_pmd_same),
+       the fault maps its page into a detached table.  The writers that
+       take mmap_lock for write (free_pgtables, mremap's move_normal_pmd)
+       are caught by SEQ2 either way;
+    5. SEQ2: no writer got in between 2 and 3, else unlock,
        SPF_ABORT_PTE_MAP_LOCK_SEQ2 (knob no_seq2_check skips it);
     6. spf_walk_end.
 
@@ -409,7 +418,10 @@ async def spf_pte_map_lock(vmf: Vmf) -> bool:
         return False
     pmd = vmf.pmd
     assert pmd is not None
-    if await load_item(pmd, pmd.entries, vmf.pmd_idx) is not vmf.orig_pmd:
+    # knob spf_pmd_same_before_ptl (a mutant): Lespinasse's order — the
+    # check before the trylock, none under the PTL
+    early = cfg.knob("spf_pmd_same_before_ptl")
+    if early and await load_item(pmd, pmd.entries, vmf.pmd_idx) is not vmf.orig_pmd:
         await spf_walk_end(mm)
         spf_fail(vmf, "SPF_ABORT_PTE_MAP_LOCK_PMD")
         return False
@@ -418,6 +430,13 @@ async def spf_pte_map_lock(vmf: Vmf) -> bool:
     if not await pt.ptl.trylock():
         await spf_walk_end(mm)
         spf_fail(vmf, "SPF_ABORT_PTE_MAP_LOCK_PTL")
+        return False
+    # knob spf_no_pmd_same (a mutant): no pmd_same at all
+    if not early and not cfg.knob("spf_no_pmd_same") and \
+            await load_item(pmd, pmd.entries, vmf.pmd_idx) is not pt:
+        await pt.ptl.unlock()
+        await spf_walk_end(mm)
+        spf_fail(vmf, "SPF_ABORT_PTE_MAP_LOCK_PMD")
         return False
     # knob no_seq2_check: commit although a writer may have run after SEQ1
     if not cfg.knob("no_seq2_check") and \

@@ -13,12 +13,14 @@ from specfault.check.scenario import Scenario, register
 from specfault.check.scenarios.base import MmSpec
 from specfault.check.scenarios.pressure import SPECS as PRESSURE_SPECS
 from specfault.check.scenarios.races import SPECS as RACE_SPECS
+from specfault.check.scenarios.tables import SPECS as TABLE_SPECS
 from specfault.check.scenarios.truncation import SPECS as TRUNCATION_SPECS
 from specfault.config import Config
 
 #: every race: the mmap_lock writers' (races.py), reclaim's and swap-in's
-#: (pressure.py), truncation's and hole punching's (truncation.py)
-SPECS = RACE_SPECS + PRESSURE_SPECS + TRUNCATION_SPECS
+#: (pressure.py), truncation's and hole punching's (truncation.py), PTE-table
+#: reclaim's (tables.py)
+SPECS = RACE_SPECS + PRESSURE_SPECS + TRUNCATION_SPECS + TABLE_SPECS
 SPEC_BY_NAME = {s.name: s for s in SPECS}
 PROTOCOLS = ("classic", "speculative", "pervma", "dufour")
 
