@@ -150,9 +150,16 @@ Soundness conditions and limits (be exact about what is verified)
 Tested (``tests/check/test_dpor.py``): the same set of final observations
 as plain unbounded enumeration on every litmus program, on 40 random
 programs (loads, stores, atomics, a spinlock, ``Yield``, a blocking
-``WaitUntil``, some with all tasks on one CPU) and on four small mm
-scenarios; never more executions than plain enumeration; every broken
-litmus variant found.  ``benchmarks/dpor_table.py --mutants`` runs DPOR
+``WaitUntil``, some with all tasks on one CPU), on four small mm
+scenarios, and on programs for each refined footprint (two rwsem readers,
+with ``down_read`` or the trylock, beside a writer; two RCU readers
+against a ``kfree_rcu``, and a reader against a callback that waits for
+nobody and one that may wait for it); never more executions than plain
+enumeration; every broken litmus variant found, and a pointer kept across
+two read-side sections (the order a callback's run gets from the first
+exit must not hide its race with the second section).  Two rwsem readers
+alone, and two RCU readers beside a callback that waits for neither, are
+one execution.  ``benchmarks/dpor_table.py --mutants`` runs DPOR
 alone against the named mutants.
 """
 
