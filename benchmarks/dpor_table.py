@@ -172,7 +172,7 @@ def race_profile(spec: str, protocol: str, executions: int) -> dict[str, Any]:
     total = sum(strat.profile.values())
     return {"scenario": spec, "protocol": protocol, "executions": n, "pruned": strat.pruned,
             "exhausted": strat.exhausted(), "reversals": total,
-            "races": [[f"{a} ↔ {b}", c] for (a, b), c in strat.profile.most_common(6)]}
+            "races": [[f"{a} ↔ {b}", c] for (a, b), c in strat.profile.most_common(12)]}
 
 
 def _profiles(pairs: list[tuple[str, str]], executions: int, as_json: bool) -> int:
