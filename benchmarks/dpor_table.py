@@ -16,7 +16,7 @@ on the machine's speed and says ``time cap``).
 
     python benchmarks/dpor_table.py [--schedules 200000] [--cap SECONDS]
         [--scenario NAME[,NAME...]] [--protocol P[,P...]] [--no-dfs | --no-dpor] [--json]
-    python benchmarks/dpor_table.py --mutants [--schedules N] [--json]
+    python benchmarks/dpor_table.py --mutants [--mutant NAME[,NAME...]] [--schedules N] [--json]
     python benchmarks/dpor_table.py --profile N [--scenario ...] [--protocol ...] [--json]
     python benchmarks/dpor_table.py --litmus     # docs/explorer.md's table of the reductions
     python benchmarks/dpor_table.py --render A.json [B.err ...]   # the table of saved runs
@@ -94,7 +94,8 @@ def _mutants(args: argparse.Namespace) -> int:
                         minimize=False)
     rows: list[dict[str, Any]] = []
     try:
-        for m in MUTANTS.values():
+        names = list(MUTANTS) if args.mutant is None else args.mutant.split(",")
+        for m in (MUTANTS[n] for n in names):
             row: dict[str, Any] = {"mutant": m.name, "protocol": m.protocol, "killed": False,
                                    "scenario": None, "schedules": 0, "seconds": 0.0}
             for spec in m.scenarios:
@@ -232,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true", help="print the rows as JSON")
     ap.add_argument("--mutants", action="store_true",
                     help="DPOR against every named mutant on its own scenarios")
+    ap.add_argument("--mutant", default=None,
+                    help="with --mutants: comma-separated mutant names (default all)")
     ap.add_argument("--litmus", action="store_true",
                     help="the litmus programs: no reduction, sleep sets, DPOR")
     ap.add_argument("--profile", type=int, default=None, metavar="N",
@@ -245,6 +248,14 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--profile: executions 1..10^6")
     if args.no_dfs and args.no_dpor:
         ap.error("--no-dpor: not with --no-dfs (nothing would run)")
+    if args.mutant is not None:
+        from specfault.check.mutants import MUTANTS
+
+        if not args.mutants:
+            ap.error("--mutant: only with --mutants")
+        for n in args.mutant.split(","):
+            if n not in MUTANTS:
+                ap.error(f"--mutant: unknown mutant {n!r}")
     if args.mutants:
         return _mutants(args)
     if args.litmus:
