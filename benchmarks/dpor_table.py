@@ -87,6 +87,12 @@ def _row(r: Result) -> dict[str, Any]:
             "replay": None if r.schedule is None else r.schedule.replay_command()}
 
 
+def _survived(row: dict[str, Any]) -> str:
+    """A survivor, and whether every search of it was exhausted (then DPOR
+    found no failure in any class) or cut short (by the budget or the cap)."""
+    return "SURVIVED (exhausted)" if row["exhausted"] else "SURVIVED (cut short)"
+
+
 def _mutants(args: argparse.Namespace) -> int:
     from specfault.check.mutants import MUTANTS
 
@@ -97,16 +103,18 @@ def _mutants(args: argparse.Namespace) -> int:
         names = list(MUTANTS) if args.mutant is None else args.mutant.split(",")
         for m in (MUTANTS[n] for n in names):
             row: dict[str, Any] = {"mutant": m.name, "protocol": m.protocol, "killed": False,
-                                   "scenario": None, "schedules": 0, "seconds": 0.0}
+                                   "scenario": None, "schedules": 0, "seconds": 0.0,
+                                   "exhausted": True}
             for spec in m.scenarios:
                 r = explore(build(spec, m.protocol, m.name), cfg)
+                row["exhausted"] = row["exhausted"] and r.exhausted
                 row["schedules"] += r.schedules
                 row["seconds"] = round(row["seconds"] + r.elapsed, 2)
                 if not r.ok:
                     row.update(killed=True, scenario=spec, failure=r.failure.headline() if r.failure else "")
                     break
             rows.append(row)
-            print(f"{m.name}: {'killed on ' + row['scenario'] if row['killed'] else 'SURVIVED'} "
+            print(f"{m.name}: {'killed on ' + row['scenario'] if row['killed'] else _survived(row)} "
                   f"({row['schedules']:,} schedules, {row['seconds']:.1f} s)", file=sys.stderr, flush=True)
     except KeyboardInterrupt:
         print(json.dumps(rows, indent=2) if args.json else "interrupted")
@@ -117,7 +125,7 @@ def _mutants(args: argparse.Namespace) -> int:
         print("| mutant | protocol | killed on | DPOR schedules | s |")
         print("|---|---|---|---|---|")
         for r in rows:
-            print(f"| {r['mutant']} | {r['protocol']} | {r['scenario'] or 'SURVIVED'} | "
+            print(f"| {r['mutant']} | {r['protocol']} | {r['scenario'] or _survived(r)} | "
                   f"{r['schedules']:,} | {r['seconds']:.1f} |")
         print(f"\n{sum(r['killed'] for r in rows)} of {len(rows)} mutants killed by DPOR alone, "
               f"budget {args.schedules:,} schedules a scenario")
