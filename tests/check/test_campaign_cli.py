@@ -80,6 +80,6 @@ def test_ctrl_c_stops_a_kill_table_on_two_processes() -> None:
 def test_ctrl_c_stops_a_split_search_on_two_processes() -> None:
     r = interrupt(["check", "--scenario", "fault-vs-munmap", "--protocol", "speculative", "--preemptions",
                    "3", "--schedules", "none", "--jobs", "2"],
-                  lambda out, err: True, settle=3.0)
+                  lambda out, err: "exploring (2 local processes)" in err, settle=1.0)
     _clean(r)
     assert re.search(r"mm.fault-vs-munmap@speculative: no violation so far .*, interrupted", r.out), r.out
