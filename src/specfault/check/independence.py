@@ -57,10 +57,10 @@ explorer reads the RCU state as parts (:func:`_rcu_parts`):
   program order, so its order is implied.  Without these orders each step
   before the ``call_rcu`` that touches what the callback frees, and each
   exit the callback waited for, looked concurrent with the callback's run,
-  and each such "race" cost executions that add nothing (on
-  ``fault-vs-munmap@speculative``, the first 300 executions reversed 2,168
-  races, 100 ended sleep-set blocked; with the orders the whole search is
-  207 executions, one blocked — ``benchmarks/dpor_table.py --profile``).
+  and each such "race" cost executions that add nothing
+  (``benchmarks/dpor_table.py --profile`` counts races by the kinds of
+  their steps: without the orders, ``load ↔ rcu callback`` and
+  ``rcu_read_unlock ↔ rcu callback`` led on the speculative races).
 
 The processor's step runs the oldest callback ``C`` whose set is empty: it
 writes ``queue``, declares the order ``("cb", C.seq)``, reads
