@@ -124,12 +124,12 @@ def _mutants(args: argparse.Namespace) -> int:
     else:
         print("| mutant | protocol | killed on | DPOR schedules | s |")
         print("|---|---|---|---|---|")
-        for r in rows:
-            print(f"| {r['mutant']} | {r['protocol']} | {r['scenario'] or _survived(r)} | "
-                  f"{r['schedules']:,} | {r['seconds']:.1f} |")
-        print(f"\n{sum(r['killed'] for r in rows)} of {len(rows)} mutants killed by DPOR alone, "
-              f"budget {args.schedules:,} schedules a scenario")
-    return 0 if all(r["killed"] for r in rows) else 1
+        for done in rows:
+            print(f"| {done['mutant']} | {done['protocol']} | {done['scenario'] or _survived(done)} | "
+                  f"{done['schedules']:,} | {done['seconds']:.1f} |")
+        print(f"\n{sum(done['killed'] for done in rows)} of {len(rows)} mutants killed by DPOR "
+              f"alone, budget {args.schedules:,} schedules a scenario")
+    return 0 if all(done["killed"] for done in rows) else 1
 
 
 def _kind(ex: Any, actor: int) -> str:
