@@ -143,7 +143,7 @@ HB = "h"
 _WILD_FIELDS = ("wait", "*")
 
 #: what each RCU op does to the RCU state, for independence (see above);
-#: ``WAITING`` stands for the op's own task's part ``("waiting", task)``
+#: ``_WAITING`` stands for the op's own task's part ``("waiting", task)``
 _WAITING = "waiting"
 _RCU_PARTS: dict[type, tuple[tuple[str, str], ...]] = {
     _rcu._ReadLock: (("readers", "r"),),
