@@ -149,6 +149,8 @@ EXCEPTIONS: dict[tuple[str, str], str] = {
     ("specfault.check.scenarios.races", "api"): "builds machines with sf.Machine",
     ("specfault.check.scenarios.pressure", "api"): "builds machines with sf.Machine",
     ("specfault.check.scenarios.truncation", "api"): "builds machines with sf.Machine",
+    ("specfault.check.scenarios.tables", "api"): "builds machines with sf.Machine",
+    ("specfault.check.scenarios.thp", "api"): "builds machines with sf.Machine",
     ("specfault.sim.workloads", "api"): "builds machines with sf.Machine",
     # the Trace Event writer is a file format with no imports of ours; the
     # simulator's observer and bench's run loop write through it

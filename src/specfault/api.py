@@ -74,6 +74,7 @@ from specfault.mm.filemap import FMODE_READ, FMODE_WRITE, OpenFile
 from specfault.mm.fork import dup_mmap, exit_mmap
 from specfault.mm.gup import mm_populate
 from specfault.mm.kernel import Kernel
+from specfault.mm.khugepaged import KHUGEPAGED_PAGES_TO_SCAN, khugepaged_do_scan
 from specfault.mm.madvise import sys_madvise
 from specfault.mm.mm_struct import MmStruct
 from specfault.mm.mmap import sys_brk, sys_mmap, sys_munmap
@@ -223,6 +224,18 @@ class Machine:
         direct.run(kswapd_run(kernel), self._kswapd_task)
         if kernel.rcu.callbacks:
             kernel.rcu.process()
+
+    def khugepaged(self, pages: int = KHUGEPAGED_PAGES_TO_SCAN) -> int:
+        """Run one pass of the khugepaged thread now (khugepaged_do_scan:
+        up to ``pages`` pages of the registered mms scanned, PTE tables
+        worth it collapsed into THPs); returns the pages scanned."""
+        if isinstance(pages, bool) or not isinstance(pages, int):
+            raise TypeError(f"khugepaged: pages must be an int, not {type(pages).__name__}")
+        if not 0 < pages <= 1 << 30:
+            raise ValueError(f"khugepaged: pages must be in 1..{1 << 30}, not {pages}")
+        kernel = self.kernel
+        task = Task(next(kernel.tids), "khugepaged", cpu=kernel.cpus[-1])
+        return self.run(khugepaged_do_scan(kernel, pages), task)
 
     def _new_task(self, name: str, mm: MmStruct) -> Task:
         tid = next(self.kernel.tids)

@@ -153,6 +153,14 @@ KNOBS: dict[str, Knob] = _knobs(
     Knob("watermark_min", 0, "model",
          "the zone's min watermark in free pages (low and high: a quarter "
          "of it apart above); 0: no watermarks, no kswapd or direct reclaim"),
+    Knob("transparent_hugepage", "madvise", "model",
+         "/sys/kernel/mm/transparent_hugepage/enabled: always (every anonymous "
+         "VMA holding an aligned 2 MiB range gets THPs on faults), madvise "
+         "(only MADV_HUGEPAGE ones; the reference host's), never",
+         ("always", "madvise", "never")),
+    Knob("thp_use_zero_page", True, "model",
+         "/sys/kernel/mm/transparent_hugepage/use_zero_page: a read fault "
+         "where a THP may go maps the huge zero page"),
     # -------------------------------------------------------------- protocols
     Knob("fault_protocol", "classic", "protocol",
          "the arch fault entry: classic (mmap_lock), speculative (the seed, "
@@ -183,6 +191,11 @@ KNOBS: dict[str, Knob] = _knobs(
          "do_swap_page does not speculate, SPF_ABORT_SWAP) or cache (Dufour's "
          "v11: a swap-cache hit is handled speculatively, a miss aborts — no "
          "I/O or readahead while speculating)", ("abort", "cache")),
+    Knob("collapse_vma_start_write", True, "protocol",
+         "khugepaged's collapse write-locks the VMA (vma_start_write, Linux 6.4+: "
+         "per-VMA faults and Dufour's per-VMA sequence see it); False: mmap_lock "
+         "for write only, as in the kernels of Dufour's SPF, where the "
+         "interrupts-off commit (spf_walk=irq) and pmd_same must see it"),
     Knob("vma_typesafe_rcu", False, "protocol",
          "VMAs come from a SLAB_TYPESAFE_BY_RCU cache: a freed VMA may be "
          "reused at once as another VMA (readers re-check what they locked)"),
@@ -268,6 +281,16 @@ KNOBS: dict[str, Knob] = _knobs(
          "(Lespinasse's order), not under the PTL"),
     Knob("pt_reclaim_free_immediate", False, "mutant",
          "a PTE table reclaimed by MADV_DONTNEED is freed at once, not after RCU"),
+    Knob("migration_entry_no_wait", False, "mutant",
+         "a fault on a migration entry maps the page the entry names itself "
+         "(re-checking the PTE under the PTL) instead of waiting for the migration"),
+    Knob("migration_map_no_pte_same", False, "mutant",
+         "a fault on a migration entry maps the page the entry names itself, "
+         "without re-checking under the PTL that the PTE still holds the entry"),
+    Knob("migration_copy_before_flush", False, "mutant",
+         "migration copies the folio before the batched TLB flush of its unmapped PTEs"),
+    Knob("mremap_no_src_ptl", False, "mutant",
+         "mremap's move_ptes moves PTEs holding only the destination table's PTL"),
     Knob("dufour_seq_after_copy", False, "mutant",
          "Dufour's fault copies the VMA before sampling its sequence"),
 )

@@ -138,7 +138,7 @@ class Host:
                 if "-" in head[0] and not head[0].endswith(":"):
                     lo, hi = (int(x, 16) for x in head[0].split("-"))
                     out.append({"start": lo, "end": hi})
-                elif head[0] in ("Size:", "Rss:", "Anonymous:"):
+                elif head[0] in ("Size:", "Rss:", "Anonymous:", "AnonHugePages:"):
                     out[-1][head[0][:-1]] = int(head[1])
                 elif head[0] == "VmFlags:":
                     out[-1]["VmFlags"] = head[1:]

@@ -236,8 +236,8 @@ def test_mergeable_on_private_ignored_on_shared():
 
 
 def test_collapse_hwpoison_soft_offline_and_guard_refused():
-    """MADV_COLLAPSE is EINVAL on every mapping (as on the host's Linux
-    6.18); MADV_HWPOISON / MADV_SOFT_OFFLINE are EINVAL (no
+    """MADV_COLLAPSE is EINVAL on a range that holds no aligned 2 MiB
+    (tests/mm/test_thp.py collapses those that do); MADV_HWPOISON / MADV_SOFT_OFFLINE are EINVAL (no
     CONFIG_MEMORY_FAILURE); an unmapped range is ENOMEM for COLLAPSE (a
     valid advice) and EINVAL for the others (invalid advice)."""
     def s(h, b):

@@ -12,12 +12,13 @@ from __future__ import annotations
 import pytest
 
 from specfault.check.explore import ExploreConfig, explore
-from specfault.check.scenarios import PRESSURE_SPECS, PROTOCOLS, SPECS, build
+from specfault.check.scenarios import PRESSURE_SPECS, PROTOCOLS, SPECS, TABLE_SPECS, build
 
 CASES = [(s.name, p) for s in SPECS for p in PROTOCOLS if p in s.protocols]
-#: the reclaim/swap races (scenarios/pressure.py) are longer: fewer
-#: schedules each here, the long runs in docs/protocols.md
-PRESSURE = {s.name for s in PRESSURE_SPECS}
+#: the reclaim/swap races (scenarios/pressure.py) and the table-reclaim /
+#: migration ones (scenarios/tables.py) are longer: fewer schedules each
+#: here, the long runs in docs/protocols.md
+PRESSURE = {s.name for s in PRESSURE_SPECS + TABLE_SPECS}
 
 
 @pytest.mark.parametrize("spec,protocol", CASES)

@@ -33,13 +33,19 @@ from specfault.mm.mmu_gather import rss_kind
 from specfault.mm.pgtable import (
     _PAGE_NX,
     _PAGE_PRESENT,
+    _PAGE_PROTNONE,
+    PMD_SIZE,
     PageTable,
+    is_migration_pte,
     is_swap_pte,
     pte_pfn,
     pte_present,
     pte_special,
+    pte_to_swp_entry,
     pte_write,
+    swp_offset_pfn,
 )
+from specfault.mm.swap_state import folio_test_locked
 from specfault.mm.vma import VM_EXEC, VM_READ, VM_SHARED, VM_WRITE
 from specfault.runtime import ModelBug
 
@@ -58,8 +64,14 @@ def _tables(t: PageTable, out: list[PageTable]) -> None:
     out.append(t)
     if t.level > 1:
         for c in t.entries:
-            if c is not None:
+            if c is not None and type(c) is not int:      # an int: a huge PMD
                 _tables(c, out)
+
+
+def _huge_pmds(tables: list[PageTable]) -> list[tuple[int, int]]:
+    """(address, entry) of every huge PMD in ``tables``."""
+    return [(t.base + (i << 21), e) for t in tables if t.level == 2
+            for i, e in enumerate(t.entries) if type(e) is int]
 
 
 def mm_problems(mm: Any, quiescent: bool = True) -> list[str]:
@@ -103,7 +115,8 @@ def mm_problems(mm: Any, quiescent: bool = True) -> list[str]:
             problems.append(f"{t.label()}: nr {t.nr} but {nr} entries")
         if t.level != 1:
             for i, c in enumerate(t.entries):
-                if c is not None and (c.level != t.level - 1 or c.base != t.base + i * c.span()):
+                if c is not None and type(c) is not int and \
+                        (c.level != t.level - 1 or c.base != t.base + i * c.span()):
                     problems.append(f"{t.label()}[{i}] holds misplaced {c.label()}")
             continue
         for i, pte in enumerate(t.entries):
@@ -117,6 +130,20 @@ def mm_problems(mm: Any, quiescent: bool = True) -> list[str]:
             if not pte_present(pte):
                 if not is_swap_pte(pte):
                     problems.append(f"non-present non-none PTE {pte:#x} at {addr:#x}")
+                elif is_migration_pte(pte):
+                    # a migration entry (mm/migrate.py) is not a mapping: it
+                    # counts as its page's RSS, and the migrator holds the
+                    # page locked until it replaces the entry
+                    page = mm.kernel.mem.pages.get(swp_offset_pfn(pte_to_swp_entry(pte)))
+                    if page is None:
+                        problems.append(f"migration entry at {addr:#x} names a free frame")
+                        continue
+                    rss[rss_kind(page)] += 1
+                    if quiescent:
+                        problems.append(f"migration entry at {addr:#x} left behind "
+                                        f"for {page!r}")
+                    elif not folio_test_locked(page):
+                        problems.append(f"migration entry at {addr:#x} for unlocked {page!r}")
                 continue                 # swap PTEs: pressure_invariants.swap_problems
             flags = vma.vm_flags
             if pte_write(pte) and not flags & VM_WRITE:
@@ -143,10 +170,61 @@ def mm_problems(mm: Any, quiescent: bool = True) -> list[str]:
                 if not page.anon or not page.anon_exclusive:
                     problems.append(f"writable PTE at {addr:#x} in a private mapping maps a "
                                     f"non-exclusive page {page!r} (COW broken)")
+    for addr, entry in _huge_pmds(tables):
+        problems += _huge_pmd_problems(mm, addr, entry, rss, mappings, quiescent)
     if quiescent:
         for kind in ("anon", "file", "shmem"):
             if mm.rss[kind] != rss[kind]:
                 problems.append(f"rss[{kind}] is {mm.rss[kind]} but PTEs map {rss[kind]}")
+    return problems
+
+
+def _huge_pmd_problems(mm: Any, addr: int, entry: int, rss: Counter[str],
+                       mappings: dict[int, list[Any]], quiescent: bool) -> list[str]:
+    """A huge PMD at ``addr``: inside one private anonymous VMA whole, no
+    more permissive than it; the huge zero page read-only; a THP's 512
+    pages one folio, alive, indexed for the reverse map, exclusive when
+    writable.  Counts its pages in ``rss``."""
+    problems: list[str] = []
+    mem = mm.kernel.mem
+    vma = mm.mm_mt.find(addr)
+    if vma is None or vma.vm_start > addr or vma.vm_end < addr + PMD_SIZE:
+        return [f"huge PMD {entry:#x} at {addr:#x} not inside one VMA"]
+    flags = vma.vm_flags
+    if vma.vm_file is not None or flags & VM_SHARED:
+        problems.append(f"huge PMD at {addr:#x} in a file or shared {vma.label()}")
+    if not entry & (_PAGE_PRESENT | _PAGE_PROTNONE):
+        if quiescent:
+            problems.append(f"huge PMD {entry:#x} at {addr:#x} not present (left invalidated)")
+        return problems
+    if pte_write(entry) and not flags & VM_WRITE:
+        problems.append(f"writable huge PMD at {addr:#x} in {vma.label()} without VM_WRITE")
+    if entry & _PAGE_PRESENT and not entry & _PAGE_NX and not flags & VM_EXEC:
+        problems.append(f"executable huge PMD at {addr:#x} in {vma.label()} without VM_EXEC")
+    if pte_special(entry):
+        if not mem.is_huge_zero_pfn(pte_pfn(entry)) or pte_pfn(entry) & 511:
+            problems.append(f"special huge PMD at {addr:#x} is not the huge zero page")
+        if pte_write(entry):
+            problems.append(f"writable huge zero PMD at {addr:#x}")
+        return problems
+    head = mem.pages.get(pte_pfn(entry))
+    if head is None or head.compound_head is not head or pte_pfn(entry) & 511:
+        return problems + [f"huge PMD at {addr:#x} maps {head!r}, not the head of a THP"]
+    if head.entire_mapcount < 1:
+        problems.append(f"THP {head!r} mapped by a PMD with entire_mapcount "
+                        f"{head.entire_mapcount}")
+    for i in range(512):
+        page = mem.pages.get(head.pfn + i)
+        if page is None or page.compound_head is not head:
+            problems.append(f"THP at {addr:#x}: page {i} is not in the folio")
+            continue
+        rss[rss_kind(page)] += 1
+        bad = rmap_problem(mm.kernel, vma, addr + (i << 12), page, mappings)
+        if bad is not None:
+            problems.append(f"rmap: {bad}")
+        if pte_write(entry) and not (page.anon and page.anon_exclusive):
+            problems.append(f"writable huge PMD at {addr:#x} maps non-exclusive {page!r} "
+                            f"(COW broken)")
     return problems
 
 
@@ -155,6 +233,7 @@ def kernel_problems(kernel: Any, quiescent: bool = True) -> list[str]:
     problems: list[str] = []
     mem = kernel.mem
     mapped: Counter[int] = Counter()
+    pmds: Counter[int] = Counter()         # head pfn -> huge PMDs mapping the THP
     for mm in kernel.mms:
         if mm.dead:
             continue
@@ -165,6 +244,11 @@ def kernel_problems(kernel: Any, quiescent: bool = True) -> list[str]:
                 for pte in t.entries:
                     if pte and pte_present(pte) and not pte_special(pte):
                         mapped[pte_pfn(pte)] += 1
+        for _addr, entry in _huge_pmds(tables):
+            if not pte_special(entry):
+                pmds[pte_pfn(entry)] += 1
+                for i in range(512):
+                    mapped[pte_pfn(entry) + i] += 1
     cached: Counter[int] = Counter()
     for inode in _inodes(kernel):
         for idx, page in inode.pages.items():
@@ -184,6 +268,9 @@ def kernel_problems(kernel: Any, quiescent: bool = True) -> list[str]:
             if page.refcount != want:
                 what = "leaked (no mapping, not cached)" if want == 0 else f"expected {want}"
                 problems.append(f"{page!r}: refcount {page.refcount}, {what}")
+        if page.compound_head is page and page.entire_mapcount != pmds[pfn]:
+            problems.append(f"THP {page!r}: entire_mapcount {page.entire_mapcount} but "
+                            f"{pmds[pfn]} PMDs map it")
         if page.anon_exclusive and page.mapcount > 1:
             problems.append(f"{page!r} is AnonExclusive but mapped {page.mapcount} times")
     for pfn in mapped:
@@ -194,8 +281,9 @@ def kernel_problems(kernel: Any, quiescent: bool = True) -> list[str]:
             problems.append(f"{vma.label()} never freed: vm_ref_count {vma.vm_ref_count} "
                             f"(a speculative fault's pin was not dropped)")
     problems += pressure_problems(kernel, quiescent)
-    if len(mem.pages) - 1 + len(mem.free_pfns) != mem.nr_frames:
-        problems.append(f"frames lost: {len(mem.pages) - 1} allocated + {len(mem.free_pfns)} "
+    allocated = sum(1 for pfn in mem.pages if pfn >= mem.FIRST_PFN)   # not the zero pages
+    if allocated + len(mem.free_pfns) != mem.nr_frames:
+        problems.append(f"frames lost: {allocated} allocated + {len(mem.free_pfns)} "
                         f"free != {mem.nr_frames}")
     return problems
 

@@ -171,6 +171,47 @@ MUTANTS: dict[str, Mutant] = {m.name: m for m in [
            "table",
            {"pt_reclaim_free_immediate": True}, ("fault-vs-table-reclaim",),
            caught_by="UseAfterFree"),
+    Mutant("migration_entry_no_wait", "classic",
+           "a fault on a migration entry does not wait for the migration "
+           "(migration_entry_wait): it maps the page the entry names, under the "
+           "PTL after re-checking the PTE — the migration still succeeds, and the "
+           "source it isolated from the LRU stays mapped, off every LRU (no "
+           "reclaim will ever find it), while the copy is dropped",
+           {"migration_entry_no_wait": True}, ("fault-vs-migration", "cow-vs-migration"),
+           caught_by="check_mm (a mapped page off the LRU)"),
+    Mutant("migration_map_no_pte_same", "classic",
+           "a fault on a migration entry maps the page the entry names itself "
+           "(no waiting for the migration), under the PTL but without checking "
+           "the PTE still holds the entry: a migration that finished meanwhile "
+           "mapped the copy there and freed the page now mapped",
+           {"migration_map_no_pte_same": True}, ("fault-vs-migration", "cow-vs-migration"),
+           caught_by="ModelBug (get_page on a freed page) or check_mm"),
+    Mutant("migration_copy_before_flush", "classic",
+           "migration copies the folio before flushing the TLB entries of the "
+           "PTEs it turned into migration entries (the flush batched to the "
+           "end, as reclaim may): a CPU still holding the old translation "
+           "stores into the source after the copy, and the copy is mapped",
+           {"migration_copy_before_flush": True}, ("fault-vs-migration",),
+           caught_by="no lost write (the migration entry carries the values)"),
+    Mutant("mremap_no_src_ptl", "classic",
+           "mremap's move_ptes takes only the destination table's PTL (\"mmap_lock "
+           "for write excludes every fault\"): reclaim's try_to_unmap, which holds "
+           "no mmap_lock, changes a source PTE between move_ptes' read and clear — "
+           "its swap entry is lost or the page moved and unmapped at once.  Only a "
+           "writer without mmap_lock can tell: faults, zaps and table reclaim all "
+           "take mmap_lock",
+           {"mremap_no_src_ptl": True}, ("mremap-vs-reclaim",),
+           caught_by="check_mm (mapcount, swap count)"),
+    # ------------------------------------- huge PMDs (mm/khugepaged.py)
+    Mutant("dufour_collapse_no_pmd_same", "dufour",
+           "the speculative commit does not check that the PMD still holds the "
+           "PTE table it walked to, in the world of Dufour's kernels, where "
+           "khugepaged's collapse takes mmap_lock for write alone and leaves the "
+           "VMA's sequence untouched: the fault commits into the table the "
+           "collapse took out — its page mapped by a table no walk reaches",
+           {"spf_no_pmd_same": True, "collapse_vma_start_write": False},
+           ("fault-vs-khugepaged",),
+           caught_by="check_mm (a page's mapcount against the PTEs that map it)"),
 ]}
 
 #: Mutants written after the scenarios, as plausible kernel-developer bugs

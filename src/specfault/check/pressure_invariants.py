@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from specfault.mm.page import folio_lru_list
-from specfault.mm.pgtable import is_swap_pte, pte_to_swp_entry, swp_offset
+from specfault.mm.pgtable import is_swap_pte, non_swap_entry, pte_to_swp_entry, swp_offset
 from specfault.mm.rmap import check_rmap
 from specfault.mm.swap_state import folio_test_locked
 from specfault.mm.swapfile import SWAP_HAS_CACHE, get_swap_device, swap_used
@@ -21,7 +21,7 @@ def _ptes(mm: Any) -> list[int]:
         if t.level == 1:
             out.extend(e for e in t.entries if e)
         else:
-            stack.extend(c for c in t.entries if c is not None)
+            stack.extend(c for c in t.entries if c is not None and type(c) is not int)
     return out
 
 
@@ -46,7 +46,7 @@ def swap_problems(kernel: Any, quiescent: bool = True) -> list[str]:
             continue
         n = 0
         for pte in _ptes(mm):
-            if is_swap_pte(pte):
+            if is_swap_pte(pte) and not non_swap_entry(pte_to_swp_entry(pte)):
                 n += 1
                 entry = pte_to_swp_entry(pte)
                 si = get_swap_device(kernel, entry)
@@ -91,8 +91,8 @@ def lru_problems(kernel: Any, quiescent: bool = True) -> list[str]:
                 problems.append(f"{page!r} on LRU list {lru}, belongs on {folio_lru_list(page)}")
     if quiescent:
         for page in mem.pages.values():
-            if page.zero or page.lru is not None:
-                continue
+            if page.zero or page.lru is not None or page.compound_head is not None:
+                continue        # (a PMD-mapped THP is not on the LRU: huge_memory.py)
             if page.mapcount or page.swapcache or (page.mapping is not None and not page.anon):
                 problems.append(f"{page!r} is off the LRU")
     return problems

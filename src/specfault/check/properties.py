@@ -59,6 +59,14 @@ program built on ``check/scenarios/base.py``'s checking functions).
    (so ``ptep_clear_flush`` + ``set_pte_at`` of a COW is one switch, not
    a discard).
 
+   *In transit* — a migration entry (mm/migrate.py) is not a mapping (no
+   load or store can use it: the access faults and waits), but it is not
+   a discard either: the address's values travel with the page the entry
+   names — the source, locked by the migrator — and when the entry
+   becomes a PTE of the copy, that is a direct switch: the copy must hold
+   what the source held (a store lost between the unmap and the copy is
+   caught there).  An entry zapped meanwhile is a discard.
+
    A load at an address with no recorded store since its last discard is
    unconstrained (the setup's stores are not recorded), and so is a load
    from a page-cache page (file or shmem), whose contents also change
@@ -86,7 +94,9 @@ program built on ``check/scenarios/base.py``'s checking functions).
       PTE and flushes within one of those: wp_page_copy under the PTL
       (``ptep_clear_flush``), mprotect/munmap/mremap/fork under
       ``mmap_lock`` for write, madvise and truncation through an
-      ``mmu_gather``, reclaim through its batch.  A writer that returns without its flush leaves
+      ``mmu_gather``, reclaim and migration through their batch (a PTE
+      that became a migration entry allows nothing: an entry cached for
+      the page it replaced is stale until the batch's flush).  A writer that returns without its flush leaves
       exactly such an entry (a TLB may cache a *less* permissive entry:
       the access faults and drops it, as after do_wp_page's reuse).
 
@@ -105,9 +115,13 @@ from specfault.mm.pgtable import (
     _PAGE_PRESENT,
     _PAGE_RW,
     PTE_PFN_MASK,
+    HugePmdView,
+    is_migration_pte,
     pte_pfn,
     pte_present,
     pte_special,
+    pte_to_swp_entry,
+    swp_offset_pfn,
 )
 from specfault.mm.truncate import vmas_mapping
 
@@ -167,10 +181,14 @@ def rmap_problem(kernel: Any, vma: Any, addr: int, page: Any,
 # ------------------------------------------------------- the recorder
 def pte_table(mm: Any, addr: int) -> Any:
     """The live PTE table for ``addr`` (None if a level is missing or was
-    freed) — the checker's own walk: it never raises."""
+    freed; a huge PMD's HugePmdView) — the checker's own walk: it never
+    raises."""
     t = mm.pgd
     for shift in (39, 30, 21):
+        parent = t
         t = t.entries[(addr >> shift) & 511]
+        if type(t) is int:
+            return HugePmdView(parent, (addr >> 21) & 511)    # a huge PMD
         if t is None or t.freed_at is not None:
             return None
     return t
@@ -317,12 +335,8 @@ class History:
             return None, True
         if pt.ptl.owner is not None:
             return None, False          # a PTL section: observe when it ends
-        pte = pt.entries[vpn & 511]
-        if not pte or not pte_present(pte):
-            return None, True
-        if pte_special(pte):
-            return self.kernel.mem.zero_page, True
-        return self.kernel.mem.pages.get(pte_pfn(pte)), True
+        mem = self.kernel.mem
+        return translation(pt.entries[vpn & 511], mem.pages, mem.zero_page), True
 
     def _observe_key(self, key: tuple[Any, int]) -> None:
         page, ok = self._page_of(*key)
@@ -366,12 +380,7 @@ class History:
                     if seen is not None and seen[0] is pt and seen[1] == pte:
                         continue
                     raw[key] = (pt, pte)
-                    if not pte or not pte_present(pte):
-                        page = None
-                    elif pte_special(pte):
-                        page = zero
-                    else:
-                        page = pages.get(pte_pfn(pte))
+                    page = translation(pte, pages, zero)
                     old = mapped.get(key, _MISSING)
                     if old is not page:
                         changes.append((key, old, page))
@@ -487,6 +496,22 @@ class History:
                     if bad is not None:
                         return f"rmap: {mm.label()}: {bad}"
         return None
+
+
+def translation(pte: int, pages: dict[int, Any], zero: Any) -> Any:
+    """The page whose contents ``pte`` stands for, as the lost-write
+    property follows values: the page a present PTE maps (the zero page for
+    a special one), the source page a migration entry names (in transit),
+    or None — none, or a swap entry: discarded."""
+    if not pte:
+        return None
+    if not pte_present(pte):
+        if is_migration_pte(pte):
+            return pages.get(swp_offset_pfn(pte_to_swp_entry(pte)))
+        return None
+    if pte_special(pte):
+        return zero
+    return pages.get(pte_pfn(pte))
 
 
 def history_of(world: Any) -> History:

@@ -16,7 +16,14 @@ from __future__ import annotations
 from typing import Any
 
 from specfault.mm.fault import ACCESS_WRITE, do_user_addr_fault
-from specfault.mm.pgtable import _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_NX, PTE_PFN_MASK
+from specfault.mm.pgtable import (
+    _PAGE_ACCESSED,
+    _PAGE_DIRTY,
+    _PAGE_NX,
+    PTE_PFN_MASK,
+    HugePmdView,
+    huge_subpage_pte,
+)
 from specfault.runtime import STATE, ModelBug, Op, UseAfterFree
 
 
@@ -91,17 +98,23 @@ class UserAccess(Op):
                 if table is None or table.freed_at is not None:
                     return tuple(fp)
                 fp.append((table, str((addr >> shift) & 511), "r"))
+                pmd = table
                 table = table.entries[(addr >> shift) & 511]
-            if table is None or table.freed_at is not None:
-                return tuple(fp)
-            idx = (addr >> 12) & 511
-            pte = table.entries[idx]
+            if type(table) is int:                  # a huge PMD: the entry is the PMD's
+                holder, key = pmd, str((addr >> 21) & 511)
+                pte = huge_subpage_pte(table, addr)
+            else:
+                if table is None or table.freed_at is not None:
+                    return tuple(fp)
+                holder, key = table, str((addr >> 12) & 511)
+                pte = table.entries[(addr >> 12) & 511]
             if not pte & 1 or (access == 1 and not pte & 2) or (access == 2 and pte & _PAGE_NX):
-                fp.append((table, str(idx), "r"))
+                if holder is table:
+                    fp.append((holder, key, "r"))
                 return tuple(fp)
             # the walk writes the PTE only to set accessed/dirty bits not yet set
             ad = _PAGE_ACCESSED_DIRTY if access == 1 else _PAGE_ACCESSED
-            fp.append((table, str(idx), "r" if pte | ad == pte else "w"))
+            fp.append((holder, key, "r" if pte | ad == pte else "w"))
         mem = mm.kernel.mem
         fp.append((mem, "free", "r"))
         page = mm.pages.get((pte & PTE_PFN_MASK) >> 12)
@@ -119,7 +132,9 @@ def mmu_walk(mm: Any, addr: int) -> Any:
     kernel code): the PTE table mapping ``addr``, or None when a level is
     missing.  Atomic: it runs inside one op (:class:`UserAccess`), so it
     makes none; every table it reads is checked for use-after-free (a
-    table the kernel freed while a CPU could still walk it)."""
+    table the kernel freed while a CPU could still walk it).  A huge PMD
+    ends the walk: its :class:`~specfault.mm.pgtable.HugePmdView`, read
+    and updated (accessed/dirty bits) as a PTE table."""
     pud = mm.pgd.entries[(addr >> 39) & 511]
     if pud is None:
         return None
@@ -131,6 +146,8 @@ def mmu_walk(mm: Any, addr: int) -> Any:
     if pmd.freed_at is not None:
         raise UseAfterFree(pmd, pmd.freed_at, "MMU page-table walk")
     pte = pmd.entries[(addr >> 21) & 511]
+    if type(pte) is int:
+        return HugePmdView(pmd, (addr >> 21) & 511)     # a 2 MiB translation
     if pte is not None and pte.freed_at is not None:
         raise UseAfterFree(pte, pte.freed_at, "MMU page-table walk")
     return pte

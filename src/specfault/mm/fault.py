@@ -20,7 +20,8 @@ speculative (Michel Lespinasse's v2, the seed) — the code is mm/spf.py
     5. ``handle_mm_fault(FAULT_FLAG_SPECULATIVE)``: walk the page tables
        without allocating (under RCU, or with interrupts off when tables
        are freed after an IPI), then commit in ``pte_map_lock``: re-check
-       the sequence (SEQ1), ``pmd_same``, ``spin_trylock`` the PTL, re-check
+       the sequence (SEQ1), ``spin_trylock`` the PTL, ``pmd_same`` under it
+       (MADV_DONTNEED may have reclaimed the table: pt_reclaim.py), re-check
        the sequence (SEQ2).  Anything else aborts with VM_FAULT_RETRY,
        before any visible effect, and the fault is redone classically.
 

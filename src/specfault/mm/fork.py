@@ -18,21 +18,34 @@ from __future__ import annotations
 from typing import Any
 
 from specfault.mm.anon import anon_vma_fork
+from specfault.mm.huge_memory import copy_huge_pmd
 from specfault.mm.mm_struct import MmStruct
 from specfault.mm.mmap_lock import mmap_write_lock, mmap_write_unlock, vma_start_write
 from specfault.mm.mmu_gather import MmuGather, free_pgtables, rss_kind, unmap_page_range
 from specfault.mm.pgtable import (
     _PAGE_ACCESSED,
     _PAGE_DIRTY,
+    PMD_LEVEL,
+    PTE_LEVEL,
+    SWP_MIGRATION_READ,
+    is_migration_entry_dirty,
+    is_migration_entry_young,
     is_swap_pte,
+    make_migration_entry,
+    non_swap_entry,
     pte_pfn,
     pte_present,
     pte_special,
     pte_swp_clear_exclusive,
     pte_swp_exclusive,
+    pte_swp_mksoft_dirty,
+    pte_swp_soft_dirty,
     pte_to_swp_entry,
     pte_write,
     pte_wrprotect,
+    swp_entry_to_pte,
+    swp_offset_pfn,
+    swp_type,
     walk,
     walk_range,
 )
@@ -105,12 +118,21 @@ async def dup_mmap(oldmm: Any) -> MmStruct:
 async def copy_page_range(dst_vma: VmArea, src_vma: VmArea) -> None:
     src_mm, dst_mm = src_vma.vm_mm, dst_vma.vm_mm
     cow = src_vma.is_cow_mapping()
-    for spt, lo, hi in await walk_range(src_mm, src_vma.vm_start, src_vma.vm_end):
+    for spt, lo, hi in await walk_range(src_mm, src_vma.vm_start, src_vma.vm_end, huge=True):
+        if spt.level != PTE_LEVEL:
+            # copy_pmd_range(): a huge PMD (never across a VMA boundary:
+            # vma_adjust_trans_huge) is shared whole, both write-protected
+            dst_pmd = await walk(dst_mm, lo, PMD_LEVEL, alloc=True)
+            await copy_huge_pmd(dst_vma, src_vma, dst_pmd, spt, lo)
+            continue
         dpt = await walk(dst_mm, lo, alloc=True)
         await dpt.ptl.lock()
         await spt.ptl.lock()
         for i in range((lo - spt.base) >> 12, (hi - spt.base) >> 12):
             pte = await LoadItem(spt, spt.entries, i)
+            if is_swap_pte(pte) and non_swap_entry(pte_to_swp_entry(pte)):
+                await copy_migration_entry(src_mm, dst_mm, src_vma, spt, dpt, i, pte)
+                continue
             if is_swap_pte(pte):
                 # copy_nonpresent_pte(): one more reference to the slot; the
                 # entry is no longer exclusive to the parent
@@ -168,3 +190,25 @@ async def exit_mmap(mm: Any) -> None:
     await mmap_write_unlock(mm)
     if mm in mm.kernel.mms:
         mm.kernel.mms.remove(mm)
+
+
+async def copy_migration_entry(src_mm: Any, dst_mm: Any, vma: Any, spt: Any, dpt: Any, i: int,
+                               pte: int) -> None:
+    """copy_nonpresent_pte() for a migration entry (mm/migrate.py): the
+    child's PTE is the entry too, counted as the page it stands for; a
+    writable or exclusive entry of a COW mapping becomes readable in both
+    (the page is shared now) — remove_migration_ptes then maps it
+    read-only in both.  Caller holds both PTLs (and mmap_lock for write)."""
+    entry = pte_to_swp_entry(pte)
+    page = src_mm.kernel.mem.pages[swp_offset_pfn(entry)]
+    dst_mm.rss[rss_kind(page)] += 1
+    if swp_type(entry) != SWP_MIGRATION_READ and vma.is_cow_mapping():
+        new = swp_entry_to_pte(make_migration_entry(
+            SWP_MIGRATION_READ, swp_offset_pfn(entry), young=is_migration_entry_young(entry),
+            dirty=is_migration_entry_dirty(entry)))
+        if pte_swp_soft_dirty(pte):
+            new = pte_swp_mksoft_dirty(new)
+        pte = new
+        await StoreItem(spt, spt.entries, i, pte)
+    await StoreItem(dpt, dpt.entries, i, pte)
+    dpt.nr += 1

@@ -38,8 +38,14 @@ VMSTAT_EVENTS = (
     "pgsteal_direct", "pgscan_anon", "pgscan_file", "pgsteal_anon", "pgsteal_file",
     "pgactivate", "pgdeactivate", "pglazyfreed", "pgrefill", "allocstall", "kswapd_wake",
     "pageoutrun", "swap_alloc_fail", "swap_slot_free", "fault_retry",
+    # transparent huge pages (mm/huge_memory.py, mm/khugepaged.py)
+    "thp_fault_fallback", "thp_zero_page_alloc", "thp_split_pmd", "thp_collapse_alloc",
+    "thp_collapse_alloc_failed", "khugepaged_full_scans",
     # PTE tables MADV_DONTNEED reclaimed (mm/pt_reclaim.py; model-only)
     "pt_reclaim",
+    # migration and compaction (mm/migrate.py), Linux's names but
+    # pgmigrate_wait (faults that waited on a migration entry)
+    "pgmigrate_success", "pgmigrate_fail", "pgmigrate_wait", "compact_stall", "kcompactd_wake",
 ) + SPF_ABORT_REASONS + SPF_ATTEMPT_KINDS + FAULT_HANDLER_EVENTS
 
 
@@ -62,6 +68,9 @@ class Kernel:
         # watermark; run by the direct driver after each API call, by a
         # scenario's kswapd thread in the explorer
         self.kswapd_wait = False
+        # khugepaged (mm/khugepaged.py): the mms registered for its scan
+        # (khugepaged_enter_vma), in registration order (its mm_slot list)
+        self.khugepaged_mms: list[Any] = []
         # knob rcu_irqs_off_is_reader=False: the pre-4.20 world in which an
         # interrupts-off section does not hold off an RCU grace period
         self.rcu = Rcu(irqs_off_is_reader=bool(config.knob("rcu_irqs_off_is_reader")))

@@ -58,6 +58,8 @@ from specfault.mm.fault_flags import (
     VM_FAULT_HWPOISON,
     VM_FAULT_OOM,
 )
+from specfault.mm.huge_memory import khugepaged_enter_vma, split_huge_pmds
+from specfault.mm.khugepaged import madvise_collapse
 from specfault.mm.memory import handle_mm_fault
 from specfault.mm.mmap import ULONG_MAX, page_align
 from specfault.mm.mmap_lock import (
@@ -74,6 +76,7 @@ from specfault.mm.pgtable import (
     _PAGE_DIRTY,
     follow_pte,
     is_swap_pte,
+    non_swap_entry,
     pte_dirty,
     pte_pfn,
     pte_present,
@@ -206,7 +209,8 @@ async def madvise_vma_behavior(mm: Any, vma: VmArea, prev: VmArea | None, start:
     if behavior in (MADV_FREE, MADV_DONTNEED, MADV_DONTNEED_LOCKED):
         return await madvise_dontneed_free(mm, vma, start, end, behavior), vma
     if behavior == MADV_COLLAPSE:
-        return madvise_collapse(vma), vma
+        ret, dropped = await madvise_collapse(mm, vma, start, end)
+        return ret, None if dropped else vma
     new_flags = vma.vm_flags
     if behavior == MADV_NORMAL:
         new_flags &= ~(VM_RAND_READ | VM_SEQ_READ)
@@ -244,6 +248,7 @@ async def madvise_vma_behavior(mm: Any, vma: VmArea, prev: VmArea | None, start:
         new_flags &= ~VM_MERGEABLE
     elif behavior == MADV_HUGEPAGE:           # hugepage_madvise()
         new_flags = (new_flags & ~VM_NOHUGEPAGE) | VM_HUGEPAGE
+        khugepaged_enter_vma(vma)
     elif behavior == MADV_NOHUGEPAGE:
         new_flags = (new_flags & ~VM_HUGEPAGE) | VM_NOHUGEPAGE
     return await madvise_update_vma(mm, vma, prev, start, end, new_flags)
@@ -274,15 +279,6 @@ def ksm_madvise_mergeable(vma: VmArea, flags: int) -> int:
                        | VM_MIXEDMAP | VM_DROPPABLE):
         return flags
     return flags | VM_MERGEABLE
-
-
-def madvise_collapse(vma: VmArea) -> int:
-    """MADV_COLLAPSE: the model has no THPs to collapse into.  The host's
-    Linux 6.18 refuses every VMA we tried with EINVAL (anonymous, shmem and
-    file mappings; 8 pages and 4 MiB PMD-aligned; with and without
-    VM_HUGEPAGE, untouched and fully populated), and so does the model; a
-    kernel that collapses would map a PMD-sized THP instead."""
-    return -errno.EINVAL
 
 
 def madvise_willneed(mm: Any, vma: VmArea, start: int, end: int) -> int:
@@ -335,10 +331,15 @@ async def madvise_free_single_vma(mm: Any, vma: VmArea, start: int, end: int) ->
     kernel = mm.kernel
     mem = kernel.mem
     tlb = MmuGather(mm)
+    # a THP in the range is split first (Linux handles a whole one in
+    # place: madvise_free_huge_pmd, madvise_cold_or_pageout_pte_range)
+    await split_huge_pmds(vma, start, end)
     for pt, lo, hi in await walk_range(mm, start, end):
         await pt.ptl.lock()
         for i in range((lo - pt.base) >> 12, (hi - pt.base) >> 12):
             pte = await LoadItem(pt, pt.entries, i)
+            if is_swap_pte(pte) and non_swap_entry(pte_to_swp_entry(pte)):
+                continue                     # a migration entry: left alone
             if is_swap_pte(pte):
                 await StoreItem(pt, pt.entries, i, 0)     # pte_clear_not_present_full
                 pt.nr -= 1
@@ -407,6 +408,9 @@ async def madvise_cold_or_pageout(mm: Any, vma: VmArea, start: int, end: int,
     mem = kernel.mem
     tlb = MmuGather(mm)
     isolated = []
+    # a THP in the range is split first (Linux handles a whole one in
+    # place: madvise_free_huge_pmd, madvise_cold_or_pageout_pte_range)
+    await split_huge_pmds(vma, start, end)
     for pt, lo, hi in await walk_range(mm, start, end):
         await pt.ptl.lock()
         for i in range((lo - pt.base) >> 12, (hi - pt.base) >> 12):

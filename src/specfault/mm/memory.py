@@ -36,12 +36,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from specfault.mm.anon import anon_vma_prepare, release_fault_lock, vmf_anon_prepare
 from specfault.mm.fault_flags import (
     FAULT_FLAG_ALLOW_RETRY,
     FAULT_FLAG_SPECULATIVE,
     FAULT_FLAG_TRIED,
-    FAULT_FLAG_VMA_LOCK,
     FAULT_FLAG_WRITE,
+    VM_FAULT_FALLBACK,
     VM_FAULT_MAJOR,
     VM_FAULT_NOPAGE,
     VM_FAULT_OOM,
@@ -50,14 +51,24 @@ from specfault.mm.fault_flags import (
     spf_fail,
 )
 from specfault.mm.filemap import FindGetPage, filemap_fault, i_size_read
-from specfault.mm.mmap_lock import mmap_read_unlock
+from specfault.mm.huge_memory import (
+    TVA_PAGEFAULT,
+    do_huge_pmd_anonymous_page,
+    do_huge_pmd_wp_page,
+    huge_pmd_set_accessed,
+    thp_vma_allowable_order,
+)
 from specfault.mm.mmu_gather import rss_kind
 from specfault.mm.page import CopyPage, GetPage, Page, alloc_page, lru_add, put_page
 from specfault.mm.pgtable import (
     PMD_LEVEL,
     __pte_alloc,
+    is_readable_exclusive_migration_entry,
     is_swap_pte,
+    is_writable_migration_entry,
     mk_pte,
+    non_swap_entry,
+    pmd_trans_huge,
     pte_mkdirty,
     pte_mksoft_dirty,
     pte_mkspecial,
@@ -72,9 +83,9 @@ from specfault.mm.pgtable import (
     pte_swp_soft_dirty,
     pte_to_swp_entry,
     pte_write,
+    swp_offset_pfn,
     walk,
 )
-from specfault.mm.rmap import anon_vma_chain_link
 from specfault.mm.swap_state import (
     add_to_swap_cache,
     folio_free_swap,
@@ -91,12 +102,9 @@ from specfault.mm.vma import (
     VM_LOCKED,
     VM_SHARED,
     VM_WRITE,
-    AnonVma,
     VmArea,
-    reusable_anon_vma,
 )
 from specfault.runtime import Yield, load_item, store_item, work
-from specfault.sync.vma_lock import vma_end_read
 
 
 class Vmf:
@@ -151,18 +159,21 @@ def vm_normal_page(mm: Any, pte: int) -> Page | None:
 
 
 # --------------------------------------------------------------- page tables
-async def vmf_pte_alloc(vmf: Vmf) -> bool:
+async def vmf_pte_alloc(vmf: Vmf) -> int:
     """pte_alloc(mm, vmf->pmd) for a fault whose walk read the PMD entry
     none (``vmf.orig_pmd`` None — Linux's pte_alloc re-tests pmd_none, the
     walk's read is that test here): ``__pte_alloc`` installs a PTE table,
     or finds the one a racing fault installed first; ``vmf.orig_pmd`` is
-    then that table.  True on success.  Entered with the fault's lock
-    (never speculative: SPF allocates no table), no PTL; takes and drops
-    mm.page_table_lock."""
+    then that table.  Returns 0, or VM_FAULT_NOPAGE when a racing fault
+    mapped a huge PMD there instead (pte_offset_map fails: the access
+    retries).  Entered with the fault's lock (never speculative: SPF
+    allocates no table), no PTL; takes and drops mm.page_table_lock."""
     assert vmf.pmd is not None
     pt = await __pte_alloc(vmf.mm, vmf.pmd, vmf.pmd_idx)
+    if pmd_trans_huge(pt):
+        return VM_FAULT_NOPAGE
     vmf.orig_pmd = pt
-    return pt is not None
+    return 0
 
 
 async def pte_map_lock(vmf: Vmf) -> bool:
@@ -235,7 +246,8 @@ async def handle_mm_fault(vma: VmArea, address: int, flags: int) -> int:
     the handler that installs a PTE.  We return with what we entered with
     still held (mmap_lock or the VMA lock) and no PTL; VM_FAULT_* bits, 0
     on success.  (Linux's handlers drop the VMA lock before returning
-    VM_FAULT_RETRY; the model's caller does.)"""
+    VM_FAULT_RETRY; the model's caller does.)  THP faults run here too,
+    under either lock (Linux 6.18 handles them under the VMA lock)."""
     mm = vma.vm_mm
     mm.vmstat["pgfault"] += 1
     vmf = Vmf(vma, address, flags)
@@ -245,10 +257,35 @@ async def handle_mm_fault(vma: VmArea, address: int, flags: int) -> int:
     # grace period, and pte_map_lock re-checks the PMD under the PTL
     rcu = mm.kernel.rcu
     await rcu.read_lock()
-    pt = vmf.orig_pmd = await pte_offset_map(pmd, vmf.address)
+    pt = await pte_offset_map(pmd, vmf.address)             # pmdp_get_lockless()
+    if pmd_trans_huge(pt) or (pt is None and thp_vma_allowable_order(vma, TVA_PAGEFAULT)):
+        await rcu.read_unlock()
+        ret = await __handle_huge_pmd(vmf, pt)
+        if not ret & VM_FAULT_FALLBACK:
+            return ret
+        await rcu.read_lock()
+        pt = await pte_offset_map(pmd, vmf.address)
+        if pmd_trans_huge(pt):
+            await rcu.read_unlock()
+            return 0      # a racing fault mapped a THP since: the access retries
+    vmf.orig_pmd = pt
     vmf.orig_pte = 0 if pt is None else await load_item(pt, pt.entries, vmf.pte_idx)
     await rcu.read_unlock()
     return await handle_pte_fault(vmf)
+
+
+async def __handle_huge_pmd(vmf: Vmf, entry: Any) -> int:
+    """__handle_mm_fault()'s PMD level (huge_memory.py): ``entry`` none in
+    a VMA that may have a THP there (create_huge_pmd), or a huge PMD (a
+    write to a read-only one: wp_huge_pmd; else huge_pmd_set_accessed).
+    VM_FAULT_FALLBACK: go on at the PTE level.  Locks as handle_mm_fault
+    (the fault's lock held throughout, no PTL or PMD lock on return)."""
+    if entry is None:
+        return await do_huge_pmd_anonymous_page(vmf)
+    vmf.orig_pmd = entry
+    if vmf.flags & FAULT_FLAG_WRITE and not pte_write(entry):
+        return await do_huge_pmd_wp_page(vmf)
+    return await huge_pmd_set_accessed(vmf)
 
 
 async def handle_pte_fault(vmf: Vmf) -> int:
@@ -303,53 +340,6 @@ def map_lock_failed(vmf: Vmf) -> int:
 
 
 # ------------------------------------------------------------ anonymous pages
-async def anon_vma_prepare(vma: VmArea) -> bool:
-    """Give ``vma`` an anon_vma before its first anonymous page, reusing a
-    compatible neighbour's (find_mergeable_anon_vma) so they may merge
-    later.  Returns False on allocation failure (never, in the model).
-    Caller holds mmap_lock (read at least: the neighbours must not
-    change); sets it under mm.page_table_lock, taken and dropped here."""
-    if vma.anon_vma is not None:
-        return True
-    mm = vma.vm_mm
-    av = None
-    nxt = mm.mm_mt.find(vma.vm_end)
-    if nxt is not None:
-        av = reusable_anon_vma(nxt, vma, nxt)
-    if av is None:
-        prev = mm.mm_mt.prev(vma.vm_start)
-        if prev is not None:
-            av = reusable_anon_vma(prev, prev, vma)
-    if av is None:
-        av = AnonVma()
-    await mm.page_table_lock.lock()
-    if vma.anon_vma is None:
-        anon_vma_chain_link(vma, av, [av])
-    await mm.page_table_lock.unlock()
-    return True
-
-
-async def vmf_anon_prepare(vmf: Vmf) -> int:
-    """The faulting VMA needs an anon_vma (it has none): make one.  Under
-    the VMA lock (6.7+) that needs mmap_lock too, so try it without
-    waiting — a writer may be waiting on our VMA lock — and retry under
-    mmap_lock if it is taken.  Returns 0 or the VM_FAULT_* code.  Entered
-    and left with the fault's lock (mmap_lock read, or the VMA lock — then
-    mmap_lock read is taken and dropped here), no PTL — except on
-    VM_FAULT_RETRY, returned with the VMA lock released (Linux 6.7+); never
-    speculative (the speculative callers abort with SPF_ABORT_ANON_VMA
-    first)."""
-    vma = vmf.vma
-    locked = vmf.flags & FAULT_FLAG_VMA_LOCK
-    if locked and not await vma.vm_mm.mmap_lock.down_read_trylock():
-        await release_fault_lock(vmf)            # VM_FAULT_RETRY: the VMA lock goes
-        return VM_FAULT_RETRY
-    ok = await anon_vma_prepare(vma)
-    if locked:
-        await vma.vm_mm.mmap_lock.up_read()
-    return 0 if ok else VM_FAULT_OOM
-
-
 async def do_anonymous_page(vmf: Vmf) -> int:
     """First touch of an anonymous page (the seed's flow):
 
@@ -372,8 +362,8 @@ async def do_anonymous_page(vmf: Vmf) -> int:
     vm_flags = vma.vm_flags
     if vm_flags & VM_SHARED:
         return VM_FAULT_SIGBUS
-    if vmf.orig_pmd is None and not await vmf_pte_alloc(vmf):
-        return VM_FAULT_OOM
+    if vmf.orig_pmd is None and (ret := await vmf_pte_alloc(vmf)):
+        return ret
     # knob no_pte_none_recheck: install without re-checking under the PTL
     # that no racing fault installed a page first
     recheck = not mm.no_pte_none_recheck
@@ -482,6 +472,8 @@ async def do_swap_page(vmf: Vmf) -> int:
     orig_pte: int = vmf.orig_pte  # type: ignore[attr-defined]  # set by the walk
     entry = pte_to_swp_entry(orig_pte)
     spec = vmf.flags & FAULT_FLAG_SPECULATIVE
+    if non_swap_entry(entry):
+        return await do_migration_entry(vmf, entry)
     if spec and mm.config.knob("spf_swap") == "abort":
         return spf_fail(vmf, "SPF_ABORT_SWAP")
     ret = 0
@@ -580,19 +572,72 @@ async def do_swap_page(vmf: Vmf) -> int:
     return ret
 
 
-async def release_fault_lock(vmf: Vmf) -> None:
-    """release_fault_lock(): drop the lock the fault holds — the VMA lock
-    (FAULT_FLAG_VMA_LOCK) or mmap_lock (read).  Never speculative."""
-    if vmf.flags & FAULT_FLAG_VMA_LOCK:
-        await vma_end_read(vmf.vma)
-    else:
-        await mmap_read_unlock(vmf.mm)
-
-
 def fault_flag_allow_retry_first(flags: int) -> bool:
     """fault_flag_allow_retry_first(): may this fault drop its lock and
     ask to be retried (the first attempt, retries allowed)?"""
     return bool(flags & FAULT_FLAG_ALLOW_RETRY) and not flags & FAULT_FLAG_TRIED
+
+
+async def do_migration_entry(vmf: Vmf, entry: int) -> int:
+    """do_swap_page()'s non_swap_entry branch for a migration entry (the
+    model's only non-swap entry; mm/migrate.py):
+
+    1. speculative (either SPF): abort, SPF_ABORT_SWAP — waiting maps the
+       PTE table under its PTL, and nothing but a lock on the VMA keeps
+       that table (Lespinasse's v2 aborts on every swap PTE; the model
+       holds Dufour's to the same here);
+    2. migration_entry_wait(): under the PTL, if the PTE still holds the
+       entry, sleep until the folio it names is unlocked — the fault's
+       lock (mmap_lock for read, or the VMA lock) held throughout;
+    3. return 0: the access faults again and finds what the migration
+       left (the new page mapped, or the old one restored).
+
+    Two mutants map the page the entry names (the source) instead of
+    waiting: knob migration_entry_no_wait, under the PTL after re-checking
+    the PTE (pte_same) — the migration goes on and succeeds, and the
+    source, isolated from the LRU and "freed" by the migrator, stays
+    mapped off every LRU while the copy is dropped; knob
+    migration_map_no_pte_same, without the re-check — a migration that
+    finished meanwhile mapped the copy there and freed the source.
+
+    Entered and left with the fault's lock and no PTL."""
+    from specfault.mm.migrate import migration_entry_wait
+    mm = vmf.mm
+    if vmf.flags & FAULT_FLAG_SPECULATIVE:
+        return spf_fail(vmf, "SPF_ABORT_SWAP")
+    if mm.config.knob("migration_entry_no_wait"):
+        return await _map_migration_page(vmf, entry, recheck=True)
+    if mm.config.knob("migration_map_no_pte_same"):
+        return await _map_migration_page(vmf, entry, recheck=False)
+    assert vmf.pmd is not None
+    await migration_entry_wait(mm, vmf.pmd, vmf.address)
+    return 0
+
+
+async def _map_migration_page(vmf: Vmf, entry: int, recheck: bool) -> int:
+    """The migration_entry_no_wait / migration_map_no_pte_same mutants: map
+    the folio a migration entry names (pfn_swap_entry_to_page) as the
+    entry says (writable, exclusive), under the PTL — re-checking the PTE
+    there first if ``recheck``."""
+    mm, vma = vmf.mm, vmf.vma
+    page = mm.kernel.mem.pages.get(swp_offset_pfn(entry))
+    if page is None:
+        return 0
+    if await pte_map_lock(vmf) is False:
+        return map_lock_failed(vmf)
+    if recheck and await ptep_get(vmf) != vmf.orig_pte:
+        await pte_unmap_unlock(vmf)
+        return 0
+    await GetPage(page)
+    pte = mk_pte(page.pfn, vma.vm_page_prot)
+    if is_writable_migration_entry(entry):
+        pte = pte_mkwrite(pte_mkdirty(pte))
+    page.mapcount += 1
+    page.anon_exclusive = is_writable_migration_entry(entry) or \
+        is_readable_exclusive_migration_entry(entry)
+    await set_pte_at(vmf, pte)
+    await pte_unmap_unlock(vmf)
+    return 0
 
 
 async def folio_lock_or_retry(folio: Page, vmf: Vmf) -> int:
@@ -871,9 +916,9 @@ async def finish_fault(vmf: Vmf, page: Page) -> int:
     fault's lock still held and the PTE unmapped and unlocked."""
     vma, mm = vmf.vma, vmf.mm
     mem = mm.kernel.mem
-    if vmf.orig_pmd is None and not await vmf_pte_alloc(vmf):
+    if vmf.orig_pmd is None and (ret := await vmf_pte_alloc(vmf)):
         await put_page(mem, page)
-        return VM_FAULT_OOM
+        return ret
     if await pte_map_lock(vmf) is False:
         await put_page(mem, page)
         return map_lock_failed(vmf)
@@ -917,8 +962,8 @@ async def do_fault_around(vmf: Vmf) -> int:
     if end_pgoff < start_pgoff or not any(
             i in inode.pages for i in range(start_pgoff, end_pgoff + 1)):
         return 0
-    if vmf.orig_pmd is None and not await vmf_pte_alloc(vmf):
-        return VM_FAULT_OOM
+    if vmf.orig_pmd is None and (ret := await vmf_pte_alloc(vmf)):
+        return ret
     if await pte_map_lock(vmf) is False:
         return map_lock_failed(vmf)
     pt = vmf.orig_pmd

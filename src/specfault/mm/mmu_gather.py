@@ -13,14 +13,18 @@ through the gather too and are freed after the flush in one of two ways
 * ``"immediate"`` — a mutant: freed at once.
 
 Locks: the caller holds mmap_lock (write for munmap/mremap/exit, read for
-MADV_DONTNEED); zap_pte_range takes each table's PTL.
+MADV_DONTNEED); zap_pte_range takes each table's PTL (pte_offset_map_lock:
+a racing MADV_DONTNEED may have reclaimed it) and, reclaiming an emptied
+table (pt_reclaim.py), the PMD table's lock.  A table detached by reclaim
+joins ``tables`` like free_pgtables' and is freed the same way.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from specfault.mm.page import Page
+from specfault.mm.huge_memory import __split_huge_pmd, zap_huge_pmd
+from specfault.mm.page import Page, rss_kind  # noqa: F401  (rss_kind: re-exported)
 from specfault.mm.pgtable import (
     LEVEL_SHIFT,
     PMD_LEVEL,
@@ -28,12 +32,15 @@ from specfault.mm.pgtable import (
     PageTable,
     addr_end,
     is_swap_pte,
+    non_swap_entry,
+    pmd_trans_huge,
     pte_dirty,
+    pte_offset_map_lock,
     pte_pfn,
     pte_present,
     pte_special,
-    pte_offset_map_lock,
     pte_to_swp_entry,
+    swp_offset_pfn,
     walk,
 )
 from specfault.mm.pt_reclaim import free_pte, reclaim_pt_is_enabled, try_get_and_clear_pmd, try_to_free_pte
@@ -105,13 +112,6 @@ async def free_tables(mm: Any, tables: list[PageTable]) -> None:
         free()
 
 
-def rss_kind(page: Page) -> str:
-    if page.anon:
-        return "anon"
-    inode = page.mapping
-    return "shmem" if inode is not None and inode.shmem else "file"
-
-
 async def zap_pte_range(tlb: MmuGather, vma: Any, pmd: PageTable, start: int, end: int,
                         reclaim_pt: bool = False) -> int:
     """zap_pte_range(): clear the PTEs of [start, end) (within one PMD's
@@ -147,9 +147,15 @@ async def zap_pte_range(tlb: MmuGather, vma: Any, pmd: PageTable, start: int, en
         await StoreItem(pt, pt.entries, i, 0)    # ptep_get_and_clear_full
         pt.nr -= 1
         if is_swap_pte(pte):
+            entry = pte_to_swp_entry(pte)
+            if non_swap_entry(entry):
+                # zap_nonpresent_ptes(): a migration entry counts as the
+                # page it stands for (remove_migration_ptes finds it gone)
+                mm.rss[rss_kind(mem.pages[swp_offset_pfn(entry)])] -= 1
+                continue
             # zap_nonpresent_ptes(): the swap entry's reference goes
             mm.rss["swap"] -= 1
-            free_swap_and_cache(mm.kernel, pte_to_swp_entry(pte))
+            free_swap_and_cache(mm.kernel, entry)
             continue
         if not pte_present(pte) or pte_special(pte):
             continue
@@ -181,6 +187,14 @@ async def unmap_page_range(tlb: MmuGather, vma: Any, start: int, end: int,
         nxt = addr_end(pmd, addr, end) if pmd.level != PMD_LEVEL else \
             min((addr | (PMD_SIZE - 1)) + 1, end)
         if pmd.level == PMD_LEVEL:
+            # a plain read: zap_huge_pmd re-checks under the PMD lock
+            if pmd_trans_huge(pmd.entries[(addr >> 21) & 511]):
+                # zap_pmd_range() on a huge PMD: zap_huge_pmd when the range
+                # covers it whole, else split it and zap the PTEs of the part
+                if nxt - addr == PMD_SIZE and await zap_huge_pmd(tlb, vma, pmd, addr):
+                    addr = nxt
+                    continue
+                await __split_huge_pmd(vma, pmd, addr)
             ptes += await zap_pte_range(tlb, vma, pmd, addr, nxt, reclaim_pt)
         addr = nxt
     # zap_pte_range() walks the PTEs of the tables that exist; a range
@@ -211,6 +225,9 @@ def _free_level(tlb: MmuGather, table: PageTable, floor: int, ceiling: int, star
         child = table.entries[i]
         if child is None:
             continue
+        if type(child) is int:
+            raise AssertionError(f"free_pgtables: a huge PMD at {table.base + i * (1 << shift):#x} "
+                                 f"was not zapped")
         lo = table.base + i * span
         hi = lo + span
         if floor <= lo and hi <= ceiling:
@@ -237,6 +254,8 @@ def _subtree(t: PageTable) -> list[PageTable]:
     out = [t]
     if t.level > 1:
         for c in t.entries:
+            if type(c) is int:
+                raise AssertionError(f"free_pgtables: {t.label()} still holds a huge PMD")
             if c is not None:
                 out.extend(_subtree(c))
     return out

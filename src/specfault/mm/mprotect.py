@@ -12,18 +12,33 @@ import errno
 from typing import Any
 
 from specfault.constants import PAGE_MASK, PROT_GROWSDOWN, PROT_GROWSUP
+from specfault.mm.huge_memory import __split_huge_pmd, change_huge_pmd
 from specfault.mm.mmap import ULONG_MAX, calc_vm_prot_bits, page_align, prot_valid
 from specfault.mm.mmap_lock import mmap_write_lock, mmap_write_unlock, vma_start_write
 from specfault.mm.mmu_gather import MmuGather
 from specfault.mm.pgtable import (
     _PAGE_RW,
+    HPAGE_PMD_SIZE,
+    PTE_LEVEL,
+    SWP_MIGRATION_READ_EXCLUSIVE,
+    is_migration_entry_dirty,
+    is_migration_entry_young,
+    is_migration_pte,
+    is_writable_migration_entry,
+    make_migration_entry,
     pte_dirty,
     pte_mkwrite,
     pte_modify,
     pte_pfn,
     pte_present,
     pte_special,
+    pte_swp_mksoft_dirty,
+    pte_swp_soft_dirty,
+    pte_to_swp_entry,
     pte_write,
+    swp_entry_to_pte,
+    swp_offset_pfn,
+    walk,
     walk_range,
 )
 from specfault.mm.tlb import flush_tlb_range
@@ -63,11 +78,33 @@ async def change_protection(mm: Any, vma: VmArea, start: int, end: int) -> None:
     # loses more than write permission — a CPU keeps writing through its
     # cached writable entry after mprotect(PROT_READ) returned
     wp_only = mm.config.knob("mprotect_no_flush_on_wrprotect")
-    for pt, lo, hi in await walk_range(mm, start, end):
+    for pt, lo, hi in await walk_range(mm, start, end, huge=True):
+        if pt.level != PTE_LEVEL:
+            # change_pmd_range() on a huge PMD: change_huge_pmd when the
+            # range covers it whole, else split it and go on with its PTEs
+            if hi - lo == HPAGE_PMD_SIZE and await change_huge_pmd(vma, pt, lo, prot):
+                changed = True
+                continue
+            await __split_huge_pmd(vma, pt, lo)
+            pt = await walk(mm, lo)
+            if pt.level != PTE_LEVEL:
+                continue
         await pt.ptl.lock()
         for i in range((lo - pt.base) >> 12, (hi - pt.base) >> 12):
             pte = await LoadItem(pt, pt.entries, i)
             if not pte_present(pte):
+                if is_migration_pte(pte) and \
+                        is_writable_migration_entry(entry := pte_to_swp_entry(pte)):
+                    # change_pte_range(): "a protection check is difficult
+                    # so just be safe and disable write" — the folio is
+                    # anonymous: readable-exclusive (mm/migrate.py)
+                    new = swp_entry_to_pte(make_migration_entry(
+                        SWP_MIGRATION_READ_EXCLUSIVE, swp_offset_pfn(entry),
+                        young=is_migration_entry_young(entry),
+                        dirty=is_migration_entry_dirty(entry)))
+                    if pte_swp_soft_dirty(pte):
+                        new = pte_swp_mksoft_dirty(new)
+                    await StoreItem(pt, pt.entries, i, new)
                 continue
             new = pte_modify(pte, prot)
             if vma.vm_flags & VM_WRITE and not pte_write(new) and can_change_pte_writable(

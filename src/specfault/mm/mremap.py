@@ -22,9 +22,10 @@ from specfault.constants import (
     PMD_SIZE,
     TASK_SIZE,
 )
+from specfault.mm.huge_memory import __split_huge_pmd
 from specfault.mm.mmap import ULONG_MAX, do_vmi_munmap, get_unmapped_area, page_align
 from specfault.mm.mmap_lock import mmap_write_lock, mmap_write_unlock, vma_start_write
-from specfault.mm.pgtable import PMD_LEVEL, PageTable, pte_alloc, pte_offset_map, walk
+from specfault.mm.pgtable import PMD_LEVEL, PageTable, pmd_trans_huge, pte_alloc, pte_offset_map, walk
 from specfault.mm.rmap import anon_vma_chain_link
 from specfault.mm.tlb import flush_tlb_range
 from specfault.mm.vma import (
@@ -236,7 +237,7 @@ async def move_vma(mm: Any, vma: VmArea, old_addr: int, old_len: int, new_len: i
     new_pgoff = vma.vm_pgoff + ((old_addr - vma.vm_start) >> 12)
     new_vma = await copy_vma(mm, vma, new_addr, new_len, new_pgoff)
     await vma_start_write(new_vma)
-    await move_page_tables(mm, old_addr, new_addr, old_len)
+    await move_page_tables(mm, old_addr, new_addr, old_len, vma)
     mm.total_vm += new_len >> 12
     if flags & MREMAP_DONTUNMAP:
         # the old VMA stays, empty, unlocked; its anon_vma links are dropped
@@ -252,10 +253,13 @@ async def move_vma(mm: Any, vma: VmArea, old_addr: int, old_len: int, new_len: i
     return new_addr
 
 
-async def move_page_tables(mm: Any, old_addr: int, new_addr: int, length: int) -> None:
-    """Move every PTE of [old_addr, old_addr+len) to new_addr.  Whole PTE
-    tables move when both sides are PMD-aligned over a full PMD and the
-    destination PMD is empty; the old range's TLB entries are flushed."""
+async def move_page_tables(mm: Any, old_addr: int, new_addr: int, length: int,
+                           vma: VmArea) -> None:
+    """Move every PTE of [old_addr, old_addr+len) of ``vma`` to new_addr.
+    Whole PTE tables — and huge PMDs (move_huge_pmd) — move when both
+    sides are PMD-aligned over a full PMD and the destination PMD is
+    empty; a huge PMD that cannot move whole is split first.  The old
+    range's TLB entries are flushed."""
     old_end = old_addr + length
     o, n = old_addr, new_addr
     while o < old_end:
@@ -263,6 +267,15 @@ async def move_page_tables(mm: Any, old_addr: int, new_addr: int, length: int) -
                      old_end - o)
         src_pmd = await walk(mm, o, PMD_LEVEL)
         src = None if src_pmd.level != PMD_LEVEL else await pte_offset_map(src_pmd, o)
+        if pmd_trans_huge(src):
+            dst_pmd = await walk(mm, n, PMD_LEVEL, alloc=True)
+            if extent == PMD_SIZE and await pte_offset_map(dst_pmd, n) is None:
+                await move_huge_pmd(mm, src_pmd, o, dst_pmd, n)
+                o += extent
+                n += extent
+                continue
+            await __split_huge_pmd(vma, src_pmd, o)
+            src = await pte_offset_map(src_pmd, o)
         if src is None:
             o += extent
             n += extent
@@ -293,13 +306,37 @@ async def move_normal_pmd(mm: Any, src_pmd: PageTable, old: int, dst_pmd: PageTa
     await flush_tlb_range(mm, old, old + PMD_SIZE)
 
 
+async def move_huge_pmd(mm: Any, src_pmd: PageTable, old: int, dst_pmd: PageTable,
+                        new: int) -> None:
+    """move_huge_pmd(): the huge PMD moves whole, under both PMD locks (the
+    source's, then the destination's, nested — unless one table holds
+    both), then the old range is flushed."""
+    si, di = (old >> 21) & 511, (new >> 21) & 511
+    await src_pmd.ptl.lock()
+    if dst_pmd is not src_pmd:
+        await dst_pmd.ptl.lock()
+    entry = await LoadItem(src_pmd, src_pmd.entries, si)
+    await StoreItem(src_pmd, src_pmd.entries, si, None)       # pmdp_huge_get_and_clear
+    src_pmd.nr -= 1
+    await StoreItem(dst_pmd, dst_pmd.entries, di, entry)
+    dst_pmd.nr += 1
+    if dst_pmd is not src_pmd:
+        await dst_pmd.ptl.unlock()
+    await src_pmd.ptl.unlock()
+    await flush_tlb_range(mm, old, old + PMD_SIZE)
+
+
 async def move_ptes(mm: Any, src: PageTable, old: int, new: int, extent: int,
                     dst_pmd: PageTable) -> None:
     """Move the PTEs of [old, old+extent) from their table ``src`` to the
     table under ``dst_pmd`` for ``new`` (pte_alloc'ed), both PTLs held."""
     dst = await pte_alloc(mm, dst_pmd, new)
     await dst.ptl.lock()
-    if src is not dst:
+    # knob mremap_no_src_ptl (a mutant): "mmap_lock for write excludes every
+    # fault" — but not the writers that take no mmap_lock and rely on the
+    # source PTL: reclaim's try_to_unmap, migration (mm/migrate.py)
+    src_ptl = src is not dst and not mm.config.knob("mremap_no_src_ptl")
+    if src_ptl:
         await src.ptl.lock()
     for k in range(extent >> 12):
         si = ((old >> 12) + k) & 511
@@ -311,7 +348,7 @@ async def move_ptes(mm: Any, src: PageTable, old: int, new: int, extent: int,
         src.nr -= 1
         await StoreItem(dst, dst.entries, dj, pte)
         dst.nr += 1
-    if src is not dst:
+    if src_ptl:
         await src.ptl.unlock()
     await dst.ptl.unlock()
     await Work("move_ptes", extent >> 12)

@@ -39,6 +39,14 @@ Page
     lru          which LRU list holds the page (LRU_* index), or None
     active       PG_active
     referenced   PG_referenced
+# transparent huge pages (mm/huge_memory.py): set at allocation of a THP,
+# changed under the PMD lock of the PMD that maps it
+    compound_head  the head page of the 2 MiB folio this page belongs to
+                 (itself for the head), or None for an order-0 page; each of
+                 the 512 pages keeps its own refcount and mapcount (one per
+                 PMD or PTE mapping it), where Linux keeps one folio count
+    entire_mapcount  (head only) the PMDs mapping the folio whole; when it
+                 drops to 0 the folio is split into 512 order-0 pages
 # protected by the data access path (copy/zero/user access)
     data
 PhysMem (the page allocator)
@@ -51,6 +59,9 @@ PhysMem (the page allocator)
     watermark    {"min", "low", "high"} free pages (0: no watermarks)
 # immutable
     nr_frames, zero_page, alloc_op (the shared AllocPage op)
+# set once, on first use (get_huge_zero_page, under op atomicity)
+    huge_zero_pfn  first PFN of the huge zero folio (512 reserved frames
+                 below FIRST_PFN, never freed), or 0 before its first use
 """
 
 from __future__ import annotations
@@ -66,7 +77,7 @@ from specfault.sync.rwsem import RwSemaphore
 class Page:
     __slots__ = ("pfn", "refcount", "mapcount", "anon", "anon_exclusive", "mapping", "index",
                  "data", "dirty", "lazyfree", "freed", "zero", "swap", "swapcache", "lock", "lru",
-                 "active", "referenced")
+                 "active", "referenced", "compound_head", "entire_mapcount")
 
     def __init__(self, pfn: int) -> None:
         self.pfn = pfn
@@ -87,6 +98,8 @@ class Page:
         self.lru: int | None = None
         self.active = False
         self.referenced = False
+        self.compound_head: Page | None = None
+        self.entire_mapcount = 0
 
     # -- contents --
     def read(self, off: int, n: int) -> bytes:
@@ -154,6 +167,25 @@ class PhysMem:
         self.kernel: Any = None           # set by Kernel (vmscan reaches the rmap through it)
         self.slowpath: Any = None         # vmscan.alloc_pages_slowpath, set by Kernel
         self.watermark = {"min": 0, "low": 0, "high": 0}
+        self.huge_zero_pfn = 0
+
+    HUGE_ZERO_PFN = 0x200   # the huge zero folio's frames: reserved, 512-aligned
+
+    def get_huge_zero_page(self) -> int:
+        """mm_get_huge_zero_folio(): the huge zero folio's first PFN, made
+        on first use (thp_zero_page_alloc) — 512 reserved zero pages."""
+        if not self.huge_zero_pfn:
+            for i in range(512):
+                zp = Page(self.HUGE_ZERO_PFN + i)
+                zp.zero = True
+                zp.refcount = 1 << 30
+                self.pages[zp.pfn] = zp
+            self.huge_zero_pfn = self.HUGE_ZERO_PFN
+            self.vmstat["thp_zero_page_alloc"] = self.vmstat.get("thp_zero_page_alloc", 0) + 1
+        return self.huge_zero_pfn
+
+    def is_huge_zero_pfn(self, pfn: int) -> bool:
+        return bool(self.huge_zero_pfn) and self.huge_zero_pfn <= pfn < self.huge_zero_pfn + 512
 
     def set_watermarks(self, wmin: int) -> None:
         """__setup_per_zone_wmarks(): min from the knob, low and high a
@@ -167,6 +199,14 @@ class PhysMem:
     def alloc(self) -> Page | None:
         """A fresh page, or None; what :class:`AllocPage` does."""
         return self.alloc_op.perform()
+
+    def take_pfn(self, pfn: int) -> Page:
+        """A fresh Page for ``pfn``, just taken off the free list by the
+        caller (the allocator's op, or compaction's free scanner)."""
+        page = Page(pfn)
+        self.pages[pfn] = page
+        self.vmstat["pgalloc"] += 1
+        return page
 
     def free(self, page: Page) -> None:
         if page.freed or page.zero:
@@ -220,10 +260,7 @@ class AllocPage(Op):
         if not mem.free_pfns:
             mem.vmstat["pgalloc_fail"] = mem.vmstat.get("pgalloc_fail", 0) + 1
             return None
-        page = Page(mem.free_pfns.pop())
-        mem.pages[page.pfn] = page
-        mem.vmstat["pgalloc"] += 1
-        return page
+        return mem.take_pfn(mem.free_pfns.pop())
 
     def footprint(self) -> tuple[tuple[object, str, str], ...]:
         return ((self.mem, "free", "w"),)
@@ -300,6 +337,57 @@ class PutPage(Op):
 
     def describe(self) -> str:
         return f"put_page {self.page.pfn:#x}"
+
+
+class AllocHugePage(AllocPage):
+    """vma_alloc_anon_folio_pmd() / alloc_pages(GFP_TRANSHUGE, HPAGE_PMD_ORDER):
+    512 free frames, contiguous and 512-aligned, as one 2 MiB folio (the
+    head first) — or None when no such block is free (fragmentation) or
+    taking it would bring free memory to the low watermark (no compaction
+    and no reclaim for a THP: the caller falls back to order-0 pages).
+    One op: the zone lock covers the whole block."""
+
+    __slots__ = ()
+
+    def perform(self) -> Page | None:
+        mem = self.mem
+        free = mem.free_pfns
+        if len(free) - 512 <= mem.watermark["low"] or len(free) < 512:
+            return None
+        avail = set(free)
+        first = mem.FIRST_PFN
+        base = -1
+        for b in range(first, first + mem.nr_frames - 511, 512):
+            if all(p in avail for p in range(b, b + 512)):
+                base = b
+                break
+        if base < 0:
+            return None
+        mem.free_pfns = [p for p in free if not base <= p < base + 512]
+        head = Page(base)
+        for i in range(512):
+            page = head if i == 0 else Page(base + i)
+            page.compound_head = head
+            mem.pages[page.pfn] = page
+        mem.vmstat["pgalloc"] += 512
+        return head
+
+    def describe(self) -> str:
+        return "alloc_pages(HPAGE_PMD_ORDER)"
+
+
+def rss_kind(page: Page) -> str:
+    """The RSS counter (MM_ANONPAGES, MM_FILEPAGES, MM_SHMEMPAGES) a
+    mapping of ``page`` counts in."""
+    if page.anon:
+        return "anon"
+    inode = page.mapping
+    return "shmem" if inode is not None and inode.shmem else "file"
+
+
+def folio_page(mem: PhysMem, head: Page, i: int) -> Page:
+    """folio_page(): the ``i``-th page of the THP whose head is ``head``."""
+    return mem.pages[head.pfn + i]
 
 
 LRU_INACTIVE_ANON, LRU_ACTIVE_ANON, LRU_INACTIVE_FILE, LRU_ACTIVE_FILE = 0, 1, 2, 3

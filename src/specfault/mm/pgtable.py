@@ -4,7 +4,11 @@ A PTE is an ``int`` laid out as on x86-64 (arch/x86/include/asm/pgtable_types.h)
 bit 0 present, 1 RW, 2 user, 5 accessed, 6 dirty, 8 PROTNONE (a PROT_NONE
 mapping: present to the kernel, not to the MMU), 9 special (the zero page),
 11 soft-dirty, 63 NX; PFN in bits 12-51.  ``0`` is pte_none.  Upper levels
-hold :class:`PageTable` objects (or None), so ``pmd_same`` is identity.
+hold :class:`PageTable` objects (or None), so ``pmd_same`` is identity —
+except that a PMD entry may instead be an ``int``: a huge PMD
+(pmd_trans_huge) mapping a 2 MiB transparent huge page, laid out as a PTE
+with _PAGE_PSE (bit 7) set and the head page's PFN (mm/huge_memory.py).
+``pmd_same`` of two huge PMDs compares their values.
 
 A swap PTE (is_swap_pte: not none, not present — neither _PAGE_PRESENT nor
 _PAGE_PROTNONE) is laid out as x86-64's since the L1TF fix
@@ -26,7 +30,10 @@ PageTable
 # reclaim (pt_reclaim.py) under mmap_lock for *read*, holding the PMD
 # table's lock and the PTE table's PTL: so a PTE table found without its
 # PTL may be detached (and, a grace period later, freed) at any moment;
-# pte_offset_map_lock() re-checks the PMD under the PTL.
+# pte_offset_map_lock() re-checks the PMD under the PTL.  A PMD table's
+# huge entries (ints) are set, changed and split under its own ``ptl``
+# (pmd_lock: the split PMD ptlock) with the fault's lock or mmap_lock held;
+# khugepaged replaces a PTE table by one under mmap_lock (write).
     entries   512 slots
     nr        number of non-empty slots
 # immutable
@@ -37,7 +44,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from specfault.runtime import KObject, Op, UseAfterFree, load_item, store_item, work
+from specfault.runtime import KObject, ModelBug, Op, UseAfterFree, load_item, store_item, work
 from specfault.sync import SpinLock
 
 PTRS_PER_TABLE = 512
@@ -50,6 +57,7 @@ _PAGE_RW = 1 << 1
 _PAGE_USER = 1 << 2
 _PAGE_ACCESSED = 1 << 5
 _PAGE_DIRTY = 1 << 6
+_PAGE_PSE = 1 << 7
 _PAGE_PROTNONE = 1 << 8
 _PAGE_SPECIAL = 1 << 9
 _PAGE_SOFT_DIRTY = 1 << 11
@@ -116,9 +124,69 @@ def pte_to_swp_entry(pte: int) -> int:
 
 
 def is_swap_pte(pte: int) -> bool:
-    """Not none and not present: a swap entry (the model has no migration
-    entries or PTE markers)."""
+    """Not none and not present: a swap entry — a real one (a slot of a swap
+    device) or a migration entry (:func:`non_swap_entry`; the model has no
+    PTE markers, device or hwpoison entries)."""
     return pte != 0 and not pte & (_PAGE_PRESENT | _PAGE_PROTNONE)
+
+
+# ------------------------------------------------------- migration entries
+# include/linux/swap.h as configured on the host (CONFIG_MIGRATION,
+# CONFIG_PTE_MARKER_UFFD_WP; no CONFIG_DEVICE_PRIVATE, no
+# CONFIG_MEMORY_FAILURE): the top swap types are not swap devices
+SWP_MIGRATION_NUM = 3
+SWP_PTE_MARKER_NUM = 1
+MAX_SWAPFILES = (1 << MAX_SWAPFILES_SHIFT) - SWP_MIGRATION_NUM - SWP_PTE_MARKER_NUM
+SWP_MIGRATION_READ = MAX_SWAPFILES
+SWP_MIGRATION_READ_EXCLUSIVE = MAX_SWAPFILES + 1
+SWP_MIGRATION_WRITE = MAX_SWAPFILES + 2
+# include/linux/swapops.h: the PFN in the offset's low SWP_PFN_BITS
+# (MAX_PHYSMEM_BITS 46 - PAGE_SHIFT on x86-64), the accessed and dirty bits
+# of the PTE it replaced above it (migration_entry_supports_ad() on x86)
+SWP_PFN_BITS = 46 - 12
+SWP_MIG_YOUNG = 1 << SWP_PFN_BITS
+SWP_MIG_DIRTY = 1 << (SWP_PFN_BITS + 1)
+
+
+def non_swap_entry(entry: int) -> bool:
+    """non_swap_entry(): a type beyond the swap devices' (here: migration)."""
+    return swp_type(entry) >= MAX_SWAPFILES
+
+
+def make_migration_entry(type_: int, pfn: int, young: bool = False, dirty: bool = False) -> int:
+    """make_{readable,readable_exclusive,writable}_migration_entry(pfn) —
+    ``type_`` picks which — with make_migration_entry_young/dirty()."""
+    return swp_entry(type_, pfn | (SWP_MIG_YOUNG if young else 0) | (SWP_MIG_DIRTY if dirty else 0))
+
+
+def is_migration_entry(entry: int) -> bool:
+    return SWP_MIGRATION_READ <= swp_type(entry) <= SWP_MIGRATION_WRITE
+
+
+def is_writable_migration_entry(entry: int) -> bool:
+    return swp_type(entry) == SWP_MIGRATION_WRITE
+
+
+def is_readable_exclusive_migration_entry(entry: int) -> bool:
+    return swp_type(entry) == SWP_MIGRATION_READ_EXCLUSIVE
+
+
+def is_migration_entry_young(entry: int) -> bool:
+    return bool(swp_offset(entry) & SWP_MIG_YOUNG)
+
+
+def is_migration_entry_dirty(entry: int) -> bool:
+    return bool(swp_offset(entry) & SWP_MIG_DIRTY)
+
+
+def swp_offset_pfn(entry: int) -> int:
+    """swp_offset_pfn(): the PFN a migration entry refers to."""
+    return swp_offset(entry) & ((1 << SWP_PFN_BITS) - 1)
+
+
+def is_migration_pte(pte: int) -> bool:
+    """The PTE holds a migration entry (is_swap_pte + is_migration_entry)."""
+    return is_swap_pte(pte) and is_migration_entry(pte_to_swp_entry(pte))
 
 
 def pte_swp_exclusive(pte: int) -> bool:
@@ -307,6 +375,8 @@ async def walk(mm: Any, addr: int, level: int = PTE_LEVEL, alloc: bool = False) 
             if not alloc:
                 return table
             nxt = await __pte_alloc(mm, table, idx)
+        elif type(nxt) is int:
+            return table            # a huge PMD: the walk ends at its PMD table
         table = nxt
     return table
 
@@ -336,6 +406,10 @@ async def follow_pte(mm: Any, addr: int) -> int:
     table on the way is missing — follow_page_pte()'s lookup before it
     takes the PTL.  Caller holds mmap_lock (or the VMA lock)."""
     pt = await walk(mm, addr)
+    if pt.level == PMD_LEVEL:
+        pmd = pt.entries[(addr >> 21) & 511]      # what stopped the walk (read by it)
+        if type(pmd) is int:
+            return huge_subpage_pte(pmd, addr)       # follow_huge_pmd()
     if pt.level != PTE_LEVEL:
         return 0
     return await load_item(pt, pt.entries, (addr >> 12) & 511)  # type: ignore[no-any-return]
@@ -366,13 +440,14 @@ async def pte_offset_map_lock(mm: Any, pmd: PageTable, addr: int) -> PageTable |
 
     Entered with the caller's lock on the VMA (mmap_lock, the VMA lock, or
     for the rmap walkers an RCU section of their own) and no PTL; returns
-    with the table's PTL held, or with nothing more held when None."""
+    with the table's PTL held, or with nothing more held when None (none,
+    or a huge PMD: __pte_offset_map fails on pmd_trans_huge)."""
     rcu = mm.kernel.rcu
     idx = (addr >> 21) & 511
     while True:
         await rcu.read_lock()
         pt = await load_item(pmd, pmd.entries, idx)
-        if pt is None:
+        if pt is None or type(pt) is int:        # none, or a huge PMD: no table
             await rcu.read_unlock()
             return None
         await pt.ptl.lock()
@@ -402,15 +477,30 @@ def addr_end(table: PageTable, addr: int, end: int) -> int:
     return min((addr & ~(span - 1)) + span, end)
 
 
-async def walk_range(mm: Any, start: int, end: int) -> list[tuple[PageTable, int, int]]:
+async def walk_range(mm: Any, start: int, end: int,
+                     huge: bool = False) -> list[tuple[PageTable, int, int]]:
     """The PTE tables covering [start, end), as ``(pte_table, lo, hi)`` for
     the part [lo, hi) of the range each covers: :func:`walk` (no alloc) once
     per table, or per hole, skipping a missing entry's whole span (the shape
-    of zap_pmd_range / change_pmd_range / copy_pmd_range)."""
+    of zap_pmd_range / change_pmd_range / copy_pmd_range).
+
+    A huge PMD in the range is returned as ``(pmd_table, lo, hi)`` (level
+    PMD_LEVEL: the caller reads the entry, which may have changed since,
+    under the PMD table's ptl) when ``huge``; otherwise meeting one is a
+    ModelBug — a walker that does not handle huge PMDs must split them
+    first (huge_memory.split_huge_pmd_range), never skip them as holes."""
     out = []
     addr = start
     while addr < end:
         table = await walk(mm, addr)
+        if table.level == PMD_LEVEL and type(table.entries[(addr >> 21) & 511]) is int:
+            nxt = min((addr & ~(PMD_SIZE - 1)) + PMD_SIZE, end)
+            if not huge:
+                raise ModelBug(f"walk_range met a huge PMD at {addr:#x}: the caller must "
+                               f"split it or handle it")
+            out.append((table, addr, nxt))
+            addr = nxt
+            continue
         nxt = addr_end(table, addr, end)
         if table.level == PTE_LEVEL:
             out.append((table, addr, nxt))
@@ -420,3 +510,81 @@ async def walk_range(mm: Any, start: int, end: int) -> list[tuple[PageTable, int
 
 def pte_soft_dirty(pte: int) -> bool:
     return bool(pte & _PAGE_SOFT_DIRTY)
+
+
+# ------------------------------------------------------------------ huge PMDs
+HPAGE_PMD_ORDER = 9
+HPAGE_PMD_NR = 1 << HPAGE_PMD_ORDER
+HPAGE_PMD_SIZE = PMD_SIZE
+HPAGE_PMD_MASK = ~(PMD_SIZE - 1)
+
+
+def pmd_trans_huge(entry: Any) -> bool:
+    """A PMD entry that maps a 2 MiB page itself (an int with _PAGE_PSE)
+    rather than pointing at a PTE table (a PageTable) or being none."""
+    return type(entry) is int
+
+
+def mk_huge_pmd(pfn: int, prot: int) -> int:
+    """pfn_pmd(pfn, prot) + pmd_mkhuge(): the head page's PFN, _PAGE_PSE."""
+    return mk_pte(pfn, prot) | _PAGE_PSE
+
+
+def huge_subpage_pte(pmd: int, addr: int) -> int:
+    """The PTE an access at ``addr`` sees through huge PMD ``pmd``: the
+    PMD's bits (PSE cleared) with the PFN of the subpage ``addr`` falls
+    in — what the MMU caches in its TLB, and follow_huge_pmd's page."""
+    return (pmd & ~(PTE_PFN_MASK | _PAGE_PSE)) | ((pte_pfn(pmd) + ((addr >> 12) & 511)) << 12)
+
+
+class HugePmdView:
+    """A huge PMD seen as the PTE table it stands for: ``entries[i]`` is
+    the PTE of subpage ``i`` (:func:`huge_subpage_pte`); storing to it sets
+    the accessed/dirty bits the store carries on the PMD itself (the MMU's
+    walk of a 2 MiB translation).  What the MMU's walk (access.mmu_walk)
+    and the checker's own walk return for a huge PMD, so a reader of
+    ``table.entries[addr >> 12 & 511]`` needs no second case; ``ptl`` and
+    ``freed_at`` are the PMD table's."""
+
+    __slots__ = ("pmd", "idx", "base", "level")
+
+    def __init__(self, pmd: PageTable, idx: int) -> None:
+        self.pmd = pmd
+        self.idx = idx
+        self.base = pmd.base + (idx << 21)
+        self.level = PTE_LEVEL
+
+    @property
+    def entries(self) -> _HugeEntries:
+        return _HugeEntries(self)
+
+    @property
+    def ptl(self) -> Any:
+        return self.pmd.ptl
+
+    @property
+    def freed_at(self) -> Any:
+        return self.pmd.freed_at
+
+    def label(self) -> str:
+        return f"huge pmd @{self.base:#x}"
+
+
+class _HugeEntries:
+    __slots__ = ("view",)
+
+    def __init__(self, view: HugePmdView) -> None:
+        self.view = view
+
+    def __getitem__(self, i: int) -> int:
+        v = self.view
+        pmd = v.pmd.entries[v.idx]
+        if type(pmd) is not int:
+            return 0            # split or zapped since: the caller walks again
+        return huge_subpage_pte(pmd, v.base + (i << 12))
+
+    def __setitem__(self, i: int, pte: int) -> None:
+        v = self.view
+        pmd = v.pmd.entries[v.idx]
+        if type(pmd) is int:
+            v.pmd.entries[v.idx] = pmd | (pte & (_PAGE_ACCESSED | _PAGE_DIRTY))

@@ -6,11 +6,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from specfault.mm.huge_memory import smaps_anon_huge
 from specfault.mm.mmap_lock import mmap_read_lock, mmap_read_unlock
 from specfault.mm.pgtable import (
     MAX_SWAPFILES_SHIFT,
+    PMD_LEVEL,
     PTE_LEVEL,
+    huge_subpage_pte,
     is_swap_pte,
+    non_swap_entry,
+    pmd_trans_huge,
     pte_pfn,
     pte_present,
     pte_soft_dirty,
@@ -18,6 +23,7 @@ from specfault.mm.pgtable import (
     pte_swp_soft_dirty,
     pte_to_swp_entry,
     swp_offset,
+    swp_offset_pfn,
     swp_type,
     walk,
     walk_range,
@@ -140,6 +146,22 @@ async def _pagemap_entry(mm: Any, addr: int) -> PagemapEntry:
         flags |= PM_SOFT_DIRTY
     pt = await walk(mm, addr)
     pte = await load_item(pt, pt.entries, (addr >> 12) & 511) if pt.level == PTE_LEVEL else 0
+    if pt.level == PMD_LEVEL:
+        pmd = pt.entries[(addr >> 21) & 511]      # what stopped the walk (read by it)
+        if pmd_trans_huge(pmd) and vma is not None and pte_present(pmd):
+            # pagemap_pmd_range_thp(): the subpage's PFN; a THP page
+            # exclusive when mapped once; the huge zero folio is not
+            # anonymous, so PM_FILE (unlike the 4 KiB zero page)
+            pfn = pte_pfn(huge_subpage_pte(pmd, addr))
+            flags |= PM_PRESENT | pfn
+            if pte_soft_dirty(pmd):
+                flags |= PM_SOFT_DIRTY
+            page = mm.kernel.mem.pages[pfn]
+            if page.zero:
+                flags |= PM_FILE
+            elif page.mapcount == 1:
+                flags |= PM_MMAP_EXCLUSIVE
+            return PagemapEntry(flags)
     if vma is not None and is_swap_pte(pte):
         # pte_to_pagemap_entry(): swap type and offset in the frame bits
         # (shown to CAP_SYS_ADMIN, as the PFNs are), PM_SWAP
@@ -184,7 +206,8 @@ def vma_flags_mnemonics(vm_flags: int) -> list[str]:
 
 
 async def smaps(mm: Any) -> list[dict[str, Any]]:
-    """Per VMA: start, end, Size, Rss, Anonymous and Swap (kB), and VmFlags
+    """Per VMA: start, end, Size, Rss, Anonymous, AnonHugePages (the
+    VMA's PMD-mapped THPs) and Swap (kB), and VmFlags
     (a list of mnemonics), as /proc/PID/smaps (smaps_pte_range over each
     VMA's PTE tables, under mmap_lock read).  Swap counts the VMA's swap
     PTEs (smaps_pte_entry: a page in the swap cache but mapped is Rss)."""
@@ -192,9 +215,19 @@ async def smaps(mm: Any) -> list[dict[str, Any]]:
     await mmap_read_lock(mm)
     for vma in mm.vmas():
         rss = anon = swap = 0
-        for pt, lo, hi in await walk_range(mm, vma.vm_start, vma.vm_end):
+        rss, anon_huge = smaps_anon_huge(mm, vma)          # smaps_pmd_entry()
+        anon = rss
+        for pt, lo, hi in await walk_range(mm, vma.vm_start, vma.vm_end, huge=True):
+            if pt.level != PTE_LEVEL:
+                continue
             for i in range((lo >> 12) & 511, ((hi - 1) >> 12 & 511) + 1):
                 pte = await load_item(pt, pt.entries, i)
+                if is_swap_pte(pte) and non_swap_entry(pte_to_swp_entry(pte)):
+                    # smaps_pte_entry(): a migration entry is its page's
+                    rss += 4
+                    if mm.kernel.mem.pages[swp_offset_pfn(pte_to_swp_entry(pte))].anon:
+                        anon += 4
+                    continue
                 if is_swap_pte(pte):
                     swap += 4
                     continue
@@ -205,7 +238,7 @@ async def smaps(mm: Any) -> list[dict[str, Any]]:
                     anon += 4
         out.append({"start": vma.vm_start, "end": vma.vm_end,
                     "Size": (vma.vm_end - vma.vm_start) >> 10, "Rss": rss, "Anonymous": anon,
-                    "Swap": swap,
+                    "AnonHugePages": anon_huge, "Swap": swap,
                     "VmFlags": vma_flags_mnemonics(vma.vm_flags)})
     await mmap_read_unlock(mm)
     return out

@@ -57,8 +57,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from specfault.mm.interval_tree import VmaIntervalTree
-from specfault.mm.mmu_gather import rss_kind
-from specfault.mm.page import lru_move
+from specfault.mm.page import lru_move, rss_kind
 from specfault.mm.pgtable import (
     _PAGE_ACCESSED,
     PMD_LEVEL,
@@ -265,8 +264,8 @@ async def page_vma_mapped(vma: Any, addr: int, page: Any) -> Any:
     if pmd.level != PMD_LEVEL:
         return None
     pt = await pte_offset_map(pmd, addr)
-    if pt is None:
-        return None
+    if pt is None or type(pt) is int:
+        return None         # none, or a huge PMD: its THP is never on the LRU
     idx = (addr >> 12) & 511
     # knob try_to_unmap_no_ptl: the walker reads and clears the PTE without
     # the PTL — a fault committing under the PTL meanwhile is overwritten

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 from specfault.mm import memory
 from specfault.mm.fault_flags import FAULT_FLAG_SPECULATIVE, VM_FAULT_RETRY, access_error, spf_fail
 from specfault.mm.mmap_lock import find_vma_rcu
-from specfault.mm.pgtable import PMD_LEVEL, pte_offset_map, walk
+from specfault.mm.pgtable import PMD_LEVEL, pmd_trans_huge, pte_offset_map, walk
 from specfault.mm.vma_ops import _free_now
 from specfault.runtime import AtomicAdd, Load, ModelBug, Op, UseAfterFree, load_item
 from specfault.sync.cpu import local_irq_disable, local_irq_enable
@@ -477,7 +477,9 @@ async def spf_handle_mm_fault(vma: Any, address: int, flags: int, seq: int, orig
         return spf_fail(vmf, "SPF_ABORT_PUD")
     vmf.pmd = pmd
     pt = await pte_offset_map(pmd, vmf.address)
-    if pt is None:
+    # pmd_none or pmd_trans_huge: the speculative path allocates no table
+    # and handles no huge PMD (a THP fault, a split) — both abort
+    if pt is None or pmd_trans_huge(pt):
         await spf_walk_end(mm)
         return spf_fail(vmf, "SPF_ABORT_PMD")
     vmf.orig_pmd = pt

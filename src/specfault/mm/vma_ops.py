@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from specfault.mm.huge_memory import vma_adjust_trans_huge
 from specfault.mm.mmap_lock import vma_mark_attached, vma_mark_detached, vma_start_write
 from specfault.mm.rmap import anon_vma_chain_link, vma_link_rmap, vma_unlink_rmap
 from specfault.mm.vma import (
@@ -155,6 +156,7 @@ async def split_vma(mm: Any, vma: VmArea, addr: int, new_below: bool) -> VmArea 
     assert vma.vm_start < addr < vma.vm_end, "split_vma: address outside the vma"
     if mm.map_count >= DEFAULT_MAX_MAP_COUNT:
         return -ENOMEM
+    await vma_adjust_trans_huge(vma, addr)
     new = vma.dup()
     if new_below:
         new.vm_end = addr
@@ -173,7 +175,12 @@ async def split_vma(mm: Any, vma: VmArea, addr: int, new_below: bool) -> VmArea 
 
 
 async def vma_set_range(mm: Any, vma: VmArea, start: int, end: int, pgoff: int) -> None:
-    """Change a linked VMA's range and update the tree over the union."""
+    """Change a linked VMA's range and update the tree over the union.  A
+    boundary that moves inside the old range splits a huge PMD across it
+    first (vma_adjust_trans_huge)."""
+    for addr in (start, end):
+        if vma.vm_start < addr < vma.vm_end:
+            await vma_adjust_trans_huge(vma, addr)
     await vma_start_write(vma)
     old_start, old_end = vma.vm_start, vma.vm_end
     await Store(vma, "vm_start", start)

@@ -65,7 +65,7 @@ from specfault.mm.mm_struct import MmStruct
 from specfault.mm.mmap import sys_brk, sys_mmap, sys_munmap
 from specfault.mm.mprotect import sys_mprotect
 from specfault.mm.mremap import sys_mremap
-from specfault.mm.pgtable import LEVEL_SHIFT, hw_allows, pte_present
+from specfault.mm.pgtable import LEVEL_SHIFT, huge_subpage_pte, hw_allows, pte_present
 from specfault.mm.proc import vma_flags_mnemonics, vma_name
 from specfault.mm.truncate import do_truncate
 from specfault.mm.vma import VM_EXEC, VM_MAYSHARE, VM_READ, VM_WRITE
@@ -178,6 +178,8 @@ def get_pte(mm: Any, addr: int) -> int:
         table = table.entries[(addr >> LEVEL_SHIFT[table.level]) & 511]
         if table is None:
             return 0
+        if type(table) is int:
+            return huge_subpage_pte(table, addr)       # a huge PMD
     return int(table.entries[(addr >> 12) & 511])
 
 

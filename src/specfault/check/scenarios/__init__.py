@@ -14,13 +14,15 @@ from specfault.check.scenarios.base import MmSpec
 from specfault.check.scenarios.pressure import SPECS as PRESSURE_SPECS
 from specfault.check.scenarios.races import SPECS as RACE_SPECS
 from specfault.check.scenarios.tables import SPECS as TABLE_SPECS
+from specfault.check.scenarios.thp import SPECS as THP_SPECS
 from specfault.check.scenarios.truncation import SPECS as TRUNCATION_SPECS
 from specfault.config import Config
 
 #: every race: the mmap_lock writers' (races.py), reclaim's and swap-in's
 #: (pressure.py), truncation's and hole punching's (truncation.py), PTE-table
-#: reclaim's (tables.py)
-SPECS = RACE_SPECS + PRESSURE_SPECS + TRUNCATION_SPECS + TABLE_SPECS
+#: reclaim's (tables.py), the huge-PMD writers' (thp.py: khugepaged's
+#: collapse, a THP split)
+SPECS = RACE_SPECS + PRESSURE_SPECS + TRUNCATION_SPECS + TABLE_SPECS + THP_SPECS
 SPEC_BY_NAME = {s.name: s for s in SPECS}
 PROTOCOLS = ("classic", "speculative", "pervma", "dufour")
 
@@ -59,5 +61,5 @@ def _register_all() -> None:
 
 _register_all()
 
-__all__ = ["PRESSURE_SPECS", "PROTOCOLS", "SPECS", "SPEC_BY_NAME", "MmSpec", "build",
-           "scenario_name"]
+__all__ = ["PRESSURE_SPECS", "PROTOCOLS", "SPECS", "SPEC_BY_NAME", "TABLE_SPECS", "MmSpec",
+           "build", "scenario_name"]

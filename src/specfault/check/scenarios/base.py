@@ -129,11 +129,17 @@ class MmSpec:
     #: reclaims (mm/vmscan.py balance_pgdat), interleaved by the explorer
     #: with the scenario's threads; it ends when they have all finished
     kswapd: bool = False
+    #: run kcompactd as one more actor: a kernel thread (no mm) that makes
+    #: one compaction pass (mm/migrate.py compact_zone: every movable folio
+    #: below the free scanner migrated, through migration entries),
+    #: interleaved by the explorer with the scenario's threads
+    kcompactd: bool = False
 
     def build(self, config: Config) -> Scenario:
         spec = self
         config = config.with_(nr_frames=self.frames,
-                              nr_cpus=max(2, len(self.threads) + int(self.kswapd)),
+                              nr_cpus=max(2, len(self.threads) + int(self.kswapd)
+                                          + int(self.kcompactd)),
                               **self.knobs)
 
         def setup(env: Env) -> World:
@@ -149,6 +155,9 @@ class MmSpec:
         if self.kswapd:
             threads.append(Thread("kswapd0", _kswapd_fn(len(self.threads)),
                                   cpu=len(self.threads)))
+        if self.kcompactd:
+            threads.append(Thread("kcompactd0", _kcompactd_fn,
+                                  cpu=len(self.threads) + int(self.kswapd)))
 
         def invariant(world: World) -> str | None:
             return step_invariant(world)
@@ -221,6 +230,13 @@ def _kswapd_fn(nthreads: int) -> Callable[[World], Coroutine[Any, Any, Any]]:
             await kswapd_run(kernel)
 
     return body
+
+
+async def _kcompactd_fn(world: World) -> None:
+    """kcompactd(): one wakeup (kcompactd_do_work), whenever the explorer
+    runs it — before, during or after the scenario's threads."""
+    from specfault.mm.migrate import kcompactd_do_work
+    await kcompactd_do_work(world.machine.kernel)
 
 
 async def run_step(step: Step, world: Any, t: int) -> Any:
