@@ -15,11 +15,27 @@ verified.  ``--cap SECONDS`` adds a time cap per run (then the row depends
 on the machine's speed and says ``time cap``).
 
     python benchmarks/dpor_table.py [--schedules 200000] [--cap SECONDS]
-        [--scenario NAME[,NAME...]] [--protocol P[,P...]] [--no-dfs] [--json]
-    python benchmarks/dpor_table.py --mutants [--schedules N] [--json]
+        [--scenario NAME[,NAME...]] [--protocol P[,P...]] [--no-dfs | --no-dpor] [--json]
+    python benchmarks/dpor_table.py --mutants [--mutant NAME[,NAME...]] [--schedules N] [--json]
+    python benchmarks/dpor_table.py --profile N [--scenario ...] [--protocol ...] [--json]
+    python benchmarks/dpor_table.py --litmus     # docs/explorer.md's table of the reductions
     python benchmarks/dpor_table.py --render A.json [B.err ...]   # the table of saved runs
         (--json outputs, or the progress logs of runs cut short; a pair given
         twice takes each column from the last file that has it)
+
+``--profile N``: the race profile of each pair: DPOR's first ``N``
+executions, the share of them abandoned as sleep-set blocked, and which
+kinds of steps (the first word of each op's description: ``up_read``,
+``rcu callback``, ``store``...) the races it reverses come from — every
+reversal step 2 of ``check/dpor.py`` tries (``Dpor._insert``), counted by
+the pair of kinds, most frequent first.  It tells a footprint still too
+coarse (races between steps that commute) from real classes (each order of
+two critical sections is a different execution).
+
+``--litmus``: every correct litmus program searched exhaustively without a
+bound three ways — no reduction, sleep sets (unbounded ``dfs``), DPOR —
+with the schedules each ran (complete, and all runs including the
+sleep-set blocked ones).
 
 ``--mutants``: DPOR alone against every named mutant, on the mutant's own
 scenarios (the ones the portfolio hunts it on first), in turn until one
@@ -71,6 +87,12 @@ def _row(r: Result) -> dict[str, Any]:
             "replay": None if r.schedule is None else r.schedule.replay_command()}
 
 
+def _survived(row: dict[str, Any]) -> str:
+    """A survivor, and whether every search of it was exhausted (then DPOR
+    found no failure in any class) or cut short (by the budget or the cap)."""
+    return "SURVIVED (exhausted)" if row["exhausted"] else "SURVIVED (cut short)"
+
+
 def _mutants(args: argparse.Namespace) -> int:
     from specfault.check.mutants import MUTANTS
 
@@ -78,18 +100,21 @@ def _mutants(args: argparse.Namespace) -> int:
                         minimize=False)
     rows: list[dict[str, Any]] = []
     try:
-        for m in MUTANTS.values():
+        names = list(MUTANTS) if args.mutant is None else args.mutant.split(",")
+        for m in (MUTANTS[n] for n in names):
             row: dict[str, Any] = {"mutant": m.name, "protocol": m.protocol, "killed": False,
-                                   "scenario": None, "schedules": 0, "seconds": 0.0}
+                                   "scenario": None, "schedules": 0, "seconds": 0.0,
+                                   "exhausted": True}
             for spec in m.scenarios:
                 r = explore(build(spec, m.protocol, m.name), cfg)
+                row["exhausted"] = row["exhausted"] and r.exhausted
                 row["schedules"] += r.schedules
                 row["seconds"] = round(row["seconds"] + r.elapsed, 2)
                 if not r.ok:
                     row.update(killed=True, scenario=spec, failure=r.failure.headline() if r.failure else "")
                     break
             rows.append(row)
-            print(f"{m.name}: {'killed on ' + row['scenario'] if row['killed'] else 'SURVIVED'} "
+            print(f"{m.name}: {'killed on ' + row['scenario'] if row['killed'] else _survived(row)} "
                   f"({row['schedules']:,} schedules, {row['seconds']:.1f} s)", file=sys.stderr, flush=True)
     except KeyboardInterrupt:
         print(json.dumps(rows, indent=2) if args.json else "interrupted")
@@ -99,12 +124,104 @@ def _mutants(args: argparse.Namespace) -> int:
     else:
         print("| mutant | protocol | killed on | DPOR schedules | s |")
         print("|---|---|---|---|---|")
-        for r in rows:
-            print(f"| {r['mutant']} | {r['protocol']} | {r['scenario'] or 'SURVIVED'} | "
-                  f"{r['schedules']:,} | {r['seconds']:.1f} |")
-        print(f"\n{sum(r['killed'] for r in rows)} of {len(rows)} mutants killed by DPOR alone, "
-              f"budget {args.schedules:,} schedules a scenario")
-    return 0 if all(r["killed"] for r in rows) else 1
+        for done in rows:
+            print(f"| {done['mutant']} | {done['protocol']} | {done['scenario'] or _survived(done)} | "
+                  f"{done['schedules']:,} | {done['seconds']:.1f} |")
+        print(f"\n{sum(done['killed'] for done in rows)} of {len(rows)} mutants killed by DPOR "
+              f"alone, budget {args.schedules:,} schedules a scenario")
+    return 0 if all(done["killed"] for done in rows) else 1
+
+
+def _kind(ex: Any, actor: int) -> str:
+    if actor == ex.rcu_actor:
+        return "rcu callback"
+    op = ex.tasks[actor].pending
+    return "?" if op is None else op.describe().split(" ", 1)[0]
+
+
+def race_profile(spec: str, protocol: str, executions: int) -> dict[str, Any]:
+    """DPOR's first ``executions`` on the pair: how many ended sleep-set
+    blocked, and the races it reversed by the kinds of their two steps."""
+    from collections import Counter
+
+    from specfault.check.dpor import Dpor
+    from specfault.check.engine import STOP, Execution
+
+    class Profiled(Dpor):
+        def __init__(self) -> None:
+            super().__init__()
+            self.kinds: list[str] = []
+            self.profile: Counter[tuple[str, str]] = Counter()
+
+        def next(self) -> Any:
+            nxt = super().next()
+            if nxt is None:
+                return None
+            seed, choose = nxt
+            kinds: list[str] = []
+            self.kinds = kinds
+
+            def profiled(ex: Execution, enabled: list[int]) -> int:
+                a = choose(ex, enabled)
+                if a is not STOP:
+                    kinds.append(_kind(ex, a))
+                return a
+            return seed, profiled
+
+        def _insert(self, i: int, j: int) -> bool:
+            self.profile[(self.kinds[i], self.kinds[j])] += 1
+            return super()._insert(i, j)
+
+    sc = build(spec, protocol)
+    strat = Profiled()
+    n = 0
+    while n < executions and (nxt := strat.next()) is not None:
+        strat.done_with(Execution(sc).run(nxt[1]))
+        n += 1
+    total = sum(strat.profile.values())
+    return {"scenario": spec, "protocol": protocol, "executions": n, "pruned": strat.pruned,
+            "exhausted": strat.exhausted(), "reversals": total,
+            "races": [[f"{a} ↔ {b}", c] for (a, b), c in strat.profile.most_common(12)]}
+
+
+def _profiles(pairs: list[tuple[str, str]], executions: int, as_json: bool) -> int:
+    rows = []
+    try:
+        for s, p in pairs:
+            row = race_profile(s, p, executions)
+            rows.append(row)
+            if not as_json:
+                top = ", ".join(f"{k} {c}" for k, c in row["races"])
+                print(f"{s}@{p}: {row['executions']} executions"
+                      f"{' (exhausted)' if row['exhausted'] else ''}, {row['pruned']} sleep-set "
+                      f"blocked; {row['reversals']} reversals: {top}", flush=True)
+    except KeyboardInterrupt:
+        if as_json:
+            print(json.dumps(rows, indent=2))
+        return 130
+    if as_json:
+        print(json.dumps(rows, indent=2))
+    return 0
+
+
+def _litmus() -> int:
+    from specfault.check import lookup
+    from specfault.check.litmus import LITMUS_PAIRS
+
+    print("| scenario | no reduction | sleep sets | DPOR |")
+    print("|---|---|---|---|")
+    for name in (good for good, _ in LITMUS_PAIRS):
+        cells = []
+        for kw in ({"max_preemptions": None, "reduction": "none"},
+                   {"max_preemptions": None, "reduction": "sleep"}, {"strategy": "dpor"}):
+            r = explore(lookup(name), budget_seconds=None, minimize=False, **kw)
+            if not (r.ok and r.exhausted):
+                print(f"{name}: {kw}: not exhausted or failed", file=sys.stderr)
+                return 1
+            cells.append(f"{r.complete:,}" if "reduction" in kw and kw["reduction"] == "none"
+                         else f"{r.complete:,} ({r.schedules:,} runs)")
+        print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,16 +236,38 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scenario", default=None, help="comma-separated race names (default all)")
     ap.add_argument("--protocol", default=None, help="comma-separated protocols (default all)")
     ap.add_argument("--no-dfs", action="store_true", help="DPOR only (skip the bounded DFS column)")
+    ap.add_argument("--no-dpor", action="store_true",
+                    help="bounded DFS only (skip the DPOR column; --render merges the two)")
     ap.add_argument("--json", action="store_true", help="print the rows as JSON")
     ap.add_argument("--mutants", action="store_true",
                     help="DPOR against every named mutant on its own scenarios")
+    ap.add_argument("--mutant", default=None,
+                    help="with --mutants: comma-separated mutant names (default all)")
+    ap.add_argument("--litmus", action="store_true",
+                    help="the litmus programs: no reduction, sleep sets, DPOR")
+    ap.add_argument("--profile", type=int, default=None, metavar="N",
+                    help="the race profile of each pair over DPOR's first N executions")
     args = ap.parse_args(argv)
     if not 1 <= args.schedules <= 10**9:
         ap.error("--schedules: 1..10^9")
     if args.cap is not None and not args.cap > 0:
         ap.error("--cap: seconds > 0")
+    if args.profile is not None and not 1 <= args.profile <= 10**6:
+        ap.error("--profile: executions 1..10^6")
+    if args.no_dfs and args.no_dpor:
+        ap.error("--no-dpor: not with --no-dfs (nothing would run)")
+    if args.mutant is not None:
+        from specfault.check.mutants import MUTANTS
+
+        if not args.mutants:
+            ap.error("--mutant: only with --mutants")
+        for n in args.mutant.split(","):
+            if n not in MUTANTS:
+                ap.error(f"--mutant: unknown mutant {n!r}")
     if args.mutants:
         return _mutants(args)
+    if args.litmus:
+        return _litmus()
     specs = [s.name for s in SPECS] if args.scenario is None else args.scenario.split(",")
     protos = list(PROTOCOLS) if args.protocol is None else args.protocol.split(",")
     for s in specs:
@@ -138,6 +277,8 @@ def main(argv: list[str] | None = None) -> int:
         if p not in PROTOCOLS:
             ap.error(f"--protocol: unknown protocol {p!r}")
     pairs = [(s, p) for s in specs for p in protos if p in SPEC_BY_NAME[s].protocols]
+    if args.profile is not None:
+        return _profiles(pairs, args.profile, args.json)
     dpor_cfg = ExploreConfig(strategy="dpor", max_schedules=args.schedules, budget_seconds=args.cap,
                              minimize=False)
     dfs_cfg = ExploreConfig(strategy="dfs", max_preemptions=2, max_schedules=args.schedules,
@@ -150,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[{k + 1}/{len(pairs)}] {s}@{p} ...", file=sys.stderr, flush=True)
             row: dict[str, Any] = {"scenario": s, "protocol": p,
                                    "threads": len(SPEC_BY_NAME[s].threads)}
-            row["dpor"] = _row(_run(s, p, dpor_cfg))
+            row["dpor"] = None if args.no_dpor else _row(_run(s, p, dpor_cfg))
             row["dfs2"] = None if args.no_dfs else _row(_run(s, p, dfs_cfg))
             rows.append(row)
             print(f"    dpor {_cell(row['dpor'])}  dfs<=2 {_cell(row['dfs2'])}", file=sys.stderr,
@@ -164,7 +305,11 @@ def main(argv: list[str] | None = None) -> int:
                          indent=2))
     else:
         _table(rows, args.schedules, args.cap, total, interrupted)
-    return 130 if interrupted else 0 if all(r["dpor"]["ok"] for r in rows) else 1
+    return 130 if interrupted else 0 if all(_ok(r) for r in rows) else 1
+
+
+def _ok(row: dict[str, Any]) -> bool:
+    return all(c is None or c["ok"] for c in (row["dpor"], row["dfs2"]))
 
 
 def _table(rows: list[dict[str, Any]], budget: int, cap: float | None, total: float,
@@ -176,8 +321,8 @@ def _table(rows: list[dict[str, Any]], budget: int, cap: float | None, total: fl
         d, f = _cell(row["dpor"]), _cell(row["dfs2"])
         print(f"| {row['scenario']} | {row['protocol']} | {row['threads']} | {d[0]} | {d[1]} | "
               f"{d[2]} | {f[0]} | {f[1]} | {f[2]} |")
-    done = sum(1 for r in rows if r["dpor"]["exhaustive"] == "yes")
-    failed = [f"{r['scenario']}@{r['protocol']}" for r in rows if not r["dpor"]["ok"]]
+    done = sum(1 for r in rows if r["dpor"] is not None and r["dpor"]["exhaustive"] == "yes")
+    failed = [f"{r['scenario']}@{r['protocol']}" for r in rows if not _ok(r)]
     what = f"budget {budget:,} schedules a run" if budget else "budgets as run (progress logs)"
     print(f"\nDPOR exhaustive on {done} of {len(rows)} pairs"
           f"{' (cut short)' if interrupted else ''}; {what}"

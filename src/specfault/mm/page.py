@@ -70,6 +70,7 @@ from typing import Any
 
 from specfault.constants import PAGE_SIZE
 from specfault.runtime import ModelBug, Op, Work
+from specfault.runtime.ops import UNDECLARED_WRITES
 from specfault.sync.rwsem import RwSemaphore
 
 
@@ -219,6 +220,12 @@ class PhysMem:
             page.lru = None
         page.freed = True
         page.data = None
+        # a write no footprint shows, unless the PutPage op frees it (it
+        # declares the free): the frees done by code between ops
+        # (tlb_finish_mmu's batch, reclaim, the page cache) — the
+        # explorer's DPOR makes the step during which it happened dependent
+        # on every step
+        UNDECLARED_WRITES[0] += 1
         del self.pages[page.pfn]
         self.free_pfns.append(page.pfn)
         self.vmstat["pgfree"] += 1
@@ -318,7 +325,9 @@ class PutPage(Op):
         self.page = page
 
     def perform(self) -> None:
+        hidden = UNDECLARED_WRITES[0]
         self.mem.put_page(self.page)
+        UNDECLARED_WRITES[0] = hidden       # the free, if any, is declared (footprint())
 
     def footprint(self) -> tuple[tuple[object, str, str], ...]:
         page = self.page

@@ -64,8 +64,13 @@ async def retire(mm: Any, objs: list[Any], what: str, pinned: bool = False) -> N
     if mm.config.vma_free == "immediate":
         free()
     else:
-        # declared for the explorer: a plain free only poisons the objects
-        fp = None if pinned else tuple((obj, "*", "w") for obj in objs)
+        # declared for the explorer: a plain free poisons the objects; a
+        # pinned one (vma_free_or_defer) reads each VMA's vm_ref_count and
+        # either poisons it or marks it free-pending — every field of the
+        # VMA, as the PutVma that frees it declares.  (Its entry in the
+        # kernel's vma_free_deferred is keyed by the VMA: only that VMA's
+        # free and last put touch it, both declaring the VMA.)
+        fp = tuple((obj, "*", "w") for obj in objs)
         await mm.kernel.rcu.call_rcu(free, what, fp)
 
 

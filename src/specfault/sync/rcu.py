@@ -22,6 +22,7 @@ Fields
 # protected by op atomicity (the RCU core's own locking)
     readers     tasks now in a read-side section (ordered: a dict)
     callbacks   _Callback records waiting for, or past, their grace period
+    queued      callbacks queued so far (the next one's ``seq``)
     gp_completed   callbacks run so far
 """
 
@@ -39,11 +40,18 @@ CallbackFootprint = tuple[tuple[object, str, str], ...] | None
 
 
 class _Callback:
-    __slots__ = ("waiting", "fn", "what", "site", "fp")
+    """``waiting``: the readers its grace period still waits for (each
+    leaves it at its quiescent state); ``waited``: the readers it waited for
+    when it was queued, and ``seq`` its number in the order of queueing
+    (fixed; the explorer's independence reads both)."""
 
-    def __init__(self, waiting: set[Any], fn: Callable[[], None], what: str, site: str,
-                 fp: CallbackFootprint = None) -> None:
-        self.waiting = waiting
+    __slots__ = ("waiting", "waited", "seq", "fn", "what", "site", "fp")
+
+    def __init__(self, waited: tuple[Any, ...], seq: int, fn: Callable[[], None], what: str,
+                 site: str, fp: CallbackFootprint = None) -> None:
+        self.waited = waited
+        self.seq = seq
+        self.waiting = set(waited)
         self.fn = fn
         self.what = what
         self.site = site
@@ -176,6 +184,7 @@ class Rcu:
         self.readers: dict[Any, None] = {}
         self.callbacks: list[_Callback] = []
         self.gp_completed = 0
+        self.queued = 0
         self._rl = _ReadLock(self)
         self._ru = _ReadUnlock(self)
 
@@ -227,7 +236,8 @@ class Rcu:
         """Start a grace period for ``fn``: it waits for the current readers."""
         task = STATE.task
         site = f"{what} retired by {task.name} at {task_site(task)}" if task is not None else what
-        cb = _Callback(set(self.readers), fn, what, site, fp)
+        cb = _Callback(tuple(self.readers), self.queued, fn, what, site, fp)
+        self.queued += 1
         self.callbacks.append(cb)
         return cb
 
@@ -250,17 +260,6 @@ class Rcu:
             if not cb.waiting:
                 return True
         return False
-
-    def next_footprint(self) -> CallbackFootprint:
-        """The footprint of what :meth:`process_one` would do now: the RCU
-        state, and the oldest ready callback's declared footprint (None if
-        it declares none, or if no callback is ready)."""
-        for cb in self.callbacks:
-            if not cb.waiting:
-                if cb.fp is None:
-                    return None
-                return ((self, "gp", "w"), *cb.fp)
-        return None
 
     def process_one(self) -> str | None:
         """Run the oldest callback whose grace period ended; its ``what``."""
